@@ -1,0 +1,677 @@
+//! The spawner thread: every task is started here, so the thread's CPU affinity (set per
+//! task) is inherited by the child.
+//!
+//! Fast path (no memory limit): `posix_spawn` (glibc: `clone(CLONE_VM|CLONE_VFORK)`, no
+//! page-table copy) with a new session, an empty signal mask and default dispositions.
+//! Memory-limited tasks: `std::process::Command` with a `pre_exec` hook (a fork) that
+//! joins the task's cgroup or sets `RLIMIT_AS`.
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+
+use rudel_core::{TaskOutcome, TaskReport};
+use tracing::warn;
+
+use super::memlimit::{self, MemMode};
+use super::{errno_text, now_ms, ExecSpec, Inner, StderrTarget, Task};
+
+/// glibc >= 2.26; spelled out in case the libc crate lacks it.
+const POSIX_SPAWN_SETSID: libc::c_int = 0x80;
+
+pub(crate) enum Request {
+    Launch {
+        spec: Box<ExecSpec>,
+        reply: mpsc::SyncSender<Option<u32>>,
+    },
+    Stop,
+}
+
+/// The spawner thread's loop.
+pub(crate) fn run(inner: &Arc<Inner>, rx: mpsc::Receiver<Request>, devnull: OwnedFd) {
+    let mut aff = Affinity::new();
+    let attr = match SpawnAttr::new() {
+        Ok(a) => Some(a),
+        Err(e) => {
+            warn!(
+                errno = e,
+                "posix_spawnattr setup failed; every task will fork"
+            );
+            None
+        }
+    };
+    while let Ok(req) = rx.recv() {
+        match req {
+            Request::Stop => break,
+            Request::Launch { spec, reply } => {
+                let pid = launch(inner, &mut aff, attr.as_ref(), &devnull, *spec);
+                let _ = reply.send(pid);
+            }
+        }
+    }
+}
+
+/// A task that could not start: why, and the exit code a shell would give.
+struct Failure {
+    code: i32,
+    reason: String,
+}
+
+impl Failure {
+    fn exec(errno: i32, what: &str) -> Failure {
+        let code = if errno == libc::EACCES || errno == libc::ENOEXEC || errno == libc::EPERM {
+            126
+        } else {
+            127
+        };
+        Failure {
+            code,
+            reason: format!("rudel: {what}: {}", errno_text(errno)),
+        }
+    }
+}
+
+/// The task's output files, opened by us (close-on-exec; dup2'ed in the child).
+struct Stdio {
+    out: Option<File>,
+    err: ErrFile,
+}
+
+enum ErrFile {
+    Discard,
+    SameAsOut,
+    File(File),
+}
+
+impl Stdio {
+    /// Where a spawn-failure reason is written: error file, else output file.
+    fn reason_sink(&self) -> Option<&File> {
+        match &self.err {
+            ErrFile::File(f) => Some(f),
+            ErrFile::SameAsOut => self.out.as_ref(),
+            ErrFile::Discard => None,
+        }
+    }
+}
+
+fn abs(cwd: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    }
+}
+
+fn open_out(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .open(path)
+}
+
+/// Opens stdout/stderr files. On failure, the reason goes to the other file if it opened.
+fn open_stdio(spec: &ExecSpec) -> Result<Stdio, (Failure, Option<File>)> {
+    let out_path = spec.stdout.as_ref().map(|p| abs(&spec.cwd, p));
+    let mut err_target = spec.stderr.clone();
+    if let (StderrTarget::File(e), Some(o)) = (&err_target, &out_path) {
+        if abs(&spec.cwd, e) == *o {
+            err_target = StderrTarget::SameAsStdout;
+        }
+    }
+    let out = match &out_path {
+        None => Ok(None),
+        Some(p) => open_out(p).map(Some).map_err(|e| (p.clone(), e)),
+    };
+    let err = match &err_target {
+        StderrTarget::File(p) => {
+            let p = abs(&spec.cwd, p);
+            open_out(&p).map(ErrFile::File).map_err(|e| (p, e))
+        }
+        StderrTarget::Discard => Ok(ErrFile::Discard),
+        StderrTarget::SameAsStdout => Ok(ErrFile::SameAsOut),
+    };
+    let fail = |what: &str, p: &Path, e: std::io::Error| {
+        Failure::exec(
+            e.raw_os_error().unwrap_or(libc::EIO),
+            &format!("cannot open {what} file '{}'", p.display()),
+        )
+    };
+    match (out, err) {
+        (Ok(out), Ok(err)) => Ok(Stdio { out, err }),
+        (Err((p, e)), Ok(err)) => {
+            let sink = match err {
+                ErrFile::File(f) => Some(f),
+                _ => None,
+            };
+            Err((fail("output", &p, e), sink))
+        }
+        (Ok(out), Err((p, e))) => Err((fail("error", &p, e), out)),
+        (Err((p, e)), Err(_)) => Err((fail("output", &p, e), None)),
+    }
+}
+
+/// Resolves argv[0] like `execvp`, but with the task's `PATH` (glibc's `posix_spawnp`
+/// would search the agent's own `PATH`).
+fn resolve(spec: &ExecSpec) -> Result<PathBuf, i32> {
+    let name = &spec.argv[0];
+    if name.is_empty() {
+        return Err(libc::ENOENT);
+    }
+    if name.contains('/') {
+        // Relative to the task's cwd: the child changes directory before exec.
+        return Ok(PathBuf::from(name));
+    }
+    let path = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/bin:/usr/bin");
+    let mut saw_eacces = false;
+    for dir in path.split(':') {
+        let cand = if dir.is_empty() {
+            spec.cwd.join(name)
+        } else {
+            abs(&spec.cwd, Path::new(dir)).join(name)
+        };
+        match std::fs::metadata(&cand) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(cand),
+            Ok(_) => saw_eacces = true,
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) => saw_eacces = true,
+            Err(_) => {}
+        }
+    }
+    Err(if saw_eacces {
+        libc::EACCES
+    } else {
+        libc::ENOENT
+    })
+}
+
+fn cstr(s: &[u8]) -> Result<CString, Failure> {
+    CString::new(s).map_err(|_| Failure {
+        code: 127,
+        reason: "rudel: invalid command: an argument, variable or path contains a NUL byte".into(),
+    })
+}
+
+/// Why an exec-time error happened: a bad working directory or the command itself.
+fn diagnose(spec: &ExecSpec, errno: i32) -> Failure {
+    let cwd_err = match std::fs::metadata(&spec.cwd) {
+        Err(e) => Some(e.raw_os_error().unwrap_or(libc::ENOENT)),
+        Ok(m) if !m.is_dir() => Some(libc::ENOTDIR),
+        Ok(_) => None,
+    };
+    match cwd_err {
+        Some(e) => Failure::exec(
+            e,
+            &format!("cannot change directory to '{}'", spec.cwd.display()),
+        ),
+        None => Failure::exec(errno, &format!("cannot execute '{}'", spec.argv[0])),
+    }
+}
+
+fn report_failure(inner: &Inner, spec: &ExecSpec, start_ms: u64, f: Failure, sink: Option<&File>) {
+    if let Some(mut file) = sink {
+        let _ = file.write_all(format!("{}\n", f.reason).as_bytes());
+    }
+    inner.send_report(TaskReport {
+        key: spec.key,
+        attempt: spec.attempt,
+        outcome: TaskOutcome::SpawnFailed,
+        exit_code: Some(f.code),
+        signal: None,
+        start_ms,
+        end_ms: now_ms(),
+        message: f.reason,
+    });
+}
+
+/// Starts one task; reports its failure itself. Returns the pid.
+fn launch(
+    inner: &Arc<Inner>,
+    aff: &mut Affinity,
+    attr: Option<&SpawnAttr>,
+    devnull: &OwnedFd,
+    spec: ExecSpec,
+) -> Option<u32> {
+    let start_ms = now_ms();
+    {
+        let st = inner.lock();
+        if let Some(&pid) = st.by_key.get(&(spec.key, spec.attempt)) {
+            return Some(pid);
+        }
+        if st.shutting_down {
+            drop(st);
+            let f = Failure {
+                code: 127,
+                reason: "rudel: the agent is shutting down".into(),
+            };
+            report_failure(inner, &spec, start_ms, f, None);
+            return None;
+        }
+    }
+    if spec.argv.is_empty() {
+        let f = Failure {
+            code: 127,
+            reason: "rudel: empty command".into(),
+        };
+        report_failure(inner, &spec, start_ms, f, None);
+        return None;
+    }
+    let stdio = match open_stdio(&spec) {
+        Ok(s) => s,
+        Err((f, sink)) => {
+            report_failure(inner, &spec, start_ms, f, sink.as_ref());
+            return None;
+        }
+    };
+    let prog = match resolve(&spec) {
+        Ok(p) => p,
+        Err(errno) => {
+            let f = Failure::exec(errno, &format!("cannot execute '{}'", spec.argv[0]));
+            report_failure(inner, &spec, start_ms, f, stdio.reason_sink());
+            return None;
+        }
+    };
+    aff.apply(&spec.cores);
+    let result = if spec.mem_bytes == 0 && attr.is_some() {
+        match (attr, Prepared::new(&spec, &prog)) {
+            (Some(attr), Ok(p)) => spawn_fast(inner, attr, devnull, &stdio, &spec, &p, start_ms),
+            (_, Err(f)) => Err(f),
+            (None, Ok(_)) => Err(Failure {
+                code: 127,
+                reason: "rudel: internal error".into(),
+            }),
+        }
+    } else {
+        spawn_forked(inner, devnull, &stdio, &spec, &prog, start_ms)
+    };
+    match result {
+        Ok(pid) => Some(pid),
+        Err(f) => {
+            report_failure(inner, &spec, start_ms, f, stdio.reason_sink());
+            None
+        }
+    }
+}
+
+/// Registers a spawned task (state lock held by the caller) and wakes the reaper.
+fn register(
+    inner: &Arc<Inner>,
+    st: &mut super::State,
+    spec: &ExecSpec,
+    pid: u32,
+    start_ms: u64,
+    cgroup: Option<memlimit::TaskCgroup>,
+    mem_rlimit: bool,
+) {
+    st.tasks.insert(
+        pid,
+        Task {
+            key: spec.key,
+            attempt: spec.attempt,
+            start_ms,
+            kill_reason: None,
+            timers: Vec::new(),
+            cgroup,
+            mem_bytes: spec.mem_bytes,
+            mem_rlimit,
+        },
+    );
+    st.by_key.insert((spec.key, spec.attempt), pid);
+    st.spawn_gen = st.spawn_gen.wrapping_add(1);
+    if let Some(limit) = spec.time_limit {
+        inner.arm_time_limit(st, pid, limit);
+    }
+    inner.reaper_cv.notify_one();
+}
+
+/// argv/envp/cwd as C strings, and the pointer arrays `posix_spawn` wants.
+struct Prepared {
+    prog: CString,
+    cwd: CString,
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    argv_ptrs: Vec<*mut libc::c_char>,
+    envp_ptrs: Vec<*mut libc::c_char>,
+}
+
+impl Prepared {
+    fn new(spec: &ExecSpec, prog: &Path) -> Result<Prepared, Failure> {
+        let argv = spec
+            .argv
+            .iter()
+            .map(|a| cstr(a.as_bytes()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut envp = Vec::with_capacity(spec.env.len());
+        for (k, v) in &spec.env {
+            let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
+            kv.extend_from_slice(k.as_bytes());
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            envp.push(cstr(&kv)?);
+        }
+        let mut argv_ptrs: Vec<*mut libc::c_char> =
+            argv.iter().map(|c| c.as_ptr() as *mut _).collect();
+        argv_ptrs.push(std::ptr::null_mut());
+        let mut envp_ptrs: Vec<*mut libc::c_char> =
+            envp.iter().map(|c| c.as_ptr() as *mut _).collect();
+        envp_ptrs.push(std::ptr::null_mut());
+        Ok(Prepared {
+            prog: cstr(prog.as_os_str().as_bytes())?,
+            cwd: cstr(spec.cwd.as_os_str().as_bytes())?,
+            _argv: argv,
+            _envp: envp,
+            argv_ptrs,
+            envp_ptrs,
+        })
+    }
+}
+
+/// The spawn attributes, identical for every task: new session, empty signal mask,
+/// default disposition for every signal (the agent ignores SIGPIPE, for example).
+struct SpawnAttr(Box<libc::posix_spawnattr_t>);
+
+impl SpawnAttr {
+    fn new() -> Result<SpawnAttr, i32> {
+        // SAFETY: the attr is initialised before use and destroyed in Drop; the sigsets
+        // are initialised by sigemptyset/sigfillset.
+        unsafe {
+            let mut attr: Box<libc::posix_spawnattr_t> = Box::new(std::mem::zeroed());
+            let r = libc::posix_spawnattr_init(&mut *attr);
+            if r != 0 {
+                return Err(r);
+            }
+            let mut a = SpawnAttr(attr);
+            let mut mask: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut mask);
+            let mut def: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut def);
+            libc::sigdelset(&mut def, libc::SIGKILL);
+            libc::sigdelset(&mut def, libc::SIGSTOP);
+            let p: *mut libc::posix_spawnattr_t = &mut *a.0;
+            let flags =
+                POSIX_SPAWN_SETSID | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+            for r in [
+                libc::posix_spawnattr_setsigmask(p, &mask),
+                libc::posix_spawnattr_setsigdefault(p, &def),
+                libc::posix_spawnattr_setflags(p, flags as libc::c_short),
+            ] {
+                if r != 0 {
+                    return Err(r);
+                }
+            }
+            Ok(a)
+        }
+    }
+}
+
+impl Drop for SpawnAttr {
+    fn drop(&mut self) {
+        // SAFETY: initialised in new().
+        unsafe { libc::posix_spawnattr_destroy(&mut *self.0) };
+    }
+}
+
+struct FileActions(libc::posix_spawn_file_actions_t);
+
+impl FileActions {
+    fn new() -> Result<FileActions, i32> {
+        // SAFETY: initialised before use, destroyed in Drop.
+        unsafe {
+            let mut fa: libc::posix_spawn_file_actions_t = std::mem::zeroed();
+            let r = libc::posix_spawn_file_actions_init(&mut fa);
+            if r != 0 {
+                return Err(r);
+            }
+            Ok(FileActions(fa))
+        }
+    }
+}
+
+impl Drop for FileActions {
+    fn drop(&mut self) {
+        // SAFETY: initialised in new().
+        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
+    }
+}
+
+fn spawn_fast(
+    inner: &Arc<Inner>,
+    attr: &SpawnAttr,
+    devnull: &OwnedFd,
+    stdio: &Stdio,
+    spec: &ExecSpec,
+    p: &Prepared,
+    start_ms: u64,
+) -> Result<u32, Failure> {
+    let internal = |r: i32| Failure::exec(r, "cannot set up the spawn");
+    let null = devnull.as_raw_fd();
+    let out = stdio.out.as_ref().map_or(null, |f| f.as_raw_fd());
+    let err = match &stdio.err {
+        ErrFile::Discard => null,
+        ErrFile::SameAsOut => out,
+        ErrFile::File(f) => f.as_raw_fd(),
+    };
+    let mut fa = FileActions::new().map_err(internal)?;
+    // SAFETY: all pointers are valid NUL-terminated strings / null-terminated arrays
+    // that outlive the call; fa and attr are initialised.
+    unsafe {
+        for r in [
+            libc::posix_spawn_file_actions_adddup2(&mut fa.0, null, 0),
+            libc::posix_spawn_file_actions_adddup2(&mut fa.0, out, 1),
+            libc::posix_spawn_file_actions_adddup2(&mut fa.0, err, 2),
+            libc::posix_spawn_file_actions_addchdir_np(&mut fa.0, p.cwd.as_ptr()),
+        ] {
+            if r != 0 {
+                return Err(internal(r));
+            }
+        }
+        let mut st = inner.lock();
+        if let Some(&pid) = st.by_key.get(&(spec.key, spec.attempt)) {
+            // Launched concurrently by another request: still a no-op.
+            return Ok(pid);
+        }
+        let mut pid: libc::pid_t = 0;
+        let r = libc::posix_spawn(
+            &mut pid,
+            p.prog.as_ptr(),
+            &fa.0,
+            &*attr.0,
+            p.argv_ptrs.as_ptr(),
+            p.envp_ptrs.as_ptr(),
+        );
+        if r != 0 || pid <= 0 {
+            drop(st);
+            return Err(diagnose(spec, if r != 0 { r } else { libc::EIO }));
+        }
+        register(inner, &mut st, spec, pid as u32, start_ms, None, false);
+        Ok(pid as u32)
+    }
+}
+
+/// Fork path for memory-limited tasks: joins the task cgroup (or sets RLIMIT_AS) before
+/// exec.
+fn spawn_forked(
+    inner: &Arc<Inner>,
+    devnull: &OwnedFd,
+    stdio: &Stdio,
+    spec: &ExecSpec,
+    prog: &Path,
+    start_ms: u64,
+) -> Result<u32, Failure> {
+    let dup = |f: std::io::Result<OwnedFd>| {
+        f.map_err(|e| Failure::exec(e.raw_os_error().unwrap_or(libc::EIO), "cannot dup"))
+    };
+    let null = || dup(devnull.try_clone());
+    let out: OwnedFd = match &stdio.out {
+        Some(f) => dup(f.try_clone().map(OwnedFd::from))?,
+        None => null()?,
+    };
+    let err: OwnedFd = match &stdio.err {
+        ErrFile::Discard => null()?,
+        ErrFile::SameAsOut => dup(out.try_clone())?,
+        ErrFile::File(f) => dup(f.try_clone().map(OwnedFd::from))?,
+    };
+    let mut cmd = std::process::Command::new(prog);
+    cmd.arg0(&spec.argv[0])
+        .args(&spec.argv[1..])
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))))
+        .current_dir(&spec.cwd)
+        .stdin(null()?)
+        .stdout(out)
+        .stderr(err);
+
+    let mut st = inner.lock();
+    if let Some(&pid) = st.by_key.get(&(spec.key, spec.attempt)) {
+        return Ok(pid);
+    }
+    // The cgroup is made under the lock so that removal of the (empty) parent cannot race.
+    let cg_root = match &inner.mem {
+        MemMode::V1 { root } => Some((root.clone(), false)),
+        MemMode::V2 { root } => Some((root.clone(), true)),
+        MemMode::Rlimit => None,
+    };
+    let prepared = cg_root.and_then(|(root, v2)| {
+        match memlimit::create_task_cgroup(&root, v2, spec.key, spec.attempt, spec.mem_bytes) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                warn!(task = %spec.key, error = %e, "cannot create task cgroup; using RLIMIT_AS");
+                None
+            }
+        }
+    });
+    let procs_fd: libc::c_int = prepared.as_ref().map_or(-1, memlimit::procs_fd);
+    let rlimit: u64 = if prepared.is_some() {
+        0
+    } else {
+        spec.mem_bytes
+    };
+    // SAFETY: the hook only makes async-signal-safe syscalls on captured plain values
+    // (no allocation, no locks).
+    unsafe {
+        cmd.pre_exec(move || child_setup(procs_fd, rlimit));
+    }
+    if prepared.is_some() {
+        st.cgroups_alive += 1;
+    }
+    match cmd.spawn() {
+        Ok(child) => {
+            let pid = child.id();
+            // Dropping a Child neither waits nor kills: the reaper owns it.
+            drop(child);
+            let cg = prepared.map(|p| p.cgroup);
+            register(inner, &mut st, spec, pid, start_ms, cg, rlimit > 0);
+            Ok(pid)
+        }
+        Err(e) => {
+            if let Some(p) = prepared {
+                let _ = std::fs::remove_dir(&p.cgroup.dir);
+                inner.release_cgroup(&mut st);
+            }
+            drop(st);
+            Err(diagnose(spec, e.raw_os_error().unwrap_or(libc::EIO)))
+        }
+    }
+}
+
+/// Runs in the forked child before exec: async-signal-safe calls only.
+fn child_setup(procs_fd: libc::c_int, rlimit: u64) -> std::io::Result<()> {
+    // SAFETY: plain syscalls on stack values.
+    unsafe {
+        if libc::setsid() == -1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = libc::SIG_DFL;
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::sigaction(sig, &sa, std::ptr::null_mut());
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        if procs_fd >= 0 && libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if rlimit > 0 {
+            let rl = libc::rlimit {
+                rlim_cur: rlimit,
+                rlim_max: rlimit,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &rl) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The spawner thread's CPU affinity (inherited by children).
+struct Affinity {
+    full: Option<libc::cpu_set_t>,
+    current: Vec<u32>,
+}
+
+impl Affinity {
+    fn new() -> Affinity {
+        // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
+        let full = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0)
+                .then_some(set)
+        };
+        Affinity {
+            full,
+            current: Vec::new(),
+        }
+    }
+
+    fn set(set: &libc::cpu_set_t) -> bool {
+        // SAFETY: valid cpu_set_t of the size passed.
+        unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) == 0 }
+    }
+
+    fn apply(&mut self, cores: &[u32]) {
+        if cores == self.current.as_slice() {
+            return;
+        }
+        let Some(full) = self.full else {
+            return;
+        };
+        if cores.is_empty() {
+            if !Self::set(&full) {
+                warn!(error = %std::io::Error::last_os_error(), "cannot reset CPU affinity");
+            }
+            self.current.clear();
+            return;
+        }
+        // SAFETY: cpu_set_t is plain data; CPU_SET is bounds-checked by the guard.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+        for &c in cores {
+            if (c as usize) < max {
+                // SAFETY: c is below the set's capacity.
+                unsafe { libc::CPU_SET(c as usize, &mut set) };
+            }
+        }
+        if Self::set(&set) {
+            self.current = cores.to_vec();
+        } else {
+            warn!(?cores, error = %std::io::Error::last_os_error(), "cannot pin task; running unpinned");
+            let _ = Self::set(&full);
+            self.current.clear();
+        }
+    }
+}

@@ -1,0 +1,779 @@
+//! Executor tests. The executor reaps every child of the process, so all tests share one
+//! executor (on its own runtime) and route reports to each test by job id.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rudel_core::{TaskKey, TaskOutcome, TaskReport};
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use super::*;
+use crate::journal::{proc_start_time, reap_orphans, Orphan};
+
+type Routes = Arc<Mutex<HashMap<u64, UnboundedSender<TaskReport>>>>;
+
+struct Harness {
+    rt: tokio::runtime::Runtime,
+    exec: Executor,
+    routes: Routes,
+}
+
+static HARNESS: OnceLock<Harness> = OnceLock::new();
+static NEXT_JOB: AtomicU64 = AtomicU64::new(1000);
+const GRACE: Duration = Duration::from_secs(1);
+
+fn h() -> &'static Harness {
+    HARNESS.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (exec, mut rx) = {
+            let _g = rt.enter();
+            Executor::start(ExecConfig {
+                kill_grace: GRACE,
+                cgroup_name: format!("rudel-test-{}", std::process::id()),
+            })
+            .expect("executor")
+        };
+        let routes: Routes = Arc::default();
+        let r2 = Arc::clone(&routes);
+        rt.spawn(async move {
+            while let Some(rep) = rx.recv().await {
+                let tx = r2.lock().expect("routes").get(&rep.key.job).cloned();
+                match tx {
+                    Some(tx) => {
+                        let _ = tx.send(rep);
+                    }
+                    None => panic!("report for unknown job: {rep:?}"),
+                }
+            }
+        });
+        Harness { rt, exec, routes }
+    })
+}
+
+/// A fresh job id and the receiver of its reports.
+fn new_job() -> (u64, UnboundedReceiver<TaskReport>) {
+    let job = NEXT_JOB.fetch_add(1, Ordering::SeqCst);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    h().routes.lock().expect("routes").insert(job, tx);
+    (job, rx)
+}
+
+fn base_env() -> Vec<(String, String)> {
+    vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())]
+}
+
+fn spec(job: u64, index: u32, argv: &[&str]) -> ExecSpec {
+    ExecSpec {
+        key: TaskKey { job, index },
+        attempt: 0,
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        cwd: PathBuf::from("/"),
+        env: base_env(),
+        stdout: None,
+        stderr: StderrTarget::SameAsStdout,
+        cores: vec![],
+        mem_bytes: 0,
+        time_limit: None,
+    }
+}
+
+fn recv(rx: &mut UnboundedReceiver<TaskReport>, secs: u64) -> TaskReport {
+    h().rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(secs), rx.recv())
+            .await
+            .expect("report in time")
+            .expect("report channel open")
+    })
+}
+
+/// Runs a spec whose job came from `new_job` and waits for its report.
+fn run_with(rx: &mut UnboundedReceiver<TaskReport>, s: ExecSpec) -> TaskReport {
+    let key = s.key;
+    h().exec.launch(s);
+    let r = recv(rx, 60);
+    assert_eq!(r.key, key);
+    r
+}
+
+fn run(f: impl FnOnce(u64) -> ExecSpec) -> TaskReport {
+    let (job, mut rx) = new_job();
+    run_with(&mut rx, f(job))
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// (pid, state, ppid, pgrp, session) of every process.
+fn all_procs() -> Vec<(u32, char, u32, u32, u32)> {
+    let mut v = Vec::new();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return v;
+    };
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(i) = s.rfind(')') else { continue };
+        let f: Vec<&str> = s[i + 1..].split_whitespace().collect();
+        if f.len() < 4 {
+            continue;
+        }
+        let n = |x: &str| x.parse::<u32>().unwrap_or(0);
+        let state = f[0].chars().next().unwrap_or('?');
+        v.push((pid, state, n(f[1]), n(f[2]), n(f[3])));
+    }
+    v
+}
+
+fn in_session(sid: u32) -> Vec<u32> {
+    all_procs()
+        .into_iter()
+        .filter(|p| p.4 == sid || p.3 == sid)
+        .map(|p| p.0)
+        .collect()
+}
+
+/// Waits until the session is empty (bounded); returns what is left.
+fn wait_session_empty(sid: u32) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let left = in_session(sid);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn wait_session_size(sid: u32, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while in_session(sid).len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "session {sid} never had {n} processes"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Zombie children of this process that stay zombies (the reaper must reap them all).
+fn lasting_zombies() -> Vec<u32> {
+    let me = std::process::id();
+    let zombies = |v: Vec<(u32, char, u32, u32, u32)>| -> Vec<u32> {
+        v.into_iter()
+            .filter(|p| p.2 == me && p.1 == 'Z')
+            .map(|p| p.0)
+            .collect()
+    };
+    let first = zombies(all_procs());
+    std::thread::sleep(Duration::from_millis(300));
+    let second = zombies(all_procs());
+    first.into_iter().filter(|p| second.contains(p)).collect()
+}
+
+#[test]
+fn echo_output_captured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.txt");
+    let r = run(|job| ExecSpec {
+        stdout: Some(out.clone()),
+        ..spec(job, 0, &["echo", "hello", "world"])
+    });
+    assert_eq!(r.outcome, TaskOutcome::Exited, "{r:?}");
+    assert_eq!(r.exit_code, Some(0));
+    assert_eq!(r.signal, None);
+    assert!(
+        r.start_ms > 1_600_000_000_000 && r.end_ms >= r.start_ms,
+        "{r:?}"
+    );
+    assert_eq!(read(&out), "hello world\n");
+}
+
+#[test]
+fn stderr_separate_and_same() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, err) = (dir.path().join("o"), dir.path().join("e"));
+    let script = ["sh", "-c", "echo out; echo err >&2"];
+    let r = run(|job| ExecSpec {
+        stdout: Some(out.clone()),
+        stderr: StderrTarget::File(err.clone()),
+        ..spec(job, 0, &script)
+    });
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    assert_eq!(read(&out), "out\n");
+    assert_eq!(read(&err), "err\n");
+
+    let same = dir.path().join("same");
+    let r = run(|job| ExecSpec {
+        stdout: Some(same.clone()),
+        stderr: StderrTarget::SameAsStdout,
+        ..spec(job, 0, &script)
+    });
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    assert_eq!(read(&same), "out\nerr\n");
+
+    // An error path equal to the output path shares the file too.
+    let r = run(|job| ExecSpec {
+        stdout: Some(same.clone()),
+        stderr: StderrTarget::File(same.clone()),
+        ..spec(job, 0, &script)
+    });
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    assert_eq!(read(&same), "out\nerr\n");
+
+    let r = run(|job| ExecSpec {
+        stdout: Some(out.clone()),
+        stderr: StderrTarget::Discard,
+        ..spec(job, 0, &script)
+    });
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    assert_eq!(read(&out), "out\n");
+}
+
+#[test]
+fn exit_code_reported() {
+    let r = run(|job| spec(job, 0, &["sh", "-c", "exit 3"]));
+    assert_eq!(r.outcome, TaskOutcome::Exited);
+    assert_eq!(r.exit_code, Some(3));
+    assert_eq!(r.signal, None);
+    assert!(r.message.contains('3'), "{r:?}");
+    let r = run(|job| spec(job, 0, &["sh", "-c", "kill -USR1 $$"]));
+    assert_eq!(r.outcome, TaskOutcome::Exited);
+    assert_eq!(
+        (r.exit_code, r.signal),
+        (None, Some(libc::SIGUSR1)),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn spawn_failures_are_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (out, err) = (dir.path().join("o"), dir.path().join("e"));
+    // Missing command: reason in the error file.
+    let r = run(|job| ExecSpec {
+        stdout: Some(out.clone()),
+        stderr: StderrTarget::File(err.clone()),
+        ..spec(job, 0, &["nosuchcmd-rudel", "x"])
+    });
+    let reason = "rudel: cannot execute 'nosuchcmd-rudel': No such file or directory";
+    assert_eq!(r.outcome, TaskOutcome::SpawnFailed, "{r:?}");
+    assert_eq!(r.exit_code, Some(127));
+    assert_eq!(r.message, reason);
+    assert_eq!(read(&err), format!("{reason}\n"));
+    assert_eq!(read(&out), "");
+
+    // Same with only an output file; absolute path variant.
+    let r = run(|job| ExecSpec {
+        stdout: Some(out.clone()),
+        ..spec(job, 0, &["/no/such/bin"])
+    });
+    assert_eq!(
+        (r.outcome, r.exit_code),
+        (TaskOutcome::SpawnFailed, Some(127))
+    );
+    assert_eq!(
+        read(&out),
+        "rudel: cannot execute '/no/such/bin': No such file or directory\n"
+    );
+
+    // Not executable → 126.
+    let script = dir.path().join("noexec.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hi\n").expect("write");
+    let r = run(|job| spec(job, 0, &[script.to_str().expect("utf8")]));
+    assert_eq!(
+        (r.outcome, r.exit_code),
+        (TaskOutcome::SpawnFailed, Some(126)),
+        "{r:?}"
+    );
+    assert!(r.message.contains("Permission denied"), "{r:?}");
+
+    // Missing working directory.
+    let r = run(|job| ExecSpec {
+        cwd: dir.path().join("nodir"),
+        ..spec(job, 0, &["true"])
+    });
+    assert_eq!(
+        (r.outcome, r.exit_code),
+        (TaskOutcome::SpawnFailed, Some(127)),
+        "{r:?}"
+    );
+    assert!(r.message.contains("cannot change directory"), "{r:?}");
+
+    // Missing output directory (not created, like Slurm).
+    let r = run(|job| ExecSpec {
+        stdout: Some(dir.path().join("nodir/out")),
+        ..spec(job, 0, &["true"])
+    });
+    assert_eq!(r.outcome, TaskOutcome::SpawnFailed, "{r:?}");
+    assert!(r.message.contains("cannot open output file"), "{r:?}");
+
+    // The same failures on the fork (memory-limited) path.
+    let r = run(|job| ExecSpec {
+        mem_bytes: 100 << 20,
+        stderr: StderrTarget::File(err.clone()),
+        ..spec(job, 0, &["nosuchcmd-rudel"])
+    });
+    assert_eq!(
+        (r.outcome, r.exit_code),
+        (TaskOutcome::SpawnFailed, Some(127)),
+        "{r:?}"
+    );
+    assert_eq!(read(&err), format!("{reason}\n"));
+    let r = run(|job| ExecSpec {
+        mem_bytes: 100 << 20,
+        cwd: dir.path().join("nodir"),
+        ..spec(job, 0, &["true"])
+    });
+    assert_eq!(r.outcome, TaskOutcome::SpawnFailed, "{r:?}");
+    assert!(r.message.contains("cannot change directory"), "{r:?}");
+
+    // The executor keeps working.
+    let r = run(|job| spec(job, 0, &["true"]));
+    assert_eq!((r.outcome, r.exit_code), (TaskOutcome::Exited, Some(0)));
+}
+
+#[test]
+fn env_is_exactly_the_given_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("o");
+    let mut env = base_env();
+    env.push(("RUDEL_X".into(), "a b=c".into()));
+    let r = run(|job| ExecSpec {
+        stdout: Some(out.clone()),
+        env: env.clone(),
+        ..spec(
+            job,
+            0,
+            &["sh", "-c", "echo \"$RUDEL_X|${HOME-unset}|${CARGO-unset}\""],
+        )
+    });
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    assert_eq!(read(&out), "a b=c|unset|unset\n");
+}
+
+#[test]
+fn cwd_honoured_and_relative_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cwd = dir.path().canonicalize().expect("canon");
+    let r = run(|job| ExecSpec {
+        cwd: cwd.clone(),
+        stdout: Some(PathBuf::from("rel.out")),
+        ..spec(job, 0, &["pwd"])
+    });
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    assert_eq!(read(&cwd.join("rel.out")), format!("{}\n", cwd.display()));
+    // A relative command path is relative to the cwd, too.
+    std::fs::write(cwd.join("s.sh"), "#!/bin/sh\necho script\n").expect("write");
+    std::fs::set_permissions(
+        cwd.join("s.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let r = run(|job| ExecSpec {
+        cwd: cwd.clone(),
+        stdout: Some(PathBuf::from("s.out")),
+        ..spec(job, 0, &["./s.sh"])
+    });
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    assert_eq!(read(&cwd.join("s.out")), "script\n");
+}
+
+fn cpus_allowed(status: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn affinity_honoured() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("o");
+    let own = cpus_allowed(&read(Path::new("/proc/self/status")));
+    // SAFETY: plain data filled by the kernel.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    assert_eq!(r, 0);
+    let cpus: Vec<u32> = (0..1024u32)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c as usize, &set) })
+        .collect();
+    let core = *cpus.last().expect("some cpu");
+    let r = run(|job| ExecSpec {
+        stdout: Some(out.clone()),
+        cores: vec![core],
+        ..spec(job, 0, &["cat", "/proc/self/status"])
+    });
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    assert_eq!(cpus_allowed(&read(&out)), core.to_string());
+    // No cores: back to the full mask.
+    let r = run(|job| ExecSpec {
+        stdout: Some(out.clone()),
+        ..spec(job, 0, &["cat", "/proc/self/status"])
+    });
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    assert_eq!(cpus_allowed(&read(&out)), own);
+}
+
+#[test]
+fn time_limit_kills() {
+    let limit = Duration::from_millis(800);
+    let (job, mut rx) = new_job();
+    let t0 = Instant::now();
+    let p0 = h().exec.launch(ExecSpec {
+        time_limit: Some(limit),
+        ..spec(job, 0, &["sleep", "100"])
+    });
+    // Ignores SIGTERM (the ignored disposition is inherited by sleep): needs SIGKILL.
+    let p1 = h().exec.launch(ExecSpec {
+        time_limit: Some(limit),
+        ..spec(job, 1, &["sh", "-c", "trap '' TERM; sleep 100"])
+    });
+    let mut got: Vec<(TaskReport, Duration)> = (0..2)
+        .map(|_| {
+            let r = recv(&mut rx, 30);
+            (r, t0.elapsed())
+        })
+        .collect();
+    got.sort_by_key(|(r, _)| r.key);
+    let (a, ta) = &got[0];
+    assert_eq!(a.outcome, TaskOutcome::Timeout, "{a:?}");
+    assert_eq!(
+        (a.exit_code, a.signal),
+        (None, Some(libc::SIGTERM)),
+        "{a:?}"
+    );
+    assert!(
+        *ta >= limit && *ta < limit + Duration::from_millis(1500),
+        "{ta:?}"
+    );
+    let (b, tb) = &got[1];
+    assert_eq!(b.outcome, TaskOutcome::Timeout, "{b:?}");
+    assert_eq!(b.signal, Some(libc::SIGKILL), "{b:?}");
+    assert!(
+        *tb >= limit + GRACE && *tb < limit + GRACE + Duration::from_secs(2),
+        "{tb:?}"
+    );
+    assert!(b.message.contains("time limit"), "{b:?}");
+    for p in [p0, p1] {
+        assert_eq!(wait_session_empty(p.expect("spawned")), Vec::<u32>::new());
+    }
+}
+
+#[test]
+fn cancel_leaves_no_process() {
+    let (job, mut rx) = new_job();
+    let key = TaskKey { job, index: 0 };
+    let pid = h()
+        .exec
+        .launch(spec(
+            job,
+            0,
+            &["sh", "-c", "sleep 1000 & sleep 1000 & wait"],
+        ))
+        .expect("spawned");
+    wait_session_size(pid, 3);
+    assert!(h().exec.running().contains(&(key, 0, pid)));
+    // Relaunching a running (key, attempt) is a no-op.
+    assert_eq!(
+        h().exec.launch(spec(
+            job,
+            0,
+            &["sh", "-c", "sleep 1000 & sleep 1000 & wait"]
+        )),
+        Some(pid)
+    );
+    assert!(h().exec.kill(key, 0));
+    let r = recv(&mut rx, 10);
+    assert_eq!(r.outcome, TaskOutcome::Cancelled, "{r:?}");
+    assert_eq!(r.signal, Some(libc::SIGTERM), "{r:?}");
+    assert!(!h().exec.kill(key, 0), "finished task is unknown");
+    assert!(!h().exec.running().iter().any(|t| t.0 == key));
+    assert_eq!(wait_session_empty(pid), Vec::<u32>::new());
+    assert_eq!(lasting_zombies(), Vec::<u32>::new());
+    // Exactly one report.
+    let extra = h()
+        .rt
+        .block_on(async { tokio::time::timeout(Duration::from_millis(300), rx.recv()).await });
+    assert!(extra.is_err(), "{extra:?}");
+}
+
+#[test]
+fn leftover_background_children_are_killed_on_exit() {
+    let (job, mut rx) = new_job();
+    // The leader exits at once, leaving a background sleep in its process group.
+    let pid = h()
+        .exec
+        .launch(spec(job, 0, &["sh", "-c", "sleep 1000 & exit 0"]))
+        .expect("spawned");
+    let r = recv(&mut rx, 10);
+    assert_eq!(
+        (r.outcome, r.exit_code),
+        (TaskOutcome::Exited, Some(0)),
+        "{r:?}"
+    );
+    assert_eq!(wait_session_empty(pid), Vec::<u32>::new());
+}
+
+#[test]
+fn memory_limit_enforced() {
+    let mode = h().exec.mem_enforcement();
+    println!("memory enforcement: {mode}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = dir.path().join("e");
+    let (job, mut rx) = new_job();
+    let pid = h().exec.launch(ExecSpec {
+        mem_bytes: 50 << 20,
+        stderr: StderrTarget::File(err.clone()),
+        ..spec(
+            job,
+            0,
+            &[
+                "python3",
+                "-c",
+                "b=bytearray(300*1024*1024); import time; time.sleep(1)",
+            ],
+        )
+    });
+    assert!(pid.is_some());
+    let r = recv(&mut rx, 60);
+    println!("memory report: {r:?}");
+    assert!(
+        r.outcome == TaskOutcome::OutOfMemory
+            || (r.outcome == TaskOutcome::Exited && r.exit_code != Some(0)),
+        "{r:?}"
+    );
+    if mode.starts_with("cgroup") {
+        assert_eq!(r.outcome, TaskOutcome::OutOfMemory, "{r:?}");
+        assert!(r.message.contains("out of memory (limit 50M)"), "{r:?}");
+    } else {
+        assert!(r.message.contains("RLIMIT_AS"), "{r:?}");
+    }
+    // A task within its limit runs normally.
+    let ok = run_with(
+        &mut rx,
+        ExecSpec {
+            mem_bytes: 200 << 20,
+            ..spec(job, 1, &["python3", "-c", "b=bytearray(20*1024*1024)"])
+        },
+    );
+    assert_eq!(
+        (ok.outcome, ok.exit_code),
+        (TaskOutcome::Exited, Some(0)),
+        "{ok:?}"
+    );
+    if let MemMode::V1 { root } | MemMode::V2 { root } = &h().exec.inner.mem {
+        let dir0 = root.join(format!("{job}_0_0"));
+        let dir1 = root.join(format!("{job}_1_0"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while dir0.exists() || dir1.exists() {
+            assert!(Instant::now() < deadline, "task cgroups not removed");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn orphans_reaped_only_when_start_time_matches() {
+    let (job, mut rx) = new_job();
+    let key = TaskKey { job, index: 0 };
+    let pid = h()
+        .exec
+        .launch(spec(
+            job,
+            0,
+            &["sh", "-c", "sleep 1000 & sleep 1000 & wait"],
+        ))
+        .expect("spawned");
+    wait_session_size(pid, 3);
+    let start_time = proc_start_time(pid).expect("start time");
+    // A reused pid (other start time) is not touched.
+    let wrong = Orphan {
+        key,
+        attempt: 0,
+        pid,
+        start_time: start_time + 1,
+    };
+    let reps = reap_orphans(&[wrong]);
+    assert_eq!(reps.len(), 1);
+    assert_eq!(reps[0].outcome, TaskOutcome::Lost);
+    assert!(reps[0].message.contains("restarted"), "{:?}", reps[0]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        in_session(pid).len(),
+        3,
+        "mismatched orphan must not be killed"
+    );
+    // The real one: its whole group is killed.
+    let right = Orphan {
+        key,
+        attempt: 0,
+        pid,
+        start_time,
+    };
+    let reps = reap_orphans(&[right]);
+    assert_eq!(reps.len(), 1);
+    assert_eq!((reps[0].key, reps[0].outcome), (key, TaskOutcome::Lost));
+    let r = recv(&mut rx, 10);
+    assert_eq!(r.signal, Some(libc::SIGKILL), "{r:?}");
+    assert_eq!(wait_session_empty(pid), Vec::<u32>::new());
+}
+
+/// Not a timed assertion: prints the rate (`--nocapture`).
+#[test]
+fn perf_2000_true_two_in_flight() {
+    const N: u32 = 2000;
+    let (job, mut rx) = new_job();
+    let usage = || {
+        // SAFETY: plain data filled by the kernel.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+        let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+        t(ru.ru_utime) + t(ru.ru_stime)
+    };
+    let cpu0 = usage();
+    let t0 = Instant::now();
+    let exec = h().exec.clone();
+    let codes_ok = h().rt.block_on(async move {
+        let mut launched = 0;
+        let mut ok = 0;
+        while launched < 2 {
+            exec.launch(spec(job, launched, &["/bin/true"]));
+            launched += 1;
+        }
+        for _ in 0..N {
+            let r = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("report in time")
+                .expect("channel");
+            if r.outcome == TaskOutcome::Exited && r.exit_code == Some(0) {
+                ok += 1;
+            }
+            if launched < N {
+                exec.launch(spec(job, launched, &["/bin/true"]));
+                launched += 1;
+            }
+        }
+        ok
+    });
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = usage() - cpu0;
+    println!(
+        "perf: {N} x /bin/true, 2 in flight: {:.0} tasks/s, {:.3} ms process CPU per task \
+         (includes concurrently running tests)",
+        N as f64 / wall,
+        cpu * 1000.0 / N as f64
+    );
+    assert_eq!(codes_ok, N);
+}
+
+/// Runs `shutdown_in_child` in a fresh process (its own executor), started through the
+/// shared executor so that the shared reaper owns it.
+#[test]
+fn shutdown_kills_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("child.out");
+    let exe = std::env::current_exe().expect("current exe");
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    env.push(("RUDEL_EXEC_SHUTDOWN_CHILD".into(), "1".into()));
+    let r = run(|job| ExecSpec {
+        env,
+        stdout: Some(out.clone()),
+        ..spec(
+            job,
+            0,
+            &[
+                exe.to_str().expect("utf8"),
+                "--exact",
+                "exec::tests::shutdown_in_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ],
+        )
+    });
+    let text = read(&out);
+    assert_eq!(r.exit_code, Some(0), "{r:?}\n{text}");
+    assert!(text.contains("shutdown child ok"), "{text}");
+}
+
+#[test]
+#[ignore = "run by shutdown_kills_everything in a child process"]
+fn shutdown_in_child() {
+    if std::env::var_os("RUDEL_EXEC_SHUTDOWN_CHILD").is_none() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    rt.block_on(async {
+        let (exec, mut rx) = Executor::start(ExecConfig {
+            kill_grace: Duration::from_secs(10),
+            cgroup_name: format!("rudel-test-child-{}", std::process::id()),
+        })
+        .expect("start");
+        assert!(matches!(
+            Executor::start(ExecConfig::default()),
+            Err(ExecError::AlreadyStarted)
+        ));
+        let mut pids = Vec::new();
+        let tree = ["sh", "-c", "sleep 1000 & sleep 1000 & wait"];
+        pids.push(exec.launch(spec(1, 0, &tree)).expect("spawn"));
+        pids.push(
+            exec.launch(spec(1, 1, &["sh", "-c", "trap '' TERM; sleep 1000 & wait"]))
+                .expect("spawn"),
+        );
+        pids.push(
+            exec.launch(ExecSpec {
+                mem_bytes: 100 << 20,
+                ..spec(1, 2, &tree)
+            })
+            .expect("spawn"),
+        );
+        for &p in &pids {
+            let n = if p == pids[1] { 2 } else { 3 };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while in_session(p).len() < n {
+                assert!(Instant::now() < deadline, "tree of {p} not started");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        let t0 = Instant::now();
+        exec.shutdown().await;
+        let took = t0.elapsed();
+        assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+        let mut outcomes = Vec::new();
+        while let Ok(r) = rx.try_recv() {
+            outcomes.push((r.key.index, r.outcome));
+        }
+        outcomes.sort_by_key(|o| o.0);
+        assert_eq!(
+            outcomes,
+            vec![
+                (0, TaskOutcome::Cancelled),
+                (1, TaskOutcome::Cancelled),
+                (2, TaskOutcome::Cancelled)
+            ]
+        );
+        for &p in &pids {
+            assert_eq!(wait_session_empty(p), Vec::<u32>::new());
+        }
+        assert!(exec.running().is_empty());
+        assert_eq!(exec.launch(spec(2, 0, &["true"])), None);
+        let r = rx.recv().await.expect("report after shutdown");
+        assert_eq!(r.outcome, TaskOutcome::SpawnFailed);
+        if let MemMode::V1 { root } | MemMode::V2 { root } = &exec.inner.mem {
+            assert!(!root.exists(), "parent cgroup left: {}", root.display());
+        }
+        println!("shutdown child ok in {took:?}");
+    });
+}

@@ -1,0 +1,74 @@
+//! Who this agent is: its node name, the persistent uid of its data directory, the id of
+//! this process's life, and what the machine offers.
+use std::path::Path;
+
+use rand::Rng;
+
+/// A random 128-bit id in hex.
+pub fn random_id() -> String {
+    let v: u128 = rand::thread_rng().gen();
+    format!("{v:032x}")
+}
+
+/// The uid kept in `dir/uid`, created on first use. A wiped data directory gets a new uid,
+/// which tells the head the node's old tasks are gone.
+pub fn load_or_create_uid(dir: &Path) -> std::io::Result<String> {
+    let path = dir.join("uid");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        _ => {
+            let id = random_id();
+            std::fs::write(&path, &id)?;
+            Ok(id)
+        }
+    }
+}
+
+/// The machine's host name (the default node name).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for buf.len() bytes; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// Cpus this process may use (its affinity mask), at least 1.
+pub fn available_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+/// Total physical memory in bytes (from /proc/meminfo), 0 if unknown.
+pub fn total_memory() -> u64 {
+    let Ok(s) = std::fs::read_to_string("/proc/meminfo") else { return 0 };
+    s.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_is_stable_per_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let a = load_or_create_uid(d.path()).unwrap();
+        let b = load_or_create_uid(d.path()).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 32);
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(load_or_create_uid(other.path()).unwrap(), a);
+    }
+
+    #[test]
+    fn machine_facts_are_sane() {
+        assert!(available_cpus() >= 1);
+        assert!(total_memory() > 64 << 20);
+        assert!(!hostname().is_empty());
+    }
+}

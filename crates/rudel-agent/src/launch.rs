@@ -1,0 +1,112 @@
+//! Turning a `Launch` from the head into an [`ExecSpec`]: script files, environment,
+//! output targets.
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rudel_core::TaskKey;
+use rudel_proto::v1 as pb;
+
+use crate::exec::{ExecSpec, StderrTarget};
+
+/// PATH given to tasks whose environment has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Why a launch could not be prepared (the task is then reported as failed to start).
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("launch without a task reference")]
+    NoTask,
+    #[error("launch of {0} has neither a command nor a script")]
+    NoCommand(TaskKey),
+    #[error("cannot write the batch script {path}: {source}")]
+    Script { path: String, source: std::io::Error },
+}
+
+/// Writes a job's script once into `scripts_dir` (a copy taken at submit time, like
+/// sbatch) and returns the argv that runs it.
+fn script_argv(scripts_dir: &Path, job: u64, script: &str) -> Result<Vec<String>, LaunchError> {
+    let path = scripts_dir.join(format!("job-{job}.sh"));
+    let err = |source| LaunchError::Script { path: path.display().to_string(), source };
+    if !path.exists() {
+        std::fs::create_dir_all(scripts_dir).map_err(err)?;
+        let tmp = scripts_dir.join(format!(".job-{job}.sh.{}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o755).open(&tmp).map_err(err)?;
+        f.write_all(script.as_bytes()).map_err(err)?;
+        drop(f);
+        std::fs::rename(&tmp, &path).map_err(err)?;
+    }
+    let p = path.display().to_string();
+    Ok(if script.starts_with("#!") { vec![p] } else { vec!["/bin/sh".into(), p] })
+}
+
+/// Builds what the executor needs from one launched task.
+pub fn exec_spec(t: pb::LaunchTask, scripts_dir: &Path) -> Result<ExecSpec, LaunchError> {
+    let r = t.task.ok_or(LaunchError::NoTask)?;
+    let key = TaskKey { job: r.job_id, index: r.index };
+    let argv = if !t.script.is_empty() {
+        // For script jobs, argv holds the script's arguments.
+        let mut a = script_argv(scripts_dir, key.job, &t.script)?;
+        a.extend(t.argv);
+        a
+    } else if !t.argv.is_empty() {
+        t.argv
+    } else {
+        return Err(LaunchError::NoCommand(key));
+    };
+    let mut env: Vec<(String, String)> = t.env.into_iter().collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    env.sort();
+    let stdout = (!t.stdout_path.is_empty()).then(|| PathBuf::from(&t.stdout_path));
+    let stderr = if t.stderr_discard {
+        StderrTarget::Discard
+    } else if t.stderr_path.is_empty() {
+        StderrTarget::SameAsStdout
+    } else {
+        StderrTarget::File(PathBuf::from(&t.stderr_path))
+    };
+    Ok(ExecSpec {
+        key,
+        attempt: r.attempt,
+        argv,
+        cwd: PathBuf::from(if t.chdir.is_empty() { "/" } else { t.chdir.as_str() }),
+        env,
+        stdout,
+        stderr,
+        cores: t.cores,
+        mem_bytes: t.mem_bytes,
+        time_limit: (t.time_limit_ms > 0).then(|| Duration::from_millis(t.time_limit_ms)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_is_written_once_and_run_by_its_interpreter() {
+        let d = tempfile::tempdir().unwrap();
+        let t = pb::LaunchTask {
+            task: Some(pb::TaskRef { job_id: 7, index: 0, attempt: 1 }),
+            script: "#!/bin/bash\necho hi\n".into(),
+            stdout_path: "/tmp/x.out".into(),
+            ..Default::default()
+        };
+        let spec = exec_spec(t.clone(), d.path()).unwrap();
+        assert_eq!(spec.argv, vec![d.path().join("job-7.sh").display().to_string()]);
+        assert_eq!(std::fs::read_to_string(d.path().join("job-7.sh")).unwrap(), "#!/bin/bash\necho hi\n");
+        assert!(matches!(spec.stderr, StderrTarget::SameAsStdout));
+        assert!(spec.env.iter().any(|(k, _)| k == "PATH"));
+        let plain = pb::LaunchTask { script: "echo no shebang\n".into(), task: Some(pb::TaskRef { job_id: 8, index: 0, attempt: 1 }), ..Default::default() };
+        assert_eq!(exec_spec(plain, d.path()).unwrap().argv[0], "/bin/sh");
+    }
+
+    #[test]
+    fn launch_without_command_is_an_error() {
+        let t = pb::LaunchTask { task: Some(pb::TaskRef { job_id: 1, index: 0, attempt: 1 }), ..Default::default() };
+        assert!(matches!(exec_spec(t, Path::new("/tmp")), Err(LaunchError::NoCommand(_))));
+    }
+}

@@ -1,0 +1,343 @@
+//! The agent's life: start the executor and journal, hold a session with the head
+//! (reconnecting with backoff when it is lost), run what the head launches, and deliver
+//! results until acknowledged. Tasks keep running while the head is away.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rudel_core::{TaskOutcome, TaskReport};
+use rudel_proto::convert::{report_to_pb, task_ref, to_task_ref};
+use rudel_proto::v1 as pb;
+use rudel_proto::v1::agent_link_client::AgentLinkClient;
+use rudel_proto::v1::agent_message::Msg as AgentMsg;
+use rudel_proto::v1::head_message::Msg as HeadMsg;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::transport::Endpoint;
+use tonic::Streaming;
+
+use crate::exec::{ExecConfig, Executor};
+use crate::identity;
+use crate::journal::{self, Journal};
+use crate::launch::exec_spec;
+
+/// How an agent is run.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// Head addresses (`host:port`); tried in turn.
+    pub heads: Vec<String>,
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub cpus: u32,
+    pub mem_bytes: u64,
+    /// SIGTERM → SIGKILL delay on cancel and time limit.
+    pub kill_grace: Duration,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl AgentConfig {
+    /// Defaults: this machine's name, cpus and memory.
+    pub fn new(heads: Vec<String>, data_dir: PathBuf) -> AgentConfig {
+        AgentConfig {
+            heads,
+            name: identity::hostname(),
+            data_dir,
+            cpus: identity::available_cpus(),
+            mem_bytes: identity::total_memory(),
+            kill_grace: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot use agent data directory {dir}: {source}")]
+    DataDir { dir: String, source: std::io::Error },
+    #[error(transparent)]
+    Exec(#[from] crate::exec::ExecError),
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    #[error("no head address given")]
+    NoHead,
+}
+
+struct Conn {
+    tx: mpsc::UnboundedSender<pb::AgentMessage>,
+    rx: Streaming<pb::HeadMessage>,
+}
+
+impl Conn {
+    fn send(&self, msg: AgentMsg) -> bool {
+        self.tx.send(pb::AgentMessage { msg: Some(msg) }).is_ok()
+    }
+}
+
+struct Agent {
+    cfg: AgentConfig,
+    uid: String,
+    boot_id: String,
+    exec: Executor,
+    journal: Journal,
+    scripts_dir: PathBuf,
+    /// Highest leader term seen: launches and kills from lower terms are stale.
+    term: u64,
+    head_index: usize,
+    stopping: bool,
+}
+
+/// Runs the agent until `shutdown` becomes true; then kills its tasks, journals their
+/// results (reported as lost: the node went away) and returns.
+pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
+    if cfg.heads.is_empty() {
+        return Err(AgentError::NoHead);
+    }
+    let dir_err = |source| AgentError::DataDir { dir: cfg.data_dir.display().to_string(), source };
+    std::fs::create_dir_all(&cfg.data_dir).map_err(dir_err)?;
+    let uid = identity::load_or_create_uid(&cfg.data_dir).map_err(dir_err)?;
+    let (exec, mut reports) = Executor::start(ExecConfig { kill_grace: cfg.kill_grace, ..ExecConfig::default() })?;
+    let (mut journal, recovered) = Journal::open(&cfg.data_dir)?;
+    for lost in journal::reap_orphans(&recovered.orphans) {
+        journal.record_end(&lost)?;
+    }
+    tracing::info!(
+        name = %cfg.name, cpus = cfg.cpus, mem = cfg.mem_bytes, mem_limits = exec.mem_enforcement(),
+        unacked = journal.unacked().len(), "agent starting"
+    );
+    let mut agent = Agent {
+        scripts_dir: cfg.data_dir.join("scripts"),
+        cfg,
+        uid,
+        boot_id: identity::random_id(),
+        exec,
+        journal,
+        term: 0,
+        head_index: 0,
+        stopping: false,
+    };
+    let mut conn: Option<Conn> = None;
+    let mut backoff = Duration::from_millis(100);
+    let mut next_attempt = Instant::now();
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        if conn.is_none() && Instant::now() >= next_attempt {
+            match agent.connect().await {
+                Ok(c) => {
+                    backoff = Duration::from_millis(100);
+                    conn = Some(c);
+                }
+                Err(e) => {
+                    tracing::warn!(head = %agent.current_head(), error = %e, retry_in = ?backoff, "cannot reach head");
+                    agent.head_index += 1;
+                    next_attempt = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(agent.cfg.max_backoff);
+                }
+            }
+        }
+        tokio::select! {
+            Some(first) = reports.recv() => {
+                let mut batch = vec![first];
+                while let Ok(r) = reports.try_recv() {
+                    batch.push(r);
+                }
+                agent.on_results(batch, conn.as_ref())?;
+            }
+            msg = next_head_message(&mut conn) => match msg {
+                Some(m) => agent.on_head_message(m, conn.as_ref())?,
+                None => {
+                    tracing::warn!("session with head lost; tasks keep running, reconnecting");
+                    conn = None;
+                    next_attempt = Instant::now() + backoff;
+                }
+            },
+            _ = heartbeat.tick() => {
+                if let Some(c) = &conn {
+                    c.send(AgentMsg::Heartbeat(pb::Heartbeat { now_ms: now_ms() }));
+                }
+            }
+            _ = tokio::time::sleep_until(next_attempt), if conn.is_none() => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+    }
+    agent.stop(reports, conn).await
+}
+
+async fn next_head_message(conn: &mut Option<Conn>) -> Option<pb::HeadMessage> {
+    match conn {
+        Some(c) => match c.rx.message().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(error = %e, "head stream error");
+                None
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Agent {
+    fn current_head(&self) -> &str {
+        &self.cfg.heads[self.head_index % self.cfg.heads.len()]
+    }
+
+    async fn connect(&mut self) -> Result<Conn, String> {
+        let addr = self.current_head().to_string();
+        let url = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
+        let ep = Endpoint::from_shared(url)
+            .map_err(|e| format!("bad head address {addr}: {e}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let channel = tokio::time::timeout(Duration::from_secs(5), ep.connect())
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let mut client = AgentLinkClient::new(channel).max_decoding_message_size(256 << 20).max_encoding_message_size(64 << 20);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let register = pb::Register {
+            name: self.cfg.name.clone(),
+            uid: self.uid.clone(),
+            boot_id: self.boot_id.clone(),
+            cpus: self.cfg.cpus,
+            mem_bytes: self.cfg.mem_bytes,
+            mem_enforcement: self.exec.mem_enforcement().into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            arch: std::env::consts::ARCH.into(),
+            os: std::env::consts::OS.into(),
+            running: self.exec.running().into_iter().map(|(k, a, _)| to_task_ref(k, a)).collect(),
+            unacked: self.journal.unacked().iter().map(report_to_pb).collect(),
+        };
+        let _ = tx.send(pb::AgentMessage { msg: Some(AgentMsg::Register(register)) });
+        let resp = tokio::time::timeout(Duration::from_secs(15), client.session(UnboundedReceiverStream::new(rx)))
+            .await
+            .map_err(|_| "session setup timed out".to_string())?
+            .map_err(|s| format!("head refused the session: {}", s.message()))?;
+        tracing::info!(head = %addr, node = %self.cfg.name, "connected to head");
+        Ok(Conn { tx, rx: resp.into_inner() })
+    }
+
+    fn on_results(&mut self, mut batch: Vec<TaskReport>, conn: Option<&Conn>) -> Result<(), AgentError> {
+        if self.stopping {
+            // Killed because the agent stops: from the cluster's view the node went away.
+            for r in &mut batch {
+                r.outcome = TaskOutcome::Lost;
+                r.message = "the agent was stopped while the task ran".into();
+            }
+        }
+        for r in &batch {
+            self.journal.record_end(r)?;
+        }
+        if let Some(c) = conn {
+            c.send(AgentMsg::Reports(pb::Reports { reports: batch.iter().map(report_to_pb).collect() }));
+        }
+        Ok(())
+    }
+
+    fn on_head_message(&mut self, m: pb::HeadMessage, conn: Option<&Conn>) -> Result<(), AgentError> {
+        match m.msg {
+            Some(HeadMsg::Welcome(w)) => {
+                self.term = self.term.max(w.term);
+                if w.node_name != self.cfg.name {
+                    tracing::warn!(ours = %self.cfg.name, theirs = %w.node_name, "head knows this node under another name");
+                }
+            }
+            Some(HeadMsg::Launch(l)) => {
+                if l.term < self.term {
+                    tracing::warn!(term = l.term, highest = self.term, "ignoring launch from a stale leader");
+                    return Ok(());
+                }
+                self.term = l.term;
+                for t in l.tasks {
+                    self.launch(t, conn)?;
+                }
+            }
+            Some(HeadMsg::Kill(k)) => {
+                if k.term < self.term {
+                    tracing::warn!(term = k.term, highest = self.term, "ignoring kill from a stale leader");
+                    return Ok(());
+                }
+                for r in &k.tasks {
+                    let (key, attempt) = task_ref(r);
+                    if !self.exec.kill(key, attempt) {
+                        tracing::debug!(task = %key, attempt, "kill for a task not running here");
+                    }
+                }
+            }
+            Some(HeadMsg::Ack(a)) => {
+                let done: Vec<_> = a.tasks.iter().map(task_ref).collect();
+                self.journal.ack(&done)?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn launch(&mut self, t: pb::LaunchTask, conn: Option<&Conn>) -> Result<(), AgentError> {
+        let task = t.task;
+        match exec_spec(t, &self.scripts_dir) {
+            Ok(spec) => {
+                let (key, attempt) = (spec.key, spec.attempt);
+                if let Some(pid) = self.exec.launch(spec) {
+                    self.journal.record_launch(key, attempt, pid)?;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot launch task");
+                if let Some(r) = task {
+                    let (key, attempt) = task_ref(&r);
+                    let now = now_ms();
+                    let report = TaskReport {
+                        key,
+                        attempt,
+                        outcome: TaskOutcome::SpawnFailed,
+                        exit_code: Some(127),
+                        signal: None,
+                        start_ms: now,
+                        end_ms: now,
+                        message: e.to_string(),
+                    };
+                    self.on_results(vec![report], conn)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills running tasks, journals their results and tries to deliver them.
+    async fn stop(mut self, mut reports: mpsc::UnboundedReceiver<TaskReport>, mut conn: Option<Conn>) -> Result<(), AgentError> {
+        self.stopping = true;
+        let running = self.exec.running().len();
+        if running > 0 {
+            tracing::info!(tasks = running, "stopping: killing running tasks");
+        }
+        self.exec.shutdown().await;
+        let mut batch = Vec::new();
+        while let Ok(r) = reports.try_recv() {
+            batch.push(r);
+        }
+        if !batch.is_empty() {
+            self.on_results(batch, conn.as_ref())?;
+            // Give the head a moment to acknowledge; what it does not is resent next start.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while !self.journal.unacked().is_empty() {
+                match tokio::time::timeout_at(deadline, next_head_message(&mut conn)).await {
+                    Ok(Some(m)) => {
+                        if let Some(HeadMsg::Ack(_)) = &m.msg {
+                            self.on_head_message(m, None)?;
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        tracing::info!("agent stopped");
+        Ok(())
+    }
+}

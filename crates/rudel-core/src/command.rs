@@ -1,0 +1,114 @@
+//! Commands: every change to cluster state is one of these, appended to the replicated
+//! log and applied in log order by [`crate::State::apply`].
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{JobId, TaskKey};
+use crate::job::JobSpec;
+
+/// How a task ended, as its agent saw it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskOutcome {
+    /// The process exited by itself (any code) or was killed by a signal it did not ask for.
+    Exited,
+    /// Killed at its time limit.
+    Timeout,
+    /// Killed because the head asked (cancel).
+    Cancelled,
+    /// The command could not be started (missing, not executable, bad directory).
+    SpawnFailed,
+    /// Killed by the memory limit.
+    OutOfMemory,
+    /// The agent lost the process (agent restarted while it ran).
+    Lost,
+}
+
+impl TaskOutcome {
+    /// Wire name used in the agent protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskOutcome::Exited => "exited",
+            TaskOutcome::Timeout => "timeout",
+            TaskOutcome::Cancelled => "cancelled",
+            TaskOutcome::SpawnFailed => "spawn_failed",
+            TaskOutcome::OutOfMemory => "oom",
+            TaskOutcome::Lost => "lost",
+        }
+    }
+
+    /// Parses a wire name; unknown names are `None`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "exited" => TaskOutcome::Exited,
+            "timeout" => TaskOutcome::Timeout,
+            "cancelled" => TaskOutcome::Cancelled,
+            "spawn_failed" => TaskOutcome::SpawnFailed,
+            "oom" => TaskOutcome::OutOfMemory,
+            "lost" => TaskOutcome::Lost,
+            _ => return None,
+        })
+    }
+}
+
+/// The result of one attempt of one task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskReport {
+    pub key: TaskKey,
+    pub attempt: u32,
+    pub outcome: TaskOutcome,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// Wall-clock milliseconds since the Unix epoch.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// Human-readable detail (why it could not start, why it was killed).
+    pub message: String,
+}
+
+/// What an agent says about itself when its session (re)starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRegistration {
+    pub name: String,
+    /// Persistent id of the agent's data directory.
+    pub uid: String,
+    /// Id of the agent process; changes when the agent restarts.
+    pub boot_id: String,
+    pub cpus: u32,
+    pub mem_bytes: u64,
+    pub mem_enforcement: String,
+    pub version: String,
+    pub arch: String,
+    pub os: String,
+    pub address: String,
+    /// Tasks (with attempt) the agent is running now.
+    pub running: Vec<(TaskKey, u32)>,
+}
+
+/// One entry of the replicated log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// Queue a job; `request_id` makes a retried submit idempotent.
+    Submit { request_id: String, spec: JobSpec, now_ms: u64 },
+    /// Cancel jobs.
+    Cancel { jobs: Vec<JobId>, now_ms: u64 },
+    /// An agent (re)connected.
+    RegisterNode { reg: NodeRegistration, now_ms: u64 },
+    /// An agent's session ended (the node keeps its tasks until it is declared lost).
+    NodeDisconnected { name: String, now_ms: u64 },
+    /// Task results from one node.
+    Reports { node: String, reports: Vec<TaskReport>, now_ms: u64 },
+    /// Several commands in one log entry (batching keeps fsyncs per task low).
+    Batch(Vec<Command>),
+    /// Nothing but a scheduling pass at `now_ms`.
+    Tick { now_ms: u64 },
+}
+
+/// What applying a command produced, returned to the proposer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    Submitted { job: JobId, tasks: u64, duplicate: bool },
+    Rejected { reason: String },
+    Cancelled { cancelled: Vec<JobId>, already_finished: Vec<JobId>, unknown: Vec<JobId> },
+    Registered { node: u32 },
+    Ok,
+    Batch(Vec<Response>),
+}

@@ -1,0 +1,232 @@
+//! Jobs and their tasks, stored compactly: pending array tasks are a cursor, and only
+//! tasks that are running or ended other than `completed` have a record of their own.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::array::ArraySpec;
+use crate::ids::{JobId, NodeId};
+
+/// What the user asked for; immutable once submitted.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// Command and arguments; empty for script jobs.
+    pub argv: Vec<String>,
+    /// Script text (`rudel submit SCRIPT`); empty for command jobs.
+    pub script: String,
+    pub name: String,
+    pub cpus: u32,
+    /// Bytes per task; 0 = no reservation, no limit.
+    pub mem_bytes: u64,
+    /// Milliseconds per task; 0 = unlimited.
+    pub time_limit_ms: u64,
+    pub priority: i32,
+    pub array: Option<ArraySpec>,
+    /// Output path pattern; empty = default; "none" = discard.
+    pub output: String,
+    /// Error path pattern; empty = into the output file; "none" = discard.
+    pub error: String,
+    /// Working directory (absolute).
+    pub chdir: String,
+    pub env: BTreeMap<String, String>,
+    /// Rerun when its node is lost (true) or end `node_fail` (false).
+    pub requeue: bool,
+    pub user: String,
+}
+
+/// State of a task, and (aggregated) of a job.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Timeout,
+    NodeFail,
+}
+
+impl TaskState {
+    /// All states, in display order.
+    pub const ALL: [TaskState; 7] = [
+        TaskState::Pending,
+        TaskState::Running,
+        TaskState::Completed,
+        TaskState::Failed,
+        TaskState::Cancelled,
+        TaskState::Timeout,
+        TaskState::NodeFail,
+    ];
+
+    /// The name users see (`pending`, `node_fail`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Running => "running",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Cancelled => "cancelled",
+            TaskState::Timeout => "timeout",
+            TaskState::NodeFail => "node_fail",
+        }
+    }
+
+    /// True for states a task never leaves.
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskState::Pending | TaskState::Running)
+    }
+
+    fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// A task that holds resources on a node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningTask {
+    pub node: NodeId,
+    pub attempt: u32,
+    pub cores: Vec<u32>,
+    pub mem_bytes: u64,
+    pub start_ms: u64,
+    /// Cancel was requested; the agent is killing it.
+    pub kill_requested: bool,
+}
+
+/// A task that ended other than `completed`, or the only task of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedTask {
+    pub state: TaskState,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub node: Option<NodeId>,
+    pub attempt: u32,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub reason: String,
+}
+
+/// A job and the state of its tasks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: JobId,
+    pub spec: JobSpec,
+    pub submit_ms: u64,
+    pub start_ms: Option<u64>,
+    pub end_ms: Option<u64>,
+    /// Number of tasks.
+    pub total: u64,
+    /// Tasks at positions below this have been dispatched at least once.
+    pub next_position: u64,
+    /// Array indices that are pending again (requeued), with their next attempt number.
+    pub requeued: BTreeMap<u32, u32>,
+    /// Tasks holding resources, by array index.
+    pub running: BTreeMap<u32, RunningTask>,
+    /// Tasks that ended other than `completed` (and the task of a single-task job).
+    pub ended: BTreeMap<u32, EndedTask>,
+    /// Task count per state, indexed by `TaskState as usize`.
+    pub counts: [u64; 7],
+    /// Cancel was requested.
+    pub cancelled: bool,
+    /// Names of nodes that ran tasks of this job (first few).
+    pub nodes: Vec<String>,
+}
+
+/// Most node names kept per job for display.
+pub const MAX_JOB_NODES: usize = 16;
+
+impl Job {
+    /// A new job with every task pending.
+    pub fn new(id: JobId, spec: JobSpec, now_ms: u64) -> Job {
+        let total = spec.array.as_ref().map_or(1, ArraySpec::len);
+        let mut counts = [0u64; 7];
+        counts[TaskState::Pending.slot()] = total;
+        Job {
+            id,
+            spec,
+            submit_ms: now_ms,
+            start_ms: None,
+            end_ms: None,
+            total,
+            next_position: 0,
+            requeued: BTreeMap::new(),
+            running: BTreeMap::new(),
+            ended: BTreeMap::new(),
+            counts,
+            cancelled: false,
+            nodes: Vec::new(),
+        }
+    }
+
+    /// True when the job is an array.
+    pub fn is_array(&self) -> bool {
+        self.spec.array.is_some()
+    }
+
+    /// Count of tasks in `state`.
+    pub fn count(&self, state: TaskState) -> u64 {
+        self.counts[state.slot()]
+    }
+
+    /// Moves one task's count from one state to another.
+    pub fn move_count(&mut self, from: TaskState, to: TaskState) {
+        self.counts[from.slot()] = self.counts[from.slot()].saturating_sub(1);
+        self.counts[to.slot()] += 1;
+    }
+
+    /// Moves `n` tasks' counts from one state to another.
+    pub fn move_counts(&mut self, from: TaskState, to: TaskState, n: u64) {
+        let n = n.min(self.counts[from.slot()]);
+        self.counts[from.slot()] -= n;
+        self.counts[to.slot()] += n;
+    }
+
+    /// Tasks not yet in a terminal state.
+    pub fn unfinished(&self) -> u64 {
+        self.count(TaskState::Pending) + self.count(TaskState::Running)
+    }
+
+    /// True when every task is terminal.
+    pub fn is_finished(&self) -> bool {
+        self.unfinished() == 0
+    }
+
+    /// True when some task waits to be placed.
+    pub fn has_pending(&self) -> bool {
+        !self.requeued.is_empty() || self.next_position < self.total
+    }
+
+    /// The aggregated state users see: running while anything runs, pending while
+    /// anything waits; once finished, the worst outcome among the tasks.
+    pub fn state(&self) -> TaskState {
+        if self.count(TaskState::Running) > 0 {
+            return TaskState::Running;
+        }
+        if self.count(TaskState::Pending) > 0 {
+            // Some tasks ran already while others wait: still "running" from the user's view.
+            if self.start_ms.is_some() && self.is_array() {
+                return TaskState::Running;
+            }
+            return TaskState::Pending;
+        }
+        for s in [
+            TaskState::NodeFail,
+            TaskState::Timeout,
+            TaskState::Failed,
+            TaskState::Cancelled,
+        ] {
+            if self.count(s) > 0 {
+                return s;
+            }
+        }
+        TaskState::Completed
+    }
+
+    /// Array index at a dispatch position.
+    pub fn index_at(&self, position: u64) -> u32 {
+        match &self.spec.array {
+            Some(a) => a.index_at(position).unwrap_or(0),
+            None => 0,
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! rudel-core: the domain model, the scheduler and the replicated state machine.
+//!
+//! Everything here is pure and deterministic (no I/O, no clocks, no threads): the head
+//! feeds it commands carrying the leader's timestamp, so every replica that applies the
+//! same log reaches the same state, and the scheduler can be tested at any scale.
+
+pub mod array;
+pub mod command;
+pub mod ids;
+pub mod job;
+pub mod node;
+pub mod parse;
+pub mod pattern;
+pub mod query;
+pub mod scheduler;
+pub mod script;
+pub mod serde_pairs;
+pub mod state;
+
+pub use array::ArraySpec;
+pub use command::{Command, NodeRegistration, Response, TaskOutcome, TaskReport};
+pub use ids::{JobId, NodeId, TaskKey};
+pub use job::{Job, JobSpec, TaskState};
+pub use node::Node;
+pub use state::State;

@@ -1,0 +1,170 @@
+//! Compute nodes as the state machine sees them: resources, allocations, liveness.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::TaskKey;
+
+/// Whether a node can take work.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Liveness {
+    /// Its agent is connected.
+    Up,
+    /// Its agent's session ended; its tasks keep running until it returns or is declared lost.
+    Disconnected,
+}
+
+/// One compute node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub uid: String,
+    pub boot_id: String,
+    pub cpus: u32,
+    pub mem_bytes: u64,
+    pub mem_enforcement: String,
+    pub version: String,
+    pub arch: String,
+    pub os: String,
+    pub address: String,
+    pub liveness: Liveness,
+    pub last_seen_ms: u64,
+    /// `free_cores[c]` is true when core `c` is not allocated.
+    pub free_cores: Vec<bool>,
+    pub cpus_used: u32,
+    pub mem_used: u64,
+    /// Tasks holding resources here, with their attempt.
+    #[serde(with = "crate::serde_pairs")]
+    pub running: BTreeMap<TaskKey, u32>,
+}
+
+impl Node {
+    /// A node as registered, with nothing allocated.
+    pub fn new(name: String, cpus: u32, mem_bytes: u64) -> Node {
+        Node {
+            name,
+            uid: String::new(),
+            boot_id: String::new(),
+            cpus,
+            mem_bytes,
+            mem_enforcement: String::new(),
+            version: String::new(),
+            arch: String::new(),
+            os: String::new(),
+            address: String::new(),
+            liveness: Liveness::Up,
+            last_seen_ms: 0,
+            free_cores: vec![true; cpus as usize],
+            cpus_used: 0,
+            mem_used: 0,
+            running: BTreeMap::new(),
+        }
+    }
+
+    /// Cpus not allocated.
+    pub fn cpus_free(&self) -> u32 {
+        self.cpus.saturating_sub(self.cpus_used)
+    }
+
+    /// Memory not reserved.
+    pub fn mem_free(&self) -> u64 {
+        self.mem_bytes.saturating_sub(self.mem_used)
+    }
+
+    /// True when a task of this size fits right now.
+    pub fn fits_now(&self, cpus: u32, mem: u64) -> bool {
+        self.liveness == Liveness::Up && self.cpus_free() >= cpus && self.mem_free() >= mem
+    }
+
+    /// True when a task of this size could ever fit on this node.
+    pub fn could_ever_fit(&self, cpus: u32, mem: u64) -> bool {
+        self.cpus >= cpus && self.mem_bytes >= mem
+    }
+
+    /// Takes `cpus` free cores (lowest numbers first) and `mem` bytes; `None` if they
+    /// do not fit, in which case nothing changes.
+    pub fn allocate(&mut self, key: TaskKey, attempt: u32, cpus: u32, mem: u64) -> Option<Vec<u32>> {
+        if !self.fits_now(cpus, mem) {
+            return None;
+        }
+        let cores: Vec<u32> = self
+            .free_cores
+            .iter()
+            .enumerate()
+            .filter(|(_, free)| **free)
+            .map(|(c, _)| c as u32)
+            .take(cpus as usize)
+            .collect();
+        if cores.len() < cpus as usize {
+            return None;
+        }
+        for c in &cores {
+            self.free_cores[*c as usize] = false;
+        }
+        self.cpus_used += cpus;
+        self.mem_used += mem;
+        self.running.insert(key, attempt);
+        Some(cores)
+    }
+
+    /// Returns a task's cores and memory.
+    pub fn release(&mut self, key: TaskKey, cores: &[u32], mem: u64) {
+        if self.running.remove(&key).is_none() {
+            return;
+        }
+        for c in cores {
+            if let Some(slot) = self.free_cores.get_mut(*c as usize) {
+                if !*slot {
+                    *slot = true;
+                    self.cpus_used = self.cpus_used.saturating_sub(1);
+                }
+            }
+        }
+        self.mem_used = self.mem_used.saturating_sub(mem);
+    }
+
+    /// Changes the node's size, keeping current allocations (a shrunk node may be
+    /// temporarily full until its tasks end).
+    pub fn resize(&mut self, cpus: u32, mem_bytes: u64) {
+        let want = cpus as usize;
+        if self.free_cores.len() < want {
+            self.free_cores.resize(want, true);
+        } else {
+            // Drop free cores beyond the new size; allocated ones stay until released.
+            while self.free_cores.len() > want && self.free_cores.last() == Some(&true) {
+                self.free_cores.pop();
+            }
+        }
+        self.cpus = cpus;
+        self.mem_bytes = mem_bytes;
+    }
+
+    /// The state users see.
+    pub fn display_state(&self) -> &'static str {
+        match self.liveness {
+            Liveness::Disconnected => "down",
+            Liveness::Up if self.cpus_used == 0 && self.running.is_empty() => "idle",
+            Liveness::Up if self.cpus_used >= self.cpus => "allocated",
+            Liveness::Up => "mixed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocate_and_release_cores() {
+        let mut n = Node::new("n1".into(), 4, 1000);
+        let k1 = TaskKey { job: 1, index: 0 };
+        let k2 = TaskKey { job: 2, index: 0 };
+        assert_eq!(n.allocate(k1, 1, 3, 600), Some(vec![0, 1, 2]));
+        assert_eq!(n.allocate(k2, 1, 1, 600), None, "memory must not over-commit");
+        assert_eq!(n.allocate(k2, 1, 2, 100), None, "cpus must not over-commit");
+        n.release(k1, &[0, 1, 2], 600);
+        assert_eq!(n.cpus_used, 0);
+        assert_eq!(n.allocate(k2, 1, 4, 1000), Some(vec![0, 1, 2, 3]));
+        assert_eq!(n.display_state(), "allocated");
+    }
+}

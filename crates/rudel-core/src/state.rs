@@ -1,0 +1,368 @@
+//! The replicated state machine: cluster state as the result of applying the log.
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::command::{Command, NodeRegistration, Response, TaskOutcome, TaskReport};
+use crate::ids::{JobId, NodeId, TaskKey};
+use crate::job::{EndedTask, Job, JobSpec, RunningTask, TaskState, MAX_JOB_NODES};
+use crate::node::{Liveness, Node};
+use crate::scheduler;
+
+/// Request ids remembered for idempotent submit.
+pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
+/// Finished jobs kept in memory for `show`/`jobs --all`; older ones are dropped.
+pub const MAX_FINISHED_JOBS: usize = 100_000;
+
+/// Everything the heads agree on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The id the next job gets (ids start at 1).
+    pub next_job_id: JobId,
+    pub jobs: BTreeMap<JobId, Job>,
+    /// Jobs with pending tasks in scheduling order: (-priority, id).
+    pub queue: BTreeSet<(i64, JobId)>,
+    pub nodes: Vec<Node>,
+    pub node_by_name: BTreeMap<String, NodeId>,
+    /// request id -> job id, for idempotent submit.
+    pub requests: BTreeMap<String, JobId>,
+    pub request_order: VecDeque<String>,
+    /// Finished jobs, oldest first.
+    pub finished: VecDeque<JobId>,
+    /// Latest leader timestamp seen; time in the state never goes backwards.
+    pub now_ms: u64,
+    /// The job at the head of the queue that did not fit in the last scheduling pass.
+    pub blocked_job: Option<JobId>,
+}
+
+/// Why a submit cannot be accepted; the text goes to the user as is.
+pub fn validate_spec(spec: &JobSpec) -> Result<(), String> {
+    if spec.argv.is_empty() && spec.script.is_empty() {
+        return Err("no command given: use `rudel submit -- CMD [ARGS]` or `rudel submit SCRIPT`".into());
+    }
+    if spec.argv.first().is_some_and(|a| a.is_empty()) {
+        return Err("the command is an empty string".into());
+    }
+    if spec.cpus == 0 {
+        return Err("--cpus must be at least 1".into());
+    }
+    if let Some(a) = &spec.array {
+        if a.is_empty() {
+            return Err("the array spec holds no index".into());
+        }
+        if a.limit == Some(0) {
+            return Err("the array limit %N must be at least 1".into());
+        }
+    }
+    if !spec.chdir.starts_with('/') {
+        return Err(format!("the working directory must be absolute, got {:?}", spec.chdir));
+    }
+    Ok(())
+}
+
+impl State {
+    /// An empty cluster.
+    pub fn new() -> State {
+        State { next_job_id: 1, ..State::default() }
+    }
+
+    /// Applies one log entry. Deterministic: the same commands in the same order give the
+    /// same state on every head. Ends with a scheduling pass at the command's time.
+    pub fn apply(&mut self, cmd: Command) -> Response {
+        let resp = self.apply_one(cmd);
+        scheduler::schedule(self);
+        resp
+    }
+
+    fn apply_one(&mut self, cmd: Command) -> Response {
+        match cmd {
+            Command::Submit { request_id, spec, now_ms } => {
+                self.advance(now_ms);
+                self.submit(request_id, spec)
+            }
+            Command::Cancel { jobs, now_ms } => {
+                self.advance(now_ms);
+                self.cancel(&jobs)
+            }
+            Command::RegisterNode { reg, now_ms } => {
+                self.advance(now_ms);
+                self.register(reg)
+            }
+            Command::NodeDisconnected { name, now_ms } => {
+                self.advance(now_ms);
+                if let Some(&id) = self.node_by_name.get(&name) {
+                    if let Some(n) = self.nodes.get_mut(id as usize) {
+                        n.liveness = Liveness::Disconnected;
+                        n.last_seen_ms = self.now_ms;
+                    }
+                }
+                Response::Ok
+            }
+            Command::Reports { node, reports, now_ms } => {
+                self.advance(now_ms);
+                if let Some(&id) = self.node_by_name.get(&node) {
+                    if let Some(n) = self.nodes.get_mut(id as usize) {
+                        n.last_seen_ms = self.now_ms;
+                    }
+                    for r in reports {
+                        self.finish_task(id, &r);
+                    }
+                }
+                Response::Ok
+            }
+            Command::Batch(cmds) => Response::Batch(cmds.into_iter().map(|c| self.apply_one(c)).collect()),
+            Command::Tick { now_ms } => {
+                self.advance(now_ms);
+                Response::Ok
+            }
+        }
+    }
+
+    fn advance(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+    }
+
+    fn submit(&mut self, request_id: String, spec: JobSpec) -> Response {
+        if !request_id.is_empty() {
+            if let Some(&job) = self.requests.get(&request_id) {
+                let tasks = self.jobs.get(&job).map_or(0, |j| j.total);
+                return Response::Submitted { job, tasks, duplicate: true };
+            }
+        }
+        if let Err(reason) = validate_spec(&spec) {
+            return Response::Rejected { reason };
+        }
+        if let Err(reason) = self.check_fits_somewhere(&spec) {
+            return Response::Rejected { reason };
+        }
+        let id = self.next_job_id.max(1);
+        self.next_job_id = id + 1;
+        let job = Job::new(id, spec, self.now_ms);
+        let tasks = job.total;
+        self.queue.insert((-i64::from(job.spec.priority), id));
+        self.jobs.insert(id, job);
+        if !request_id.is_empty() {
+            self.requests.insert(request_id.clone(), id);
+            self.request_order.push_back(request_id);
+            while self.request_order.len() > MAX_REMEMBERED_REQUESTS {
+                if let Some(old) = self.request_order.pop_front() {
+                    self.requests.remove(&old);
+                }
+            }
+        }
+        Response::Submitted { job: id, tasks, duplicate: false }
+    }
+
+    /// With nodes known, a request no node could ever hold is refused at submit.
+    fn check_fits_somewhere(&self, spec: &JobSpec) -> Result<(), String> {
+        if self.nodes.is_empty() || self.nodes.iter().any(|n| n.could_ever_fit(spec.cpus, spec.mem_bytes)) {
+            return Ok(());
+        }
+        let max_cpus = self.nodes.iter().map(|n| n.cpus).max().unwrap_or(0);
+        let max_mem = self.nodes.iter().map(|n| n.mem_bytes).max().unwrap_or(0);
+        Err(format!(
+            "no node can ever run this job: it asks for {} cpus and {} memory per task, \
+             the largest node has {} cpus and the most memory is {}",
+            spec.cpus,
+            crate::parse::format_size(spec.mem_bytes),
+            max_cpus,
+            crate::parse::format_size(max_mem)
+        ))
+    }
+
+    fn cancel(&mut self, ids: &[JobId]) -> Response {
+        let (mut cancelled, mut already_finished, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+        for &id in ids {
+            let Some(job) = self.jobs.get_mut(&id) else {
+                unknown.push(id);
+                continue;
+            };
+            if job.is_finished() {
+                already_finished.push(id);
+                continue;
+            }
+            job.cancelled = true;
+            let pending = job.count(TaskState::Pending);
+            job.move_counts(TaskState::Pending, TaskState::Cancelled, pending);
+            job.next_position = job.total;
+            job.requeued.clear();
+            self.queue.remove(&(-i64::from(job.spec.priority), id));
+            for rt in job.running.values_mut() {
+                rt.kill_requested = true;
+            }
+            cancelled.push(id);
+            self.maybe_finished(id);
+        }
+        Response::Cancelled { cancelled, already_finished, unknown }
+    }
+
+    fn register(&mut self, reg: NodeRegistration) -> Response {
+        let id = match self.node_by_name.get(&reg.name) {
+            Some(&id) => id,
+            None => {
+                let id = self.nodes.len() as NodeId;
+                self.nodes.push(Node::new(reg.name.clone(), reg.cpus, reg.mem_bytes));
+                self.node_by_name.insert(reg.name.clone(), id);
+                id
+            }
+        };
+        let lost_everything = self
+            .nodes
+            .get(id as usize)
+            .is_some_and(|n| !n.uid.is_empty() && n.uid != reg.uid);
+        if lost_everything {
+            // A different machine (or a wiped data directory) under the same name: the
+            // tasks the old one ran are gone.
+            let running: Vec<(TaskKey, u32)> = self.nodes[id as usize].running.iter().map(|(k, a)| (*k, *a)).collect();
+            for (key, attempt) in running {
+                let report = lost_report(key, attempt, self.now_ms, "the node came back as a different machine");
+                self.finish_task(id, &report);
+            }
+        }
+        if let Some(n) = self.nodes.get_mut(id as usize) {
+            n.uid = reg.uid;
+            n.boot_id = reg.boot_id;
+            n.resize(reg.cpus, reg.mem_bytes);
+            n.mem_enforcement = reg.mem_enforcement;
+            n.version = reg.version;
+            n.arch = reg.arch;
+            n.os = reg.os;
+            n.address = reg.address;
+            n.liveness = Liveness::Up;
+            n.last_seen_ms = self.now_ms;
+        }
+        Response::Registered { node: id }
+    }
+
+    /// Ends one attempt of a task, if it is the current attempt on that node (stale
+    /// reports are ignored: fencing by attempt number).
+    fn finish_task(&mut self, node: NodeId, r: &TaskReport) {
+        let Some(job) = self.jobs.get_mut(&r.key.job) else { return };
+        match job.running.get(&r.key.index) {
+            Some(rt) if rt.attempt == r.attempt && rt.node == node => {}
+            _ => return,
+        }
+        let Some(rt) = job.running.remove(&r.key.index) else { return };
+        if let Some(n) = self.nodes.get_mut(node as usize) {
+            n.release(r.key, &rt.cores, rt.mem_bytes);
+        }
+        let (state, reason) = if rt.kill_requested {
+            (TaskState::Cancelled, "cancelled".to_string())
+        } else {
+            match r.outcome {
+                TaskOutcome::Exited if r.exit_code == Some(0) => (TaskState::Completed, String::new()),
+                TaskOutcome::Exited => (TaskState::Failed, r.message.clone()),
+                TaskOutcome::Timeout => (TaskState::Timeout, "time limit reached".into()),
+                TaskOutcome::Cancelled => (TaskState::Cancelled, "cancelled".into()),
+                TaskOutcome::SpawnFailed => (TaskState::Failed, r.message.clone()),
+                TaskOutcome::OutOfMemory => (TaskState::Failed, non_empty(&r.message, "out of memory")),
+                TaskOutcome::Lost if job.spec.requeue && !job.cancelled => {
+                    job.requeued.insert(r.key.index, r.attempt + 1);
+                    job.move_count(TaskState::Running, TaskState::Pending);
+                    self.queue.insert((-i64::from(job.spec.priority), job.id));
+                    return;
+                }
+                TaskOutcome::Lost => (TaskState::NodeFail, non_empty(&r.message, "node lost")),
+            }
+        };
+        job.move_count(TaskState::Running, state);
+        if state != TaskState::Completed || job.total == 1 {
+            job.ended.insert(
+                r.key.index,
+                EndedTask {
+                    state,
+                    exit_code: r.exit_code,
+                    signal: r.signal,
+                    node: Some(node),
+                    attempt: r.attempt,
+                    start_ms: rt.start_ms,
+                    end_ms: r.end_ms.max(rt.start_ms),
+                    reason,
+                },
+            );
+        }
+        let id = job.id;
+        self.maybe_finished(id);
+    }
+
+    fn maybe_finished(&mut self, id: JobId) {
+        let now = self.now_ms;
+        let Some(job) = self.jobs.get_mut(&id) else { return };
+        if !job.is_finished() || job.end_ms.is_some() {
+            return;
+        }
+        job.end_ms = Some(now);
+        self.finished.push_back(id);
+        while self.finished.len() > MAX_FINISHED_JOBS {
+            if let Some(old) = self.finished.pop_front() {
+                self.jobs.remove(&old);
+            }
+        }
+    }
+
+    /// Puts one pending task of `job_id` on `node`: the scheduler's only way to change state.
+    pub(crate) fn place(&mut self, job_id: JobId, node_id: NodeId) -> bool {
+        let now = self.now_ms;
+        let Some(job) = self.jobs.get_mut(&job_id) else { return false };
+        let Some(node) = self.nodes.get_mut(node_id as usize) else { return false };
+        let (index, attempt, from_requeue) = match job.requeued.iter().next() {
+            Some((&i, &a)) => (i, a, true),
+            None if job.next_position < job.total => (job.index_at(job.next_position), 1, false),
+            None => return false,
+        };
+        let key = TaskKey { job: job_id, index };
+        let Some(cores) = node.allocate(key, attempt, job.spec.cpus, job.spec.mem_bytes) else {
+            return false;
+        };
+        if from_requeue {
+            job.requeued.remove(&index);
+        } else {
+            job.next_position += 1;
+        }
+        job.running.insert(
+            index,
+            RunningTask { node: node_id, attempt, cores, mem_bytes: job.spec.mem_bytes, start_ms: now, kill_requested: false },
+        );
+        job.move_count(TaskState::Pending, TaskState::Running);
+        job.start_ms.get_or_insert(now);
+        if job.nodes.len() < MAX_JOB_NODES && !job.nodes.contains(&node.name) {
+            job.nodes.push(node.name.clone());
+        }
+        if !job.has_pending() {
+            self.queue.remove(&(-i64::from(job.spec.priority), job_id));
+        }
+        true
+    }
+
+    /// Task (with attempt) currently held on a node, for dispatch.
+    pub fn running_task(&self, key: TaskKey) -> Option<&RunningTask> {
+        self.jobs.get(&key.job).and_then(|j| j.running.get(&key.index))
+    }
+
+    /// Node by name.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.node_by_name.get(name).and_then(|&id| self.nodes.get(id as usize))
+    }
+}
+
+fn non_empty(s: &str, default: &str) -> String {
+    if s.is_empty() {
+        default.to_string()
+    } else {
+        s.to_string()
+    }
+}
+
+/// The report the head makes up for a task whose node lost it.
+pub fn lost_report(key: TaskKey, attempt: u32, now_ms: u64, why: &str) -> TaskReport {
+    TaskReport {
+        key,
+        attempt,
+        outcome: TaskOutcome::Lost,
+        exit_code: None,
+        signal: None,
+        start_ms: now_ms,
+        end_ms: now_ms,
+        message: why.to_string(),
+    }
+}

@@ -1,0 +1,279 @@
+//! The head's side of agent sessions: registration, dispatch of launches and kills
+//! derived from the applied state, and acknowledgement of results.
+//!
+//! Dispatch is state-driven: after every applied change each session compares the tasks
+//! the state places on its node with what it already sent. So a task is launched only
+//! after its assignment is committed, and a new leader (or a reconnecting agent) simply
+//! re-derives what to send; agents ignore launches of (task, attempt) they already run.
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::Stream;
+use rudel_core::{Command, NodeRegistration, Response, TaskKey};
+use rudel_proto::convert::{report_from_pb, task_ref, to_task_ref};
+use rudel_proto::v1 as pb;
+use rudel_proto::v1::agent_message::Msg as AgentMsg;
+use rudel_proto::v1::head_message::Msg as HeadMsg;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Status, Streaming};
+
+use crate::convert::output_paths;
+use crate::proposer::{now_ms, Proposer};
+use crate::raft::SharedState;
+use crate::reports::ReportBatch;
+
+/// How long an agent has to send its Register message.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared pieces every session needs.
+#[derive(Clone)]
+pub struct AgentService {
+    pub proposer: Proposer,
+    pub shared: Arc<SharedState>,
+    pub reports: mpsc::UnboundedSender<ReportBatch>,
+    pub heartbeat_ms: u64,
+    /// Current session per node name: a newer session stops the older one.
+    pub sessions: SessionTable,
+    pub next_session: Arc<std::sync::atomic::AtomicU64>,
+    /// Stops every session when the head shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Current session id per node name, with the sender that stops it.
+pub type SessionTable = Arc<Mutex<HashMap<String, (u64, oneshot::Sender<()>)>>>;
+
+type HeadStream = Pin<Box<dyn Stream<Item = Result<pb::HeadMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::agent_link_server::AgentLink for AgentService {
+    type SessionStream = HeadStream;
+
+    async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<tonic::Response<HeadStream>, Status> {
+        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let mut inbound = req.into_inner();
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Register message within 10 s"))??;
+        let reg = match first.and_then(|m| m.msg) {
+            Some(AgentMsg::Register(r)) => r,
+            _ => return Err(Status::invalid_argument("the first message of a session must be Register")),
+        };
+        if reg.name.is_empty() || reg.name.len() > 255 || reg.cpus == 0 {
+            return Err(Status::invalid_argument("Register needs a node name (1-255 bytes) and at least 1 cpu"));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let session = Session::start(self.clone(), reg, peer, tx).await?;
+        tokio::spawn(session.run(inbound));
+        Ok(tonic::Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+}
+
+struct Session {
+    svc: AgentService,
+    node: String,
+    id: u64,
+    out: mpsc::UnboundedSender<Result<pb::HeadMessage, Status>>,
+    sent: HashSet<(TaskKey, u32)>,
+    kill_sent: HashSet<(TaskKey, u32)>,
+    superseded: oneshot::Receiver<()>,
+    acks_tx: mpsc::UnboundedSender<Vec<(TaskKey, u32)>>,
+    acks_rx: mpsc::UnboundedReceiver<Vec<(TaskKey, u32)>>,
+}
+
+impl Session {
+    async fn start(
+        svc: AgentService,
+        reg: pb::Register,
+        peer: String,
+        out: mpsc::UnboundedSender<Result<pb::HeadMessage, Status>>,
+    ) -> Result<Session, Status> {
+        let running: Vec<(TaskKey, u32)> = reg.running.iter().map(task_ref).collect();
+        let node = reg.name.clone();
+        let cmd = Command::RegisterNode {
+            reg: NodeRegistration {
+                name: reg.name.clone(),
+                uid: reg.uid.clone(),
+                boot_id: reg.boot_id.clone(),
+                cpus: reg.cpus,
+                mem_bytes: reg.mem_bytes,
+                mem_enforcement: reg.mem_enforcement.clone(),
+                version: reg.version.clone(),
+                arch: reg.arch.clone(),
+                os: reg.os.clone(),
+                address: peer,
+                running: running.clone(),
+            },
+            now_ms: now_ms(),
+        };
+        match svc.proposer.propose(cmd).await? {
+            Response::Registered { .. } => {}
+            other => return Err(Status::internal(format!("unexpected register result {other:?}"))),
+        }
+        let id = svc.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (stop_tx, superseded) = oneshot::channel();
+        if let Ok(mut s) = svc.sessions.lock() {
+            if let Some((_, old)) = s.insert(node.clone(), (id, stop_tx)) {
+                let _ = old.send(());
+            }
+        }
+        let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+        let mut s = Session {
+            svc,
+            node,
+            id,
+            out,
+            sent: HashSet::new(),
+            kill_sent: HashSet::new(),
+            superseded,
+            acks_tx,
+            acks_rx,
+        };
+        let term = 0;
+        s.send(HeadMsg::Welcome(pb::Welcome { node_name: s.node.clone(), term, heartbeat_ms: s.svc.heartbeat_ms }));
+        // What the agent runs and the state agrees on is already sent; what it runs that
+        // the state does not place there (cancelled, given up, stale attempt) is killed.
+        let placed: HashSet<(TaskKey, u32)> = rudel_core::query::running_on(&s.svc.shared.read().state, &s.node).into_iter().collect();
+        let mut kills = Vec::new();
+        for r in running {
+            if placed.contains(&r) {
+                s.sent.insert(r);
+            } else {
+                kills.push(to_task_ref(r.0, r.1));
+            }
+        }
+        if !kills.is_empty() {
+            tracing::info!(node = %s.node, tasks = kills.len(), "killing tasks the cluster no longer places on this node");
+            s.send(HeadMsg::Kill(pb::Kill { tasks: kills, term }));
+        }
+        let unacked: Vec<_> = reg.unacked.into_iter().filter_map(report_from_pb).collect();
+        if !unacked.is_empty() {
+            s.forward_reports(unacked);
+        }
+        tracing::info!(node = %s.node, session = s.id, "agent registered");
+        Ok(s)
+    }
+
+    fn send(&self, msg: HeadMsg) {
+        let _ = self.out.send(Ok(pb::HeadMessage { msg: Some(msg) }));
+    }
+
+    fn forward_reports(&self, reports: Vec<rudel_core::TaskReport>) {
+        let _ = self.svc.reports.send(ReportBatch { node: self.node.clone(), reports, ack: self.acks_tx.clone() });
+    }
+
+    async fn run(mut self, mut inbound: Streaming<pb::AgentMessage>) {
+        let mut changed = self.svc.shared.subscribe();
+        let mut shutdown = self.svc.shutdown.clone();
+        self.dispatch();
+        let ended_by_agent = loop {
+            tokio::select! {
+                msg = inbound.message() => match msg {
+                    Ok(Some(m)) => self.on_agent_message(m),
+                    Ok(None) => break true,
+                    Err(e) => {
+                        tracing::info!(node = %self.node, error = %e, "agent stream failed");
+                        break true;
+                    }
+                },
+                res = changed.changed() => {
+                    if res.is_err() { break false; }
+                    self.dispatch();
+                }
+                Some(keys) = self.acks_rx.recv() => {
+                    self.send(HeadMsg::Ack(pb::Ack { tasks: keys.into_iter().map(|(k, a)| to_task_ref(k, a)).collect() }));
+                }
+                _ = &mut self.superseded => {
+                    tracing::info!(node = %self.node, session = self.id, "session replaced by a newer one");
+                    break false;
+                }
+                _ = shutdown.changed() => break false,
+            }
+        };
+        let current = self.svc.sessions.lock().map(|mut s| {
+            let mine = s.get(&self.node).is_some_and(|(id, _)| *id == self.id);
+            if mine {
+                s.remove(&self.node);
+            }
+            mine
+        });
+        if ended_by_agent && current.unwrap_or(false) {
+            tracing::info!(node = %self.node, "agent disconnected");
+            let cmd = Command::NodeDisconnected { name: self.node.clone(), now_ms: now_ms() };
+            if let Err(e) = self.svc.proposer.propose(cmd).await {
+                tracing::warn!(node = %self.node, error = %e, "could not record disconnect");
+            }
+        }
+    }
+
+    fn on_agent_message(&mut self, m: pb::AgentMessage) {
+        match m.msg {
+            Some(AgentMsg::Reports(r)) => {
+                let reports: Vec<_> = r.reports.into_iter().filter_map(report_from_pb).collect();
+                if !reports.is_empty() {
+                    self.forward_reports(reports);
+                }
+            }
+            Some(AgentMsg::Heartbeat(_)) => {}
+            Some(AgentMsg::Register(_)) | None => {
+                tracing::warn!(node = %self.node, "ignoring unexpected message in an established session");
+            }
+        }
+    }
+
+    /// Sends launches for newly placed tasks and kills for cancelled ones.
+    fn dispatch(&mut self) {
+        let mut launches = Vec::new();
+        let mut kills = Vec::new();
+        {
+            let applied = self.svc.shared.read();
+            let state = &applied.state;
+            let Some(node) = state.node(&self.node) else { return };
+            self.sent.retain(|(k, a)| node.running.get(k) == Some(a));
+            self.kill_sent.retain(|(k, a)| node.running.get(k) == Some(a));
+            for (&key, &attempt) in &node.running {
+                let Some(job) = state.jobs.get(&key.job) else { continue };
+                let Some(rt) = job.running.get(&key.index) else { continue };
+                if self.sent.insert((key, attempt)) {
+                    let (out, err) = output_paths(job, key.index, &self.node);
+                    let mut env: HashMap<String, String> = job.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    env.insert("RUDEL_JOB_ID".into(), key.job.to_string());
+                    if job.is_array() {
+                        env.insert("RUDEL_ARRAY_INDEX".into(), key.index.to_string());
+                        env.insert("RUDEL_ARRAY_TASKS".into(), job.total.to_string());
+                    }
+                    env.insert("RUDEL_CPUS".into(), rt.cores.len().to_string());
+                    env.insert("RUDEL_NODE".into(), self.node.clone());
+                    env.insert("RUDEL_JOB_NAME".into(), crate::convert::job_name(&job.spec));
+                    env.insert("RUDEL_ATTEMPT".into(), attempt.to_string());
+                    env.insert("RUDEL_RESTART_COUNT".into(), attempt.saturating_sub(1).to_string());
+                    launches.push(pb::LaunchTask {
+                        task: Some(to_task_ref(key, attempt)),
+                        argv: job.spec.argv.clone(),
+                        script: job.spec.script.clone(),
+                        chdir: job.spec.chdir.clone(),
+                        env,
+                        stdout_path: out.unwrap_or_default(),
+                        stderr_path: err.clone().unwrap_or_default(),
+                        stderr_discard: err.is_none(),
+                        cores: rt.cores.clone(),
+                        mem_bytes: rt.mem_bytes,
+                        time_limit_ms: job.spec.time_limit_ms,
+                        job_name: crate::convert::job_name(&job.spec),
+                    });
+                }
+                if rt.kill_requested && self.kill_sent.insert((key, attempt)) {
+                    kills.push(to_task_ref(key, attempt));
+                }
+            }
+        }
+        if !launches.is_empty() {
+            self.send(HeadMsg::Launch(pb::Launch { tasks: launches, term: 0 }));
+        }
+        if !kills.is_empty() {
+            self.send(HeadMsg::Kill(pb::Kill { tasks: kills, term: 0 }));
+        }
+    }
+}

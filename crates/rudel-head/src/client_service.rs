@@ -1,0 +1,183 @@
+//! The client API (`rudel.v1.Rudel`): submit, query, cancel, watch.
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use rudel_core::{Command, Response};
+use rudel_proto::v1 as pb;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Status};
+
+use crate::convert::{job_info, node_info, spec_from_pb};
+use crate::proposer::{now_ms, Proposer};
+use crate::raft::{Raft, SharedState};
+
+/// Most jobs one cancel or watch may name.
+const MAX_IDS: usize = 100_000;
+/// Minimum time between two watch updates for the same client.
+const WATCH_MIN_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Handlers for the client API.
+#[derive(Clone)]
+pub struct ClientService {
+    pub proposer: Proposer,
+    pub shared: Arc<SharedState>,
+    pub raft: Raft,
+    pub head_id: u64,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchUpdate, Status>> + Send>>;
+
+impl ClientService {
+    /// Linearizable reads go through the leader (it confirms leadership with a quorum
+    /// before answering); `stale` reads answer from local state at once.
+    async fn read_barrier(&self, stale: bool) -> Result<(), Status> {
+        if stale {
+            return Ok(());
+        }
+        match tokio::time::timeout(Duration::from_secs(5), self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Status::unavailable(format!(
+                "cannot serve a consistent read: {e}; retry, or pass --stale to read this head's possibly outdated state"
+            ))),
+            Err(_) => Err(Status::unavailable("no quorum to confirm leadership within 5 s; use --stale for possibly outdated state")),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::rudel_server::Rudel for ClientService {
+    async fn submit(&self, req: Request<pb::SubmitRequest>) -> Result<tonic::Response<pb::SubmitResponse>, Status> {
+        let req = req.into_inner();
+        let spec = spec_from_pb(req.spec.ok_or_else(|| Status::invalid_argument("missing job spec"))?)?;
+        if req.request_id.len() > 256 {
+            return Err(Status::invalid_argument("request_id longer than 256 bytes"));
+        }
+        let cmd = Command::Submit { request_id: req.request_id, spec, now_ms: now_ms() };
+        match self.proposer.propose(cmd).await? {
+            Response::Submitted { job, tasks, duplicate } => {
+                if !duplicate {
+                    tracing::debug!(job, tasks, "job submitted");
+                }
+                Ok(tonic::Response::new(pb::SubmitResponse { job_id: job, duplicate, tasks: tasks as u32 }))
+            }
+            Response::Rejected { reason } => Err(Status::invalid_argument(reason)),
+            other => Err(Status::internal(format!("unexpected submit result {other:?}"))),
+        }
+    }
+
+    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<tonic::Response<pb::ListJobsResponse>, Status> {
+        let req = req.into_inner();
+        self.read_barrier(req.stale).await?;
+        let a = self.shared.read();
+        let jobs = a
+            .state
+            .jobs
+            .values()
+            .filter(|j| req.all || !j.is_finished())
+            .map(|j| job_info(&a.state, j, false))
+            .collect();
+        Ok(tonic::Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn show_job(&self, req: Request<pb::ShowJobRequest>) -> Result<tonic::Response<pb::JobInfo>, Status> {
+        let req = req.into_inner();
+        self.read_barrier(req.stale).await?;
+        let a = self.shared.read();
+        match a.state.jobs.get(&req.job_id) {
+            Some(j) => Ok(tonic::Response::new(job_info(&a.state, j, true))),
+            None => Err(Status::not_found(format!("no job {} (never submitted, or finished long ago)", req.job_id))),
+        }
+    }
+
+    async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<tonic::Response<pb::CancelResponse>, Status> {
+        let ids = req.into_inner().job_ids;
+        if ids.is_empty() || ids.len() > MAX_IDS {
+            return Err(Status::invalid_argument(format!("name between 1 and {MAX_IDS} job ids")));
+        }
+        match self.proposer.propose(Command::Cancel { jobs: ids, now_ms: now_ms() }).await? {
+            Response::Cancelled { cancelled, already_finished, unknown } => {
+                if !unknown.is_empty() {
+                    let list: Vec<String> = unknown.iter().map(u64::to_string).collect();
+                    return Err(Status::not_found(format!(
+                        "no such job: {} (other jobs named were {})",
+                        list.join(", "),
+                        if cancelled.is_empty() { "not changed".to_string() } else { format!("cancelled: {cancelled:?}") }
+                    )));
+                }
+                Ok(tonic::Response::new(pb::CancelResponse { cancelled, already_finished }))
+            }
+            other => Err(Status::internal(format!("unexpected cancel result {other:?}"))),
+        }
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<tonic::Response<WatchStream>, Status> {
+        let ids = req.into_inner().job_ids;
+        if ids.is_empty() || ids.len() > MAX_IDS {
+            return Err(Status::invalid_argument(format!("name between 1 and {MAX_IDS} job ids")));
+        }
+        {
+            let a = self.shared.read();
+            if let Some(missing) = ids.iter().find(|id| !a.state.jobs.contains_key(id)) {
+                return Err(Status::not_found(format!("no job {missing}")));
+            }
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let shared = self.shared.clone();
+        let mut shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut changed = shared.subscribe();
+            loop {
+                let update = {
+                    let a = shared.read();
+                    let jobs: Vec<pb::JobInfo> =
+                        ids.iter().filter_map(|id| a.state.jobs.get(id)).map(|j| job_info(&a.state, j, false)).collect();
+                    // A job pruned from memory has long finished.
+                    let done = ids.iter().all(|id| a.state.jobs.get(id).is_none_or(|j| j.is_finished()));
+                    pb::WatchUpdate { jobs, done }
+                };
+                let done = update.done;
+                if tx.send(Ok(update)).await.is_err() || done {
+                    return;
+                }
+                tokio::select! {
+                    r = changed.changed() => if r.is_err() { return },
+                    _ = shutdown.changed() => {
+                        let _ = tx.send(Err(Status::unavailable("head shutting down"))).await;
+                        return;
+                    }
+                    _ = tx.closed() => return,
+                }
+                tokio::time::sleep(WATCH_MIN_INTERVAL).await;
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_nodes(&self, req: Request<pb::ListNodesRequest>) -> Result<tonic::Response<pb::ListNodesResponse>, Status> {
+        self.read_barrier(req.into_inner().stale).await?;
+        let a = self.shared.read();
+        Ok(tonic::Response::new(pb::ListNodesResponse { nodes: a.state.nodes.iter().map(node_info).collect() }))
+    }
+
+    async fn cluster_info(&self, _req: Request<pb::ClusterInfoRequest>) -> Result<tonic::Response<pb::ClusterInfoResponse>, Status> {
+        let m = self.raft.metrics().borrow().clone();
+        let leader_addr = m
+            .current_leader
+            .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()))
+            .unwrap_or_default();
+        Ok(tonic::Response::new(pb::ClusterInfoResponse {
+            node_id: self.head_id,
+            leader_addr,
+            is_leader: m.current_leader == Some(self.head_id),
+            term: m.current_term,
+            last_applied: m.last_applied.map_or(0, |l| l.index),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }))
+    }
+}

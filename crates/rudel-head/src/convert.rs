@@ -1,0 +1,178 @@
+//! Conversions between the wire types (`rudel.v1`) and rudel-core's model.
+use rudel_core::job::TaskState;
+use rudel_core::pattern::{self, PatternVars};
+use rudel_core::query;
+use rudel_core::{Job, JobSpec, Node, State};
+use rudel_proto::v1 as pb;
+use tonic::Status;
+
+/// Most task records returned by `show` for one job.
+pub const MAX_TASK_DETAILS: usize = 1_000;
+
+/// Largest argv/script/env payload accepted in one submit.
+pub const MAX_SPEC_BYTES: usize = 4 << 20;
+
+/// Wire spec to core spec, with the checks that need no state.
+pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
+    let size: usize = s.argv.iter().map(String::len).sum::<usize>()
+        + s.script.len()
+        + s.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    if size > MAX_SPEC_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "job spec too large: {size} bytes of command, script and environment (limit {MAX_SPEC_BYTES})"
+        )));
+    }
+    let array = if s.array.is_empty() {
+        None
+    } else {
+        Some(rudel_core::parse::parse_array(&s.array).map_err(|e| Status::invalid_argument(e.to_string()))?)
+    };
+    if s.env.keys().any(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
+        return Err(Status::invalid_argument("environment variable names must be non-empty and contain no '=' or NUL"));
+    }
+    if s.argv.iter().any(|a| a.contains('\0')) {
+        return Err(Status::invalid_argument("arguments must not contain NUL bytes"));
+    }
+    let spec = JobSpec {
+        argv: s.argv,
+        script: s.script,
+        name: s.name,
+        cpus: s.cpus.max(1),
+        mem_bytes: s.mem_bytes,
+        time_limit_ms: s.time_limit_ms,
+        priority: s.priority,
+        array,
+        output: s.output,
+        error: s.error,
+        chdir: s.chdir,
+        env: s.env.into_iter().collect(),
+        requeue: s.requeue,
+        user: s.user,
+    };
+    rudel_core::state::validate_spec(&spec).map_err(Status::invalid_argument)?;
+    Ok(spec)
+}
+
+/// Core spec to wire spec.
+pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
+    pb::JobSpec {
+        argv: s.argv.clone(),
+        script: String::new(),
+        name: s.name.clone(),
+        cpus: s.cpus,
+        mem_bytes: s.mem_bytes,
+        time_limit_ms: s.time_limit_ms,
+        priority: s.priority,
+        array: s.array.as_ref().map(|a| a.to_spec_string()).unwrap_or_default(),
+        output: s.output.clone(),
+        error: s.error.clone(),
+        chdir: s.chdir.clone(),
+        env: Default::default(),
+        requeue: s.requeue,
+        user: s.user.clone(),
+    }
+}
+
+/// Display name of a job: its name, else its command's base name.
+pub fn job_name(spec: &JobSpec) -> String {
+    if !spec.name.is_empty() {
+        return spec.name.clone();
+    }
+    match spec.argv.first() {
+        Some(a) => a.rsplit('/').next().unwrap_or(a).to_string(),
+        None => "script".into(),
+    }
+}
+
+/// Resolved output and error paths of one task; `None` = discarded, error `Some("")` = into output.
+pub fn output_paths(job: &Job, index: u32, node: &str) -> (Option<String>, Option<String>) {
+    let spec = &job.spec;
+    let name = job_name(spec);
+    let vars = PatternVars {
+        job: job.id,
+        index: if job.is_array() { Some(index) } else { None },
+        name: &name,
+        node,
+        user: &spec.user,
+    };
+    let out_pat = if spec.output.is_empty() { pattern::default_output(job.is_array()) } else { spec.output.as_str() };
+    let out = pattern::resolve(out_pat, &vars, &spec.chdir);
+    let err = if spec.error.is_empty() { Some(String::new()) } else { pattern::resolve(&spec.error, &vars, &spec.chdir) };
+    (out, err)
+}
+
+/// A job as the API shows it.
+pub fn job_info(state: &State, job: &Job, details: bool) -> pb::JobInfo {
+    let status = query::exit_status(job);
+    let st = job.state();
+    let reason = match st {
+        TaskState::Pending | TaskState::Running => query::pending_reason(state, job),
+        TaskState::Completed => String::new(),
+        _ => query::failure_reason(job),
+    };
+    let first_index = job.index_at(0);
+    let first_node = job.nodes.first().cloned().unwrap_or_default();
+    let (out, err) = output_paths(job, first_index, &first_node);
+    pb::JobInfo {
+        id: job.id,
+        name: job_name(&job.spec),
+        state: st.as_str().into(),
+        spec: Some(spec_to_pb(&job.spec)),
+        tasks: job.total,
+        counts: TaskState::ALL
+            .iter()
+            .filter(|s| job.count(**s) > 0)
+            .map(|s| pb::StateCount { state: s.as_str().into(), count: job.count(*s) })
+            .collect(),
+        exit_code: status.and_then(|(c, _)| c),
+        signal: status.and_then(|(_, s)| s),
+        nodes: job.nodes.clone(),
+        submit_ms: job.submit_ms,
+        start_ms: job.start_ms.unwrap_or(0),
+        end_ms: job.end_ms.unwrap_or(0),
+        reason,
+        task_details: if details {
+            query::task_views(state, job, MAX_TASK_DETAILS)
+                .into_iter()
+                .map(|t| pb::TaskInfo {
+                    index: t.index,
+                    state: t.state.as_str().into(),
+                    node: t.node,
+                    attempt: t.attempt,
+                    exit_code: t.exit_code,
+                    signal: t.signal,
+                    start_ms: t.start_ms,
+                    end_ms: t.end_ms,
+                    reason: t.reason,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        output_path: out.clone().unwrap_or_default(),
+        error_path: match err {
+            Some(e) if e.is_empty() => out.unwrap_or_default(),
+            Some(e) => e,
+            None => String::new(),
+        },
+    }
+}
+
+/// A node as the API shows it.
+pub fn node_info(n: &Node) -> pb::NodeInfo {
+    pb::NodeInfo {
+        name: n.name.clone(),
+        state: n.display_state().into(),
+        cpus: n.cpus,
+        cpus_used: n.cpus_used,
+        mem_bytes: n.mem_bytes,
+        mem_used: n.mem_used,
+        mem_enforcement: n.mem_enforcement.clone(),
+        version: n.version.clone(),
+        arch: n.arch.clone(),
+        os: n.os.clone(),
+        last_seen_ms: n.last_seen_ms,
+        running_tasks: n.running.len() as u32,
+        address: n.address.clone(),
+    }
+}

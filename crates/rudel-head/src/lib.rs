@@ -1,0 +1,173 @@
+//! rudel-head: the controller. Raft glue and storage, the gRPC services for clients,
+//! agents and peer heads, and the dispatch of committed assignments to agents.
+pub mod agent_service;
+pub mod client_service;
+pub mod convert;
+pub mod lock;
+pub mod proposer;
+pub mod raft;
+pub mod reports;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rudel_proto::v1::agent_link_server::AgentLinkServer;
+use rudel_proto::v1::raft_peer_server::RaftPeerServer;
+use rudel_proto::v1::rudel_server::RudelServer;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+
+pub use raft::{Raft, RaftTiming, SharedState};
+
+/// Largest gRPC message a head accepts (a submit with a big script or environment).
+pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+/// How a head is started.
+#[derive(Clone, Debug)]
+pub struct HeadConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Address other heads and agents use to reach this one (defaults to `listen`).
+    pub advertise: Option<String>,
+    pub head_id: u64,
+    pub timing: RaftTiming,
+    /// Heartbeat interval asked of agents.
+    pub agent_heartbeat_ms: u64,
+    /// Commit timeout for one proposal.
+    pub propose_timeout: Duration,
+}
+
+impl HeadConfig {
+    /// Defaults for a one-head cluster in `data_dir` on `listen`.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> HeadConfig {
+        HeadConfig {
+            data_dir,
+            listen,
+            advertise: None,
+            head_id: 1,
+            timing: RaftTiming::default(),
+            agent_heartbeat_ms: 1_000,
+            propose_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a head could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error("cannot create data directory {dir}: {source}")]
+    DataDir { dir: String, source: std::io::Error },
+    #[error("cannot open the store {path}: {source}")]
+    Store { path: String, source: redb::Error },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A running head; dropping it without `shutdown` leaves tasks running until the runtime ends.
+pub struct Head {
+    pub raft: Raft,
+    pub shared: Arc<SharedState>,
+    pub local_addr: SocketAddr,
+    shutdown_tx: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    reports: JoinHandle<()>,
+    _lock: lock::DirLock,
+}
+
+impl Head {
+    /// Opens the data directory (locked), recovers state from the store, starts Raft and
+    /// serves the gRPC services on `cfg.listen`.
+    pub async fn start(cfg: HeadConfig) -> Result<Head, HeadError> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|source| HeadError::DataDir { dir: cfg.data_dir.display().to_string(), source })?;
+        let lock = lock::lock_dir(&cfg.data_dir)?;
+        let db_path = cfg.data_dir.join("head.redb");
+        let db = raft::store::open(&db_path)
+            .map_err(|source| HeadError::Store { path: db_path.display().to_string(), source })?;
+        let log_store = raft::log_store::LogStore::new(db.clone());
+        let (sm, shared) = raft::state_machine::StateMachineStore::open(db).map_err(|e| HeadError::Raft(e.to_string()))?;
+        let config = raft::raft_config(&cfg.timing).map_err(HeadError::Raft)?;
+
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| HeadError::Listen { addr: cfg.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| HeadError::Listen { addr: cfg.listen, source })?;
+        let advertise = cfg.advertise.clone().unwrap_or_else(|| local_addr.to_string());
+
+        let raft = Raft::new(cfg.head_id, config, raft::network::Network, log_store, sm)
+            .await
+            .map_err(|e| HeadError::Raft(e.to_string()))?;
+        let initialized = raft.is_initialized().await.map_err(|e| HeadError::Raft(e.to_string()))?;
+        if !initialized {
+            let members = BTreeMap::from([(cfg.head_id, openraft::BasicNode { addr: advertise.clone() })]);
+            raft.initialize(members).await.map_err(|e| HeadError::Raft(e.to_string()))?;
+            tracing::info!(head = cfg.head_id, addr = %advertise, "initialized a new cluster");
+        }
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let proposer = proposer::Proposer::new(raft.clone(), cfg.propose_timeout);
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let reports = tokio::spawn(reports::run(proposer.clone(), reports_rx));
+
+        let client = client_service::ClientService {
+            proposer: proposer.clone(),
+            shared: shared.clone(),
+            raft: raft.clone(),
+            head_id: cfg.head_id,
+            shutdown: shutdown_rx.clone(),
+        };
+        let agents = agent_service::AgentService {
+            proposer,
+            shared: shared.clone(),
+            reports: reports_tx,
+            heartbeat_ms: cfg.agent_heartbeat_ms,
+            sessions: Arc::new(Mutex::new(HashMap::new())),
+            next_session: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            shutdown: shutdown_rx.clone(),
+        };
+        let peer = raft::network::PeerService { raft: raft.clone() };
+
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let mut stop = shutdown_rx;
+        let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(10)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(
+                RudelServer::new(client)
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                    .max_encoding_message_size(256 << 20),
+            )
+            .add_service(AgentLinkServer::new(agents).max_decoding_message_size(64 << 20).max_encoding_message_size(256 << 20))
+            .add_service(RaftPeerServer::new(peer).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20));
+        let server = tokio::spawn(async move {
+            let res = router
+                .serve_with_incoming_shutdown(incoming, async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+            if let Err(e) = res {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        });
+        tracing::info!(addr = %local_addr, data = %cfg.data_dir.display(), "head listening");
+        Ok(Head { raft, shared, local_addr, shutdown_tx, server, reports, _lock: lock })
+    }
+
+    /// Stops serving, ends agent sessions and shuts Raft down.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        self.reports.abort();
+    }
+}

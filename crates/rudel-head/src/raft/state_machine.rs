@@ -1,0 +1,194 @@
+//! The state machine openraft drives: rudel-core's [`State`] behind a lock, plus the
+//! latest snapshot (kept in redb, so a restart starts from it and replays only the tail).
+#![allow(clippy::result_large_err)] // openraft's/redb's error types are imposed; see mod.rs
+use std::io::Cursor;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
+use openraft::{EntryPayload, RaftSnapshotBuilder, StorageError, StorageIOError, StoredMembership};
+use redb::Database;
+use rudel_core::{Response, State};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::store::SNAPSHOT;
+use super::{HeadId, LogId, TypeConfig};
+
+type SResult<T> = Result<T, StorageError<HeadId>>;
+type Membership = StoredMembership<HeadId, openraft::BasicNode>;
+
+/// What has been applied: the cluster state and the Raft bookkeeping that goes with it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Applied {
+    pub last_applied: Option<LogId>,
+    pub membership: Membership,
+    pub state: State,
+}
+
+/// The applied state shared with the gRPC services and the dispatcher. Readers take the
+/// lock briefly; `changed` fires after every applied batch.
+pub struct SharedState {
+    inner: RwLock<Applied>,
+    changed: watch::Sender<u64>,
+}
+
+impl SharedState {
+    fn new(applied: Applied) -> Arc<SharedState> {
+        let (changed, _) = watch::channel(0);
+        Arc::new(SharedState { inner: RwLock::new(applied), changed })
+    }
+
+    /// Read access to the applied state.
+    pub fn read(&self) -> RwLockReadGuard<'_, Applied> {
+        // A poisoned lock means a panic while applying; the data is still the last
+        // consistent state we have, so keep serving it.
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Subscribes to "something was applied" (the value is the last applied index).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Applied> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// openraft's state machine for rudel.
+pub struct StateMachineStore {
+    shared: Arc<SharedState>,
+    db: Arc<Database>,
+}
+
+fn sm_err(e: impl std::error::Error + 'static) -> StorageError<HeadId> {
+    StorageIOError::write_state_machine(&e).into()
+}
+
+fn snap_err(e: impl std::error::Error + 'static) -> StorageError<HeadId> {
+    StorageIOError::write_snapshot(None, &e).into()
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<HeadId, openraft::BasicNode>,
+    data: Vec<u8>,
+}
+
+impl StateMachineStore {
+    /// Loads the latest snapshot (if any) as the starting state.
+    pub fn open(db: Arc<Database>) -> SResult<(StateMachineStore, Arc<SharedState>)> {
+        let applied = match load_snapshot(&db)? {
+            Some(s) => serde_json::from_slice::<Applied>(&s.data).map_err(sm_err)?,
+            None => Applied { state: State::new(), ..Applied::default() },
+        };
+        let shared = SharedState::new(applied);
+        Ok((StateMachineStore { shared: shared.clone(), db }, shared))
+    }
+}
+
+fn load_snapshot(db: &Database) -> SResult<Option<StoredSnapshot>> {
+    let tx = db.begin_read().map_err(snap_err)?;
+    let t = tx.open_table(SNAPSHOT).map_err(snap_err)?;
+    match t.get("current").map_err(snap_err)? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value()).map_err(snap_err)?)),
+        None => Ok(None),
+    }
+}
+
+fn save_snapshot(db: &Database, s: &StoredSnapshot) -> SResult<()> {
+    let bytes = serde_json::to_vec(s).map_err(snap_err)?;
+    let tx = db.begin_write().map_err(snap_err)?;
+    {
+        let mut t = tx.open_table(SNAPSHOT).map_err(snap_err)?;
+        t.insert("current", bytes.as_slice()).map_err(snap_err)?;
+    }
+    tx.commit().map_err(snap_err)
+}
+
+/// Builds snapshots from the shared state.
+pub struct SnapshotBuilder {
+    shared: Arc<SharedState>,
+    db: Arc<Database>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
+        let (data, last_applied, membership) = {
+            let a = self.shared.read();
+            (serde_json::to_vec(&*a).map_err(snap_err)?, a.last_applied, a.membership.clone())
+        };
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, data.len()),
+            None => format!("0-0-{}", data.len()),
+        };
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        let stored = StoredSnapshot { meta: meta.clone(), data };
+        save_snapshot(&self.db, &stored)?;
+        tracing::info!(bytes = stored.data.len(), last_applied = ?last_applied, "snapshot built");
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> SResult<(Option<LogId>, Membership)> {
+        let a = self.shared.read();
+        Ok((a.last_applied, a.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> SResult<Vec<Response>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut out = Vec::new();
+        let last_index;
+        {
+            let mut a = self.shared.write();
+            for e in entries {
+                a.last_applied = Some(e.log_id);
+                match e.payload {
+                    EntryPayload::Blank => out.push(Response::Ok),
+                    EntryPayload::Normal(cmd) => out.push(a.state.apply(cmd)),
+                    EntryPayload::Membership(m) => {
+                        a.membership = StoredMembership::new(Some(e.log_id), m);
+                        out.push(Response::Ok);
+                    }
+                }
+            }
+            last_index = a.last_applied.map_or(0, |l| l.index);
+        }
+        self.shared.changed.send_replace(last_index);
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        SnapshotBuilder { shared: self.shared.clone(), db: self.db.clone() }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> SResult<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<HeadId, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> SResult<()> {
+        let data = snapshot.into_inner();
+        let mut applied: Applied = serde_json::from_slice(&data).map_err(sm_err)?;
+        applied.last_applied = meta.last_log_id;
+        applied.membership = meta.last_membership.clone();
+        save_snapshot(&self.db, &StoredSnapshot { meta: meta.clone(), data })?;
+        let idx = applied.last_applied.map_or(0, |l| l.index);
+        *self.shared.write() = applied;
+        self.shared.changed.send_replace(idx);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
+        Ok(load_snapshot(&self.db)?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+    }
+}

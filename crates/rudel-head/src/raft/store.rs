@@ -1,0 +1,27 @@
+//! The embedded transactional store (redb) in the head's data directory: one file holding
+//! the Raft log, the vote, and the latest snapshot.
+#![allow(clippy::result_large_err)] // openraft's/redb's error types are imposed; see mod.rs
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, TableDefinition};
+
+/// Raft log entries by index (JSON-encoded openraft entries).
+pub const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// Small Raft metadata: vote, committed, last purged.
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
+/// The latest snapshot: "meta" and "data".
+pub const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
+
+/// Opens (creating if needed) the store and its tables.
+pub fn open(path: &Path) -> Result<Arc<Database>, redb::Error> {
+    let db = Database::create(path)?;
+    let tx = db.begin_write()?;
+    {
+        tx.open_table(LOG)?;
+        tx.open_table(META)?;
+        tx.open_table(SNAPSHOT)?;
+    }
+    tx.commit()?;
+    Ok(Arc::new(db))
+}

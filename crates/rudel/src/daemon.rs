@@ -1,0 +1,183 @@
+//! The long-running roles: `up` (head + local agent), `head`, `agent`.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clap::Args;
+use rudel_agent::AgentConfig;
+use rudel_head::{Head, HeadConfig};
+use tokio::sync::watch;
+
+use crate::{client, CmdResult, Failure};
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Data directory (Raft log, state, agent journal). Default: $RUDEL_DATA or ~/.local/share/rudel.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = client::DEFAULT_HEAD)]
+    pub listen: SocketAddr,
+    /// Cpus the local agent offers (default: all this process may use).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u32>,
+    /// Memory the local agent offers, e.g. 8G (default: all physical memory).
+    #[arg(long, value_name = "SIZE")]
+    pub mem: Option<String>,
+    /// Node name of the local agent (default: host name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Delay between SIGTERM and SIGKILL when a task is cancelled or times out.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub kill_grace: String,
+}
+
+#[derive(Args, Debug)]
+pub struct HeadArgs {
+    /// Data directory of this head. Default: $RUDEL_DATA/head or ~/.local/share/rudel/head.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = client::DEFAULT_HEAD)]
+    pub listen: SocketAddr,
+    /// Address others use to reach this head (default: --listen).
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Agent data directory (result journal, node id). Default: $RUDEL_DATA/agent or ~/.local/share/rudel/agent.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Node name (default: host name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Cpus offered (default: all this process may use).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u32>,
+    /// Memory offered, e.g. 8G (default: all physical memory).
+    #[arg(long, value_name = "SIZE")]
+    pub mem: Option<String>,
+    /// Delay between SIGTERM and SIGKILL when a task is cancelled or times out.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub kill_grace: String,
+}
+
+/// `$RUDEL_DATA`, else `$XDG_DATA_HOME/rudel`, else `~/.local/share/rudel`.
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("RUDEL_DATA") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("rudel");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/rudel"),
+        None => PathBuf::from("rudel-data"),
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        // Without signal handlers we can only run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+fn agent_config(
+    heads: Vec<String>,
+    data: PathBuf,
+    name: Option<String>,
+    cpus: Option<u32>,
+    mem: Option<&str>,
+    kill_grace: &str,
+) -> Result<AgentConfig, Failure> {
+    let mut cfg = AgentConfig::new(heads, data);
+    if let Some(n) = name {
+        cfg.name = n;
+    }
+    if let Some(c) = cpus {
+        if c == 0 {
+            return Err(Failure::usage(anyhow!("--cpus must be at least 1")));
+        }
+        cfg.cpus = c;
+    }
+    if let Some(m) = mem {
+        cfg.mem_bytes = rudel_core::parse::parse_size(m).map_err(|e| Failure::usage(anyhow!("--mem: {e}")))?;
+    }
+    let grace = rudel_core::parse::parse_duration(kill_grace).map_err(|e| Failure::usage(anyhow!("--kill-grace: {e}")))?;
+    cfg.kill_grace = Duration::from_millis(grace);
+    Ok(cfg)
+}
+
+/// `rudel up`.
+pub async fn up(a: UpArgs) -> CmdResult {
+    let data = a.data.unwrap_or_else(default_data_dir);
+    let head = Head::start(HeadConfig::new(data.join("head"), a.listen)).await.context("cannot start the head")?;
+    let addr = head.local_addr.to_string();
+    let cfg = agent_config(vec![addr.clone()], data.join("agent"), a.name, a.cpus, a.mem.as_deref(), &a.kill_grace)?;
+    println!("rudel is up: head on {addr}, data in {}", data.display());
+    println!("  submit with: rudel submit -- echo hello   (or set RUDEL_HEAD={addr} if not the default)");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let agent = tokio::spawn(rudel_agent::run(cfg, stop_rx));
+    let res = finish_agent(agent, stop_tx).await;
+    head.shutdown().await;
+    res.map(|_| 0)
+}
+
+/// `rudel head`.
+pub async fn head(a: HeadArgs) -> CmdResult {
+    let data = a.data.unwrap_or_else(|| default_data_dir().join("head"));
+    let mut cfg = HeadConfig::new(data.clone(), a.listen);
+    cfg.advertise = a.advertise;
+    let head = Head::start(cfg).await.context("cannot start the head")?;
+    println!("rudel head listening on {}, data in {}", head.local_addr, data.display());
+    println!("  start agents with: rudel agent --head {}", head.local_addr);
+    termination().await;
+    head.shutdown().await;
+    Ok(0)
+}
+
+/// `rudel agent`.
+pub async fn agent(a: AgentArgs, head: &str) -> CmdResult {
+    let heads: Vec<String> = head.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    if heads.is_empty() {
+        return Err(Failure::usage(anyhow!("give the head address with --head ADDR or $RUDEL_HEAD")));
+    }
+    let data = a.data.unwrap_or_else(|| default_data_dir().join("agent"));
+    let cfg = agent_config(heads, data, a.name, a.cpus, a.mem.as_deref(), &a.kill_grace)?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let run = tokio::spawn(rudel_agent::run(cfg, stop_rx));
+    finish_agent(run, stop_tx).await.map(|_| 0)
+}
+
+/// Runs until the agent ends by itself (an error) or a signal asks it to stop.
+async fn finish_agent(
+    mut run: tokio::task::JoinHandle<Result<(), rudel_agent::AgentError>>,
+    stop_tx: watch::Sender<bool>,
+) -> Result<(), Failure> {
+    let res = tokio::select! {
+        r = &mut run => r,
+        _ = termination() => {
+            let _ = stop_tx.send(true);
+            match tokio::time::timeout(Duration::from_secs(30), run).await {
+                Ok(r) => r,
+                Err(_) => return Err(Failure::from(anyhow!("agent did not stop within 30 s"))),
+            }
+        }
+    };
+    match res {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Failure::from(anyhow!(e).context("agent failed"))),
+        Err(e) => Err(Failure::from(anyhow!("agent task failed: {e}"))),
+    }
+}

@@ -1,0 +1,124 @@
+//! `rudel`: one binary for the head, the agent, and every client command.
+mod client;
+mod daemon;
+mod follow;
+mod opts;
+mod show;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A cluster manager and batch scheduler: run batch work on one laptop or many Linux nodes.
+///
+/// Start a one-node cluster with `rudel up`, then submit from another terminal:
+///   rudel submit -- echo hello        # queue a job; output goes to rudel-<id>.out
+///   rudel run -- hostname             # run and stream the output, exit with its code
+///   rudel submit --array 1-100%10 -- ./work.sh   # an array, at most 10 at once
+///   rudel jobs; rudel show 1; rudel wait 1; rudel logs 1 -f
+#[derive(Parser, Debug)]
+#[command(name = "rudel", version, about, long_about, args_override_self = true)]
+struct Cli {
+    /// Head address (host:port); also $RUDEL_HEAD. Default 127.0.0.1:7117.
+    #[arg(long, global = true, env = "RUDEL_HEAD", value_name = "ADDR")]
+    head: Option<String>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run a head and a local agent in one foreground process (a one-node cluster).
+    Up(daemon::UpArgs),
+    /// Run a head (controller) only.
+    Head(daemon::HeadArgs),
+    /// Run an agent that executes tasks for a head.
+    Agent(daemon::AgentArgs),
+    /// Queue a job: `rudel submit [OPTIONS] -- CMD [ARGS]` or `rudel submit [OPTIONS] SCRIPT [ARGS]`.
+    Submit(opts::SubmitArgs),
+    /// Submit a job, stream its output, and exit with its exit code.
+    Run(opts::SubmitArgs),
+    /// List jobs (unfinished ones unless --all).
+    Jobs(show::JobsArgs),
+    /// Show one job in detail.
+    Show(show::ShowArgs),
+    /// Cancel jobs: pending tasks end at once, running ones are killed with their whole process tree.
+    Cancel(show::CancelArgs),
+    /// Wait until jobs finish; exit 0 only if every task completed with exit code 0.
+    Wait(follow::WaitArgs),
+    /// Print a job's output (--follow: keep printing until the job ends).
+    Logs(follow::LogsArgs),
+    /// List compute nodes and their resources.
+    Nodes(show::NodesArgs),
+}
+
+/// Exit code for bad usage or input (like clap's own usage errors).
+pub const EXIT_USAGE: u8 = 2;
+
+/// An error with the exit code it should produce.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+impl Failure {
+    /// Bad input from the user: exit 2.
+    pub fn usage(error: impl Into<anyhow::Error>) -> Failure {
+        Failure { code: EXIT_USAGE, error: error.into() }
+    }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Failure {
+        Failure { code: 1, error }
+    }
+}
+
+/// What a command returns: its exit code, or a failure.
+pub type CmdResult = Result<u8, Failure>;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.command);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rudel: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let head = cli.head.clone().unwrap_or_else(|| client::DEFAULT_HEAD.to_string());
+    let res = rt.block_on(async move {
+        match cli.command {
+            Cmd::Up(a) => daemon::up(a).await,
+            Cmd::Head(a) => daemon::head(a).await,
+            Cmd::Agent(a) => daemon::agent(a, &head).await,
+            Cmd::Submit(a) => opts::submit(a, &head).await,
+            Cmd::Run(a) => follow::run(a, &head).await,
+            Cmd::Jobs(a) => show::jobs(a, &head).await,
+            Cmd::Show(a) => show::show(a, &head).await,
+            Cmd::Cancel(a) => show::cancel(a, &head).await,
+            Cmd::Wait(a) => follow::wait(a, &head).await,
+            Cmd::Logs(a) => follow::logs(a, &head).await,
+            Cmd::Nodes(a) => show::nodes(a, &head).await,
+        }
+    });
+    // Background tasks (e.g. a stream the server still holds) must not keep us alive.
+    rt.shutdown_timeout(std::time::Duration::from_millis(200));
+    match res {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            eprintln!("rudel: {:#}", f.error);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn init_tracing(cmd: &Cmd) {
+    let daemon = matches!(cmd, Cmd::Up(_) | Cmd::Head(_) | Cmd::Agent(_));
+    let default = if daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUDEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},openraft=warn,h2=warn,tower=warn")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

@@ -1,0 +1,270 @@
+//! `rudel jobs`, `show`, `cancel`, `nodes`: queries, as tables or JSON.
+use clap::Args;
+use rudel_core::parse::{format_duration, format_size};
+use rudel_proto::v1 as pb;
+use serde_json::{json, Value};
+
+use crate::{client, CmdResult};
+
+#[derive(Args, Debug)]
+pub struct JobsArgs {
+    /// Include finished jobs.
+    #[arg(long)]
+    pub all: bool,
+    /// Print JSON (one array of job objects).
+    #[arg(long)]
+    pub json: bool,
+    /// Read this head's state without confirming it is current (works without quorum).
+    #[arg(long)]
+    pub stale: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ShowArgs {
+    /// Job id.
+    pub id: u64,
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub stale: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CancelArgs {
+    /// Job ids.
+    #[arg(required = true)]
+    pub ids: Vec<u64>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct NodesArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long)]
+    pub stale: bool,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Local time of an epoch-ms timestamp, `YYYY-MM-DDTHH:MM:SS` (UTC offset applied by libc).
+pub fn timestamp(ms: u64) -> String {
+    if ms == 0 {
+        return "-".into();
+    }
+    let secs = (ms / 1000) as libc::time_t;
+    // SAFETY: localtime_r writes into `tm`, which we own; `secs` is a valid time_t.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let ok = unsafe { !libc::localtime_r(&secs, &mut tm).is_null() };
+    if !ok {
+        return ms.to_string();
+    }
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+fn elapsed(j: &pb::JobInfo) -> String {
+    if j.start_ms == 0 {
+        return "-".into();
+    }
+    let end = if j.end_ms > 0 { j.end_ms } else { now_ms() };
+    format_duration(end.saturating_sub(j.start_ms))
+}
+
+fn count(j: &pb::JobInfo, state: &str) -> u64 {
+    j.counts.iter().find(|c| c.state == state).map_or(0, |c| c.count)
+}
+
+/// A job as JSON (stable field names for scripts).
+pub fn job_json(j: &pb::JobInfo) -> Value {
+    let spec = j.spec.clone().unwrap_or_default();
+    json!({
+        "id": j.id,
+        "name": j.name,
+        "state": j.state,
+        "tasks": j.tasks,
+        "counts": j.counts.iter().map(|c| (c.state.clone(), json!(c.count))).collect::<serde_json::Map<_, _>>(),
+        "exit_code": j.exit_code,
+        "signal": j.signal,
+        "nodes": j.nodes,
+        "submit_ms": j.submit_ms,
+        "start_ms": if j.start_ms > 0 { json!(j.start_ms) } else { Value::Null },
+        "end_ms": if j.end_ms > 0 { json!(j.end_ms) } else { Value::Null },
+        "reason": j.reason,
+        "command": spec.argv,
+        "cpus": spec.cpus,
+        "mem_bytes": spec.mem_bytes,
+        "time_limit_ms": spec.time_limit_ms,
+        "priority": spec.priority,
+        "array": spec.array,
+        "requeue": spec.requeue,
+        "chdir": spec.chdir,
+        "user": spec.user,
+        "output": j.output_path,
+        "error": j.error_path,
+        "task_details": j.task_details.iter().map(|t| json!({
+            "index": t.index, "state": t.state, "node": t.node, "attempt": t.attempt,
+            "exit_code": t.exit_code, "signal": t.signal, "start_ms": t.start_ms,
+            "end_ms": t.end_ms, "reason": t.reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `rudel jobs`.
+pub async fn jobs(a: JobsArgs, head: &str) -> CmdResult {
+    let mut c = client::connect(head).await?;
+    let r = c.list_jobs(pb::ListJobsRequest { all: a.all, stale: a.stale }).await.map_err(client::failure)?.into_inner();
+    if a.json {
+        println!("{}", Value::Array(r.jobs.iter().map(job_json).collect()));
+        return Ok(0);
+    }
+    println!("{:>8}  {:<16} {:<10} {:>7} {:>7} {:>7} {:>7}  {:<10} {:>11}  REASON/NODES", "JOBID", "NAME", "STATE", "TASKS", "PEND", "RUN", "DONE", "USER", "TIME");
+    for j in &r.jobs {
+        let done = j.tasks - count(j, "pending") - count(j, "running");
+        let spec = j.spec.clone().unwrap_or_default();
+        let tail = if j.state == "pending" { j.reason.clone() } else { j.nodes.join(",") };
+        println!(
+            "{:>8}  {:<16} {:<10} {:>7} {:>7} {:>7} {:>7}  {:<10} {:>11}  {}",
+            j.id,
+            truncate(&j.name, 16),
+            j.state,
+            j.tasks,
+            count(j, "pending"),
+            count(j, "running"),
+            done,
+            truncate(&spec.user, 10),
+            elapsed(j),
+            tail
+        );
+    }
+    Ok(0)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// `rudel show`.
+pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
+    let mut c = client::connect(head).await?;
+    let j = c.show_job(pb::ShowJobRequest { job_id: a.id, stale: a.stale }).await.map_err(client::failure)?.into_inner();
+    if a.json {
+        println!("{}", job_json(&j));
+        return Ok(0);
+    }
+    let spec = j.spec.clone().unwrap_or_default();
+    println!("JobId={} Name={}", j.id, j.name);
+    println!("  State={}{}", j.state, if j.reason.is_empty() { String::new() } else { format!(" Reason={}", j.reason) });
+    match (j.exit_code, j.signal) {
+        (_, Some(sig)) => println!("  ExitCode=- Signal={sig}"),
+        (Some(code), None) => println!("  ExitCode={code}"),
+        (None, None) => {}
+    }
+    let command = if spec.argv.is_empty() { "(batch script)".to_string() } else { spec.argv.join(" ") };
+    println!("  Command={command}");
+    println!(
+        "  Cpus={} Mem={} TimeLimit={} Priority={} Requeue={}",
+        spec.cpus,
+        if spec.mem_bytes == 0 { "-".into() } else { format_size(spec.mem_bytes) },
+        format_duration(spec.time_limit_ms),
+        spec.priority,
+        spec.requeue
+    );
+    if !spec.array.is_empty() {
+        println!("  Array={} Tasks={}", spec.array, j.tasks);
+    }
+    let counts: Vec<String> = j.counts.iter().map(|c| format!("{}={}", c.state, c.count)).collect();
+    println!("  Tasks: {}", counts.join(" "));
+    println!("  Nodes={}", if j.nodes.is_empty() { "-".into() } else { j.nodes.join(",") });
+    println!("  Submit={} Start={} End={} Elapsed={}", timestamp(j.submit_ms), timestamp(j.start_ms), timestamp(j.end_ms), elapsed(&j));
+    println!("  WorkDir={}", spec.chdir);
+    println!("  StdOut={}", if j.output_path.is_empty() { "none".into() } else { j.output_path.clone() });
+    println!("  StdErr={}", if j.error_path.is_empty() { "none".into() } else { j.error_path.clone() });
+    let interesting: Vec<&pb::TaskInfo> = j.task_details.iter().filter(|t| !spec.array.is_empty() || t.state != "completed").collect();
+    if !interesting.is_empty() {
+        println!("  {:>8} {:<10} {:<12} {:>7} {:>6}  REASON", "INDEX", "STATE", "NODE", "ATTEMPT", "EXIT");
+        for t in interesting.iter().take(50) {
+            let exit = match (t.exit_code, t.signal) {
+                (_, Some(s)) => format!("sig{s}"),
+                (Some(c), None) => c.to_string(),
+                _ => "-".into(),
+            };
+            println!("  {:>8} {:<10} {:<12} {:>7} {:>6}  {}", t.index, t.state, t.node, t.attempt, exit, t.reason);
+        }
+        if interesting.len() > 50 {
+            println!("  ... {} more (see --json)", interesting.len() - 50);
+        }
+    }
+    Ok(0)
+}
+
+/// `rudel cancel`.
+pub async fn cancel(a: CancelArgs, head: &str) -> CmdResult {
+    let mut c = client::connect(head).await?;
+    let r = c.cancel(pb::CancelRequest { job_ids: a.ids.clone() }).await.map_err(client::failure)?.into_inner();
+    if a.json {
+        println!("{}", json!({"cancelled": r.cancelled, "already_finished": r.already_finished}));
+    } else {
+        for id in &r.cancelled {
+            println!("Cancelled job {id}");
+        }
+        for id in &r.already_finished {
+            println!("Job {id} had already finished");
+        }
+    }
+    Ok(0)
+}
+
+/// `rudel nodes`.
+pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
+    let mut c = client::connect(head).await?;
+    let r = c.list_nodes(pb::ListNodesRequest { stale: a.stale }).await.map_err(client::failure)?.into_inner();
+    if a.json {
+        let v: Vec<Value> = r
+            .nodes
+            .iter()
+            .map(|n| {
+                json!({
+                    "name": n.name, "state": n.state, "cpus": n.cpus, "cpus_used": n.cpus_used,
+                    "mem_bytes": n.mem_bytes, "mem_used": n.mem_used, "mem_enforcement": n.mem_enforcement,
+                    "running_tasks": n.running_tasks, "version": n.version, "arch": n.arch, "os": n.os,
+                    "last_seen_ms": n.last_seen_ms, "address": n.address,
+                })
+            })
+            .collect();
+        println!("{}", Value::Array(v));
+        return Ok(0);
+    }
+    println!("{:<20} {:<10} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} LAST_SEEN", "NODE", "STATE", "CPUS", "MEM", "MEMLIMIT", "TASKS", "VERSION", "ARCH");
+    for n in &r.nodes {
+        println!(
+            "{:<20} {:<10} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {}",
+            truncate(&n.name, 20),
+            n.state,
+            format!("{}/{}", n.cpus_used, n.cpus),
+            format!("{}/{}", format_size(n.mem_used), format_size(n.mem_bytes)),
+            n.mem_enforcement,
+            n.running_tasks,
+            n.version,
+            n.arch,
+            timestamp(n.last_seen_ms)
+        );
+    }
+    Ok(0)
+}
