@@ -1,10 +1,11 @@
 //! The agent's life: start the executor and journal, hold a session with the head
 //! (reconnecting with backoff when it is lost), run what the head launches, and deliver
 //! results until acknowledged. Tasks keep running while the head is away.
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rudel_core::{TaskOutcome, TaskReport};
+use rudel_core::{TaskKey, TaskOutcome, TaskReport};
 use rudel_proto::convert::{report_to_pb, task_ref, to_task_ref};
 use rudel_proto::v1 as pb;
 use rudel_proto::v1::agent_link_client::AgentLinkClient;
@@ -16,7 +17,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Endpoint;
 use tonic::Streaming;
 
-use crate::exec::{ExecConfig, Executor};
+use crate::exec::{ExecConfig, ExecSpec, Executor};
 use crate::identity;
 use crate::journal::{self, Journal};
 use crate::launch::exec_spec;
@@ -86,6 +87,8 @@ struct Agent {
     term: u64,
     head_index: usize,
     stopping: bool,
+    /// Successors queued behind a running task (by predecessor key and attempt).
+    waiting: HashMap<(TaskKey, u32), Vec<ExecSpec>>,
 }
 
 /// Runs the agent until `shutdown` becomes true; then kills its tasks, journals their
@@ -116,6 +119,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         term: 0,
         head_index: 0,
         stopping: false,
+        waiting: HashMap::new(),
     };
     let mut conn: Option<Conn> = None;
     let mut backoff = Duration::from_millis(100);
@@ -211,7 +215,14 @@ impl Agent {
             version: env!("CARGO_PKG_VERSION").into(),
             arch: std::env::consts::ARCH.into(),
             os: std::env::consts::OS.into(),
-            running: self.exec.running().into_iter().map(|(k, a, _)| to_task_ref(k, a)).collect(),
+            running: self
+                .exec
+                .running()
+                .into_iter()
+                .map(|(k, a, _)| (k, a))
+                .chain(self.waiting.values().flatten().map(|s| (s.key, s.attempt)))
+                .map(|(k, a)| to_task_ref(k, a))
+                .collect(),
             unacked: self.journal.unacked().iter().map(report_to_pb).collect(),
         };
         let _ = tx.send(pb::AgentMessage { msg: Some(AgentMsg::Register(register)) });
@@ -224,6 +235,18 @@ impl Agent {
     }
 
     fn on_results(&mut self, mut batch: Vec<TaskReport>, conn: Option<&Conn>) -> Result<(), AgentError> {
+        // Start queued successors before anything else: their cores just became free.
+        if !self.stopping && !self.waiting.is_empty() {
+            let mut next = Vec::new();
+            for r in &batch {
+                if let Some(specs) = self.waiting.remove(&(r.key, r.attempt)) {
+                    next.extend(specs);
+                }
+            }
+            for spec in next {
+                self.start(spec)?;
+            }
+        }
         if self.stopping {
             // Killed because the agent stops: from the cluster's view the node went away.
             for r in &mut batch {
@@ -254,8 +277,29 @@ impl Agent {
                     return Ok(());
                 }
                 self.term = l.term;
-                for t in l.tasks {
+                // Tasks to run now first, so a successor queued behind a task of the same
+                // message finds it running.
+                let (now, mut later): (Vec<_>, Vec<_>) = l.tasks.into_iter().partition(|t| t.after.is_none());
+                for t in now {
                     self.launch(t, conn)?;
+                }
+                // Successors in chain order: one whose predecessor is still in the list waits.
+                while !later.is_empty() {
+                    let keys: Vec<_> = later.iter().filter_map(|t| t.task.as_ref().map(task_ref)).collect();
+                    let (ready, rest): (Vec<_>, Vec<_>) =
+                        later.into_iter().partition(|t| t.after.as_ref().is_none_or(|a| !keys.contains(&task_ref(a))));
+                    let stuck = ready.is_empty();
+                    for t in ready {
+                        self.launch(t, conn)?;
+                    }
+                    if stuck {
+                        // A cycle cannot come from the head; launch in order rather than drop.
+                        for t in rest {
+                            self.launch(t, conn)?;
+                        }
+                        break;
+                    }
+                    later = rest;
                 }
             }
             Some(HeadMsg::Kill(k)) => {
@@ -265,6 +309,9 @@ impl Agent {
                 }
                 for r in &k.tasks {
                     let (key, attempt) = task_ref(r);
+                    if self.drop_waiting(key, attempt, conn)? {
+                        continue;
+                    }
                     if !self.exec.kill(key, attempt) {
                         tracing::debug!(task = %key, attempt, "kill for a task not running here");
                     }
@@ -279,13 +326,73 @@ impl Agent {
         Ok(())
     }
 
+    /// Removes a successor that has not started; reports it cancelled. False if unknown.
+    fn drop_waiting(&mut self, key: TaskKey, attempt: u32, conn: Option<&Conn>) -> Result<bool, AgentError> {
+        let mut pred = None;
+        for (p, specs) in self.waiting.iter_mut() {
+            if let Some(pos) = specs.iter().position(|s| s.key == key && s.attempt == attempt) {
+                specs.remove(pos);
+                pred = Some(*p);
+            }
+        }
+        self.waiting.retain(|_, v| !v.is_empty());
+        let found = pred.is_some();
+        if let Some(p) = pred {
+            // Tasks queued behind the dropped one now wait for its predecessor.
+            if let Some(next) = self.waiting.remove(&(key, attempt)) {
+                if self.is_known(p.0, p.1) {
+                    self.waiting.entry(p).or_default().extend(next);
+                } else {
+                    for spec in next {
+                        self.start(spec)?;
+                    }
+                }
+            }
+        }
+        if found {
+            let now = now_ms();
+            let report = TaskReport {
+                key,
+                attempt,
+                outcome: TaskOutcome::Cancelled,
+                exit_code: None,
+                signal: None,
+                start_ms: now,
+                end_ms: now,
+                message: "cancelled before it started".into(),
+            };
+            self.on_results(vec![report], conn)?;
+        }
+        Ok(found)
+    }
+
+    fn is_known(&self, key: TaskKey, attempt: u32) -> bool {
+        self.exec.running().iter().any(|(k, a, _)| *k == key && *a == attempt)
+            || self.waiting.values().flatten().any(|s| s.key == key && s.attempt == attempt)
+    }
+
+    fn start(&mut self, spec: ExecSpec) -> Result<(), AgentError> {
+        let (key, attempt) = (spec.key, spec.attempt);
+        if let Some(pid) = self.exec.launch(spec) {
+            self.journal.record_launch(key, attempt, pid)?;
+        }
+        Ok(())
+    }
+
     fn launch(&mut self, t: pb::LaunchTask, conn: Option<&Conn>) -> Result<(), AgentError> {
         let task = t.task;
+        let after = t.after.as_ref().map(task_ref);
         match exec_spec(t, &self.scripts_dir) {
             Ok(spec) => {
-                let (key, attempt) = (spec.key, spec.attempt);
-                if let Some(pid) = self.exec.launch(spec) {
-                    self.journal.record_launch(key, attempt, pid)?;
+                if self.is_known(spec.key, spec.attempt) {
+                    return Ok(());
+                }
+                match after {
+                    Some((pk, pa)) if self.is_known(pk, pa) => {
+                        self.waiting.entry((pk, pa)).or_default().push(spec);
+                    }
+                    // The predecessor already ended here (or never ran): its cores are free.
+                    _ => self.start(spec)?,
                 }
             }
             Err(e) => {

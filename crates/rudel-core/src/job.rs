@@ -81,7 +81,8 @@ impl TaskState {
     }
 }
 
-/// A task that holds resources on a node.
+/// A task placed on a node: it holds resources there, or (`after` set) it is queued on the
+/// agent to take over the resources of the task `after` the moment that one ends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningTask {
     pub node: NodeId,
@@ -91,6 +92,12 @@ pub struct RunningTask {
     pub start_ms: u64,
     /// Cancel was requested; the agent is killing it.
     pub kill_requested: bool,
+    /// Waits on the agent for this task's cores and memory (a successor: see the scheduler).
+    #[serde(default)]
+    pub after: Option<crate::ids::TaskKey>,
+    /// The task queued to take over this one's resources.
+    #[serde(default)]
+    pub successor: Option<crate::ids::TaskKey>,
 }
 
 /// A task that ended other than `completed`, or the only task of a job.

@@ -123,6 +123,17 @@ impl Node {
         self.mem_used = self.mem_used.saturating_sub(mem);
     }
 
+    /// Records a successor queued on this node; it uses its predecessor's resources.
+    pub fn add_successor(&mut self, key: TaskKey, attempt: u32) {
+        self.running.insert(key, attempt);
+    }
+
+    /// Drops a task from the node without freeing resources (they pass to a successor, or
+    /// still belong to the predecessor the task was queued behind).
+    pub fn forget(&mut self, key: TaskKey) {
+        self.running.remove(&key);
+    }
+
     /// Changes the node's size, keeping current allocations (a shrunk node may be
     /// temporarily full until its tasks end).
     pub fn resize(&mut self, cpus: u32, mem_bytes: u64) {

@@ -76,7 +76,13 @@ pub fn task_views(state: &State, job: &Job, limit: usize) -> Vec<TaskView> {
             signal: None,
             start_ms: rt.start_ms,
             end_ms: 0,
-            reason: if rt.kill_requested { "cancelling".into() } else { String::new() },
+            reason: if rt.kill_requested {
+                "cancelling".into()
+            } else if let Some(p) = rt.after {
+                format!("queued on the node behind task {p}")
+            } else {
+                String::new()
+            },
         })
         .chain(job.ended.iter().map(|(&index, t)| TaskView {
             index,

@@ -6,7 +6,7 @@
 //! block the jobs behind it.
 use std::ops::Bound::{Excluded, Unbounded};
 
-use crate::ids::NodeId;
+use crate::ids::{NodeId, TaskKey};
 use crate::node::Liveness;
 use crate::state::State;
 
@@ -14,16 +14,6 @@ use crate::state::State;
 pub fn schedule(state: &mut State) -> usize {
     state.blocked_job = None;
     if state.queue.is_empty() {
-        return 0;
-    }
-    let mut free_cpus: u64 = state
-        .nodes
-        .iter()
-        .filter(|n| n.liveness == Liveness::Up)
-        .map(|n| u64::from(n.cpus_free()))
-        .sum();
-    if free_cpus == 0 {
-        state.blocked_job = state.queue.iter().next().map(|(_, id)| *id);
         return 0;
     }
     let mut placed = 0;
@@ -45,27 +35,39 @@ pub fn schedule(state: &mut State) -> usize {
             if !job.has_pending() || job.running.len() as u64 >= limit {
                 break;
             }
-            let Some(node) = pick_node(state, cpus, mem) else {
-                state.blocked_job = Some(job_id);
-                return placed;
+            let ok = match pick_node(state, cpus, mem) {
+                Some(node) => state.place(job_id, node),
+                None => match pick_predecessor(state, cpus, mem) {
+                    Some(pred) => state.place_after(job_id, pred),
+                    None => false,
+                },
             };
-            if !state.place(job_id, node) {
+            if !ok {
                 state.blocked_job = Some(job_id);
                 return placed;
             }
             placed += 1;
-            free_cpus = free_cpus.saturating_sub(u64::from(cpus));
-            if free_cpus == 0 {
-                if state.jobs.get(&job_id).is_some_and(|j| j.has_pending()) {
-                    state.blocked_job = Some(job_id);
-                } else {
-                    state.blocked_job = state.queue.iter().next().map(|(_, id)| *id);
-                }
-                return placed;
-            }
         }
     }
     placed
+}
+
+/// A running task of the given shape on an up node that has no successor yet.
+fn pick_predecessor(state: &State, cpus: u32, mem: u64) -> Option<TaskKey> {
+    for n in state.nodes.iter().filter(|n| n.liveness == Liveness::Up) {
+        for key in n.running.keys() {
+            let Some(rt) = state.running_task(*key) else { continue };
+            if rt.successor.is_none()
+                && state.chain_depth(*key) < crate::state::MAX_QUEUED_PER_SLOT
+                && !rt.kill_requested
+                && rt.cores.len() == cpus as usize
+                && rt.mem_bytes == mem
+            {
+                return Some(*key);
+            }
+        }
+    }
+    None
 }
 
 /// The node with the most free cpus that fits the task now (ties: lowest id), spreading

@@ -11,6 +11,8 @@ use crate::scheduler;
 
 /// Request ids remembered for idempotent submit.
 pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
+/// Tasks that may wait on an agent behind one running task (see the scheduler).
+pub const MAX_QUEUED_PER_SLOT: u32 = 2;
 /// Finished jobs kept in memory for `show`/`jobs --all`; older ones are dropped.
 pub const MAX_FINISHED_JOBS: usize = 100_000;
 
@@ -243,9 +245,8 @@ impl State {
             _ => return,
         }
         let Some(rt) = job.running.remove(&r.key.index) else { return };
-        if let Some(n) = self.nodes.get_mut(node as usize) {
-            n.release(r.key, &rt.cores, rt.mem_bytes);
-        }
+        self.unhold(node, r.key, &rt, r.end_ms);
+        let Some(job) = self.jobs.get_mut(&r.key.job) else { return };
         let (state, reason) = if rt.kill_requested {
             (TaskState::Cancelled, "cancelled".to_string())
         } else {
@@ -300,38 +301,145 @@ impl State {
         }
     }
 
-    /// Puts one pending task of `job_id` on `node`: the scheduler's only way to change state.
-    pub(crate) fn place(&mut self, job_id: JobId, node_id: NodeId) -> bool {
+    /// The next pending task of a job: (array index, attempt, from the requeue set).
+    fn next_pending(job: &Job) -> Option<(u32, u32, bool)> {
+        match job.requeued.iter().next() {
+            Some((&i, &a)) => Some((i, a, true)),
+            None if job.next_position < job.total => Some((job.index_at(job.next_position), 1, false)),
+            None => None,
+        }
+    }
+
+    /// Bookkeeping shared by both ways of placing a task.
+    fn mark_placed(&mut self, job_id: JobId, node_id: NodeId, index: u32, from_requeue: bool, rt: RunningTask) {
         let now = self.now_ms;
-        let Some(job) = self.jobs.get_mut(&job_id) else { return false };
-        let Some(node) = self.nodes.get_mut(node_id as usize) else { return false };
-        let (index, attempt, from_requeue) = match job.requeued.iter().next() {
-            Some((&i, &a)) => (i, a, true),
-            None if job.next_position < job.total => (job.index_at(job.next_position), 1, false),
-            None => return false,
-        };
-        let key = TaskKey { job: job_id, index };
-        let Some(cores) = node.allocate(key, attempt, job.spec.cpus, job.spec.mem_bytes) else {
-            return false;
-        };
+        let node_name = self.nodes.get(node_id as usize).map(|n| n.name.clone()).unwrap_or_default();
+        let Some(job) = self.jobs.get_mut(&job_id) else { return };
         if from_requeue {
             job.requeued.remove(&index);
         } else {
             job.next_position += 1;
         }
-        job.running.insert(
-            index,
-            RunningTask { node: node_id, attempt, cores, mem_bytes: job.spec.mem_bytes, start_ms: now, kill_requested: false },
-        );
+        job.running.insert(index, rt);
         job.move_count(TaskState::Pending, TaskState::Running);
         job.start_ms.get_or_insert(now);
-        if job.nodes.len() < MAX_JOB_NODES && !job.nodes.contains(&node.name) {
-            job.nodes.push(node.name.clone());
+        if job.nodes.len() < MAX_JOB_NODES && !job.nodes.contains(&node_name) {
+            job.nodes.push(node_name);
         }
         if !job.has_pending() {
             self.queue.remove(&(-i64::from(job.spec.priority), job_id));
         }
+    }
+
+    /// Puts one pending task of `job_id` on free resources of `node`: the scheduler's way
+    /// to start work.
+    pub(crate) fn place(&mut self, job_id: JobId, node_id: NodeId) -> bool {
+        let now = self.now_ms;
+        let Some(job) = self.jobs.get(&job_id) else { return false };
+        let Some((index, attempt, from_requeue)) = Self::next_pending(job) else { return false };
+        let (cpus, mem) = (job.spec.cpus, job.spec.mem_bytes);
+        let key = TaskKey { job: job_id, index };
+        let Some(node) = self.nodes.get_mut(node_id as usize) else { return false };
+        let Some(cores) = node.allocate(key, attempt, cpus, mem) else { return false };
+        let rt = RunningTask {
+            node: node_id,
+            attempt,
+            cores,
+            mem_bytes: mem,
+            start_ms: now,
+            kill_requested: false,
+            after: None,
+            successor: None,
+        };
+        self.mark_placed(job_id, node_id, index, from_requeue, rt);
         true
+    }
+
+    /// Queues one pending task of `job_id` on the agent of `pred`'s node, to run on `pred`'s
+    /// cores and memory as soon as `pred` ends. The successor never runs alongside its
+    /// predecessor, so the node is never over-committed, and the agent can start it without
+    /// waiting for a round trip through the log.
+    pub(crate) fn place_after(&mut self, job_id: JobId, pred: TaskKey) -> bool {
+        let now = self.now_ms;
+        let Some(p) = self.running_task(pred) else { return false };
+        if p.successor.is_some() || p.kill_requested || self.chain_depth(pred) >= MAX_QUEUED_PER_SLOT {
+            return false;
+        }
+        let (node_id, cores, mem) = (p.node, p.cores.clone(), p.mem_bytes);
+        let Some(job) = self.jobs.get(&job_id) else { return false };
+        let Some((index, attempt, from_requeue)) = Self::next_pending(job) else { return false };
+        let key = TaskKey { job: job_id, index };
+        let rt = RunningTask {
+            node: node_id,
+            attempt,
+            cores,
+            mem_bytes: mem,
+            start_ms: now,
+            kill_requested: false,
+            after: Some(pred),
+            successor: None,
+        };
+        if let Some(n) = self.nodes.get_mut(node_id as usize) {
+            n.add_successor(key, attempt);
+        }
+        self.mark_placed(job_id, node_id, index, from_requeue, rt);
+        if let Some(p) = self.jobs.get_mut(&pred.job).and_then(|j| j.running.get_mut(&pred.index)) {
+            p.successor = Some(key);
+        }
+        true
+    }
+
+    /// How many tasks a task is queued behind (0 for a task holding its resources).
+    pub fn chain_depth(&self, key: TaskKey) -> u32 {
+        let mut depth = 0;
+        let mut cur = self.running_task(key).and_then(|r| r.after);
+        while let Some(p) = cur {
+            depth += 1;
+            if depth > MAX_QUEUED_PER_SLOT {
+                break;
+            }
+            cur = self.running_task(p).and_then(|r| r.after);
+        }
+        depth
+    }
+
+    /// Gives up a task's hold on its node: its resources are freed, passed on to its
+    /// successor, or (for a successor that never started) stay with its predecessor.
+    fn unhold(&mut self, node: NodeId, key: TaskKey, rt: &RunningTask, end_ms: u64) {
+        if let Some(pred) = rt.after {
+            // Never started: close the gap in the chain.
+            if let Some(p) = self.jobs.get_mut(&pred.job).and_then(|j| j.running.get_mut(&pred.index)) {
+                if p.successor == Some(key) {
+                    p.successor = rt.successor;
+                }
+            }
+            if let Some(succ) = rt.successor {
+                if let Some(s) = self.jobs.get_mut(&succ.job).and_then(|j| j.running.get_mut(&succ.index)) {
+                    if s.after == Some(key) {
+                        s.after = Some(pred);
+                    }
+                }
+            }
+            if let Some(n) = self.nodes.get_mut(node as usize) {
+                n.forget(key);
+            }
+            return;
+        }
+        if let Some(succ) = rt.successor {
+            if let Some(s) = self.jobs.get_mut(&succ.job).and_then(|j| j.running.get_mut(&succ.index)) {
+                if s.after == Some(key) {
+                    s.after = None;
+                    s.start_ms = s.start_ms.max(end_ms);
+                    if let Some(n) = self.nodes.get_mut(node as usize) {
+                        n.forget(key);
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(n) = self.nodes.get_mut(node as usize) {
+            n.release(key, &rt.cores, rt.mem_bytes);
+        }
     }
 
     /// Task (with attempt) currently held on a node, for dispatch.

@@ -262,6 +262,7 @@ impl Session {
                         mem_bytes: rt.mem_bytes,
                         time_limit_ms: job.spec.time_limit_ms,
                         job_name: crate::convert::job_name(&job.spec),
+                        after: rt.after.and_then(|p| node.running.get(&p).map(|a| to_task_ref(p, *a))),
                     });
                 }
                 if rt.kill_requested && self.kill_sent.insert((key, attempt)) {

@@ -128,7 +128,7 @@ pub async fn up(a: UpArgs) -> CmdResult {
     println!("rudel is up: head on {addr}, data in {}", data.display());
     println!("  submit with: rudel submit -- echo hello   (or set RUDEL_HEAD={addr} if not the default)");
     let (stop_tx, stop_rx) = watch::channel(false);
-    let agent = tokio::spawn(rudel_agent::run(cfg, stop_rx));
+    let agent = spawn_on_own_thread(rudel_agent::run(cfg, stop_rx))?;
     let res = finish_agent(agent, stop_tx).await;
     head.shutdown().await;
     res.map(|_| 0)
@@ -158,6 +158,30 @@ pub async fn agent(a: AgentArgs, head: &str) -> CmdResult {
     let (stop_tx, stop_rx) = watch::channel(false);
     let run = tokio::spawn(rudel_agent::run(cfg, stop_rx));
     finish_agent(run, stop_tx).await.map(|_| 0)
+}
+
+/// Runs the local agent on its own runtime thread, so the head's blocking work (fsync of the
+/// log) never delays starting the next task; returns a handle awaitable from the head's runtime.
+fn spawn_on_own_thread(
+    fut: impl std::future::Future<Output = Result<(), rudel_agent::AgentError>> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<Result<(), rudel_agent::AgentError>>, Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::from(anyhow!("cannot start the agent runtime: {e}")))?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("rudel-agent".into())
+        .spawn(move || {
+            let _ = tx.send(rt.block_on(fut));
+        })
+        .map_err(|e| Failure::from(anyhow!("cannot start the agent thread: {e}")))?;
+    Ok(tokio::spawn(async move {
+        rx.await.unwrap_or_else(|_| {
+            tracing::error!("agent thread ended without a result");
+            Ok(())
+        })
+    }))
 }
 
 /// Runs until the agent ends by itself (an error) or a signal asks it to stop.

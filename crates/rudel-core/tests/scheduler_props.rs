@@ -1,0 +1,320 @@
+//! Property tests of the scheduler and state machine: random clusters, random jobs and
+//! random events (results, cancels, lost nodes), with the invariants checked after every
+//! applied command.
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use rudel_core::array::{ArraySpec, IndexRange};
+use rudel_core::job::TaskState;
+use rudel_core::state::MAX_QUEUED_PER_SLOT;
+use rudel_core::{Command, JobSpec, NodeRegistration, State, TaskKey, TaskOutcome, TaskReport};
+
+#[derive(Clone, Debug)]
+struct JobReq {
+    cpus: u32,
+    mem: u64,
+    priority: i32,
+    tasks: u32,
+    limit: Option<u32>,
+    requeue: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Submit(JobReq),
+    /// Finish the n-th running task (holders only) with this outcome.
+    Finish(usize, u8),
+    Cancel(usize),
+    /// Node n comes back as a different machine: its tasks are lost.
+    Replace(usize),
+}
+
+fn job_req() -> impl Strategy<Value = JobReq> {
+    (1u32..=4, 0u64..=3, -2i32..=2, 1u32..=12, prop::option::of(1u32..=3), any::<bool>()).prop_map(
+        |(cpus, mem, priority, tasks, limit, requeue)| JobReq { cpus, mem: mem * 1024, priority, tasks, limit, requeue },
+    )
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        3 => job_req().prop_map(Event::Submit),
+        8 => (any::<usize>(), 0u8..6).prop_map(|(i, o)| Event::Finish(i, o)),
+        1 => any::<usize>().prop_map(Event::Cancel),
+        1 => any::<usize>().prop_map(Event::Replace),
+    ]
+}
+
+fn spec(r: &JobReq) -> JobSpec {
+    JobSpec {
+        argv: vec!["/bin/true".into()],
+        cpus: r.cpus,
+        mem_bytes: r.mem,
+        priority: r.priority,
+        array: (r.tasks > 1 || r.limit.is_some())
+            .then(|| ArraySpec { ranges: vec![IndexRange { start: 1, end: r.tasks, step: 1 }], limit: r.limit }),
+        chdir: "/".into(),
+        requeue: r.requeue,
+        ..JobSpec::default()
+    }
+}
+
+fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
+    Command::RegisterNode {
+        reg: NodeRegistration {
+            name: name.into(),
+            uid: uid.into(),
+            boot_id: "b".into(),
+            cpus,
+            mem_bytes: mem,
+            mem_enforcement: "rlimit".into(),
+            version: "test".into(),
+            arch: "x86_64".into(),
+            os: "linux".into(),
+            address: String::new(),
+            running: vec![],
+        },
+        now_ms: now,
+    }
+}
+
+/// The jobs' scheduling order: (priority desc, id asc).
+fn order(state: &State) -> Vec<u64> {
+    let mut ids: Vec<_> = state.jobs.values().map(|j| (-i64::from(j.spec.priority), j.id)).collect();
+    ids.sort();
+    ids.into_iter().map(|(_, id)| id).collect()
+}
+
+fn placed_tasks(state: &State) -> BTreeSet<(TaskKey, u32)> {
+    state
+        .jobs
+        .values()
+        .flat_map(|j| j.running.iter().map(move |(i, rt)| (TaskKey { job: j.id, index: *i }, rt.attempt)))
+        .collect()
+}
+
+/// Invariants that must hold after every applied command.
+fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCaseError> {
+    // No node is over-committed; cores of tasks holding resources are disjoint.
+    for (id, n) in state.nodes.iter().enumerate() {
+        let mut used = BTreeSet::new();
+        let (mut cpus, mut mem) = (0u32, 0u64);
+        for (key, attempt) in &n.running {
+            let rt = state.running_task(*key).ok_or_else(|| TestCaseError::fail(format!("node lists unknown task {key}")))?;
+            prop_assert_eq!(rt.attempt, *attempt);
+            prop_assert_eq!(rt.node as usize, id);
+            match rt.after {
+                None => {
+                    for c in &rt.cores {
+                        prop_assert!(*c < n.cpus || (*c as usize) < n.free_cores.len(), "core {} out of range", c);
+                        prop_assert!(used.insert(*c), "core {} of node {} given twice", c, n.name);
+                    }
+                    cpus += rt.cores.len() as u32;
+                    mem += rt.mem_bytes;
+                }
+                Some(p) => {
+                    let pr = state.running_task(p).ok_or_else(|| TestCaseError::fail(format!("{key} queued behind missing {p}")))?;
+                    prop_assert_eq!(pr.node, rt.node);
+                    prop_assert_eq!(&pr.cores, &rt.cores);
+                    prop_assert_eq!(pr.successor, Some(*key));
+                    prop_assert!(state.chain_depth(*key) <= MAX_QUEUED_PER_SLOT);
+                }
+            }
+        }
+        prop_assert!(cpus <= n.cpus, "node {} runs {} cpus of {}", n.name, cpus, n.cpus);
+        prop_assert!(mem <= n.mem_bytes, "node {} holds {} bytes of {}", n.name, mem, n.mem_bytes);
+        prop_assert_eq!(cpus, n.cpus_used);
+        prop_assert_eq!(mem, n.mem_used);
+    }
+    // Counts add up, and running counts match the running records.
+    for j in state.jobs.values() {
+        let sum: u64 = TaskState::ALL.iter().map(|s| j.count(*s)).sum();
+        prop_assert_eq!(sum, j.total, "job {} counts {:?}", j.id, j.counts);
+        prop_assert_eq!(j.count(TaskState::Running), j.running.len() as u64);
+        if let Some(l) = j.spec.array.as_ref().and_then(|a| a.limit) {
+            prop_assert!(j.running.len() as u32 <= l, "job {} exceeds its array limit", j.id);
+        }
+    }
+    // Priority then FIFO: a task placed in this step never overtakes an earlier job (in
+    // scheduling order) that still waits and is not held back by its own array limit.
+    let now = placed_tasks(state);
+    let new_jobs: BTreeSet<u64> = now.difference(before).map(|(k, _)| k.job).collect();
+    let ord = order(state);
+    for job in &new_jobs {
+        for earlier in ord.iter().take_while(|id| *id != job) {
+            let e = &state.jobs[earlier];
+            let limited = e.spec.array.as_ref().and_then(|a| a.limit).is_some_and(|l| e.running.len() as u32 >= l);
+            prop_assert!(
+                !e.has_pending() || limited,
+                "job {} got a task while job {} (earlier in order) still waits",
+                job,
+                earlier
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The agent's view: a finished holder hands its cores to its successor.
+fn finish_report(key: TaskKey, attempt: u32, outcome: u8, now: u64) -> TaskReport {
+    let (outcome, exit_code) = match outcome {
+        0 | 1 => (TaskOutcome::Exited, Some(0)),
+        2 => (TaskOutcome::Exited, Some(1)),
+        3 => (TaskOutcome::Timeout, None),
+        4 => (TaskOutcome::Lost, None),
+        _ => (TaskOutcome::SpawnFailed, Some(127)),
+    };
+    TaskReport { key, attempt, outcome, exit_code, signal: None, start_ms: now, end_ms: now, message: String::new() }
+}
+
+fn node_name(state: &State, id: u32) -> String {
+    state.nodes[id as usize].name.clone()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+    #[test]
+    fn invariants_hold_under_random_events(
+        nodes in prop::collection::vec((1u32..=4, 1u64..=4), 1..4),
+        events in prop::collection::vec(event(), 1..120),
+    ) {
+        let mut s = State::new();
+        let mut now = 1;
+        for (i, (cpus, mem)) in nodes.iter().enumerate() {
+            s.apply(register(&format!("n{i}"), &format!("u{i}"), *cpus, mem * 1024, now));
+        }
+        let mut uid_gen = 100;
+        let mut submitted: BTreeMap<u64, JobReq> = BTreeMap::new();
+        for ev in events {
+            now += 1;
+            let before = placed_tasks(&s);
+            match ev {
+                Event::Submit(r) => {
+                    let fits = s.nodes.iter().any(|n| n.cpus >= r.cpus && n.mem_bytes >= r.mem);
+                    match s.apply(Command::Submit { request_id: String::new(), spec: spec(&r), now_ms: now }) {
+                        rudel_core::Response::Submitted { job, .. } => {
+                            prop_assert!(fits, "accepted a job no node can hold");
+                            submitted.insert(job, r);
+                        }
+                        rudel_core::Response::Rejected { .. } => prop_assert!(!fits, "rejected a job that fits"),
+                        other => prop_assert!(false, "unexpected {:?}", other),
+                    }
+                }
+                Event::Finish(i, o) => {
+                    let holders: Vec<(TaskKey, u32, u32)> = s.jobs.values().flat_map(|j| {
+                        j.running.iter().filter(|(_, rt)| rt.after.is_none() || rt.kill_requested)
+                            .map(move |(idx, rt)| (TaskKey { job: j.id, index: *idx }, rt.attempt, rt.node))
+                    }).collect();
+                    if holders.is_empty() { continue; }
+                    let (key, attempt, node) = holders[i % holders.len()];
+                    let name = node_name(&s, node);
+                    s.apply(Command::Reports { node: name, reports: vec![finish_report(key, attempt, o, now)], now_ms: now });
+                }
+                Event::Cancel(i) => {
+                    if submitted.is_empty() { continue; }
+                    let id = *submitted.keys().nth(i % submitted.len()).unwrap_or(&0);
+                    s.apply(Command::Cancel { jobs: vec![id], now_ms: now });
+                }
+                Event::Replace(i) => {
+                    let id = i % s.nodes.len();
+                    let (name, cpus, mem) = (s.nodes[id].name.clone(), s.nodes[id].cpus, s.nodes[id].mem_bytes);
+                    uid_gen += 1;
+                    s.apply(register(&name, &format!("u{uid_gen}"), cpus, mem, now));
+                }
+            }
+            check(&s, &before)?;
+        }
+        // Liveness: let every task finish; everything reaches a terminal state.
+        for _ in 0..10_000 {
+            now += 1;
+            let holders: Vec<(TaskKey, u32, u32)> = s.jobs.values().flat_map(|j| {
+                j.running.iter().filter(|(_, rt)| rt.after.is_none() || rt.kill_requested)
+                    .map(move |(idx, rt)| (TaskKey { job: j.id, index: *idx }, rt.attempt, rt.node))
+            }).collect();
+            let Some(&(key, attempt, node)) = holders.first() else { break };
+            let before = placed_tasks(&s);
+            let name = node_name(&s, node);
+            s.apply(Command::Reports { node: name, reports: vec![finish_report(key, attempt, 0, now)], now_ms: now });
+            check(&s, &before)?;
+        }
+        for j in s.jobs.values() {
+            prop_assert!(j.is_finished(), "job {} never finished: {:?}", j.id, j.counts);
+            prop_assert!(j.end_ms.is_some());
+        }
+        for n in &s.nodes {
+            prop_assert_eq!(n.cpus_used, 0);
+            prop_assert!(n.running.is_empty());
+        }
+    }
+
+    #[test]
+    fn replicas_applying_the_same_log_agree(
+        reqs in prop::collection::vec(job_req(), 1..20),
+        finishes in prop::collection::vec((any::<usize>(), 0u8..6), 0..60),
+    ) {
+        let mut log = vec![register("a", "ua", 3, 4096, 1), register("b", "ub", 2, 2048, 1)];
+        for (i, r) in reqs.iter().enumerate() {
+            log.push(Command::Submit { request_id: format!("r{i}"), spec: spec(r), now_ms: 2 + i as u64 });
+        }
+        let mut a = State::new();
+        for c in &log { a.apply(c.clone()); }
+        // Derive finish commands from replica a, then feed both replicas the whole log.
+        for (k, (i, o)) in finishes.iter().enumerate() {
+            let holders: Vec<(TaskKey, u32, u32)> = a.jobs.values().flat_map(|j| {
+                j.running.iter().filter(|(_, rt)| rt.after.is_none())
+                    .map(move |(idx, rt)| (TaskKey { job: j.id, index: *idx }, rt.attempt, rt.node))
+            }).collect();
+            if holders.is_empty() { break; }
+            let (key, attempt, node) = holders[i % holders.len()];
+            let cmd = Command::Reports { node: node_name(&a, node), reports: vec![finish_report(key, attempt, *o, 100 + k as u64)], now_ms: 100 + k as u64 };
+            a.apply(cmd.clone());
+            log.push(cmd);
+        }
+        let mut b = State::new();
+        for c in &log { b.apply(c.clone()); }
+        prop_assert_eq!(&a, &b);
+        // A snapshot round trip gives the same state.
+        let json = serde_json::to_string(&a).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let c: State = serde_json::from_str(&json).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&a, &c);
+    }
+}
+
+#[test]
+fn stale_reports_are_ignored() {
+    let mut s = State::new();
+    s.apply(register("n", "u", 1, 1024, 1));
+    s.apply(Command::Submit { request_id: String::new(), spec: spec(&JobReq { cpus: 1, mem: 0, priority: 0, tasks: 1, limit: None, requeue: true }), now_ms: 2 });
+    let key = TaskKey { job: 1, index: 0 };
+    // A report for attempt 2 while attempt 1 runs changes nothing.
+    s.apply(Command::Reports { node: "n".into(), reports: vec![finish_report(key, 2, 0, 3)], now_ms: 3 });
+    assert_eq!(s.jobs[&1].count(TaskState::Running), 1);
+    // Lost with requeue: back to pending, then placed again as attempt 2.
+    s.apply(Command::Reports { node: "n".into(), reports: vec![finish_report(key, 1, 4, 4)], now_ms: 4 });
+    assert_eq!(s.running_task(key).map(|r| r.attempt), Some(2));
+    // The late report of attempt 1 is ignored.
+    s.apply(Command::Reports { node: "n".into(), reports: vec![finish_report(key, 1, 0, 5)], now_ms: 5 });
+    assert_eq!(s.running_task(key).map(|r| r.attempt), Some(2));
+    s.apply(Command::Reports { node: "n".into(), reports: vec![finish_report(key, 2, 0, 6)], now_ms: 6 });
+    assert_eq!(s.jobs[&1].state(), TaskState::Completed);
+}
+
+#[test]
+fn no_requeue_task_lost_ends_node_fail_and_never_reruns() {
+    let mut s = State::new();
+    s.apply(register("n", "u", 1, 1024, 1));
+    s.apply(Command::Submit { request_id: String::new(), spec: spec(&JobReq { cpus: 1, mem: 0, priority: 0, tasks: 1, limit: None, requeue: false }), now_ms: 2 });
+    s.apply(register("n", "other-machine", 1, 1024, 3));
+    assert_eq!(s.jobs[&1].state(), TaskState::NodeFail);
+    assert!(s.jobs[&1].running.is_empty());
+}
+
+#[test]
+fn a_million_task_array_is_small() {
+    let mut s = State::new();
+    s.apply(register("n", "u", 2, 1024, 1));
+    s.apply(Command::Submit { request_id: String::new(), spec: spec(&JobReq { cpus: 1, mem: 0, priority: 0, tasks: 1_000_000, limit: None, requeue: true }), now_ms: 2 });
+    let bytes = serde_json::to_vec(&s).map(|v| v.len()).unwrap_or(usize::MAX);
+    assert!(bytes < 10_000, "state of a pending 1M-task array takes {bytes} bytes serialized");
+    assert_eq!(s.jobs[&1].count(TaskState::Pending), 1_000_000 - 6);
+}
