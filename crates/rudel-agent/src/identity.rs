@@ -24,6 +24,23 @@ pub fn load_or_create_uid(dir: &Path) -> std::io::Result<String> {
     }
 }
 
+/// Takes an exclusive `flock` on `dir/LOCK` so two agents never share one journal. The
+/// lock lives as long as the returned file.
+pub fn lock_data_dir(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(dir.join("LOCK"))?;
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            std::io::Error::other("another rudel agent is using this data directory; stop it or pass another --data")
+        } else {
+            e
+        });
+    }
+    Ok(file)
+}
+
 /// The machine's host name (the default node name).
 pub fn hostname() -> String {
     let mut buf = [0u8; 256];

@@ -237,6 +237,11 @@ impl Journal {
         self.append(vec![Record::Ack { done }])
     }
 
+    /// True when a result of this attempt is kept (not yet acknowledged).
+    pub fn has_end(&self, key: TaskKey, attempt: u32) -> bool {
+        self.end_seq.contains_key(&(key, attempt))
+    }
+
     /// Results not yet acknowledged, oldest first.
     pub fn unacked(&self) -> Vec<TaskReport> {
         self.ends.values().cloned().collect()

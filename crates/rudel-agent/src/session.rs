@@ -99,6 +99,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     }
     let dir_err = |source| AgentError::DataDir { dir: cfg.data_dir.display().to_string(), source };
     std::fs::create_dir_all(&cfg.data_dir).map_err(dir_err)?;
+    let _lock = identity::lock_data_dir(&cfg.data_dir).map_err(dir_err)?;
     let uid = identity::load_or_create_uid(&cfg.data_dir).map_err(dir_err)?;
     let (exec, mut reports) = Executor::start(ExecConfig { kill_grace: cfg.kill_grace, ..ExecConfig::default() })?;
     let (mut journal, recovered) = Journal::open(&cfg.data_dir)?;
@@ -340,7 +341,7 @@ impl Agent {
         if let Some(p) = pred {
             // Tasks queued behind the dropped one now wait for its predecessor.
             if let Some(next) = self.waiting.remove(&(key, attempt)) {
-                if self.is_known(p.0, p.1) {
+                if self.is_live(p.0, p.1) {
                     self.waiting.entry(p).or_default().extend(next);
                 } else {
                     for spec in next {
@@ -366,9 +367,16 @@ impl Agent {
         Ok(found)
     }
 
-    fn is_known(&self, key: TaskKey, attempt: u32) -> bool {
+    /// Running here, or queued here behind another task.
+    fn is_live(&self, key: TaskKey, attempt: u32) -> bool {
         self.exec.running().iter().any(|(k, a, _)| *k == key && *a == attempt)
             || self.waiting.values().flatten().any(|s| s.key == key && s.attempt == attempt)
+    }
+
+    /// Live, or already ended here (its result is kept until acknowledged): a launch of it
+    /// is a duplicate.
+    fn is_known(&self, key: TaskKey, attempt: u32) -> bool {
+        self.journal.has_end(key, attempt) || self.is_live(key, attempt)
     }
 
     fn start(&mut self, spec: ExecSpec) -> Result<(), AgentError> {
@@ -388,7 +396,7 @@ impl Agent {
                     return Ok(());
                 }
                 match after {
-                    Some((pk, pa)) if self.is_known(pk, pa) => {
+                    Some((pk, pa)) if self.is_live(pk, pa) => {
                         self.waiting.entry((pk, pa)).or_default().push(spec);
                     }
                     // The predecessor already ended here (or never ran): its cores are free.

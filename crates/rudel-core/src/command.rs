@@ -94,6 +94,9 @@ pub enum Command {
     RegisterNode { reg: NodeRegistration, now_ms: u64 },
     /// An agent's session ended (the node keeps its tasks until it is declared lost).
     NodeDisconnected { name: String, now_ms: u64 },
+    /// A node missed its heartbeats for too long: its tasks are lost (requeued or
+    /// `node_fail`). Applies only if the node has not registered again since `epoch`.
+    NodeLost { name: String, epoch: u64, reason: String, now_ms: u64 },
     /// Task results from one node.
     Reports { node: String, reports: Vec<TaskReport>, now_ms: u64 },
     /// Several commands in one log entry (batching keeps fsyncs per task low).
@@ -108,7 +111,7 @@ pub enum Response {
     Submitted { job: JobId, tasks: u64, duplicate: bool },
     Rejected { reason: String },
     Cancelled { cancelled: Vec<JobId>, already_finished: Vec<JobId>, unknown: Vec<JobId> },
-    Registered { node: u32 },
+    Registered { node: u32, epoch: u64 },
     Ok,
     Batch(Vec<Response>),
 }

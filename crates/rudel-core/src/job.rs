@@ -203,13 +203,29 @@ impl Job {
         !self.requeued.is_empty() || self.next_position < self.total
     }
 
+    /// Tasks placed on a node but queued there behind another task (not started).
+    pub fn queued_on_nodes(&self) -> u64 {
+        self.running.values().filter(|r| r.after.is_some()).count() as u64
+    }
+
+    /// Task counts as users see them: tasks queued on a node count as pending until they
+    /// take over their predecessor's resources.
+    pub fn display_counts(&self) -> [u64; 7] {
+        let mut c = self.counts;
+        let q = self.queued_on_nodes().min(c[TaskState::Running.slot()]);
+        c[TaskState::Running.slot()] -= q;
+        c[TaskState::Pending.slot()] += q;
+        c
+    }
+
     /// The aggregated state users see: running while anything runs, pending while
     /// anything waits; once finished, the worst outcome among the tasks.
     pub fn state(&self) -> TaskState {
-        if self.count(TaskState::Running) > 0 {
+        let c = self.display_counts();
+        if c[TaskState::Running.slot()] > 0 {
             return TaskState::Running;
         }
-        if self.count(TaskState::Pending) > 0 {
+        if c[TaskState::Pending.slot()] > 0 {
             // Some tasks ran already while others wait: still "running" from the user's view.
             if self.start_ms.is_some() && self.is_array() {
                 return TaskState::Running;

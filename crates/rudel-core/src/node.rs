@@ -12,6 +12,8 @@ pub enum Liveness {
     Up,
     /// Its agent's session ended; its tasks keep running until it returns or is declared lost.
     Disconnected,
+    /// Declared lost (missed heartbeats); its tasks were given up.
+    Down,
 }
 
 /// One compute node.
@@ -29,6 +31,12 @@ pub struct Node {
     pub address: String,
     pub liveness: Liveness,
     pub last_seen_ms: u64,
+    /// Incremented on every registration: fences a late "node lost" against a new session.
+    #[serde(default)]
+    pub epoch: u64,
+    /// Why the node is down, if it is.
+    #[serde(default)]
+    pub down_reason: String,
     /// `free_cores[c]` is true when core `c` is not allocated.
     pub free_cores: Vec<bool>,
     pub cpus_used: u32,
@@ -54,6 +62,8 @@ impl Node {
             address: String::new(),
             liveness: Liveness::Up,
             last_seen_ms: 0,
+            epoch: 0,
+            down_reason: String::new(),
             free_cores: vec![true; cpus as usize],
             cpus_used: 0,
             mem_used: 0,
@@ -153,7 +163,7 @@ impl Node {
     /// The state users see.
     pub fn display_state(&self) -> &'static str {
         match self.liveness {
-            Liveness::Disconnected => "down",
+            Liveness::Disconnected | Liveness::Down => "down",
             Liveness::Up if self.cpus_used == 0 && self.running.is_empty() => "idle",
             Liveness::Up if self.cpus_used >= self.cpus => "allocated",
             Liveness::Up => "mixed",

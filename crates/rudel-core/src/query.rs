@@ -69,7 +69,7 @@ pub fn task_views(state: &State, job: &Job, limit: usize) -> Vec<TaskView> {
         .iter()
         .map(|(&index, rt)| TaskView {
             index,
-            state: TaskState::Running,
+            state: if rt.after.is_some() { TaskState::Pending } else { TaskState::Running },
             node: node_name(Some(rt.node)),
             attempt: rt.attempt,
             exit_code: None,

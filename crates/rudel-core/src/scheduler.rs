@@ -29,7 +29,7 @@ pub fn schedule(state: &mut State) -> usize {
         cursor = Some(entry);
         let job_id = entry.1;
         let Some(job) = state.jobs.get(&job_id) else { continue };
-        let (cpus, mem) = (job.spec.cpus, job.spec.mem_bytes);
+        let (cpus, mem, requeue) = (job.spec.cpus, job.spec.mem_bytes, job.spec.requeue);
         let limit = job.spec.array.as_ref().and_then(|a| a.limit).map_or(u64::MAX, u64::from);
         while let Some(job) = state.jobs.get(&job_id) {
             if !job.has_pending() || job.running.len() as u64 >= limit {
@@ -37,6 +37,10 @@ pub fn schedule(state: &mut State) -> usize {
             }
             let ok = match pick_node(state, cpus, mem) {
                 Some(node) => state.place(job_id, node),
+                // Only --requeue tasks are queued on agents: if a node is lost, a queued task
+                // may or may not have started, and a --no-requeue task must then end node_fail
+                // although it perhaps never ran.
+                None if !requeue => false,
                 None => match pick_predecessor(state, cpus, mem) {
                     Some(pred) => state.place_after(job_id, pred),
                     None => false,

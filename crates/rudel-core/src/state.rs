@@ -100,6 +100,11 @@ impl State {
                 }
                 Response::Ok
             }
+            Command::NodeLost { name, epoch, reason, now_ms } => {
+                self.advance(now_ms);
+                self.node_lost(&name, epoch, &reason);
+                Response::Ok
+            }
             Command::Reports { node, reports, now_ms } => {
                 self.advance(now_ms);
                 if let Some(&id) = self.node_by_name.get(&node) {
@@ -221,7 +226,11 @@ impl State {
                 self.finish_task(id, &report);
             }
         }
+        let mut epoch = 0;
         if let Some(n) = self.nodes.get_mut(id as usize) {
+            n.epoch += 1;
+            epoch = n.epoch;
+            n.down_reason.clear();
             n.uid = reg.uid;
             n.boot_id = reg.boot_id;
             n.resize(reg.cpus, reg.mem_bytes);
@@ -233,7 +242,25 @@ impl State {
             n.liveness = Liveness::Up;
             n.last_seen_ms = self.now_ms;
         }
-        Response::Registered { node: id }
+        Response::Registered { node: id, epoch }
+    }
+
+    /// Declares a node lost unless it registered again after `epoch`: every task placed on
+    /// it ends (`--requeue` tasks go back to pending, the others end `node_fail`).
+    fn node_lost(&mut self, name: &str, epoch: u64, reason: &str) {
+        let Some(&id) = self.node_by_name.get(name) else { return };
+        let Some(n) = self.nodes.get_mut(id as usize) else { return };
+        if n.epoch != epoch {
+            return;
+        }
+        n.liveness = Liveness::Down;
+        n.down_reason = reason.to_string();
+        let running: Vec<(TaskKey, u32)> = n.running.iter().map(|(k, a)| (*k, *a)).collect();
+        let now = self.now_ms;
+        for (key, attempt) in running {
+            let why = format!("node {name} lost: {reason}");
+            self.finish_task(id, &lost_report(key, attempt, now, &why));
+        }
     }
 
     /// Ends one attempt of a task, if it is the current attempt on that node (stale
@@ -312,6 +339,7 @@ impl State {
 
     /// Bookkeeping shared by both ways of placing a task.
     fn mark_placed(&mut self, job_id: JobId, node_id: NodeId, index: u32, from_requeue: bool, rt: RunningTask) {
+        let starts_now = rt.after.is_none();
         let now = self.now_ms;
         let node_name = self.nodes.get(node_id as usize).map(|n| n.name.clone()).unwrap_or_default();
         let Some(job) = self.jobs.get_mut(&job_id) else { return };
@@ -322,7 +350,9 @@ impl State {
         }
         job.running.insert(index, rt);
         job.move_count(TaskState::Pending, TaskState::Running);
-        job.start_ms.get_or_insert(now);
+        if starts_now {
+            job.start_ms.get_or_insert(now);
+        }
         if job.nodes.len() < MAX_JOB_NODES && !job.nodes.contains(&node_name) {
             job.nodes.push(node_name);
         }
@@ -430,6 +460,10 @@ impl State {
                 if s.after == Some(key) {
                     s.after = None;
                     s.start_ms = s.start_ms.max(end_ms);
+                    let start = s.start_ms;
+                    if let Some(j) = self.jobs.get_mut(&succ.job) {
+                        j.start_ms.get_or_insert(start);
+                    }
                     if let Some(n) = self.nodes.get_mut(node as usize) {
                         n.forget(key);
                     }

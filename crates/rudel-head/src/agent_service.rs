@@ -35,6 +35,8 @@ pub struct AgentService {
     pub shared: Arc<SharedState>,
     pub reports: mpsc::UnboundedSender<ReportBatch>,
     pub heartbeat_ms: u64,
+    /// A node silent (or disconnected) this long is declared lost.
+    pub node_timeout: Duration,
     /// Current session per node name: a newer session stops the older one.
     pub sessions: SessionTable,
     pub next_session: Arc<std::sync::atomic::AtomicU64>,
@@ -71,10 +73,21 @@ impl pb::agent_link_server::AgentLink for AgentService {
     }
 }
 
+/// Why a session ended.
+enum SessionEnd {
+    AgentLeft,
+    Silent,
+    Replaced,
+    HeadStopping,
+}
+
 struct Session {
     svc: AgentService,
     node: String,
     id: u64,
+    /// The node's registration epoch in the state (fences a late "node lost").
+    epoch: u64,
+    last_heard: tokio::time::Instant,
     out: mpsc::UnboundedSender<Result<pb::HeadMessage, Status>>,
     sent: HashSet<(TaskKey, u32)>,
     kill_sent: HashSet<(TaskKey, u32)>,
@@ -108,10 +121,10 @@ impl Session {
             },
             now_ms: now_ms(),
         };
-        match svc.proposer.propose(cmd).await? {
-            Response::Registered { .. } => {}
+        let epoch = match svc.proposer.propose(cmd).await? {
+            Response::Registered { epoch, .. } => epoch,
             other => return Err(Status::internal(format!("unexpected register result {other:?}"))),
-        }
+        };
         let id = svc.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (stop_tx, superseded) = oneshot::channel();
         if let Ok(mut s) = svc.sessions.lock() {
@@ -124,6 +137,8 @@ impl Session {
             svc,
             node,
             id,
+            epoch,
+            last_heard: tokio::time::Instant::now(),
             out,
             sent: HashSet::new(),
             kill_sent: HashSet::new(),
@@ -149,6 +164,13 @@ impl Session {
             s.send(HeadMsg::Kill(pb::Kill { tasks: kills, term }));
         }
         let unacked: Vec<_> = reg.unacked.into_iter().filter_map(report_from_pb).collect();
+        // Tasks that ended while we were apart are not launched again: their results are
+        // on the way to the log.
+        for r in &unacked {
+            if placed.contains(&(r.key, r.attempt)) {
+                s.sent.insert((r.key, r.attempt));
+            }
+        }
         if !unacked.is_empty() {
             s.forward_reports(unacked);
         }
@@ -168,28 +190,37 @@ impl Session {
         let mut changed = self.svc.shared.subscribe();
         let mut shutdown = self.svc.shutdown.clone();
         self.dispatch();
-        let ended_by_agent = loop {
+        let mut check = tokio::time::interval(Duration::from_millis(500).min(self.svc.node_timeout));
+        let end = loop {
             tokio::select! {
                 msg = inbound.message() => match msg {
-                    Ok(Some(m)) => self.on_agent_message(m),
-                    Ok(None) => break true,
+                    Ok(Some(m)) => {
+                        self.last_heard = tokio::time::Instant::now();
+                        self.on_agent_message(m);
+                    }
+                    Ok(None) => break SessionEnd::AgentLeft,
                     Err(e) => {
                         tracing::info!(node = %self.node, error = %e, "agent stream failed");
-                        break true;
+                        break SessionEnd::AgentLeft;
                     }
                 },
                 res = changed.changed() => {
-                    if res.is_err() { break false; }
+                    if res.is_err() { break SessionEnd::HeadStopping; }
                     self.dispatch();
                 }
                 Some(keys) = self.acks_rx.recv() => {
                     self.send(HeadMsg::Ack(pb::Ack { tasks: keys.into_iter().map(|(k, a)| to_task_ref(k, a)).collect() }));
                 }
+                _ = check.tick() => {
+                    if self.last_heard.elapsed() > self.svc.node_timeout {
+                        break SessionEnd::Silent;
+                    }
+                }
                 _ = &mut self.superseded => {
                     tracing::info!(node = %self.node, session = self.id, "session replaced by a newer one");
-                    break false;
+                    break SessionEnd::Replaced;
                 }
-                _ = shutdown.changed() => break false,
+                _ = shutdown.changed() => break SessionEnd::HeadStopping,
             }
         };
         let current = self.svc.sessions.lock().map(|mut s| {
@@ -199,12 +230,36 @@ impl Session {
             }
             mine
         });
-        if ended_by_agent && current.unwrap_or(false) {
-            tracing::info!(node = %self.node, "agent disconnected");
-            let cmd = Command::NodeDisconnected { name: self.node.clone(), now_ms: now_ms() };
-            if let Err(e) = self.svc.proposer.propose(cmd).await {
-                tracing::warn!(node = %self.node, error = %e, "could not record disconnect");
+        if !current.unwrap_or(false) {
+            return;
+        }
+        match end {
+            SessionEnd::Silent => {
+                let why = format!("no heartbeat for {:?}", self.svc.node_timeout);
+                tracing::warn!(node = %self.node, "{why}; declaring the node lost");
+                self.lose_node(why).await;
             }
+            SessionEnd::AgentLeft => {
+                tracing::info!(node = %self.node, "agent disconnected");
+                let cmd = Command::NodeDisconnected { name: self.node.clone(), now_ms: now_ms() };
+                if let Err(e) = self.svc.proposer.propose(cmd).await {
+                    tracing::warn!(node = %self.node, error = %e, "could not record disconnect");
+                }
+                // Its tasks may still run (the agent may be restarting): give it the node
+                // timeout to come back before they are given up. A new registration bumps
+                // the epoch, which turns this into a no-op.
+                tokio::time::sleep(self.svc.node_timeout).await;
+                let why = format!("agent disconnected and did not return within {:?}", self.svc.node_timeout);
+                self.lose_node(why).await;
+            }
+            SessionEnd::Replaced | SessionEnd::HeadStopping => {}
+        }
+    }
+
+    async fn lose_node(&self, reason: String) {
+        let cmd = Command::NodeLost { name: self.node.clone(), epoch: self.epoch, reason, now_ms: now_ms() };
+        if let Err(e) = self.svc.proposer.propose(cmd).await {
+            tracing::warn!(node = %self.node, error = %e, "could not declare the node lost");
         }
     }
 

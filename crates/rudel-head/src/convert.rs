@@ -119,11 +119,15 @@ pub fn job_info(state: &State, job: &Job, details: bool) -> pb::JobInfo {
         state: st.as_str().into(),
         spec: Some(spec_to_pb(&job.spec)),
         tasks: job.total,
-        counts: TaskState::ALL
-            .iter()
-            .filter(|s| job.count(**s) > 0)
-            .map(|s| pb::StateCount { state: s.as_str().into(), count: job.count(*s) })
-            .collect(),
+        counts: {
+            let c = job.display_counts();
+            TaskState::ALL
+                .iter()
+                .zip(c)
+                .filter(|(_, n)| *n > 0)
+                .map(|(s, n)| pb::StateCount { state: s.as_str().into(), count: n })
+                .collect()
+        },
         exit_code: status.and_then(|(c, _)| c),
         signal: status.and_then(|(_, s)| s),
         nodes: job.nodes.clone(),

@@ -39,6 +39,8 @@ pub struct HeadConfig {
     pub agent_heartbeat_ms: u64,
     /// Commit timeout for one proposal.
     pub propose_timeout: Duration,
+    /// An agent silent or disconnected this long is declared lost.
+    pub node_timeout: Duration,
 }
 
 impl HeadConfig {
@@ -52,6 +54,7 @@ impl HeadConfig {
             timing: RaftTiming::default(),
             agent_heartbeat_ms: 1_000,
             propose_timeout: Duration::from_secs(10),
+            node_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -129,6 +132,7 @@ impl Head {
             shared: shared.clone(),
             reports: reports_tx,
             heartbeat_ms: cfg.agent_heartbeat_ms,
+            node_timeout: cfg.node_timeout,
             sessions: Arc::new(Mutex::new(HashMap::new())),
             next_session: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             shutdown: shutdown_rx.clone(),

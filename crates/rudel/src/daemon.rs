@@ -31,6 +31,10 @@ pub struct UpArgs {
     /// Delay between SIGTERM and SIGKILL when a task is cancelled or times out.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub kill_grace: String,
+    /// An agent silent (no heartbeat) or disconnected this long is declared lost: its
+    /// --requeue tasks run elsewhere, its --no-requeue tasks end node_fail.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub node_timeout: String,
 }
 
 #[derive(Args, Debug)]
@@ -44,6 +48,10 @@ pub struct HeadArgs {
     /// Address others use to reach this head (default: --listen).
     #[arg(long, value_name = "ADDR")]
     pub advertise: Option<String>,
+    /// An agent silent (no heartbeat) or disconnected this long is declared lost: its
+    /// --requeue tasks run elsewhere, its --no-requeue tasks end node_fail.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub node_timeout: String,
 }
 
 #[derive(Args, Debug)]
@@ -119,10 +127,20 @@ fn agent_config(
     Ok(cfg)
 }
 
+fn parse_timeout(s: &str) -> Result<Duration, Failure> {
+    let ms = rudel_core::parse::parse_duration(s).map_err(|e| Failure::usage(anyhow!("--node-timeout: {e}")))?;
+    if ms < 1000 {
+        return Err(Failure::usage(anyhow!("--node-timeout must be at least 1s (agents send a heartbeat every second)")));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 /// `rudel up`.
 pub async fn up(a: UpArgs) -> CmdResult {
     let data = a.data.unwrap_or_else(default_data_dir);
-    let head = Head::start(HeadConfig::new(data.join("head"), a.listen)).await.context("cannot start the head")?;
+    let mut hcfg = HeadConfig::new(data.join("head"), a.listen);
+    hcfg.node_timeout = parse_timeout(&a.node_timeout)?;
+    let head = Head::start(hcfg).await.context("cannot start the head")?;
     let addr = head.local_addr.to_string();
     let cfg = agent_config(vec![addr.clone()], data.join("agent"), a.name, a.cpus, a.mem.as_deref(), &a.kill_grace)?;
     println!("rudel is up: head on {addr}, data in {}", data.display());
@@ -139,6 +157,7 @@ pub async fn head(a: HeadArgs) -> CmdResult {
     let data = a.data.unwrap_or_else(|| default_data_dir().join("head"));
     let mut cfg = HeadConfig::new(data.clone(), a.listen);
     cfg.advertise = a.advertise;
+    cfg.node_timeout = parse_timeout(&a.node_timeout)?;
     let head = Head::start(cfg).await.context("cannot start the head")?;
     println!("rudel head listening on {}, data in {}", head.local_addr, data.display());
     println!("  start agents with: rudel agent --head {}", head.local_addr);

@@ -102,9 +102,9 @@ fn progress_line(jobs: &[pb::JobInfo]) -> String {
     let pending: u64 = jobs.iter().map(|j| count(j, "pending")).sum();
     let running: u64 = jobs.iter().map(|j| count(j, "running")).sum();
     let done = total - pending - running;
-    let bad: u64 = jobs.iter().map(|j| done_not_ok(j)).sum();
+    let bad: u64 = jobs.iter().map(done_not_ok).sum();
     let width = 30u64;
-    let filled = if total == 0 { width } else { done * width / total };
+    let filled = (done * width).checked_div(total).unwrap_or(width);
     format!(
         "[{}{}] {done}/{total} done, {running} running, {pending} pending{}",
         "#".repeat(filled as usize),

@@ -17,7 +17,7 @@ use clap::{Parser, Subcommand};
 ///   rudel submit --array 1-100%10 -- ./work.sh   # an array, at most 10 at once
 ///   rudel jobs; rudel show 1; rudel wait 1; rudel logs 1 -f
 #[derive(Parser, Debug)]
-#[command(name = "rudel", version, about, long_about, args_override_self = true)]
+#[command(name = "rudel", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
 struct Cli {
     /// Head address (host:port); also $RUDEL_HEAD. Default 127.0.0.1:7117.
     #[arg(long, global = true, env = "RUDEL_HEAD", value_name = "ADDR")]
@@ -120,7 +120,13 @@ fn init_tracing(cmd: &Cmd) {
     let default = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUDEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},openraft=warn,h2=warn,tower=warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
 }
 
 /// Runtime worker threads: $RUDEL_WORKERS, else 1. Per-task work is short and the tasks

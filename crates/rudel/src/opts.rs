@@ -59,7 +59,7 @@ pub struct SubmitArgs {
     #[arg(long)]
     pub json: bool,
     /// The command and its arguments (after `--`), or a script file and its arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD|SCRIPT")]
+    #[arg(trailing_var_arg = true, value_name = "CMD|SCRIPT")]
     pub command: Vec<String>,
 }
 
@@ -177,9 +177,29 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
         chdir: chdir.display().to_string(),
         env: env.into_iter().collect(),
         requeue: !a.no_requeue,
-        user: std::env::var("USER").unwrap_or_default(),
+        user: user_name(),
     };
     Ok((spec, a))
+}
+
+/// The submitting user's name: $USER, else the password database, else the uid.
+fn user_name() -> String {
+    if let Ok(u) = std::env::var("USER") {
+        if !u.is_empty() {
+            return u;
+        }
+    }
+    // SAFETY: getuid has no preconditions; getpwuid_r writes only into the buffers we own.
+    unsafe {
+        let uid = libc::getuid();
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) == 0 && !out.is_null() && !pw.pw_name.is_null() {
+            return std::ffi::CStr::from_ptr(pw.pw_name).to_string_lossy().into_owned();
+        }
+        uid.to_string()
+    }
 }
 
 fn exported_env(export: Option<&str>) -> Result<BTreeMap<String, String>, Failure> {

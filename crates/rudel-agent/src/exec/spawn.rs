@@ -657,14 +657,20 @@ impl Affinity {
             self.current.clear();
             return;
         }
-        // SAFETY: cpu_set_t is plain data; CPU_SET is bounds-checked by the guard.
-        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // The head numbers cores 0..cpus; they are the agent's allowed CPUs in order (the
+        // agent may itself be confined to, say, CPUs 4-7).
         let max = 8 * std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: CPU_ISSET reads a valid cpu_set_t within its capacity.
+        let allowed: Vec<usize> = (0..max).filter(|&c| unsafe { libc::CPU_ISSET(c, &full) }).collect();
+        if allowed.is_empty() {
+            return;
+        }
+        // SAFETY: cpu_set_t is plain data.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         for &c in cores {
-            if (c as usize) < max {
-                // SAFETY: c is below the set's capacity.
-                unsafe { libc::CPU_SET(c as usize, &mut set) };
-            }
+            let cpu = allowed[c as usize % allowed.len()];
+            // SAFETY: cpu comes from `allowed`, so it is below the set's capacity.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
         }
         if Self::set(&set) {
             self.current = cores.to_vec();
