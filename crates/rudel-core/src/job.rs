@@ -1,6 +1,7 @@
 //! Jobs and their tasks, stored compactly: pending array tasks are a cursor, and only
 //! tasks that are running or ended other than `completed` have a record of their own.
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +29,9 @@ pub struct JobSpec {
     pub error: String,
     /// Working directory (absolute).
     pub chdir: String,
-    pub env: BTreeMap<String, String>,
+    /// Environment of the tasks. Shared between jobs with identical environments (see
+    /// [`crate::state::State`]): 100k jobs submitted from one shell hold one copy.
+    pub env: Arc<BTreeMap<String, String>>,
     /// Rerun when its node is lost (true) or end `node_fail` (false).
     pub requeue: bool,
     pub user: String,

@@ -7,6 +7,7 @@
 pub mod array;
 pub mod command;
 pub mod ids;
+pub mod intern;
 pub mod job;
 pub mod node;
 pub mod parse;

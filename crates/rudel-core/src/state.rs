@@ -35,6 +35,9 @@ pub struct State {
     pub now_ms: u64,
     /// The job at the head of the queue that did not fit in the last scheduling pass.
     pub blocked_job: Option<JobId>,
+    /// Shares identical job environments (a cache; not part of the replicated state).
+    #[serde(skip)]
+    pub envs: crate::intern::EnvInterner,
 }
 
 /// Why a submit cannot be accepted; the text goes to the user as is.
@@ -144,6 +147,8 @@ impl State {
         }
         let id = self.next_job_id.max(1);
         self.next_job_id = id + 1;
+        let mut spec = spec;
+        spec.env = self.envs.intern(spec.env);
         let job = Job::new(id, spec, self.now_ms);
         let tasks = job.total;
         self.queue.insert((-i64::from(job.spec.priority), id));
@@ -473,6 +478,15 @@ impl State {
         }
         if let Some(n) = self.nodes.get_mut(node as usize) {
             n.release(key, &rt.cores, rt.mem_bytes);
+        }
+    }
+
+    /// Re-shares identical environments after the state was loaded from a snapshot (which
+    /// stores each job's copy).
+    pub fn reintern(&mut self) {
+        for job in self.jobs.values_mut() {
+            let env = std::mem::take(&mut job.spec.env);
+            job.spec.env = self.envs.intern(env);
         }
     }
 

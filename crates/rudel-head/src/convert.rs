@@ -45,7 +45,7 @@ pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
         output: s.output,
         error: s.error,
         chdir: s.chdir,
-        env: s.env.into_iter().collect(),
+        env: std::sync::Arc::new(s.env.into_iter().collect()),
         requeue: s.requeue,
         user: s.user,
     };

@@ -80,6 +80,12 @@ pub type CmdResult = Result<u8, Failure>;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Up(_) | Cmd::Head(_) | Cmd::Agent(_)) {
+        // A client piped into `head` should end quietly when the pipe closes, like other
+        // Unix tools, rather than panic on a failed write.
+        // SAFETY: setting a signal disposition to its default has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     init_tracing(&cli.command);
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads()).enable_all().build() {
         Ok(rt) => rt,

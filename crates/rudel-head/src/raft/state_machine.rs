@@ -79,7 +79,11 @@ impl StateMachineStore {
     /// Loads the latest snapshot (if any) as the starting state.
     pub fn open(db: Arc<Database>) -> SResult<(StateMachineStore, Arc<SharedState>)> {
         let applied = match load_snapshot(&db)? {
-            Some(s) => serde_json::from_slice::<Applied>(&s.data).map_err(sm_err)?,
+            Some(s) => {
+                let mut a = serde_json::from_slice::<Applied>(&s.data).map_err(sm_err)?;
+                a.state.reintern();
+                a
+            }
             None => Applied { state: State::new(), ..Applied::default() },
         };
         let shared = SharedState::new(applied);
@@ -179,6 +183,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     ) -> SResult<()> {
         let data = snapshot.into_inner();
         let mut applied: Applied = serde_json::from_slice(&data).map_err(sm_err)?;
+        applied.state.reintern();
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
         save_snapshot(&self.db, &StoredSnapshot { meta: meta.clone(), data })?;

@@ -13,9 +13,13 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta")
 /// The latest snapshot: "meta" and "data".
 pub const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 
+/// Page cache of the store. redb's default (1 GiB) would let a long log sit in memory;
+/// reads of old entries are rare (only followers catching up), so keep it modest.
+const CACHE_BYTES: usize = 64 << 20;
+
 /// Opens (creating if needed) the store and its tables.
 pub fn open(path: &Path) -> Result<Arc<Database>, redb::Error> {
-    let db = Database::create(path)?;
+    let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(path)?;
     let tx = db.begin_write()?;
     {
         tx.open_table(LOG)?;
