@@ -28,7 +28,11 @@ pub fn load_or_create_uid(dir: &Path) -> std::io::Result<String> {
 /// lock lives as long as the returned file.
 pub fn lock_data_dir(dir: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::io::AsRawFd;
-    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(false).open(dir.join("LOCK"))?;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(dir.join("LOCK"))?;
     // SAFETY: flock on an fd we own.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let e = std::io::Error::last_os_error();
@@ -60,7 +64,9 @@ pub fn available_cpus() -> u32 {
 
 /// Total physical memory in bytes (from /proc/meminfo), 0 if unknown.
 pub fn total_memory() -> u64 {
-    let Ok(s) = std::fs::read_to_string("/proc/meminfo") else { return 0 };
+    let Ok(s) = std::fs::read_to_string("/proc/meminfo") else {
+        return 0;
+    };
     s.lines()
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())

@@ -97,9 +97,7 @@ impl Journal {
             records: 0,
         };
         let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
-        let last_idx = lines
-            .iter()
-            .rposition(|l| !l.iter().all(|b| b.is_ascii_whitespace()));
+        let last_idx = lines.iter().rposition(|l| !l.iter().all(|b| b.is_ascii_whitespace()));
         for (i, line) in lines.into_iter().enumerate() {
             if line.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
@@ -202,12 +200,7 @@ impl Journal {
     }
 
     /// Records that a task started (reads its start time from `/proc/<pid>/stat`).
-    pub fn record_launch(
-        &mut self,
-        key: TaskKey,
-        attempt: u32,
-        pid: u32,
-    ) -> Result<(), JournalError> {
+    pub fn record_launch(&mut self, key: TaskKey, attempt: u32, pid: u32) -> Result<(), JournalError> {
         let start_time = proc_start_time(pid).unwrap_or(0);
         self.append(vec![Record::Launch(Orphan {
             key,
@@ -219,18 +212,12 @@ impl Journal {
 
     /// Records a task's result (kept until acknowledged).
     pub fn record_end(&mut self, report: &TaskReport) -> Result<(), JournalError> {
-        self.append(vec![Record::End {
-            report: report.clone(),
-        }])
+        self.append(vec![Record::End { report: report.clone() }])
     }
 
     /// The head has stored these results: forget them.
     pub fn ack(&mut self, done: &[(TaskKey, u32)]) -> Result<(), JournalError> {
-        let done: Vec<_> = done
-            .iter()
-            .copied()
-            .filter(|k| self.end_seq.contains_key(k))
-            .collect();
+        let done: Vec<_> = done.iter().copied().filter(|k| self.end_seq.contains_key(k)).collect();
         if done.is_empty() {
             return Ok(());
         }
@@ -280,8 +267,7 @@ pub fn reap_orphans(orphans: &[Orphan]) -> Vec<TaskReport> {
         .iter()
         .map(|o| {
             // Same start time, and still the leader of its own session as every task is.
-            let alive =
-                o.start_time != 0 && o.pid > 1 && proc_stat(o.pid) == Some((o.start_time, o.pid));
+            let alive = o.start_time != 0 && o.pid > 1 && proc_stat(o.pid) == Some((o.start_time, o.pid));
             let message = if alive {
                 // SAFETY: plain syscalls; the pid is the (still same) group leader.
                 unsafe {

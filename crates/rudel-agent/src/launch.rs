@@ -28,23 +28,39 @@ pub enum LaunchError {
 /// sbatch) and returns the argv that runs it.
 fn script_argv(scripts_dir: &Path, job: u64, script: &str) -> Result<Vec<String>, LaunchError> {
     let path = scripts_dir.join(format!("job-{job}.sh"));
-    let err = |source| LaunchError::Script { path: path.display().to_string(), source };
+    let err = |source| LaunchError::Script {
+        path: path.display().to_string(),
+        source,
+    };
     if !path.exists() {
         std::fs::create_dir_all(scripts_dir).map_err(err)?;
         let tmp = scripts_dir.join(format!(".job-{job}.sh.{}", std::process::id()));
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o755).open(&tmp).map_err(err)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o755)
+            .open(&tmp)
+            .map_err(err)?;
         f.write_all(script.as_bytes()).map_err(err)?;
         drop(f);
         std::fs::rename(&tmp, &path).map_err(err)?;
     }
     let p = path.display().to_string();
-    Ok(if script.starts_with("#!") { vec![p] } else { vec!["/bin/sh".into(), p] })
+    Ok(if script.starts_with("#!") {
+        vec![p]
+    } else {
+        vec!["/bin/sh".into(), p]
+    })
 }
 
 /// Builds what the executor needs from one launched task.
 pub fn exec_spec(t: pb::LaunchTask, scripts_dir: &Path) -> Result<ExecSpec, LaunchError> {
     let r = t.task.ok_or(LaunchError::NoTask)?;
-    let key = TaskKey { job: r.job_id, index: r.index };
+    let key = TaskKey {
+        job: r.job_id,
+        index: r.index,
+    };
     let argv = if !t.script.is_empty() {
         // For script jobs, argv holds the script's arguments.
         let mut a = script_argv(scripts_dir, key.job, &t.script)?;
@@ -90,23 +106,48 @@ mod tests {
     fn script_is_written_once_and_run_by_its_interpreter() {
         let d = tempfile::tempdir().unwrap();
         let t = pb::LaunchTask {
-            task: Some(pb::TaskRef { job_id: 7, index: 0, attempt: 1 }),
+            task: Some(pb::TaskRef {
+                job_id: 7,
+                index: 0,
+                attempt: 1,
+            }),
             script: "#!/bin/bash\necho hi\n".into(),
             stdout_path: "/tmp/x.out".into(),
             ..Default::default()
         };
         let spec = exec_spec(t.clone(), d.path()).unwrap();
         assert_eq!(spec.argv, vec![d.path().join("job-7.sh").display().to_string()]);
-        assert_eq!(std::fs::read_to_string(d.path().join("job-7.sh")).unwrap(), "#!/bin/bash\necho hi\n");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join("job-7.sh")).unwrap(),
+            "#!/bin/bash\necho hi\n"
+        );
         assert!(matches!(spec.stderr, StderrTarget::SameAsStdout));
         assert!(spec.env.iter().any(|(k, _)| k == "PATH"));
-        let plain = pb::LaunchTask { script: "echo no shebang\n".into(), task: Some(pb::TaskRef { job_id: 8, index: 0, attempt: 1 }), ..Default::default() };
+        let plain = pb::LaunchTask {
+            script: "echo no shebang\n".into(),
+            task: Some(pb::TaskRef {
+                job_id: 8,
+                index: 0,
+                attempt: 1,
+            }),
+            ..Default::default()
+        };
         assert_eq!(exec_spec(plain, d.path()).unwrap().argv[0], "/bin/sh");
     }
 
     #[test]
     fn launch_without_command_is_an_error() {
-        let t = pb::LaunchTask { task: Some(pb::TaskRef { job_id: 1, index: 0, attempt: 1 }), ..Default::default() };
-        assert!(matches!(exec_spec(t, Path::new("/tmp")), Err(LaunchError::NoCommand(_))));
+        let t = pb::LaunchTask {
+            task: Some(pb::TaskRef {
+                job_id: 1,
+                index: 0,
+                attempt: 1,
+            }),
+            ..Default::default()
+        };
+        assert!(matches!(
+            exec_spec(t, Path::new("/tmp")),
+            Err(LaunchError::NoCommand(_))
+        ));
     }
 }

@@ -97,11 +97,17 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     if cfg.heads.is_empty() {
         return Err(AgentError::NoHead);
     }
-    let dir_err = |source| AgentError::DataDir { dir: cfg.data_dir.display().to_string(), source };
+    let dir_err = |source| AgentError::DataDir {
+        dir: cfg.data_dir.display().to_string(),
+        source,
+    };
     std::fs::create_dir_all(&cfg.data_dir).map_err(dir_err)?;
     let _lock = identity::lock_data_dir(&cfg.data_dir).map_err(dir_err)?;
     let uid = identity::load_or_create_uid(&cfg.data_dir).map_err(dir_err)?;
-    let (exec, mut reports) = Executor::start(ExecConfig { kill_grace: cfg.kill_grace, ..ExecConfig::default() })?;
+    let (exec, mut reports) = Executor::start(ExecConfig {
+        kill_grace: cfg.kill_grace,
+        ..ExecConfig::default()
+    })?;
     let (mut journal, recovered) = Journal::open(&cfg.data_dir)?;
     for lost in journal::reap_orphans(&recovered.orphans) {
         journal.record_end(&lost)?;
@@ -183,7 +189,9 @@ async fn next_head_message(conn: &mut Option<Conn>) -> Option<pb::HeadMessage> {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Agent {
@@ -193,7 +201,11 @@ impl Agent {
 
     async fn connect(&mut self) -> Result<Conn, String> {
         let addr = self.current_head().to_string();
-        let url = if addr.contains("://") { addr.clone() } else { format!("http://{addr}") };
+        let url = if addr.contains("://") {
+            addr.clone()
+        } else {
+            format!("http://{addr}")
+        };
         let ep = Endpoint::from_shared(url)
             .map_err(|e| format!("bad head address {addr}: {e}"))?
             .connect_timeout(Duration::from_secs(3))
@@ -204,7 +216,9 @@ impl Agent {
             .await
             .map_err(|_| "connect timed out".to_string())?
             .map_err(|e| e.to_string())?;
-        let mut client = AgentLinkClient::new(channel).max_decoding_message_size(256 << 20).max_encoding_message_size(64 << 20);
+        let mut client = AgentLinkClient::new(channel)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(64 << 20);
         let (tx, rx) = mpsc::unbounded_channel();
         let register = pb::Register {
             name: self.cfg.name.clone(),
@@ -226,13 +240,21 @@ impl Agent {
                 .collect(),
             unacked: self.journal.unacked().iter().map(report_to_pb).collect(),
         };
-        let _ = tx.send(pb::AgentMessage { msg: Some(AgentMsg::Register(register)) });
-        let resp = tokio::time::timeout(Duration::from_secs(15), client.session(UnboundedReceiverStream::new(rx)))
-            .await
-            .map_err(|_| "session setup timed out".to_string())?
-            .map_err(|s| format!("head refused the session: {}", s.message()))?;
+        let _ = tx.send(pb::AgentMessage {
+            msg: Some(AgentMsg::Register(register)),
+        });
+        let resp = tokio::time::timeout(
+            Duration::from_secs(15),
+            client.session(UnboundedReceiverStream::new(rx)),
+        )
+        .await
+        .map_err(|_| "session setup timed out".to_string())?
+        .map_err(|s| format!("head refused the session: {}", s.message()))?;
         tracing::info!(head = %addr, node = %self.cfg.name, "connected to head");
-        Ok(Conn { tx, rx: resp.into_inner() })
+        Ok(Conn {
+            tx,
+            rx: resp.into_inner(),
+        })
     }
 
     fn on_results(&mut self, mut batch: Vec<TaskReport>, conn: Option<&Conn>) -> Result<(), AgentError> {
@@ -259,7 +281,9 @@ impl Agent {
             self.journal.record_end(r)?;
         }
         if let Some(c) = conn {
-            c.send(AgentMsg::Reports(pb::Reports { reports: batch.iter().map(report_to_pb).collect() }));
+            c.send(AgentMsg::Reports(pb::Reports {
+                reports: batch.iter().map(report_to_pb).collect(),
+            }));
         }
         Ok(())
     }
@@ -274,7 +298,11 @@ impl Agent {
             }
             Some(HeadMsg::Launch(l)) => {
                 if l.term < self.term {
-                    tracing::warn!(term = l.term, highest = self.term, "ignoring launch from a stale leader");
+                    tracing::warn!(
+                        term = l.term,
+                        highest = self.term,
+                        "ignoring launch from a stale leader"
+                    );
                     return Ok(());
                 }
                 self.term = l.term;
@@ -287,8 +315,9 @@ impl Agent {
                 // Successors in chain order: one whose predecessor is still in the list waits.
                 while !later.is_empty() {
                     let keys: Vec<_> = later.iter().filter_map(|t| t.task.as_ref().map(task_ref)).collect();
-                    let (ready, rest): (Vec<_>, Vec<_>) =
-                        later.into_iter().partition(|t| t.after.as_ref().is_none_or(|a| !keys.contains(&task_ref(a))));
+                    let (ready, rest): (Vec<_>, Vec<_>) = later
+                        .into_iter()
+                        .partition(|t| t.after.as_ref().is_none_or(|a| !keys.contains(&task_ref(a))));
                     let stuck = ready.is_empty();
                     for t in ready {
                         self.launch(t, conn)?;
@@ -370,7 +399,11 @@ impl Agent {
     /// Running here, or queued here behind another task.
     fn is_live(&self, key: TaskKey, attempt: u32) -> bool {
         self.exec.running().iter().any(|(k, a, _)| *k == key && *a == attempt)
-            || self.waiting.values().flatten().any(|s| s.key == key && s.attempt == attempt)
+            || self
+                .waiting
+                .values()
+                .flatten()
+                .any(|s| s.key == key && s.attempt == attempt)
     }
 
     /// Live, or already ended here (its result is kept until acknowledged): a launch of it
@@ -426,7 +459,11 @@ impl Agent {
     }
 
     /// Kills running tasks, journals their results and tries to deliver them.
-    async fn stop(mut self, mut reports: mpsc::UnboundedReceiver<TaskReport>, mut conn: Option<Conn>) -> Result<(), AgentError> {
+    async fn stop(
+        mut self,
+        mut reports: mpsc::UnboundedReceiver<TaskReport>,
+        mut conn: Option<Conn>,
+    ) -> Result<(), AgentError> {
         self.stopping = true;
         let running = self.exec.running().len();
         if running > 0 {

@@ -88,8 +88,16 @@ mod tests {
     fn index_at_walks_ranges_in_order() {
         let a = ArraySpec {
             ranges: vec![
-                IndexRange { start: 1, end: 5, step: 2 },
-                IndexRange { start: 10, end: 10, step: 1 },
+                IndexRange {
+                    start: 1,
+                    end: 5,
+                    step: 2,
+                },
+                IndexRange {
+                    start: 10,
+                    end: 10,
+                    step: 1,
+                },
             ],
             limit: None,
         };

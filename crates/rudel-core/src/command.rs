@@ -87,7 +87,11 @@ pub struct NodeRegistration {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Queue a job; `request_id` makes a retried submit idempotent.
-    Submit { request_id: String, spec: JobSpec, now_ms: u64 },
+    Submit {
+        request_id: String,
+        spec: JobSpec,
+        now_ms: u64,
+    },
     /// Cancel jobs.
     Cancel { jobs: Vec<JobId>, now_ms: u64 },
     /// An agent (re)connected.
@@ -96,9 +100,18 @@ pub enum Command {
     NodeDisconnected { name: String, now_ms: u64 },
     /// A node missed its heartbeats for too long: its tasks are lost (requeued or
     /// `node_fail`). Applies only if the node has not registered again since `epoch`.
-    NodeLost { name: String, epoch: u64, reason: String, now_ms: u64 },
+    NodeLost {
+        name: String,
+        epoch: u64,
+        reason: String,
+        now_ms: u64,
+    },
     /// Task results from one node.
-    Reports { node: String, reports: Vec<TaskReport>, now_ms: u64 },
+    Reports {
+        node: String,
+        reports: Vec<TaskReport>,
+        now_ms: u64,
+    },
     /// Several commands in one log entry (batching keeps fsyncs per task low).
     Batch(Vec<Command>),
     /// Nothing but a scheduling pass at `now_ms`.
@@ -108,10 +121,23 @@ pub enum Command {
 /// What applying a command produced, returned to the proposer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    Submitted { job: JobId, tasks: u64, duplicate: bool },
-    Rejected { reason: String },
-    Cancelled { cancelled: Vec<JobId>, already_finished: Vec<JobId>, unknown: Vec<JobId> },
-    Registered { node: u32, epoch: u64 },
+    Submitted {
+        job: JobId,
+        tasks: u64,
+        duplicate: bool,
+    },
+    Rejected {
+        reason: String,
+    },
+    Cancelled {
+        cancelled: Vec<JobId>,
+        already_finished: Vec<JobId>,
+        unknown: Vec<JobId>,
+    },
+    Registered {
+        node: u32,
+        epoch: u64,
+    },
     Ok,
     Batch(Vec<Response>),
 }

@@ -30,7 +30,7 @@ impl EnvInterner {
         }
         bucket.push(Arc::downgrade(&env));
         self.inserts += 1;
-        if self.inserts % 4096 == 0 {
+        if self.inserts.is_multiple_of(4096) {
             self.by_hash.retain(|_, v| {
                 v.retain(|w| w.strong_count() > 0);
                 !v.is_empty()

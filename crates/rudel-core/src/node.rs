@@ -163,7 +163,9 @@ impl Node {
     /// The state users see.
     pub fn display_state(&self) -> &'static str {
         match self.liveness {
-            Liveness::Disconnected | Liveness::Down => "down",
+            // Session gone, tasks still held until the node timeout declares it lost.
+            Liveness::Disconnected => "unreachable",
+            Liveness::Down => "down",
             Liveness::Up if self.cpus_used == 0 && self.running.is_empty() => "idle",
             Liveness::Up if self.cpus_used >= self.cpus => "allocated",
             Liveness::Up => "mixed",

@@ -169,10 +169,7 @@ pub fn parse_size(s: &str) -> Result<u64, ParseError> {
     let t = s.trim();
     let bad = || ParseError::Size(s.to_string());
     let overflow = || ParseError::SizeOverflow(s.to_string());
-    let num_len = t
-        .bytes()
-        .take_while(|b| b.is_ascii_digit() || *b == b'.')
-        .count();
+    let num_len = t.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
     let (num, suffix) = t.split_at(num_len);
     let mult = match suffix.to_ascii_lowercase().as_str() {
         "" => MIB,
@@ -276,16 +273,10 @@ pub fn parse_array(s: &str) -> Result<ArraySpec, ParseError> {
                 if step == 0 {
                     return Err(err(format!("range {item:?} has step 0")));
                 }
-                IndexRange {
-                    start: a,
-                    end: b,
-                    step,
-                }
+                IndexRange { start: a, end: b, step }
             }
             None if step.is_some() => {
-                return Err(err(format!(
-                    "a step needs a range, as in 1-9:2, not {item:?}"
-                )));
+                return Err(err(format!("a step needs a range, as in 1-9:2, not {item:?}")));
             }
             None => {
                 let n = num(bounds, "index")?;
@@ -298,9 +289,7 @@ pub fn parse_array(s: &str) -> Result<ArraySpec, ParseError> {
         };
         ranges.push(range);
     }
-    let count = ranges
-        .iter()
-        .fold(0u64, |acc, r| acc.saturating_add(r.len()));
+    let count = ranges.iter().fold(0u64, |acc, r| acc.saturating_add(r.len()));
     if count > MAX_ARRAY_TASKS {
         return Err(ParseError::ArrayTooLarge {
             spec: s.to_string(),
@@ -427,22 +416,10 @@ mod tests {
             "1-2-3",
             "+5",
         ] {
-            assert_eq!(
-                parse_duration(s),
-                Err(ParseError::Duration(s.into())),
-                "{s:?}"
-            );
+            assert_eq!(parse_duration(s), Err(ParseError::Duration(s.into())), "{s:?}");
         }
-        for s in [
-            "99999999999999999999",
-            "213503982334601d",
-            "307445734561825861m",
-        ] {
-            assert_eq!(
-                parse_duration(s),
-                Err(ParseError::DurationOverflow(s.into())),
-                "{s:?}"
-            );
+        for s in ["99999999999999999999", "213503982334601d", "307445734561825861m"] {
+            assert_eq!(parse_duration(s), Err(ParseError::DurationOverflow(s.into())), "{s:?}");
         }
     }
 
@@ -488,17 +465,12 @@ mod tests {
     #[test]
     fn size_rejections() {
         for s in [
-            "", "-1", "-1G", "abc", "1X", "1.", ".5G", "1.2.3G", "1 G", "G", "1GBB", "1e3", "1kk",
-            "1.5.G",
+            "", "-1", "-1G", "abc", "1X", "1.", ".5G", "1.2.3G", "1 G", "G", "1GBB", "1e3", "1kk", "1.5.G",
         ] {
             assert_eq!(parse_size(s), Err(ParseError::Size(s.into())), "{s:?}");
         }
         for s in ["16777216T", "99999999999999999999", "17592186044416"] {
-            assert_eq!(
-                parse_size(s),
-                Err(ParseError::SizeOverflow(s.into())),
-                "{s:?}"
-            );
+            assert_eq!(parse_size(s), Err(ParseError::SizeOverflow(s.into())), "{s:?}");
         }
         assert!(parse_size("1x").unwrap_err().to_string().contains("\"1x\""));
     }
@@ -580,19 +552,13 @@ mod tests {
             })
         );
         let msg = parse_array("0-4294967295").unwrap_err().to_string();
-        assert!(
-            msg.contains("10000000") && msg.contains("4294967296"),
-            "{msg}"
-        );
+        assert!(msg.contains("10000000") && msg.contains("4294967296"), "{msg}");
         let msg = parse_array("1-5,3").unwrap_err().to_string();
         assert!(msg.contains("index 3 appears more than once"), "{msg}");
         let msg = parse_array("1-9:2,3-7:4").unwrap_err().to_string();
         assert!(msg.contains("index 3 "), "{msg}");
         let msg = parse_array("5-3").unwrap_err().to_string();
-        assert!(
-            msg.contains("\"5-3\"") && msg.contains("ends before"),
-            "{msg}"
-        );
+        assert!(msg.contains("\"5-3\"") && msg.contains("ends before"), "{msg}");
     }
 
     proptest! {

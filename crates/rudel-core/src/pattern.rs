@@ -112,10 +112,7 @@ mod tests {
     #[test]
     fn expands_every_placeholder() {
         let v = vars(Some(7));
-        assert_eq!(
-            expand("%j-%A-%a-%x-%N-%n-%u", &v),
-            "42-42-7-train-gpu01-gpu01-ada"
-        );
+        assert_eq!(expand("%j-%A-%a-%x-%N-%n-%u", &v), "42-42-7-train-gpu01-gpu01-ada");
         assert_eq!(expand("slurm-%A_%a.out", &v), "slurm-42_7.out");
         assert_eq!(expand("plain.txt", &v), "plain.txt");
         assert_eq!(expand("", &v), "");
@@ -166,20 +163,11 @@ mod tests {
             resolve("out/%x_%a.log", &v, "/home/ada"),
             Some("/home/ada/out/train_3.log".into())
         );
-        assert_eq!(
-            resolve("/tmp/%j.out", &v, "/home/ada"),
-            Some("/tmp/42.out".into())
-        );
-        assert_eq!(
-            resolve("./x.out", &v, "/home/ada/"),
-            Some("/home/ada/x.out".into())
-        );
+        assert_eq!(resolve("/tmp/%j.out", &v, "/home/ada"), Some("/tmp/42.out".into()));
+        assert_eq!(resolve("./x.out", &v, "/home/ada/"), Some("/home/ada/x.out".into()));
         assert_eq!(resolve("x.out", &v, "/"), Some("/x.out".into()));
         assert_eq!(resolve("", &v, "/w"), Some("/w/rudel-42_3.out".into()));
-        assert_eq!(
-            resolve("", &vars(None), "/w"),
-            Some("/w/rudel-42.out".into())
-        );
+        assert_eq!(resolve("", &vars(None), "/w"), Some("/w/rudel-42.out".into()));
         // "none" only as the whole pattern.
         assert_eq!(resolve("none.txt", &v, "/w"), Some("/w/none.txt".into()));
     }

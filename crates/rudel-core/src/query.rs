@@ -44,7 +44,10 @@ pub fn exit_status(job: &Job) -> Option<(Option<i32>, Option<i32>)> {
     }
     let failing = job.ended.values().find(|t| t.state != TaskState::Completed);
     match failing {
-        Some(t) => Some((t.exit_code.or(if t.signal.is_some() { None } else { Some(1) }), t.signal)),
+        Some(t) => Some((
+            t.exit_code.or(if t.signal.is_some() { None } else { Some(1) }),
+            t.signal,
+        )),
         None => Some((Some(0), None)),
     }
 }
@@ -62,14 +65,20 @@ pub fn failure_reason(job: &Job) -> String {
 /// one-task job), at most `limit` of them, lowest index first.
 pub fn task_views(state: &State, job: &Job, limit: usize) -> Vec<TaskView> {
     let node_name = |id: Option<u32>| {
-        id.and_then(|i| state.nodes.get(i as usize)).map(|n| n.name.clone()).unwrap_or_default()
+        id.and_then(|i| state.nodes.get(i as usize))
+            .map(|n| n.name.clone())
+            .unwrap_or_default()
     };
     let mut out: Vec<TaskView> = job
         .running
         .iter()
         .map(|(&index, rt)| TaskView {
             index,
-            state: if rt.after.is_some() { TaskState::Pending } else { TaskState::Running },
+            state: if rt.after.is_some() {
+                TaskState::Pending
+            } else {
+                TaskState::Running
+            },
             node: node_name(Some(rt.node)),
             attempt: rt.attempt,
             exit_code: None,
@@ -103,5 +112,8 @@ pub fn task_views(state: &State, job: &Job, limit: usize) -> Vec<TaskView> {
 
 /// Task keys of running tasks on a node, with attempt.
 pub fn running_on(state: &State, node: &str) -> Vec<(TaskKey, u32)> {
-    state.node(node).map(|n| n.running.iter().map(|(k, a)| (*k, *a)).collect()).unwrap_or_default()
+    state
+        .node(node)
+        .map(|n| n.running.iter().map(|(k, a)| (*k, *a)).collect())
+        .unwrap_or_default()
 }

@@ -30,7 +30,12 @@ pub fn schedule(state: &mut State) -> usize {
         let job_id = entry.1;
         let Some(job) = state.jobs.get(&job_id) else { continue };
         let (cpus, mem, requeue) = (job.spec.cpus, job.spec.mem_bytes, job.spec.requeue);
-        let limit = job.spec.array.as_ref().and_then(|a| a.limit).map_or(u64::MAX, u64::from);
+        let limit = job
+            .spec
+            .array
+            .as_ref()
+            .and_then(|a| a.limit)
+            .map_or(u64::MAX, u64::from);
         while let Some(job) = state.jobs.get(&job_id) {
             if !job.has_pending() || job.running.len() as u64 >= limit {
                 break;

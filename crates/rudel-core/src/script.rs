@@ -312,69 +312,63 @@ fn long_option(name: &str) -> Option<Action> {
         | "wckey"
         | "wrap"
         | "kill-on-invalid-dep" => Unsupported(Value),
-        "exclusive" | "get-user-env" | "no-kill" | "propagate" | "reboot" | "spread-job"
-        | "use-min-nodes" | "ignore-pbs" => Unsupported(Optional),
-        "contiguous" | "hold" | "overcommit" | "oversubscribe" | "parsable" | "quiet"
-        | "test-only" | "verbose" | "wait" | "wait-all-nodes" => Unsupported(Flag),
+        "exclusive" | "get-user-env" | "no-kill" | "propagate" | "reboot" | "spread-job" | "use-min-nodes"
+        | "ignore-pbs" => Unsupported(Optional),
+        "contiguous" | "hold" | "overcommit" | "oversubscribe" | "parsable" | "quiet" | "test-only" | "verbose"
+        | "wait" | "wait-all-nodes" => Unsupported(Flag),
         _ => return None,
     })
 }
 
 /// Translates the words of one `#SBATCH` line into rudel arguments and warnings.
-fn translate_sbatch(
-    words: &[String],
-    line: usize,
-    out: &mut Directives,
-) -> Result<(), ScriptError> {
+fn translate_sbatch(words: &[String], line: usize, out: &mut Directives) -> Result<(), ScriptError> {
     let mut i = 0;
     while i < words.len() {
         let word = &words[i];
         i += 1;
         // (written form of the option, action, value attached with `=` or `-Xvalue`)
-        let (written, action, attached): (String, Action, Option<String>) =
-            if let Some(long) = word.strip_prefix("--") {
-                let (name, value) = match long.split_once('=') {
-                    Some((n, v)) => (n, Some(v.to_string())),
-                    None => (long, None),
-                };
-                let written = format!("--{name}");
-                match long_option(name) {
-                    Some(a) => (written, a, value),
-                    None => {
-                        // Unknown to rudel: guess that a following bare word is its value.
-                        let mut shown = word.clone();
-                        if value.is_none() && words.get(i).is_some_and(|w| !w.starts_with('-')) {
-                            shown = format!("{word} {}", words[i]);
-                            i += 1;
-                        }
-                        out.warnings.push(format!(
-                            "script line {line}: ignoring unknown #SBATCH option {shown}"
-                        ));
-                        continue;
-                    }
-                }
-            } else if let Some(short) = word.strip_prefix('-').filter(|s| !s.is_empty()) {
-                let mut cs = short.chars();
-                let c = cs.next().unwrap_or('-');
-                let rest = cs.as_str();
-                match short_option(c) {
-                    Some((long, a)) => {
-                        let written = format!("-{c}/--{long}");
-                        (written, a, (!rest.is_empty()).then(|| rest.to_string()))
-                    }
-                    None => {
-                        out.warnings.push(format!(
-                            "script line {line}: ignoring unknown #SBATCH option {word}"
-                        ));
-                        continue;
-                    }
-                }
-            } else {
-                out.warnings.push(format!(
-                    "script line {line}: ignoring #SBATCH argument {word:?} (not an option)"
-                ));
-                continue;
+        let (written, action, attached): (String, Action, Option<String>) = if let Some(long) = word.strip_prefix("--")
+        {
+            let (name, value) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (long, None),
             };
+            let written = format!("--{name}");
+            match long_option(name) {
+                Some(a) => (written, a, value),
+                None => {
+                    // Unknown to rudel: guess that a following bare word is its value.
+                    let mut shown = word.clone();
+                    if value.is_none() && words.get(i).is_some_and(|w| !w.starts_with('-')) {
+                        shown = format!("{word} {}", words[i]);
+                        i += 1;
+                    }
+                    out.warnings
+                        .push(format!("script line {line}: ignoring unknown #SBATCH option {shown}"));
+                    continue;
+                }
+            }
+        } else if let Some(short) = word.strip_prefix('-').filter(|s| !s.is_empty()) {
+            let mut cs = short.chars();
+            let c = cs.next().unwrap_or('-');
+            let rest = cs.as_str();
+            match short_option(c) {
+                Some((long, a)) => {
+                    let written = format!("-{c}/--{long}");
+                    (written, a, (!rest.is_empty()).then(|| rest.to_string()))
+                }
+                None => {
+                    out.warnings
+                        .push(format!("script line {line}: ignoring unknown #SBATCH option {word}"));
+                    continue;
+                }
+            }
+        } else {
+            out.warnings.push(format!(
+                "script line {line}: ignoring #SBATCH argument {word:?} (not an option)"
+            ));
+            continue;
+        };
 
         let arity = match action {
             Action::Map(_, a) | Action::Unsupported(a) => a,
@@ -395,10 +389,7 @@ fn translate_sbatch(
                         ));
                         continue;
                     }
-                    return Err(ScriptError::MissingValue {
-                        line,
-                        option: written,
-                    });
+                    return Err(ScriptError::MissingValue { line, option: written });
                 }
             },
             (Arity::Optional, v) => v,
@@ -424,17 +415,14 @@ fn translate_sbatch(
             },
             Action::Nice => {
                 let v = value.unwrap_or_else(|| "100".to_string());
-                let prio = v
-                    .trim()
-                    .parse::<i64>()
-                    .ok()
-                    .and_then(i64::checked_neg)
-                    .ok_or_else(|| ScriptError::InvalidValue {
+                let prio = v.trim().parse::<i64>().ok().and_then(i64::checked_neg).ok_or_else(|| {
+                    ScriptError::InvalidValue {
                         line,
                         option: written,
                         value: v.clone(),
                         expected: "expected an integer adjustment, e.g. --nice=10",
-                    })?;
+                    }
+                })?;
                 out.args.push(format!("--priority={prio}"));
             }
             Action::Export => out.warnings.push(format!(
@@ -466,22 +454,9 @@ mod tests {
 
     #[test]
     fn rudel_directives_pass_through_verbatim() {
-        let d = directives(
-            "#!/bin/bash\n#RUDEL --cpus 4 --mem 8G\n#RUDEL --name \"my job\" --requeue\necho hi\n",
-        )
-        .unwrap();
-        assert_eq!(
-            d.args,
-            [
-                "--cpus",
-                "4",
-                "--mem",
-                "8G",
-                "--name",
-                "my job",
-                "--requeue"
-            ]
-        );
+        let d =
+            directives("#!/bin/bash\n#RUDEL --cpus 4 --mem 8G\n#RUDEL --name \"my job\" --requeue\necho hi\n").unwrap();
+        assert_eq!(d.args, ["--cpus", "4", "--mem", "8G", "--name", "my job", "--requeue"]);
         assert!(d.warnings.is_empty());
     }
 
@@ -528,22 +503,10 @@ mod tests {
     #[test]
     fn unterminated_quotes_name_the_line() {
         let e = directives("#!/bin/sh\n#RUDEL --cpus 1\n#RUDEL --name 'oops\n").unwrap_err();
-        assert_eq!(
-            e,
-            ScriptError::UnterminatedQuote {
-                line: 3,
-                quote: '\''
-            }
-        );
+        assert_eq!(e, ScriptError::UnterminatedQuote { line: 3, quote: '\'' });
         assert!(e.to_string().contains("line 3"));
         let e = directives("#SBATCH -J \"x\n").unwrap_err();
-        assert_eq!(
-            e,
-            ScriptError::UnterminatedQuote {
-                line: 1,
-                quote: '"'
-            }
-        );
+        assert_eq!(e, ScriptError::UnterminatedQuote { line: 1, quote: '"' });
     }
 
     #[test]
@@ -600,10 +563,7 @@ mod tests {
         assert_eq!(args("#SBATCH --nice=-3\n"), ["--priority=3"]);
         assert_eq!(args("#SBATCH --nice\n"), ["--priority=-100"]);
         let e = directives("#SBATCH --nice=abc\n").unwrap_err();
-        assert!(
-            matches!(e, ScriptError::InvalidValue { line: 1, .. }),
-            "{e:?}"
-        );
+        assert!(matches!(e, ScriptError::InvalidValue { line: 1, .. }), "{e:?}");
         let e = directives(&format!("#SBATCH --nice={}\n", i64::MIN)).unwrap_err();
         assert!(matches!(e, ScriptError::InvalidValue { .. }), "{e:?}");
     }
@@ -676,10 +636,7 @@ mod tests {
             }
         );
         let e = directives("#SBATCH --requeue=yes\n").unwrap_err();
-        assert!(
-            matches!(e, ScriptError::InvalidValue { line: 1, .. }),
-            "{e:?}"
-        );
+        assert!(matches!(e, ScriptError::InvalidValue { line: 1, .. }), "{e:?}");
     }
 
     #[test]

@@ -68,7 +68,10 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), String> {
 impl State {
     /// An empty cluster.
     pub fn new() -> State {
-        State { next_job_id: 1, ..State::default() }
+        State {
+            next_job_id: 1,
+            ..State::default()
+        }
     }
 
     /// Applies one log entry. Deterministic: the same commands in the same order give the
@@ -81,7 +84,11 @@ impl State {
 
     fn apply_one(&mut self, cmd: Command) -> Response {
         match cmd {
-            Command::Submit { request_id, spec, now_ms } => {
+            Command::Submit {
+                request_id,
+                spec,
+                now_ms,
+            } => {
                 self.advance(now_ms);
                 self.submit(request_id, spec)
             }
@@ -103,7 +110,12 @@ impl State {
                 }
                 Response::Ok
             }
-            Command::NodeLost { name, epoch, reason, now_ms } => {
+            Command::NodeLost {
+                name,
+                epoch,
+                reason,
+                now_ms,
+            } => {
                 self.advance(now_ms);
                 self.node_lost(&name, epoch, &reason);
                 Response::Ok
@@ -136,7 +148,11 @@ impl State {
         if !request_id.is_empty() {
             if let Some(&job) = self.requests.get(&request_id) {
                 let tasks = self.jobs.get(&job).map_or(0, |j| j.total);
-                return Response::Submitted { job, tasks, duplicate: true };
+                return Response::Submitted {
+                    job,
+                    tasks,
+                    duplicate: true,
+                };
             }
         }
         if let Err(reason) = validate_spec(&spec) {
@@ -162,7 +178,11 @@ impl State {
                 }
             }
         }
-        Response::Submitted { job: id, tasks, duplicate: false }
+        Response::Submitted {
+            job: id,
+            tasks,
+            duplicate: false,
+        }
     }
 
     /// With nodes known, a request no node could ever hold is refused at submit.
@@ -205,7 +225,11 @@ impl State {
             cancelled.push(id);
             self.maybe_finished(id);
         }
-        Response::Cancelled { cancelled, already_finished, unknown }
+        Response::Cancelled {
+            cancelled,
+            already_finished,
+            unknown,
+        }
     }
 
     fn register(&mut self, reg: NodeRegistration) -> Response {
@@ -254,7 +278,9 @@ impl State {
     /// it ends (`--requeue` tasks go back to pending, the others end `node_fail`).
     fn node_lost(&mut self, name: &str, epoch: u64, reason: &str) {
         let Some(&id) = self.node_by_name.get(name) else { return };
-        let Some(n) = self.nodes.get_mut(id as usize) else { return };
+        let Some(n) = self.nodes.get_mut(id as usize) else {
+            return;
+        };
         if n.epoch != epoch {
             return;
         }
@@ -271,14 +297,20 @@ impl State {
     /// Ends one attempt of a task, if it is the current attempt on that node (stale
     /// reports are ignored: fencing by attempt number).
     fn finish_task(&mut self, node: NodeId, r: &TaskReport) {
-        let Some(job) = self.jobs.get_mut(&r.key.job) else { return };
+        let Some(job) = self.jobs.get_mut(&r.key.job) else {
+            return;
+        };
         match job.running.get(&r.key.index) {
             Some(rt) if rt.attempt == r.attempt && rt.node == node => {}
             _ => return,
         }
-        let Some(rt) = job.running.remove(&r.key.index) else { return };
+        let Some(rt) = job.running.remove(&r.key.index) else {
+            return;
+        };
         self.unhold(node, r.key, &rt, r.end_ms);
-        let Some(job) = self.jobs.get_mut(&r.key.job) else { return };
+        let Some(job) = self.jobs.get_mut(&r.key.job) else {
+            return;
+        };
         let (state, reason) = if rt.kill_requested {
             (TaskState::Cancelled, "cancelled".to_string())
         } else {
@@ -346,7 +378,11 @@ impl State {
     fn mark_placed(&mut self, job_id: JobId, node_id: NodeId, index: u32, from_requeue: bool, rt: RunningTask) {
         let starts_now = rt.after.is_none();
         let now = self.now_ms;
-        let node_name = self.nodes.get(node_id as usize).map(|n| n.name.clone()).unwrap_or_default();
+        let node_name = self
+            .nodes
+            .get(node_id as usize)
+            .map(|n| n.name.clone())
+            .unwrap_or_default();
         let Some(job) = self.jobs.get_mut(&job_id) else { return };
         if from_requeue {
             job.requeued.remove(&index);
@@ -370,12 +406,20 @@ impl State {
     /// to start work.
     pub(crate) fn place(&mut self, job_id: JobId, node_id: NodeId) -> bool {
         let now = self.now_ms;
-        let Some(job) = self.jobs.get(&job_id) else { return false };
-        let Some((index, attempt, from_requeue)) = Self::next_pending(job) else { return false };
+        let Some(job) = self.jobs.get(&job_id) else {
+            return false;
+        };
+        let Some((index, attempt, from_requeue)) = Self::next_pending(job) else {
+            return false;
+        };
         let (cpus, mem) = (job.spec.cpus, job.spec.mem_bytes);
         let key = TaskKey { job: job_id, index };
-        let Some(node) = self.nodes.get_mut(node_id as usize) else { return false };
-        let Some(cores) = node.allocate(key, attempt, cpus, mem) else { return false };
+        let Some(node) = self.nodes.get_mut(node_id as usize) else {
+            return false;
+        };
+        let Some(cores) = node.allocate(key, attempt, cpus, mem) else {
+            return false;
+        };
         let rt = RunningTask {
             node: node_id,
             attempt,
@@ -401,8 +445,12 @@ impl State {
             return false;
         }
         let (node_id, cores, mem) = (p.node, p.cores.clone(), p.mem_bytes);
-        let Some(job) = self.jobs.get(&job_id) else { return false };
-        let Some((index, attempt, from_requeue)) = Self::next_pending(job) else { return false };
+        let Some(job) = self.jobs.get(&job_id) else {
+            return false;
+        };
+        let Some((index, attempt, from_requeue)) = Self::next_pending(job) else {
+            return false;
+        };
         let key = TaskKey { job: job_id, index };
         let rt = RunningTask {
             node: node_id,
@@ -418,7 +466,11 @@ impl State {
             n.add_successor(key, attempt);
         }
         self.mark_placed(job_id, node_id, index, from_requeue, rt);
-        if let Some(p) = self.jobs.get_mut(&pred.job).and_then(|j| j.running.get_mut(&pred.index)) {
+        if let Some(p) = self
+            .jobs
+            .get_mut(&pred.job)
+            .and_then(|j| j.running.get_mut(&pred.index))
+        {
             p.successor = Some(key);
         }
         true
@@ -443,13 +495,21 @@ impl State {
     fn unhold(&mut self, node: NodeId, key: TaskKey, rt: &RunningTask, end_ms: u64) {
         if let Some(pred) = rt.after {
             // Never started: close the gap in the chain.
-            if let Some(p) = self.jobs.get_mut(&pred.job).and_then(|j| j.running.get_mut(&pred.index)) {
+            if let Some(p) = self
+                .jobs
+                .get_mut(&pred.job)
+                .and_then(|j| j.running.get_mut(&pred.index))
+            {
                 if p.successor == Some(key) {
                     p.successor = rt.successor;
                 }
             }
             if let Some(succ) = rt.successor {
-                if let Some(s) = self.jobs.get_mut(&succ.job).and_then(|j| j.running.get_mut(&succ.index)) {
+                if let Some(s) = self
+                    .jobs
+                    .get_mut(&succ.job)
+                    .and_then(|j| j.running.get_mut(&succ.index))
+                {
                     if s.after == Some(key) {
                         s.after = Some(pred);
                     }
@@ -461,7 +521,11 @@ impl State {
             return;
         }
         if let Some(succ) = rt.successor {
-            if let Some(s) = self.jobs.get_mut(&succ.job).and_then(|j| j.running.get_mut(&succ.index)) {
+            if let Some(s) = self
+                .jobs
+                .get_mut(&succ.job)
+                .and_then(|j| j.running.get_mut(&succ.index))
+            {
                 if s.after == Some(key) {
                     s.after = None;
                     s.start_ms = s.start_ms.max(end_ms);

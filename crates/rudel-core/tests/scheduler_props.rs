@@ -30,9 +30,22 @@ enum Event {
 }
 
 fn job_req() -> impl Strategy<Value = JobReq> {
-    (1u32..=4, 0u64..=3, -2i32..=2, 1u32..=12, prop::option::of(1u32..=3), any::<bool>()).prop_map(
-        |(cpus, mem, priority, tasks, limit, requeue)| JobReq { cpus, mem: mem * 1024, priority, tasks, limit, requeue },
+    (
+        1u32..=4,
+        0u64..=3,
+        -2i32..=2,
+        1u32..=12,
+        prop::option::of(1u32..=3),
+        any::<bool>(),
     )
+        .prop_map(|(cpus, mem, priority, tasks, limit, requeue)| JobReq {
+            cpus,
+            mem: mem * 1024,
+            priority,
+            tasks,
+            limit,
+            requeue,
+        })
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -50,8 +63,14 @@ fn spec(r: &JobReq) -> JobSpec {
         cpus: r.cpus,
         mem_bytes: r.mem,
         priority: r.priority,
-        array: (r.tasks > 1 || r.limit.is_some())
-            .then(|| ArraySpec { ranges: vec![IndexRange { start: 1, end: r.tasks, step: 1 }], limit: r.limit }),
+        array: (r.tasks > 1 || r.limit.is_some()).then(|| ArraySpec {
+            ranges: vec![IndexRange {
+                start: 1,
+                end: r.tasks,
+                step: 1,
+            }],
+            limit: r.limit,
+        }),
         chdir: "/".into(),
         requeue: r.requeue,
         ..JobSpec::default()
@@ -79,7 +98,11 @@ fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
 
 /// The jobs' scheduling order: (priority desc, id asc).
 fn order(state: &State) -> Vec<u64> {
-    let mut ids: Vec<_> = state.jobs.values().map(|j| (-i64::from(j.spec.priority), j.id)).collect();
+    let mut ids: Vec<_> = state
+        .jobs
+        .values()
+        .map(|j| (-i64::from(j.spec.priority), j.id))
+        .collect();
     ids.sort();
     ids.into_iter().map(|(_, id)| id).collect()
 }
@@ -88,7 +111,11 @@ fn placed_tasks(state: &State) -> BTreeSet<(TaskKey, u32)> {
     state
         .jobs
         .values()
-        .flat_map(|j| j.running.iter().map(move |(i, rt)| (TaskKey { job: j.id, index: *i }, rt.attempt)))
+        .flat_map(|j| {
+            j.running
+                .iter()
+                .map(move |(i, rt)| (TaskKey { job: j.id, index: *i }, rt.attempt))
+        })
         .collect()
 }
 
@@ -99,20 +126,28 @@ fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCas
         let mut used = BTreeSet::new();
         let (mut cpus, mut mem) = (0u32, 0u64);
         for (key, attempt) in &n.running {
-            let rt = state.running_task(*key).ok_or_else(|| TestCaseError::fail(format!("node lists unknown task {key}")))?;
+            let rt = state
+                .running_task(*key)
+                .ok_or_else(|| TestCaseError::fail(format!("node lists unknown task {key}")))?;
             prop_assert_eq!(rt.attempt, *attempt);
             prop_assert_eq!(rt.node as usize, id);
             match rt.after {
                 None => {
                     for c in &rt.cores {
-                        prop_assert!(*c < n.cpus || (*c as usize) < n.free_cores.len(), "core {} out of range", c);
+                        prop_assert!(
+                            *c < n.cpus || (*c as usize) < n.free_cores.len(),
+                            "core {} out of range",
+                            c
+                        );
                         prop_assert!(used.insert(*c), "core {} of node {} given twice", c, n.name);
                     }
                     cpus += rt.cores.len() as u32;
                     mem += rt.mem_bytes;
                 }
                 Some(p) => {
-                    let pr = state.running_task(p).ok_or_else(|| TestCaseError::fail(format!("{key} queued behind missing {p}")))?;
+                    let pr = state
+                        .running_task(p)
+                        .ok_or_else(|| TestCaseError::fail(format!("{key} queued behind missing {p}")))?;
                     prop_assert_eq!(pr.node, rt.node);
                     prop_assert_eq!(&pr.cores, &rt.cores);
                     prop_assert_eq!(pr.successor, Some(*key));
@@ -121,7 +156,13 @@ fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCas
             }
         }
         prop_assert!(cpus <= n.cpus, "node {} runs {} cpus of {}", n.name, cpus, n.cpus);
-        prop_assert!(mem <= n.mem_bytes, "node {} holds {} bytes of {}", n.name, mem, n.mem_bytes);
+        prop_assert!(
+            mem <= n.mem_bytes,
+            "node {} holds {} bytes of {}",
+            n.name,
+            mem,
+            n.mem_bytes
+        );
         prop_assert_eq!(cpus, n.cpus_used);
         prop_assert_eq!(mem, n.mem_used);
     }
@@ -142,7 +183,12 @@ fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCas
     for job in &new_jobs {
         for earlier in ord.iter().take_while(|id| *id != job) {
             let e = &state.jobs[earlier];
-            let limited = e.spec.array.as_ref().and_then(|a| a.limit).is_some_and(|l| e.running.len() as u32 >= l);
+            let limited = e
+                .spec
+                .array
+                .as_ref()
+                .and_then(|a| a.limit)
+                .is_some_and(|l| e.running.len() as u32 >= l);
             prop_assert!(
                 !e.has_pending() || limited,
                 "job {} got a task while job {} (earlier in order) still waits",
@@ -163,7 +209,16 @@ fn finish_report(key: TaskKey, attempt: u32, outcome: u8, now: u64) -> TaskRepor
         4 => (TaskOutcome::Lost, None),
         _ => (TaskOutcome::SpawnFailed, Some(127)),
     };
-    TaskReport { key, attempt, outcome, exit_code, signal: None, start_ms: now, end_ms: now, message: String::new() }
+    TaskReport {
+        key,
+        attempt,
+        outcome,
+        exit_code,
+        signal: None,
+        start_ms: now,
+        end_ms: now,
+        message: String::new(),
+    }
 }
 
 fn node_name(state: &State, id: u32) -> String {
@@ -284,18 +339,45 @@ proptest! {
 fn stale_reports_are_ignored() {
     let mut s = State::new();
     s.apply(register("n", "u", 1, 1024, 1));
-    s.apply(Command::Submit { request_id: String::new(), spec: spec(&JobReq { cpus: 1, mem: 0, priority: 0, tasks: 1, limit: None, requeue: true }), now_ms: 2 });
+    s.apply(Command::Submit {
+        request_id: String::new(),
+        spec: spec(&JobReq {
+            cpus: 1,
+            mem: 0,
+            priority: 0,
+            tasks: 1,
+            limit: None,
+            requeue: true,
+        }),
+        now_ms: 2,
+    });
     let key = TaskKey { job: 1, index: 0 };
     // A report for attempt 2 while attempt 1 runs changes nothing.
-    s.apply(Command::Reports { node: "n".into(), reports: vec![finish_report(key, 2, 0, 3)], now_ms: 3 });
+    s.apply(Command::Reports {
+        node: "n".into(),
+        reports: vec![finish_report(key, 2, 0, 3)],
+        now_ms: 3,
+    });
     assert_eq!(s.jobs[&1].count(TaskState::Running), 1);
     // Lost with requeue: back to pending, then placed again as attempt 2.
-    s.apply(Command::Reports { node: "n".into(), reports: vec![finish_report(key, 1, 4, 4)], now_ms: 4 });
+    s.apply(Command::Reports {
+        node: "n".into(),
+        reports: vec![finish_report(key, 1, 4, 4)],
+        now_ms: 4,
+    });
     assert_eq!(s.running_task(key).map(|r| r.attempt), Some(2));
     // The late report of attempt 1 is ignored.
-    s.apply(Command::Reports { node: "n".into(), reports: vec![finish_report(key, 1, 0, 5)], now_ms: 5 });
+    s.apply(Command::Reports {
+        node: "n".into(),
+        reports: vec![finish_report(key, 1, 0, 5)],
+        now_ms: 5,
+    });
     assert_eq!(s.running_task(key).map(|r| r.attempt), Some(2));
-    s.apply(Command::Reports { node: "n".into(), reports: vec![finish_report(key, 2, 0, 6)], now_ms: 6 });
+    s.apply(Command::Reports {
+        node: "n".into(),
+        reports: vec![finish_report(key, 2, 0, 6)],
+        now_ms: 6,
+    });
     assert_eq!(s.jobs[&1].state(), TaskState::Completed);
 }
 
@@ -303,7 +385,18 @@ fn stale_reports_are_ignored() {
 fn no_requeue_task_lost_ends_node_fail_and_never_reruns() {
     let mut s = State::new();
     s.apply(register("n", "u", 1, 1024, 1));
-    s.apply(Command::Submit { request_id: String::new(), spec: spec(&JobReq { cpus: 1, mem: 0, priority: 0, tasks: 1, limit: None, requeue: false }), now_ms: 2 });
+    s.apply(Command::Submit {
+        request_id: String::new(),
+        spec: spec(&JobReq {
+            cpus: 1,
+            mem: 0,
+            priority: 0,
+            tasks: 1,
+            limit: None,
+            requeue: false,
+        }),
+        now_ms: 2,
+    });
     s.apply(register("n", "other-machine", 1, 1024, 3));
     assert_eq!(s.jobs[&1].state(), TaskState::NodeFail);
     assert!(s.jobs[&1].running.is_empty());
@@ -313,8 +406,22 @@ fn no_requeue_task_lost_ends_node_fail_and_never_reruns() {
 fn a_million_task_array_is_small() {
     let mut s = State::new();
     s.apply(register("n", "u", 2, 1024, 1));
-    s.apply(Command::Submit { request_id: String::new(), spec: spec(&JobReq { cpus: 1, mem: 0, priority: 0, tasks: 1_000_000, limit: None, requeue: true }), now_ms: 2 });
+    s.apply(Command::Submit {
+        request_id: String::new(),
+        spec: spec(&JobReq {
+            cpus: 1,
+            mem: 0,
+            priority: 0,
+            tasks: 1_000_000,
+            limit: None,
+            requeue: true,
+        }),
+        now_ms: 2,
+    });
     let bytes = serde_json::to_vec(&s).map(|v| v.len()).unwrap_or(usize::MAX);
-    assert!(bytes < 10_000, "state of a pending 1M-task array takes {bytes} bytes serialized");
+    assert!(
+        bytes < 10_000,
+        "state of a pending 1M-task array takes {bytes} bytes serialized"
+    );
     assert_eq!(s.jobs[&1].count(TaskState::Pending), 1_000_000 - 6);
 }

@@ -61,10 +61,16 @@ impl pb::agent_link_server::AgentLink for AgentService {
             .map_err(|_| Status::deadline_exceeded("no Register message within 10 s"))??;
         let reg = match first.and_then(|m| m.msg) {
             Some(AgentMsg::Register(r)) => r,
-            _ => return Err(Status::invalid_argument("the first message of a session must be Register")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message of a session must be Register",
+                ))
+            }
         };
         if reg.name.is_empty() || reg.name.len() > 255 || reg.cpus == 0 {
-            return Err(Status::invalid_argument("Register needs a node name (1-255 bytes) and at least 1 cpu"));
+            return Err(Status::invalid_argument(
+                "Register needs a node name (1-255 bytes) and at least 1 cpu",
+            ));
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let session = Session::start(self.clone(), reg, peer, tx).await?;
@@ -147,10 +153,16 @@ impl Session {
             acks_rx,
         };
         let term = 0;
-        s.send(HeadMsg::Welcome(pb::Welcome { node_name: s.node.clone(), term, heartbeat_ms: s.svc.heartbeat_ms }));
+        s.send(HeadMsg::Welcome(pb::Welcome {
+            node_name: s.node.clone(),
+            term,
+            heartbeat_ms: s.svc.heartbeat_ms,
+        }));
         // What the agent runs and the state agrees on is already sent; what it runs that
         // the state does not place there (cancelled, given up, stale attempt) is killed.
-        let placed: HashSet<(TaskKey, u32)> = rudel_core::query::running_on(&s.svc.shared.read().state, &s.node).into_iter().collect();
+        let placed: HashSet<(TaskKey, u32)> = rudel_core::query::running_on(&s.svc.shared.read().state, &s.node)
+            .into_iter()
+            .collect();
         let mut kills = Vec::new();
         for r in running {
             if placed.contains(&r) {
@@ -183,7 +195,11 @@ impl Session {
     }
 
     fn forward_reports(&self, reports: Vec<rudel_core::TaskReport>) {
-        let _ = self.svc.reports.send(ReportBatch { node: self.node.clone(), reports, ack: self.acks_tx.clone() });
+        let _ = self.svc.reports.send(ReportBatch {
+            node: self.node.clone(),
+            reports,
+            ack: self.acks_tx.clone(),
+        });
     }
 
     async fn run(mut self, mut inbound: Streaming<pb::AgentMessage>) {
@@ -241,7 +257,10 @@ impl Session {
             }
             SessionEnd::AgentLeft => {
                 tracing::info!(node = %self.node, "agent disconnected");
-                let cmd = Command::NodeDisconnected { name: self.node.clone(), now_ms: now_ms() };
+                let cmd = Command::NodeDisconnected {
+                    name: self.node.clone(),
+                    now_ms: now_ms(),
+                };
                 if let Err(e) = self.svc.proposer.propose(cmd).await {
                     tracing::warn!(node = %self.node, error = %e, "could not record disconnect");
                 }
@@ -249,7 +268,10 @@ impl Session {
                 // timeout to come back before they are given up. A new registration bumps
                 // the epoch, which turns this into a no-op.
                 tokio::time::sleep(self.svc.node_timeout).await;
-                let why = format!("agent disconnected and did not return within {:?}", self.svc.node_timeout);
+                let why = format!(
+                    "agent disconnected and did not return within {:?}",
+                    self.svc.node_timeout
+                );
                 self.lose_node(why).await;
             }
             SessionEnd::Replaced | SessionEnd::HeadStopping => {}
@@ -257,7 +279,12 @@ impl Session {
     }
 
     async fn lose_node(&self, reason: String) {
-        let cmd = Command::NodeLost { name: self.node.clone(), epoch: self.epoch, reason, now_ms: now_ms() };
+        let cmd = Command::NodeLost {
+            name: self.node.clone(),
+            epoch: self.epoch,
+            reason,
+            now_ms: now_ms(),
+        };
         if let Err(e) = self.svc.proposer.propose(cmd).await {
             tracing::warn!(node = %self.node, error = %e, "could not declare the node lost");
         }
@@ -290,10 +317,13 @@ impl Session {
             self.kill_sent.retain(|(k, a)| node.running.get(k) == Some(a));
             for (&key, &attempt) in &node.running {
                 let Some(job) = state.jobs.get(&key.job) else { continue };
-                let Some(rt) = job.running.get(&key.index) else { continue };
+                let Some(rt) = job.running.get(&key.index) else {
+                    continue;
+                };
                 if self.sent.insert((key, attempt)) {
                     let (out, err) = output_paths(job, key.index, &self.node);
-                    let mut env: HashMap<String, String> = job.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                    let mut env: HashMap<String, String> =
+                        job.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                     env.insert("RUDEL_JOB_ID".into(), key.job.to_string());
                     if job.is_array() {
                         env.insert("RUDEL_ARRAY_INDEX".into(), key.index.to_string());
@@ -326,7 +356,10 @@ impl Session {
             }
         }
         if !launches.is_empty() {
-            self.send(HeadMsg::Launch(pb::Launch { tasks: launches, term: 0 }));
+            self.send(HeadMsg::Launch(pb::Launch {
+                tasks: launches,
+                term: 0,
+            }));
         }
         if !kills.is_empty() {
             self.send(HeadMsg::Kill(pb::Kill { tasks: kills, term: 0 }));

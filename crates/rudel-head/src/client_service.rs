@@ -56,20 +56,31 @@ impl pb::rudel_server::Rudel for ClientService {
         if req.request_id.len() > 256 {
             return Err(Status::invalid_argument("request_id longer than 256 bytes"));
         }
-        let cmd = Command::Submit { request_id: req.request_id, spec, now_ms: now_ms() };
+        let cmd = Command::Submit {
+            request_id: req.request_id,
+            spec,
+            now_ms: now_ms(),
+        };
         match self.proposer.propose(cmd).await? {
             Response::Submitted { job, tasks, duplicate } => {
                 if !duplicate {
                     tracing::debug!(job, tasks, "job submitted");
                 }
-                Ok(tonic::Response::new(pb::SubmitResponse { job_id: job, duplicate, tasks: tasks as u32 }))
+                Ok(tonic::Response::new(pb::SubmitResponse {
+                    job_id: job,
+                    duplicate,
+                    tasks: tasks as u32,
+                }))
             }
             Response::Rejected { reason } => Err(Status::invalid_argument(reason)),
             other => Err(Status::internal(format!("unexpected submit result {other:?}"))),
         }
     }
 
-    async fn list_jobs(&self, req: Request<pb::ListJobsRequest>) -> Result<tonic::Response<pb::ListJobsResponse>, Status> {
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<tonic::Response<pb::ListJobsResponse>, Status> {
         let req = req.into_inner();
         self.read_barrier(req.stale).await?;
         let a = self.shared.read();
@@ -89,26 +100,49 @@ impl pb::rudel_server::Rudel for ClientService {
         let a = self.shared.read();
         match a.state.jobs.get(&req.job_id) {
             Some(j) => Ok(tonic::Response::new(job_info(&a.state, j, true))),
-            None => Err(Status::not_found(format!("no job {} (never submitted, or finished long ago)", req.job_id))),
+            None => Err(Status::not_found(format!(
+                "no job {} (never submitted, or finished long ago)",
+                req.job_id
+            ))),
         }
     }
 
     async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<tonic::Response<pb::CancelResponse>, Status> {
         let ids = req.into_inner().job_ids;
         if ids.is_empty() || ids.len() > MAX_IDS {
-            return Err(Status::invalid_argument(format!("name between 1 and {MAX_IDS} job ids")));
+            return Err(Status::invalid_argument(format!(
+                "name between 1 and {MAX_IDS} job ids"
+            )));
         }
-        match self.proposer.propose(Command::Cancel { jobs: ids, now_ms: now_ms() }).await? {
-            Response::Cancelled { cancelled, already_finished, unknown } => {
+        match self
+            .proposer
+            .propose(Command::Cancel {
+                jobs: ids,
+                now_ms: now_ms(),
+            })
+            .await?
+        {
+            Response::Cancelled {
+                cancelled,
+                already_finished,
+                unknown,
+            } => {
                 if !unknown.is_empty() {
                     let list: Vec<String> = unknown.iter().map(u64::to_string).collect();
                     return Err(Status::not_found(format!(
                         "no such job: {} (other jobs named were {})",
                         list.join(", "),
-                        if cancelled.is_empty() { "not changed".to_string() } else { format!("cancelled: {cancelled:?}") }
+                        if cancelled.is_empty() {
+                            "not changed".to_string()
+                        } else {
+                            format!("cancelled: {cancelled:?}")
+                        }
                     )));
                 }
-                Ok(tonic::Response::new(pb::CancelResponse { cancelled, already_finished }))
+                Ok(tonic::Response::new(pb::CancelResponse {
+                    cancelled,
+                    already_finished,
+                }))
             }
             other => Err(Status::internal(format!("unexpected cancel result {other:?}"))),
         }
@@ -119,7 +153,9 @@ impl pb::rudel_server::Rudel for ClientService {
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<tonic::Response<WatchStream>, Status> {
         let ids = req.into_inner().job_ids;
         if ids.is_empty() || ids.len() > MAX_IDS {
-            return Err(Status::invalid_argument(format!("name between 1 and {MAX_IDS} job ids")));
+            return Err(Status::invalid_argument(format!(
+                "name between 1 and {MAX_IDS} job ids"
+            )));
         }
         {
             let a = self.shared.read();
@@ -135,10 +171,15 @@ impl pb::rudel_server::Rudel for ClientService {
             loop {
                 let update = {
                     let a = shared.read();
-                    let jobs: Vec<pb::JobInfo> =
-                        ids.iter().filter_map(|id| a.state.jobs.get(id)).map(|j| job_info(&a.state, j, false)).collect();
+                    let jobs: Vec<pb::JobInfo> = ids
+                        .iter()
+                        .filter_map(|id| a.state.jobs.get(id))
+                        .map(|j| job_info(&a.state, j, false))
+                        .collect();
                     // A job pruned from memory has long finished.
-                    let done = ids.iter().all(|id| a.state.jobs.get(id).is_none_or(|j| j.is_finished()));
+                    let done = ids
+                        .iter()
+                        .all(|id| a.state.jobs.get(id).is_none_or(|j| j.is_finished()));
                     pb::WatchUpdate { jobs, done }
                 };
                 let done = update.done;
@@ -159,13 +200,21 @@ impl pb::rudel_server::Rudel for ClientService {
         Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn list_nodes(&self, req: Request<pb::ListNodesRequest>) -> Result<tonic::Response<pb::ListNodesResponse>, Status> {
+    async fn list_nodes(
+        &self,
+        req: Request<pb::ListNodesRequest>,
+    ) -> Result<tonic::Response<pb::ListNodesResponse>, Status> {
         self.read_barrier(req.into_inner().stale).await?;
         let a = self.shared.read();
-        Ok(tonic::Response::new(pb::ListNodesResponse { nodes: a.state.nodes.iter().map(node_info).collect() }))
+        Ok(tonic::Response::new(pb::ListNodesResponse {
+            nodes: a.state.nodes.iter().map(node_info).collect(),
+        }))
     }
 
-    async fn cluster_info(&self, _req: Request<pb::ClusterInfoRequest>) -> Result<tonic::Response<pb::ClusterInfoResponse>, Status> {
+    async fn cluster_info(
+        &self,
+        _req: Request<pb::ClusterInfoRequest>,
+    ) -> Result<tonic::Response<pb::ClusterInfoResponse>, Status> {
         let m = self.raft.metrics().borrow().clone();
         let leader_addr = m
             .current_leader

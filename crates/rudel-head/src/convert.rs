@@ -27,8 +27,13 @@ pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
     } else {
         Some(rudel_core::parse::parse_array(&s.array).map_err(|e| Status::invalid_argument(e.to_string()))?)
     };
-    if s.env.keys().any(|k| k.is_empty() || k.contains('=') || k.contains('\0')) {
-        return Err(Status::invalid_argument("environment variable names must be non-empty and contain no '=' or NUL"));
+    if s.env
+        .keys()
+        .any(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+    {
+        return Err(Status::invalid_argument(
+            "environment variable names must be non-empty and contain no '=' or NUL",
+        ));
     }
     if s.argv.iter().any(|a| a.contains('\0')) {
         return Err(Status::invalid_argument("arguments must not contain NUL bytes"));
@@ -95,9 +100,17 @@ pub fn output_paths(job: &Job, index: u32, node: &str) -> (Option<String>, Optio
         node,
         user: &spec.user,
     };
-    let out_pat = if spec.output.is_empty() { pattern::default_output(job.is_array()) } else { spec.output.as_str() };
+    let out_pat = if spec.output.is_empty() {
+        pattern::default_output(job.is_array())
+    } else {
+        spec.output.as_str()
+    };
     let out = pattern::resolve(out_pat, &vars, &spec.chdir);
-    let err = if spec.error.is_empty() { Some(String::new()) } else { pattern::resolve(&spec.error, &vars, &spec.chdir) };
+    let err = if spec.error.is_empty() {
+        Some(String::new())
+    } else {
+        pattern::resolve(&spec.error, &vars, &spec.chdir)
+    };
     (out, err)
 }
 
@@ -125,7 +138,10 @@ pub fn job_info(state: &State, job: &Job, details: bool) -> pb::JobInfo {
                 .iter()
                 .zip(c)
                 .filter(|(_, n)| *n > 0)
-                .map(|(s, n)| pb::StateCount { state: s.as_str().into(), count: n })
+                .map(|(s, n)| pb::StateCount {
+                    state: s.as_str().into(),
+                    count: n,
+                })
                 .collect()
         },
         exit_code: status.and_then(|(c, _)| c),

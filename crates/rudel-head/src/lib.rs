@@ -89,29 +89,50 @@ impl Head {
     /// Opens the data directory (locked), recovers state from the store, starts Raft and
     /// serves the gRPC services on `cfg.listen`.
     pub async fn start(cfg: HeadConfig) -> Result<Head, HeadError> {
-        std::fs::create_dir_all(&cfg.data_dir)
-            .map_err(|source| HeadError::DataDir { dir: cfg.data_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| HeadError::DataDir {
+            dir: cfg.data_dir.display().to_string(),
+            source,
+        })?;
         let lock = lock::lock_dir(&cfg.data_dir)?;
         let db_path = cfg.data_dir.join("head.redb");
-        let db = raft::store::open(&db_path)
-            .map_err(|source| HeadError::Store { path: db_path.display().to_string(), source })?;
+        let db = raft::store::open(&db_path).map_err(|source| HeadError::Store {
+            path: db_path.display().to_string(),
+            source,
+        })?;
         let log_store = raft::log_store::LogStore::new(db.clone());
-        let (sm, shared) = raft::state_machine::StateMachineStore::open(db).map_err(|e| HeadError::Raft(e.to_string()))?;
+        let (sm, shared) =
+            raft::state_machine::StateMachineStore::open(db).map_err(|e| HeadError::Raft(e.to_string()))?;
         let config = raft::raft_config(&cfg.timing).map_err(HeadError::Raft)?;
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
-            .map_err(|source| HeadError::Listen { addr: cfg.listen, source })?;
-        let local_addr = listener.local_addr().map_err(|source| HeadError::Listen { addr: cfg.listen, source })?;
+            .map_err(|source| HeadError::Listen {
+                addr: cfg.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| HeadError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
         let advertise = cfg.advertise.clone().unwrap_or_else(|| local_addr.to_string());
 
         let raft = Raft::new(cfg.head_id, config, raft::network::Network, log_store, sm)
             .await
             .map_err(|e| HeadError::Raft(e.to_string()))?;
-        let initialized = raft.is_initialized().await.map_err(|e| HeadError::Raft(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| HeadError::Raft(e.to_string()))?;
         if !initialized {
-            let members = BTreeMap::from([(cfg.head_id, openraft::BasicNode { addr: advertise.clone() })]);
-            raft.initialize(members).await.map_err(|e| HeadError::Raft(e.to_string()))?;
+            let members = BTreeMap::from([(
+                cfg.head_id,
+                openraft::BasicNode {
+                    addr: advertise.clone(),
+                },
+            )]);
+            raft.initialize(members)
+                .await
+                .map_err(|e| HeadError::Raft(e.to_string()))?;
             tracing::info!(head = cfg.head_id, addr = %advertise, "initialized a new cluster");
         }
 
@@ -149,8 +170,16 @@ impl Head {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(256 << 20),
             )
-            .add_service(AgentLinkServer::new(agents).max_decoding_message_size(64 << 20).max_encoding_message_size(256 << 20))
-            .add_service(RaftPeerServer::new(peer).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20));
+            .add_service(
+                AgentLinkServer::new(agents)
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(256 << 20),
+            )
+            .add_service(
+                RaftPeerServer::new(peer)
+                    .max_decoding_message_size(256 << 20)
+                    .max_encoding_message_size(256 << 20),
+            );
         let server = tokio::spawn(async move {
             let res = router
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -162,7 +191,15 @@ impl Head {
             }
         });
         tracing::info!(addr = %local_addr, data = %cfg.data_dir.display(), "head listening");
-        Ok(Head { raft, shared, local_addr, shutdown_tx, server, reports, _lock: lock })
+        Ok(Head {
+            raft,
+            shared,
+            local_addr,
+            shutdown_tx,
+            server,
+            reports,
+            _lock: lock,
+        })
     }
 
     /// Stops serving, ends agent sessions and shuts Raft down.

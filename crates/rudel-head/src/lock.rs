@@ -21,9 +21,18 @@ pub enum LockError {
 
 /// Takes `dir/LOCK` with `flock(LOCK_EX|LOCK_NB)` and writes our pid into it.
 pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
-    let io = |source| LockError::Io { dir: dir.display().to_string(), source };
+    let io = |source| LockError::Io {
+        dir: dir.display().to_string(),
+        source,
+    };
     let path = dir.join("LOCK");
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
     // SAFETY: flock on a valid, owned fd has no memory-safety preconditions.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     if rc != 0 {
@@ -31,7 +40,10 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, LockError> {
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
-            return Err(LockError::Busy { dir: dir.display().to_string(), pid: pid.trim().to_string() });
+            return Err(LockError::Busy {
+                dir: dir.display().to_string(),
+                pid: pid.trim().to_string(),
+            });
         }
         return Err(io(err));
     }

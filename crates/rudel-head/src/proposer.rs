@@ -36,7 +36,9 @@ impl From<ProposeError> for Status {
 
 /// Current wall-clock time in ms since the epoch (the leader's clock stamps commands).
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Submits commands to Raft.
@@ -58,9 +60,9 @@ impl Proposer {
         match tokio::time::timeout(self.timeout, self.raft.client_write(cmd)).await {
             Err(_) => Err(ProposeError::Timeout(self.timeout)),
             Ok(Ok(r)) => Ok(r.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(ProposeError::NotLeader { leader: f.leader_node.map(|n| n.addr) })
-            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => Err(ProposeError::NotLeader {
+                leader: f.leader_node.map(|n| n.addr),
+            }),
             Ok(Err(e)) => Err(ProposeError::Fatal(e.to_string())),
         }
     }

@@ -26,7 +26,9 @@ pub async fn run(proposer: Proposer, mut rx: mpsc::UnboundedReceiver<ReportBatch
     let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     let mut in_flight = tokio::task::JoinSet::new();
     while let Some(first) = rx.recv().await {
-        let Ok(permit) = slots.clone().acquire_owned().await else { break };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            break;
+        };
         let mut batches = vec![first];
         let mut n = batches[0].reports.len();
         while n < MAX_BATCH {
@@ -54,7 +56,11 @@ async fn commit(proposer: &Proposer, batches: Vec<ReportBatch>, n: usize) {
     let cmd = Command::Batch(
         batches
             .iter()
-            .map(|b| Command::Reports { node: b.node.clone(), reports: b.reports.clone(), now_ms: now })
+            .map(|b| Command::Reports {
+                node: b.node.clone(),
+                reports: b.reports.clone(),
+                now_ms: now,
+            })
             .collect(),
     );
     let mut delay = Duration::from_millis(50);

@@ -6,12 +6,22 @@ use crate::v1 as pb;
 
 /// Wire task ref to core key + attempt.
 pub fn task_ref(r: &pb::TaskRef) -> (TaskKey, u32) {
-    (TaskKey { job: r.job_id, index: r.index }, r.attempt)
+    (
+        TaskKey {
+            job: r.job_id,
+            index: r.index,
+        },
+        r.attempt,
+    )
 }
 
 /// Core key + attempt to wire task ref.
 pub fn to_task_ref(key: TaskKey, attempt: u32) -> pb::TaskRef {
-    pb::TaskRef { job_id: key.job, index: key.index, attempt }
+    pb::TaskRef {
+        job_id: key.job,
+        index: key.index,
+        attempt,
+    }
 }
 
 /// Wire report to core report; unknown outcomes are rejected.

@@ -13,7 +13,11 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects to the head at `addr`.
 pub async fn connect(addr: &str) -> anyhow::Result<RudelClient<Channel>> {
-    let url = if addr.contains("://") { addr.to_string() } else { format!("http://{addr}") };
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
     let ep = Endpoint::from_shared(url)
         .map_err(|e| anyhow!("bad head address {addr:?}: {e}"))?
         .connect_timeout(Duration::from_secs(3))
@@ -22,7 +26,9 @@ pub async fn connect(addr: &str) -> anyhow::Result<RudelClient<Channel>> {
     let ch = ep.connect().await.map_err(|e| {
         anyhow!("cannot reach the head at {addr}: {e}. Is `rudel up` (or `rudel head`) running? Set --head or $RUDEL_HEAD to point elsewhere")
     })?;
-    Ok(RudelClient::new(ch).max_decoding_message_size(256 << 20).max_encoding_message_size(16 << 20))
+    Ok(RudelClient::new(ch)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(16 << 20))
 }
 
 /// A gRPC status as a user-facing error.
@@ -38,5 +44,8 @@ pub fn is_input_error(s: &tonic::Status) -> bool {
 /// Maps a status to a failure with the right exit code.
 pub fn failure(s: tonic::Status) -> crate::Failure {
     let code = if is_input_error(&s) { crate::EXIT_USAGE } else { 1 };
-    crate::Failure { code, error: status_error(s) }
+    crate::Failure {
+        code,
+        error: status_error(s),
+    }
 }

@@ -122,7 +122,8 @@ fn agent_config(
     if let Some(m) = mem {
         cfg.mem_bytes = rudel_core::parse::parse_size(m).map_err(|e| Failure::usage(anyhow!("--mem: {e}")))?;
     }
-    let grace = rudel_core::parse::parse_duration(kill_grace).map_err(|e| Failure::usage(anyhow!("--kill-grace: {e}")))?;
+    let grace =
+        rudel_core::parse::parse_duration(kill_grace).map_err(|e| Failure::usage(anyhow!("--kill-grace: {e}")))?;
     cfg.kill_grace = Duration::from_millis(grace);
     Ok(cfg)
 }
@@ -130,7 +131,9 @@ fn agent_config(
 fn parse_timeout(s: &str) -> Result<Duration, Failure> {
     let ms = rudel_core::parse::parse_duration(s).map_err(|e| Failure::usage(anyhow!("--node-timeout: {e}")))?;
     if ms < 1000 {
-        return Err(Failure::usage(anyhow!("--node-timeout must be at least 1s (agents send a heartbeat every second)")));
+        return Err(Failure::usage(anyhow!(
+            "--node-timeout must be at least 1s (agents send a heartbeat every second)"
+        )));
     }
     Ok(Duration::from_millis(ms))
 }
@@ -142,7 +145,14 @@ pub async fn up(a: UpArgs) -> CmdResult {
     hcfg.node_timeout = parse_timeout(&a.node_timeout)?;
     let head = Head::start(hcfg).await.context("cannot start the head")?;
     let addr = head.local_addr.to_string();
-    let cfg = agent_config(vec![addr.clone()], data.join("agent"), a.name, a.cpus, a.mem.as_deref(), &a.kill_grace)?;
+    let cfg = agent_config(
+        vec![addr.clone()],
+        data.join("agent"),
+        a.name,
+        a.cpus,
+        a.mem.as_deref(),
+        &a.kill_grace,
+    )?;
     println!("rudel is up: head on {addr}, data in {}", data.display());
     println!("  submit with: rudel submit -- echo hello   (or set RUDEL_HEAD={addr} if not the default)");
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -159,7 +169,11 @@ pub async fn head(a: HeadArgs) -> CmdResult {
     cfg.advertise = a.advertise;
     cfg.node_timeout = parse_timeout(&a.node_timeout)?;
     let head = Head::start(cfg).await.context("cannot start the head")?;
-    println!("rudel head listening on {}, data in {}", head.local_addr, data.display());
+    println!(
+        "rudel head listening on {}, data in {}",
+        head.local_addr,
+        data.display()
+    );
     println!("  start agents with: rudel agent --head {}", head.local_addr);
     termination().await;
     head.shutdown().await;
@@ -168,9 +182,16 @@ pub async fn head(a: HeadArgs) -> CmdResult {
 
 /// `rudel agent`.
 pub async fn agent(a: AgentArgs, head: &str) -> CmdResult {
-    let heads: Vec<String> = head.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect();
+    let heads: Vec<String> = head
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
     if heads.is_empty() {
-        return Err(Failure::usage(anyhow!("give the head address with --head ADDR or $RUDEL_HEAD")));
+        return Err(Failure::usage(anyhow!(
+            "give the head address with --head ADDR or $RUDEL_HEAD"
+        )));
     }
     let data = a.data.unwrap_or_else(|| default_data_dir().join("agent"));
     let cfg = agent_config(heads, data, a.name, a.cpus, a.mem.as_deref(), &a.kill_grace)?;

@@ -58,7 +58,9 @@ async fn watch_until_done(
     let mut delay = Duration::from_millis(200);
     loop {
         let attempt = async {
-            let mut c = client::connect(head).await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let mut c = client::connect(head)
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
             let mut stream = c.watch(pb::WatchRequest { job_ids: ids.to_vec() }).await?.into_inner();
             while let Some(u) = stream.message().await? {
                 on_update(&u);
@@ -109,12 +111,19 @@ fn progress_line(jobs: &[pb::JobInfo]) -> String {
         "[{}{}] {done}/{total} done, {running} running, {pending} pending{}",
         "#".repeat(filled as usize),
         ".".repeat((width - filled) as usize),
-        if bad > 0 { format!(", {bad} not ok") } else { String::new() }
+        if bad > 0 {
+            format!(", {bad} not ok")
+        } else {
+            String::new()
+        }
     )
 }
 
 fn done_not_ok(j: &pb::JobInfo) -> u64 {
-    ["failed", "cancelled", "timeout", "node_fail"].iter().map(|s| count(j, s)).sum()
+    ["failed", "cancelled", "timeout", "node_fail"]
+        .iter()
+        .map(|s| count(j, s))
+        .sum()
 }
 
 /// `rudel wait`.
@@ -140,12 +149,18 @@ pub async fn wait(a: WaitArgs, head: &str) -> CmdResult {
         eprint!("\r\x1b[K");
     }
     let Some(jobs) = res else {
-        eprintln!("rudel: timed out waiting for job(s) {}", a.ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", "));
+        eprintln!(
+            "rudel: timed out waiting for job(s) {}",
+            a.ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        );
         return Ok(EXIT_TIMEOUT);
     };
     let ok = jobs.iter().all(|j| j.state == "completed" && j.exit_code == Some(0));
     if a.json {
-        println!("{}", serde_json::Value::Array(jobs.iter().map(crate::show::job_json).collect()));
+        println!(
+            "{}",
+            serde_json::Value::Array(jobs.iter().map(crate::show::job_json).collect())
+        );
     } else if !a.quiet {
         for j in &jobs {
             let detail = if j.tasks > 1 {
@@ -158,7 +173,11 @@ pub async fn wait(a: WaitArgs, head: &str) -> CmdResult {
                     _ => String::new(),
                 }
             };
-            let reason = if j.state != "completed" && !j.reason.is_empty() { format!(": {}", j.reason) } else { String::new() };
+            let reason = if j.state != "completed" && !j.reason.is_empty() {
+                format!(": {}", j.reason)
+            } else {
+                String::new()
+            };
             println!("Job {} {}{}{}", j.id, j.state, detail, reason);
         }
     }
@@ -176,8 +195,18 @@ fn task_path(j: &pb::JobInfo, index: u32, stderr: bool) -> Option<PathBuf> {
         .map(|t| t.node.clone())
         .or_else(|| j.nodes.first().cloned())
         .unwrap_or_default();
-    let vars = PatternVars { job: j.id, index: is_array.then_some(index), name: &j.name, node: &node, user: &spec.user };
-    let out_pat = if spec.output.is_empty() { pattern::default_output(is_array).to_string() } else { spec.output.clone() };
+    let vars = PatternVars {
+        job: j.id,
+        index: is_array.then_some(index),
+        name: &j.name,
+        node: &node,
+        user: &spec.user,
+    };
+    let out_pat = if spec.output.is_empty() {
+        pattern::default_output(is_array).to_string()
+    } else {
+        spec.output.clone()
+    };
     if stderr && !spec.error.is_empty() {
         return pattern::resolve(&spec.error, &vars, &spec.chdir).map(PathBuf::from);
     }
@@ -194,7 +223,9 @@ fn array_indices(j: &pb::JobInfo) -> Vec<u32> {
 
 /// Copies new bytes of `path` from `offset` to `out`; returns the new offset.
 fn copy_new(path: &Path, offset: u64, out: &mut dyn Write) -> u64 {
-    let Ok(mut f) = std::fs::File::open(path) else { return offset };
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return offset;
+    };
     if f.seek(SeekFrom::Start(offset)).is_err() {
         return offset;
     }
@@ -243,7 +274,14 @@ async fn follow_files(head: &str, id: u64, files: Vec<(PathBuf, bool)>) -> Resul
 /// `rudel logs`.
 pub async fn logs(a: LogsArgs, head: &str) -> CmdResult {
     let mut c = client::connect(head).await?;
-    let j = c.show_job(pb::ShowJobRequest { job_id: a.id, stale: false }).await.map_err(client::failure)?.into_inner();
+    let j = c
+        .show_job(pb::ShowJobRequest {
+            job_id: a.id,
+            stale: false,
+        })
+        .await
+        .map_err(client::failure)?
+        .into_inner();
     let indices = match a.task {
         Some(t) => vec![t],
         None => array_indices(&j),
@@ -251,7 +289,10 @@ pub async fn logs(a: LogsArgs, head: &str) -> CmdResult {
     if a.follow {
         let index = indices.first().copied().unwrap_or(0);
         let Some(path) = task_path(&j, index, a.stderr) else {
-            return Err(Failure::usage(anyhow!("job {} discards its output (--output none)", a.id)));
+            return Err(Failure::usage(anyhow!(
+                "job {} discards its output (--output none)",
+                a.id
+            )));
         };
         follow_files(head, a.id, vec![(path, false)]).await?;
         return Ok(0);
@@ -260,7 +301,10 @@ pub async fn logs(a: LogsArgs, head: &str) -> CmdResult {
     let mut printed = 0;
     for i in indices {
         let Some(path) = task_path(&j, i, a.stderr) else {
-            return Err(Failure::usage(anyhow!("job {} discards its output (--output none)", a.id)));
+            return Err(Failure::usage(anyhow!(
+                "job {} discards its output (--output none)",
+                a.id
+            )));
         };
         if !path.exists() {
             continue;
@@ -272,7 +316,10 @@ pub async fn logs(a: LogsArgs, head: &str) -> CmdResult {
         printed += 1;
     }
     if printed == 0 && j.state != "pending" {
-        eprintln!("rudel: no output file of job {} found here (looked for {})", a.id, j.output_path);
+        eprintln!(
+            "rudel: no output file of job {} found here (looked for {})",
+            a.id, j.output_path
+        );
     }
     Ok(0)
 }
@@ -303,7 +350,14 @@ pub async fn run(mut a: SubmitArgs, head: &str) -> CmdResult {
     let resp = submit_spec(head, spec, a.request_id.clone().unwrap_or_else(new_request_id)).await?;
     let id = resp.job_id;
     let mut c = client::connect(head).await?;
-    let j = c.show_job(pb::ShowJobRequest { job_id: id, stale: false }).await.map_err(client::failure)?.into_inner();
+    let j = c
+        .show_job(pb::ShowJobRequest {
+            job_id: id,
+            stale: false,
+        })
+        .await
+        .map_err(client::failure)?
+        .into_inner();
     let indices = array_indices(&j);
     let cleanup = |j: &pb::JobInfo| {
         if temp_dir.is_some() {
@@ -329,7 +383,9 @@ pub async fn run(mut a: SubmitArgs, head: &str) -> CmdResult {
             }
             follow_files(head, id, files).await
         } else {
-            let fin = watch_until_done(head, &[id], None, |_| {}).await?.and_then(|mut v| v.pop());
+            let fin = watch_until_done(head, &[id], None, |_| {})
+                .await?
+                .and_then(|mut v| v.pop());
             for i in &indices {
                 if let Some(p) = task_path(&j, *i, false) {
                     copy_new(&p, 0, &mut std::io::stdout());

@@ -17,7 +17,14 @@ use clap::{Parser, Subcommand};
 ///   rudel submit --array 1-100%10 -- ./work.sh   # an array, at most 10 at once
 ///   rudel jobs; rudel show 1; rudel wait 1; rudel logs 1 -f
 #[derive(Parser, Debug)]
-#[command(name = "rudel", version, about, long_about, verbatim_doc_comment, args_override_self = true)]
+#[command(
+    name = "rudel",
+    version,
+    about,
+    long_about,
+    verbatim_doc_comment,
+    args_override_self = true
+)]
 struct Cli {
     /// Head address (host:port); also $RUDEL_HEAD. Default 127.0.0.1:7117.
     #[arg(long, global = true, env = "RUDEL_HEAD", value_name = "ADDR")]
@@ -65,7 +72,10 @@ pub struct Failure {
 impl Failure {
     /// Bad input from the user: exit 2.
     pub fn usage(error: impl Into<anyhow::Error>) -> Failure {
-        Failure { code: EXIT_USAGE, error: error.into() }
+        Failure {
+            code: EXIT_USAGE,
+            error: error.into(),
+        }
     }
 }
 
@@ -87,7 +97,11 @@ fn main() -> ExitCode {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     init_tracing(&cli.command);
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads()).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads())
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rudel: cannot start the async runtime: {e}");
@@ -139,5 +153,9 @@ fn init_tracing(cmd: &Cmd) {
 /// themselves need the cores; one worker avoids most cross-thread wake-ups (measured: they
 /// were a quarter of the agent's CPU time with one worker per core).
 fn worker_threads() -> usize {
-    std::env::var("RUDEL_WORKERS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(1)
+    std::env::var("RUDEL_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(1)
 }

@@ -92,8 +92,16 @@ fn merge(earlier: SubmitArgs, later: SubmitArgs) -> SubmitArgs {
         chdir: later.chdir.or(earlier.chdir),
         env: [earlier.env, later.env].concat(),
         export: later.export.or(earlier.export),
-        requeue: if later.requeue || later.no_requeue { later.requeue } else { earlier.requeue },
-        no_requeue: if later.requeue || later.no_requeue { later.no_requeue } else { earlier.no_requeue },
+        requeue: if later.requeue || later.no_requeue {
+            later.requeue
+        } else {
+            earlier.requeue
+        },
+        no_requeue: if later.requeue || later.no_requeue {
+            later.no_requeue
+        } else {
+            earlier.no_requeue
+        },
         request_id: later.request_id.or(earlier.request_id),
         json: later.json || earlier.json,
         command: later.command,
@@ -107,25 +115,42 @@ fn usage(msg: impl std::fmt::Display) -> Failure {
 /// Builds the job spec; every input problem is a usage error (exit 2).
 pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::JobSpec, SubmitArgs), Failure> {
     if a.command.is_empty() {
-        return Err(usage("no command given: use `rudel submit [OPTIONS] -- CMD [ARGS]` or `rudel submit [OPTIONS] SCRIPT`"));
+        return Err(usage(
+            "no command given: use `rudel submit [OPTIONS] -- CMD [ARGS]` or `rudel submit [OPTIONS] SCRIPT`",
+        ));
     }
     let mut script = String::new();
     let mut argv = a.command.clone();
     if script_mode_allowed && !dash_dash_given() {
         let path = PathBuf::from(&a.command[0]);
-        script = std::fs::read_to_string(&path)
-            .map_err(|e| usage(format!("cannot read script {}: {e} (to run a command instead, put it after `--`)", path.display())))?;
+        script = std::fs::read_to_string(&path).map_err(|e| {
+            usage(format!(
+                "cannot read script {}: {e} (to run a command instead, put it after `--`)",
+                path.display()
+            ))
+        })?;
         let d = rudel_core::script::directives(&script).map_err(|e| usage(format!("{}: {e}", path.display())))?;
         for w in &d.warnings {
             eprintln!("rudel: warning: {}: {w}", path.display());
         }
-        let from_script = DirectiveArgs::try_parse_from(&d.args)
-            .map_err(|e| usage(format!("{}: bad #RUDEL/#SBATCH option: {}", path.display(), e.to_string().trim())))?;
+        let from_script = DirectiveArgs::try_parse_from(&d.args).map_err(|e| {
+            usage(format!(
+                "{}: bad #RUDEL/#SBATCH option: {}",
+                path.display(),
+                e.to_string().trim()
+            ))
+        })?;
         if from_script.args.json || !from_script.args.command.is_empty() {
-            return Err(usage(format!("{}: directive lines may hold options only", path.display())));
+            return Err(usage(format!(
+                "{}: directive lines may hold options only",
+                path.display()
+            )));
         }
         if from_script.constraint.is_some() {
-            eprintln!("rudel: warning: {}: --constraint is not supported by this version; ignored", path.display());
+            eprintln!(
+                "rudel: warning: {}: --constraint is not supported by this version; ignored",
+                path.display()
+            );
         }
         if a.name.is_none() && from_script.args.name.is_none() {
             a.name = path.file_name().map(|n| n.to_string_lossy().into_owned());
@@ -146,10 +171,14 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
         None => 0,
     };
     let array = match &a.array {
-        Some(s) => parse::parse_array(s).map_err(|e| usage(format!("--array: {e}")))?.to_spec_string(),
+        Some(s) => parse::parse_array(s)
+            .map_err(|e| usage(format!("--array: {e}")))?
+            .to_spec_string(),
         None => String::new(),
     };
-    let cwd = std::env::current_dir().context("cannot determine the current directory").map_err(Failure::from)?;
+    let cwd = std::env::current_dir()
+        .context("cannot determine the current directory")
+        .map_err(Failure::from)?;
     let chdir = match &a.chdir {
         Some(d) if Path::new(d).is_absolute() => PathBuf::from(d),
         Some(d) => cwd.join(d),
@@ -157,7 +186,9 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
     };
     let mut env = exported_env(a.export.as_deref())?;
     for kv in &a.env {
-        let (k, v) = kv.split_once('=').ok_or_else(|| usage(format!("--env {kv:?}: expected KEY=VALUE")))?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--env {kv:?}: expected KEY=VALUE")))?;
         if k.is_empty() {
             return Err(usage(format!("--env {kv:?}: empty variable name")));
         }
@@ -195,7 +226,10 @@ fn user_name() -> String {
         let mut pw: libc::passwd = std::mem::zeroed();
         let mut buf = vec![0 as libc::c_char; 4096];
         let mut out: *mut libc::passwd = std::ptr::null_mut();
-        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) == 0 && !out.is_null() && !pw.pw_name.is_null() {
+        if libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) == 0
+            && !out.is_null()
+            && !pw.pw_name.is_null()
+        {
             return std::ffi::CStr::from_ptr(pw.pw_name).to_string_lossy().into_owned();
         }
         uid.to_string()
@@ -222,7 +256,9 @@ fn exported_env(export: Option<&str>) -> Result<BTreeMap<String, String>, Failur
 
 /// A request id unique enough for one client: pid, time and a counter.
 pub fn new_request_id() -> String {
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     format!("{}-{}-{t:x}", rudel_agent::identity::hostname(), std::process::id())
 }
 
@@ -232,7 +268,10 @@ pub async fn submit_spec(head: &str, spec: pb::JobSpec, request_id: String) -> R
     let mut client = client::connect(head).await?;
     let mut delay = std::time::Duration::from_millis(200);
     for attempt in 0..5 {
-        let req = pb::SubmitRequest { spec: Some(spec.clone()), request_id: request_id.clone() };
+        let req = pb::SubmitRequest {
+            spec: Some(spec.clone()),
+            request_id: request_id.clone(),
+        };
         match client.submit(req).await {
             Ok(r) => return Ok(r.into_inner()),
             Err(s) if attempt < 4 && matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {

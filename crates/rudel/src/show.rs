@@ -47,7 +47,9 @@ pub struct NodesArgs {
 }
 
 fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Local time of an epoch-ms timestamp, `YYYY-MM-DDTHH:MM:SS` (UTC offset applied by libc).
@@ -123,16 +125,30 @@ pub fn job_json(j: &pb::JobInfo) -> Value {
 /// `rudel jobs`.
 pub async fn jobs(a: JobsArgs, head: &str) -> CmdResult {
     let mut c = client::connect(head).await?;
-    let r = c.list_jobs(pb::ListJobsRequest { all: a.all, stale: a.stale }).await.map_err(client::failure)?.into_inner();
+    let r = c
+        .list_jobs(pb::ListJobsRequest {
+            all: a.all,
+            stale: a.stale,
+        })
+        .await
+        .map_err(client::failure)?
+        .into_inner();
     if a.json {
         println!("{}", Value::Array(r.jobs.iter().map(job_json).collect()));
         return Ok(0);
     }
-    println!("{:>8}  {:<16} {:<10} {:>7} {:>7} {:>7} {:>7}  {:<10} {:>11}  REASON/NODES", "JOBID", "NAME", "STATE", "TASKS", "PEND", "RUN", "DONE", "USER", "TIME");
+    println!(
+        "{:>8}  {:<16} {:<10} {:>7} {:>7} {:>7} {:>7}  {:<10} {:>11}  REASON/NODES",
+        "JOBID", "NAME", "STATE", "TASKS", "PEND", "RUN", "DONE", "USER", "TIME"
+    );
     for j in &r.jobs {
         let done = j.tasks - count(j, "pending") - count(j, "running");
         let spec = j.spec.clone().unwrap_or_default();
-        let tail = if j.state == "pending" { j.reason.clone() } else { j.nodes.join(",") };
+        let tail = if j.state == "pending" {
+            j.reason.clone()
+        } else {
+            j.nodes.join(",")
+        };
         println!(
             "{:>8}  {:<16} {:<10} {:>7} {:>7} {:>7} {:>7}  {:<10} {:>11}  {}",
             j.id,
@@ -163,25 +179,48 @@ fn truncate(s: &str, n: usize) -> String {
 /// `rudel show`.
 pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
     let mut c = client::connect(head).await?;
-    let j = c.show_job(pb::ShowJobRequest { job_id: a.id, stale: a.stale }).await.map_err(client::failure)?.into_inner();
+    let j = c
+        .show_job(pb::ShowJobRequest {
+            job_id: a.id,
+            stale: a.stale,
+        })
+        .await
+        .map_err(client::failure)?
+        .into_inner();
     if a.json {
         println!("{}", job_json(&j));
         return Ok(0);
     }
     let spec = j.spec.clone().unwrap_or_default();
     println!("JobId={} Name={}", j.id, j.name);
-    println!("  State={}{}", j.state, if j.reason.is_empty() { String::new() } else { format!(" Reason={}", j.reason) });
+    println!(
+        "  State={}{}",
+        j.state,
+        if j.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" Reason={}", j.reason)
+        }
+    );
     match (j.exit_code, j.signal) {
         (_, Some(sig)) => println!("  ExitCode=- Signal={sig}"),
         (Some(code), None) => println!("  ExitCode={code}"),
         (None, None) => {}
     }
-    let command = if spec.argv.is_empty() { "(batch script)".to_string() } else { spec.argv.join(" ") };
+    let command = if spec.argv.is_empty() {
+        "(batch script)".to_string()
+    } else {
+        spec.argv.join(" ")
+    };
     println!("  Command={command}");
     println!(
         "  Cpus={} Mem={} TimeLimit={} Priority={} Requeue={}",
         spec.cpus,
-        if spec.mem_bytes == 0 { "-".into() } else { format_size(spec.mem_bytes) },
+        if spec.mem_bytes == 0 {
+            "-".into()
+        } else {
+            format_size(spec.mem_bytes)
+        },
         format_duration(spec.time_limit_ms),
         spec.priority,
         spec.requeue
@@ -191,21 +230,58 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
     }
     let counts: Vec<String> = j.counts.iter().map(|c| format!("{}={}", c.state, c.count)).collect();
     println!("  Tasks: {}", counts.join(" "));
-    println!("  Nodes={}", if j.nodes.is_empty() { "-".into() } else { j.nodes.join(",") });
-    println!("  Submit={} Start={} End={} Elapsed={}", timestamp(j.submit_ms), timestamp(j.start_ms), timestamp(j.end_ms), elapsed(&j));
+    println!(
+        "  Nodes={}",
+        if j.nodes.is_empty() {
+            "-".into()
+        } else {
+            j.nodes.join(",")
+        }
+    );
+    println!(
+        "  Submit={} Start={} End={} Elapsed={}",
+        timestamp(j.submit_ms),
+        timestamp(j.start_ms),
+        timestamp(j.end_ms),
+        elapsed(&j)
+    );
     println!("  WorkDir={}", spec.chdir);
-    println!("  StdOut={}", if j.output_path.is_empty() { "none".into() } else { j.output_path.clone() });
-    println!("  StdErr={}", if j.error_path.is_empty() { "none".into() } else { j.error_path.clone() });
-    let interesting: Vec<&pb::TaskInfo> = j.task_details.iter().filter(|t| !spec.array.is_empty() || t.state != "completed").collect();
+    println!(
+        "  StdOut={}",
+        if j.output_path.is_empty() {
+            "none".into()
+        } else {
+            j.output_path.clone()
+        }
+    );
+    println!(
+        "  StdErr={}",
+        if j.error_path.is_empty() {
+            "none".into()
+        } else {
+            j.error_path.clone()
+        }
+    );
+    let interesting: Vec<&pb::TaskInfo> = j
+        .task_details
+        .iter()
+        .filter(|t| !spec.array.is_empty() || t.state != "completed")
+        .collect();
     if !interesting.is_empty() {
-        println!("  {:>8} {:<10} {:<12} {:>7} {:>6}  REASON", "INDEX", "STATE", "NODE", "ATTEMPT", "EXIT");
+        println!(
+            "  {:>8} {:<10} {:<12} {:>7} {:>6}  REASON",
+            "INDEX", "STATE", "NODE", "ATTEMPT", "EXIT"
+        );
         for t in interesting.iter().take(50) {
             let exit = match (t.exit_code, t.signal) {
                 (_, Some(s)) => format!("sig{s}"),
                 (Some(c), None) => c.to_string(),
                 _ => "-".into(),
             };
-            println!("  {:>8} {:<10} {:<12} {:>7} {:>6}  {}", t.index, t.state, t.node, t.attempt, exit, t.reason);
+            println!(
+                "  {:>8} {:<10} {:<12} {:>7} {:>6}  {}",
+                t.index, t.state, t.node, t.attempt, exit, t.reason
+            );
         }
         if interesting.len() > 50 {
             println!("  ... {} more (see --json)", interesting.len() - 50);
@@ -217,9 +293,16 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
 /// `rudel cancel`.
 pub async fn cancel(a: CancelArgs, head: &str) -> CmdResult {
     let mut c = client::connect(head).await?;
-    let r = c.cancel(pb::CancelRequest { job_ids: a.ids.clone() }).await.map_err(client::failure)?.into_inner();
+    let r = c
+        .cancel(pb::CancelRequest { job_ids: a.ids.clone() })
+        .await
+        .map_err(client::failure)?
+        .into_inner();
     if a.json {
-        println!("{}", json!({"cancelled": r.cancelled, "already_finished": r.already_finished}));
+        println!(
+            "{}",
+            json!({"cancelled": r.cancelled, "already_finished": r.already_finished})
+        );
     } else {
         for id in &r.cancelled {
             println!("Cancelled job {id}");
@@ -234,7 +317,11 @@ pub async fn cancel(a: CancelArgs, head: &str) -> CmdResult {
 /// `rudel nodes`.
 pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
     let mut c = client::connect(head).await?;
-    let r = c.list_nodes(pb::ListNodesRequest { stale: a.stale }).await.map_err(client::failure)?.into_inner();
+    let r = c
+        .list_nodes(pb::ListNodesRequest { stale: a.stale })
+        .await
+        .map_err(client::failure)?
+        .into_inner();
     if a.json {
         let v: Vec<Value> = r
             .nodes
@@ -251,7 +338,10 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
         println!("{}", Value::Array(v));
         return Ok(0);
     }
-    println!("{:<20} {:<10} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} LAST_SEEN", "NODE", "STATE", "CPUS", "MEM", "MEMLIMIT", "TASKS", "VERSION", "ARCH");
+    println!(
+        "{:<20} {:<10} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} LAST_SEEN",
+        "NODE", "STATE", "CPUS", "MEM", "MEMLIMIT", "TASKS", "VERSION", "ARCH"
+    );
     for n in &r.nodes {
         println!(
             "{:<20} {:<10} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {}",

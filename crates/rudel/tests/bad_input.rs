@@ -11,12 +11,7 @@ use common::{Cluster, Opts};
 /// Runs `rudel ARGS`, expects exit 2 and every `needles` in stderr.
 fn expect_usage_error(c: &Cluster, args: &[&str], needles: &[&str]) {
     let o = c.rudel(args);
-    assert_eq!(
-        o.code,
-        Some(2),
-        "`rudel {}` must exit 2: {o}",
-        args.join(" ")
-    );
+    assert_eq!(o.code, Some(2), "`rudel {}` must exit 2: {o}", args.join(" "));
     for n in needles {
         assert!(
             o.stderr.contains(n),
@@ -50,38 +45,20 @@ fn malformed_options_exit_2_and_submit_nothing() {
     let c = Cluster::up(Opts::default());
     let cases: &[(&[&str], &[&str])] = &[
         (&["submit", "--mem", "12Q", "--", "true"], &["--mem", "12Q"]),
-        (
-            &["submit", "--time", "abc", "--", "true"],
-            &["--time", "abc"],
-        ),
-        (
-            &["submit", "--array", "5-1", "--", "true"],
-            &["--array", "5-1"],
-        ),
-        (
-            &["submit", "--array", "1-5%0", "--", "true"],
-            &["--array", "1-5%0"],
-        ),
+        (&["submit", "--time", "abc", "--", "true"], &["--time", "abc"]),
+        (&["submit", "--array", "5-1", "--", "true"], &["--array", "5-1"]),
+        (&["submit", "--array", "1-5%0", "--", "true"], &["--array", "1-5%0"]),
         (&["submit", "--array", "x", "--", "true"], &["--array"]),
         (&["submit", "--cpus", "0", "--", "true"], &["--cpus"]),
         (&["submit", "--cpus", "-1", "--", "true"], &["-1"]),
-        (
-            &["submit", "--priority", "high", "--", "true"],
-            &["--priority"],
-        ),
-        (
-            &["submit", "--env", "NOEQUALS", "--", "true"],
-            &["--env", "NOEQUALS"],
-        ),
+        (&["submit", "--priority", "high", "--", "true"], &["--priority"]),
+        (&["submit", "--env", "NOEQUALS", "--", "true"], &["--env", "NOEQUALS"]),
         (&["submit"], &["no command"]),
         (&["submit", "--"], &["no command"]),
         (&["submit", "--json"], &["no command"]),
         (&["submit", "no-such-script.sh"], &["no-such-script.sh"]),
         (&["run", "--mem", "12Q", "--", "true"], &["--mem", "12Q"]),
-        (
-            &["run", "--time", "abc", "--", "echo", "x"],
-            &["--time", "abc"],
-        ),
+        (&["run", "--time", "abc", "--", "echo", "x"], &["--time", "abc"]),
         (&["wait", "1", "--timeout", "xyz"], &["--timeout", "xyz"]),
         (&["show", "abc"], &["abc"]),
         (&["jobs", "--bogus"], &["--bogus"]),
@@ -111,11 +88,7 @@ fn unknown_option_is_rejected() {
     let c = Cluster::up(Opts::default());
     expect_usage_error(&c, &["submit", "--bogus"], &["--bogus"]);
     expect_usage_error(&c, &["submit", "--bogus", "--", "true"], &["--bogus"]);
-    expect_usage_error(
-        &c,
-        &["submit", "--cpus", "1", "--bogus", "--", "true"],
-        &["--bogus"],
-    );
+    expect_usage_error(&c, &["submit", "--cpus", "1", "--bogus", "--", "true"], &["--bogus"]);
     expect_usage_error(&c, &["run", "--bogus", "--", "true"], &["--bogus"]);
     assert_nothing_submitted(&c);
 }
@@ -149,11 +122,7 @@ fn unknown_job_ids_are_errors() {
         &["logs", "999999"],
     ] {
         let o = c.rudel(args);
-        assert!(
-            o.code.is_some() && !o.ok(),
-            "`rudel {}` must fail: {o}",
-            args.join(" ")
-        );
+        assert!(o.code.is_some() && !o.ok(), "`rudel {}` must fail: {o}", args.join(" "));
         assert!(
             o.stderr.contains("999999"),
             "`rudel {}` should name the job: {o}",
@@ -217,8 +186,7 @@ struct H2Outcome {
 /// `path` and reads the server's frames for up to 10 s.
 fn raw_grpc_call(addr: &str, path: &str, grpc_body: &[u8]) -> H2Outcome {
     let mut s = TcpStream::connect(addr).expect("connect to head");
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let mut req = PREFACE.to_vec();
     req.extend(frame(4, 0, 0, &[])); // SETTINGS
     let mut hb = Vec::new();
@@ -243,14 +211,7 @@ fn raw_grpc_call(addr: &str, path: &str, grpc_body: &[u8]) -> H2Outcome {
                 break;
             }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue
-            }
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
             Err(_) => {
                 out.closed = true;
                 break;
@@ -424,10 +385,7 @@ fn malformed_api_requests_get_errors_and_head_survives() {
         &body[..8],
         grpc_status(&r)
     );
-    assert!(
-        r.ended || r.rst,
-        "no answer to an invalid protobuf payload: {r:?}"
-    );
+    assert!(r.ended || r.rst, "no answer to an invalid protobuf payload: {r:?}");
     if let Some(code) = grpc_status(&r) {
         assert_ne!(code, 0, "an invalid payload got grpc-status 0 (OK)");
     }
@@ -476,10 +434,7 @@ fn malformed_api_requests_get_errors_and_head_survives() {
 
     // Nothing was submitted, and the cluster still runs jobs.
     assert!(c.jobs_all().is_empty(), "{:#?}", c.jobs_all());
-    assert!(
-        c.node_idle(),
-        "the node should still be idle and registered"
-    );
+    assert!(c.node_idle(), "the node should still be idle and registered");
     let id = c.submit(&["--", "echo", "ok"]);
     let w = c.rudel(&["wait", &id.to_string(), "--timeout", "30s"]);
     assert_eq!(w.code, Some(0), "{w}");

@@ -33,9 +33,9 @@ fn echo_output_is_captured() {
     assert!(s.stdout.contains("ExitCode=0"), "{s}");
     let j = c.rudel_ok(&["jobs", "--all"]);
     assert!(
-        j.stdout.lines().any(
-            |l| l.split_whitespace().next() == Some(&id.to_string()) && l.contains("completed")
-        ),
+        j.stdout
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&id.to_string()) && l.contains("completed")),
         "{j}"
     );
 }
@@ -75,10 +75,7 @@ fn missing_command_fails_127_and_agent_keeps_working() {
         "reason should name the command: {v:#}"
     );
     let out = c.read_work(&format!("rudel-{id}.out"));
-    assert!(
-        out.contains("/no/such/cmd"),
-        "the error file should say why: {out:?}"
-    );
+    assert!(out.contains("/no/such/cmd"), "the error file should say why: {out:?}");
 
     let w = c.rudel(&["wait", &id.to_string(), "--timeout", "10s"]);
     assert_eq!(w.code, Some(1), "{w}");
@@ -121,10 +118,7 @@ fn environment_workdir_and_output_patterns() {
         let out = std::fs::read_to_string(sub.join(format!("o-{id}-{i}.txt"))).unwrap_or_default();
         assert_eq!(
             out.trim(),
-            format!(
-                "id={id} idx={i} cpus=2 node=n1 foo=bar pwd={}",
-                sub.display()
-            ),
+            format!("id={id} idx={i} cpus=2 node=n1 foo=bar pwd={}", sub.display()),
             "output file of task {i}"
         );
         let err = std::fs::read_to_string(sub.join(format!("e-{id}-{i}.txt"))).unwrap_or_default();
@@ -149,21 +143,11 @@ fn environment_workdir_and_output_patterns() {
     );
 
     // Default array output name: rudel-%j_%a.out.
-    let id = c.submit(&[
-        "--array",
-        "1-2",
-        "--",
-        "sh",
-        "-c",
-        "echo task-$RUDEL_ARRAY_INDEX",
-    ]);
+    let id = c.submit(&["--array", "1-2", "--", "sh", "-c", "echo task-$RUDEL_ARRAY_INDEX"]);
     let w = c.rudel(&["wait", &id.to_string(), "--timeout", "30s"]);
     assert_eq!(w.code, Some(0), "{w}");
     for i in [1, 2] {
-        assert_eq!(
-            c.read_work(&format!("rudel-{id}_{i}.out")),
-            format!("task-{i}\n")
-        );
+        assert_eq!(c.read_work(&format!("rudel-{id}_{i}.out")), format!("task-{i}\n"));
     }
 }
 
@@ -194,15 +178,7 @@ fn script_with_sbatch_and_rudel_directives() {
 fn idempotent_submit_with_request_id() {
     let c = Cluster::up(Opts::default());
     let a = c.submit(&["--request-id", "req-42", "--", "echo", "once"]);
-    let o = c.rudel_ok(&[
-        "submit",
-        "--json",
-        "--request-id",
-        "req-42",
-        "--",
-        "echo",
-        "once",
-    ]);
+    let o = c.rudel_ok(&["submit", "--json", "--request-id", "req-42", "--", "echo", "once"]);
     let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
     assert_eq!(
         v["id"].as_u64(),
@@ -258,9 +234,7 @@ fn array_of_1000_tasks_completes() {
 fn array_concurrency_limit_is_respected() {
     // A node with room for 4 at once, so that %2 (not the cpus) is the limit.
     let c = Cluster::up(Opts::default().cpus(4));
-    let id = c.submit(&[
-        "--array", "1-20%2", "--output", "none", "--", "sleep", "0.2",
-    ]);
+    let id = c.submit(&["--array", "1-20%2", "--output", "none", "--", "sleep", "0.2"]);
     let mut max_running = 0;
     let mut samples = 0;
     let v = c.wait_state(
@@ -274,10 +248,7 @@ fn array_concurrency_limit_is_respected() {
     );
     assert_eq!(v["state"], "completed", "{v:#}");
     assert_eq!(count(&v, "completed"), 20, "{v:#}");
-    assert!(
-        max_running <= 2,
-        "array 1-20%2 ran {max_running} tasks at once"
-    );
+    assert!(max_running <= 2, "array 1-20%2 ran {max_running} tasks at once");
     assert!(
         max_running >= 1 && samples >= 5,
         "too few samples to judge: {samples} samples, max running {max_running}"

@@ -21,11 +21,7 @@ fn assert_tree_gone(c: &Cluster, needle: &str, timeout: Duration) {
 fn assert_no_zombies(c: &mut Cluster, role: &str) {
     let pid = c.daemon(role).pid();
     let ok = eventually(Duration::from_secs(5), || zombies_of(pid).is_empty());
-    assert!(
-        ok,
-        "zombie children of rudel {role} ({pid}): {:?}",
-        zombies_of(pid)
-    );
+    assert!(ok, "zombie children of rudel {role} ({pid}): {:?}", zombies_of(pid));
 }
 
 fn pid_gone(pid: i32) -> bool {
@@ -82,11 +78,7 @@ fn cancel_kills_the_whole_process_tree() {
     // Checked at the end, so that the cancel below is exercised either way.
     let blocked = c.show_json(pending);
     c.rudel_ok(&["cancel", &pending.to_string(), &big.to_string()]);
-    c.wait_state(
-        pending,
-        |v| v["state"] == "cancelled",
-        Duration::from_secs(8),
-    );
+    c.wait_state(pending, |v| v["state"] == "cancelled", Duration::from_secs(8));
     c.wait_state(big, |v| v["state"] == "cancelled", Duration::from_secs(8));
     assert!(
         !c.work.join(format!("rudel-{pending}.out")).exists(),
@@ -136,9 +128,7 @@ fn time_limit_ends_in_timeout() {
         "a task ignoring SIGTERM ran {ran} ms: expected 2 s limit + 2 s grace"
     );
     assert_eq!(v["signal"], libc::SIGKILL, "{v:#}");
-    assert!(!c
-        .read_work(&format!("rudel-{stubborn}.out"))
-        .contains("survived"));
+    assert!(!c.read_work(&format!("rudel-{stubborn}.out")).contains("survived"));
 
     assert_tree_gone(&c, &m, Duration::from_secs(5));
     assert_tree_gone(&c, &m2, Duration::from_secs(5));
@@ -153,10 +143,7 @@ fn time_limit_ends_in_timeout() {
 fn memory_limit_is_enforced() {
     let c = Cluster::up(Opts::default());
     let nodes = c.nodes_json();
-    let mode = nodes[0]["mem_enforcement"]
-        .as_str()
-        .unwrap_or("")
-        .to_string();
+    let mode = nodes[0]["mem_enforcement"].as_str().unwrap_or("").to_string();
     assert!(
         mode.starts_with("cgroup") || mode.contains("rlimit"),
         "nodes --json must say how memory is enforced, got {:?}",
@@ -171,20 +158,10 @@ fn memory_limit_is_enforced() {
     let hog = "b = bytearray(400*1024*1024); import time; time.sleep(2)";
     let id = c.submit(&["--mem", "50M", "--", "python3", "-c", hog]);
     // The same program with room to spare completes: the limit, not python, killed the first.
-    let ok = c.submit(&[
-        "--mem",
-        "900M",
-        "--",
-        "python3",
-        "-c",
-        "b = bytearray(400*1024*1024)",
-    ]);
+    let ok = c.submit(&["--mem", "900M", "--", "python3", "-c", "b = bytearray(400*1024*1024)"]);
 
     let v = c.wait_finished(id, Duration::from_secs(30));
-    assert_eq!(
-        v["state"], "failed",
-        "over its memory limit the job must fail: {v:#}"
-    );
+    assert_eq!(v["state"], "failed", "over its memory limit the job must fail: {v:#}");
     let reason = v["reason"].as_str().unwrap_or("").to_lowercase();
     let out = c.read_work(&format!("rudel-{id}.out"));
     if mode.starts_with("cgroup") {

@@ -84,10 +84,7 @@ fn head_kill9_and_restart_while_tasks_run() {
 
     // New ids continue after the old ones.
     let next = c.submit(&["--", "true"]);
-    assert!(
-        next > *quick.iter().max().unwrap(),
-        "id {next} reused after restart"
-    );
+    assert!(next > *quick.iter().max().unwrap(), "id {next} reused after restart");
 }
 
 #[test]
@@ -104,14 +101,9 @@ fn up_restart_keeps_acknowledged_jobs() {
     // A task still running when `rudel up` stops: the agent must take it down with it.
     let m = common::marker(303);
     let running = c.submit(&["--", "sh", "-c", &format!("sleep {m}")]);
-    c.wait_state(
-        running,
-        |v| v["state"] == "running",
-        Duration::from_secs(20),
-    );
+    c.wait_state(running, |v| v["state"] == "running", Duration::from_secs(20));
     assert!(
-        common::eventually(Duration::from_secs(10), || !common::procs_matching(&m)
-            .is_empty()),
+        common::eventually(Duration::from_secs(10), || !common::procs_matching(&m).is_empty()),
         "the task never started"
     );
 
@@ -124,10 +116,7 @@ fn up_restart_keeps_acknowledged_jobs() {
         c.logs_tail()
     );
     let left = common::procs_matching(&m);
-    assert!(
-        left.is_empty(),
-        "task processes outlived `rudel up`: {left:?}"
-    );
+    assert!(left.is_empty(), "task processes outlived `rudel up`: {left:?}");
     c.start_up(Some(port));
 
     let all = c.jobs_all();
@@ -147,11 +136,7 @@ fn up_restart_keeps_acknowledged_jobs() {
             })
             .collect()
     };
-    assert_eq!(
-        summary(&after),
-        summary(&before),
-        "jobs --all changed across a restart"
-    );
+    assert_eq!(summary(&after), summary(&before), "jobs --all changed across a restart");
     assert_eq!(after.len(), 3);
     for (k, id) in ids.iter().enumerate() {
         let v = c.show_json(*id);
@@ -159,10 +144,7 @@ fn up_restart_keeps_acknowledged_jobs() {
         assert_eq!(v["state"], "completed");
     }
     let next = c.submit(&["--", "echo", "after"]);
-    assert!(
-        next > *ids.iter().max().unwrap(),
-        "id {next} not above {ids:?}"
-    );
+    assert!(next > *ids.iter().max().unwrap(), "id {next} not above {ids:?}");
     let w = c.rudel(&["wait", &next.to_string(), "--timeout", "30s"]);
     assert_eq!(w.code, Some(0), "{w}");
 }
@@ -182,18 +164,12 @@ fn second_up_on_same_data_dir_is_refused() {
         !o.timed_out,
         "a second `rudel up` on the same data directory kept running: {o}"
     );
-    assert!(
-        !o.ok() && o.code.is_some(),
-        "second `rudel up` must exit non-zero: {o}"
-    );
+    assert!(!o.ok() && o.code.is_some(), "second `rudel up` must exit non-zero: {o}");
     assert!(
         o.stderr.contains("in use"),
         "stderr must say the data directory is in use: {o}"
     );
-    assert!(
-        o.stderr.contains(&data),
-        "stderr should name the directory: {o}"
-    );
+    assert!(o.stderr.contains(&data), "stderr should name the directory: {o}");
 
     // The first one keeps working.
     let id = c.submit(&["--", "echo", "first"]);

@@ -87,10 +87,7 @@ fn own_v1_memory_cgroup() -> Option<String> {
         let _id = parts.next()?;
         let ctrls = parts.next()?;
         let path = parts.next()?;
-        ctrls
-            .split(',')
-            .any(|c| c == "memory")
-            .then(|| path.to_string())
+        ctrls.split(',').any(|c| c == "memory").then(|| path.to_string())
     })
 }
 
@@ -103,11 +100,7 @@ fn probe_parent(root: &Path, v2: bool) -> bool {
     }
     let probe = root.join("probe");
     let ok = fs::create_dir(&probe).is_ok() || probe.exists();
-    let limit = if v2 {
-        "memory.max"
-    } else {
-        "memory.limit_in_bytes"
-    };
+    let limit = if v2 { "memory.max" } else { "memory.limit_in_bytes" };
     let ok = ok && probe.join(limit).exists();
     let _ = fs::remove_dir(&probe);
     let _ = fs::remove_dir(root);
@@ -185,9 +178,7 @@ pub(crate) fn create_task_cgroup(
             }
         }
     }
-    let procs = fs::OpenOptions::new()
-        .write(true)
-        .open(cg.dir.join("cgroup.procs"))?;
+    let procs = fs::OpenOptions::new().write(true).open(cg.dir.join("cgroup.procs"))?;
     Ok(Prepared {
         cgroup: cg,
         procs: OwnedFd::from(procs),
@@ -222,11 +213,7 @@ pub(crate) fn kill_members(dir: &Path, sig: i32) -> usize {
 
 /// How many OOM kills happened in the cgroup (`None` if not readable).
 pub(crate) fn oom_kills(cg: &TaskCgroup) -> Option<u64> {
-    let file = if cg.v2 {
-        "memory.events"
-    } else {
-        "memory.oom_control"
-    };
+    let file = if cg.v2 { "memory.events" } else { "memory.oom_control" };
     let s = fs::read_to_string(cg.dir.join(file)).ok()?;
     s.lines().find_map(|l| {
         let mut it = l.split_whitespace();
@@ -261,24 +248,14 @@ pub(crate) async fn remove(cg: TaskCgroup) {
                 }
             }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(if i < 10 {
-            5
-        } else {
-            50
-        }))
-        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(if i < 10 { 5 } else { 50 })).await;
     }
 }
 
 /// "50M"-style size.
 pub(crate) fn human_bytes(b: u64) -> String {
     const K: u64 = 1024;
-    for (unit, div) in [
-        ("T", K * K * K * K),
-        ("G", K * K * K),
-        ("M", K * K),
-        ("K", K),
-    ] {
+    for (unit, div) in [("T", K * K * K * K), ("G", K * K * K), ("M", K * K), ("K", K)] {
         if b >= div && b.checked_rem(div) == Some(0) {
             return format!("{}{}", b / div, unit);
         }

@@ -271,9 +271,7 @@ impl Executor {
     /// `tokio::process`), whose own `wait` would then fail. Start processes only through
     /// the executor. A second `start` while one is running returns
     /// [`ExecError::AlreadyStarted`]; tests must share one instance.
-    pub fn start(
-        cfg: ExecConfig,
-    ) -> Result<(Executor, tokio::sync::mpsc::UnboundedReceiver<TaskReport>), ExecError> {
+    pub fn start(cfg: ExecConfig) -> Result<(Executor, tokio::sync::mpsc::UnboundedReceiver<TaskReport>), ExecError> {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| ExecError::NoRuntime)?;
         if STARTED.swap(true, Ordering::SeqCst) {
             return Err(ExecError::AlreadyStarted);
@@ -346,12 +344,7 @@ impl Executor {
     /// Blocks the caller for the duration of the spawn (a fraction of a millisecond).
     pub fn launch(&self, spec: ExecSpec) -> Option<u32> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let sender = self
-            .inner
-            .spawn_tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let sender = self.inner.spawn_tx.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let failed = |spec: ExecSpec| {
             let now = now_ms();
             self.inner.send_report(TaskReport {
@@ -398,8 +391,7 @@ impl Executor {
         }
         Inner::signal_task(pid, t, libc::SIGTERM);
         if first {
-            self.inner
-                .escalate_later(&mut st, pid, self.inner.cfg.kill_grace);
+            self.inner.escalate_later(&mut st, pid, self.inner.cfg.kill_grace);
         }
         true
     }
@@ -407,11 +399,7 @@ impl Executor {
     /// (key, attempt, pid) of every running task.
     pub fn running(&self) -> Vec<(TaskKey, u32, u32)> {
         let st = self.inner.lock();
-        let mut v: Vec<_> = st
-            .tasks
-            .iter()
-            .map(|(&pid, t)| (t.key, t.attempt, pid))
-            .collect();
+        let mut v: Vec<_> = st.tasks.iter().map(|(&pid, t)| (t.key, t.attempt, pid)).collect();
         v.sort_unstable();
         v
     }
@@ -456,12 +444,7 @@ impl Executor {
             st.stop = true;
         }
         inner.reaper_cv.notify_all();
-        if let Some(tx) = inner
-            .spawn_tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
+        if let Some(tx) = inner.spawn_tx.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = tx.send(spawn::Request::Stop);
         }
     }

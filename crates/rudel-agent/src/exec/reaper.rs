@@ -55,12 +55,7 @@ fn reap_all(inner: &Arc<Inner>) {
         // SAFETY: plain syscalls on stack values.
         let (pid, status) = unsafe {
             let mut info: libc::siginfo_t = std::mem::zeroed();
-            let r = libc::waitid(
-                libc::P_ALL,
-                0,
-                &mut info,
-                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-            );
+            let r = libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT);
             if r == -1 {
                 if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
                     continue;
@@ -158,13 +153,8 @@ fn finish(inner: &Arc<Inner>, mut task: Task, status: libc::c_int) -> TaskReport
         });
     }
     let (outcome, message) = match task.kill_reason {
-        Some(KillReason::Timeout) => (
-            TaskOutcome::Timeout,
-            format!("time limit reached; {status_text}"),
-        ),
-        Some(KillReason::Cancelled) => {
-            (TaskOutcome::Cancelled, format!("cancelled; {status_text}"))
-        }
+        Some(KillReason::Timeout) => (TaskOutcome::Timeout, format!("time limit reached; {status_text}")),
+        Some(KillReason::Cancelled) => (TaskOutcome::Cancelled, format!("cancelled; {status_text}")),
         None if oom => (
             TaskOutcome::OutOfMemory,
             format!("out of memory (limit {limit}): the kernel OOM killer fired; {status_text}"),

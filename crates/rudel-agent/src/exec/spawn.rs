@@ -38,10 +38,7 @@ pub(crate) fn run(inner: &Arc<Inner>, rx: mpsc::Receiver<Request>, devnull: Owne
     let attr = match SpawnAttr::new() {
         Ok(a) => Some(a),
         Err(e) => {
-            warn!(
-                errno = e,
-                "posix_spawnattr setup failed; every task will fork"
-            );
+            warn!(errno = e, "posix_spawnattr setup failed; every task will fork");
             None
         }
     };
@@ -189,11 +186,7 @@ fn resolve(spec: &ExecSpec) -> Result<PathBuf, i32> {
             Err(_) => {}
         }
     }
-    Err(if saw_eacces {
-        libc::EACCES
-    } else {
-        libc::ENOENT
-    })
+    Err(if saw_eacces { libc::EACCES } else { libc::ENOENT })
 }
 
 fn cstr(s: &[u8]) -> Result<CString, Failure> {
@@ -211,10 +204,7 @@ fn diagnose(spec: &ExecSpec, errno: i32) -> Failure {
         Ok(_) => None,
     };
     match cwd_err {
-        Some(e) => Failure::exec(
-            e,
-            &format!("cannot change directory to '{}'", spec.cwd.display()),
-        ),
+        Some(e) => Failure::exec(e, &format!("cannot change directory to '{}'", spec.cwd.display())),
         None => Failure::exec(errno, &format!("cannot execute '{}'", spec.argv[0])),
     }
 }
@@ -360,11 +350,9 @@ impl Prepared {
             kv.extend_from_slice(v.as_bytes());
             envp.push(cstr(&kv)?);
         }
-        let mut argv_ptrs: Vec<*mut libc::c_char> =
-            argv.iter().map(|c| c.as_ptr() as *mut _).collect();
+        let mut argv_ptrs: Vec<*mut libc::c_char> = argv.iter().map(|c| c.as_ptr() as *mut _).collect();
         argv_ptrs.push(std::ptr::null_mut());
-        let mut envp_ptrs: Vec<*mut libc::c_char> =
-            envp.iter().map(|c| c.as_ptr() as *mut _).collect();
+        let mut envp_ptrs: Vec<*mut libc::c_char> = envp.iter().map(|c| c.as_ptr() as *mut _).collect();
         envp_ptrs.push(std::ptr::null_mut());
         Ok(Prepared {
             prog: cstr(prog.as_os_str().as_bytes())?,
@@ -399,8 +387,7 @@ impl SpawnAttr {
             libc::sigdelset(&mut def, libc::SIGKILL);
             libc::sigdelset(&mut def, libc::SIGSTOP);
             let p: *mut libc::posix_spawnattr_t = &mut *a.0;
-            let flags =
-                POSIX_SPAWN_SETSID | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
+            let flags = POSIX_SPAWN_SETSID | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
             for r in [
                 libc::posix_spawnattr_setsigmask(p, &mask),
                 libc::posix_spawnattr_setsigdefault(p, &def),
@@ -509,9 +496,8 @@ fn spawn_forked(
     prog: &Path,
     start_ms: u64,
 ) -> Result<u32, Failure> {
-    let dup = |f: std::io::Result<OwnedFd>| {
-        f.map_err(|e| Failure::exec(e.raw_os_error().unwrap_or(libc::EIO), "cannot dup"))
-    };
+    let dup =
+        |f: std::io::Result<OwnedFd>| f.map_err(|e| Failure::exec(e.raw_os_error().unwrap_or(libc::EIO), "cannot dup"));
     let null = || dup(devnull.try_clone());
     let out: OwnedFd = match &stdio.out {
         Some(f) => dup(f.try_clone().map(OwnedFd::from))?,
@@ -552,11 +538,7 @@ fn spawn_forked(
         }
     });
     let procs_fd: libc::c_int = prepared.as_ref().map_or(-1, memlimit::procs_fd);
-    let rlimit: u64 = if prepared.is_some() {
-        0
-    } else {
-        spec.mem_bytes
-    };
+    let rlimit: u64 = if prepared.is_some() { 0 } else { spec.mem_bytes };
     // SAFETY: the hook only makes async-signal-safe syscalls on captured plain values
     // (no allocation, no locks).
     unsafe {
@@ -629,8 +611,7 @@ impl Affinity {
         // SAFETY: cpu_set_t is plain data; sched_getaffinity fills it.
         let full = unsafe {
             let mut set: libc::cpu_set_t = std::mem::zeroed();
-            (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0)
-                .then_some(set)
+            (libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0).then_some(set)
         };
         Affinity {
             full,

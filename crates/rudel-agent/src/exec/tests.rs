@@ -158,10 +158,7 @@ fn wait_session_empty(sid: u32) -> Vec<u32> {
 fn wait_session_size(sid: u32, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while in_session(sid).len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "session {sid} never had {n} processes"
-        );
+        assert!(Instant::now() < deadline, "session {sid} never had {n} processes");
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -170,10 +167,7 @@ fn wait_session_size(sid: u32, n: usize) {
 fn lasting_zombies() -> Vec<u32> {
     let me = std::process::id();
     let zombies = |v: Vec<(u32, char, u32, u32, u32)>| -> Vec<u32> {
-        v.into_iter()
-            .filter(|p| p.2 == me && p.1 == 'Z')
-            .map(|p| p.0)
-            .collect()
+        v.into_iter().filter(|p| p.2 == me && p.1 == 'Z').map(|p| p.0).collect()
     };
     let first = zombies(all_procs());
     std::thread::sleep(Duration::from_millis(300));
@@ -192,10 +186,7 @@ fn echo_output_captured() {
     assert_eq!(r.outcome, TaskOutcome::Exited, "{r:?}");
     assert_eq!(r.exit_code, Some(0));
     assert_eq!(r.signal, None);
-    assert!(
-        r.start_ms > 1_600_000_000_000 && r.end_ms >= r.start_ms,
-        "{r:?}"
-    );
+    assert!(r.start_ms > 1_600_000_000_000 && r.end_ms >= r.start_ms, "{r:?}");
     assert_eq!(read(&out), "hello world\n");
 }
 
@@ -249,11 +240,7 @@ fn exit_code_reported() {
     assert!(r.message.contains('3'), "{r:?}");
     let r = run(|job| spec(job, 0, &["sh", "-c", "kill -USR1 $$"]));
     assert_eq!(r.outcome, TaskOutcome::Exited);
-    assert_eq!(
-        (r.exit_code, r.signal),
-        (None, Some(libc::SIGUSR1)),
-        "{r:?}"
-    );
+    assert_eq!((r.exit_code, r.signal), (None, Some(libc::SIGUSR1)), "{r:?}");
 }
 
 #[test]
@@ -278,10 +265,7 @@ fn spawn_failures_are_reported() {
         stdout: Some(out.clone()),
         ..spec(job, 0, &["/no/such/bin"])
     });
-    assert_eq!(
-        (r.outcome, r.exit_code),
-        (TaskOutcome::SpawnFailed, Some(127))
-    );
+    assert_eq!((r.outcome, r.exit_code), (TaskOutcome::SpawnFailed, Some(127)));
     assert_eq!(
         read(&out),
         "rudel: cannot execute '/no/such/bin': No such file or directory\n"
@@ -291,11 +275,7 @@ fn spawn_failures_are_reported() {
     let script = dir.path().join("noexec.sh");
     std::fs::write(&script, "#!/bin/sh\necho hi\n").expect("write");
     let r = run(|job| spec(job, 0, &[script.to_str().expect("utf8")]));
-    assert_eq!(
-        (r.outcome, r.exit_code),
-        (TaskOutcome::SpawnFailed, Some(126)),
-        "{r:?}"
-    );
+    assert_eq!((r.outcome, r.exit_code), (TaskOutcome::SpawnFailed, Some(126)), "{r:?}");
     assert!(r.message.contains("Permission denied"), "{r:?}");
 
     // Missing working directory.
@@ -303,11 +283,7 @@ fn spawn_failures_are_reported() {
         cwd: dir.path().join("nodir"),
         ..spec(job, 0, &["true"])
     });
-    assert_eq!(
-        (r.outcome, r.exit_code),
-        (TaskOutcome::SpawnFailed, Some(127)),
-        "{r:?}"
-    );
+    assert_eq!((r.outcome, r.exit_code), (TaskOutcome::SpawnFailed, Some(127)), "{r:?}");
     assert!(r.message.contains("cannot change directory"), "{r:?}");
 
     // Missing output directory (not created, like Slurm).
@@ -324,11 +300,7 @@ fn spawn_failures_are_reported() {
         stderr: StderrTarget::File(err.clone()),
         ..spec(job, 0, &["nosuchcmd-rudel"])
     });
-    assert_eq!(
-        (r.outcome, r.exit_code),
-        (TaskOutcome::SpawnFailed, Some(127)),
-        "{r:?}"
-    );
+    assert_eq!((r.outcome, r.exit_code), (TaskOutcome::SpawnFailed, Some(127)), "{r:?}");
     assert_eq!(read(&err), format!("{reason}\n"));
     let r = run(|job| ExecSpec {
         mem_bytes: 100 << 20,
@@ -352,11 +324,7 @@ fn env_is_exactly_the_given_one() {
     let r = run(|job| ExecSpec {
         stdout: Some(out.clone()),
         env: env.clone(),
-        ..spec(
-            job,
-            0,
-            &["sh", "-c", "echo \"$RUDEL_X|${HOME-unset}|${CARGO-unset}\""],
-        )
+        ..spec(job, 0, &["sh", "-c", "echo \"$RUDEL_X|${HOME-unset}|${CARGO-unset}\""])
     });
     assert_eq!(r.exit_code, Some(0), "{r:?}");
     assert_eq!(read(&out), "a b=c|unset|unset\n");
@@ -375,11 +343,7 @@ fn cwd_honoured_and_relative_output() {
     assert_eq!(read(&cwd.join("rel.out")), format!("{}\n", cwd.display()));
     // A relative command path is relative to the cwd, too.
     std::fs::write(cwd.join("s.sh"), "#!/bin/sh\necho script\n").expect("write");
-    std::fs::set_permissions(
-        cwd.join("s.sh"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .expect("chmod");
+    std::fs::set_permissions(cwd.join("s.sh"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
     let r = run(|job| ExecSpec {
         cwd: cwd.clone(),
         stdout: Some(PathBuf::from("s.out")),
@@ -449,15 +413,8 @@ fn time_limit_kills() {
     got.sort_by_key(|(r, _)| r.key);
     let (a, ta) = &got[0];
     assert_eq!(a.outcome, TaskOutcome::Timeout, "{a:?}");
-    assert_eq!(
-        (a.exit_code, a.signal),
-        (None, Some(libc::SIGTERM)),
-        "{a:?}"
-    );
-    assert!(
-        *ta >= limit && *ta < limit + Duration::from_millis(1500),
-        "{ta:?}"
-    );
+    assert_eq!((a.exit_code, a.signal), (None, Some(libc::SIGTERM)), "{a:?}");
+    assert!(*ta >= limit && *ta < limit + Duration::from_millis(1500), "{ta:?}");
     let (b, tb) = &got[1];
     assert_eq!(b.outcome, TaskOutcome::Timeout, "{b:?}");
     assert_eq!(b.signal, Some(libc::SIGKILL), "{b:?}");
@@ -477,21 +434,14 @@ fn cancel_leaves_no_process() {
     let key = TaskKey { job, index: 0 };
     let pid = h()
         .exec
-        .launch(spec(
-            job,
-            0,
-            &["sh", "-c", "sleep 1000 & sleep 1000 & wait"],
-        ))
+        .launch(spec(job, 0, &["sh", "-c", "sleep 1000 & sleep 1000 & wait"]))
         .expect("spawned");
     wait_session_size(pid, 3);
     assert!(h().exec.running().contains(&(key, 0, pid)));
     // Relaunching a running (key, attempt) is a no-op.
     assert_eq!(
-        h().exec.launch(spec(
-            job,
-            0,
-            &["sh", "-c", "sleep 1000 & sleep 1000 & wait"]
-        )),
+        h().exec
+            .launch(spec(job, 0, &["sh", "-c", "sleep 1000 & sleep 1000 & wait"])),
         Some(pid)
     );
     assert!(h().exec.kill(key, 0));
@@ -518,11 +468,7 @@ fn leftover_background_children_are_killed_on_exit() {
         .launch(spec(job, 0, &["sh", "-c", "sleep 1000 & exit 0"]))
         .expect("spawned");
     let r = recv(&mut rx, 10);
-    assert_eq!(
-        (r.outcome, r.exit_code),
-        (TaskOutcome::Exited, Some(0)),
-        "{r:?}"
-    );
+    assert_eq!((r.outcome, r.exit_code), (TaskOutcome::Exited, Some(0)), "{r:?}");
     assert_eq!(wait_session_empty(pid), Vec::<u32>::new());
 }
 
@@ -550,8 +496,7 @@ fn memory_limit_enforced() {
     let r = recv(&mut rx, 60);
     println!("memory report: {r:?}");
     assert!(
-        r.outcome == TaskOutcome::OutOfMemory
-            || (r.outcome == TaskOutcome::Exited && r.exit_code != Some(0)),
+        r.outcome == TaskOutcome::OutOfMemory || (r.outcome == TaskOutcome::Exited && r.exit_code != Some(0)),
         "{r:?}"
     );
     if mode.starts_with("cgroup") {
@@ -568,11 +513,7 @@ fn memory_limit_enforced() {
             ..spec(job, 1, &["python3", "-c", "b=bytearray(20*1024*1024)"])
         },
     );
-    assert_eq!(
-        (ok.outcome, ok.exit_code),
-        (TaskOutcome::Exited, Some(0)),
-        "{ok:?}"
-    );
+    assert_eq!((ok.outcome, ok.exit_code), (TaskOutcome::Exited, Some(0)), "{ok:?}");
     if let MemMode::V1 { root } | MemMode::V2 { root } = &h().exec.inner.mem {
         let dir0 = root.join(format!("{job}_0_0"));
         let dir1 = root.join(format!("{job}_1_0"));
@@ -590,11 +531,7 @@ fn orphans_reaped_only_when_start_time_matches() {
     let key = TaskKey { job, index: 0 };
     let pid = h()
         .exec
-        .launch(spec(
-            job,
-            0,
-            &["sh", "-c", "sleep 1000 & sleep 1000 & wait"],
-        ))
+        .launch(spec(job, 0, &["sh", "-c", "sleep 1000 & sleep 1000 & wait"]))
         .expect("spawned");
     wait_session_size(pid, 3);
     let start_time = proc_start_time(pid).expect("start time");
@@ -610,11 +547,7 @@ fn orphans_reaped_only_when_start_time_matches() {
     assert_eq!(reps[0].outcome, TaskOutcome::Lost);
     assert!(reps[0].message.contains("restarted"), "{:?}", reps[0]);
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(
-        in_session(pid).len(),
-        3,
-        "mismatched orphan must not be killed"
-    );
+    assert_eq!(in_session(pid).len(), 3, "mismatched orphan must not be killed");
     // The real one: its whole group is killed.
     let right = Orphan {
         key,

@@ -33,7 +33,8 @@ pub type Raft = openraft::Raft<TypeConfig>;
 /// A log id of this group.
 pub type LogId = openraft::LogId<HeadId>;
 /// Errors of `client_write`.
-pub type WriteError = openraft::error::RaftError<HeadId, openraft::error::ClientWriteError<HeadId, openraft::BasicNode>>;
+pub type WriteError =
+    openraft::error::RaftError<HeadId, openraft::error::ClientWriteError<HeadId, openraft::BasicNode>>;
 
 /// Timing of the Raft group.
 #[derive(Clone, Debug)]
@@ -47,7 +48,12 @@ pub struct RaftTiming {
 
 impl Default for RaftTiming {
     fn default() -> Self {
-        RaftTiming { heartbeat_ms: 150, election_min_ms: 600, election_max_ms: 1200, snapshot_every: 20_000 }
+        RaftTiming {
+            heartbeat_ms: 150,
+            election_min_ms: 600,
+            election_max_ms: 1200,
+            snapshot_every: 20_000,
+        }
     }
 }
 
@@ -63,5 +69,7 @@ pub fn raft_config(t: &RaftTiming) -> Result<Arc<openraft::Config>, String> {
         max_payload_entries: 256,
         ..Default::default()
     };
-    cfg.validate().map(Arc::new).map_err(|e| format!("invalid raft timing: {e}"))
+    cfg.validate()
+        .map(Arc::new)
+        .map_err(|e| format!("invalid raft timing: {e}"))
 }

@@ -28,7 +28,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: HeadId, node: &BasicNode) -> PeerClient {
-        PeerClient { target, addr: node.addr.clone(), client: None }
+        PeerClient {
+            target,
+            addr: node.addr.clone(),
+            client: None,
+        }
     }
 }
 
@@ -51,7 +55,9 @@ impl PeerClient {
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
         let ch = ep.connect().await.map_err(|e| Unreachable::new(&e))?;
-        let c = RaftPeerClient::new(ch).max_decoding_message_size(256 << 20).max_encoding_message_size(256 << 20);
+        let c = RaftPeerClient::new(ch)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20);
         self.client = Some(c.clone());
         Ok(c)
     }
@@ -120,7 +126,8 @@ pub struct PeerService {
 }
 
 fn decode<T: DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
-    serde_json::from_slice(&req.into_inner().data).map_err(|e| Status::invalid_argument(format!("bad raft payload: {e}")))
+    serde_json::from_slice(&req.into_inner().data)
+        .map_err(|e| Status::invalid_argument(format!("bad raft payload: {e}")))
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<tonic::Response<RaftPayload>, Status> {

@@ -35,7 +35,10 @@ pub struct SharedState {
 impl SharedState {
     fn new(applied: Applied) -> Arc<SharedState> {
         let (changed, _) = watch::channel(0);
-        Arc::new(SharedState { inner: RwLock::new(applied), changed })
+        Arc::new(SharedState {
+            inner: RwLock::new(applied),
+            changed,
+        })
     }
 
     /// Read access to the applied state.
@@ -84,10 +87,19 @@ impl StateMachineStore {
                 a.state.reintern();
                 a
             }
-            None => Applied { state: State::new(), ..Applied::default() },
+            None => Applied {
+                state: State::new(),
+                ..Applied::default()
+            },
         };
         let shared = SharedState::new(applied);
-        Ok((StateMachineStore { shared: shared.clone(), db }, shared))
+        Ok((
+            StateMachineStore {
+                shared: shared.clone(),
+                db,
+            },
+            shared,
+        ))
     }
 }
 
@@ -120,17 +132,31 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> SResult<Snapshot<TypeConfig>> {
         let (data, last_applied, membership) = {
             let a = self.shared.read();
-            (serde_json::to_vec(&*a).map_err(snap_err)?, a.last_applied, a.membership.clone())
+            (
+                serde_json::to_vec(&*a).map_err(snap_err)?,
+                a.last_applied,
+                a.membership.clone(),
+            )
         };
         let snapshot_id = match last_applied {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, data.len()),
             None => format!("0-0-{}", data.len()),
         };
-        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
-        let stored = StoredSnapshot { meta: meta.clone(), data };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let stored = StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        };
         save_snapshot(&self.db, &stored)?;
         tracing::info!(bytes = stored.data.len(), last_applied = ?last_applied, "snapshot built");
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(stored.data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
     }
 }
 
@@ -169,7 +195,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { shared: self.shared.clone(), db: self.db.clone() }
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+            db: self.db.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> SResult<Box<Cursor<Vec<u8>>>> {
@@ -186,7 +215,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         applied.state.reintern();
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
-        save_snapshot(&self.db, &StoredSnapshot { meta: meta.clone(), data })?;
+        save_snapshot(
+            &self.db,
+            &StoredSnapshot {
+                meta: meta.clone(),
+                data,
+            },
+        )?;
         let idx = applied.last_applied.map_or(0, |l| l.index);
         *self.shared.write() = applied;
         self.shared.changed.send_replace(idx);
@@ -194,6 +229,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> SResult<Option<Snapshot<TypeConfig>>> {
-        Ok(load_snapshot(&self.db)?.map(|s| Snapshot { meta: s.meta, snapshot: Box::new(Cursor::new(s.data)) }))
+        Ok(load_snapshot(&self.db)?.map(|s| Snapshot {
+            meta: s.meta,
+            snapshot: Box::new(Cursor::new(s.data)),
+        }))
     }
 }

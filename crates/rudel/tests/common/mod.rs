@@ -79,11 +79,7 @@ impl std::fmt::Display for Out {
             f,
             "exit {:?}{} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
             self.code,
-            if self.timed_out {
-                " (TIMED OUT, killed)"
-            } else {
-                ""
-            },
+            if self.timed_out { " (TIMED OUT, killed)" } else { "" },
             self.elapsed,
             self.stdout,
             self.stderr
@@ -94,12 +90,8 @@ impl std::fmt::Display for Out {
 /// Runs `cmd` to completion within `timeout` (killing it when the bound passes).
 pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Out {
     let start = Instant::now();
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {
@@ -200,9 +192,7 @@ fn tail(s: &str, lines: usize) -> String {
 
 /// Logs that mean "the port was taken under us": retry with another (or the same, later).
 fn addr_in_use(log: &str) -> bool {
-    log.contains("ddress already in use")
-        || log.contains("os error 98")
-        || log.contains("AddrInUse")
+    log.contains("ddress already in use") || log.contains("os error 98") || log.contains("AddrInUse")
 }
 
 /// A cluster of real rudel processes in one temp dir.
@@ -221,10 +211,7 @@ pub struct Cluster {
 
 impl Cluster {
     fn empty(opts: Opts) -> Cluster {
-        let tmp = tempfile::Builder::new()
-            .prefix("rudel-it-")
-            .tempdir()
-            .expect("tempdir");
+        let tmp = tempfile::Builder::new().prefix("rudel-it-").tempdir().expect("tempdir");
         let data = tmp.path().join("data");
         let work = tmp.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
@@ -300,10 +287,7 @@ impl Cluster {
                         std::thread::sleep(Duration::from_millis(200));
                         break; // retry
                     }
-                    panic!(
-                        "rudel {role} exited with {code} during startup:\n{}",
-                        tail(&log, 40)
-                    );
+                    panic!("rudel {role} exited with {code} during startup:\n{}", tail(&log, 40));
                 }
                 if ready(self) {
                     return i;
@@ -331,12 +315,7 @@ impl Cluster {
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
-                v.extend([
-                    "--cpus".into(),
-                    o.cpus.to_string(),
-                    "--mem".into(),
-                    o.mem.clone(),
-                ]);
+                v.extend(["--cpus".into(), o.cpus.to_string(), "--mem".into(), o.mem.clone()]);
                 v.extend([
                     "--kill-grace".into(),
                     o.kill_grace.clone(),
@@ -368,10 +347,7 @@ impl Cluster {
                     .map(|s| s.to_string())
                     .collect()
             },
-            |c| {
-                c.try_rudel(&["nodes", "--json"], Duration::from_secs(5))
-                    .ok()
-            },
+            |c| c.try_rudel(&["nodes", "--json"], Duration::from_secs(5)).ok(),
         )
     }
 
@@ -449,11 +425,8 @@ impl Cluster {
             return false;
         };
         v.as_array().is_some_and(|a| {
-            a.iter().any(|n| {
-                n["name"] == self.opts.name.as_str()
-                    && n["state"].is_string()
-                    && n["state"] != "down"
-            })
+            a.iter()
+                .any(|n| n["name"] == self.opts.name.as_str() && n["state"].is_string() && n["state"] != "down")
         })
     }
 
@@ -536,12 +509,7 @@ impl Cluster {
     }
 
     /// Polls `show ID --json` every 50 ms until `pred` holds; panics after `timeout`.
-    pub fn wait_state(
-        &self,
-        id: u64,
-        mut pred: impl FnMut(&Value) -> bool,
-        timeout: Duration,
-    ) -> Value {
+    pub fn wait_state(&self, id: u64, mut pred: impl FnMut(&Value) -> bool, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let v = self.show_json(id);
@@ -607,10 +575,7 @@ impl Drop for Cluster {
 
 /// Final job/task states.
 pub fn is_final(state: &str) -> bool {
-    matches!(
-        state,
-        "completed" | "failed" | "cancelled" | "timeout" | "node_fail"
-    )
+    matches!(state, "completed" | "failed" | "cancelled" | "timeout" | "node_fail")
 }
 
 /// A count from the `counts` object of a job.
