@@ -106,6 +106,10 @@ pub enum Command {
         reason: String,
         now_ms: u64,
     },
+    /// Stop placing work on these nodes (running work finishes).
+    Drain { nodes: Vec<String>, reason: String, now_ms: u64 },
+    /// Let these nodes take work again.
+    Resume { nodes: Vec<String>, now_ms: u64 },
     /// Task results from one node.
     Reports {
         node: String,
@@ -137,6 +141,11 @@ pub enum Response {
     Registered {
         node: u32,
         epoch: u64,
+    },
+    /// Drain/resume: nodes whose state changed; nothing changes if any name is unknown.
+    NodesChanged {
+        changed: Vec<String>,
+        unknown: Vec<String>,
     },
     Ok,
     Batch(Vec<Response>),

@@ -37,6 +37,9 @@ pub struct Node {
     /// Why the node is down, if it is.
     #[serde(default)]
     pub down_reason: String,
+    /// Set while the node is drained: no new work is placed on it. Holds the reason.
+    #[serde(default)]
+    pub drain: Option<String>,
     /// `free_cores[c]` is true when core `c` is not allocated.
     pub free_cores: Vec<bool>,
     pub cpus_used: u32,
@@ -64,6 +67,7 @@ impl Node {
             last_seen_ms: 0,
             epoch: 0,
             down_reason: String::new(),
+            drain: None,
             free_cores: vec![true; cpus as usize],
             cpus_used: 0,
             mem_used: 0,
@@ -83,7 +87,12 @@ impl Node {
 
     /// True when a task of this size fits right now.
     pub fn fits_now(&self, cpus: u32, mem: u64) -> bool {
-        self.liveness == Liveness::Up && self.cpus_free() >= cpus && self.mem_free() >= mem
+        self.takes_work() && self.cpus_free() >= cpus && self.mem_free() >= mem
+    }
+
+    /// Up and not drained: new work may be placed here.
+    pub fn takes_work(&self) -> bool {
+        self.liveness == Liveness::Up && self.drain.is_none()
     }
 
     /// True when a task of this size could ever fit on this node.
@@ -166,6 +175,8 @@ impl Node {
             // Session gone, tasks still held until the node timeout declares it lost.
             Liveness::Disconnected => "unreachable",
             Liveness::Down => "down",
+            Liveness::Up if self.drain.is_some() && self.running.is_empty() => "drained",
+            Liveness::Up if self.drain.is_some() => "draining",
             Liveness::Up if self.cpus_used == 0 && self.running.is_empty() => "idle",
             Liveness::Up if self.cpus_used >= self.cpus => "allocated",
             Liveness::Up => "mixed",

@@ -1,7 +1,6 @@
 //! Read-only views of the state for `show`, `jobs` and `wait`.
 use crate::ids::TaskKey;
 use crate::job::{Job, TaskState};
-use crate::node::Liveness;
 use crate::state::State;
 
 /// One task as users see it.
@@ -23,8 +22,8 @@ pub fn pending_reason(state: &State, job: &Job) -> String {
     if !job.has_pending() {
         return String::new();
     }
-    if !state.nodes.iter().any(|n| n.liveness == Liveness::Up) {
-        return "NoNodes: no compute node is up".into();
+    if !state.nodes.iter().any(|n| n.takes_work()) {
+        return "NoNodes: no compute node is up and accepting work (drained or down)".into();
     }
     if let Some(limit) = job.spec.array.as_ref().and_then(|a| a.limit) {
         if job.running.len() as u64 >= u64::from(limit) {

@@ -7,7 +7,6 @@
 use std::ops::Bound::{Excluded, Unbounded};
 
 use crate::ids::{NodeId, TaskKey};
-use crate::node::Liveness;
 use crate::state::State;
 
 /// Places as many pending tasks as fit; returns how many were placed.
@@ -63,7 +62,7 @@ pub fn schedule(state: &mut State) -> usize {
 
 /// A running task of the given shape on an up node that has no successor yet.
 fn pick_predecessor(state: &State, cpus: u32, mem: u64) -> Option<TaskKey> {
-    for n in state.nodes.iter().filter(|n| n.liveness == Liveness::Up) {
+    for n in state.nodes.iter().filter(|n| n.takes_work()) {
         for key in n.running.keys() {
             let Some(rt) = state.running_task(*key) else { continue };
             if rt.successor.is_none()

@@ -120,6 +120,14 @@ impl State {
                 self.node_lost(&name, epoch, &reason);
                 Response::Ok
             }
+            Command::Drain { nodes, reason, now_ms } => {
+                self.advance(now_ms);
+                self.set_drain(&nodes, Some(reason))
+            }
+            Command::Resume { nodes, now_ms } => {
+                self.advance(now_ms);
+                self.set_drain(&nodes, None)
+            }
             Command::Reports { node, reports, now_ms } => {
                 self.advance(now_ms);
                 if let Some(&id) = self.node_by_name.get(&node) {
@@ -272,6 +280,24 @@ impl State {
             n.last_seen_ms = self.now_ms;
         }
         Response::Registered { node: id, epoch }
+    }
+
+    /// Drains (`Some(reason)`) or resumes (`None`) nodes; all or nothing.
+    fn set_drain(&mut self, names: &[String], drain: Option<String>) -> Response {
+        let unknown: Vec<String> = names.iter().filter(|n| !self.node_by_name.contains_key(*n)).cloned().collect();
+        if !unknown.is_empty() {
+            return Response::NodesChanged { changed: Vec::new(), unknown };
+        }
+        let mut changed = Vec::new();
+        for name in names {
+            let Some(&id) = self.node_by_name.get(name) else { continue };
+            let Some(n) = self.nodes.get_mut(id as usize) else { continue };
+            if n.drain.is_some() != drain.is_some() || (drain.is_some() && n.drain != drain) {
+                n.drain = drain.clone();
+                changed.push(name.clone());
+            }
+        }
+        Response::NodesChanged { changed, unknown }
     }
 
     /// Declares a node lost unless it registered again after `epoch`: every task placed on

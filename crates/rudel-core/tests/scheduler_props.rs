@@ -27,6 +27,8 @@ enum Event {
     Cancel(usize),
     /// Node n comes back as a different machine: its tasks are lost.
     Replace(usize),
+    /// Drain (true) or resume (false) node n.
+    Drain(usize, bool),
 }
 
 fn job_req() -> impl Strategy<Value = JobReq> {
@@ -54,6 +56,7 @@ fn event() -> impl Strategy<Value = Event> {
         8 => (any::<usize>(), 0u8..6).prop_map(|(i, o)| Event::Finish(i, o)),
         1 => any::<usize>().prop_map(Event::Cancel),
         1 => any::<usize>().prop_map(Event::Replace),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(i, d)| Event::Drain(i, d)),
     ]
 }
 
@@ -178,6 +181,13 @@ fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCas
     // Priority then FIFO: a task placed in this step never overtakes an earlier job (in
     // scheduling order) that still waits and is not held back by its own array limit.
     let now = placed_tasks(state);
+    // Nothing new is placed on a drained node.
+    for (key, _) in now.difference(before) {
+        if let Some(rt) = state.running_task(*key) {
+            let n = &state.nodes[rt.node as usize];
+            prop_assert!(n.drain.is_none(), "task {} placed on drained node {}", key, n.name);
+        }
+    }
     let new_jobs: BTreeSet<u64> = now.difference(before).map(|(k, _)| k.job).collect();
     let ord = order(state);
     for job in &new_jobs {
@@ -270,6 +280,15 @@ proptest! {
                     let id = *submitted.keys().nth(i % submitted.len()).unwrap_or(&0);
                     s.apply(Command::Cancel { jobs: vec![id], now_ms: now });
                 }
+                Event::Drain(i, drain) => {
+                    let name = s.nodes[i % s.nodes.len()].name.clone();
+                    let cmd = if drain {
+                        Command::Drain { nodes: vec![name], reason: "test".into(), now_ms: now }
+                    } else {
+                        Command::Resume { nodes: vec![name], now_ms: now }
+                    };
+                    s.apply(cmd);
+                }
                 Event::Replace(i) => {
                     let id = i % s.nodes.len();
                     let (name, cpus, mem) = (s.nodes[id].name.clone(), s.nodes[id].cpus, s.nodes[id].mem_bytes);
@@ -279,6 +298,9 @@ proptest! {
             }
             check(&s, &before)?;
         }
+        // Every node takes work again, so everything can finish.
+        let names: Vec<String> = s.nodes.iter().map(|n| n.name.clone()).collect();
+        s.apply(Command::Resume { nodes: names, now_ms: now });
         // Liveness: let every task finish; everything reaches a terminal state.
         for _ in 0..10_000 {
             now += 1;

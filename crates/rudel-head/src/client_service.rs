@@ -48,6 +48,26 @@ impl ClientService {
     }
 }
 
+impl ClientService {
+    async fn change_nodes(&self, cmd: Command) -> Result<tonic::Response<pb::DrainResponse>, Status> {
+        let names = match &cmd {
+            Command::Drain { nodes, .. } | Command::Resume { nodes, .. } => nodes,
+            _ => return Err(Status::internal("not a node command")),
+        };
+        if names.is_empty() || names.len() > MAX_IDS {
+            return Err(Status::invalid_argument(format!("name between 1 and {MAX_IDS} nodes")));
+        }
+        match self.proposer.propose(cmd).await? {
+            Response::NodesChanged { unknown, .. } if !unknown.is_empty() => Err(Status::not_found(format!(
+                "no such node: {} (nothing was changed; see `rudel nodes`)",
+                unknown.join(", ")
+            ))),
+            Response::NodesChanged { changed, .. } => Ok(tonic::Response::new(pb::DrainResponse { changed })),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl pb::rudel_server::Rudel for ClientService {
     async fn submit(&self, req: Request<pb::SubmitRequest>) -> Result<tonic::Response<pb::SubmitResponse>, Status> {
@@ -209,6 +229,16 @@ impl pb::rudel_server::Rudel for ClientService {
         Ok(tonic::Response::new(pb::ListNodesResponse {
             nodes: a.state.nodes.iter().map(node_info).collect(),
         }))
+    }
+
+    async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<tonic::Response<pb::DrainResponse>, Status> {
+        let req = req.into_inner();
+        let reason = if req.reason.is_empty() { "drained by an operator".to_string() } else { req.reason };
+        self.change_nodes(Command::Drain { nodes: req.nodes, reason, now_ms: now_ms() }).await
+    }
+
+    async fn resume(&self, req: Request<pb::ResumeRequest>) -> Result<tonic::Response<pb::DrainResponse>, Status> {
+        self.change_nodes(Command::Resume { nodes: req.into_inner().nodes, now_ms: now_ms() }).await
     }
 
     async fn cluster_info(

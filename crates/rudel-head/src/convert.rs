@@ -194,5 +194,10 @@ pub fn node_info(n: &Node) -> pb::NodeInfo {
         last_seen_ms: n.last_seen_ms,
         running_tasks: n.running.len() as u32,
         address: n.address.clone(),
+        reason: match (&n.drain, n.liveness) {
+            (_, rudel_core::node::Liveness::Down) => n.down_reason.clone(),
+            (Some(r), _) => r.clone(),
+            _ => String::new(),
+        },
     }
 }

@@ -57,6 +57,10 @@ enum Cmd {
     Logs(follow::LogsArgs),
     /// List compute nodes and their resources.
     Nodes(show::NodesArgs),
+    /// Stop placing new work on nodes; running work finishes (state draining, then drained).
+    Drain(show::DrainArgs),
+    /// Let drained nodes take work again.
+    Resume(show::ResumeArgs),
 }
 
 /// Exit code for bad usage or input (like clap's own usage errors).
@@ -122,6 +126,8 @@ fn main() -> ExitCode {
             Cmd::Wait(a) => follow::wait(a, &head).await,
             Cmd::Logs(a) => follow::logs(a, &head).await,
             Cmd::Nodes(a) => show::nodes(a, &head).await,
+            Cmd::Drain(a) => show::drain(a, &head).await,
+            Cmd::Resume(a) => show::resume(a, &head).await,
         }
     });
     // Background tasks (e.g. a stream the server still holds) must not keep us alive.

@@ -39,6 +39,23 @@ pub struct CancelArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct DrainArgs {
+    /// Node names.
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+    /// Why (shown by `rudel nodes`).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ResumeArgs {
+    /// Node names.
+    #[arg(required = true)]
+    pub nodes: Vec<String>,
+}
+
+#[derive(Args, Debug)]
 pub struct NodesArgs {
     #[arg(long)]
     pub json: bool,
@@ -314,6 +331,29 @@ pub async fn cancel(a: CancelArgs, head: &str) -> CmdResult {
     Ok(0)
 }
 
+/// `rudel drain`.
+pub async fn drain(a: DrainArgs, head: &str) -> CmdResult {
+    let mut c = client::connect(head).await?;
+    let req = pb::DrainRequest { nodes: a.nodes.clone(), reason: a.reason.unwrap_or_default() };
+    let r = c.drain(req).await.map_err(client::failure)?.into_inner();
+    for n in &a.nodes {
+        let note = if r.changed.contains(n) { "" } else { " (already drained)" };
+        println!("Draining node {n}{note}");
+    }
+    Ok(0)
+}
+
+/// `rudel resume`.
+pub async fn resume(a: ResumeArgs, head: &str) -> CmdResult {
+    let mut c = client::connect(head).await?;
+    let r = c.resume(pb::ResumeRequest { nodes: a.nodes.clone() }).await.map_err(client::failure)?.into_inner();
+    for n in &a.nodes {
+        let note = if r.changed.contains(n) { "" } else { " (was not drained)" };
+        println!("Resumed node {n}{note}");
+    }
+    Ok(0)
+}
+
 /// `rudel nodes`.
 pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
     let mut c = client::connect(head).await?;
@@ -331,7 +371,7 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
                     "name": n.name, "state": n.state, "cpus": n.cpus, "cpus_used": n.cpus_used,
                     "mem_bytes": n.mem_bytes, "mem_used": n.mem_used, "mem_enforcement": n.mem_enforcement,
                     "running_tasks": n.running_tasks, "version": n.version, "arch": n.arch, "os": n.os,
-                    "last_seen_ms": n.last_seen_ms, "address": n.address,
+                    "last_seen_ms": n.last_seen_ms, "address": n.address, "reason": n.reason,
                 })
             })
             .collect();
@@ -339,12 +379,12 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
         return Ok(0);
     }
     println!(
-        "{:<20} {:<10} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} LAST_SEEN",
-        "NODE", "STATE", "CPUS", "MEM", "MEMLIMIT", "TASKS", "VERSION", "ARCH"
+        "{:<20} {:<11} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {:<19}  REASON",
+        "NODE", "STATE", "CPUS", "MEM", "MEMLIMIT", "TASKS", "VERSION", "ARCH", "LAST_SEEN"
     );
     for n in &r.nodes {
         println!(
-            "{:<20} {:<10} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {}",
+            "{:<20} {:<11} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {:<19}  {}",
             truncate(&n.name, 20),
             n.state,
             format!("{}/{}", n.cpus_used, n.cpus),
@@ -353,7 +393,8 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
             n.running_tasks,
             n.version,
             n.arch,
-            timestamp(n.last_seen_ms)
+            timestamp(n.last_seen_ms),
+            n.reason
         );
     }
     Ok(0)

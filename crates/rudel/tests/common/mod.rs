@@ -390,6 +390,36 @@ impl Cluster {
         i
     }
 
+    /// Starts another `rudel agent` named `name` (its own data directory); returns once
+    /// that node is idle.
+    pub fn start_named_agent(&mut self, name: &str) -> usize {
+        let o = self.opts.clone();
+        let args: Vec<String> = vec![
+            "agent".into(),
+            "--head".into(),
+            self.addr.clone(),
+            "--data".into(),
+            self.data.join(format!("agent-{name}")).display().to_string(),
+            "--name".into(),
+            name.into(),
+            "--cpus".into(),
+            o.cpus.to_string(),
+            "--mem".into(),
+            o.mem.clone(),
+        ];
+        let d = self.spawn_daemon("agent", &args);
+        self.daemons.push(d);
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let idle = self.nodes_json().iter().any(|n| n["name"] == name && n["state"] == "idle");
+            if idle {
+                return self.daemons.len() - 1;
+            }
+            assert!(Instant::now() < deadline, "agent {name} not idle in time:\n{}", self.logs_tail());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The most recently started daemon with this role.
     pub fn daemon(&mut self, role: &str) -> &mut Daemon {
         self.daemons
