@@ -35,6 +35,8 @@ pub struct AgentConfig {
     pub kill_grace: Duration,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// Labels for constraint expressions (`gpu` -> "", `rack=a` -> "a").
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl AgentConfig {
@@ -48,6 +50,7 @@ impl AgentConfig {
             mem_bytes: identity::total_memory(),
             kill_grace: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
+            labels: Default::default(),
         }
     }
 }
@@ -239,6 +242,7 @@ impl Agent {
                 .map(|(k, a)| to_task_ref(k, a))
                 .collect(),
             unacked: self.journal.unacked().iter().map(report_to_pb).collect(),
+            labels: self.cfg.labels.clone().into_iter().collect(),
         };
         let _ = tx.send(pb::AgentMessage {
             msg: Some(AgentMsg::Register(register)),

@@ -79,6 +79,9 @@ pub struct NodeRegistration {
     pub arch: String,
     pub os: String,
     pub address: String,
+    /// Labels for constraints (`gpu`, `rack=a`).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Tasks (with attempt) the agent is running now.
     pub running: Vec<(TaskKey, u32)>,
 }
@@ -107,7 +110,11 @@ pub enum Command {
         now_ms: u64,
     },
     /// Stop placing work on these nodes (running work finishes).
-    Drain { nodes: Vec<String>, reason: String, now_ms: u64 },
+    Drain {
+        nodes: Vec<String>,
+        reason: String,
+        now_ms: u64,
+    },
     /// Let these nodes take work again.
     Resume { nodes: Vec<String>, now_ms: u64 },
     /// Task results from one node.

@@ -34,6 +34,9 @@ pub struct JobSpec {
     pub env: Arc<BTreeMap<String, String>>,
     /// Rerun when its node is lost (true) or end `node_fail` (false).
     pub requeue: bool,
+    /// Only nodes matching this expression run the job's tasks.
+    #[serde(default)]
+    pub constraint: Option<crate::constraint::Constraint>,
     pub user: String,
 }
 

@@ -6,6 +6,7 @@
 
 pub mod array;
 pub mod command;
+pub mod constraint;
 pub mod ids;
 pub mod intern;
 pub mod job;

@@ -40,6 +40,9 @@ pub struct Node {
     /// Set while the node is drained: no new work is placed on it. Holds the reason.
     #[serde(default)]
     pub drain: Option<String>,
+    /// Labels for constraint expressions.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// `free_cores[c]` is true when core `c` is not allocated.
     pub free_cores: Vec<bool>,
     pub cpus_used: u32,
@@ -68,6 +71,7 @@ impl Node {
             epoch: 0,
             down_reason: String::new(),
             drain: None,
+            labels: BTreeMap::new(),
             free_cores: vec![true; cpus as usize],
             cpus_used: 0,
             mem_used: 0,
@@ -93,6 +97,20 @@ impl Node {
     /// Up and not drained: new work may be placed here.
     pub fn takes_work(&self) -> bool {
         self.liveness == Liveness::Up && self.drain.is_none()
+    }
+
+    /// True when the node satisfies a job's constraint (or the job has none).
+    pub fn matches(&self, c: Option<&crate::constraint::Constraint>) -> bool {
+        c.is_none_or(|c| {
+            c.matches(&crate::constraint::NodeFacts {
+                name: &self.name,
+                cpus: self.cpus,
+                mem_bytes: self.mem_bytes,
+                arch: &self.arch,
+                os: &self.os,
+                labels: &self.labels,
+            })
+        })
     }
 
     /// True when a task of this size could ever fit on this node.

@@ -195,8 +195,37 @@ impl State {
 
     /// With nodes known, a request no node could ever hold is refused at submit.
     fn check_fits_somewhere(&self, spec: &JobSpec) -> Result<(), String> {
-        if self.nodes.is_empty() || self.nodes.iter().any(|n| n.could_ever_fit(spec.cpus, spec.mem_bytes)) {
+        if self.nodes.is_empty() {
             return Ok(());
+        }
+        let c = spec.constraint.as_ref();
+        if self
+            .nodes
+            .iter()
+            .any(|n| n.could_ever_fit(spec.cpus, spec.mem_bytes) && n.matches(c))
+        {
+            return Ok(());
+        }
+        if let Some(c) = c {
+            if !self.nodes.iter().any(|n| n.matches(Some(c))) {
+                let known: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .take(20)
+                    .map(|n| {
+                        let l: Vec<String> = n
+                            .labels
+                            .iter()
+                            .map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") })
+                            .collect();
+                        format!("{} [{}]", n.name, l.join(","))
+                    })
+                    .collect();
+                return Err(format!(
+                    "no node matches the constraint {c}; nodes and their labels: {}",
+                    known.join(" ")
+                ));
+            }
         }
         let max_cpus = self.nodes.iter().map(|n| n.cpus).max().unwrap_or(0);
         let max_mem = self.nodes.iter().map(|n| n.mem_bytes).max().unwrap_or(0);
@@ -275,6 +304,7 @@ impl State {
             n.version = reg.version;
             n.arch = reg.arch;
             n.os = reg.os;
+            n.labels = reg.labels;
             n.address = reg.address;
             n.liveness = Liveness::Up;
             n.last_seen_ms = self.now_ms;
@@ -284,14 +314,25 @@ impl State {
 
     /// Drains (`Some(reason)`) or resumes (`None`) nodes; all or nothing.
     fn set_drain(&mut self, names: &[String], drain: Option<String>) -> Response {
-        let unknown: Vec<String> = names.iter().filter(|n| !self.node_by_name.contains_key(*n)).cloned().collect();
+        let unknown: Vec<String> = names
+            .iter()
+            .filter(|n| !self.node_by_name.contains_key(*n))
+            .cloned()
+            .collect();
         if !unknown.is_empty() {
-            return Response::NodesChanged { changed: Vec::new(), unknown };
+            return Response::NodesChanged {
+                changed: Vec::new(),
+                unknown,
+            };
         }
         let mut changed = Vec::new();
         for name in names {
-            let Some(&id) = self.node_by_name.get(name) else { continue };
-            let Some(n) = self.nodes.get_mut(id as usize) else { continue };
+            let Some(&id) = self.node_by_name.get(name) else {
+                continue;
+            };
+            let Some(n) = self.nodes.get_mut(id as usize) else {
+                continue;
+            };
             if n.drain.is_some() != drain.is_some() || (drain.is_some() && n.drain != drain) {
                 n.drain = drain.clone();
                 changed.push(name.clone());

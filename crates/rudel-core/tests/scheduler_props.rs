@@ -17,6 +17,8 @@ struct JobReq {
     tasks: u32,
     limit: Option<u32>,
     requeue: bool,
+    /// 0: none, 1: "gpu", 2: "!gpu".
+    constraint: u8,
 }
 
 #[derive(Clone, Debug)]
@@ -39,14 +41,16 @@ fn job_req() -> impl Strategy<Value = JobReq> {
         1u32..=12,
         prop::option::of(1u32..=3),
         any::<bool>(),
+        0u8..3,
     )
-        .prop_map(|(cpus, mem, priority, tasks, limit, requeue)| JobReq {
+        .prop_map(|(cpus, mem, priority, tasks, limit, requeue, constraint)| JobReq {
             cpus,
             mem: mem * 1024,
             priority,
             tasks,
             limit,
             requeue,
+            constraint,
         })
 }
 
@@ -76,11 +80,18 @@ fn spec(r: &JobReq) -> JobSpec {
         }),
         chdir: "/".into(),
         requeue: r.requeue,
+        constraint: match r.constraint {
+            1 => rudel_core::constraint::Constraint::parse("gpu").ok(),
+            2 => rudel_core::constraint::Constraint::parse("!gpu").ok(),
+            _ => None,
+        },
         ..JobSpec::default()
     }
 }
 
 fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
+    // Every other node has a GPU label, so constraints split the cluster.
+    let gpu = name.ends_with('1') || name.ends_with('3') || name == "a";
     Command::RegisterNode {
         reg: NodeRegistration {
             name: name.into(),
@@ -93,6 +104,11 @@ fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
             arch: "x86_64".into(),
             os: "linux".into(),
             address: String::new(),
+            labels: if gpu {
+                BTreeMap::from([("gpu".to_string(), String::new())])
+            } else {
+                BTreeMap::new()
+            },
             running: vec![],
         },
         now_ms: now,
@@ -178,8 +194,9 @@ fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCas
             prop_assert!(j.running.len() as u32 <= l, "job {} exceeds its array limit", j.id);
         }
     }
-    // Priority then FIFO: a task placed in this step never overtakes an earlier job (in
-    // scheduling order) that still waits and is not held back by its own array limit.
+    // Priority then FIFO: a task placed in this step never overtakes, on a node that job
+    // could use, an earlier job (in scheduling order) that still waits and is not held back
+    // by its own array limit.
     let now = placed_tasks(state);
     // Nothing new is placed on a drained node.
     for (key, _) in now.difference(before) {
@@ -188,10 +205,14 @@ fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCas
             prop_assert!(n.drain.is_none(), "task {} placed on drained node {}", key, n.name);
         }
     }
-    let new_jobs: BTreeSet<u64> = now.difference(before).map(|(k, _)| k.job).collect();
+    // Priority then FIFO: a task placed in this step never overtakes, on a node that job
+    // could use, an earlier job (in scheduling order) that still waits and is not held
+    // back by its own array limit.
     let ord = order(state);
-    for job in &new_jobs {
-        for earlier in ord.iter().take_while(|id| *id != job) {
+    for (key, _) in now.difference(before) {
+        let Some(rt) = state.running_task(*key) else { continue };
+        let node = &state.nodes[rt.node as usize];
+        for earlier in ord.iter().take_while(|id| **id != key.job) {
             let e = &state.jobs[earlier];
             let limited = e
                 .spec
@@ -199,10 +220,13 @@ fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCas
                 .as_ref()
                 .and_then(|a| a.limit)
                 .is_some_and(|l| e.running.len() as u32 >= l);
+            let could_use =
+                node.could_ever_fit(e.spec.cpus, e.spec.mem_bytes) && node.matches(e.spec.constraint.as_ref());
             prop_assert!(
-                !e.has_pending() || limited,
-                "job {} got a task while job {} (earlier in order) still waits",
-                job,
+                !e.has_pending() || limited || !could_use,
+                "job {} got a task on {} while job {} (earlier in order, could use that node) still waits",
+                key.job,
+                node.name,
                 earlier
             );
         }
@@ -255,7 +279,8 @@ proptest! {
             let before = placed_tasks(&s);
             match ev {
                 Event::Submit(r) => {
-                    let fits = s.nodes.iter().any(|n| n.cpus >= r.cpus && n.mem_bytes >= r.mem);
+                    let c = spec(&r).constraint;
+                    let fits = s.nodes.iter().any(|n| n.cpus >= r.cpus && n.mem_bytes >= r.mem && n.matches(c.as_ref()));
                     match s.apply(Command::Submit { request_id: String::new(), spec: spec(&r), now_ms: now }) {
                         rudel_core::Response::Submitted { job, .. } => {
                             prop_assert!(fits, "accepted a job no node can hold");
@@ -370,6 +395,7 @@ fn stale_reports_are_ignored() {
             tasks: 1,
             limit: None,
             requeue: true,
+            constraint: 0,
         }),
         now_ms: 2,
     });
@@ -416,6 +442,7 @@ fn no_requeue_task_lost_ends_node_fail_and_never_reruns() {
             tasks: 1,
             limit: None,
             requeue: false,
+            constraint: 0,
         }),
         now_ms: 2,
     });
@@ -437,6 +464,7 @@ fn a_million_task_array_is_small() {
             tasks: 1_000_000,
             limit: None,
             requeue: true,
+            constraint: 0,
         }),
         now_ms: 2,
     });

@@ -123,6 +123,7 @@ impl Session {
                 arch: reg.arch.clone(),
                 os: reg.os.clone(),
                 address: peer,
+                labels: reg.labels.clone().into_iter().collect(),
                 running: running.clone(),
             },
             now_ms: now_ms(),

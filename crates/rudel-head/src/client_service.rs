@@ -233,12 +233,25 @@ impl pb::rudel_server::Rudel for ClientService {
 
     async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<tonic::Response<pb::DrainResponse>, Status> {
         let req = req.into_inner();
-        let reason = if req.reason.is_empty() { "drained by an operator".to_string() } else { req.reason };
-        self.change_nodes(Command::Drain { nodes: req.nodes, reason, now_ms: now_ms() }).await
+        let reason = if req.reason.is_empty() {
+            "drained by an operator".to_string()
+        } else {
+            req.reason
+        };
+        self.change_nodes(Command::Drain {
+            nodes: req.nodes,
+            reason,
+            now_ms: now_ms(),
+        })
+        .await
     }
 
     async fn resume(&self, req: Request<pb::ResumeRequest>) -> Result<tonic::Response<pb::DrainResponse>, Status> {
-        self.change_nodes(Command::Resume { nodes: req.into_inner().nodes, now_ms: now_ms() }).await
+        self.change_nodes(Command::Resume {
+            nodes: req.into_inner().nodes,
+            now_ms: now_ms(),
+        })
+        .await
     }
 
     async fn cluster_info(

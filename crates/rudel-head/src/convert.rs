@@ -53,6 +53,14 @@ pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
         env: std::sync::Arc::new(s.env.into_iter().collect()),
         requeue: s.requeue,
         user: s.user,
+        constraint: if s.constraint.trim().is_empty() {
+            None
+        } else {
+            Some(
+                rudel_core::constraint::Constraint::parse(&s.constraint)
+                    .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            )
+        },
     };
     rudel_core::state::validate_spec(&spec).map_err(Status::invalid_argument)?;
     Ok(spec)
@@ -75,6 +83,7 @@ pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
         env: Default::default(),
         requeue: s.requeue,
         user: s.user.clone(),
+        constraint: s.constraint.as_ref().map(|c| c.to_string()).unwrap_or_default(),
     }
 }
 
@@ -194,6 +203,7 @@ pub fn node_info(n: &Node) -> pb::NodeInfo {
         last_seen_ms: n.last_seen_ms,
         running_tasks: n.running.len() as u32,
         address: n.address.clone(),
+        labels: n.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         reason: match (&n.drain, n.liveness) {
             (_, rudel_core::node::Liveness::Down) => n.down_reason.clone(),
             (Some(r), _) => r.clone(),

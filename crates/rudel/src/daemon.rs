@@ -28,6 +28,9 @@ pub struct UpArgs {
     /// Node name of the local agent (default: host name).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// Label for --constraint: `gpu` or `rack=a` (repeatable).
+    #[arg(long = "label", value_name = "KEY[=VALUE]")]
+    pub labels: Vec<String>,
     /// Delay between SIGTERM and SIGKILL when a task is cancelled or times out.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub kill_grace: String,
@@ -62,6 +65,9 @@ pub struct AgentArgs {
     /// Node name (default: host name).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// Label for --constraint: `gpu` or `rack=a` (repeatable).
+    #[arg(long = "label", value_name = "KEY[=VALUE]")]
+    pub labels: Vec<String>,
     /// Cpus offered (default: all this process may use).
     #[arg(long, value_name = "N")]
     pub cpus: Option<u32>,
@@ -108,8 +114,20 @@ fn agent_config(
     cpus: Option<u32>,
     mem: Option<&str>,
     kill_grace: &str,
+    labels: &[String],
 ) -> Result<AgentConfig, Failure> {
     let mut cfg = AgentConfig::new(heads, data);
+    for l in labels {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        let ok_name = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c));
+        if !ok_name || ["cpus", "mem", "arch", "os", "name"].contains(&k) {
+            return Err(Failure::usage(anyhow!(
+                "--label {l:?}: a label is NAME or NAME=VALUE, NAME made of letters, digits and _-.:/ \
+                 (not cpus, mem, arch, os or name, which every node has)"
+            )));
+        }
+        cfg.labels.insert(k.to_string(), v.to_string());
+    }
     if let Some(n) = name {
         cfg.name = n;
     }
@@ -152,6 +170,7 @@ pub async fn up(a: UpArgs) -> CmdResult {
         a.cpus,
         a.mem.as_deref(),
         &a.kill_grace,
+        &a.labels,
     )?;
     println!("rudel is up: head on {addr}, data in {}", data.display());
     println!("  submit with: rudel submit -- echo hello   (or set RUDEL_HEAD={addr} if not the default)");
@@ -194,7 +213,7 @@ pub async fn agent(a: AgentArgs, head: &str) -> CmdResult {
         )));
     }
     let data = a.data.unwrap_or_else(|| default_data_dir().join("agent"));
-    let cfg = agent_config(heads, data, a.name, a.cpus, a.mem.as_deref(), &a.kill_grace)?;
+    let cfg = agent_config(heads, data, a.name, a.cpus, a.mem.as_deref(), &a.kill_grace, &a.labels)?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let run = tokio::spawn(rudel_agent::run(cfg, stop_rx));
     finish_agent(run, stop_tx).await.map(|_| 0)

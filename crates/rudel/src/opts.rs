@@ -52,6 +52,9 @@ pub struct SubmitArgs {
     /// Never run a task twice: if its node is lost it ends `node_fail` (at-most-once).
     #[arg(long, overrides_with = "requeue")]
     pub no_requeue: bool,
+    /// Run only on nodes matching this expression, e.g. 'gpu && rack==a', 'mem>=64G || !slow'.
+    #[arg(short = 'C', long, value_name = "EXPR")]
+    pub constraint: Option<String>,
     /// Client request id: retrying a submit with the same id does not create a second job.
     #[arg(long, value_name = "ID")]
     pub request_id: Option<String>,
@@ -69,8 +72,6 @@ pub struct SubmitArgs {
 struct DirectiveArgs {
     #[command(flatten)]
     args: SubmitArgs,
-    #[arg(long)]
-    constraint: Option<String>,
 }
 
 /// Did the user put `--` before the command? (Then it is a command, not a script.)
@@ -103,6 +104,7 @@ fn merge(earlier: SubmitArgs, later: SubmitArgs) -> SubmitArgs {
             earlier.no_requeue
         },
         request_id: later.request_id.or(earlier.request_id),
+        constraint: later.constraint.or(earlier.constraint),
         json: later.json || earlier.json,
         command: later.command,
     }
@@ -146,12 +148,6 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
                 path.display()
             )));
         }
-        if from_script.constraint.is_some() {
-            eprintln!(
-                "rudel: warning: {}: --constraint is not supported by this version; ignored",
-                path.display()
-            );
-        }
         if a.name.is_none() && from_script.args.name.is_none() {
             a.name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         }
@@ -174,6 +170,12 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
         Some(s) => parse::parse_array(s)
             .map_err(|e| usage(format!("--array: {e}")))?
             .to_spec_string(),
+        None => String::new(),
+    };
+    let constraint = match &a.constraint {
+        Some(c) => rudel_core::constraint::Constraint::parse(c)
+            .map_err(|e| usage(format!("--constraint: {e}")))?
+            .to_string(),
         None => String::new(),
     };
     let cwd = std::env::current_dir()
@@ -209,6 +211,7 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
         env: env.into_iter().collect(),
         requeue: !a.no_requeue,
         user: user_name(),
+        constraint,
     };
     Ok((spec, a))
 }

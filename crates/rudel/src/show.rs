@@ -127,6 +127,7 @@ pub fn job_json(j: &pb::JobInfo) -> Value {
         "priority": spec.priority,
         "array": spec.array,
         "requeue": spec.requeue,
+        "constraint": spec.constraint,
         "chdir": spec.chdir,
         "user": spec.user,
         "output": j.output_path,
@@ -245,6 +246,9 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
     if !spec.array.is_empty() {
         println!("  Array={} Tasks={}", spec.array, j.tasks);
     }
+    if !spec.constraint.is_empty() {
+        println!("  Constraint={}", spec.constraint);
+    }
     let counts: Vec<String> = j.counts.iter().map(|c| format!("{}={}", c.state, c.count)).collect();
     println!("  Tasks: {}", counts.join(" "));
     println!(
@@ -334,10 +338,17 @@ pub async fn cancel(a: CancelArgs, head: &str) -> CmdResult {
 /// `rudel drain`.
 pub async fn drain(a: DrainArgs, head: &str) -> CmdResult {
     let mut c = client::connect(head).await?;
-    let req = pb::DrainRequest { nodes: a.nodes.clone(), reason: a.reason.unwrap_or_default() };
+    let req = pb::DrainRequest {
+        nodes: a.nodes.clone(),
+        reason: a.reason.unwrap_or_default(),
+    };
     let r = c.drain(req).await.map_err(client::failure)?.into_inner();
     for n in &a.nodes {
-        let note = if r.changed.contains(n) { "" } else { " (already drained)" };
+        let note = if r.changed.contains(n) {
+            ""
+        } else {
+            " (already drained)"
+        };
         println!("Draining node {n}{note}");
     }
     Ok(0)
@@ -346,9 +357,17 @@ pub async fn drain(a: DrainArgs, head: &str) -> CmdResult {
 /// `rudel resume`.
 pub async fn resume(a: ResumeArgs, head: &str) -> CmdResult {
     let mut c = client::connect(head).await?;
-    let r = c.resume(pb::ResumeRequest { nodes: a.nodes.clone() }).await.map_err(client::failure)?.into_inner();
+    let r = c
+        .resume(pb::ResumeRequest { nodes: a.nodes.clone() })
+        .await
+        .map_err(client::failure)?
+        .into_inner();
     for n in &a.nodes {
-        let note = if r.changed.contains(n) { "" } else { " (was not drained)" };
+        let note = if r.changed.contains(n) {
+            ""
+        } else {
+            " (was not drained)"
+        };
         println!("Resumed node {n}{note}");
     }
     Ok(0)
@@ -372,6 +391,7 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
                     "mem_bytes": n.mem_bytes, "mem_used": n.mem_used, "mem_enforcement": n.mem_enforcement,
                     "running_tasks": n.running_tasks, "version": n.version, "arch": n.arch, "os": n.os,
                     "last_seen_ms": n.last_seen_ms, "address": n.address, "reason": n.reason,
+                    "labels": n.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect();
@@ -379,12 +399,12 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
         return Ok(0);
     }
     println!(
-        "{:<20} {:<11} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {:<19}  REASON",
-        "NODE", "STATE", "CPUS", "MEM", "MEMLIMIT", "TASKS", "VERSION", "ARCH", "LAST_SEEN"
+        "{:<20} {:<11} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} REASON",
+        "NODE", "STATE", "CPUS", "MEM", "MEMLIMIT", "TASKS", "VERSION", "ARCH", "LAST_SEEN", "LABELS"
     );
     for n in &r.nodes {
         println!(
-            "{:<20} {:<11} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {:<19}  {}",
+            "{:<20} {:<11} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {}",
             truncate(&n.name, 20),
             n.state,
             format!("{}/{}", n.cpus_used, n.cpus),
@@ -394,6 +414,19 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
             n.version,
             n.arch,
             timestamp(n.last_seen_ms),
+            {
+                let mut l: Vec<String> = n
+                    .labels
+                    .iter()
+                    .map(|(k, v)| if v.is_empty() { k.clone() } else { format!("{k}={v}") })
+                    .collect();
+                l.sort();
+                if l.is_empty() {
+                    "-".to_string()
+                } else {
+                    l.join(",")
+                }
+            },
             n.reason
         );
     }

@@ -18,7 +18,10 @@ fn drain_stops_placement_and_resume_restores_it() {
     let other = if busy == "n1" { "n2" } else { "n1" };
     c.rudel_ok(&["drain", &busy, "--reason", "maintenance"]);
     let nodes = c.nodes_json();
-    let n = nodes.iter().find(|n| n["name"] == busy.as_str()).expect("drained node listed");
+    let n = nodes
+        .iter()
+        .find(|n| n["name"] == busy.as_str())
+        .expect("drained node listed");
     assert_eq!(n["state"], "draining", "{n}");
     assert_eq!(n["reason"], "maintenance", "{n}");
 
@@ -32,14 +35,23 @@ fn drain_stops_placement_and_resume_restores_it() {
     let v = c.wait_finished(long, Duration::from_secs(10));
     assert_eq!(v["state"], "completed", "{v}");
     let nodes = c.nodes_json();
-    assert_eq!(nodes.iter().find(|n| n["name"] == busy.as_str()).map(|n| n["state"].clone()), Some("drained".into()));
+    assert_eq!(
+        nodes
+            .iter()
+            .find(|n| n["name"] == busy.as_str())
+            .map(|n| n["state"].clone()),
+        Some("drained".into())
+    );
 
     // Unknown names change nothing and say so.
-    let out = c.rudel(&["drain", "nosuchnode", &other]);
+    let out = c.rudel(&["drain", "nosuchnode", other]);
     assert!(!out.ok(), "draining an unknown node must fail");
     assert!(out.stderr.contains("nosuchnode"), "{}", out.stderr);
     let nodes = c.nodes_json();
-    assert_eq!(nodes.iter().find(|n| n["name"] == other).map(|n| n["state"].clone()), Some("idle".into()));
+    assert_eq!(
+        nodes.iter().find(|n| n["name"] == other).map(|n| n["state"].clone()),
+        Some("idle".into())
+    );
 
     // Resume: the node takes work again.
     c.rudel_ok(&["resume", &busy]);

@@ -393,8 +393,13 @@ impl Cluster {
     /// Starts another `rudel agent` named `name` (its own data directory); returns once
     /// that node is idle.
     pub fn start_named_agent(&mut self, name: &str) -> usize {
+        self.start_named_agent_with(name, &[])
+    }
+
+    /// Like `start_named_agent`, with extra agent options (e.g. `--label gpu`).
+    pub fn start_named_agent_with(&mut self, name: &str, extra: &[&str]) -> usize {
         let o = self.opts.clone();
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "agent".into(),
             "--head".into(),
             self.addr.clone(),
@@ -407,15 +412,23 @@ impl Cluster {
             "--mem".into(),
             o.mem.clone(),
         ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         let d = self.spawn_daemon("agent", &args);
         self.daemons.push(d);
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            let idle = self.nodes_json().iter().any(|n| n["name"] == name && n["state"] == "idle");
+            let idle = self
+                .nodes_json()
+                .iter()
+                .any(|n| n["name"] == name && n["state"] == "idle");
             if idle {
                 return self.daemons.len() - 1;
             }
-            assert!(Instant::now() < deadline, "agent {name} not idle in time:\n{}", self.logs_tail());
+            assert!(
+                Instant::now() < deadline,
+                "agent {name} not idle in time:\n{}",
+                self.logs_tail()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
