@@ -92,7 +92,16 @@ struct Agent {
     stopping: bool,
     /// Successors queued behind a running task (by predecessor key and attempt).
     waiting: HashMap<(TaskKey, u32), Vec<ExecSpec>>,
+    /// `rudel exec` commands running here: task index -> (head's call id, output file).
+    exec_calls: HashMap<u32, (u64, PathBuf)>,
+    next_exec: u32,
 }
+
+/// Job id under which `rudel exec` commands run in the executor (never a real job: real ids
+/// are assigned from 1 upwards by the state machine).
+const EXEC_JOB: u64 = u64::MAX;
+/// Most output of one `rudel exec` command sent back.
+const EXEC_OUTPUT_MAX: u64 = 64 * 1024;
 
 /// Runs the agent until `shutdown` becomes true; then kills its tasks, journals their
 /// results (reported as lost: the node went away) and returns.
@@ -130,6 +139,8 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         head_index: 0,
         stopping: false,
         waiting: HashMap::new(),
+        exec_calls: HashMap::new(),
+        next_exec: 0,
     };
     let mut conn: Option<Conn> = None;
     let mut backoff = Duration::from_millis(100);
@@ -238,6 +249,7 @@ impl Agent {
                 .running()
                 .into_iter()
                 .map(|(k, a, _)| (k, a))
+                .filter(|(k, _)| k.job != EXEC_JOB)
                 .chain(self.waiting.values().flatten().map(|s| (s.key, s.attempt)))
                 .map(|(k, a)| to_task_ref(k, a))
                 .collect(),
@@ -261,7 +273,14 @@ impl Agent {
         })
     }
 
-    fn on_results(&mut self, mut batch: Vec<TaskReport>, conn: Option<&Conn>) -> Result<(), AgentError> {
+    fn on_results(&mut self, batch: Vec<TaskReport>, conn: Option<&Conn>) -> Result<(), AgentError> {
+        let (execs, mut batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.key.job == EXEC_JOB);
+        for r in execs {
+            self.exec_done(r, conn);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
         // Start queued successors before anything else: their cores just became free.
         if !self.stopping && !self.waiting.is_empty() {
             let mut next = Vec::new();
@@ -351,6 +370,7 @@ impl Agent {
                     }
                 }
             }
+            Some(HeadMsg::Exec(e)) => self.exec_start(e, conn),
             Some(HeadMsg::Ack(a)) => {
                 let done: Vec<_> = a.tasks.iter().map(task_ref).collect();
                 self.journal.ack(&done)?;
@@ -358,6 +378,82 @@ impl Agent {
             None => {}
         }
         Ok(())
+    }
+
+    /// Starts a `rudel exec` command: outside the queue, unpinned, output to a file.
+    fn exec_start(&mut self, e: pb::ExecCommand, conn: Option<&Conn>) {
+        let reply_err = |msg: String| {
+            if let Some(c) = conn {
+                c.send(AgentMsg::ExecResult(pb::ExecResult {
+                    id: e.id,
+                    error: msg,
+                    ..Default::default()
+                }));
+            }
+        };
+        if e.argv.is_empty() {
+            return reply_err("no command".into());
+        }
+        let dir = self.cfg.data_dir.join("exec");
+        if let Err(err) = std::fs::create_dir_all(&dir) {
+            return reply_err(format!("cannot create {}: {err}", dir.display()));
+        }
+        let index = self.next_exec;
+        self.next_exec = self.next_exec.wrapping_add(1);
+        let out = dir.join(format!("{index}.out"));
+        let spec = ExecSpec {
+            key: TaskKey { job: EXEC_JOB, index },
+            attempt: 1,
+            argv: e.argv,
+            cwd: std::env::var_os("HOME").map_or_else(|| PathBuf::from("/"), PathBuf::from),
+            env: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .filter(|(k, _)| k != "RUDEL_NODE")
+                .chain([("RUDEL_NODE".to_string(), self.cfg.name.clone())])
+                .collect(),
+            stdout: Some(out.clone()),
+            stderr: crate::exec::StderrTarget::SameAsStdout,
+            cores: Vec::new(),
+            mem_bytes: 0,
+            time_limit: Some(Duration::from_millis(e.timeout_ms.max(1))),
+        };
+        self.exec_calls.insert(index, (e.id, out));
+        // The result (including a failure to start) arrives through the report channel.
+        self.exec.launch(spec);
+    }
+
+    /// Sends the result of a finished `rudel exec` command.
+    fn exec_done(&mut self, r: TaskReport, conn: Option<&Conn>) {
+        let Some((id, path)) = self.exec_calls.remove(&r.key.index) else {
+            return;
+        };
+        let mut output = Vec::new();
+        let mut truncated = false;
+        if let Ok(f) = std::fs::File::open(&path) {
+            use std::io::Read;
+            let _ = f.take(EXEC_OUTPUT_MAX + 1).read_to_end(&mut output);
+            if output.len() as u64 > EXEC_OUTPUT_MAX {
+                output.truncate(EXEC_OUTPUT_MAX as usize);
+                truncated = true;
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+        let result = pb::ExecResult {
+            id,
+            exit_code: r.exit_code,
+            signal: r.signal,
+            output,
+            truncated,
+            timed_out: r.outcome == TaskOutcome::Timeout,
+            error: if r.outcome == TaskOutcome::SpawnFailed {
+                r.message
+            } else {
+                String::new()
+            },
+        };
+        if let Some(c) = conn {
+            c.send(AgentMsg::ExecResult(result));
+        }
     }
 
     /// Removes a successor that has not started; reports it cancelled. False if unknown.

@@ -44,8 +44,16 @@ pub struct AgentService {
     pub shutdown: watch::Receiver<bool>,
 }
 
-/// Current session id per node name, with the sender that stops it.
-pub type SessionTable = Arc<Mutex<HashMap<String, (u64, oneshot::Sender<()>)>>>;
+/// The live session of one node: its id, the sender that stops it, and where to hand it
+/// `rudel exec` calls.
+pub struct SessionHandle {
+    pub id: u64,
+    stop: oneshot::Sender<()>,
+    pub exec: mpsc::UnboundedSender<crate::exec::ExecCall>,
+}
+
+/// Current session per node name.
+pub type SessionTable = Arc<Mutex<HashMap<String, SessionHandle>>>;
 
 type HeadStream = Pin<Box<dyn Stream<Item = Result<pb::HeadMessage, Status>> + Send>>;
 
@@ -100,6 +108,9 @@ struct Session {
     superseded: oneshot::Receiver<()>,
     acks_tx: mpsc::UnboundedSender<Vec<(TaskKey, u32)>>,
     acks_rx: mpsc::UnboundedReceiver<Vec<(TaskKey, u32)>>,
+    exec_rx: mpsc::UnboundedReceiver<crate::exec::ExecCall>,
+    /// `rudel exec` calls sent to the agent, by id, awaiting their result.
+    pending_exec: HashMap<u64, oneshot::Sender<pb::ExecResult>>,
 }
 
 impl Session {
@@ -134,9 +145,15 @@ impl Session {
         };
         let id = svc.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (stop_tx, superseded) = oneshot::channel();
+        let (exec_tx, exec_rx) = mpsc::unbounded_channel();
         if let Ok(mut s) = svc.sessions.lock() {
-            if let Some((_, old)) = s.insert(node.clone(), (id, stop_tx)) {
-                let _ = old.send(());
+            let handle = SessionHandle {
+                id,
+                stop: stop_tx,
+                exec: exec_tx,
+            };
+            if let Some(old) = s.insert(node.clone(), handle) {
+                let _ = old.stop.send(());
             }
         }
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
@@ -152,6 +169,8 @@ impl Session {
             superseded,
             acks_tx,
             acks_rx,
+            exec_rx,
+            pending_exec: HashMap::new(),
         };
         let term = 0;
         s.send(HeadMsg::Welcome(pb::Welcome {
@@ -233,6 +252,10 @@ impl Session {
                         break SessionEnd::Silent;
                     }
                 }
+                Some(call) = self.exec_rx.recv() => {
+                    self.pending_exec.insert(call.id, call.reply);
+                    self.send(HeadMsg::Exec(pb::ExecCommand { id: call.id, argv: call.argv, timeout_ms: call.timeout_ms }));
+                }
                 _ = &mut self.superseded => {
                     tracing::info!(node = %self.node, session = self.id, "session replaced by a newer one");
                     break SessionEnd::Replaced;
@@ -241,7 +264,7 @@ impl Session {
             }
         };
         let current = self.svc.sessions.lock().map(|mut s| {
-            let mine = s.get(&self.node).is_some_and(|(id, _)| *id == self.id);
+            let mine = s.get(&self.node).is_some_and(|h| h.id == self.id);
             if mine {
                 s.remove(&self.node);
             }
@@ -300,6 +323,11 @@ impl Session {
                 }
             }
             Some(AgentMsg::Heartbeat(_)) => {}
+            Some(AgentMsg::ExecResult(r)) => {
+                if let Some(reply) = self.pending_exec.remove(&r.id) {
+                    let _ = reply.send(r);
+                }
+            }
             Some(AgentMsg::Register(_)) | None => {
                 tracing::warn!(node = %self.node, "ignoring unexpected message in an established session");
             }

@@ -27,6 +27,8 @@ pub struct ClientService {
     pub raft: Raft,
     pub head_id: u64,
     pub shutdown: watch::Receiver<bool>,
+    /// Live agent sessions, for `rudel exec`.
+    pub sessions: crate::agent_service::SessionTable,
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchUpdate, Status>> + Send>>;
@@ -252,6 +254,12 @@ impl pb::rudel_server::Rudel for ClientService {
             now_ms: now_ms(),
         })
         .await
+    }
+
+    async fn exec(&self, req: Request<pb::ExecRequest>) -> Result<tonic::Response<pb::ExecResponse>, Status> {
+        crate::exec::run(&self.shared, &self.sessions, req.into_inner())
+            .await
+            .map(tonic::Response::new)
     }
 
     async fn cluster_info(

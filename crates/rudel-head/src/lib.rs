@@ -3,6 +3,7 @@
 pub mod agent_service;
 pub mod client_service;
 pub mod convert;
+pub mod exec;
 pub mod lock;
 pub mod proposer;
 pub mod raft;
@@ -141,7 +142,9 @@ impl Head {
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let reports = tokio::spawn(reports::run(proposer.clone(), reports_rx));
 
+        let sessions: agent_service::SessionTable = Arc::new(Mutex::new(HashMap::new()));
         let client = client_service::ClientService {
+            sessions: sessions.clone(),
             proposer: proposer.clone(),
             shared: shared.clone(),
             raft: raft.clone(),
@@ -154,7 +157,7 @@ impl Head {
             reports: reports_tx,
             heartbeat_ms: cfg.agent_heartbeat_ms,
             node_timeout: cfg.node_timeout,
-            sessions: Arc::new(Mutex::new(HashMap::new())),
+            sessions,
             next_session: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             shutdown: shutdown_rx.clone(),
         };

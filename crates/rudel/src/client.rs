@@ -11,8 +11,13 @@ pub const DEFAULT_HEAD: &str = "127.0.0.1:7117";
 /// Timeout of one unary call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Connects to the head at `addr`.
+/// Connects to the head at `addr`; unary calls time out after [`CALL_TIMEOUT`].
 pub async fn connect(addr: &str) -> anyhow::Result<RudelClient<Channel>> {
+    connect_with_timeout(addr, CALL_TIMEOUT).await
+}
+
+/// Connects with a per-call timeout of `timeout` (for calls that legitimately run long).
+pub async fn connect_with_timeout(addr: &str, timeout: Duration) -> anyhow::Result<RudelClient<Channel>> {
     let url = if addr.contains("://") {
         addr.to_string()
     } else {
@@ -21,7 +26,7 @@ pub async fn connect(addr: &str) -> anyhow::Result<RudelClient<Channel>> {
     let ep = Endpoint::from_shared(url)
         .map_err(|e| anyhow!("bad head address {addr:?}: {e}"))?
         .connect_timeout(Duration::from_secs(3))
-        .timeout(CALL_TIMEOUT)
+        .timeout(timeout)
         .tcp_nodelay(true);
     let ch = ep.connect().await.map_err(|e| {
         anyhow!("cannot reach the head at {addr}: {e}. Is `rudel up` (or `rudel head`) running? Set --head or $RUDEL_HEAD to point elsewhere")

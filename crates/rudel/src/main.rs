@@ -1,6 +1,7 @@
 //! `rudel`: one binary for the head, the agent, and every client command.
 mod client;
 mod daemon;
+mod exec;
 mod follow;
 mod opts;
 mod show;
@@ -61,6 +62,8 @@ enum Cmd {
     Drain(show::DrainArgs),
     /// Let drained nodes take work again.
     Resume(show::ResumeArgs),
+    /// Run a command on nodes in parallel through their agents (no ssh); outputs grouped.
+    Exec(exec::ExecArgs),
 }
 
 /// Exit code for bad usage or input (like clap's own usage errors).
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
             Cmd::Nodes(a) => show::nodes(a, &head).await,
             Cmd::Drain(a) => show::drain(a, &head).await,
             Cmd::Resume(a) => show::resume(a, &head).await,
+            Cmd::Exec(a) => exec::exec(a, &head).await,
         }
     });
     // Background tasks (e.g. a stream the server still holds) must not keep us alive.

@@ -561,3 +561,77 @@ fn paused_head_resumes() {
     }
     println!("paused_head_resumes: test took {:.1} s", t0.elapsed().as_secs_f64());
 }
+
+#[test]
+fn exec_reaches_every_host_and_drain_stops_placement() {
+    let cl = Cluster::start(ClusterOpts {
+        agents: 3,
+        cpus: 2,
+        node_timeout: None,
+    });
+
+    // `rudel exec --all` runs on every host: each answers with its own address.
+    let o = cl.rudel(&[
+        "exec",
+        "--all",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "echo $RUDEL_NODE; ip -4 -o addr show eth0",
+    ]);
+    assert_eq!(o.code, Some(0), "{o}");
+    let results: Vec<Value> = o
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert_eq!(results.len(), 3, "{o}");
+    for host in 1..=3 {
+        let name = Cluster::node_name(host);
+        let r = results
+            .iter()
+            .find(|r| r["node"] == name.as_str())
+            .unwrap_or_else(|| panic!("no result of {name}: {o}"));
+        let out = r["output"].as_str().unwrap_or_default();
+        assert!(out.contains(&name), "{name}: {out}");
+        assert!(
+            out.contains(&cl.net.ip(host)),
+            "{name} should report its address {}: {out}",
+            cl.net.ip(host)
+        );
+    }
+    // Grouped text output: identical results share one line.
+    let o = cl.rudel(&["exec", "--all", "--", "true"]);
+    assert_eq!(o.code, Some(0), "{o}");
+    assert!(o.stdout.starts_with("host[1-3] (3): exit 0"), "{o}");
+
+    // Draining host1 keeps new work off it.
+    cl.rudel_ok(&["drain", &Cluster::node_name(1), "--reason", "test"]);
+    let job = cl.submit(&["--array", "1-30", "--output", "none", "--", "true"]);
+    let o = cl.rudel(&["wait", &job.to_string(), "--timeout", "60s", "--quiet"]);
+    assert_eq!(o.code, Some(0), "{o}");
+    let j = cl.show(job).expect("show");
+    let nodes: BTreeSet<String> = j["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str().map(String::from))
+        .collect();
+    assert!(
+        !nodes.contains(&Cluster::node_name(1)),
+        "drained host1 ran tasks: {nodes:?}"
+    );
+    cl.rudel_ok(&["resume", &Cluster::node_name(1)]);
+
+    // A host cut off from the network: exec reports it failed, names it, exits non-zero.
+    cl.net.cut(2);
+    let o = cl.rudel(&["exec", "--all", "--timeout", "2s", "--", "true"]);
+    cl.net.heal(2);
+    assert_eq!(o.code, Some(1), "{o}");
+    assert!(
+        o.stderr.contains(&Cluster::node_name(2)),
+        "the unreachable host must be named: {o}"
+    );
+    assert!(o.stdout.contains("host[1,3] (2): exit 0"), "{o}");
+}
