@@ -37,6 +37,9 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// Labels for constraint expressions (`gpu` -> "", `rack=a` -> "a").
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Without a head for this long, the agent kills its tasks (the head has long given them
+    /// up by then); `None` keeps them forever.
+    pub orphan_timeout: Option<Duration>,
 }
 
 impl AgentConfig {
@@ -51,6 +54,7 @@ impl AgentConfig {
             kill_grace: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
             labels: Default::default(),
+            orphan_timeout: Some(Duration::from_secs(3600)),
         }
     }
 }
@@ -95,6 +99,8 @@ struct Agent {
     /// `rudel exec` commands running here: task index -> (head's call id, output file).
     exec_calls: HashMap<u32, (u64, PathBuf)>,
     next_exec: u32,
+    /// Tasks killed after too long without a head: reported as lost, not cancelled.
+    abandoned: std::collections::HashSet<(TaskKey, u32)>,
 }
 
 /// Job id under which `rudel exec` commands run in the executor (never a real job: real ids
@@ -141,17 +147,21 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         waiting: HashMap::new(),
         exec_calls: HashMap::new(),
         next_exec: 0,
+        abandoned: Default::default(),
     };
     let mut conn: Option<Conn> = None;
     let mut backoff = Duration::from_millis(100);
     let mut next_attempt = Instant::now();
     let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+    // When the session with the head was lost (None while connected).
+    let mut alone_since: Option<Instant> = None;
     loop {
         if conn.is_none() && Instant::now() >= next_attempt {
             match agent.connect().await {
                 Ok(c) => {
                     backoff = Duration::from_millis(100);
                     conn = Some(c);
+                    alone_since = None;
                 }
                 Err(e) => {
                     tracing::warn!(head = %agent.current_head(), error = %e, retry_in = ?backoff, "cannot reach head");
@@ -174,12 +184,19 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
                 None => {
                     tracing::warn!("session with head lost; tasks keep running, reconnecting");
                     conn = None;
+                    alone_since.get_or_insert_with(Instant::now);
                     next_attempt = Instant::now() + backoff;
                 }
             },
             _ = heartbeat.tick() => {
                 if let Some(c) = &conn {
                     c.send(AgentMsg::Heartbeat(pb::Heartbeat { now_ms: now_ms() }));
+                }
+                if conn.is_none() {
+                    let since = *alone_since.get_or_insert_with(Instant::now);
+                    if agent.cfg.orphan_timeout.is_some_and(|t| since.elapsed() >= t) {
+                        agent.abandon_tasks();
+                    }
                 }
             }
             _ = tokio::time::sleep_until(next_attempt), if conn.is_none() => {}
@@ -293,6 +310,12 @@ impl Agent {
                 self.start(spec)?;
             }
         }
+        for r in &mut batch {
+            if self.abandoned.remove(&(r.key, r.attempt)) {
+                r.outcome = TaskOutcome::Lost;
+                r.message = "killed by its agent after too long without a head (--orphan-timeout)".into();
+            }
+        }
         if self.stopping {
             // Killed because the agent stops: from the cluster's view the node went away.
             for r in &mut batch {
@@ -378,6 +401,26 @@ impl Agent {
             None => {}
         }
         Ok(())
+    }
+
+    /// Kills every task after too long without a head: by now it has declared this node
+    /// lost and rerun (or failed) them, so their results would be ignored anyway.
+    fn abandon_tasks(&mut self) {
+        let running: Vec<(TaskKey, u32)> = self.exec.running().into_iter().map(|(k, a, _)| (k, a)).collect();
+        if running.is_empty() && self.waiting.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            tasks = running.len(),
+            "no head for longer than the orphan timeout; killing tasks"
+        );
+        self.waiting.clear();
+        for (k, a) in running {
+            if k.job != EXEC_JOB {
+                self.abandoned.insert((k, a));
+            }
+            self.exec.kill(k, a);
+        }
     }
 
     /// Starts a `rudel exec` command: outside the queue, unpinned, output to a file.

@@ -71,6 +71,10 @@ pub struct AgentArgs {
     /// Cpus offered (default: all this process may use).
     #[arg(long, value_name = "N")]
     pub cpus: Option<u32>,
+    /// Without a head for this long, kill the running tasks (the head gave them up long
+    /// before); "0" keeps them running forever.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub orphan_timeout: String,
     /// Memory offered, e.g. 8G (default: all physical memory).
     #[arg(long, value_name = "SIZE")]
     pub mem: Option<String>,
@@ -213,7 +217,10 @@ pub async fn agent(a: AgentArgs, head: &str) -> CmdResult {
         )));
     }
     let data = a.data.unwrap_or_else(|| default_data_dir().join("agent"));
-    let cfg = agent_config(heads, data, a.name, a.cpus, a.mem.as_deref(), &a.kill_grace, &a.labels)?;
+    let mut cfg = agent_config(heads, data, a.name, a.cpus, a.mem.as_deref(), &a.kill_grace, &a.labels)?;
+    let orphan = rudel_core::parse::parse_duration(&a.orphan_timeout)
+        .map_err(|e| Failure::usage(anyhow!("--orphan-timeout: {e}")))?;
+    cfg.orphan_timeout = (orphan > 0).then(|| Duration::from_millis(orphan));
     let (stop_tx, stop_rx) = watch::channel(false);
     let run = tokio::spawn(rudel_agent::run(cfg, stop_rx));
     finish_agent(run, stop_tx).await.map(|_| 0)
