@@ -533,11 +533,7 @@ impl State {
             n.add_successor(key, attempt);
         }
         self.mark_placed(job_id, node_id, index, from_requeue, rt);
-        if let Some(p) = self
-            .jobs
-            .get_mut(&pred.job)
-            .and_then(|j| j.running.get_mut(&pred.index))
-        {
+        if let Some(p) = self.running_mut(pred) {
             p.successor = Some(key);
         }
         true
@@ -562,21 +558,13 @@ impl State {
     fn unhold(&mut self, node: NodeId, key: TaskKey, rt: &RunningTask, end_ms: u64) {
         if let Some(pred) = rt.after {
             // Never started: close the gap in the chain.
-            if let Some(p) = self
-                .jobs
-                .get_mut(&pred.job)
-                .and_then(|j| j.running.get_mut(&pred.index))
-            {
+            if let Some(p) = self.running_mut(pred) {
                 if p.successor == Some(key) {
                     p.successor = rt.successor;
                 }
             }
             if let Some(succ) = rt.successor {
-                if let Some(s) = self
-                    .jobs
-                    .get_mut(&succ.job)
-                    .and_then(|j| j.running.get_mut(&succ.index))
-                {
+                if let Some(s) = self.running_mut(succ) {
                     if s.after == Some(key) {
                         s.after = Some(pred);
                     }
@@ -588,11 +576,7 @@ impl State {
             return;
         }
         if let Some(succ) = rt.successor {
-            if let Some(s) = self
-                .jobs
-                .get_mut(&succ.job)
-                .and_then(|j| j.running.get_mut(&succ.index))
-            {
+            if let Some(s) = self.running_mut(succ) {
                 if s.after == Some(key) {
                     s.after = None;
                     s.start_ms = s.start_ms.max(end_ms);
@@ -619,6 +603,10 @@ impl State {
             let env = std::mem::take(&mut job.spec.env);
             job.spec.env = self.envs.intern(env);
         }
+    }
+
+    fn running_mut(&mut self, key: TaskKey) -> Option<&mut RunningTask> {
+        self.jobs.get_mut(&key.job).and_then(|j| j.running.get_mut(&key.index))
     }
 
     /// Task (with attempt) currently held on a node, for dispatch.

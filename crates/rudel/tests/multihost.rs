@@ -5,6 +5,7 @@
 //! (`JOB INDEX ATTEMPT NODE [start|end EPOCH_MS]`, one short `>>` write each, atomic under
 //! O_APPEND); the assertions check that file and what `rudel show/nodes/wait` report.
 //! Needs root and network-namespace support: without them the tests fail and say why.
+mod common;
 mod netns;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -81,8 +81,8 @@ impl std::fmt::Display for Out {
             self.code,
             if self.timed_out { " (TIMED OUT, killed)" } else { "" },
             self.elapsed,
-            self.stdout,
-            self.stderr
+            tail(&self.stdout, 40),
+            tail(&self.stderr, 40)
         )
     }
 }
@@ -91,7 +91,18 @@ impl std::fmt::Display for Out {
 pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Out {
     let start = Instant::now();
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {cmd:?}: {e}"));
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            return Out {
+                code: None,
+                stdout: String::new(),
+                stderr: format!("cannot spawn {cmd:?}: {e}"),
+                timed_out: false,
+                elapsed: start.elapsed(),
+            }
+        }
+    };
     let mut so = child.stdout.take().unwrap();
     let mut se = child.stderr.take().unwrap();
     let t_out = std::thread::spawn(move || {
@@ -185,7 +196,7 @@ impl Daemon {
     }
 }
 
-fn tail(s: &str, lines: usize) -> String {
+pub fn tail(s: &str, lines: usize) -> String {
     let v: Vec<&str> = s.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
 }

@@ -21,7 +21,6 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -53,96 +52,7 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Last `n` lines of `s`.
-pub fn tail(s: &str, n: usize) -> String {
-    let v: Vec<&str> = s.lines().collect();
-    v[v.len().saturating_sub(n)..].join("\n")
-}
-
-// ---------------------------------------------------------------------------------------
-// Bounded commands
-
-/// Result of one bounded command.
-#[derive(Debug)]
-pub struct Out {
-    /// Exit code (`None`: killed by a signal or by our timeout).
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stderr: String,
-    pub timed_out: bool,
-    pub elapsed: Duration,
-}
-
-impl Out {
-    pub fn ok(&self) -> bool {
-        self.code == Some(0)
-    }
-}
-
-impl std::fmt::Display for Out {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}{} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code,
-            if self.timed_out { " (TIMED OUT, killed)" } else { "" },
-            self.elapsed,
-            tail(&self.stdout, 40),
-            tail(&self.stderr, 40)
-        )
-    }
-}
-
-/// Runs `cmd` to completion within `timeout`, killing it when the bound passes.
-pub fn run_bounded(mut cmd: Command, timeout: Duration) -> Out {
-    let start = Instant::now();
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            return Out {
-                code: None,
-                stdout: String::new(),
-                stderr: format!("cannot spawn {cmd:?}: {e}"),
-                timed_out: false,
-                elapsed: start.elapsed(),
-            }
-        }
-    };
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    let mut timed_out = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => break Some(st),
-            Ok(None) if start.elapsed() > timeout => {
-                timed_out = true;
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-            Err(e) => panic!("waiting for {cmd:?}: {e}"),
-        }
-    };
-    Out {
-        code: status.and_then(|s| s.code()),
-        stdout: t_out.join().unwrap_or_default(),
-        stderr: t_err.join().unwrap_or_default(),
-        timed_out,
-        elapsed: start.elapsed(),
-    }
-}
+pub use crate::common::{run_bounded, tail, Out};
 
 /// Runs `ip ARGS` (bounded); returns the output.
 fn ip(args: &[&str]) -> Out {
