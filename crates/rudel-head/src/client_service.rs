@@ -190,6 +190,7 @@ impl pb::rudel_server::Rudel for ClientService {
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let mut changed = shared.subscribe();
+            let mut last_sent = None;
             loop {
                 let update = {
                     let a = shared.read();
@@ -205,9 +206,19 @@ impl pb::rudel_server::Rudel for ClientService {
                     pb::WatchUpdate { jobs, done }
                 };
                 let done = update.done;
+                // Progress is rate-limited; the final update goes out at once (it ends
+                // `rudel run` and `rudel wait`, whose latency users feel).
+                let due = last_sent.is_none_or(|t: tokio::time::Instant| t.elapsed() >= WATCH_MIN_INTERVAL);
+                if !done && !due {
+                    if let Some(t) = last_sent {
+                        tokio::time::sleep_until(t + WATCH_MIN_INTERVAL).await;
+                    }
+                    continue;
+                }
                 if tx.send(Ok(update)).await.is_err() || done {
                     return;
                 }
+                last_sent = Some(tokio::time::Instant::now());
                 tokio::select! {
                     r = changed.changed() => if r.is_err() { return },
                     _ = shutdown.changed() => {
@@ -216,7 +227,6 @@ impl pb::rudel_server::Rudel for ClientService {
                     }
                     _ = tx.closed() => return,
                 }
-                tokio::time::sleep(WATCH_MIN_INTERVAL).await;
             }
         });
         Ok(tonic::Response::new(Box::pin(ReceiverStream::new(rx))))
