@@ -155,21 +155,13 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
     // When the session with the head was lost (None while connected).
     let mut alone_since: Option<Instant> = None;
+    let mut connecting: Option<Connecting> = None;
     loop {
-        if conn.is_none() && Instant::now() >= next_attempt {
-            match agent.connect().await {
-                Ok(c) => {
-                    backoff = Duration::from_millis(100);
-                    conn = Some(c);
-                    alone_since = None;
-                }
-                Err(e) => {
-                    tracing::warn!(head = %agent.current_head(), error = %e, retry_in = ?backoff, "cannot reach head");
-                    agent.head_index += 1;
-                    next_attempt = Instant::now() + backoff;
-                    backoff = (backoff * 2).min(agent.cfg.max_backoff);
-                }
-            }
+        if conn.is_none() && connecting.is_none() && Instant::now() >= next_attempt {
+            connecting = Some(Box::pin(connect(
+                agent.current_head().to_string(),
+                agent.register_message(),
+            )));
         }
         tokio::select! {
             Some(first) = reports.recv() => {
@@ -199,12 +191,76 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
                     }
                 }
             }
-            _ = tokio::time::sleep_until(next_attempt), if conn.is_none() => {}
+            res = async {
+                match connecting.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            }, if connecting.is_some() => {
+                connecting = None;
+                match res {
+                    Ok(c) => {
+                        backoff = Duration::from_millis(100);
+                        agent.on_connected(&c);
+                        conn = Some(c);
+                        alone_since = None;
+                    }
+                    Err(e) => {
+                        tracing::warn!(head = %agent.current_head(), error = %e, retry_in = ?backoff, "cannot reach head");
+                        agent.head_index += 1;
+                        next_attempt = Instant::now() + backoff;
+                        backoff = (backoff * 2).min(agent.cfg.max_backoff);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(next_attempt), if conn.is_none() && connecting.is_none() => {}
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
     agent.stop(reports, conn).await
 }
+
+/// Opens a session with the head at `addr`, starting with `register`. Runs outside the
+/// agent's loop, so tasks keep being started and results journaled while it connects.
+async fn connect(addr: String, register: pb::Register) -> Result<Conn, String> {
+    let url = if addr.contains("://") {
+        addr.clone()
+    } else {
+        format!("http://{addr}")
+    };
+    let ep = Endpoint::from_shared(url)
+        .map_err(|e| format!("bad head address {addr}: {e}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(10));
+    let channel = tokio::time::timeout(Duration::from_secs(5), ep.connect())
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let mut client = AgentLinkClient::new(channel)
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(64 << 20);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let name = register.name.clone();
+    let _ = tx.send(pb::AgentMessage {
+        msg: Some(AgentMsg::Register(register)),
+    });
+    let resp = tokio::time::timeout(
+        Duration::from_secs(15),
+        client.session(UnboundedReceiverStream::new(rx)),
+    )
+    .await
+    .map_err(|_| "session setup timed out".to_string())?
+    .map_err(|s| format!("head refused the session: {}", s.message()))?;
+    tracing::info!(head = %addr, node = %name, "connected to head");
+    Ok(Conn {
+        tx,
+        rx: resp.into_inner(),
+    })
+}
+
+type Connecting = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Conn, String>> + Send>>;
 
 async fn next_head_message(conn: &mut Option<Conn>) -> Option<pb::HeadMessage> {
     match conn {
@@ -230,28 +286,10 @@ impl Agent {
         &self.cfg.heads[self.head_index % self.cfg.heads.len()]
     }
 
-    async fn connect(&mut self) -> Result<Conn, String> {
-        let addr = self.current_head().to_string();
-        let url = if addr.contains("://") {
-            addr.clone()
-        } else {
-            format!("http://{addr}")
-        };
-        let ep = Endpoint::from_shared(url)
-            .map_err(|e| format!("bad head address {addr}: {e}"))?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(10));
-        let channel = tokio::time::timeout(Duration::from_secs(5), ep.connect())
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        let mut client = AgentLinkClient::new(channel)
-            .max_decoding_message_size(256 << 20)
-            .max_encoding_message_size(64 << 20);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let register = pb::Register {
+    /// What the agent tells the head when a session starts: who it is, what it runs, and
+    /// the results the head has not acknowledged.
+    fn register_message(&self) -> pb::Register {
+        pb::Register {
             name: self.cfg.name.clone(),
             uid: self.uid.clone(),
             boot_id: self.boot_id.clone(),
@@ -272,22 +310,18 @@ impl Agent {
                 .collect(),
             unacked: self.journal.unacked().iter().map(report_to_pb).collect(),
             labels: self.cfg.labels.clone().into_iter().collect(),
-        };
-        let _ = tx.send(pb::AgentMessage {
-            msg: Some(AgentMsg::Register(register)),
-        });
-        let resp = tokio::time::timeout(
-            Duration::from_secs(15),
-            client.session(UnboundedReceiverStream::new(rx)),
-        )
-        .await
-        .map_err(|_| "session setup timed out".to_string())?
-        .map_err(|s| format!("head refused the session: {}", s.message()))?;
-        tracing::info!(head = %addr, node = %self.cfg.name, "connected to head");
-        Ok(Conn {
-            tx,
-            rx: resp.into_inner(),
-        })
+        }
+    }
+
+    /// After a session is up: results that ended while it was being set up were not in
+    /// the Register message; resend everything unacknowledged (the head ignores repeats).
+    fn on_connected(&mut self, conn: &Conn) {
+        let unacked = self.journal.unacked();
+        if !unacked.is_empty() {
+            conn.send(AgentMsg::Reports(pb::Reports {
+                reports: unacked.iter().map(report_to_pb).collect(),
+            }));
+        }
     }
 
     fn on_results(&mut self, batch: Vec<TaskReport>, conn: Option<&Conn>) -> Result<(), AgentError> {
