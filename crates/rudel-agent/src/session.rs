@@ -371,7 +371,9 @@ impl Agent {
     fn on_head_message(&mut self, m: pb::HeadMessage, conn: Option<&Conn>) -> Result<(), AgentError> {
         match m.msg {
             Some(HeadMsg::Welcome(w)) => {
-                self.term = self.term.max(w.term);
+                // The head that committed our registration leads now; its term is the bar
+                // for this session (a wiped, re-created cluster starts again at term 1).
+                self.term = w.term;
                 if w.node_name != self.cfg.name {
                     tracing::warn!(ours = %self.cfg.name, theirs = %w.node_name, "head knows this node under another name");
                 }

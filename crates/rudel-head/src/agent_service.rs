@@ -32,6 +32,9 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct AgentService {
     pub proposer: Proposer,
+    /// For the current Raft term, stamped on every dispatch so agents can refuse commands
+    /// from a deposed leader.
+    pub raft: crate::raft::Raft,
     pub shared: Arc<SharedState>,
     pub reports: mpsc::UnboundedSender<ReportBatch>,
     pub heartbeat_ms: u64,
@@ -56,6 +59,13 @@ pub struct SessionHandle {
 pub type SessionTable = Arc<Mutex<HashMap<String, SessionHandle>>>;
 
 type HeadStream = Pin<Box<dyn Stream<Item = Result<pb::HeadMessage, Status>> + Send>>;
+
+impl AgentService {
+    /// The Raft term this head currently knows.
+    fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+}
 
 #[tonic::async_trait]
 impl pb::agent_link_server::AgentLink for AgentService {
@@ -172,7 +182,7 @@ impl Session {
             exec_rx,
             pending_exec: HashMap::new(),
         };
-        let term = 0;
+        let term = s.svc.term();
         s.send(HeadMsg::Welcome(pb::Welcome {
             node_name: s.node.clone(),
             term,
@@ -387,11 +397,14 @@ impl Session {
         if !launches.is_empty() {
             self.send(HeadMsg::Launch(pb::Launch {
                 tasks: launches,
-                term: 0,
+                term: self.svc.term(),
             }));
         }
         if !kills.is_empty() {
-            self.send(HeadMsg::Kill(pb::Kill { tasks: kills, term: 0 }));
+            self.send(HeadMsg::Kill(pb::Kill {
+                tasks: kills,
+                term: self.svc.term(),
+            }));
         }
     }
 }

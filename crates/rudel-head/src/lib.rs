@@ -153,6 +153,7 @@ impl Head {
         };
         let agents = agent_service::AgentService {
             proposer,
+            raft: raft.clone(),
             shared: shared.clone(),
             reports: reports_tx,
             heartbeat_ms: cfg.agent_heartbeat_ms,

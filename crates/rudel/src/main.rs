@@ -64,6 +64,8 @@ enum Cmd {
     Resume(show::ResumeArgs),
     /// Run a command on nodes in parallel through their agents (no ssh); outputs grouped.
     Exec(exec::ExecArgs),
+    /// The head answering: its id, the leader, Raft term and last applied log index.
+    Status(show::StatusArgs),
 }
 
 /// Exit code for bad usage or input (like clap's own usage errors).
@@ -132,6 +134,7 @@ fn main() -> ExitCode {
             Cmd::Drain(a) => show::drain(a, &head).await,
             Cmd::Resume(a) => show::resume(a, &head).await,
             Cmd::Exec(a) => exec::exec(a, &head).await,
+            Cmd::Status(a) => show::status(a, &head).await,
         }
     });
     // Background tasks (e.g. a stream the server still holds) must not keep us alive.

@@ -39,6 +39,12 @@ pub struct CancelArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct DrainArgs {
     /// Node names.
     #[arg(required = true)]
@@ -331,6 +337,37 @@ pub async fn cancel(a: CancelArgs, head: &str) -> CmdResult {
         for id in &r.already_finished {
             println!("Job {id} had already finished");
         }
+    }
+    Ok(0)
+}
+
+/// `rudel status`.
+pub async fn status(a: StatusArgs, head: &str) -> CmdResult {
+    let mut c = client::connect(head).await?;
+    let r = c
+        .cluster_info(pb::ClusterInfoRequest {})
+        .await
+        .map_err(client::failure)?
+        .into_inner();
+    if a.json {
+        println!(
+            "{}",
+            json!({"head_id": r.node_id, "leader": r.leader_addr, "is_leader": r.is_leader,
+                   "term": r.term, "last_applied": r.last_applied, "version": r.version})
+        );
+    } else {
+        println!("head {} at {head} (version {})", r.node_id, r.version);
+        println!(
+            "  role={} leader={} term={} last_applied={}",
+            if r.is_leader { "leader" } else { "follower" },
+            if r.leader_addr.is_empty() {
+                "unknown"
+            } else {
+                &r.leader_addr
+            },
+            r.term,
+            r.last_applied
+        );
     }
     Ok(0)
 }
