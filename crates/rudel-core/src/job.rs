@@ -106,6 +106,29 @@ pub struct RunningTask {
     pub successor: Option<crate::ids::TaskKey>,
 }
 
+impl RunningTask {
+    /// A task just placed on `node`: holding `cores`/`mem`, or queued `after` another task.
+    pub fn new(
+        node: NodeId,
+        attempt: u32,
+        cores: Vec<u32>,
+        mem_bytes: u64,
+        now: u64,
+        after: Option<crate::ids::TaskKey>,
+    ) -> Self {
+        RunningTask {
+            node,
+            attempt,
+            cores,
+            mem_bytes,
+            start_ms: now,
+            kill_requested: false,
+            after,
+            successor: None,
+        }
+    }
+}
+
 /// A task that ended other than `completed`, or the only task of a job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndedTask {

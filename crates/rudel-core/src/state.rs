@@ -487,16 +487,7 @@ impl State {
         let Some(cores) = node.allocate(key, attempt, cpus, mem) else {
             return false;
         };
-        let rt = RunningTask {
-            node: node_id,
-            attempt,
-            cores,
-            mem_bytes: mem,
-            start_ms: now,
-            kill_requested: false,
-            after: None,
-            successor: None,
-        };
+        let rt = RunningTask::new(node_id, attempt, cores, mem, now, None);
         self.mark_placed(job_id, node_id, index, from_requeue, rt);
         true
     }
@@ -519,16 +510,7 @@ impl State {
             return false;
         };
         let key = TaskKey { job: job_id, index };
-        let rt = RunningTask {
-            node: node_id,
-            attempt,
-            cores,
-            mem_bytes: mem,
-            start_ms: now,
-            kill_requested: false,
-            after: Some(pred),
-            successor: None,
-        };
+        let rt = RunningTask::new(node_id, attempt, cores, mem, now, Some(pred));
         if let Some(n) = self.nodes.get_mut(node_id as usize) {
             n.add_successor(key, attempt);
         }

@@ -372,6 +372,13 @@ pub async fn status(a: StatusArgs, head: &str) -> CmdResult {
     Ok(0)
 }
 
+/// One line per named node; `unchanged` is appended for nodes already in that state.
+fn print_changed(nodes: &[String], changed: &[String], what: &str, unchanged: &str) {
+    for n in nodes {
+        println!("{what} {n}{}", if changed.contains(n) { "" } else { unchanged });
+    }
+}
+
 /// `rudel drain`.
 pub async fn drain(a: DrainArgs, head: &str) -> CmdResult {
     let mut c = client::connect(head).await?;
@@ -380,14 +387,7 @@ pub async fn drain(a: DrainArgs, head: &str) -> CmdResult {
         reason: a.reason.unwrap_or_default(),
     };
     let r = c.drain(req).await.map_err(client::failure)?.into_inner();
-    for n in &a.nodes {
-        let note = if r.changed.contains(n) {
-            ""
-        } else {
-            " (already drained)"
-        };
-        println!("Draining node {n}{note}");
-    }
+    print_changed(&a.nodes, &r.changed, "Draining node", " (already drained)");
     Ok(0)
 }
 
@@ -399,14 +399,7 @@ pub async fn resume(a: ResumeArgs, head: &str) -> CmdResult {
         .await
         .map_err(client::failure)?
         .into_inner();
-    for n in &a.nodes {
-        let note = if r.changed.contains(n) {
-            ""
-        } else {
-            " (was not drained)"
-        };
-        println!("Resumed node {n}{note}");
-    }
+    print_changed(&a.nodes, &r.changed, "Resumed node", " (was not drained)");
     Ok(0)
 }
 
