@@ -3,7 +3,12 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
-    let files = ["rudel/v1/rudel.proto", "rudel/v1/agent.proto", "rudel/v1/raft.proto"];
+    let files = [
+        "rudel/v1/rudel.proto",
+        "rudel/v1/agent.proto",
+        "rudel/v1/raft.proto",
+        "rudel/v1/enroll.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

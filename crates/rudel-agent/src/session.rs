@@ -11,10 +11,10 @@ use rudel_proto::v1 as pb;
 use rudel_proto::v1::agent_link_client::AgentLinkClient;
 use rudel_proto::v1::agent_message::Msg as AgentMsg;
 use rudel_proto::v1::head_message::Msg as HeadMsg;
+use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::Endpoint;
 use tonic::Streaming;
 
 use crate::exec::{ExecConfig, ExecSpec, Executor};
@@ -40,6 +40,8 @@ pub struct AgentConfig {
     /// Without a head for this long, the agent kills its tasks (the head has long given them
     /// up by then); `None` keeps them forever.
     pub orphan_timeout: Option<Duration>,
+    /// Join token, used when the data directory holds no valid certificate yet.
+    pub token: Option<String>,
 }
 
 impl AgentConfig {
@@ -55,6 +57,7 @@ impl AgentConfig {
             max_backoff: Duration::from_secs(5),
             labels: Default::default(),
             orphan_timeout: Some(Duration::from_secs(3600)),
+            token: None,
         }
     }
 }
@@ -70,11 +73,17 @@ pub enum AgentError {
     Journal(#[from] journal::JournalError),
     #[error("no head address given")]
     NoHead,
+    #[error("cannot join the cluster: {0}")]
+    Enroll(String),
+    #[error("{0}")]
+    Revoked(String),
 }
 
 struct Conn {
     tx: mpsc::UnboundedSender<pb::AgentMessage>,
     rx: Streaming<pb::HeadMessage>,
+    /// Set when the head ended the session because this node's certificate was revoked.
+    ended_revoked: Option<String>,
 }
 
 impl Conn {
@@ -85,6 +94,8 @@ impl Conn {
 
 struct Agent {
     cfg: AgentConfig,
+    /// TLS towards the heads, with this node's certificate.
+    tls: Arc<rustls::ClientConfig>,
     uid: String,
     boot_id: String,
     exec: Executor,
@@ -122,6 +133,9 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     std::fs::create_dir_all(&cfg.data_dir).map_err(dir_err)?;
     let _lock = identity::lock_data_dir(&cfg.data_dir).map_err(dir_err)?;
     let uid = identity::load_or_create_uid(&cfg.data_dir).map_err(dir_err)?;
+    let Some(tls) = credentials(&cfg, &uid, &mut shutdown).await? else {
+        return Ok(());
+    };
     let (exec, mut reports) = Executor::start(ExecConfig {
         kill_grace: cfg.kill_grace,
         ..ExecConfig::default()
@@ -137,6 +151,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     let mut agent = Agent {
         scripts_dir: cfg.data_dir.join("scripts"),
         cfg,
+        tls,
         uid,
         boot_id: identity::random_id(),
         exec,
@@ -156,10 +171,12 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     // When the session with the head was lost (None while connected).
     let mut alone_since: Option<Instant> = None;
     let mut connecting: Option<Connecting> = None;
+    let mut revocation: Option<String> = None;
     loop {
         if conn.is_none() && connecting.is_none() && Instant::now() >= next_attempt {
             connecting = Some(Box::pin(connect(
                 agent.current_head().to_string(),
+                agent.tls.clone(),
                 agent.register_message(),
             )));
         }
@@ -173,6 +190,10 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
             }
             msg = next_head_message(&mut conn) => match msg {
                 Some(m) => agent.on_head_message(m, conn.as_ref())?,
+                None if revoked(&conn).is_some() => {
+                    revocation = revoked(&conn);
+                    break;
+                }
                 None => {
                     tracing::warn!("session with head lost; tasks keep running, reconnecting");
                     conn = None;
@@ -205,8 +226,12 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
                         conn = Some(c);
                         alone_since = None;
                     }
+                    Err(e) if e.revoked => {
+                        revocation = Some(e.message);
+                        break;
+                    }
                     Err(e) => {
-                        tracing::warn!(head = %agent.current_head(), error = %e, retry_in = ?backoff, "cannot reach head");
+                        tracing::warn!(head = %agent.current_head(), error = %e.message, retry_in = ?backoff, "cannot reach head");
                         agent.head_index += 1;
                         next_attempt = Instant::now() + backoff;
                         backoff = (backoff * 2).min(agent.cfg.max_backoff);
@@ -217,27 +242,53 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
             _ = shutdown.wait_for(|s| *s) => break,
         }
     }
+    if let Some(why) = revocation {
+        // The cluster has given this node's tasks up; a copy left running here would be a
+        // second live copy of a requeued task.
+        tracing::error!("{why}; killing this node's tasks and leaving the cluster");
+        agent.stop(reports, None).await?;
+        return Err(AgentError::Revoked(why));
+    }
     agent.stop(reports, conn).await
+}
+
+/// Why a connection attempt failed; `revoked` if the head refused our certificate as revoked.
+struct ConnectError {
+    message: String,
+    revoked: bool,
+}
+
+impl From<String> for ConnectError {
+    fn from(message: String) -> ConnectError {
+        ConnectError {
+            message,
+            revoked: false,
+        }
+    }
+}
+
+fn is_revoked(s: &tonic::Status) -> bool {
+    s.metadata().get("rudel-revoked").is_some()
+}
+
+/// The revocation message if the session ended because this node was revoked.
+fn revoked(conn: &Option<Conn>) -> Option<String> {
+    conn.as_ref().and_then(|c| c.ended_revoked.clone())
 }
 
 /// Opens a session with the head at `addr`, starting with `register`. Runs outside the
 /// agent's loop, so tasks keep being started and results journaled while it connects.
-async fn connect(addr: String, register: pb::Register) -> Result<Conn, String> {
-    let url = if addr.contains("://") {
-        addr.clone()
-    } else {
-        format!("http://{addr}")
-    };
-    let ep = Endpoint::from_shared(url)
-        .map_err(|e| format!("bad head address {addr}: {e}"))?
+async fn connect(addr: String, tls: Arc<rustls::ClientConfig>, register: pb::Register) -> Result<Conn, ConnectError> {
+    let ep = rudel_tls::client::endpoint(&addr)
+        .map_err(|e| e.to_string())?
         .connect_timeout(Duration::from_secs(3))
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(10));
-    let channel = tokio::time::timeout(Duration::from_secs(5), ep.connect())
+    let channel = tokio::time::timeout(Duration::from_secs(5), rudel_tls::client::connect(&ep, tls))
         .await
         .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| rudel_tls::explain::chain(&e))?;
     let mut client = AgentLinkClient::new(channel)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(64 << 20);
@@ -252,20 +303,88 @@ async fn connect(addr: String, register: pb::Register) -> Result<Conn, String> {
     )
     .await
     .map_err(|_| "session setup timed out".to_string())?
-    .map_err(|s| format!("head refused the session: {}", s.message()))?;
+    .map_err(|s| ConnectError {
+        message: match rudel_tls::explain::find_tls(&s) {
+            Some(tls) => tls,
+            None => format!("head refused the session: {}", s.message()),
+        },
+        revoked: is_revoked(&s),
+    })?;
     tracing::info!(head = %addr, node = %name, "connected to head");
     Ok(Conn {
         tx,
         rx: resp.into_inner(),
+        ended_revoked: None,
     })
 }
 
-type Connecting = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Conn, String>> + Send>>;
+/// File next to the certificate with its expiry (ms since the epoch).
+const EXPIRES_FILE: &str = "expires";
+
+/// The agent's TLS client configuration: from its data directory, or by joining with the
+/// token (retrying while no head answers). None if asked to stop meanwhile.
+async fn credentials(
+    cfg: &AgentConfig,
+    uid: &str,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<Arc<rustls::ClientConfig>>, AgentError> {
+    let dir = crate::enroll::tls_dir(&cfg.data_dir);
+    let expires: Option<u64> = std::fs::read_to_string(dir.join(EXPIRES_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    let expired = expires.is_some_and(|e| rudel_tls::now_ms() >= e);
+    let have = rudel_tls::Credentials::exist(&dir);
+    let config = |c: &rudel_tls::Credentials| {
+        rudel_tls::client::client_config(c).map_err(|e| AgentError::Enroll(format!("{}: {e}", dir.display())))
+    };
+    if have && !(expired && cfg.token.is_some()) {
+        let creds = rudel_tls::Credentials::load(&dir).map_err(|e| AgentError::Enroll(e.to_string()))?;
+        if expired {
+            tracing::error!(dir = %dir.display(), "this node's certificate has expired; restart the agent with --token to join again");
+        }
+        return config(&creds).map(Some);
+    }
+    let Some(token) = cfg.token.as_deref() else {
+        return Err(AgentError::Enroll(format!(
+            "no certificate in {} yet: start the agent with --token TOKEN (printed by `rudel up`/`rudel head`, or `rudel token create`)",
+            dir.display()
+        )));
+    };
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match crate::enroll::join(&cfg.heads, token, &cfg.name, uid, crate::enroll::Want::Agent).await {
+            Ok(j) => {
+                j.creds.save(&dir).map_err(|e| AgentError::Enroll(e.to_string()))?;
+                let _ = rudel_tls::creds::write_atomic(&dir.join(EXPIRES_FILE), &j.expires_unix_ms.to_string(), 0o644);
+                tracing::info!(node = %cfg.name, role = %j.role, dir = %dir.display(), "joined the cluster; certificate saved");
+                return config(&j.creds).map(Some);
+            }
+            Err(crate::enroll::EnrollError::Unreachable(why)) => {
+                tracing::warn!("{why}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.changed() => return Ok(None),
+                }
+                backoff = (backoff * 2).min(cfg.max_backoff);
+            }
+            Err(e) => return Err(AgentError::Enroll(e.to_string())),
+        }
+    }
+}
+
+type Connecting = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Conn, ConnectError>> + Send>>;
 
 async fn next_head_message(conn: &mut Option<Conn>) -> Option<pb::HeadMessage> {
     match conn {
         Some(c) => match c.rx.message().await {
             Ok(m) => m,
+            Err(e) if matches!(e.code(), tonic::Code::PermissionDenied | tonic::Code::Unauthenticated) => {
+                tracing::error!("the head ended this node's session: {}", e.message());
+                if is_revoked(&e) {
+                    c.ended_revoked = Some(e.message().to_string());
+                }
+                None
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "head stream error");
                 None

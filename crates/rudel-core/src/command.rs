@@ -127,6 +127,24 @@ pub enum Command {
     Batch(Vec<Command>),
     /// Nothing but a scheduling pass at `now_ms`.
     Tick { now_ms: u64 },
+    /// The cluster CA, created by the first head.
+    InitCa { ca: crate::security::CaRecord },
+    /// A new join token (its secret is known only to whoever asked for it).
+    CreateToken {
+        secret_hash: String,
+        role: crate::security::Role,
+        description: String,
+        expires_ms: Option<u64>,
+        cert_ttl_ms: u64,
+        now_ms: u64,
+    },
+    /// Revoke a token and every certificate issued with it.
+    RevokeToken { id: u64, now_ms: u64 },
+    /// Record a certificate the leader signed (for a join with a token, or for itself).
+    GrantCert {
+        grant: crate::security::CertGrant,
+        now_ms: u64,
+    },
 }
 
 /// What applying a command produced, returned to the proposer.
@@ -156,4 +174,11 @@ pub enum Response {
     },
     Ok,
     Batch(Vec<Response>),
+    TokenCreated {
+        id: u64,
+    },
+    /// Names of the certificates revoked with the token.
+    TokenRevoked {
+        certs: Vec<String>,
+    },
 }

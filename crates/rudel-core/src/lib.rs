@@ -16,6 +16,7 @@ pub mod pattern;
 pub mod query;
 pub mod scheduler;
 pub mod script;
+pub mod security;
 pub mod serde_pairs;
 pub mod state;
 

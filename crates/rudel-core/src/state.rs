@@ -35,6 +35,9 @@ pub struct State {
     pub now_ms: u64,
     /// The job at the head of the queue that did not fit in the last scheduling pass.
     pub blocked_job: Option<JobId>,
+    /// CA, join tokens and issued certificates.
+    #[serde(default)]
+    pub security: crate::security::Security,
     /// Shares identical job environments (a cache; not part of the replicated state).
     #[serde(skip)]
     pub envs: crate::intern::EnvInterner,
@@ -144,6 +147,40 @@ impl State {
             Command::Tick { now_ms } => {
                 self.advance(now_ms);
                 Response::Ok
+            }
+            Command::InitCa { ca } => match self.security.init_ca(ca) {
+                Ok(()) => Response::Ok,
+                Err(reason) => Response::Rejected { reason },
+            },
+            Command::CreateToken {
+                secret_hash,
+                role,
+                description,
+                expires_ms,
+                cert_ttl_ms,
+                now_ms,
+            } => {
+                self.advance(now_ms);
+                let id =
+                    self.security
+                        .create_token(secret_hash, role, description, expires_ms, cert_ttl_ms, self.now_ms);
+                Response::TokenCreated { id }
+            }
+            Command::RevokeToken { id, now_ms } => {
+                self.advance(now_ms);
+                match self.security.revoke_token(id, self.now_ms) {
+                    Some(certs) => Response::TokenRevoked { certs },
+                    None => Response::Rejected {
+                        reason: format!("no join token {id} (`rudel token list` shows them)"),
+                    },
+                }
+            }
+            Command::GrantCert { grant, now_ms } => {
+                self.advance(now_ms);
+                match self.security.grant(grant, self.now_ms) {
+                    Ok(()) => Response::Ok,
+                    Err(reason) => Response::Rejected { reason },
+                }
             }
         }
     }

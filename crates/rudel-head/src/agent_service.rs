@@ -72,7 +72,12 @@ impl pb::agent_link_server::AgentLink for AgentService {
     type SessionStream = HeadStream;
 
     async fn session(&self, req: Request<Streaming<pb::AgentMessage>>) -> Result<tonic::Response<HeadStream>, Status> {
-        let peer = req.remote_addr().map(|a| a.to_string()).unwrap_or_default();
+        let peer = req
+            .extensions()
+            .get::<rudel_tls::server::PeerInfo>()
+            .map(|p| p.remote.to_string())
+            .unwrap_or_default();
+        let caller = crate::auth::caller(&req)?.clone();
         let mut inbound = req.into_inner();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
             .await
@@ -90,8 +95,17 @@ impl pb::agent_link_server::AgentLink for AgentService {
                 "Register needs a node name (1-255 bytes) and at least 1 cpu",
             ));
         }
+        if reg.name != caller.name || reg.uid != caller.node_uid {
+            let why = format!(
+                "this agent's certificate was issued to node {} (id {}), not {} (id {}): \
+                 a node keeps its name and data directory; to change them, join again with a token",
+                caller.name, caller.node_uid, reg.name, reg.uid
+            );
+            tracing::warn!(peer = %peer, "refused agent session: {why}");
+            return Err(Status::permission_denied(why));
+        }
         let (tx, rx) = mpsc::unbounded_channel();
-        let session = Session::start(self.clone(), reg, peer, tx).await?;
+        let session = Session::start(self.clone(), reg, peer, caller.fingerprint, tx).await?;
         tokio::spawn(session.run(inbound));
         Ok(tonic::Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
     }
@@ -103,12 +117,16 @@ enum SessionEnd {
     Silent,
     Replaced,
     HeadStopping,
+    /// Its certificate was revoked (or expired).
+    Revoked(String),
 }
 
 struct Session {
     svc: AgentService,
     node: String,
     id: u64,
+    /// Hex SHA-256 of the agent's certificate (checked again whenever the state changes).
+    fingerprint: String,
     /// The node's registration epoch in the state (fences a late "node lost").
     epoch: u64,
     last_heard: tokio::time::Instant,
@@ -128,6 +146,7 @@ impl Session {
         svc: AgentService,
         reg: pb::Register,
         peer: String,
+        fingerprint: String,
         out: mpsc::UnboundedSender<Result<pb::HeadMessage, Status>>,
     ) -> Result<Session, Status> {
         let running: Vec<(TaskKey, u32)> = reg.running.iter().map(task_ref).collect();
@@ -171,6 +190,7 @@ impl Session {
             svc,
             node,
             id,
+            fingerprint,
             epoch,
             last_heard: tokio::time::Instant::now(),
             out,
@@ -252,6 +272,9 @@ impl Session {
                 },
                 res = changed.changed() => {
                     if res.is_err() { break SessionEnd::HeadStopping; }
+                    if let Err(denied) = self.svc.shared.read().state.security.authorize(&self.fingerprint, now_ms()) {
+                        break SessionEnd::Revoked(denied.to_string());
+                    }
                     self.dispatch();
                 }
                 Some(keys) = self.acks_rx.recv() => {
@@ -260,6 +283,9 @@ impl Session {
                 _ = check.tick() => {
                     if self.last_heard.elapsed() > self.svc.node_timeout {
                         break SessionEnd::Silent;
+                    }
+                    if let Err(denied) = self.svc.shared.read().state.security.authorize(&self.fingerprint, now_ms()) {
+                        break SessionEnd::Revoked(denied.to_string());
                     }
                 }
                 Some(call) = self.exec_rx.recv() => {
@@ -306,6 +332,15 @@ impl Session {
                     "agent disconnected and did not return within {:?}",
                     self.svc.node_timeout
                 );
+                self.lose_node(why).await;
+            }
+            SessionEnd::Revoked(why) => {
+                tracing::warn!(node = %self.node, "disconnecting the agent: {why}");
+                let _ = self
+                    .out
+                    .send(Err(crate::auth::revoked(Status::permission_denied(format!(
+                        "{why}: this node is no longer part of the cluster (join again with a new token)"
+                    )))));
                 self.lose_node(why).await;
             }
             SessionEnd::Replaced | SessionEnd::HeadStopping => {}

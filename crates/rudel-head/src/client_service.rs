@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use rudel_core::security::Role;
 use rudel_core::{Command, Response};
 use rudel_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
@@ -244,6 +245,7 @@ impl pb::rudel_server::Rudel for ClientService {
     }
 
     async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<tonic::Response<pb::DrainResponse>, Status> {
+        crate::auth::require_admin(&req, "drain")?;
         let req = req.into_inner();
         let reason = if req.reason.is_empty() {
             "drained by an operator".to_string()
@@ -259,6 +261,7 @@ impl pb::rudel_server::Rudel for ClientService {
     }
 
     async fn resume(&self, req: Request<pb::ResumeRequest>) -> Result<tonic::Response<pb::DrainResponse>, Status> {
+        crate::auth::require_admin(&req, "resume")?;
         self.change_nodes(Command::Resume {
             nodes: req.into_inner().nodes,
             now_ms: now_ms(),
@@ -267,9 +270,100 @@ impl pb::rudel_server::Rudel for ClientService {
     }
 
     async fn exec(&self, req: Request<pb::ExecRequest>) -> Result<tonic::Response<pb::ExecResponse>, Status> {
+        crate::auth::require_admin(&req, "exec")?;
         crate::exec::run(&self.shared, &self.sessions, req.into_inner())
             .await
             .map(tonic::Response::new)
+    }
+
+    async fn create_token(
+        &self,
+        req: Request<pb::CreateTokenRequest>,
+    ) -> Result<tonic::Response<pb::CreateTokenResponse>, Status> {
+        crate::auth::require_admin(&req, "token create")?;
+        let r = req.into_inner();
+        let role: Role = if r.role.is_empty() {
+            Role::Agent
+        } else {
+            r.role.parse().map_err(Status::invalid_argument)?
+        };
+        if role == Role::Head {
+            return Err(Status::invalid_argument(
+                "head tokens are not supported yet: heads join a group with --join (see README)",
+            ));
+        }
+        let ca = crate::credentials::cluster_ca(&self.shared).map_err(Status::unavailable)?;
+        let ttl = (r.ttl_ms > 0).then(|| Duration::from_millis(r.ttl_ms));
+        let cert_ttl = if r.cert_ttl_ms > 0 {
+            r.cert_ttl_ms
+        } else {
+            crate::credentials::DEFAULT_CERT_TTL_MS
+        };
+        match crate::credentials::create_token(&self.proposer, &ca, role, r.description, ttl, cert_ttl).await {
+            Ok((token, expires)) => {
+                tracing::info!(token = token.id, role = %role, "join token created");
+                Ok(tonic::Response::new(pb::CreateTokenResponse {
+                    id: token.id,
+                    token: token.to_string(),
+                    role: role.to_string(),
+                    expires_unix_ms: expires.unwrap_or(0),
+                }))
+            }
+            Err(Response::Rejected { reason }) => Err(Status::unavailable(reason)),
+            Err(other) => Err(Status::internal(format!("unexpected token result {other:?}"))),
+        }
+    }
+
+    async fn list_tokens(
+        &self,
+        req: Request<pb::ListTokensRequest>,
+    ) -> Result<tonic::Response<pb::ListTokensResponse>, Status> {
+        crate::auth::require_admin(&req, "token list")?;
+        self.read_barrier(false).await?;
+        let a = self.shared.read();
+        let sec = &a.state.security;
+        let now = now_ms();
+        let tokens = sec
+            .tokens
+            .values()
+            .map(|t| pb::TokenInfo {
+                id: t.id,
+                role: t.role.to_string(),
+                description: t.description.clone(),
+                created_unix_ms: t.created_ms,
+                expires_unix_ms: t.expires_ms.unwrap_or(0),
+                revoked_unix_ms: t.revoked_ms.unwrap_or(0),
+                uses: t.uses,
+                cert_ttl_ms: t.cert_ttl_ms,
+                holders: sec
+                    .certs
+                    .values()
+                    .filter(|c| c.token == Some(t.id) && c.revoked_ms.is_none() && c.expires_ms > now)
+                    .map(|c| c.name.clone())
+                    .collect(),
+            })
+            .collect();
+        Ok(tonic::Response::new(pb::ListTokensResponse { tokens }))
+    }
+
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<tonic::Response<pb::RevokeTokenResponse>, Status> {
+        crate::auth::require_admin(&req, "token revoke")?;
+        let id = req.into_inner().id;
+        match self
+            .proposer
+            .propose(Command::RevokeToken { id, now_ms: now_ms() })
+            .await?
+        {
+            Response::TokenRevoked { certs } => {
+                tracing::warn!(token = id, revoked = ?certs, "join token revoked");
+                Ok(tonic::Response::new(pb::RevokeTokenResponse { revoked: certs }))
+            }
+            Response::Rejected { reason } => Err(Status::not_found(reason)),
+            other => Err(Status::internal(format!("unexpected revoke result {other:?}"))),
+        }
     }
 
     async fn cluster_info(

@@ -1,8 +1,11 @@
 //! rudel-head: the controller. Raft glue and storage, the gRPC services for clients,
 //! agents and peer heads, and the dispatch of committed assignments to agents.
 pub mod agent_service;
+pub mod auth;
 pub mod client_service;
 pub mod convert;
+pub mod credentials;
+pub mod enroll_service;
 pub mod exec;
 pub mod lock;
 pub mod proposer;
@@ -15,12 +18,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rudel_core::security::Role;
 use rudel_proto::v1::agent_link_server::AgentLinkServer;
+use rudel_proto::v1::enroll_server::EnrollServer;
 use rudel_proto::v1::raft_peer_server::RaftPeerServer;
 use rudel_proto::v1::rudel_server::RudelServer;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 
 pub use raft::{Raft, RaftTiming, SharedState};
 
@@ -73,6 +77,8 @@ pub enum HeadError {
     Raft(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS: {0}")]
+    Tls(#[from] rudel_tls::TlsError),
 }
 
 /// A running head; dropping it without `shutdown` leaves tasks running until the runtime ends.
@@ -80,6 +86,10 @@ pub struct Head {
     pub raft: Raft,
     pub shared: Arc<SharedState>,
     pub local_addr: SocketAddr,
+    /// The initial join token (None once revoked).
+    pub join_token: Option<String>,
+    /// Admin credentials for the CLI on this machine.
+    pub admin_dir: PathBuf,
     shutdown_tx: watch::Sender<bool>,
     server: JoinHandle<()>,
     reports: JoinHandle<()>,
@@ -117,7 +127,9 @@ impl Head {
         })?;
         let advertise = cfg.advertise.clone().unwrap_or_else(|| local_addr.to_string());
 
-        let raft = Raft::new(cfg.head_id, config, raft::network::Network, log_store, sm)
+        let network = raft::network::Network::default();
+        let peer_tls = network.tls.clone();
+        let raft = Raft::new(cfg.head_id, config, network, log_store, sm)
             .await
             .map_err(|e| HeadError::Raft(e.to_string()))?;
         let initialized = raft
@@ -139,6 +151,9 @@ impl Head {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let proposer = proposer::Proposer::new(raft.clone(), cfg.propose_timeout);
+        let creds = credentials::bootstrap(&raft, &proposer, &shared, &cfg.data_dir, cfg.head_id).await?;
+        let server_tls = rudel_tls::server::server_config(&creds.creds)?;
+        let _ = peer_tls.set(rudel_tls::client::client_config(&creds.creds)?);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let reports = tokio::spawn(reports::run(proposer.clone(), reports_rx));
 
@@ -152,7 +167,7 @@ impl Head {
             shutdown: shutdown_rx.clone(),
         };
         let agents = agent_service::AgentService {
-            proposer,
+            proposer: proposer.clone(),
             raft: raft.clone(),
             shared: shared.clone(),
             reports: reports_tx,
@@ -163,27 +178,38 @@ impl Head {
             shutdown: shutdown_rx.clone(),
         };
         let peer = raft::network::PeerService { raft: raft.clone() };
+        let enroll = enroll_service::EnrollService {
+            proposer: proposer.clone(),
+            shared: shared.clone(),
+        };
 
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = rudel_tls::server::incoming(listener, server_tls, shutdown_rx.clone());
         let mut stop = shutdown_rx;
+        let users = auth::require(shared.clone(), "client", &[Role::Client, Role::Admin, Role::Head]);
+        let nodes = auth::require(shared.clone(), "agent", &[Role::Agent]);
+        let heads = auth::require(shared.clone(), "raft peer", &[Role::Head]);
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .add_service(
+            .add_service(tonic::service::interceptor::InterceptedService::new(
                 RudelServer::new(client)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(256 << 20),
-            )
-            .add_service(
+                users,
+            ))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
                 AgentLinkServer::new(agents)
                     .max_decoding_message_size(64 << 20)
                     .max_encoding_message_size(256 << 20),
-            )
-            .add_service(
+                nodes,
+            ))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
                 RaftPeerServer::new(peer)
                     .max_decoding_message_size(256 << 20)
                     .max_encoding_message_size(256 << 20),
-            );
+                heads,
+            ))
+            .add_service(EnrollServer::new(enroll));
         let server = tokio::spawn(async move {
             let res = router
                 .serve_with_incoming_shutdown(incoming, async move {
@@ -199,6 +225,8 @@ impl Head {
             raft,
             shared,
             local_addr,
+            join_token: creds.join_token,
+            admin_dir: creds.admin_dir,
             shutdown_tx,
             server,
             reports,

@@ -1,15 +1,65 @@
-//! Connecting to a head and turning gRPC errors into messages a user can act on.
+//! Connecting to a head (always mutual TLS) and turning gRPC errors into messages a user
+//! can act on.
+use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::anyhow;
 use rudel_proto::v1::rudel_client::RudelClient;
-use tonic::transport::{Channel, Endpoint};
+use rudel_tls::Credentials;
+use tonic::transport::Channel;
 
 /// Where clients look for the head when neither --head nor $RUDEL_HEAD is set.
 pub const DEFAULT_HEAD: &str = "127.0.0.1:7117";
 
 /// Timeout of one unary call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+static CREDENTIALS_DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// Remembers --credentials / $RUDEL_CREDENTIALS for every connection of this process.
+pub fn set_credentials_dir(dir: Option<PathBuf>) {
+    let _ = CREDENTIALS_DIR.set(dir);
+}
+
+/// Where `rudel login` keeps credentials: `$XDG_CONFIG_HOME/rudel/credentials` or
+/// `~/.config/rudel/credentials`.
+pub fn login_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_CONFIG_HOME") {
+        return PathBuf::from(d).join("rudel/credentials");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".config/rudel/credentials"),
+        None => PathBuf::from("rudel-credentials"),
+    }
+}
+
+/// The credentials directories tried, in order.
+fn candidates() -> Vec<PathBuf> {
+    if let Some(Some(d)) = CREDENTIALS_DIR.get() {
+        return vec![d.clone()];
+    }
+    vec![
+        login_dir(),
+        rudel_head::credentials::admin_dir(&crate::daemon::default_data_dir().join("head")),
+    ]
+}
+
+/// The TLS client configuration from the first credentials directory found.
+fn tls() -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
+    let dirs = candidates();
+    let Some(dir) = dirs.iter().find(|d| Credentials::exist(d)) else {
+        let looked: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+        return Err(anyhow!(
+            "no rudel credentials found (looked in {}). On the head's machine `rudel up`/`rudel head` \
+             writes them to DATA/head/client; elsewhere run `rudel login --head ADDR --token TOKEN`. \
+             Or point --credentials / $RUDEL_CREDENTIALS at a credentials directory",
+            looked.join(", ")
+        ));
+    };
+    let creds = Credentials::load(dir).map_err(|e| anyhow!("credentials in {}: {e}", dir.display()))?;
+    rudel_tls::client::client_config(&creds).map_err(|e| anyhow!("credentials in {}: {e}", dir.display()))
+}
 
 /// Connects to the head at `addr`; unary calls time out after [`CALL_TIMEOUT`].
 pub async fn connect(addr: &str) -> anyhow::Result<RudelClient<Channel>> {
@@ -18,26 +68,33 @@ pub async fn connect(addr: &str) -> anyhow::Result<RudelClient<Channel>> {
 
 /// Connects with a per-call timeout of `timeout` (for calls that legitimately run long).
 pub async fn connect_with_timeout(addr: &str, timeout: Duration) -> anyhow::Result<RudelClient<Channel>> {
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    let ep = Endpoint::from_shared(url)
-        .map_err(|e| anyhow!("bad head address {addr:?}: {e}"))?
+    let tls = tls()?;
+    let ep = rudel_tls::client::endpoint(addr)
+        .map_err(|e| anyhow!("{e}"))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(timeout)
         .tcp_nodelay(true);
-    let ch = ep.connect().await.map_err(|e| {
-        anyhow!("cannot reach the head at {addr}: {e}. Is `rudel up` (or `rudel head`) running? Set --head or $RUDEL_HEAD to point elsewhere")
+    let ch = rudel_tls::client::connect(&ep, tls).await.map_err(|e| {
+        anyhow!(
+            "cannot reach the head at {addr}: {}. Is `rudel up` (or `rudel head`) running? Set --head or $RUDEL_HEAD to point elsewhere",
+            rudel_tls::explain::chain(&e)
+        )
     })?;
     Ok(RudelClient::new(ch)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(16 << 20))
 }
 
-/// A gRPC status as a user-facing error.
+/// A gRPC status as a user-facing error (a TLS refusal behind a failed call is named).
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
+    if let Some(tls) = rudel_tls::explain::find_tls(&s) {
+        return anyhow!("{tls}");
+    }
+    if s.code() == tonic::Code::Unknown || s.code() == tonic::Code::Unavailable {
+        if let Some(src) = std::error::Error::source(&s) {
+            return anyhow!("{}: {}", s.message(), rudel_tls::explain::chain(src));
+        }
+    }
     anyhow!("{}", s.message())
 }
 

@@ -81,10 +81,15 @@ pub struct AgentArgs {
     /// Delay between SIGTERM and SIGKILL when a task is cancelled or times out.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub kill_grace: String,
+    /// Join token (printed by `rudel up`/`rudel head`, or from `rudel token create`). Used
+    /// once to get this node's certificate, which is kept in DATA/tls; later starts need
+    /// no token (or a new one once the certificate has expired).
+    #[arg(long, env = "RUDEL_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// `$RUDEL_DATA`, else `$XDG_DATA_HOME/rudel`, else `~/.local/share/rudel`.
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("RUDEL_DATA") {
         return PathBuf::from(d);
     }
@@ -94,6 +99,24 @@ fn default_data_dir() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(h) => PathBuf::from(h).join(".local/share/rudel"),
         None => PathBuf::from("rudel-data"),
+    }
+}
+
+/// Where the CLI on this machine finds admin credentials.
+fn print_credentials_hint(head: &Head, custom_data: bool) {
+    if custom_data {
+        println!(
+            "  CLI credentials (admin): export RUDEL_CREDENTIALS={}",
+            head.admin_dir.display()
+        );
+    }
+}
+
+/// The one command another machine needs to join.
+fn print_join_hint(head: &Head, addr: &str) {
+    match &head.join_token {
+        Some(t) => println!("  add a node with: rudel agent --head {addr} --token {t}"),
+        None => println!("  the initial join token was revoked; make one with: rudel token create"),
     }
 }
 
@@ -162,12 +185,13 @@ fn parse_timeout(s: &str) -> Result<Duration, Failure> {
 
 /// `rudel up`.
 pub async fn up(a: UpArgs) -> CmdResult {
+    let custom_data = a.data.is_some();
     let data = a.data.unwrap_or_else(default_data_dir);
     let mut hcfg = HeadConfig::new(data.join("head"), a.listen);
     hcfg.node_timeout = parse_timeout(&a.node_timeout)?;
     let head = Head::start(hcfg).await.context("cannot start the head")?;
     let addr = head.local_addr.to_string();
-    let cfg = agent_config(
+    let mut cfg = agent_config(
         vec![addr.clone()],
         data.join("agent"),
         a.name,
@@ -176,8 +200,11 @@ pub async fn up(a: UpArgs) -> CmdResult {
         &a.kill_grace,
         &a.labels,
     )?;
+    cfg.token = head.join_token.clone();
     println!("rudel is up: head on {addr}, data in {}", data.display());
     println!("  submit with: rudel submit -- echo hello   (or set RUDEL_HEAD={addr} if not the default)");
+    print_credentials_hint(&head, custom_data);
+    print_join_hint(&head, &addr);
     let (stop_tx, stop_rx) = watch::channel(false);
     let agent = spawn_on_own_thread(rudel_agent::run(cfg, stop_rx))?;
     let res = finish_agent(agent, stop_tx).await;
@@ -187,9 +214,10 @@ pub async fn up(a: UpArgs) -> CmdResult {
 
 /// `rudel head`.
 pub async fn head(a: HeadArgs) -> CmdResult {
+    let custom_data = a.data.is_some();
     let data = a.data.unwrap_or_else(|| default_data_dir().join("head"));
     let mut cfg = HeadConfig::new(data.clone(), a.listen);
-    cfg.advertise = a.advertise;
+    cfg.advertise = a.advertise.clone();
     cfg.node_timeout = parse_timeout(&a.node_timeout)?;
     let head = Head::start(cfg).await.context("cannot start the head")?;
     println!(
@@ -197,7 +225,9 @@ pub async fn head(a: HeadArgs) -> CmdResult {
         head.local_addr,
         data.display()
     );
-    println!("  start agents with: rudel agent --head {}", head.local_addr);
+    let addr = a.advertise.clone().unwrap_or_else(|| head.local_addr.to_string());
+    print_credentials_hint(&head, custom_data);
+    print_join_hint(&head, &addr);
     termination().await;
     head.shutdown().await;
     Ok(0)
@@ -221,6 +251,7 @@ pub async fn agent(a: AgentArgs, head: &str) -> CmdResult {
     let orphan = rudel_core::parse::parse_duration(&a.orphan_timeout)
         .map_err(|e| Failure::usage(anyhow!("--orphan-timeout: {e}")))?;
     cfg.orphan_timeout = (orphan > 0).then(|| Duration::from_millis(orphan));
+    cfg.token = a.token;
     let (stop_tx, stop_rx) = watch::channel(false);
     let run = tokio::spawn(rudel_agent::run(cfg, stop_rx));
     finish_agent(run, stop_tx).await.map(|_| 0)

@@ -5,6 +5,7 @@ mod exec;
 mod follow;
 mod opts;
 mod show;
+mod tokens;
 
 use std::process::ExitCode;
 
@@ -30,6 +31,10 @@ struct Cli {
     /// Head address (host:port); also $RUDEL_HEAD. Default 127.0.0.1:7117.
     #[arg(long, global = true, env = "RUDEL_HEAD", value_name = "ADDR")]
     head: Option<String>,
+    /// Credentials directory (ca.pem, cert.pem, key.pem); also $RUDEL_CREDENTIALS. Default:
+    /// ~/.config/rudel/credentials (from `rudel login`), else DATA/head/client of a local head.
+    #[arg(long, global = true, env = "RUDEL_CREDENTIALS", value_name = "DIR")]
+    credentials: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -66,6 +71,10 @@ enum Cmd {
     Exec(exec::ExecArgs),
     /// The head answering: its id, the leader, Raft term and last applied log index.
     Status(show::StatusArgs),
+    /// Manage join tokens (admin): create, list, revoke.
+    Token(tokens::TokenArgs),
+    /// Get user credentials for this machine with a client/admin token (for remote CLIs).
+    Login(tokens::LoginArgs),
 }
 
 /// Exit code for bad usage or input (like clap's own usage errors).
@@ -118,6 +127,7 @@ fn main() -> ExitCode {
         }
     };
     let head = cli.head.clone().unwrap_or_else(|| client::DEFAULT_HEAD.to_string());
+    client::set_credentials_dir(cli.credentials.clone());
     let res = rt.block_on(async move {
         match cli.command {
             Cmd::Up(a) => daemon::up(a).await,
@@ -135,6 +145,8 @@ fn main() -> ExitCode {
             Cmd::Resume(a) => show::resume(a, &head).await,
             Cmd::Exec(a) => exec::exec(a, &head).await,
             Cmd::Status(a) => show::status(a, &head).await,
+            Cmd::Token(a) => tokens::token(a, &head).await,
+            Cmd::Login(a) => tokens::login(a, &head).await,
         }
     });
     // Background tasks (e.g. a stream the server still holds) must not keep us alive.

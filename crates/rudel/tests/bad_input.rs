@@ -134,8 +134,18 @@ fn unknown_job_ids_are_errors() {
 #[test]
 fn unreachable_head_is_an_error_not_a_hang() {
     let port = common::free_port();
+    // Credentials of some cluster, so the CLI gets as far as dialing.
+    let creds = tempfile::tempdir().unwrap();
+    let ca = rudel_tls::Ca::generate("test").unwrap();
+    rudel_tls::Credentials {
+        ca_pem: ca.cert_pem().to_string(),
+        identity: None,
+    }
+    .save(creds.path())
+    .unwrap();
     let mut cmd = std::process::Command::new(common::RUDEL);
     cmd.args(["--head", &format!("127.0.0.1:{port}"), "jobs"])
+        .env("RUDEL_CREDENTIALS", creds.path())
         .env_remove("RUDEL_HEAD");
     let o = common::run_bounded(cmd, Duration::from_secs(30));
     assert!(!o.timed_out, "{o}");
@@ -182,11 +192,23 @@ struct H2Outcome {
     blocks: Vec<Vec<u8>>,
 }
 
+/// A TLS connection to the head with the admin credentials (what the CLI uses), to send
+/// hand-made HTTP/2 through.
+fn tls_connect(c: &Cluster) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let creds = rudel_tls::Credentials::load(&c.admin_credentials()).expect("admin credentials");
+    let cfg = rudel_tls::client::client_config(&creds).expect("TLS config");
+    let name = rustls::pki_types::ServerName::try_from(rudel_tls::HEAD_SERVER_NAME).unwrap();
+    let conn = rustls::ClientConnection::new(cfg, name).expect("TLS client");
+    let tcp = TcpStream::connect(&c.addr).expect("connect to head");
+    tcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
 /// Sends one gRPC request with `grpc_body` (the 5-byte-prefixed message as raw bytes) to
 /// `path` and reads the server's frames for up to 10 s.
-fn raw_grpc_call(addr: &str, path: &str, grpc_body: &[u8]) -> H2Outcome {
-    let mut s = TcpStream::connect(addr).expect("connect to head");
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+fn raw_grpc_call(c: &Cluster, path: &str, grpc_body: &[u8]) -> H2Outcome {
+    let addr = c.addr.as_str();
+    let mut s = tls_connect(c);
     let mut req = PREFACE.to_vec();
     req.extend(frame(4, 0, 0, &[])); // SETTINGS
     let mut hb = Vec::new();
@@ -362,24 +384,38 @@ fn malformed_api_requests_get_errors_and_head_survives() {
     }
     assert_head_alive(&c);
 
-    // 3. A valid HTTP/2 connection whose frames are garbage.
+    // Both were refused before TLS, and logged as such.
+    let log = c.logs_tail();
+    assert!(
+        log.contains("refused connection: plain-text HTTP/1") && log.contains("refused connection: not TLS"),
+        "plain-text connections should be refused and logged:\n{log}"
+    );
+
+    // 3. A valid TLS + HTTP/2 connection whose frames are garbage.
     {
-        let mut s = TcpStream::connect(&c.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut s = tls_connect(&c);
         let mut req = PREFACE.to_vec();
         req.extend(frame(4, 0, 0, &[]));
         req.extend(frame(0xee, 0xff, 7, b"not a frame"));
         req.extend(frame(1, 0x4, 3, &[0xff; 40])); // HEADERS with an invalid HPACK block
         let _ = s.write_all(&req);
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
+        let mut sink = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            match s.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(_) => break,
+            }
+        }
     }
     assert_head_alive(&c);
 
     // 4. gRPC Submit whose payload is not a protobuf message: an error status, not a job.
     let mut body = grpc_prefix(64);
     body.extend(std::iter::repeat_n(0xffu8, 64));
-    let r = raw_grpc_call(&c.addr, "/rudel.v1.Rudel/Submit", &body);
+    let r = raw_grpc_call(&c, "/rudel.v1.Rudel/Submit", &body);
     eprintln!(
         "Submit with bytes {:02x?}...: grpc-status {:?}",
         &body[..8],
@@ -398,7 +434,7 @@ fn malformed_api_requests_get_errors_and_head_survives() {
     // 5. gRPC Submit declaring a 4 GiB message (far over any limit).
     let mut body = grpc_prefix(u32::MAX - 1);
     body.extend_from_slice(&[0u8; 1024]);
-    let r = raw_grpc_call(&c.addr, "/rudel.v1.Rudel/Submit", &body);
+    let r = raw_grpc_call(&c, "/rudel.v1.Rudel/Submit", &body);
     eprintln!(
         "Submit with bytes {:02x?}...: grpc-status {:?}",
         &body[..8],
@@ -418,7 +454,7 @@ fn malformed_api_requests_get_errors_and_head_survives() {
     assert_head_alive(&c);
 
     // 6. An unknown method.
-    let r = raw_grpc_call(&c.addr, "/rudel.v1.Rudel/NoSuchMethod", &grpc_prefix(0));
+    let r = raw_grpc_call(&c, "/rudel.v1.Rudel/NoSuchMethod", &grpc_prefix(0));
     eprintln!("unknown method: grpc-status {:?}", grpc_status(&r));
     assert!(r.ended || r.rst, "no answer to an unknown method: {r:?}");
     if let Some(code) = grpc_status(&r) {
@@ -429,7 +465,7 @@ fn malformed_api_requests_get_errors_and_head_survives() {
     // 7. The agent-facing service with garbage.
     let mut body = grpc_prefix(16);
     body.extend_from_slice(&[0xff; 16]);
-    let _ = raw_grpc_call(&c.addr, "/rudel.v1.AgentLink/Session", &body);
+    let _ = raw_grpc_call(&c, "/rudel.v1.AgentLink/Session", &body);
     assert_head_alive(&c);
 
     // Nothing was submitted, and the cluster still runs jobs.

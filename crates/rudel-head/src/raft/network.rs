@@ -15,14 +15,22 @@ use rudel_proto::v1::raft_peer_server::RaftPeer;
 use rudel_proto::v1::RaftPayload;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use std::sync::{Arc, OnceLock};
+
+use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use super::{HeadId, Raft, TypeConfig};
 
+/// The TLS client configuration heads use towards each other (their own head
+/// certificate); set once the head's credentials are known, which is after Raft starts.
+pub type PeerTls = Arc<OnceLock<Arc<rustls::ClientConfig>>>;
+
 /// Creates one client per peer head.
 #[derive(Clone, Default)]
-pub struct Network;
+pub struct Network {
+    pub tls: PeerTls,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
@@ -31,6 +39,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             target,
             addr: node.addr.clone(),
+            tls: self.tls.clone(),
             client: None,
         }
     }
@@ -40,6 +49,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerClient {
     target: HeadId,
     addr: String,
+    tls: PeerTls,
     client: Option<RaftPeerClient<Channel>>,
 }
 
@@ -50,11 +60,18 @@ impl PeerClient {
         if let Some(c) = &self.client {
             return Ok(c.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{}", self.addr))
+        let tls = self
+            .tls
+            .get()
+            .cloned()
+            .ok_or_else(|| Unreachable::new(&std::io::Error::other("head credentials not loaded yet")))?;
+        let ep = rudel_tls::client::endpoint(&self.addr)
             .map_err(|e| Unreachable::new(&e))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
-        let ch = ep.connect().await.map_err(|e| Unreachable::new(&e))?;
+        let ch = rudel_tls::client::connect(&ep, tls)
+            .await
+            .map_err(|e| Unreachable::new(&e))?;
         let c = RaftPeerClient::new(ch)
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);

@@ -261,6 +261,8 @@ impl Cluster {
             .current_dir(self.tmp.path())
             .env_remove("RUDEL_HEAD")
             .env_remove("RUDEL_DATA")
+            .env_remove("RUDEL_CREDENTIALS")
+            .env_remove("RUDEL_TOKEN")
             .env("RUDEL_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -379,6 +381,8 @@ impl Cluster {
             o.mem.clone(),
             "--kill-grace".into(),
             o.kill_grace.clone(),
+            "--token".into(),
+            self.join_token(),
         ];
         let d = self.spawn_daemon("agent", &args);
         self.daemons.push(d);
@@ -422,6 +426,8 @@ impl Cluster {
             o.cpus.to_string(),
             "--mem".into(),
             o.mem.clone(),
+            "--token".into(),
+            self.join_token(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let d = self.spawn_daemon("agent", &args);
@@ -490,8 +496,23 @@ impl Cluster {
         cmd.args(args)
             .current_dir(dir)
             .env("RUDEL_HEAD", &self.addr)
+            .env("RUDEL_CREDENTIALS", self.admin_credentials())
             .env_remove("RUDEL_LOG");
         cmd
+    }
+
+    /// The admin credentials the head wrote for the CLI on its machine.
+    pub fn admin_credentials(&self) -> PathBuf {
+        self.data.join("head/client")
+    }
+
+    /// The initial join token the head wrote (agents need it for their first start).
+    pub fn join_token(&self) -> String {
+        let p = self.data.join("head/join-token");
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("cannot read the join token {}: {e}", p.display()))
+            .trim()
+            .to_string()
     }
 
     /// Runs the CLI in `dir` with a bound.

@@ -422,6 +422,8 @@ impl Net {
             .current_dir(self.tmp.path())
             .env_remove("RUDEL_HEAD")
             .env_remove("RUDEL_DATA")
+            .env_remove("RUDEL_CREDENTIALS")
+            .env_remove("RUDEL_TOKEN")
             .env("RUDEL_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -675,8 +677,15 @@ impl Cluster {
         }
     }
 
-    /// Starts (or restarts, same --data) the agent of host `i`. Does not wait.
+    /// Starts (or restarts, same --data) the agent of host `i` with the initial join token
+    /// (used only if it has no certificate yet). Does not wait.
     pub fn start_agent(&mut self, i: usize) -> i32 {
+        let token = self.join_token();
+        self.start_agent_with_token(i, &token)
+    }
+
+    /// Starts the agent of host `i` with `token`. Does not wait.
+    pub fn start_agent_with_token(&mut self, i: usize, token: &str) -> i32 {
         let data = self.data_dir(i).display().to_string();
         let name = Self::node_name(i);
         let cpus = self.opts.cpus.to_string();
@@ -695,6 +704,8 @@ impl Cluster {
             &data,
             "--kill-grace",
             "1s",
+            "--token",
+            token,
         ];
         let pid = self.net.spawn(i, &argv, &log);
         self.agent_pids[i] = Some(pid);
@@ -738,8 +749,23 @@ impl Cluster {
         cmd.args(args)
             .current_dir(&self.work)
             .env("RUDEL_HEAD", &self.head_addr)
+            .env("RUDEL_CREDENTIALS", self.admin_credentials())
             .env_remove("RUDEL_LOG");
         cmd
+    }
+
+    /// The admin credentials the head wrote in its data directory.
+    pub fn admin_credentials(&self) -> PathBuf {
+        self.data_dir(0).join("client")
+    }
+
+    /// The initial join token the head wrote in its data directory.
+    pub fn join_token(&self) -> String {
+        let p = self.data_dir(0).join("join-token");
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("cannot read the join token {}: {e}", p.display()))
+            .trim()
+            .to_string()
     }
 
     pub fn try_rudel(&self, args: &[&str], timeout: Duration) -> Out {

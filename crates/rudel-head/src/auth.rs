@@ -1,0 +1,107 @@
+//! Who may call what. Every connection is TLS; a request is let in if the client
+//! certificate it came with was issued by this cluster (fingerprint in the replicated
+//! registry), is neither revoked nor expired, and has a role the service serves.
+//! Refusals are logged with the peer address and returned with the reason.
+use std::sync::Arc;
+
+use rudel_core::security::Role;
+use rudel_tls::server::PeerInfo;
+use tonic::{Request, Status};
+
+use crate::proposer::now_ms;
+use crate::SharedState;
+
+/// The authenticated caller of a request (inserted by the interceptor).
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub role: Role,
+    pub name: String,
+    /// Hex SHA-256 of its certificate.
+    pub fingerprint: String,
+    /// The node id an agent certificate is bound to.
+    pub node_uid: String,
+}
+
+/// A tonic interceptor admitting callers whose certificate has one of `roles`.
+pub fn require(
+    shared: Arc<SharedState>,
+    service: &'static str,
+    roles: &'static [Role],
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |mut req: Request<()>| {
+        let caller = identify(&shared, &req, service, roles)?;
+        req.extensions_mut().insert(caller);
+        Ok(req)
+    }
+}
+
+fn identify(shared: &SharedState, req: &Request<()>, service: &str, roles: &[Role]) -> Result<Caller, Status> {
+    let peer = req.extensions().get::<PeerInfo>();
+    let remote = peer.map_or_else(|| "?".to_string(), |p| p.remote.to_string());
+    let refuse = |why: String, status: fn(String) -> Status| {
+        tracing::warn!(peer = %remote, service, "refused request: {why}");
+        Err(status(why))
+    };
+    let Some(fp) = peer.and_then(|p| p.fingerprint) else {
+        return refuse(
+            "no client certificate: this head requires mutual TLS. Get credentials with \
+             `rudel login --head ADDR --token TOKEN` (token from `rudel token create --role client`) \
+             or point $RUDEL_CREDENTIALS at a credentials directory"
+                .into(),
+            Status::unauthenticated,
+        );
+    };
+    let fingerprint = rudel_tls::hex(&fp);
+    let a = shared.read();
+    match a.state.security.authorize(&fingerprint, now_ms()) {
+        Err(denied @ rudel_core::security::Denied::Revoked { .. }) => {
+            refuse(format!("{denied}"), Status::unauthenticated).map_err(revoked)
+        }
+        Err(denied) => refuse(format!("{denied}"), Status::unauthenticated),
+        Ok(c) if !roles.contains(&c.role) => {
+            let (role, name) = (c.role, c.name.clone());
+            drop(a);
+            refuse(
+                format!("{name} holds a {role} certificate, which may not use the {service} service"),
+                Status::permission_denied,
+            )
+        }
+        Ok(c) => Ok(Caller {
+            role: c.role,
+            name: c.name.clone(),
+            fingerprint,
+            node_uid: c.node_uid.clone(),
+        }),
+    }
+}
+
+/// Metadata key marking a refusal because the caller's certificate was revoked (an agent
+/// that sees it leaves the cluster instead of retrying).
+pub const REVOKED_KEY: &str = "rudel-revoked";
+
+/// Marks a status as "your certificate was revoked".
+pub fn revoked(mut s: Status) -> Status {
+    s.metadata_mut()
+        .insert(REVOKED_KEY, tonic::metadata::MetadataValue::from_static("1"));
+    s
+}
+
+/// The caller the interceptor admitted.
+pub fn caller<T>(req: &Request<T>) -> Result<&Caller, Status> {
+    req.extensions()
+        .get::<Caller>()
+        .ok_or_else(|| Status::internal("request without an authenticated caller"))
+}
+
+/// Refuses callers that are not admins (or heads) for `what`.
+pub fn require_admin<T>(req: &Request<T>, what: &str) -> Result<(), Status> {
+    let c = caller(req)?;
+    if matches!(c.role, Role::Admin | Role::Head) {
+        return Ok(());
+    }
+    tracing::warn!(caller = %c.name, role = %c.role, "refused {what}: admin only");
+    Err(Status::permission_denied(format!(
+        "{what} needs an admin certificate; {} holds a {} certificate",
+        c.name, c.role
+    )))
+}
