@@ -97,7 +97,7 @@ def main():
     tmp = tempfile.mkdtemp(prefix="rudel-mh-bench-")
     net = Net(a.agents + 1)
     head = f"{net.ip(0)}:7117"
-    env = dict(os.environ, RUDEL_HEAD=head)
+    env = dict(os.environ, RUDEL_HEAD=head, RUDEL_CREDENTIALS=f"{tmp}/head/client")
 
     def rudel(*args):
         r = subprocess.run([binary, *args], env=env, capture_output=True, text=True, cwd=tmp)
@@ -108,10 +108,15 @@ def main():
     try:
         log = open(os.path.join(tmp, "daemons.log"), "w")
         net.spawn(0, [binary, "head", "--data", f"{tmp}/head", "--listen", head], log)
-        time.sleep(1.5)
+        token_file = f"{tmp}/head/join-token"
+        deadline = time.time() + 30
+        while not os.path.exists(token_file) and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        token = open(token_file).read().strip()
         for i in range(1, a.agents + 1):
             net.spawn(i, [binary, "agent", "--head", head, "--data", f"{tmp}/a{i}", "--name", f"host{i}",
-                          "--cpus", str(a.cpus)], log)
+                          "--cpus", str(a.cpus), "--token", token], log)
         deadline = time.time() + 30
         while time.time() < deadline:
             try:

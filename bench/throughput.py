@@ -31,7 +31,8 @@ class Cluster:
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="rudel-bench-")
         self.addr = f"127.0.0.1:{free_port()}"
-        self.env = dict(os.environ, RUDEL_HEAD=self.addr)
+        self.env = dict(os.environ, RUDEL_HEAD=self.addr,
+                        RUDEL_CREDENTIALS=os.path.join(self.dir, "data", "head", "client"))
         self.log = open(os.path.join(self.dir, "up.log"), "w")
         self.proc = subprocess.Popen(
             [binary, "up", "--data", os.path.join(self.dir, "data"), "--listen", self.addr, "--cpus", str(cpus)],

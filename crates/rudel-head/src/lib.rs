@@ -72,13 +72,19 @@ pub enum HeadError {
     #[error("cannot create data directory {dir}: {source}")]
     DataDir { dir: String, source: std::io::Error },
     #[error("cannot open the store {path}: {source}")]
-    Store { path: String, source: redb::Error },
+    Store { path: String, source: Box<redb::Error> },
     #[error("raft: {0}")]
     Raft(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
-    Tls(#[from] rudel_tls::TlsError),
+    Tls(String),
+}
+
+impl From<rudel_tls::TlsError> for HeadError {
+    fn from(e: rudel_tls::TlsError) -> HeadError {
+        HeadError::Tls(e.to_string())
+    }
 }
 
 /// A running head; dropping it without `shutdown` leaves tasks running until the runtime ends.
@@ -108,7 +114,7 @@ impl Head {
         let db_path = cfg.data_dir.join("head.redb");
         let db = raft::store::open(&db_path).map_err(|source| HeadError::Store {
             path: db_path.display().to_string(),
-            source,
+            source: Box::new(source),
         })?;
         let log_store = raft::log_store::LogStore::new(db.clone());
         let (sm, shared) =

@@ -636,3 +636,98 @@ fn exec_reaches_every_host_and_drain_stops_placement() {
     );
     assert!(o.stdout.contains("host[1,3] (2): exit 0"), "{o}");
 }
+
+#[test]
+fn joining_needs_a_valid_token_and_clients_need_certificates() {
+    let mut cl = Cluster::start(ClusterOpts {
+        agents: 2,
+        cpus: 1,
+        node_timeout: None,
+    });
+    // Both agents joined with the head's token over the bridge (Cluster::start waited).
+    let head_log = cl.head_log_text();
+    for host in 1..=2 {
+        let line = head_log
+            .lines()
+            .find(|l| l.contains("issued a certificate") && l.contains(&format!("name={}", Cluster::node_name(host))))
+            .unwrap_or_else(|| panic!("no certificate issued to host{host}:\n{head_log}"));
+        assert!(
+            line.contains(&cl.net.ip(host)),
+            "issued to the host's own address: {line}"
+        );
+    }
+
+    // An agent with a forged token (right cluster pin, wrong secret) is refused and says so.
+    let token = cl.join_token();
+    let (pin_part, secret) = token.rsplit_once('-').unwrap();
+    let flipped: String = secret.chars().map(|ch| if ch == '0' { '1' } else { '0' }).collect();
+    let forged = format!("{pin_part}-{flipped}");
+    let data = cl.net.tmp.path().join("intruder");
+    let log = cl.net.tmp.path().join("intruder.log");
+    let head = cl.head_addr.clone();
+    let d = data.display().to_string();
+    let pid = cl.net.spawn(
+        2,
+        &[
+            netns::RUDEL,
+            "agent",
+            "--head",
+            &head,
+            "--data",
+            &d,
+            "--name",
+            "intruder",
+            "--token",
+            &forged,
+        ],
+        &log,
+    );
+    assert!(
+        cl.net.reap(pid, Duration::from_secs(20)),
+        "the refused agent should exit"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        text.contains("refused the join: invalid join token"),
+        "agent side:\n{text}"
+    );
+    assert!(
+        cl.head_log_text().contains("refused join: invalid join token"),
+        "head side:\n{}",
+        cl.head_log_text()
+    );
+    assert!(!data.join("tls/cert.pem").exists(), "no certificate for a bad token");
+    let names: Vec<String> = cl
+        .nodes_opt()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|n| n["name"].as_str().map(String::from))
+        .collect();
+    assert!(!names.contains(&"intruder".to_string()), "{names:?}");
+
+    // A user on host 1 without a certificate (only the CA file) is refused, and the head
+    // logs the refusal with host 1's address.
+    let ca_only = cl.net.tmp.path().join("ca-only");
+    std::fs::create_dir_all(&ca_only).unwrap();
+    std::fs::copy(cl.admin_credentials().join("ca.pem"), ca_only.join("ca.pem")).unwrap();
+    let o = cl.rudel_on_host(1, &ca_only, &["jobs"]);
+    assert_eq!(o.code, Some(1), "{o}");
+    assert!(o.stderr.contains("no client certificate"), "{o}");
+    let refused = cl
+        .head_log_text()
+        .lines()
+        .any(|l| l.contains("refused request: no client certificate") && l.contains(&cl.net.ip(1)));
+    assert!(refused, "head log:\n{}", cl.head_log_text());
+
+    // With a client token, the same user logs in from host 1 and can submit from there.
+    let o = cl.rudel_ok(&["token", "create", "--role", "client", "--json"]);
+    let v: Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    let user_token = v["token"].as_str().unwrap().to_string();
+    let user = cl.net.tmp.path().join("user-creds");
+    let u = user.display().to_string();
+    let o = cl.rudel_on_host(1, &user, &["login", "--token", &user_token, "--save-to", &u]);
+    assert!(o.ok(), "{o}");
+    let o = cl.rudel_on_host(1, &user, &["run", "--", "sh", "-c", "echo on $RUDEL_NODE"]);
+    assert_eq!(o.code, Some(0), "{o}");
+    assert!(o.stdout.contains("on host"), "{o}");
+}

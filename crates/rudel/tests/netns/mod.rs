@@ -592,6 +592,8 @@ pub struct Cluster {
     pub opts: ClusterOpts,
     pub head_addr: String,
     pub head_pid: i32,
+    /// Log file of the current head.
+    pub head_log: PathBuf,
     /// Pid of the agent of host i (index 0 unused: the head's host).
     pub agent_pids: Vec<Option<i32>>,
     /// Where CLI commands run (and tasks' working directory).
@@ -614,6 +616,7 @@ impl Cluster {
             opts,
             head_addr,
             head_pid: 0,
+            head_log: PathBuf::new(),
             work,
             log_seq: 0,
             net,
@@ -657,6 +660,7 @@ impl Cluster {
         let log = self.log_path("head");
         let pid = self.net.spawn(0, &argv, &log);
         self.head_pid = pid;
+        self.head_log = log.clone();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(code) = self.net.exited(pid) {
@@ -770,6 +774,24 @@ impl Cluster {
 
     pub fn try_rudel(&self, args: &[&str], timeout: Duration) -> Out {
         run_bounded(self.command(args), timeout)
+    }
+
+    /// The CLI run inside host `i`'s namespace with the credentials directory `creds`
+    /// (a remote user's machine), bounded to 30 s.
+    pub fn rudel_on_host(&self, i: usize, creds: &Path, args: &[&str]) -> Out {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.net.ns(i), RUDEL])
+            .args(args)
+            .current_dir(&self.work)
+            .env("RUDEL_HEAD", &self.head_addr)
+            .env("RUDEL_CREDENTIALS", creds)
+            .env_remove("RUDEL_LOG");
+        run_bounded(cmd, Duration::from_secs(30))
+    }
+
+    /// The current head's log.
+    pub fn head_log_text(&self) -> String {
+        std::fs::read_to_string(&self.head_log).unwrap_or_default()
     }
 
     /// Runs the CLI (bounded: 60 s); a timeout fails the test.
