@@ -57,6 +57,31 @@ pub fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
+/// NVIDIA GPUs visible on this machine: the `/dev/nvidiaN` device nodes under `dev`.
+pub fn nvidia_gpus(dev: &Path) -> u32 {
+    let Ok(entries) = std::fs::read_dir(dev) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.strip_prefix("nvidia")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .count() as u32
+}
+
+/// Labels describing detected hardware: `gpu` and `gpus=N` when GPUs are present.
+pub fn hardware_labels() -> Vec<(String, String)> {
+    let n = nvidia_gpus(Path::new("/dev"));
+    if n == 0 {
+        return Vec::new();
+    }
+    vec![("gpu".into(), String::new()), ("gpus".into(), n.to_string())]
+}
+
 /// Cpus this process may use (its affinity mask), at least 1.
 pub fn available_cpus() -> u32 {
     std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
@@ -93,5 +118,20 @@ mod tests {
         assert!(available_cpus() >= 1);
         assert!(total_memory() > 64 << 20);
         assert!(!hostname().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod gpu_tests {
+    use super::*;
+
+    #[test]
+    fn counts_nvidia_device_nodes_only() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["nvidia0", "nvidia1", "nvidiactl", "nvidia-uvm", "null"] {
+            std::fs::write(d.path().join(f), "").unwrap();
+        }
+        assert_eq!(nvidia_gpus(d.path()), 2);
+        assert_eq!(nvidia_gpus(&d.path().join("missing")), 0);
     }
 }

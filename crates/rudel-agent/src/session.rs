@@ -55,7 +55,8 @@ impl AgentConfig {
             mem_bytes: identity::total_memory(),
             kill_grace: Duration::from_secs(10),
             max_backoff: Duration::from_secs(5),
-            labels: Default::default(),
+            // Detected hardware; `--label` given by the operator overrides these.
+            labels: identity::hardware_labels().into_iter().collect(),
             orphan_timeout: Some(Duration::from_secs(3600)),
             token: None,
         }
