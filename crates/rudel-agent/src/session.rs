@@ -85,6 +85,8 @@ struct Conn {
     rx: Streaming<pb::HeadMessage>,
     /// Set when the head ended the session because this node's certificate was revoked.
     ended_revoked: Option<String>,
+    /// Set when the head ended the session because another head leads now.
+    leader: Option<String>,
 }
 
 impl Conn {
@@ -97,6 +99,8 @@ struct Agent {
     cfg: AgentConfig,
     /// TLS towards the heads, with this node's certificate.
     tls: Arc<rustls::ClientConfig>,
+    /// The next connection goes here (a head named the leader) instead of the next address.
+    redirect: Option<String>,
     uid: String,
     boot_id: String,
     exec: Executor,
@@ -153,6 +157,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         scripts_dir: cfg.data_dir.join("scripts"),
         cfg,
         tls,
+        redirect: None,
         uid,
         boot_id: identity::random_id(),
         exec,
@@ -175,8 +180,9 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     let mut revocation: Option<String> = None;
     loop {
         if conn.is_none() && connecting.is_none() && Instant::now() >= next_attempt {
+            let target = agent.redirect.take().unwrap_or_else(|| agent.current_head().to_string());
             connecting = Some(Box::pin(connect(
-                agent.current_head().to_string(),
+                target,
                 agent.tls.clone(),
                 agent.register_message(),
             )));
@@ -197,6 +203,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
                 }
                 None => {
                     tracing::warn!("session with head lost; tasks keep running, reconnecting");
+                    agent.redirect = conn.as_mut().and_then(|c| c.leader.take());
                     conn = None;
                     alone_since.get_or_insert_with(Instant::now);
                     next_attempt = Instant::now() + backoff;
@@ -231,6 +238,11 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
                         revocation = Some(e.message);
                         break;
                     }
+                    Err(e) if e.leader.is_some() => {
+                        tracing::info!(head = %agent.current_head(), leader = ?e.leader, "not the leader; going to the leader");
+                        agent.redirect = e.leader;
+                        next_attempt = Instant::now();
+                    }
                     Err(e) => {
                         tracing::warn!(head = %agent.current_head(), error = %e.message, retry_in = ?backoff, "cannot reach head");
                         agent.head_index += 1;
@@ -257,6 +269,8 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
 struct ConnectError {
     message: String,
     revoked: bool,
+    /// The head refused because another head leads: its address.
+    leader: Option<String>,
 }
 
 impl From<String> for ConnectError {
@@ -264,8 +278,17 @@ impl From<String> for ConnectError {
         ConnectError {
             message,
             revoked: false,
+            leader: None,
         }
     }
+}
+
+/// The leader's address a "not the leader" refusal names.
+fn leader_of(s: &tonic::Status) -> Option<String> {
+    s.metadata()
+        .get("rudel-leader")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
 }
 
 fn is_revoked(s: &tonic::Status) -> bool {
@@ -310,12 +333,14 @@ async fn connect(addr: String, tls: Arc<rustls::ClientConfig>, register: pb::Reg
             None => format!("head refused the session: {}", s.message()),
         },
         revoked: is_revoked(&s),
+        leader: leader_of(&s),
     })?;
     tracing::info!(head = %addr, node = %name, "connected to head");
     Ok(Conn {
         tx,
         rx: resp.into_inner(),
         ended_revoked: None,
+        leader: None,
     })
 }
 
@@ -329,7 +354,7 @@ async fn credentials(
     uid: &str,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<Arc<rustls::ClientConfig>>, AgentError> {
-    let dir = crate::enroll::tls_dir(&cfg.data_dir);
+    let dir = rudel_tls::enroll::tls_dir(&cfg.data_dir);
     let expires: Option<u64> = std::fs::read_to_string(dir.join(EXPIRES_FILE))
         .ok()
         .and_then(|s| s.trim().parse().ok());
@@ -353,14 +378,14 @@ async fn credentials(
     };
     let mut backoff = Duration::from_millis(200);
     loop {
-        match crate::enroll::join(&cfg.heads, token, &cfg.name, uid, crate::enroll::Want::Agent).await {
+        match rudel_tls::enroll::join(&cfg.heads, token, &cfg.name, uid, rudel_tls::enroll::Want::Agent).await {
             Ok(j) => {
                 j.creds.save(&dir).map_err(|e| AgentError::Enroll(e.to_string()))?;
                 let _ = rudel_tls::creds::write_atomic(&dir.join(EXPIRES_FILE), &j.expires_unix_ms.to_string(), 0o644);
                 tracing::info!(node = %cfg.name, role = %j.role, dir = %dir.display(), "joined the cluster; certificate saved");
                 return config(&j.creds).map(Some);
             }
-            Err(crate::enroll::EnrollError::Unreachable(why)) => {
+            Err(rudel_tls::enroll::EnrollError::Unreachable(why)) => {
                 tracing::warn!("{why}; retrying in {backoff:?}");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -388,6 +413,7 @@ async fn next_head_message(conn: &mut Option<Conn>) -> Option<pb::HeadMessage> {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "head stream error");
+                c.leader = leader_of(&e);
                 None
             }
         },

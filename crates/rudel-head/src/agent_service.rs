@@ -119,6 +119,8 @@ enum SessionEnd {
     HeadStopping,
     /// Its certificate was revoked (or expired).
     Revoked(String),
+    /// This head no longer leads: the agent must go to the new leader.
+    NotLeader,
 }
 
 struct Session {
@@ -287,6 +289,10 @@ impl Session {
                     if let Err(denied) = self.svc.shared.read().state.security.authorize(&self.fingerprint, now_ms()) {
                         break SessionEnd::Revoked(denied.to_string());
                     }
+                    let m = self.svc.raft.metrics().borrow().clone();
+                    if m.current_leader != Some(m.id) {
+                        break SessionEnd::NotLeader;
+                    }
                 }
                 Some(call) = self.exec_rx.recv() => {
                     self.pending_exec.insert(call.id, call.reply);
@@ -342,6 +348,10 @@ impl Session {
                         "{why}: this node is no longer part of the cluster (join again with a new token)"
                     )))));
                 self.lose_node(why).await;
+            }
+            SessionEnd::NotLeader => {
+                tracing::info!(node = %self.node, "no longer the leader; sending the agent to the new one");
+                let _ = self.out.send(Err(crate::heads::not_leader(&self.svc.raft)));
             }
             SessionEnd::Replaced | SessionEnd::HeadStopping => {}
         }

@@ -86,6 +86,40 @@ pub fn revoked(mut s: Status) -> Status {
     s
 }
 
+/// The interceptor of head-to-head (Raft) traffic: the peer must hold a head certificate
+/// of this cluster (checked against the CA itself, so a new head with an empty registry
+/// can follow), and it must not be revoked in the registry if the registry knows it.
+pub fn require_head(
+    shared: Arc<SharedState>,
+    check: Arc<rudel_tls::server::HeadCertCheck>,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |req: Request<()>| {
+        let peer = req.extensions().get::<PeerInfo>();
+        let remote = peer.map_or_else(|| "?".to_string(), |p| p.remote.to_string());
+        let Some((cert, fp)) = peer.and_then(|p| Some((p.cert.clone()?, p.fingerprint?))) else {
+            tracing::warn!(peer = %remote, "refused raft request: no client certificate");
+            return Err(Status::unauthenticated("raft traffic needs a head certificate"));
+        };
+        if let Err(why) = check.check(&cert) {
+            tracing::warn!(peer = %remote, "refused raft request: {why}");
+            return Err(Status::unauthenticated(why));
+        }
+        let revoked = {
+            let a = shared.read();
+            a.state.security.certs.get(&rudel_tls::hex(&fp)).is_some_and(|c| c.revoked_ms.is_some())
+        };
+        if revoked {
+            tracing::warn!(peer = %remote, "refused raft request: head certificate revoked");
+            return Err(revoked_status());
+        }
+        Ok(req)
+    }
+}
+
+fn revoked_status() -> Status {
+    revoked(Status::unauthenticated("head certificate revoked"))
+}
+
 /// The caller the interceptor admitted.
 pub fn caller<T>(req: &Request<T>) -> Result<&Caller, Status> {
     req.extensions()

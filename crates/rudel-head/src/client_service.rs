@@ -52,6 +52,17 @@ impl ClientService {
 }
 
 impl ClientService {
+    /// The last applied index and the SHA-256 (first 16 hex digits) of the state's
+    /// serialization at that index, read under one lock.
+    fn state_hash(&self) -> (u64, String) {
+        let a = self.shared.read();
+        let idx = a.last_applied.map_or(0, |l| l.index);
+        match serde_json::to_vec(&a.state) {
+            Ok(bytes) => (idx, rudel_tls::hex(&rudel_tls::fingerprint(&bytes)[..8])),
+            Err(e) => (idx, format!("error: {e}")),
+        }
+    }
+
     async fn change_nodes(&self, cmd: Command) -> Result<tonic::Response<pb::DrainResponse>, Status> {
         let names = match &cmd {
             Command::Drain { nodes, .. } | Command::Resume { nodes, .. } => nodes,
@@ -287,11 +298,6 @@ impl pb::rudel_server::Rudel for ClientService {
         } else {
             r.role.parse().map_err(Status::invalid_argument)?
         };
-        if role == Role::Head {
-            return Err(Status::invalid_argument(
-                "head tokens are not supported yet: heads join a group with --join (see README)",
-            ));
-        }
         let ca = crate::credentials::cluster_ca(&self.shared).map_err(Status::unavailable)?;
         let ttl = (r.ttl_ms > 0).then(|| Duration::from_millis(r.ttl_ms));
         let cert_ttl = if r.cert_ttl_ms > 0 {
@@ -366,10 +372,58 @@ impl pb::rudel_server::Rudel for ClientService {
         }
     }
 
+    async fn list_heads(
+        &self,
+        _req: Request<pb::ListHeadsRequest>,
+    ) -> Result<tonic::Response<pb::ListHeadsResponse>, Status> {
+        Ok(tonic::Response::new(crate::heads::list(&self.raft, self.head_id)))
+    }
+
+    async fn add_head(&self, req: Request<pb::AddHeadRequest>) -> Result<tonic::Response<pb::AddHeadResponse>, Status> {
+        crate::auth::require_admin(&req, "adding a head")?;
+        let addr = req.into_inner().addr;
+        if addr.is_empty() || addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+            return Err(Status::invalid_argument(format!("head address {addr:?}: expected HOST:PORT")));
+        }
+        let id = crate::heads::add(&self.raft, self.head_id, &addr).await?;
+        Ok(tonic::Response::new(pb::AddHeadResponse { id }))
+    }
+
+    async fn promote_head(
+        &self,
+        req: Request<pb::PromoteHeadRequest>,
+    ) -> Result<tonic::Response<pb::PromoteHeadResponse>, Status> {
+        crate::auth::require_admin(&req, "promoting a head")?;
+        crate::heads::promote(&self.raft, self.head_id, req.into_inner().id).await?;
+        Ok(tonic::Response::new(pb::PromoteHeadResponse {}))
+    }
+
+    async fn remove_head(
+        &self,
+        req: Request<pb::RemoveHeadRequest>,
+    ) -> Result<tonic::Response<pb::RemoveHeadResponse>, Status> {
+        crate::auth::require_admin(&req, "removing a head")?;
+        crate::heads::remove(&self.raft, self.head_id, req.into_inner().id).await?;
+        Ok(tonic::Response::new(pb::RemoveHeadResponse {}))
+    }
+
+    async fn campaign(&self, req: Request<pb::CampaignRequest>) -> Result<tonic::Response<pb::CampaignResponse>, Status> {
+        crate::auth::require_admin(&req, "campaign")?;
+        tracing::warn!(head = self.head_id, "starting an election on request (step-down drill)");
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::internal(format!("cannot start an election: {e}")))?;
+        Ok(tonic::Response::new(pb::CampaignResponse {}))
+    }
+
     async fn cluster_info(
         &self,
-        _req: Request<pb::ClusterInfoRequest>,
+        req: Request<pb::ClusterInfoRequest>,
     ) -> Result<tonic::Response<pb::ClusterInfoResponse>, Status> {
+        let with_hash = req.into_inner().with_hash;
+        let hashed = with_hash.then(|| self.state_hash());
         let m = self.raft.metrics().borrow().clone();
         let leader_addr = m
             .current_leader
@@ -380,8 +434,12 @@ impl pb::rudel_server::Rudel for ClientService {
             leader_addr,
             is_leader: m.current_leader == Some(self.head_id),
             term: m.current_term,
-            last_applied: m.last_applied.map_or(0, |l| l.index),
+            last_applied: match &hashed {
+                Some((idx, _)) => *idx,
+                None => m.last_applied.map_or(0, |l| l.index),
+            },
             version: env!("CARGO_PKG_VERSION").into(),
+            state_hash: hashed.map(|(_, h)| h).unwrap_or_default(),
         }))
     }
 }

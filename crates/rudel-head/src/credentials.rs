@@ -144,9 +144,10 @@ pub async fn bootstrap(
     let tls_dir = head_tls_dir(data_dir);
     let admin = admin_dir(data_dir);
     let token_file = join_token_file(data_dir);
-    let have_all = Credentials::exist(&tls_dir) && Credentials::exist(&admin) && token_file.is_file();
-    if !have_all {
-        // Only a leader can record what is missing; a one-head cluster elects itself fast.
+    // A head with credentials has been set up before (or joined a group with a token):
+    // only the first head of a cluster creates the CA, admin credentials and first token.
+    if !Credentials::exist(&tls_dir) {
+        // Only a leader can record them; a new one-head cluster elects itself fast.
         raft.wait(Some(Duration::from_secs(30)))
             .metrics(|m| m.current_leader == Some(head_id), "leadership")
             .await
@@ -162,32 +163,30 @@ pub async fn bootstrap(
             propose(proposer, Command::InitCa { ca: record }).await?;
             tracing::info!("created the cluster CA");
         }
-    }
-    let save = |c: &Credentials, dir: &Path| c.save(dir).map_err(|e| err("saving credentials", e));
-    if !Credentials::exist(&tls_dir) {
         let ca = cluster_ca(shared).map_err(|e| err("CA", e))?;
+        let save = |c: &Credentials, dir: &Path| c.save(dir).map_err(|e| err("saving credentials", e));
+        if !Credentials::exist(&admin) {
+            let host = hostname();
+            let c = issue_local(proposer, &ca, Role::Admin, &format!("admin@{host}"), false).await?;
+            save(&c, &admin)?;
+        }
+        if !token_file.is_file() {
+            let (token, _) = create_token(
+                proposer,
+                &ca,
+                Role::Agent,
+                "initial token (printed by the head)".into(),
+                None,
+                DEFAULT_CERT_TTL_MS,
+            )
+            .await
+            .map_err(|r| err("join token", format!("{r:?}")))?;
+            rudel_tls::creds::write_atomic(&token_file, &token.to_string(), 0o600)
+                .map_err(|e| err("join token", e))?;
+        }
+        // Last: its presence marks the setup as done.
         let c = issue_local(proposer, &ca, Role::Head, &format!("head-{head_id}"), true).await?;
         save(&c, &tls_dir)?;
-    }
-    if !Credentials::exist(&admin) {
-        let ca = cluster_ca(shared).map_err(|e| err("CA", e))?;
-        let host = hostname();
-        let c = issue_local(proposer, &ca, Role::Admin, &format!("admin@{host}"), false).await?;
-        save(&c, &admin)?;
-    }
-    if !token_file.is_file() {
-        let ca = cluster_ca(shared).map_err(|e| err("CA", e))?;
-        let (token, _) = create_token(
-            proposer,
-            &ca,
-            Role::Agent,
-            "initial token (printed by the head)".into(),
-            None,
-            DEFAULT_CERT_TTL_MS,
-        )
-        .await
-        .map_err(|r| err("join token", format!("{r:?}")))?;
-        rudel_tls::creds::write_atomic(&token_file, &token.to_string(), 0o600).map_err(|e| err("join token", e))?;
     }
     let creds = Credentials::load(&tls_dir).map_err(|e| err("head credentials", e))?;
     let join_token = std::fs::read_to_string(&token_file)

@@ -7,7 +7,10 @@ pub mod convert;
 pub mod credentials;
 pub mod enroll_service;
 pub mod exec;
+pub mod group_join;
+pub mod heads;
 pub mod lock;
+pub mod orphan_nodes;
 pub mod proposer;
 pub mod raft;
 pub mod reports;
@@ -46,6 +49,8 @@ pub struct HeadConfig {
     pub propose_timeout: Duration,
     /// An agent silent or disconnected this long is declared lost.
     pub node_timeout: Duration,
+    /// Join an existing group on first start: (address of any head, head token).
+    pub join: Option<(String, String)>,
 }
 
 impl HeadConfig {
@@ -60,6 +65,7 @@ impl HeadConfig {
             agent_heartbeat_ms: 1_000,
             propose_timeout: Duration::from_secs(10),
             node_timeout: Duration::from_secs(10),
+            join: None,
         }
     }
 }
@@ -92,6 +98,8 @@ pub struct Head {
     pub raft: Raft,
     pub shared: Arc<SharedState>,
     pub local_addr: SocketAddr,
+    /// This head's id in the group.
+    pub head_id: u64,
     /// The initial join token (None once revoked).
     pub join_token: Option<String>,
     /// Admin credentials for the CLI on this machine.
@@ -99,6 +107,10 @@ pub struct Head {
     shutdown_tx: watch::Sender<bool>,
     server: JoinHandle<()>,
     reports: JoinHandle<()>,
+    /// Asking the leader to make this (joining) head a voter.
+    promote: Option<JoinHandle<()>>,
+    /// Declares nodes without a session lost (see `orphan_nodes`).
+    sweeper: JoinHandle<()>,
     _lock: lock::DirLock,
 }
 
@@ -132,19 +144,44 @@ impl Head {
             source,
         })?;
         let advertise = cfg.advertise.clone().unwrap_or_else(|| local_addr.to_string());
+        let tls_dir = credentials::head_tls_dir(&cfg.data_dir);
+        // Which head this is: recorded on first start; a joining head gets its id (and its
+        // certificate) from the group.
+        let mut joined = false;
+        let head_id = match heads::load_id(&cfg.data_dir) {
+            Some(id) => id,
+            None => {
+                let id = match &cfg.join {
+                    Some((addr, token)) if !rudel_tls::Credentials::exist(&tls_dir) => {
+                        let (creds, id) = group_join::join(addr, token, &advertise).await?;
+                        creds.save(&tls_dir)?;
+                        joined = true;
+                        id
+                    }
+                    _ => cfg.head_id,
+                };
+                heads::save_id(&cfg.data_dir, id).map_err(|source| HeadError::DataDir {
+                    dir: cfg.data_dir.display().to_string(),
+                    source,
+                })?;
+                id
+            }
+        };
+        // A head that joined (or is joining) a group never initializes a cluster of its own.
+        let member_of_group = joined || cfg.join.is_some();
 
         let network = raft::network::Network::default();
         let peer_tls = network.tls.clone();
-        let raft = Raft::new(cfg.head_id, config, network, log_store, sm)
+        let raft = Raft::new(head_id, config, network, log_store, sm)
             .await
             .map_err(|e| HeadError::Raft(e.to_string()))?;
         let initialized = raft
             .is_initialized()
             .await
             .map_err(|e| HeadError::Raft(e.to_string()))?;
-        if !initialized {
+        if !initialized && !member_of_group {
             let members = BTreeMap::from([(
-                cfg.head_id,
+                head_id,
                 openraft::BasicNode {
                     addr: advertise.clone(),
                 },
@@ -152,12 +189,12 @@ impl Head {
             raft.initialize(members)
                 .await
                 .map_err(|e| HeadError::Raft(e.to_string()))?;
-            tracing::info!(head = cfg.head_id, addr = %advertise, "initialized a new cluster");
+            tracing::info!(head = head_id, addr = %advertise, "initialized a new cluster");
         }
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let proposer = proposer::Proposer::new(raft.clone(), cfg.propose_timeout);
-        let creds = credentials::bootstrap(&raft, &proposer, &shared, &cfg.data_dir, cfg.head_id).await?;
+        let creds = credentials::bootstrap(&raft, &proposer, &shared, &cfg.data_dir, head_id).await?;
         let server_tls = rudel_tls::server::server_config(&creds.creds)?;
         let _ = peer_tls.set(rudel_tls::client::client_config(&creds.creds)?);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
@@ -169,7 +206,7 @@ impl Head {
             proposer: proposer.clone(),
             shared: shared.clone(),
             raft: raft.clone(),
-            head_id: cfg.head_id,
+            head_id,
             shutdown: shutdown_rx.clone(),
         };
         let agents = agent_service::AgentService {
@@ -183,6 +220,7 @@ impl Head {
             next_session: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             shutdown: shutdown_rx.clone(),
         };
+        let sweeper = tokio::spawn(orphan_nodes::sweep(agents.clone()));
         let peer = raft::network::PeerService { raft: raft.clone() };
         let enroll = enroll_service::EnrollService {
             proposer: proposer.clone(),
@@ -193,7 +231,8 @@ impl Head {
         let mut stop = shutdown_rx;
         let users = auth::require(shared.clone(), "client", &[Role::Client, Role::Admin, Role::Head]);
         let nodes = auth::require(shared.clone(), "agent", &[Role::Agent]);
-        let heads = auth::require(shared.clone(), "raft peer", &[Role::Head]);
+        let head_check = Arc::new(rudel_tls::server::HeadCertCheck::new(&creds.creds.ca_pem)?);
+        let heads = auth::require_head(shared.clone(), head_check);
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -226,16 +265,33 @@ impl Head {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         });
-        tracing::info!(addr = %local_addr, data = %cfg.data_dir.display(), "head listening");
+        tracing::info!(addr = %local_addr, head = head_id, data = %cfg.data_dir.display(), "head listening");
+        let is_voter = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == head_id);
+        let promote = match &cfg.join {
+            Some((addr, _)) if !is_voter => {
+                let tls = rudel_tls::client::client_config(&creds.creds)?;
+                Some(tokio::spawn(group_join::promote(vec![addr.clone()], tls, head_id)))
+            }
+            _ => None,
+        };
         Ok(Head {
             raft,
             shared,
             local_addr,
+            head_id,
             join_token: creds.join_token,
             admin_dir: creds.admin_dir,
             shutdown_tx,
             server,
             reports,
+            promote,
+            sweeper,
             _lock: lock,
         })
     }
@@ -248,5 +304,9 @@ impl Head {
             tracing::warn!(error = %e, "raft shutdown");
         }
         self.reports.abort();
+        self.sweeper.abort();
+        if let Some(p) = self.promote {
+            p.abort();
+        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod ca;
 pub mod client;
 pub mod creds;
+pub mod enroll;
 pub mod explain;
 pub mod server;
 pub mod token;

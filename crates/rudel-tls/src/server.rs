@@ -32,8 +32,10 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone, Debug)]
 pub struct PeerInfo {
     pub remote: SocketAddr,
-    /// SHA-256 of the client certificate, if one was presented (and verified).
+    /// SHA-256 of the client certificate, if one was presented (its key proven).
     pub fingerprint: Option<[u8; 32]>,
+    /// The client certificate itself (DER), for checks beyond the registry.
+    pub cert: Option<Arc<Vec<u8>>>,
 }
 
 /// An accepted, handshaken connection.
@@ -202,15 +204,15 @@ async fn handshake(acceptor: TlsAcceptor, tcp: TcpStream, remote: SocketAddr) ->
         ));
     }
     let io = acceptor.accept(tcp).await.map_err(|e| explain::server_side(&e))?;
-    let fingerprint = io
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| crate::fingerprint(c.as_ref()));
+    let cert = io.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+    let fingerprint = cert.as_ref().map(|c| crate::fingerprint(c));
     Ok(TlsConn {
         io,
-        info: PeerInfo { remote, fingerprint },
+        info: PeerInfo {
+            remote,
+            fingerprint,
+            cert: cert.map(Arc::new),
+        },
     })
 }
 
@@ -225,5 +227,36 @@ mod tests {
         assert!(sniff(b"PRI * HTTP/2.0").unwrap().contains("HTTP/2"));
         assert!(sniff(b"GET / HTTP/1.1").unwrap().contains("HTTP/1"));
         assert_eq!(sniff(&[1, 2, 3]), Some("not TLS"));
+    }
+}
+
+/// Recognises head certificates by themselves: signed by the cluster CA, for the head
+/// name, with server authentication. Heads use it for each other's Raft traffic, which
+/// must work before a new head has the registry of issued certificates (it receives it
+/// through that very traffic).
+pub struct HeadCertCheck {
+    verifier: Arc<rustls::client::WebPkiServerVerifier>,
+}
+
+impl HeadCertCheck {
+    pub fn new(ca_pem: &str) -> Result<HeadCertCheck, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in parse_certs(ca_pem, "CA certificate")? {
+            roots.add(c)?;
+        }
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), crate::provider())
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        Ok(HeadCertCheck { verifier })
+    }
+
+    /// Ok if `der` is a valid, unexpired head certificate of this cluster.
+    pub fn check(&self, der: &[u8]) -> Result<(), String> {
+        use rustls::client::danger::ServerCertVerifier;
+        let name = rustls::pki_types::ServerName::try_from(crate::HEAD_SERVER_NAME).map_err(|e| e.to_string())?;
+        self.verifier
+            .verify_server_cert(&CertificateDer::from(der), &[], &name, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| format!("not a head certificate of this cluster: {e}"))
     }
 }

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use rudel_proto::v1 as pb;
 use rudel_proto::v1::rudel_client::RudelClient;
 use rudel_tls::Credentials;
 use tonic::transport::Channel;
@@ -61,14 +62,42 @@ fn tls() -> anyhow::Result<std::sync::Arc<rustls::ClientConfig>> {
     rudel_tls::client::client_config(&creds).map_err(|e| anyhow!("credentials in {}: {e}", dir.display()))
 }
 
-/// Connects to the head at `addr`; unary calls time out after [`CALL_TIMEOUT`].
-pub async fn connect(addr: &str) -> anyhow::Result<RudelClient<Channel>> {
-    connect_with_timeout(addr, CALL_TIMEOUT).await
+/// How long a client waits for some head to lead (an election takes about a second).
+pub const LEADER_WAIT: Duration = Duration::from_secs(10);
+
+/// Connects to the leader among the heads in `head` (`A` or `A,B,C`); unary calls time
+/// out after [`CALL_TIMEOUT`].
+pub async fn connect(head: &str) -> anyhow::Result<RudelClient<Channel>> {
+    connect_with_timeout(head, CALL_TIMEOUT).await
 }
 
-/// Connects with a per-call timeout of `timeout` (for calls that legitimately run long).
-pub async fn connect_with_timeout(addr: &str, timeout: Duration) -> anyhow::Result<RudelClient<Channel>> {
+/// Connects to any reachable head in `head` (for `--stale` reads and `status`).
+pub async fn connect_any(head: &str) -> anyhow::Result<RudelClient<Channel>> {
     let tls = tls()?;
+    let mut last = None;
+    for addr in addresses(head) {
+        match dial(&addr, tls.clone(), CALL_TIMEOUT).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow!("no head address given (--head or $RUDEL_HEAD)")))
+}
+
+/// For `--stale` reads any head will do; otherwise the leader.
+pub async fn connect_for(head: &str, stale: bool) -> anyhow::Result<RudelClient<Channel>> {
+    if stale {
+        connect_any(head).await
+    } else {
+        connect(head).await
+    }
+}
+
+fn addresses(head: &str) -> Vec<String> {
+    head.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+}
+
+async fn dial(addr: &str, tls: std::sync::Arc<rustls::ClientConfig>, timeout: Duration) -> anyhow::Result<RudelClient<Channel>> {
     let ep = rudel_tls::client::endpoint(addr)
         .map_err(|e| anyhow!("{e}"))?
         .connect_timeout(Duration::from_secs(3))
@@ -83,6 +112,70 @@ pub async fn connect_with_timeout(addr: &str, timeout: Duration) -> anyhow::Resu
     Ok(RudelClient::new(ch)
         .max_decoding_message_size(256 << 20)
         .max_encoding_message_size(16 << 20))
+}
+
+/// Connects to the leader: asks each given head who leads and follows the answer; waits
+/// up to [`LEADER_WAIT`] while an election is under way.
+pub async fn connect_with_timeout(head: &str, timeout: Duration) -> anyhow::Result<RudelClient<Channel>> {
+    let tls = tls()?;
+    let addrs = addresses(head);
+    if addrs.is_empty() {
+        return Err(anyhow!("no head address given (--head or $RUDEL_HEAD)"));
+    }
+    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+    let mut told = false;
+    loop {
+        let mut unreachable = None;
+        let mut answered = Vec::new();
+        for addr in &addrs {
+            let mut c = match dial(addr, tls.clone(), timeout).await {
+                Ok(c) => c,
+                Err(e) => {
+                    unreachable = Some(e);
+                    continue;
+                }
+            };
+            let info = match c.cluster_info(pb::ClusterInfoRequest { with_hash: false }).await {
+                Ok(i) => i.into_inner(),
+                Err(s) if s.code() == tonic::Code::Unavailable => {
+                    unreachable = Some(status_error(s));
+                    continue;
+                }
+                Err(s) => return Err(status_error(s)),
+            };
+            if info.is_leader {
+                return Ok(c);
+            }
+            answered.push(addr.clone());
+            if !info.leader_addr.is_empty() && !addrs.contains(&info.leader_addr) {
+                if let Ok(mut l) = dial(&info.leader_addr, tls.clone(), timeout).await {
+                    let leads = l
+                        .cluster_info(pb::ClusterInfoRequest { with_hash: false })
+                        .await
+                        .is_ok_and(|i| i.into_inner().is_leader);
+                    if leads {
+                        return Ok(l);
+                    }
+                }
+            }
+        }
+        if answered.is_empty() {
+            return Err(unreachable.unwrap_or_else(|| anyhow!("no head reachable at {head}")));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(anyhow!(
+                "no leader: {} answered but none leads (no quorum: too few heads reachable?). \
+                 Writes and consistent reads are refused until a majority of heads is back; \
+                 `--stale` reads work on any head",
+                answered.join(", ")
+            ));
+        }
+        if !told {
+            eprintln!("rudel: waiting for the heads to elect a leader…");
+            told = true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// A gRPC status as a user-facing error (a TLS refusal behind a failed call is named).

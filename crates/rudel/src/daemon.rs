@@ -51,6 +51,13 @@ pub struct HeadArgs {
     /// Address others use to reach this head (default: --listen).
     #[arg(long, value_name = "ADDR")]
     pub advertise: Option<String>,
+    /// Join the head group of the head at ADDR (any member; the leader is found) instead of
+    /// starting a new cluster. Needs --token on first start only.
+    #[arg(long, value_name = "ADDR", requires = "token")]
+    pub join: Option<String>,
+    /// Head token for --join (`rudel token create --role head` on the group).
+    #[arg(long, env = "RUDEL_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// An agent silent (no heartbeat) or disconnected this long is declared lost: its
     /// --requeue tasks run elsewhere, its --no-requeue tasks end node_fail.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
@@ -104,7 +111,7 @@ pub fn default_data_dir() -> PathBuf {
 
 /// Where the CLI on this machine finds admin credentials.
 fn print_credentials_hint(head: &Head, custom_data: bool) {
-    if custom_data {
+    if custom_data && head.admin_dir.join("ca.pem").is_file() {
         println!(
             "  CLI credentials (admin): export RUDEL_CREDENTIALS={}",
             head.admin_dir.display()
@@ -116,7 +123,7 @@ fn print_credentials_hint(head: &Head, custom_data: bool) {
 fn print_join_hint(head: &Head, addr: &str) {
     match &head.join_token {
         Some(t) => println!("  add a node with: rudel agent --head {addr} --token {t}"),
-        None => println!("  the initial join token was revoked; make one with: rudel token create"),
+        None => println!("  add a node with a token from `rudel token create` (on any head): rudel agent --head {addr} --token TOKEN"),
     }
 }
 
@@ -218,10 +225,20 @@ pub async fn head(a: HeadArgs) -> CmdResult {
     let data = a.data.unwrap_or_else(|| default_data_dir().join("head"));
     let mut cfg = HeadConfig::new(data.clone(), a.listen);
     cfg.advertise = a.advertise.clone();
+    if let Some(j) = a.join.clone() {
+        if a.advertise.is_none() && a.listen.ip().is_unspecified() {
+            return Err(Failure::usage(anyhow!(
+                "--join with --listen {}: give --advertise HOST:PORT, the address the other heads reach this one at",
+                a.listen
+            )));
+        }
+        cfg.join = Some((j, a.token.clone().unwrap_or_default()));
+    }
     cfg.node_timeout = parse_timeout(&a.node_timeout)?;
     let head = Head::start(cfg).await.context("cannot start the head")?;
     println!(
-        "rudel head listening on {}, data in {}",
+        "rudel head {} listening on {}, data in {}",
+        head.head_id,
         head.local_addr,
         data.display()
     );

@@ -1,4 +1,5 @@
 //! `rudel`: one binary for the head, the agent, and every client command.
+mod admin;
 mod client;
 mod daemon;
 mod exec;
@@ -75,6 +76,8 @@ enum Cmd {
     Token(tokens::TokenArgs),
     /// Get user credentials for this machine with a client/admin token (for remote CLIs).
     Login(tokens::LoginArgs),
+    /// Operate the head group: list/remove heads, step-down drill.
+    Admin(admin::AdminArgs),
 }
 
 /// Exit code for bad usage or input (like clap's own usage errors).
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
             Cmd::Status(a) => show::status(a, &head).await,
             Cmd::Token(a) => tokens::token(a, &head).await,
             Cmd::Login(a) => tokens::login(a, &head).await,
+            Cmd::Admin(a) => admin::admin(a, &head).await,
         }
     });
     // Background tasks (e.g. a stream the server still holds) must not keep us alive.

@@ -42,6 +42,9 @@ pub struct CancelArgs {
 pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
+    /// Also print a hash of this head's applied state (equal on all heads at the same index).
+    #[arg(long)]
+    pub hash: bool,
 }
 
 #[derive(Args, Debug)]
@@ -148,7 +151,7 @@ pub fn job_json(j: &pb::JobInfo) -> Value {
 
 /// `rudel jobs`.
 pub async fn jobs(a: JobsArgs, head: &str) -> CmdResult {
-    let mut c = client::connect(head).await?;
+    let mut c = client::connect_for(head, a.stale).await?;
     let r = c
         .list_jobs(pb::ListJobsRequest {
             all: a.all,
@@ -202,7 +205,7 @@ fn truncate(s: &str, n: usize) -> String {
 
 /// `rudel show`.
 pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
-    let mut c = client::connect(head).await?;
+    let mut c = client::connect_for(head, a.stale).await?;
     let j = c
         .show_job(pb::ShowJobRequest {
             job_id: a.id,
@@ -343,9 +346,9 @@ pub async fn cancel(a: CancelArgs, head: &str) -> CmdResult {
 
 /// `rudel status`.
 pub async fn status(a: StatusArgs, head: &str) -> CmdResult {
-    let mut c = client::connect(head).await?;
+    let mut c = client::connect_any(head).await?;
     let r = c
-        .cluster_info(pb::ClusterInfoRequest {})
+        .cluster_info(pb::ClusterInfoRequest { with_hash: a.hash })
         .await
         .map_err(client::failure)?
         .into_inner();
@@ -353,7 +356,8 @@ pub async fn status(a: StatusArgs, head: &str) -> CmdResult {
         println!(
             "{}",
             json!({"head_id": r.node_id, "leader": r.leader_addr, "is_leader": r.is_leader,
-                   "term": r.term, "last_applied": r.last_applied, "version": r.version})
+                   "term": r.term, "last_applied": r.last_applied, "version": r.version,
+                   "state_hash": r.state_hash})
         );
     } else {
         println!("head {} at {head} (version {})", r.node_id, r.version);
@@ -368,6 +372,9 @@ pub async fn status(a: StatusArgs, head: &str) -> CmdResult {
             r.term,
             r.last_applied
         );
+        if a.hash {
+            println!("  state_hash={} (at index {})", r.state_hash, r.last_applied);
+        }
     }
     Ok(0)
 }
@@ -405,7 +412,7 @@ pub async fn resume(a: ResumeArgs, head: &str) -> CmdResult {
 
 /// `rudel nodes`.
 pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
-    let mut c = client::connect(head).await?;
+    let mut c = client::connect_for(head, a.stale).await?;
     let r = c
         .list_nodes(pb::ListNodesRequest { stale: a.stale })
         .await

@@ -33,8 +33,9 @@ pub enum TokenCmd {
 #[derive(Args, Debug)]
 pub struct CreateArgs {
     /// What certificates issued with it may do: agent (a compute node), client (submit,
-    /// list, cancel) or admin (also drain, exec and tokens).
-    #[arg(long, default_value = "agent", value_parser = ["agent", "client", "admin"])]
+    /// list, cancel), admin (also drain, exec, tokens, head membership) or head (a new
+    /// head joining the group with `rudel head --join ADDR --token TOKEN`).
+    #[arg(long, default_value = "agent", value_parser = ["agent", "client", "admin", "head"])]
     pub role: String,
     /// How long the token can be used to join, e.g. 24h; "0" = until revoked.
     #[arg(long, value_name = "DURATION", default_value = "24h")]
@@ -125,6 +126,8 @@ async fn create(a: CreateArgs, head: &str) -> CmdResult {
     };
     let how = if r.role == "agent" {
         format!("rudel agent --head {head} --token {}", r.token)
+    } else if r.role == "head" {
+        format!("rudel head --join {head} --token {} --listen ADDR --data DIR", r.token)
     } else {
         format!("rudel login --head {head} --token {}", r.token)
     };
@@ -224,10 +227,10 @@ pub async fn login(a: LoginArgs, head: &str) -> CmdResult {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
-    let joined = rudel_agent::enroll::join(&heads, &a.token, &name, "", rudel_agent::enroll::Want::User)
+    let joined = rudel_tls::enroll::join(&heads, &a.token, &name, "", rudel_tls::enroll::Want::User)
         .await
         .map_err(|e| match e {
-            rudel_agent::enroll::EnrollError::Local(m) => Failure::usage(anyhow!(m)),
+            rudel_tls::enroll::EnrollError::Local(m) => Failure::usage(anyhow!(m)),
             other => Failure::from(anyhow!("{other}")),
         })?;
     joined

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rudel_proto::v1 as pb;
 use rudel_proto::v1::enroll_client::EnrollClient;
-use rudel_tls::{Credentials, JoinToken};
+use crate::{Credentials, JoinToken};
 
 /// Why enrollment failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +27,8 @@ pub enum Want {
     Agent,
     /// client or admin
     User,
+    /// a head joining the group
+    Head,
 }
 
 /// What a successful join produced.
@@ -46,8 +48,8 @@ pub async fn join(
     want: Want,
 ) -> Result<Joined, EnrollError> {
     let token: JoinToken = token.parse().map_err(EnrollError::Local)?;
-    let key = rudel_tls::ca::new_key().map_err(|e| EnrollError::Local(e.to_string()))?;
-    let tls = rudel_tls::client::pinned_config(token.ca_pin).map_err(|e| EnrollError::Local(e.to_string()))?;
+    let key = crate::ca::new_key().map_err(|e| EnrollError::Local(e.to_string()))?;
+    let tls = crate::client::pinned_config(token.ca_pin).map_err(|e| EnrollError::Local(e.to_string()))?;
     let mut last = EnrollError::Unreachable("no head address given".into());
     for addr in heads {
         let req = pb::JoinRequest {
@@ -55,7 +57,12 @@ pub async fn join(
             name: name.to_string(),
             public_key: key.public_key_raw().to_vec(),
             node_uid: node_uid.to_string(),
-            want: if want == Want::Agent { "agent" } else { "user" }.into(),
+            want: match want {
+                Want::Agent => "agent",
+                Want::User => "user",
+                Want::Head => "head",
+            }
+            .into(),
         };
         match join_one(addr, tls.clone(), req).await {
             Ok(reply) => {
@@ -80,14 +87,14 @@ async fn join_one(
     tls: Arc<rustls::ClientConfig>,
     req: pb::JoinRequest,
 ) -> Result<pb::JoinReply, EnrollError> {
-    let ep = rudel_tls::client::endpoint(addr)
+    let ep = crate::client::endpoint(addr)
         .map_err(|e| EnrollError::Local(e.to_string()))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(15));
-    let ch = rudel_tls::client::connect(&ep, tls).await.map_err(|e| {
+    let ch = crate::client::connect(&ep, tls).await.map_err(|e| {
         EnrollError::Unreachable(format!(
             "cannot reach the head at {addr}: {}",
-            rudel_tls::explain::chain(&e)
+            crate::explain::chain(&e)
         ))
     })?;
     match EnrollClient::new(ch).join(req).await {

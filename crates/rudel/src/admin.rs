@@ -1,0 +1,159 @@
+//! `rudel admin`: the head group (list, remove) and the step-down drill.
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use clap::{Args, Subcommand};
+use rudel_proto::v1 as pb;
+use serde_json::json;
+
+use crate::{client, CmdResult, Failure};
+
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    #[command(subcommand)]
+    pub cmd: AdminCmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// The head group: id, address, voter/learner, leader, replicated index.
+    ///
+    /// Heads are added by starting them with `rudel head --join ADDR --token TOKEN`
+    /// (token from `rudel token create --role head`); they join as learners and become
+    /// voters once caught up.
+    Heads(HeadsArgs),
+    /// Hand leadership to another head on purpose (a failover drill): the most
+    /// up-to-date follower starts an election; prints the new leader.
+    StepDown(StepDownArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct HeadsArgs {
+    #[command(subcommand)]
+    pub cmd: Option<HeadsCmd>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HeadsCmd {
+    /// Remove head ID from the group (joint consensus); it stops receiving the log.
+    Remove { id: u64 },
+}
+
+#[derive(Args, Debug)]
+pub struct StepDownArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rudel admin ...`.
+pub async fn admin(a: AdminArgs, head: &str) -> CmdResult {
+    match a.cmd {
+        AdminCmd::Heads(h) => match h.cmd {
+            None => list(head, h.json).await,
+            Some(HeadsCmd::Remove { id }) => {
+                let mut c = client::connect(head).await?;
+                c.remove_head(pb::RemoveHeadRequest { id }).await.map_err(client::failure)?;
+                println!("removed head {id}");
+                Ok(0)
+            }
+        },
+        AdminCmd::StepDown(s) => step_down(head, s.json).await,
+    }
+}
+
+async fn heads(head: &str) -> Result<pb::ListHeadsResponse, Failure> {
+    // The leader knows everyone's progress; without one, any head's view.
+    let mut c = match client::connect(head).await {
+        Ok(c) => c,
+        Err(_) => client::connect_any(head).await?,
+    };
+    Ok(c.list_heads(pb::ListHeadsRequest {})
+        .await
+        .map_err(client::failure)?
+        .into_inner())
+}
+
+async fn list(head: &str, json_out: bool) -> CmdResult {
+    let r = heads(head).await?;
+    if json_out {
+        let heads: Vec<_> = r
+            .heads
+            .iter()
+            .map(|h| json!({"id": h.id, "addr": h.addr, "role": h.role, "leader": h.leader, "matched": h.matched}))
+            .collect();
+        println!(
+            "{}",
+            json!({"heads": heads, "term": r.term, "leader_id": r.leader_id, "answered_by": r.answered_by,
+                   "last_log_index": r.last_log_index, "last_applied": r.last_applied})
+        );
+        return Ok(0);
+    }
+    println!("{:>4}  {:<24} {:<8} {:<8} {:>10}", "ID", "ADDRESS", "ROLE", "STATE", "MATCHED");
+    for h in &r.heads {
+        println!(
+            "{:>4}  {:<24} {:<8} {:<8} {:>10}",
+            h.id,
+            h.addr,
+            h.role,
+            if h.leader { "leader" } else { "follower" },
+            if h.matched == 0 { "-".to_string() } else { h.matched.to_string() }
+        );
+    }
+    println!(
+        "term {}, leader {}, last log index {} (answered by head {})",
+        r.term,
+        if r.leader_id == 0 { "none".to_string() } else { r.leader_id.to_string() },
+        r.last_log_index,
+        r.answered_by
+    );
+    Ok(0)
+}
+
+async fn step_down(head: &str, json_out: bool) -> CmdResult {
+    let r = heads(head).await?;
+    let old = r.leader_id;
+    if old == 0 {
+        return Err(Failure::from(anyhow!("no leader right now: nothing to step down")));
+    }
+    let Some(next) = r
+        .heads
+        .iter()
+        .filter(|h| h.role == "voter" && h.id != old)
+        .max_by_key(|h| h.matched)
+    else {
+        return Err(Failure::from(anyhow!(
+            "head {old} is the only voter: there is no one to hand leadership to"
+        )));
+    };
+    let old_addr = r.heads.iter().find(|h| h.id == old).map(|h| h.addr.clone()).unwrap_or_default();
+    let mut c = client::connect_any(&next.addr).await?;
+    c.campaign(pb::CampaignRequest {}).await.map_err(client::failure)?;
+    let t0 = Instant::now();
+    loop {
+        if let Ok(mut c) = client::connect_any(&next.addr).await {
+            if let Ok(i) = c.cluster_info(pb::ClusterInfoRequest { with_hash: false }).await {
+                let i = i.into_inner();
+                if !i.leader_addr.is_empty() && i.leader_addr != old_addr {
+                    let ms = t0.elapsed().as_millis();
+                    if json_out {
+                        println!("{}", json!({"old_leader": old, "leader_addr": i.leader_addr, "term": i.term, "ms": ms}));
+                    } else {
+                        println!("head {old} stepped down; leader is now {} (term {}), after {ms} ms", i.leader_addr, i.term);
+                    }
+                    return Ok(0);
+                }
+            }
+        }
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err(Failure::from(anyhow!(
+                "no new leader within 10 s after asking head {} to campaign",
+                next.id
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
