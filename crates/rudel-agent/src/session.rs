@@ -180,12 +180,11 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     let mut revocation: Option<String> = None;
     loop {
         if conn.is_none() && connecting.is_none() && Instant::now() >= next_attempt {
-            let target = agent.redirect.take().unwrap_or_else(|| agent.current_head().to_string());
-            connecting = Some(Box::pin(connect(
-                target,
-                agent.tls.clone(),
-                agent.register_message(),
-            )));
+            let target = agent
+                .redirect
+                .take()
+                .unwrap_or_else(|| agent.current_head().to_string());
+            connecting = Some(Box::pin(connect(target, agent.tls.clone(), agent.register_message())));
         }
         tokio::select! {
             Some(first) = reports.recv() => {

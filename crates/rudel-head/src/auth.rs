@@ -106,7 +106,11 @@ pub fn require_head(
         }
         let revoked = {
             let a = shared.read();
-            a.state.security.certs.get(&rudel_tls::hex(&fp)).is_some_and(|c| c.revoked_ms.is_some())
+            a.state
+                .security
+                .certs
+                .get(&rudel_tls::hex(&fp))
+                .is_some_and(|c| c.revoked_ms.is_some())
         };
         if revoked {
             tracing::warn!(peer = %remote, "refused raft request: head certificate revoked");

@@ -383,7 +383,9 @@ impl pb::rudel_server::Rudel for ClientService {
         crate::auth::require_admin(&req, "adding a head")?;
         let addr = req.into_inner().addr;
         if addr.is_empty() || addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
-            return Err(Status::invalid_argument(format!("head address {addr:?}: expected HOST:PORT")));
+            return Err(Status::invalid_argument(format!(
+                "head address {addr:?}: expected HOST:PORT"
+            )));
         }
         let id = crate::heads::add(&self.raft, self.head_id, &addr).await?;
         Ok(tonic::Response::new(pb::AddHeadResponse { id }))
@@ -407,7 +409,10 @@ impl pb::rudel_server::Rudel for ClientService {
         Ok(tonic::Response::new(pb::RemoveHeadResponse {}))
     }
 
-    async fn campaign(&self, req: Request<pb::CampaignRequest>) -> Result<tonic::Response<pb::CampaignResponse>, Status> {
+    async fn campaign(
+        &self,
+        req: Request<pb::CampaignRequest>,
+    ) -> Result<tonic::Response<pb::CampaignResponse>, Status> {
         crate::auth::require_admin(&req, "campaign")?;
         tracing::warn!(head = self.head_id, "starting an election on request (step-down drill)");
         self.raft

@@ -181,8 +181,7 @@ pub async fn bootstrap(
             )
             .await
             .map_err(|r| err("join token", format!("{r:?}")))?;
-            rudel_tls::creds::write_atomic(&token_file, &token.to_string(), 0o600)
-                .map_err(|e| err("join token", e))?;
+            rudel_tls::creds::write_atomic(&token_file, &token.to_string(), 0o600).map_err(|e| err("join token", e))?;
         }
         // Last: its presence marks the setup as done.
         let c = issue_local(proposer, &ca, Role::Head, &format!("head-{head_id}"), true).await?;

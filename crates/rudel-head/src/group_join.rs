@@ -61,9 +61,15 @@ where
 /// First start of a head with `--join`: gets its certificate and its id (as a learner).
 pub async fn join(join_addr: &str, token: &str, advertise: &str) -> Result<(Credentials, u64), HeadError> {
     let name = format!("head@{advertise}");
-    let joined = rudel_tls::enroll::join(&[join_addr.to_string()], token, &name, "", rudel_tls::enroll::Want::Head)
-        .await
-        .map_err(err)?;
+    let joined = rudel_tls::enroll::join(
+        &[join_addr.to_string()],
+        token,
+        &name,
+        "",
+        rudel_tls::enroll::Want::Head,
+    )
+    .await
+    .map_err(err)?;
     let tls = rudel_tls::client::client_config(&joined.creds).map_err(err)?;
     let addr = advertise.to_string();
     let id = at_leader(join_addr, tls, |mut c| {

@@ -140,7 +140,9 @@ pub async fn remove(raft: &Raft, me: u64, id: u64) -> Result<(), Status> {
     let m = raft.metrics().borrow().clone();
     let membership = m.membership_config.membership();
     if membership.get_node(&id).is_none() {
-        return Err(Status::not_found(format!("no head {id} in the group (see `rudel admin heads`)")));
+        return Err(Status::not_found(format!(
+            "no head {id} in the group (see `rudel admin heads`)"
+        )));
     }
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     if voters.contains(&id) {

@@ -4,9 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::{Credentials, JoinToken};
 use rudel_proto::v1 as pb;
 use rudel_proto::v1::enroll_client::EnrollClient;
-use crate::{Credentials, JoinToken};
 
 /// Why enrollment failed.
 #[derive(Debug, thiserror::Error)]

@@ -204,7 +204,12 @@ async fn handshake(acceptor: TlsAcceptor, tcp: TcpStream, remote: SocketAddr) ->
         ));
     }
     let io = acceptor.accept(tcp).await.map_err(|e| explain::server_side(&e))?;
-    let cert = io.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec());
+    let cert = io
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec());
     let fingerprint = cert.as_ref().map(|c| crate::fingerprint(c));
     Ok(TlsConn {
         io,

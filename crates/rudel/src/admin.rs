@@ -56,7 +56,9 @@ pub async fn admin(a: AdminArgs, head: &str) -> CmdResult {
             None => list(head, h.json).await,
             Some(HeadsCmd::Remove { id }) => {
                 let mut c = client::connect(head).await?;
-                c.remove_head(pb::RemoveHeadRequest { id }).await.map_err(client::failure)?;
+                c.remove_head(pb::RemoveHeadRequest { id })
+                    .await
+                    .map_err(client::failure)?;
                 println!("removed head {id}");
                 Ok(0)
             }
@@ -92,7 +94,10 @@ async fn list(head: &str, json_out: bool) -> CmdResult {
         );
         return Ok(0);
     }
-    println!("{:>4}  {:<24} {:<8} {:<8} {:>10}", "ID", "ADDRESS", "ROLE", "STATE", "MATCHED");
+    println!(
+        "{:>4}  {:<24} {:<8} {:<8} {:>10}",
+        "ID", "ADDRESS", "ROLE", "STATE", "MATCHED"
+    );
     for h in &r.heads {
         println!(
             "{:>4}  {:<24} {:<8} {:<8} {:>10}",
@@ -100,13 +105,21 @@ async fn list(head: &str, json_out: bool) -> CmdResult {
             h.addr,
             h.role,
             if h.leader { "leader" } else { "follower" },
-            if h.matched == 0 { "-".to_string() } else { h.matched.to_string() }
+            if h.matched == 0 {
+                "-".to_string()
+            } else {
+                h.matched.to_string()
+            }
         );
     }
     println!(
         "term {}, leader {}, last log index {} (answered by head {})",
         r.term,
-        if r.leader_id == 0 { "none".to_string() } else { r.leader_id.to_string() },
+        if r.leader_id == 0 {
+            "none".to_string()
+        } else {
+            r.leader_id.to_string()
+        },
         r.last_log_index,
         r.answered_by
     );
@@ -129,7 +142,12 @@ async fn step_down(head: &str, json_out: bool) -> CmdResult {
             "head {old} is the only voter: there is no one to hand leadership to"
         )));
     };
-    let old_addr = r.heads.iter().find(|h| h.id == old).map(|h| h.addr.clone()).unwrap_or_default();
+    let old_addr = r
+        .heads
+        .iter()
+        .find(|h| h.id == old)
+        .map(|h| h.addr.clone())
+        .unwrap_or_default();
     let mut c = client::connect_any(&next.addr).await?;
     c.campaign(pb::CampaignRequest {}).await.map_err(client::failure)?;
     let t0 = Instant::now();
@@ -140,9 +158,15 @@ async fn step_down(head: &str, json_out: bool) -> CmdResult {
                 if !i.leader_addr.is_empty() && i.leader_addr != old_addr {
                     let ms = t0.elapsed().as_millis();
                     if json_out {
-                        println!("{}", json!({"old_leader": old, "leader_addr": i.leader_addr, "term": i.term, "ms": ms}));
+                        println!(
+                            "{}",
+                            json!({"old_leader": old, "leader_addr": i.leader_addr, "term": i.term, "ms": ms})
+                        );
                     } else {
-                        println!("head {old} stepped down; leader is now {} (term {}), after {ms} ms", i.leader_addr, i.term);
+                        println!(
+                            "head {old} stepped down; leader is now {} (term {}), after {ms} ms",
+                            i.leader_addr, i.term
+                        );
                     }
                     return Ok(0);
                 }

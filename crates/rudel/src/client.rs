@@ -94,10 +94,18 @@ pub async fn connect_for(head: &str, stale: bool) -> anyhow::Result<RudelClient<
 }
 
 fn addresses(head: &str) -> Vec<String> {
-    head.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    head.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
 }
 
-async fn dial(addr: &str, tls: std::sync::Arc<rustls::ClientConfig>, timeout: Duration) -> anyhow::Result<RudelClient<Channel>> {
+async fn dial(
+    addr: &str,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> anyhow::Result<RudelClient<Channel>> {
     let ep = rudel_tls::client::endpoint(addr)
         .map_err(|e| anyhow!("{e}"))?
         .connect_timeout(Duration::from_secs(3))

@@ -1,0 +1,585 @@
+//! High availability, proven by injecting faults into a real head group: three heads and
+//! two agents, each in its own network namespace, and concurrent clients in the root
+//! namespace submitting (with request ids) and reading while the leader is killed with
+//! `kill -9` and, later, the new leader is cut off from everyone. Every operation is
+//! recorded with its start, end and outcome (ok / unknown); tasks append to a ground-truth
+//! file outside the namespaces. After healing, the checks below run over those records.
+//!
+//! This is the short version that runs in CI (one leader kill, one partition); it needs
+//! root and network namespaces, and fails with a clear message otherwise.
+mod common;
+mod netns;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use netns::{epoch_ms, kill9, run_bounded, Net, Out, RUDEL};
+use serde_json::Value;
+
+const HEADS: usize = 3;
+const AGENTS: usize = 2;
+const PORT: u16 = 7117;
+
+/// Task: a start line, a short sleep, an end line (ground truth).
+const TASK: &str = r#"echo "$RUDEL_JOB_ID $RUDEL_ATTEMPT $RUDEL_NODE start" >> "$RDL_TRUTH"
+sleep 0.2
+echo "$RUDEL_JOB_ID $RUDEL_ATTEMPT $RUDEL_NODE end" >> "$RDL_TRUTH""#;
+
+struct Group {
+    net: Net,
+    /// Pid of each head (None while it is down).
+    heads: Vec<Option<i32>>,
+    addrs: Vec<String>,
+    creds: PathBuf,
+    truth: PathBuf,
+    work: PathBuf,
+    log_seq: usize,
+}
+
+impl Group {
+    fn data(&self, i: usize) -> PathBuf {
+        self.net.tmp.path().join(format!("head{i}"))
+    }
+
+    fn log(&mut self, what: &str) -> PathBuf {
+        self.log_seq += 1;
+        self.net.tmp.path().join(format!("{:02}-{what}.log", self.log_seq))
+    }
+
+    fn all_heads(&self) -> String {
+        self.addrs.join(",")
+    }
+
+    /// The CLI against the whole group (the client finds the leader).
+    fn cli(&self, args: &[&str], timeout: Duration) -> Out {
+        self.cli_at(&self.all_heads(), args, timeout)
+    }
+
+    fn cli_at(&self, heads: &str, args: &[&str], timeout: Duration) -> Out {
+        let mut cmd = Command::new(RUDEL);
+        cmd.args(args)
+            .current_dir(&self.work)
+            .env("RUDEL_HEAD", heads)
+            .env("RUDEL_CREDENTIALS", &self.creds)
+            .env_remove("RUDEL_LOG");
+        run_bounded(cmd, timeout)
+    }
+
+    fn start_head(&mut self, i: usize, join: Option<&str>) {
+        let data = self.data(i).display().to_string();
+        let addr = self.addrs[i].clone();
+        let log = self.log(&format!("head{i}"));
+        let mut argv = vec![
+            RUDEL,
+            "head",
+            "--data",
+            &data,
+            "--listen",
+            &addr,
+            "--node-timeout",
+            "3s",
+        ];
+        let join_addr = self.addrs[0].clone();
+        if let Some(t) = join {
+            argv.extend(["--join", &join_addr, "--token", t]);
+        }
+        let pid = self.net.spawn(i, &argv, &log);
+        self.heads[i] = Some(pid);
+    }
+
+    /// Head list as the group reports it (from the leader when there is one).
+    fn heads_json(&self) -> Option<Value> {
+        let o = self.cli(&["admin", "heads", "--json"], Duration::from_secs(20));
+        if !o.ok() {
+            return None;
+        }
+        serde_json::from_str(o.stdout.trim()).ok()
+    }
+
+    /// Index (host) of the current leader, if the group has one.
+    fn leader(&self) -> Option<usize> {
+        let v = self.heads_json()?;
+        let addr = v["heads"].as_array()?.iter().find(|h| h["leader"] == true)?["addr"]
+            .as_str()?
+            .to_string();
+        self.addrs.iter().position(|a| *a == addr)
+    }
+
+    fn wait_voters(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.heads_json() {
+                let voters = v["heads"]
+                    .as_array()
+                    .map_or(0, |hs| hs.iter().filter(|h| h["role"] == "voter").count());
+                if voters == n && v["leader_id"].as_u64().unwrap_or(0) > 0 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the group did not reach {n} voters within {timeout:?}:\n{}",
+                self.net.logs_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn start() -> Group {
+        let net = Net::new(HEADS + AGENTS);
+        let work = net.tmp.path().join("work");
+        std::fs::create_dir_all(&work).unwrap();
+        let addrs = (0..HEADS).map(|i| format!("{}:{PORT}", net.ip(i))).collect();
+        let mut g = Group {
+            creds: net.tmp.path().join("head0/client"),
+            truth: net.tmp.path().join("truth.txt"),
+            heads: vec![None; HEADS],
+            addrs,
+            work,
+            net,
+            log_seq: 0,
+        };
+        std::fs::write(&g.truth, "").unwrap();
+        g.start_head(0, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !g.data(0).join("join-token").is_file() || !g.cli(&["status"], Duration::from_secs(5)).ok() {
+            assert!(
+                Instant::now() < deadline,
+                "head 0 did not start:\n{}",
+                g.net.logs_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let o = g.cli(&["token", "create", "--role", "head"], Duration::from_secs(20));
+        assert!(o.ok(), "{o}");
+        let token = o.stdout.trim().to_string();
+        for i in 1..HEADS {
+            g.start_head(i, Some(&token));
+        }
+        g.wait_voters(HEADS, Duration::from_secs(30));
+        let agent_token = std::fs::read_to_string(g.data(0).join("join-token")).unwrap();
+        let heads = g.all_heads();
+        for a in 0..AGENTS {
+            let host = HEADS + a;
+            let data = g.net.tmp.path().join(format!("agent{a}")).display().to_string();
+            let name = format!("node{a}");
+            let log = g.log(&name);
+            g.net.spawn(
+                host,
+                &[
+                    RUDEL,
+                    "agent",
+                    "--head",
+                    &heads,
+                    "--data",
+                    &data,
+                    "--name",
+                    &name,
+                    "--cpus",
+                    "2",
+                    "--kill-grace",
+                    "1s",
+                    "--token",
+                    agent_token.trim(),
+                ],
+                &log,
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let o = g.cli(&["nodes", "--json"], Duration::from_secs(20));
+            let idle = serde_json::from_str::<Value>(o.stdout.trim())
+                .ok()
+                .and_then(|v| {
+                    v.as_array()
+                        .map(|ns| ns.iter().filter(|n| n["state"] == "idle").count())
+                })
+                .unwrap_or(0);
+            if idle == AGENTS {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agents did not join:\n{}",
+                g.net.logs_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        g
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Outcome {
+    Ok(u64),
+    /// No answer we can trust (timeout, connection lost, no quorum): it may or may not
+    /// have happened.
+    Unknown(String),
+}
+
+#[derive(Clone, Debug)]
+struct SubmitOp {
+    rid: String,
+    requeue: bool,
+    start: u64,
+    end: u64,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug)]
+struct ReadOp {
+    start: u64,
+    end: u64,
+    states: BTreeMap<u64, String>,
+}
+
+fn is_terminal(s: &str) -> bool {
+    matches!(s, "completed" | "failed" | "cancelled" | "timeout" | "node_fail")
+}
+
+/// What the workload threads need to run the CLI (the `Group` itself stays on the test's
+/// thread: it holds the subnet lock).
+#[derive(Clone)]
+struct Client {
+    heads: String,
+    creds: PathBuf,
+    truth: PathBuf,
+    work: PathBuf,
+}
+
+impl Client {
+    fn of(g: &Group) -> Client {
+        Client {
+            heads: g.all_heads(),
+            creds: g.creds.clone(),
+            truth: g.truth.clone(),
+            work: g.work.clone(),
+        }
+    }
+}
+
+/// Submitter `k`: submits until `stop`, alternating --requeue and --no-requeue.
+fn submitter(c: Client, k: usize, stop: Arc<AtomicBool>, ops: Arc<Mutex<Vec<SubmitOp>>>) {
+    let Client {
+        heads,
+        creds,
+        truth,
+        work,
+    } = c;
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let rid = format!("c{k}-{n}");
+        let requeue = n % 2 == 0;
+        let env = format!("RDL_TRUTH={}", truth.display());
+        let mut cmd = Command::new(RUDEL);
+        cmd.args([
+            "submit",
+            "--json",
+            "--output",
+            "none",
+            "--request-id",
+            &rid,
+            "-J",
+            &rid,
+            "--env",
+            &env,
+        ])
+        .arg(if requeue { "--requeue" } else { "--no-requeue" })
+        .args(["--", "sh", "-c", TASK])
+        .current_dir(&work)
+        .env("RUDEL_HEAD", &heads)
+        .env("RUDEL_CREDENTIALS", &creds)
+        .env_remove("RUDEL_LOG");
+        let start = epoch_ms();
+        let o = run_bounded(cmd, Duration::from_secs(60));
+        let end = epoch_ms();
+        let outcome = match serde_json::from_str::<Value>(o.stdout.trim())
+            .ok()
+            .and_then(|v| v["id"].as_u64())
+        {
+            Some(id) if o.ok() => Outcome::Ok(id),
+            _ => Outcome::Unknown(o.stderr.lines().last().unwrap_or("").to_string()),
+        };
+        ops.lock().unwrap().push(SubmitOp {
+            rid,
+            requeue,
+            start,
+            end,
+            outcome,
+        });
+        // A steady stream, not a flood: the backlog must drain within the test.
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+/// Reader: linearizable `jobs --all` through the leader, recorded with times.
+fn reader(c: Client, stop: Arc<AtomicBool>, reads: Arc<Mutex<Vec<ReadOp>>>) {
+    while !stop.load(Ordering::Relaxed) {
+        let start = epoch_ms();
+        let o = {
+            let mut cmd = Command::new(RUDEL);
+            cmd.args(["jobs", "--all", "--json"])
+                .current_dir(&c.work)
+                .env("RUDEL_HEAD", &c.heads)
+                .env("RUDEL_CREDENTIALS", &c.creds)
+                .env_remove("RUDEL_LOG");
+            run_bounded(cmd, Duration::from_secs(60))
+        };
+        let end = epoch_ms();
+        if let Ok(Value::Array(jobs)) = serde_json::from_str::<Value>(o.stdout.trim()) {
+            let states = jobs
+                .iter()
+                .filter_map(|j| Some((j["id"].as_u64()?, j["state"].as_str()?.to_string())))
+                .collect();
+            reads.lock().unwrap().push(ReadOp { start, end, states });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Monitor: each head's own view of (term, leader?), polled directly.
+fn monitor(addrs: Vec<String>, creds: PathBuf, stop: Arc<AtomicBool>, seen: Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>>) {
+    while !stop.load(Ordering::Relaxed) {
+        for a in &addrs {
+            let mut cmd = Command::new(RUDEL);
+            cmd.args(["status", "--json", "--head", a])
+                .env("RUDEL_CREDENTIALS", &creds)
+                .env_remove("RUDEL_LOG");
+            let o = run_bounded(cmd, Duration::from_secs(10));
+            if let Ok(v) = serde_json::from_str::<Value>(o.stdout.trim()) {
+                if v["is_leader"] == true {
+                    if let (Some(t), Some(h)) = (v["term"].as_u64(), v["head_id"].as_u64()) {
+                        seen.lock().unwrap().entry(t).or_default().insert(h);
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+/// Ground truth: (job, attempt) -> number of "start" lines.
+fn starts(truth: &Path) -> BTreeMap<(u64, u32), usize> {
+    let text = std::fs::read_to_string(truth).unwrap_or_default();
+    let mut m = BTreeMap::new();
+    for l in text.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() == 4 && f[3] == "start" {
+            if let (Ok(j), Ok(a)) = (f[0].parse(), f[1].parse()) {
+                *m.entry((j, a)).or_insert(0) += 1;
+            }
+        }
+    }
+    m
+}
+
+/// Time from `t` until the first submit that started after `t` succeeded.
+fn first_ok_after(ops: &[SubmitOp], t: u64) -> Option<u64> {
+    ops.iter()
+        .filter(|o| o.start >= t && matches!(o.outcome, Outcome::Ok(_)))
+        .map(|o| o.end - t)
+        .min()
+}
+
+#[test]
+fn leader_kill_and_partition_lose_nothing() {
+    let mut g = Group::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(Mutex::new(Vec::new()));
+    let reads = Arc::new(Mutex::new(Vec::new()));
+    let leaders: Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>> = Arc::default();
+    let (addrs, creds) = (g.addrs.clone(), g.creds.clone());
+    let client = Client::of(&g);
+    let mut threads = Vec::new();
+    for k in 0..3 {
+        let (c, stop, ops) = (client.clone(), stop.clone(), ops.clone());
+        threads.push(std::thread::spawn(move || submitter(c, k, stop, ops)));
+    }
+    {
+        let (c, stop, reads) = (client.clone(), stop.clone(), reads.clone());
+        threads.push(std::thread::spawn(move || reader(c, stop, reads)));
+    }
+    {
+        let (stop, leaders) = (stop.clone(), leaders.clone());
+        threads.push(std::thread::spawn(move || monitor(addrs, creds, stop, leaders)));
+    }
+
+    // Fault 1: kill -9 the leader; bring it back 5 s later.
+    std::thread::sleep(Duration::from_secs(3));
+    let first = g.leader().expect("a leader before the fault");
+    let t_kill = epoch_ms();
+    let pid = g.heads[first].take().expect("leader pid");
+    kill9(pid);
+    g.net.reap(pid, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(5));
+    g.start_head(first, None);
+
+    // Fault 2: cut the (new) leader off from everyone for 6 s.
+    std::thread::sleep(Duration::from_secs(3));
+    let second = g.leader().expect("a leader after the kill");
+    assert_ne!(second, first, "leadership should have moved");
+    let t_cut = epoch_ms();
+    g.net.cut(second);
+    std::thread::sleep(Duration::from_secs(6));
+    g.net.heal(second);
+    std::thread::sleep(Duration::from_secs(4));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("workload thread");
+    }
+
+    let ops = ops.lock().unwrap().clone();
+    let reads = reads.lock().unwrap().clone();
+    let ok: Vec<&SubmitOp> = ops.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).collect();
+    let unknown: Vec<&SubmitOp> = ops
+        .iter()
+        .filter(|o| matches!(o.outcome, Outcome::Unknown(_)))
+        .collect();
+    let after_kill = first_ok_after(&ops, t_kill);
+    let after_cut = first_ok_after(&ops, t_cut);
+    eprintln!(
+        "submits: {} ok, {} unknown; first ok submit after kill -9 of the leader: {after_kill:?} ms, after cutting the new leader off: {after_cut:?} ms",
+        ok.len(),
+        unknown.len()
+    );
+    assert!(
+        ok.len() > 20,
+        "too few successful submits ({}): {:?}",
+        ok.len(),
+        unknown
+    );
+    assert!(
+        after_kill.is_some_and(|ms| ms < 10_000),
+        "no submit succeeded within 10 s of the leader kill"
+    );
+    assert!(
+        after_cut.is_some_and(|ms| ms < 15_000),
+        "no submit succeeded within 15 s of the partition"
+    );
+
+    // Every job (acknowledged or maybe submitted) reaches a terminal state.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let jobs: Vec<Value> = loop {
+        let o = g.cli(&["jobs", "--all", "--json"], Duration::from_secs(30));
+        let mut open = Vec::new();
+        if let Ok(Value::Array(jobs)) = serde_json::from_str::<Value>(o.stdout.trim()) {
+            open = jobs
+                .iter()
+                .filter(|j| !j["state"].as_str().is_some_and(is_terminal))
+                .map(|j| format!("{}:{}", j["id"], j["state"]))
+                .collect();
+            if open.is_empty() {
+                break jobs;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs did not all finish ({} open: {:?}; cli: {:?} {})\n{}",
+            open.len(),
+            open.iter().take(20).collect::<Vec<_>>(),
+            o.code,
+            o.stderr,
+            g.net.logs_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let by_id: BTreeMap<u64, &Value> = jobs.iter().filter_map(|j| Some((j["id"].as_u64()?, j))).collect();
+
+    // 1. Every acknowledged submit exists, with the name (request id) it was given.
+    for o in &ok {
+        let Outcome::Ok(id) = o.outcome else { unreachable!() };
+        let j = by_id
+            .get(&id)
+            .unwrap_or_else(|| panic!("acknowledged job {id} ({}) is missing", o.rid));
+        assert_eq!(j["name"], o.rid.as_str(), "{j}");
+    }
+    // 2. A request id exists at most once, whatever the outcome was.
+    let mut per_rid: BTreeMap<&str, usize> = BTreeMap::new();
+    for j in &jobs {
+        *per_rid.entry(j["name"].as_str().unwrap_or("")).or_default() += 1;
+    }
+    for o in &ops {
+        assert!(
+            per_rid.get(o.rid.as_str()).copied().unwrap_or(0) <= 1,
+            "request id {} ran as two jobs",
+            o.rid
+        );
+    }
+    // 3. --no-requeue tasks started at most once; --requeue tasks that completed did run.
+    let truth = starts(&g.truth);
+    let requeue_of: BTreeMap<&str, bool> = ops.iter().map(|o| (o.rid.as_str(), o.requeue)).collect();
+    for j in &jobs {
+        let id = j["id"].as_u64().unwrap();
+        let name = j["name"].as_str().unwrap_or("");
+        let started: usize = truth.iter().filter(|((jj, _), _)| *jj == id).map(|(_, n)| n).sum();
+        if requeue_of.get(name) == Some(&false) {
+            assert!(started <= 1, "--no-requeue job {id} started {started} times");
+        }
+        if j["state"] == "completed" {
+            assert!(started >= 1, "job {id} completed without ever starting");
+        }
+        for ((jj, a), n) in &truth {
+            assert!(!(*jj == id && *n > 1), "job {id} attempt {a} started {n} times");
+        }
+    }
+    // 4. At most one leader per term, as the heads themselves reported it.
+    for (term, ids) in leaders.lock().unwrap().iter() {
+        assert!(ids.len() <= 1, "term {term} had leaders {ids:?}");
+    }
+    // 5. Reads are linearizable per job: once a read returned a terminal state, every read
+    //    that started after it returned that same state.
+    for (i, r) in reads.iter().enumerate() {
+        for (id, st) in &r.states {
+            if !is_terminal(st) {
+                continue;
+            }
+            for later in reads.iter().skip(i).filter(|l| l.start > r.end) {
+                if let Some(s2) = later.states.get(id) {
+                    assert_eq!(s2, st, "job {id}: read at {} saw {st}, a later read saw {s2}", r.end);
+                }
+            }
+        }
+    }
+    // 6. Every head has the same state at the same index.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let views: Vec<(u64, String)> = g
+            .addrs
+            .iter()
+            .filter_map(|a| {
+                let o = g.cli_at(a, &["status", "--json", "--hash"], Duration::from_secs(10));
+                let v: Value = serde_json::from_str(o.stdout.trim()).ok()?;
+                Some((v["last_applied"].as_u64()?, v["state_hash"].as_str()?.to_string()))
+            })
+            .collect();
+        let same_index = views.len() == HEADS && views.iter().all(|v| v.0 == views[0].0);
+        if same_index {
+            assert!(
+                views.iter().all(|v| v.1 == views[0].1),
+                "state hashes differ at one index: {views:?}"
+            );
+            eprintln!(
+                "all {HEADS} heads at index {} with state hash {}",
+                views[0].0, views[0].1
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "heads did not converge: {views:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // 7. No task process is left on any agent host.
+    for a in 0..AGENTS {
+        let left: Vec<_> = g
+            .net
+            .procs_in(HEADS + a)
+            .into_iter()
+            .filter(|p| p.env.contains_key("RUDEL_JOB_ID"))
+            .collect();
+        assert!(left.is_empty(), "tasks left running on agent {a}: {left:?}");
+    }
+}
