@@ -386,28 +386,62 @@ fn first_ok_after(ops: &[SubmitOp], t: u64) -> Option<u64> {
         .min()
 }
 
+/// The workload threads (3 submitters, 1 linearizable reader, 1 per-head monitor).
+struct Workload {
+    stop: Arc<AtomicBool>,
+    ops: Arc<Mutex<Vec<SubmitOp>>>,
+    reads: Arc<Mutex<Vec<ReadOp>>>,
+    leaders: Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// What the workload recorded.
+struct History {
+    ops: Vec<SubmitOp>,
+    reads: Vec<ReadOp>,
+    /// term -> heads that said they led in it
+    leaders: BTreeMap<u64, BTreeSet<u64>>,
+}
+
+impl Workload {
+    fn start(g: &Group) -> Workload {
+        let w = Workload {
+            stop: Arc::new(AtomicBool::new(false)),
+            ops: Arc::default(),
+            reads: Arc::default(),
+            leaders: Arc::default(),
+            threads: Vec::new(),
+        };
+        let client = Client::of(g);
+        let mut threads = Vec::new();
+        for k in 0..3 {
+            let (c, stop, ops) = (client.clone(), w.stop.clone(), w.ops.clone());
+            threads.push(std::thread::spawn(move || submitter(c, k, stop, ops)));
+        }
+        let (c, stop, reads) = (client.clone(), w.stop.clone(), w.reads.clone());
+        threads.push(std::thread::spawn(move || reader(c, stop, reads)));
+        let (addrs, creds) = (g.addrs.clone(), g.creds.clone());
+        let (stop, leaders) = (w.stop.clone(), w.leaders.clone());
+        threads.push(std::thread::spawn(move || monitor(addrs, creds, stop, leaders)));
+        Workload { threads, ..w }
+    }
+
+    fn finish(self) -> History {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().expect("workload thread");
+        }
+        let ops = self.ops.lock().unwrap().clone();
+        let reads = self.reads.lock().unwrap().clone();
+        let leaders = self.leaders.lock().unwrap().clone();
+        History { ops, reads, leaders }
+    }
+}
+
 #[test]
 fn leader_kill_and_partition_lose_nothing() {
     let mut g = Group::start();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ops = Arc::new(Mutex::new(Vec::new()));
-    let reads = Arc::new(Mutex::new(Vec::new()));
-    let leaders: Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>> = Arc::default();
-    let (addrs, creds) = (g.addrs.clone(), g.creds.clone());
-    let client = Client::of(&g);
-    let mut threads = Vec::new();
-    for k in 0..3 {
-        let (c, stop, ops) = (client.clone(), stop.clone(), ops.clone());
-        threads.push(std::thread::spawn(move || submitter(c, k, stop, ops)));
-    }
-    {
-        let (c, stop, reads) = (client.clone(), stop.clone(), reads.clone());
-        threads.push(std::thread::spawn(move || reader(c, stop, reads)));
-    }
-    {
-        let (stop, leaders) = (stop.clone(), leaders.clone());
-        threads.push(std::thread::spawn(move || monitor(addrs, creds, stop, leaders)));
-    }
+    let w = Workload::start(&g);
 
     // Fault 1: kill -9 the leader; bring it back 5 s later.
     std::thread::sleep(Duration::from_secs(3));
@@ -428,31 +462,21 @@ fn leader_kill_and_partition_lose_nothing() {
     std::thread::sleep(Duration::from_secs(6));
     g.net.heal(second);
     std::thread::sleep(Duration::from_secs(4));
-    stop.store(true, Ordering::Relaxed);
-    for t in threads {
-        t.join().expect("workload thread");
-    }
+    let h = w.finish();
 
-    let ops = ops.lock().unwrap().clone();
-    let reads = reads.lock().unwrap().clone();
-    let ok: Vec<&SubmitOp> = ops.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).collect();
-    let unknown: Vec<&SubmitOp> = ops
+    let ok = h.ops.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).count();
+    let unknown: Vec<&SubmitOp> = h
+        .ops
         .iter()
         .filter(|o| matches!(o.outcome, Outcome::Unknown(_)))
         .collect();
-    let after_kill = first_ok_after(&ops, t_kill);
-    let after_cut = first_ok_after(&ops, t_cut);
+    let after_kill = first_ok_after(&h.ops, t_kill);
+    let after_cut = first_ok_after(&h.ops, t_cut);
     eprintln!(
-        "submits: {} ok, {} unknown; first ok submit after kill -9 of the leader: {after_kill:?} ms, after cutting the new leader off: {after_cut:?} ms",
-        ok.len(),
+        "submits: {ok} ok, {} unknown; first ok submit after kill -9 of the leader: {after_kill:?} ms, after cutting the new leader off: {after_cut:?} ms",
         unknown.len()
     );
-    assert!(
-        ok.len() > 20,
-        "too few successful submits ({}): {:?}",
-        ok.len(),
-        unknown
-    );
+    assert!(ok > 20, "too few successful submits ({ok}): {unknown:?}");
     assert!(
         after_kill.is_some_and(|ms| ms < 10_000),
         "no submit succeeded within 10 s of the leader kill"
@@ -461,7 +485,109 @@ fn leader_kill_and_partition_lose_nothing() {
         after_cut.is_some_and(|ms| ms < 15_000),
         "no submit succeeded within 15 s of the partition"
     );
+    check_history(&g, &h);
+}
 
+/// A small deterministic generator (xorshift64*), so a seed replays the same faults.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The long randomized version: `RUDEL_HA_SEED` (default: the clock) and
+/// `RUDEL_HA_FAULTS` (default 8) faults drawn from kill -9 of the leader or a follower,
+/// SIGSTOP of the leader beyond the election timeout, isolating the leader, and
+/// restarting every head at once; each healed before the next. Prints its seed first:
+/// `sudo -E RUDEL_HA_SEED=N cargo test --release --test ha -- --ignored --nocapture`
+/// replays a failure.
+#[test]
+#[ignore]
+fn randomized_faults() {
+    let seed: u64 = std::env::var("RUDEL_HA_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| epoch_ms() | 1);
+    let faults: usize = std::env::var("RUDEL_HA_FAULTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(8);
+    eprintln!("randomized_faults: RUDEL_HA_SEED={seed} RUDEL_HA_FAULTS={faults}");
+    let mut rng = Rng(seed);
+    let mut g = Group::start();
+    let w = Workload::start(&g);
+    for round in 0..faults {
+        std::thread::sleep(Duration::from_millis(1000 + rng.below(3000)));
+        let leader = g.leader().unwrap_or(0);
+        let kind = rng.below(5);
+        match kind {
+            0 | 1 => {
+                let victim = if kind == 0 {
+                    leader
+                } else {
+                    (leader + 1 + rng.below(HEADS as u64 - 1) as usize) % HEADS
+                };
+                eprintln!(
+                    "fault {round}: kill -9 head {victim} ({})",
+                    if kind == 0 { "leader" } else { "follower" }
+                );
+                if let Some(pid) = g.heads[victim].take() {
+                    kill9(pid);
+                    g.net.reap(pid, Duration::from_secs(5));
+                }
+                std::thread::sleep(Duration::from_millis(1000 + rng.below(4000)));
+                g.start_head(victim, None);
+            }
+            2 => {
+                eprintln!("fault {round}: SIGSTOP the leader (head {leader}) for 4 s");
+                if let Some(pid) = g.heads[leader] {
+                    netns::pause(pid);
+                    std::thread::sleep(Duration::from_secs(4));
+                    netns::resume(pid);
+                }
+            }
+            3 => {
+                let secs = 3 + rng.below(5);
+                eprintln!("fault {round}: isolate the leader (head {leader}) for {secs} s");
+                g.net.cut(leader);
+                std::thread::sleep(Duration::from_secs(secs));
+                g.net.heal(leader);
+            }
+            _ => {
+                eprintln!("fault {round}: restart every head at once");
+                for i in 0..HEADS {
+                    if let Some(pid) = g.heads[i].take() {
+                        kill9(pid);
+                        g.net.reap(pid, Duration::from_secs(5));
+                    }
+                }
+                for i in 0..HEADS {
+                    g.start_head(i, None);
+                }
+            }
+        }
+        g.wait_voters(HEADS, Duration::from_secs(60));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let h = w.finish();
+    let ok = h.ops.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).count();
+    eprintln!("submits: {ok} ok, {} unknown", h.ops.len() - ok);
+    check_history(&g, &h);
+}
+
+/// The checks over a finished history, after healing.
+fn check_history(g: &Group, h: &History) {
+    let ok: Vec<&SubmitOp> = h.ops.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).collect();
+    let ops = &h.ops;
+    let reads = &h.reads;
     // Every job (acknowledged or maybe submitted) reaches a terminal state.
     let deadline = Instant::now() + Duration::from_secs(90);
     let jobs: Vec<Value> = loop {
@@ -503,7 +629,7 @@ fn leader_kill_and_partition_lose_nothing() {
     for j in &jobs {
         *per_rid.entry(j["name"].as_str().unwrap_or("")).or_default() += 1;
     }
-    for o in &ops {
+    for o in ops.iter() {
         assert!(
             per_rid.get(o.rid.as_str()).copied().unwrap_or(0) <= 1,
             "request id {} ran as two jobs",
@@ -528,7 +654,7 @@ fn leader_kill_and_partition_lose_nothing() {
         }
     }
     // 4. At most one leader per term, as the heads themselves reported it.
-    for (term, ids) in leaders.lock().unwrap().iter() {
+    for (term, ids) in h.leaders.iter() {
         assert!(ids.len() <= 1, "term {term} had leaders {ids:?}");
     }
     // 5. Reads are linearizable per job: once a read returned a terminal state, every read
