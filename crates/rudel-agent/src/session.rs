@@ -101,6 +101,10 @@ struct Agent {
     tls: Arc<rustls::ClientConfig>,
     /// The next connection goes here (a head named the leader) instead of the next address.
     redirect: Option<String>,
+    /// The head the current (or last) connection attempt went to.
+    trying: String,
+    /// The last head that could not be reached (a hint naming it is not followed).
+    unreachable: Option<String>,
     uid: String,
     boot_id: String,
     exec: Executor,
@@ -158,6 +162,8 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         cfg,
         tls,
         redirect: None,
+        trying: String::new(),
+        unreachable: None,
         uid,
         boot_id: identity::random_id(),
         exec,
@@ -184,6 +190,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
                 .redirect
                 .take()
                 .unwrap_or_else(|| agent.current_head().to_string());
+            agent.trying = target.clone();
             connecting = Some(Box::pin(connect(target, agent.tls.clone(), agent.register_message())));
         }
         tokio::select! {
@@ -229,6 +236,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
                 match res {
                     Ok(c) => {
                         backoff = Duration::from_millis(100);
+                        agent.unreachable = None;
                         agent.on_connected(&c);
                         conn = Some(c);
                         alone_since = None;
@@ -238,12 +246,30 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
                         break;
                     }
                     Err(e) if e.leader.is_some() => {
-                        tracing::info!(head = %agent.current_head(), leader = ?e.leader, "not the leader; going to the leader");
-                        agent.redirect = e.leader;
-                        next_attempt = Instant::now();
+                        // A live head answered: an election is over or under way, so retry
+                        // soon. Its hint may name the leader that just died (heads learn of
+                        // a new leader only when it is elected): then try the next address.
+                        let leader = e.leader.unwrap_or_default();
+                        tracing::info!(head = %agent.trying, leader = %leader, "not the leader");
+                        if agent.unreachable.as_deref() == Some(leader.as_str()) {
+                            agent.head_index += 1;
+                            next_attempt = Instant::now() + Duration::from_millis(100);
+                        } else {
+                            agent.redirect = Some(leader);
+                            next_attempt = Instant::now();
+                        }
+                        backoff = Duration::from_millis(100);
+                    }
+                    Err(e) if e.answered => {
+                        // Alive but not serving us now (e.g. no leader yet): next head, soon.
+                        tracing::info!(head = %agent.trying, error = %e.message, "head refused the session");
+                        agent.head_index += 1;
+                        next_attempt = Instant::now() + Duration::from_millis(200);
+                        backoff = Duration::from_millis(100);
                     }
                     Err(e) => {
-                        tracing::warn!(head = %agent.current_head(), error = %e.message, retry_in = ?backoff, "cannot reach head");
+                        tracing::warn!(head = %agent.trying, error = %e.message, retry_in = ?backoff, "cannot reach head");
+                        agent.unreachable = Some(agent.trying.clone());
                         agent.head_index += 1;
                         next_attempt = Instant::now() + backoff;
                         backoff = (backoff * 2).min(agent.cfg.max_backoff);
@@ -270,6 +296,8 @@ struct ConnectError {
     revoked: bool,
     /// The head refused because another head leads: its address.
     leader: Option<String>,
+    /// A head answered (with a refusal), as opposed to no answer at all.
+    answered: bool,
 }
 
 impl From<String> for ConnectError {
@@ -278,6 +306,7 @@ impl From<String> for ConnectError {
             message,
             revoked: false,
             leader: None,
+            answered: false,
         }
     }
 }
@@ -333,6 +362,8 @@ async fn connect(addr: String, tls: Arc<rustls::ClientConfig>, register: pb::Reg
         },
         revoked: is_revoked(&s),
         leader: leader_of(&s),
+        // Statuses made from transport failures carry their cause; a head's answer does not.
+        answered: std::error::Error::source(&s).is_none(),
     })?;
     tracing::info!(head = %addr, node = %name, "connected to head");
     Ok(Conn {

@@ -12,7 +12,7 @@ use crate::raft::Raft;
 pub enum ProposeError {
     #[error("this head is not the leader{}", .leader.as_ref().map(|l| format!("; the leader is {l}")).unwrap_or_else(|| "; no leader is known (no quorum?)".into()))]
     NotLeader { leader: Option<String> },
-    #[error("the replicated log did not commit within {0:?}")]
+    #[error("the replicated log did not commit within {0:?} (no quorum: are most heads down or cut off?)")]
     Timeout(Duration),
     #[error("replicated log failure: {0}")]
     Fatal(String),

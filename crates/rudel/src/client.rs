@@ -84,10 +84,27 @@ pub async fn connect_any(head: &str) -> anyhow::Result<RudelClient<Channel>> {
     Err(last.unwrap_or_else(|| anyhow!("no head address given (--head or $RUDEL_HEAD)")))
 }
 
-/// For `--stale` reads any head will do; otherwise the leader.
+/// For `--stale` reads any head will do (and stderr says the answer may be behind);
+/// otherwise the leader.
 pub async fn connect_for(head: &str, stale: bool) -> anyhow::Result<RudelClient<Channel>> {
     if stale {
-        connect_any(head).await
+        let mut c = connect_any(head).await?;
+        if let Ok(i) = c.cluster_info(pb::ClusterInfoRequest { with_hash: false }).await {
+            let i = i.into_inner();
+            if !i.is_leader {
+                eprintln!(
+                    "rudel: stale read from head {} (applied up to log index {}; {}); it may be behind",
+                    i.node_id,
+                    i.last_applied,
+                    if i.leader_addr.is_empty() {
+                        "no leader known: no quorum?".to_string()
+                    } else {
+                        format!("the leader is {}", i.leader_addr)
+                    }
+                );
+            }
+        }
+        Ok(c)
     } else {
         connect(head).await
     }
