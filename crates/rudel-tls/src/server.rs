@@ -221,20 +221,6 @@ async fn handshake(acceptor: TlsAcceptor, tcp: TcpStream, remote: SocketAddr) ->
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sniffing() {
-        assert_eq!(sniff(&[0x16, 3, 1]), None);
-        assert_eq!(sniff(b""), None);
-        assert!(sniff(b"PRI * HTTP/2.0").unwrap().contains("HTTP/2"));
-        assert!(sniff(b"GET / HTTP/1.1").unwrap().contains("HTTP/1"));
-        assert_eq!(sniff(&[1, 2, 3]), Some("not TLS"));
-    }
-}
-
 /// Recognises head certificates by themselves: signed by the cluster CA, for the head
 /// name, with server authentication. Heads use it for each other's Raft traffic, which
 /// must work before a new head has the registry of issued certificates (it receives it
@@ -263,5 +249,19 @@ impl HeadCertCheck {
             .verify_server_cert(&CertificateDer::from(der), &[], &name, &[], UnixTime::now())
             .map(|_| ())
             .map_err(|e| format!("not a head certificate of this cluster: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffing() {
+        assert_eq!(sniff(&[0x16, 3, 1]), None);
+        assert_eq!(sniff(b""), None);
+        assert!(sniff(b"PRI * HTTP/2.0").unwrap().contains("HTTP/2"));
+        assert!(sniff(b"GET / HTTP/1.1").unwrap().contains("HTTP/1"));
+        assert_eq!(sniff(&[1, 2, 3]), Some("not TLS"));
     }
 }
