@@ -127,7 +127,7 @@ impl ClientCertVerifier for RegistryDecides {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &crate::provider().signature_verification_algorithms)
+        crate::signatures::tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -136,11 +136,11 @@ impl ClientCertVerifier for RegistryDecides {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &crate::provider().signature_verification_algorithms)
+        crate::signatures::tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        crate::provider().signature_verification_algorithms.supported_schemes()
+        crate::signatures::schemes()
     }
 }
 
