@@ -38,8 +38,12 @@ pub struct HeadsArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum HeadsCmd {
-    /// Remove head ID from the group (joint consensus); it stops receiving the log.
-    Remove { id: u64 },
+    /// Remove a head (by id or address) from the group (joint consensus); it stops
+    /// receiving the log.
+    Remove {
+        /// Head id or address (as `rudel admin heads` lists them).
+        head: String,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -54,7 +58,17 @@ pub async fn admin(a: AdminArgs, head: &str) -> CmdResult {
     match a.cmd {
         AdminCmd::Heads(h) => match h.cmd {
             None => list(head, h.json).await,
-            Some(HeadsCmd::Remove { id }) => {
+            Some(HeadsCmd::Remove { head: which }) => {
+                let id = match which.parse::<u64>() {
+                    Ok(id) => id,
+                    Err(_) => heads(head)
+                        .await?
+                        .heads
+                        .iter()
+                        .find(|h| h.addr == which)
+                        .map(|h| h.id)
+                        .ok_or_else(|| Failure::usage(anyhow!("no head {which:?} in the group (see `rudel admin heads`)")))?,
+                };
                 let mut c = client::connect(head).await?;
                 c.remove_head(pb::RemoveHeadRequest { id })
                     .await
