@@ -158,7 +158,16 @@ impl Head {
                         joined = true;
                         id
                     }
-                    _ => cfg.head_id,
+                    Some(_) => {
+                        // Credentials but no id: a join that stopped half-way.
+                        return Err(HeadError::Raft(format!(
+                            "{} holds a head certificate but no head id (an interrupted --join); \
+                             remove {} to join again",
+                            cfg.data_dir.display(),
+                            tls_dir.display()
+                        )));
+                    }
+                    None => cfg.head_id,
                 };
                 heads::save_id(&cfg.data_dir, id).map_err(|source| HeadError::DataDir {
                     dir: cfg.data_dir.display().to_string(),

@@ -67,7 +67,9 @@ pub async fn admin(a: AdminArgs, head: &str) -> CmdResult {
                         .iter()
                         .find(|h| h.addr == which)
                         .map(|h| h.id)
-                        .ok_or_else(|| Failure::usage(anyhow!("no head {which:?} in the group (see `rudel admin heads`)")))?,
+                        .ok_or_else(|| {
+                            Failure::usage(anyhow!("no head {which:?} in the group (see `rudel admin heads`)"))
+                        })?,
                 };
                 let mut c = client::connect(head).await?;
                 c.remove_head(pb::RemoveHeadRequest { id })
