@@ -53,7 +53,7 @@ pub struct HeadArgs {
     pub advertise: Option<String>,
     /// Join the head group of the head at ADDR (any member; the leader is found) instead of
     /// starting a new cluster. Needs --token on first start only.
-    #[arg(long, value_name = "ADDR", requires = "token")]
+    #[arg(long, value_name = "ADDR")]
     pub join: Option<String>,
     /// Head token for --join (`rudel token create --role head` on the group).
     #[arg(long, env = "RUDEL_TOKEN", value_name = "TOKEN", hide_env_values = true)]
@@ -230,6 +230,11 @@ pub async fn head(a: HeadArgs) -> CmdResult {
             return Err(Failure::usage(anyhow!(
                 "--join with --listen {}: give --advertise HOST:PORT, the address the other heads reach this one at",
                 a.listen
+            )));
+        }
+        if a.token.is_none() && rudel_head::heads::load_id(&data).is_none() {
+            return Err(Failure::usage(anyhow!(
+                "--join needs --token on this head's first start (`rudel token create --role head` on the group)"
             )));
         }
         cfg.join = Some((j, a.token.clone().unwrap_or_default()));

@@ -29,7 +29,8 @@ use clap::{Parser, Subcommand};
     args_override_self = true
 )]
 struct Cli {
-    /// Head address (host:port); also $RUDEL_HEAD. Default 127.0.0.1:7117.
+    /// Head address (host:port), or several (A,B,C: the leader is found); also $RUDEL_HEAD.
+    /// Default 127.0.0.1:7117.
     #[arg(long, global = true, env = "RUDEL_HEAD", value_name = "ADDR")]
     head: Option<String>,
     /// Credentials directory (ca.pem, cert.pem, key.pem); also $RUDEL_CREDENTIALS. Default:
