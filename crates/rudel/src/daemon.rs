@@ -225,6 +225,13 @@ pub async fn head(a: HeadArgs) -> CmdResult {
     let data = a.data.unwrap_or_else(|| default_data_dir().join("head"));
     let mut cfg = HeadConfig::new(data.clone(), a.listen);
     cfg.advertise = a.advertise.clone();
+    // Tuning knob (and how tests exercise snapshot installs): log entries between snapshots.
+    if let Some(n) = std::env::var("RUDEL_SNAPSHOT_EVERY")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        cfg.timing.snapshot_every = n.max(10);
+    }
     if let Some(j) = a.join.clone() {
         if a.advertise.is_none() && a.listen.ip().is_unspecified() {
             return Err(Failure::usage(anyhow!(

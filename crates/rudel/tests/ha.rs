@@ -38,6 +38,10 @@ struct Group {
     truth: PathBuf,
     work: PathBuf,
     log_seq: usize,
+    /// Extra environment of every head.
+    env: Vec<(String, String)>,
+    /// Log file of each head's latest start.
+    head_logs: Vec<PathBuf>,
 }
 
 impl Group {
@@ -87,8 +91,10 @@ impl Group {
         if let Some(t) = join {
             argv.extend(["--join", &join_addr, "--token", t]);
         }
-        let pid = self.net.spawn(i, &argv, &log);
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let pid = self.net.spawn_env(i, &argv, &log, &env);
         self.heads[i] = Some(pid);
+        self.head_logs[i] = log;
     }
 
     /// Head list as the group reports it (from the leader when there is one).
@@ -130,6 +136,10 @@ impl Group {
     }
 
     fn start() -> Group {
+        Group::start_with(&[])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Group {
         let net = Net::new(HEADS + AGENTS);
         let work = net.tmp.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
@@ -142,6 +152,8 @@ impl Group {
             work,
             net,
             log_seq: 0,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            head_logs: vec![PathBuf::new(); HEADS],
         };
         std::fs::write(&g.truth, "").unwrap();
         g.start_head(0, None);
@@ -486,6 +498,62 @@ fn leader_kill_and_partition_lose_nothing() {
         "no submit succeeded within 15 s of the partition"
     );
     check_history(&g, &h);
+}
+
+/// A head that was down while the log moved on by more than the leader keeps catches up
+/// from a snapshot (taken every 50 entries here) and ends with the same state.
+#[test]
+fn a_follower_behind_the_kept_log_catches_up_from_a_snapshot() {
+    let mut g = Group::start_with(&[("RUDEL_SNAPSHOT_EVERY", "50")]);
+    let leader = g.leader().expect("a leader");
+    let follower = (leader + 1) % HEADS;
+    let pid = g.heads[follower].take().expect("follower pid");
+    kill9(pid);
+    g.net.reap(pid, Duration::from_secs(5));
+    // Well over 50 entries while it is away (each submit and each result batch is one).
+    for _ in 0..60 {
+        let o = g.cli(&["submit", "--output", "none", "--", "true"], Duration::from_secs(30));
+        assert!(o.ok(), "{o}");
+    }
+    let done = g.cli(&["jobs", "--json"], Duration::from_secs(30));
+    assert!(done.ok(), "{done}");
+    g.start_head(follower, None);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let views: Vec<(u64, String)> = g
+            .addrs
+            .iter()
+            .filter_map(|a| {
+                let o = g.cli_at(a, &["status", "--json", "--hash"], Duration::from_secs(10));
+                let v: Value = serde_json::from_str(o.stdout.trim()).ok()?;
+                Some((v["last_applied"].as_u64()?, v["state_hash"].as_str()?.to_string()))
+            })
+            .collect();
+        if views.len() == HEADS && views.iter().all(|v| *v == views[0]) {
+            eprintln!("all heads at index {} with state hash {}", views[0].0, views[0].1);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted follower did not converge: {views:?}\n{}",
+            g.net.logs_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let log = std::fs::read_to_string(&g.head_logs[follower]).unwrap_or_default();
+    assert!(
+        log.contains("snapshot installed from the leader"),
+        "the follower should have caught up from a snapshot:\n{}",
+        netns::tail(&log, 30)
+    );
+    // And it serves the jobs submitted while it was down (stale read from it alone).
+    let o = g.cli_at(
+        &g.addrs[follower],
+        &["jobs", "--all", "--stale", "--json"],
+        Duration::from_secs(10),
+    );
+    let jobs: Value = serde_json::from_str(o.stdout.trim()).unwrap_or(Value::Null);
+    assert_eq!(jobs.as_array().map_or(0, |j| j.len()), 60, "{o}");
 }
 
 /// A small deterministic generator (xorshift64*), so a seed replays the same faults.

@@ -65,7 +65,9 @@ pub fn raft_config(t: &RaftTiming) -> Result<Arc<openraft::Config>, String> {
         election_timeout_min: t.election_min_ms,
         election_timeout_max: t.election_max_ms,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(t.snapshot_every),
-        max_in_snapshot_log_to_keep: 1_000,
+        // Entries kept behind a snapshot for followers that lag a little; one that lags
+        // more gets the snapshot.
+        max_in_snapshot_log_to_keep: t.snapshot_every.min(1_000),
         max_payload_entries: 256,
         ..Default::default()
     };

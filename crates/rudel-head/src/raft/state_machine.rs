@@ -211,6 +211,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> SResult<()> {
         let data = snapshot.into_inner();
+        let data_len = data.len();
         let mut applied: Applied = serde_json::from_slice(&data).map_err(sm_err)?;
         applied.state.reintern();
         applied.last_applied = meta.last_log_id;
@@ -225,6 +226,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let idx = applied.last_applied.map_or(0, |l| l.index);
         *self.shared.write() = applied;
         self.shared.changed.send_replace(idx);
+        tracing::info!(
+            bytes = data_len,
+            last_applied = idx,
+            "snapshot installed from the leader"
+        );
         Ok(())
     }
 
