@@ -115,6 +115,44 @@ impl Group {
         self.addrs.iter().position(|a| *a == addr)
     }
 
+    /// Each answering head's (last applied index, state hash).
+    fn state_views(&self) -> Vec<(u64, String)> {
+        self.addrs
+            .iter()
+            .filter_map(|a| {
+                let o = self.cli_at(a, &["status", "--json", "--hash"], Duration::from_secs(10));
+                let v: Value = serde_json::from_str(o.stdout.trim()).ok()?;
+                Some((v["last_applied"].as_u64()?, v["state_hash"].as_str()?.to_string()))
+            })
+            .collect()
+    }
+
+    /// Waits until every head is at the same applied index, and asserts their states are
+    /// then identical.
+    fn wait_same_state(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let views = self.state_views();
+            if views.len() == HEADS && views.iter().all(|v| v.0 == views[0].0) {
+                assert!(
+                    views.iter().all(|v| v.1 == views[0].1),
+                    "state hashes differ at one index: {views:?}"
+                );
+                eprintln!(
+                    "all {HEADS} heads at index {} with state hash {}",
+                    views[0].0, views[0].1
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "heads did not converge within {timeout:?}: {views:?}\n{}",
+                self.net.logs_tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
     fn wait_voters(&self, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
@@ -518,28 +556,7 @@ fn a_follower_behind_the_kept_log_catches_up_from_a_snapshot() {
     let done = g.cli(&["jobs", "--json"], Duration::from_secs(30));
     assert!(done.ok(), "{done}");
     g.start_head(follower, None);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let views: Vec<(u64, String)> = g
-            .addrs
-            .iter()
-            .filter_map(|a| {
-                let o = g.cli_at(a, &["status", "--json", "--hash"], Duration::from_secs(10));
-                let v: Value = serde_json::from_str(o.stdout.trim()).ok()?;
-                Some((v["last_applied"].as_u64()?, v["state_hash"].as_str()?.to_string()))
-            })
-            .collect();
-        if views.len() == HEADS && views.iter().all(|v| *v == views[0]) {
-            eprintln!("all heads at index {} with state hash {}", views[0].0, views[0].1);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restarted follower did not converge: {views:?}\n{}",
-            g.net.logs_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    g.wait_same_state(Duration::from_secs(30));
     let log = std::fs::read_to_string(&g.head_logs[follower]).unwrap_or_default();
     assert!(
         log.contains("snapshot installed from the leader"),
@@ -740,32 +757,7 @@ fn check_history(g: &Group, h: &History) {
         }
     }
     // 6. Every head has the same state at the same index.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let views: Vec<(u64, String)> = g
-            .addrs
-            .iter()
-            .filter_map(|a| {
-                let o = g.cli_at(a, &["status", "--json", "--hash"], Duration::from_secs(10));
-                let v: Value = serde_json::from_str(o.stdout.trim()).ok()?;
-                Some((v["last_applied"].as_u64()?, v["state_hash"].as_str()?.to_string()))
-            })
-            .collect();
-        let same_index = views.len() == HEADS && views.iter().all(|v| v.0 == views[0].0);
-        if same_index {
-            assert!(
-                views.iter().all(|v| v.1 == views[0].1),
-                "state hashes differ at one index: {views:?}"
-            );
-            eprintln!(
-                "all {HEADS} heads at index {} with state hash {}",
-                views[0].0, views[0].1
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "heads did not converge: {views:?}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    g.wait_same_state(Duration::from_secs(30));
     // 7. No task process is left on any agent host.
     for a in 0..AGENTS {
         let left: Vec<_> = g
