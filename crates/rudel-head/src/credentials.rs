@@ -166,8 +166,7 @@ pub async fn bootstrap(
         let ca = cluster_ca(shared).map_err(|e| err("CA", e))?;
         let save = |c: &Credentials, dir: &Path| c.save(dir).map_err(|e| err("saving credentials", e));
         if !Credentials::exist(&admin) {
-            let host = hostname();
-            let c = issue_local(proposer, &ca, Role::Admin, &format!("admin@{host}"), false).await?;
+            let c = issue_local(proposer, &ca, Role::Admin, &format!("admin@head-{head_id}"), false).await?;
             save(&c, &admin)?;
         }
         if !token_file.is_file() {
@@ -205,15 +204,4 @@ pub async fn bootstrap(
         join_token,
         admin_dir: admin,
     })
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
