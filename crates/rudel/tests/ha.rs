@@ -555,6 +555,17 @@ fn a_follower_behind_the_kept_log_catches_up_from_a_snapshot() {
     }
     let done = g.cli(&["jobs", "--json"], Duration::from_secs(30));
     assert!(done.ok(), "{done}");
+    // Restart it only once the leader has purged entries it lacks (purging follows a
+    // snapshot asynchronously): only a snapshot can bring it up to date then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while highest_purged(&g.head_logs[leader]) < 40 {
+        assert!(
+            Instant::now() < deadline,
+            "the leader did not purge its log:\n{}",
+            g.net.logs_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     g.start_head(follower, None);
     g.wait_same_state(Duration::from_secs(30));
     let log = std::fs::read_to_string(&g.head_logs[follower]).unwrap_or_default();
@@ -571,6 +582,20 @@ fn a_follower_behind_the_kept_log_catches_up_from_a_snapshot() {
     );
     let jobs: Value = serde_json::from_str(o.stdout.trim()).unwrap_or(Value::Null);
     assert_eq!(jobs.as_array().map_or(0, |j| j.len()), 60, "{o}");
+}
+
+/// The highest index a head's log says it purged up to (openraft's `purge_log` lines,
+/// `purge_upto=Some(T1-N1-49)`), 0 if none.
+fn highest_purged(log: &Path) -> u64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split("purge_upto=Some(").nth(1)?;
+            rest.split(')').next()?.rsplit('-').next()?.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// A small deterministic generator (xorshift64*), so a seed replays the same faults.
