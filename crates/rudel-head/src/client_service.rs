@@ -30,7 +30,14 @@ pub struct ClientService {
     pub shutdown: watch::Receiver<bool>,
     /// Live agent sessions, for `rudel exec`.
     pub sessions: crate::agent_service::SessionTable,
+    /// Serializes head-group membership changes made through this head.
+    pub membership_changes: Arc<crate::heads::Changes>,
 }
+
+/// How long a leader waits for a quorum to confirm it before telling a client that asks
+/// who leads that it cannot say (about the election timeout: by then a partitioned
+/// majority has a leader of its own).
+const LEADERSHIP_CONFIRM: Duration = Duration::from_millis(1000);
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchUpdate, Status>> + Send>>;
 
@@ -387,7 +394,7 @@ impl pb::rudel_server::Rudel for ClientService {
                 "head address {addr:?}: expected HOST:PORT"
             )));
         }
-        let id = crate::heads::add(&self.raft, self.head_id, &addr).await?;
+        let id = crate::heads::add(&self.raft, &self.membership_changes, self.head_id, &addr).await?;
         Ok(tonic::Response::new(pb::AddHeadResponse { id }))
     }
 
@@ -396,7 +403,7 @@ impl pb::rudel_server::Rudel for ClientService {
         req: Request<pb::PromoteHeadRequest>,
     ) -> Result<tonic::Response<pb::PromoteHeadResponse>, Status> {
         crate::auth::require_admin(&req, "promoting a head")?;
-        crate::heads::promote(&self.raft, self.head_id, req.into_inner().id).await?;
+        crate::heads::promote(&self.raft, &self.membership_changes, self.head_id, req.into_inner().id).await?;
         Ok(tonic::Response::new(pb::PromoteHeadResponse {}))
     }
 
@@ -405,7 +412,7 @@ impl pb::rudel_server::Rudel for ClientService {
         req: Request<pb::RemoveHeadRequest>,
     ) -> Result<tonic::Response<pb::RemoveHeadResponse>, Status> {
         crate::auth::require_admin(&req, "removing a head")?;
-        crate::heads::remove(&self.raft, self.head_id, req.into_inner().id).await?;
+        crate::heads::remove(&self.raft, &self.membership_changes, self.head_id, req.into_inner().id).await?;
         Ok(tonic::Response::new(pb::RemoveHeadResponse {}))
     }
 
@@ -430,14 +437,26 @@ impl pb::rudel_server::Rudel for ClientService {
         let with_hash = req.into_inner().with_hash;
         let hashed = with_hash.then(|| self.state_hash());
         let m = self.raft.metrics().borrow().clone();
-        let leader_addr = m
+        let mut leader_addr = m
             .current_leader
             .and_then(|l| m.membership_config.membership().get_node(&l).map(|n| n.addr.clone()))
             .unwrap_or_default();
+        let mut is_leader = m.current_leader == Some(self.head_id);
+        // A leader cut off from the majority still believes it leads (until it hears of a
+        // newer term); clients asking "who leads" must not be sent to it while a real
+        // leader serves on the other side. So a leader answers yes only once a quorum has
+        // just confirmed it (one heartbeat round, well under a millisecond on a LAN).
+        if is_leader && m.membership_config.membership().voter_ids().count() > 1 {
+            let confirmed = tokio::time::timeout(LEADERSHIP_CONFIRM, self.raft.ensure_linearizable()).await;
+            if !matches!(confirmed, Ok(Ok(_))) {
+                is_leader = false;
+                leader_addr.clear();
+            }
+        }
         Ok(tonic::Response::new(pb::ClusterInfoResponse {
             node_id: self.head_id,
             leader_addr,
-            is_leader: m.current_leader == Some(self.head_id),
+            is_leader,
             term: m.current_term,
             last_applied: match &hashed {
                 Some((idx, _)) => *idx,

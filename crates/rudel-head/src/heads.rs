@@ -76,12 +76,24 @@ pub fn list(raft: &Raft, me: u64) -> pb::ListHeadsResponse {
     }
 }
 
+/// Serializes membership changes made through this head. Two heads joining at the same
+/// moment would otherwise both be given the next free id (the membership seen in the
+/// metrics only changes once the first change is committed), and openraft refuses a
+/// second joint-consensus change while one is in progress.
+#[derive(Default)]
+pub struct Changes {
+    /// Highest head id this head has handed out, so ids are never reused even before
+    /// the membership that contains them shows in the metrics.
+    last_id: tokio::sync::Mutex<u64>,
+}
+
 fn raft_err(e: impl std::fmt::Display) -> Status {
     Status::unavailable(format!("membership change failed: {e}"))
 }
 
 /// Adds a head at `addr` as a learner; returns its new id (or its id if already a member).
-pub async fn add(raft: &Raft, me: u64, addr: &str) -> Result<u64, Status> {
+pub async fn add(raft: &Raft, changes: &Changes, me: u64, addr: &str) -> Result<u64, Status> {
+    let mut last_id = changes.last_id.lock().await;
     if !is_leader(raft, me) {
         return Err(not_leader(raft));
     }
@@ -90,16 +102,17 @@ pub async fn add(raft: &Raft, me: u64, addr: &str) -> Result<u64, Status> {
     if let Some((id, _)) = membership.nodes().find(|(_, n)| n.addr == addr) {
         return Ok(*id);
     }
-    let id = membership.nodes().map(|(id, _)| *id).max().unwrap_or(0) + 1;
+    let id = membership.nodes().map(|(id, _)| *id).max().unwrap_or(0).max(*last_id) + 1;
     raft.add_learner(id, BasicNode { addr: addr.to_string() }, false)
         .await
         .map_err(raft_err)?;
+    *last_id = id;
     tracing::info!(head = id, addr, "added a head as learner");
     Ok(id)
 }
 
 /// Makes learner `id` a voter once it has caught up.
-pub async fn promote(raft: &Raft, me: u64, id: u64) -> Result<(), Status> {
+pub async fn promote(raft: &Raft, changes: &Changes, me: u64, id: u64) -> Result<(), Status> {
     if !is_leader(raft, me) {
         return Err(not_leader(raft));
     }
@@ -125,6 +138,7 @@ pub async fn promote(raft: &Raft, me: u64, id: u64) -> Result<(), Status> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let _serial = changes.last_id.lock().await;
     raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
         .await
         .map_err(raft_err)?;
@@ -133,7 +147,8 @@ pub async fn promote(raft: &Raft, me: u64, id: u64) -> Result<(), Status> {
 }
 
 /// Removes head `id` from the group.
-pub async fn remove(raft: &Raft, me: u64, id: u64) -> Result<(), Status> {
+pub async fn remove(raft: &Raft, changes: &Changes, me: u64, id: u64) -> Result<(), Status> {
+    let _serial = changes.last_id.lock().await;
     if !is_leader(raft, me) {
         return Err(not_leader(raft));
     }

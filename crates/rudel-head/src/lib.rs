@@ -217,6 +217,7 @@ impl Head {
             raft: raft.clone(),
             head_id,
             shutdown: shutdown_rx.clone(),
+            membership_changes: Arc::new(heads::Changes::default()),
         };
         let agents = agent_service::AgentService {
             proposer: proposer.clone(),
@@ -303,6 +304,25 @@ impl Head {
             sweeper,
             _lock: lock,
         })
+    }
+
+    /// Resolves, with the reason, if this head's Raft core stops by itself: a failed
+    /// write to its log or state (disk full, I/O error) is fatal to openraft, and a head
+    /// that can no longer take part in the group should exit so that it is noticed and
+    /// restarted once the disk is fixed, rather than linger refusing every request.
+    pub async fn failure(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(fatal) = &metrics.borrow().running_state {
+                return fatal.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return match &metrics.borrow().running_state {
+                    Err(fatal) => fatal.to_string(),
+                    Ok(()) => "the Raft core stopped".to_string(),
+                };
+            }
+        }
     }
 
     /// Stops serving, ends agent sessions and shuts Raft down.

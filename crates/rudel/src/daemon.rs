@@ -214,9 +214,14 @@ pub async fn up(a: UpArgs) -> CmdResult {
     print_join_hint(&head, &addr);
     let (stop_tx, stop_rx) = watch::channel(false);
     let agent = spawn_on_own_thread(rudel_agent::run(cfg, stop_rx))?;
-    let res = finish_agent(agent, stop_tx).await;
+    // If the head fails, the agent stops too (killing its tasks): nothing could take
+    // their results any more.
+    let res = finish_agent(agent, stop_tx, head.failure()).await;
     head.shutdown().await;
-    res.map(|_| 0)
+    match res? {
+        None => Ok(0),
+        Some(why) => Err(Failure::from(head_failed(&why, &data.join("head")))),
+    }
 }
 
 /// `rudel head`.
@@ -257,9 +262,26 @@ pub async fn head(a: HeadArgs) -> CmdResult {
     let addr = a.advertise.clone().unwrap_or_else(|| head.local_addr.to_string());
     print_credentials_hint(&head, custom_data);
     print_join_hint(&head, &addr);
-    termination().await;
+    let failed = tokio::select! {
+        _ = termination() => None,
+        why = head.failure() => Some(why),
+    };
     head.shutdown().await;
-    Ok(0)
+    match failed {
+        None => Ok(0),
+        Some(why) => Err(Failure::from(head_failed(&why, &data))),
+    }
+}
+
+/// The error a head exits with when its Raft core stopped by itself.
+fn head_failed(why: &str, data: &std::path::Path) -> anyhow::Error {
+    tracing::error!(error = why, "the replicated log failed; this head stops");
+    anyhow!(
+        "this head stopped: its replicated log failed ({why}). Fix the cause (free space in {}, \
+         check the disk), then start it again with the same --data: it catches up from the \
+         other heads, which carry on meanwhile if they have a quorum",
+        data.display()
+    )
 }
 
 /// `rudel agent`.
@@ -283,7 +305,7 @@ pub async fn agent(a: AgentArgs, head: &str) -> CmdResult {
     cfg.token = a.token;
     let (stop_tx, stop_rx) = watch::channel(false);
     let run = tokio::spawn(rudel_agent::run(cfg, stop_rx));
-    finish_agent(run, stop_tx).await.map(|_| 0)
+    finish_agent(run, stop_tx, std::future::pending()).await.map(|_| 0)
 }
 
 /// Runs the local agent on its own runtime thread, so the head's blocking work (fsync of the
@@ -314,20 +336,31 @@ fn spawn_on_own_thread(
 async fn finish_agent(
     mut run: tokio::task::JoinHandle<Result<(), rudel_agent::AgentError>>,
     stop_tx: watch::Sender<bool>,
-) -> Result<(), Failure> {
+    head_failure: impl std::future::Future<Output = String>,
+) -> Result<Option<String>, Failure> {
+    let mut failed = None;
     let res = tokio::select! {
         r = &mut run => r,
-        _ = termination() => {
-            let _ = stop_tx.send(true);
-            match tokio::time::timeout(Duration::from_secs(30), run).await {
-                Ok(r) => r,
-                Err(_) => return Err(Failure::from(anyhow!("agent did not stop within 30 s"))),
-            }
+        why = head_failure => {
+            failed = Some(why);
+            stop_agent(run, stop_tx).await?
         }
+        _ = termination() => stop_agent(run, stop_tx).await?,
     };
     match res {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => Ok(failed),
         Ok(Err(e)) => Err(Failure::from(anyhow!(e).context("agent failed"))),
         Err(e) => Err(Failure::from(anyhow!("agent task failed: {e}"))),
     }
+}
+
+/// Asks the agent to stop (it kills its tasks and journals their end) and waits for it.
+async fn stop_agent(
+    run: tokio::task::JoinHandle<Result<(), rudel_agent::AgentError>>,
+    stop_tx: watch::Sender<bool>,
+) -> Result<Result<Result<(), rudel_agent::AgentError>, tokio::task::JoinError>, Failure> {
+    let _ = stop_tx.send(true);
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .map_err(|_| Failure::from(anyhow!("agent did not stop within 30 s")))
 }

@@ -17,12 +17,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use netns::faults::{skewed_clock, SmallDisk};
 use netns::{epoch_ms, kill9, run_bounded, Net, Out, RUDEL};
 use serde_json::Value;
 
 const HEADS: usize = 3;
-const AGENTS: usize = 2;
+const AGENTS: usize = 3;
 const PORT: u16 = 7117;
+/// Size of a head's small disk: room for a run's log and snapshots, quick to fill.
+const DISK_MB: u64 = 64;
 
 /// Task: a start line, a short sleep, an end line (ground truth).
 const TASK: &str = r#"echo "$RUDEL_JOB_ID $RUDEL_ATTEMPT $RUDEL_NODE start" >> "$RDL_TRUTH"
@@ -30,6 +33,9 @@ sleep 0.2
 echo "$RUDEL_JOB_ID $RUDEL_ATTEMPT $RUDEL_NODE end" >> "$RDL_TRUTH""#;
 
 struct Group {
+    /// Small file systems holding the heads' data (when asked for), dropped (unmounted)
+    /// before `net` removes the scratch directory.
+    disks: Vec<Option<SmallDisk>>,
     net: Net,
     /// Pid of each head (None while it is down).
     heads: Vec<Option<i32>>,
@@ -40,6 +46,8 @@ struct Group {
     log_seq: usize,
     /// Extra environment of every head.
     env: Vec<(String, String)>,
+    /// Extra environment of one head (a skewed clock).
+    head_env: Vec<Vec<(String, String)>>,
     /// Log file of each head's latest start.
     head_logs: Vec<PathBuf>,
 }
@@ -91,7 +99,12 @@ impl Group {
         if let Some(t) = join {
             argv.extend(["--join", &join_addr, "--token", t]);
         }
-        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .chain(&self.head_env[i])
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let pid = self.net.spawn_env(i, &argv, &log, &env);
         self.heads[i] = Some(pid);
         self.head_logs[i] = log;
@@ -174,15 +187,37 @@ impl Group {
     }
 
     fn start() -> Group {
-        Group::start_with(&[])
+        Group::start_with(&[], false)
     }
 
-    fn start_with(env: &[(&str, &str)]) -> Group {
+    /// Starts the group with head `skewed`'s wall clock `offset_s` seconds off, and every
+    /// head on a small disk.
+    fn start_skewed(skewed: usize, offset_s: i64) -> Group {
+        Group::start_opts(&[], true, |g| g.head_env[skewed] = skewed_clock(offset_s))
+    }
+
+    fn start_with(env: &[(&str, &str)], small_disks: bool) -> Group {
+        Group::start_opts(env, small_disks, |_| {})
+    }
+
+    /// Starts the group; with `small_disks` every head keeps its data on its own small
+    /// file system, which a test can fill.
+    fn start_opts(env: &[(&str, &str)], small_disks: bool, setup: impl FnOnce(&mut Group)) -> Group {
         let net = Net::new(HEADS + AGENTS);
         let work = net.tmp.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
         let addrs = (0..HEADS).map(|i| format!("{}:{PORT}", net.ip(i))).collect();
+        let disks = (0..HEADS)
+            .map(|i| {
+                small_disks.then(|| {
+                    let t = net.tmp.path();
+                    SmallDisk::new(&t.join(format!("disk{i}.img")), &t.join(format!("head{i}")), DISK_MB)
+                })
+            })
+            .collect();
         let mut g = Group {
+            disks,
+            head_env: vec![Vec::new(); HEADS],
             creds: net.tmp.path().join("head0/client"),
             truth: net.tmp.path().join("truth.txt"),
             heads: vec![None; HEADS],
@@ -194,6 +229,7 @@ impl Group {
             head_logs: vec![PathBuf::new(); HEADS],
         };
         std::fs::write(&g.truth, "").unwrap();
+        setup(&mut g);
         g.start_head(0, None);
         let deadline = Instant::now() + Duration::from_secs(20);
         while !g.data(0).join("join-token").is_file() || !g.cli(&["status"], Duration::from_secs(5)).ok() {
@@ -278,6 +314,22 @@ struct SubmitOp {
     start: u64,
     end: u64,
     outcome: Outcome,
+}
+
+/// What `rudel cancel` said of one job.
+#[derive(Clone, Debug, PartialEq)]
+enum CancelOutcome {
+    Cancelled,
+    AlreadyFinished,
+    Unknown(String),
+}
+
+#[derive(Clone, Debug)]
+struct CancelOp {
+    job: u64,
+    start: u64,
+    end: u64,
+    outcome: CancelOutcome,
 }
 
 #[derive(Clone, Debug)]
@@ -392,6 +444,46 @@ fn reader(c: Client, stop: Arc<AtomicBool>, reads: Arc<Mutex<Vec<ReadOp>>>) {
     }
 }
 
+/// Canceller: every ~0.6 s cancels one of the jobs acknowledged in the last few seconds
+/// (some still pending or running, some already finished), recording what it was told.
+fn canceller(c: Client, seed: u64, stop: Arc<AtomicBool>, ops: Arc<Mutex<Vec<SubmitOp>>>, cancels: Arc<Mutex<Vec<CancelOp>>>) {
+    let mut rng = Rng(seed | 1);
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(400 + rng.below(400)));
+        let recent: Vec<u64> = ops
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .filter_map(|o| match o.outcome {
+                Outcome::Ok(id) => Some(id),
+                Outcome::Unknown(_) => None,
+            })
+            .take(8)
+            .collect();
+        if recent.is_empty() {
+            continue;
+        }
+        let job = recent[rng.below(recent.len() as u64) as usize];
+        let mut cmd = Command::new(RUDEL);
+        cmd.args(["cancel", "--json", &job.to_string()])
+            .current_dir(&c.work)
+            .env("RUDEL_HEAD", &c.heads)
+            .env("RUDEL_CREDENTIALS", &c.creds)
+            .env_remove("RUDEL_LOG");
+        let start = epoch_ms();
+        let o = run_bounded(cmd, Duration::from_secs(60));
+        let end = epoch_ms();
+        let listed = |v: &Value, key: &str| v[key].as_array().is_some_and(|a| a.iter().any(|x| x.as_u64() == Some(job)));
+        let outcome = match serde_json::from_str::<Value>(o.stdout.trim()) {
+            Ok(v) if o.ok() && listed(&v, "cancelled") => CancelOutcome::Cancelled,
+            Ok(v) if o.ok() && listed(&v, "already_finished") => CancelOutcome::AlreadyFinished,
+            _ => CancelOutcome::Unknown(format!("{} {}", o.stdout.trim(), o.stderr.lines().last().unwrap_or(""))),
+        };
+        cancels.lock().unwrap().push(CancelOp { job, start, end, outcome });
+    }
+}
+
 /// Monitor: each head's own view of (term, leader?), polled directly.
 fn monitor(addrs: Vec<String>, creds: PathBuf, stop: Arc<AtomicBool>, seen: Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>>) {
     while !stop.load(Ordering::Relaxed) {
@@ -436,10 +528,12 @@ fn first_ok_after(ops: &[SubmitOp], t: u64) -> Option<u64> {
         .min()
 }
 
-/// The workload threads (3 submitters, 1 linearizable reader, 1 per-head monitor).
+/// The workload threads (3 submitters, 1 canceller, 2 linearizable readers, 1 per-head
+/// monitor).
 struct Workload {
     stop: Arc<AtomicBool>,
     ops: Arc<Mutex<Vec<SubmitOp>>>,
+    cancels: Arc<Mutex<Vec<CancelOp>>>,
     reads: Arc<Mutex<Vec<ReadOp>>>,
     leaders: Arc<Mutex<BTreeMap<u64, BTreeSet<u64>>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -448,6 +542,7 @@ struct Workload {
 /// What the workload recorded.
 struct History {
     ops: Vec<SubmitOp>,
+    cancels: Vec<CancelOp>,
     reads: Vec<ReadOp>,
     /// term -> heads that said they led in it
     leaders: BTreeMap<u64, BTreeSet<u64>>,
@@ -458,6 +553,7 @@ impl Workload {
         let w = Workload {
             stop: Arc::new(AtomicBool::new(false)),
             ops: Arc::default(),
+            cancels: Arc::default(),
             reads: Arc::default(),
             leaders: Arc::default(),
             threads: Vec::new(),
@@ -468,8 +564,14 @@ impl Workload {
             let (c, stop, ops) = (client.clone(), w.stop.clone(), w.ops.clone());
             threads.push(std::thread::spawn(move || submitter(c, k, stop, ops)));
         }
-        let (c, stop, reads) = (client.clone(), w.stop.clone(), w.reads.clone());
-        threads.push(std::thread::spawn(move || reader(c, stop, reads)));
+        // Two readers, so reads overlap each other as well as the writes.
+        for _ in 0..2 {
+            let (c, stop, reads) = (client.clone(), w.stop.clone(), w.reads.clone());
+            threads.push(std::thread::spawn(move || reader(c, stop, reads)));
+        }
+        let (c, stop, ops, cancels) = (client.clone(), w.stop.clone(), w.ops.clone(), w.cancels.clone());
+        let seed = epoch_ms();
+        threads.push(std::thread::spawn(move || canceller(c, seed, stop, ops, cancels)));
         let (addrs, creds) = (g.addrs.clone(), g.creds.clone());
         let (stop, leaders) = (w.stop.clone(), w.leaders.clone());
         threads.push(std::thread::spawn(move || monitor(addrs, creds, stop, leaders)));
@@ -482,9 +584,15 @@ impl Workload {
             t.join().expect("workload thread");
         }
         let ops = self.ops.lock().unwrap().clone();
+        let cancels = self.cancels.lock().unwrap().clone();
         let reads = self.reads.lock().unwrap().clone();
         let leaders = self.leaders.lock().unwrap().clone();
-        History { ops, reads, leaders }
+        History {
+            ops,
+            cancels,
+            reads,
+            leaders,
+        }
     }
 }
 
@@ -538,11 +646,96 @@ fn leader_kill_and_partition_lose_nothing() {
     check_history(&g, &h);
 }
 
+/// The faults that need more than signals and links: a head whose clock is 90 s ahead
+/// leads first (so the others later lead with a clock "behind" the state's); the leader
+/// loses 25% of its packets; the leader and one agent are split from the rest of the
+/// group; the leader's disk fills up (it must stop, saying why, and a new leader take
+/// over); once space is freed it is restarted and catches up. Same checks as above.
+#[test]
+fn disk_full_packet_loss_split_and_clock_skew_lose_nothing() {
+    let mut g = Group::start_skewed(0, 90);
+    let w = Workload::start(&g);
+    std::thread::sleep(Duration::from_secs(3));
+
+    let leader = g.leader().expect("a leader");
+    eprintln!("fault: head {leader} (the leader) loses 25% of its packets for 6 s");
+    g.net.lossy(leader, 25);
+    std::thread::sleep(Duration::from_secs(6));
+    g.net.lossless(leader);
+    g.wait_voters(HEADS, Duration::from_secs(30));
+
+    let leader = g.leader().expect("a leader after packet loss");
+    let followers: Vec<usize> = (0..HEADS).filter(|&h| h != leader).collect();
+    let minority = [leader, HEADS];
+    let mut majority = followers.clone();
+    majority.extend(HEADS + 1..HEADS + AGENTS);
+    eprintln!("fault: split {minority:?} (leader + agent 0) from {majority:?} for 6 s");
+    let t_split = epoch_ms();
+    g.net.split(&minority, &majority);
+    std::thread::sleep(Duration::from_secs(6));
+    g.net.unsplit(&minority);
+    g.net.unsplit(&majority);
+    g.wait_voters(HEADS, Duration::from_secs(30));
+
+    let leader = g.leader().expect("a leader after the split");
+    eprintln!("fault: the disk of head {leader} (the leader) fills up");
+    let t_full = epoch_ms();
+    let disk = g.disks[leader].as_ref().expect("small disks");
+    let filled = disk.fill();
+    // Writes now fail on that head: it must notice, say why and stop.
+    let pid = g.heads[leader].expect("leader pid");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(code) = g.net.exited(pid) {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "head {leader} kept running with a full disk ({filled} bytes filled):\n{}",
+            g.net.logs_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let t_exit = epoch_ms();
+    g.heads[leader] = None;
+    let log = std::fs::read_to_string(&g.head_logs[leader]).unwrap_or_default();
+    assert!(
+        code != 0 && log.contains("No space left on device") && log.contains("this head stopped"),
+        "head {leader} should exit non-zero saying its disk is full (exit {code}):\n{}",
+        netns::tail(&log, 20)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    g.disks[leader].as_ref().expect("small disks").free();
+    g.start_head(leader, None);
+    g.wait_voters(HEADS, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    let h = w.finish();
+
+    let ok = h.ops.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).count();
+    let after_split = first_ok_after(&h.ops, t_split);
+    let after_exit = first_ok_after(&h.ops, t_exit);
+    eprintln!(
+        "submits: {ok} ok, {} unknown; first ok submit after the split: {after_split:?} ms; the full leader stopped {} ms after its disk began to fill, first ok submit after that: {after_exit:?} ms",
+        t_exit - t_full,
+        h.ops.len() - ok
+    );
+    assert!(ok > 20, "too few successful submits ({ok})");
+    assert!(
+        after_split.is_some_and(|ms| ms < 10_000),
+        "no submit succeeded within 10 s of the split"
+    );
+    assert!(
+        after_exit.is_some_and(|ms| ms < 10_000),
+        "no submit succeeded within 10 s of the full leader stopping"
+    );
+    check_history(&g, &h);
+}
+
 /// A head that was down while the log moved on by more than the leader keeps catches up
 /// from a snapshot (taken every 50 entries here) and ends with the same state.
 #[test]
 fn a_follower_behind_the_kept_log_catches_up_from_a_snapshot() {
-    let mut g = Group::start_with(&[("RUDEL_SNAPSHOT_EVERY", "50")]);
+    let mut g = Group::start_with(&[("RUDEL_SNAPSHOT_EVERY", "50")], false);
     let leader = g.leader().expect("a leader");
     let follower = (leader + 1) % HEADS;
     let pid = g.heads[follower].take().expect("follower pid");

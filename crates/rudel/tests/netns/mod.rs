@@ -7,7 +7,8 @@
 //! - the bridge `rdlbr<pid>` with 10.213.0.254/24, so the test process reaches every host.
 //!
 //! Faults: [`Net::cut`] / [`Net::heal`] take the root-ns end of a host's veth down / up,
-//! [`kill9`], [`pause`] (SIGSTOP) and [`resume`] (SIGCONT) act on one process.
+//! [`kill9`], [`pause`] (SIGSTOP) and [`resume`] (SIGCONT) act on one process; packet
+//! loss, a disk that fills up and a skewed clock are in [`faults`].
 //!
 //! Everything created is removed on drop (also when the test panicked): processes started
 //! here and every process still living in one of our namespaces (tasks the agents spawned)
@@ -18,6 +19,8 @@
 //! `flock` across processes (two test binaries running at once would share 10.213.0.0/24).
 //! If namespaces cannot be created, [`Net::new`] panics and says why: never a silent pass.
 #![allow(dead_code)]
+
+pub mod faults;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -212,6 +215,7 @@ fn remove_leftovers() {
             };
             let is_ours = head.len() > 3 && head.starts_with("rdl") && head[3..].chars().all(|c| c.is_ascii_digit());
             if is_ours && stale(&format!("{head}-h0")) && e.path().is_dir() {
+                faults::unmount_under(&e.path());
                 eprintln!("netns harness: removing leftover directory {}", e.path().display());
                 let _ = std::fs::remove_dir_all(e.path());
             }
