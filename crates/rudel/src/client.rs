@@ -203,6 +203,36 @@ pub async fn connect_with_timeout(head: &str, timeout: Duration) -> anyhow::Resu
     }
 }
 
+/// True if a head refused a write because it no longer leads (leadership moved between
+/// finding the leader and the call): nothing was written, so the call can be repeated on
+/// the new leader.
+pub fn is_not_leader(s: &tonic::Status) -> bool {
+    s.metadata().get("rudel-leader").is_some() || s.message().starts_with("this head is not the leader")
+}
+
+/// Runs `call` on the leader; if that head answers "not the leader", finds the leader
+/// again and repeats the call (up to 3 times), so that the user never has to know which
+/// head leads.
+pub async fn on_leader<T, F, Fut>(head: &str, mut call: F) -> Result<T, crate::Failure>
+where
+    F: FnMut(RudelClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    let mut tries = 0;
+    loop {
+        let c = connect(head).await?;
+        match call(c).await {
+            Ok(v) => return Ok(v),
+            Err(s) if tries < 3 && is_not_leader(&s) => {
+                tries += 1;
+                tracing::info!(error = %s.message(), "leadership moved; asking the heads again");
+                tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+            }
+            Err(s) => return Err(failure(s)),
+        }
+    }
+}
+
 /// A gRPC status as a user-facing error (a TLS refusal behind a failed call is named).
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     if let Some(tls) = rudel_tls::explain::find_tls(&s) {

@@ -265,19 +265,28 @@ pub fn new_request_id() -> String {
     format!("{}-{}-{t:x}", rudel_agent::identity::hostname(), std::process::id())
 }
 
-/// Submits, retrying on connection trouble with the same request id (so a retry is never a
-/// second job). Returns the response.
+/// Submits, retrying with the same request id (so a retry is never a second job) when the
+/// outcome is unknown or the head no longer leads: the leader is looked up again first, as
+/// leadership may have moved. Returns the response.
 pub async fn submit_spec(head: &str, spec: pb::JobSpec, request_id: String) -> Result<pb::SubmitResponse, Failure> {
-    let mut client = client::connect(head).await?;
     let mut delay = std::time::Duration::from_millis(200);
     for attempt in 0..5 {
+        let mut client = client::connect(head).await?;
         let req = pb::SubmitRequest {
             spec: Some(spec.clone()),
             request_id: request_id.clone(),
         };
         match client.submit(req).await {
             Ok(r) => return Ok(r.into_inner()),
-            Err(s) if attempt < 4 && matches!(s.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded) => {
+            // Internal: the head's log write failed (its disk, say); the entry may still
+            // have reached the others, which the request id takes care of.
+            Err(s)
+                if attempt < 4
+                    && matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Internal
+                    ) =>
+            {
                 tracing::warn!(error = %s.message(), "submit not confirmed; retrying with the same request id");
                 tokio::time::sleep(delay).await;
                 delay *= 2;

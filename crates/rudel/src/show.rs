@@ -322,12 +322,13 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
 
 /// `rudel cancel`.
 pub async fn cancel(a: CancelArgs, head: &str) -> CmdResult {
-    let mut c = client::connect(head).await?;
-    let r = c
-        .cancel(pb::CancelRequest { job_ids: a.ids.clone() })
-        .await
-        .map_err(client::failure)?
-        .into_inner();
+    // Cancelling twice is harmless, so the call may be repeated if leadership moved.
+    let r = client::on_leader(head, |mut c| {
+        let ids = a.ids.clone();
+        async move { c.cancel(pb::CancelRequest { job_ids: ids }).await }
+    })
+    .await?
+    .into_inner();
     if a.json {
         println!(
             "{}",

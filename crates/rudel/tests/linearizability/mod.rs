@@ -61,9 +61,33 @@ pub struct Op {
 /// Returns `Err` with a readable explanation when no such order exists: the deepest point
 /// the search reached, the job's possible states there and the ops that could not come next.
 pub fn check_job(ops: &[Op], requeue: bool) -> Result<(), String> {
+    check_job_within(ops, requeue, Budget::DEFAULT)
+}
+
+/// How much searching to do before giving up, so that a pathological history makes the test
+/// fail instead of hang: WGL is exponential in the number of mutually concurrent ops.
+#[derive(Clone, Copy, Debug)]
+struct Budget {
+    /// Distinct (placed ops, states) pairs visited.
+    states: usize,
+    /// Attempts to place an op (bounds the time spent on pairs already visited, too).
+    steps: u64,
+}
+
+impl Budget {
+    /// Far above what per-job histories of a few hundred mostly sequential ops need (a few
+    /// thousand of each), and a couple of seconds at most.
+    const DEFAULT: Budget = Budget {
+        states: 2_000_000,
+        steps: 20_000_000,
+    };
+}
+
+/// [`check_job`] with an explicit search budget.
+fn check_job_within(ops: &[Op], requeue: bool, budget: Budget) -> Result<(), String> {
     let entries = parse(ops)?;
     let model = Model::new(requeue);
-    match search(&entries, &model) {
+    match search(&entries, &model, budget) {
         Outcome::Linearizable => Ok(()),
         Outcome::Stuck(deepest) => Err(explain(
             "job history is not linearizable",
@@ -73,7 +97,10 @@ pub fn check_job(ops: &[Op], requeue: bool) -> Result<(), String> {
             requeue,
         )),
         Outcome::TooLarge(deepest) => Err(explain(
-            &format!("linearizability search gave up after {MAX_STATES} states (history too large to decide)"),
+            &format!(
+                "linearizability search gave up after {} states or {} steps (too many concurrent ops to decide)",
+                budget.states, budget.steps
+            ),
             &entries,
             &model,
             &deepest,
@@ -82,34 +109,40 @@ pub fn check_job(ops: &[Op], requeue: bool) -> Result<(), String> {
     }
 }
 
-/// Distinct (linearized ops, state) pairs after which the search gives up, so that a
-/// pathological history makes the test fail instead of hang.
-const MAX_STATES: usize = 2_000_000;
-
-// The job's concrete states, one bit each, so that a set of possible states is a `u8`. A set
+// The job's concrete states, one bit each, so that a set of possible states is a `u16`. A set
 // is needed because some answers do not pin the state down: "already finished" seen while the
 // job was running means one of several terminal states, and only a later read says which.
-const ABSENT: u8 = 1;
-const PENDING: u8 = 1 << 1;
-const RUNNING: u8 = 1 << 2;
+const ABSENT: u16 = 1;
+const PENDING: u16 = 1 << 1;
+const RUNNING: u16 = 1 << 2;
 /// Terminal states; `TERMINAL_NAMES[i]` is bit `3 + i`.
 const TERMINAL_NAMES: [&str; 5] = ["completed", "failed", "cancelled", "timeout", "node_fail"];
-const CANCELLED: u8 = 1 << 5;
-const LIVE: u8 = PENDING | RUNNING;
-const TERMINAL: u8 = !(ABSENT | LIVE);
+const CANCELLED: u16 = 1 << 5;
+const TERMINAL: u16 = 0b1111_1000;
+/// Running, with a kill requested: a cancel of a placed job is acknowledged at once, the
+/// job still reads "running" until its agent has killed the task, then it is cancelled
+/// whatever the task's own end, even on a lost node.
+const KILLING: u16 = 1 << 8;
+/// Queued on its node behind another task (which reads "pending"), with a kill requested:
+/// reads "pending" until it ends cancelled, unless it starts meanwhile (then it is running).
+const KILLING_QUEUED: u16 = 1 << 9;
+const STATES: usize = 10;
 
-/// The bit of a state name, `None` for a name the job never has.
-fn bit_of(name: &str) -> Option<u8> {
+/// The bits of a state name, `None` for a name the job never has.
+fn bit_of(name: &str) -> Option<u16> {
     match name {
-        "pending" => Some(PENDING),
-        "running" => Some(RUNNING),
+        "pending" => Some(PENDING | KILLING_QUEUED),
+        "running" => Some(RUNNING | KILLING),
         _ => TERMINAL_NAMES.iter().position(|t| *t == name).map(|i| 1 << (3 + i)),
     }
 }
 
 /// The names of the states in `set`.
-fn state_names(set: u8) -> Vec<&'static str> {
-    let all = ["absent", "pending", "running"].into_iter().chain(TERMINAL_NAMES);
+fn state_names(set: u16) -> Vec<&'static str> {
+    let all = ["absent", "pending", "running"]
+        .into_iter()
+        .chain(TERMINAL_NAMES)
+        .chain(["running (kill requested)", "queued (kill requested)"]);
     all.enumerate()
         .filter(|(i, _)| set & (1 << i) != 0)
         .map(|(_, n)| n)
@@ -117,7 +150,7 @@ fn state_names(set: u8) -> Vec<&'static str> {
 }
 
 /// A set of states for messages, e.g. `{pending, running}`.
-fn names(set: u8) -> String {
+fn names(set: u16) -> String {
     format!("{{{}}}", state_names(set).join(", "))
 }
 
@@ -126,7 +159,7 @@ fn names(set: u8) -> String {
 enum Effect {
     Submit,
     Cancel(CancelResult),
-    Read(u8),
+    Read(u16),
 }
 
 /// An op as the search sees it; `index` is its position in the caller's slice (for messages).
@@ -146,6 +179,9 @@ impl Entry {
             Effect::Cancel(CancelResult::Cancelled) => "cancel -> cancelled".to_string(),
             Effect::Cancel(CancelResult::AlreadyFinished) => "cancel -> already finished".to_string(),
             Effect::Cancel(CancelResult::Unknown) => "cancel -> unknown".to_string(),
+            // "running" stands for both running states (the reader cannot tell them apart).
+            Effect::Read(bit) if bit & RUNNING != 0 => "read running".to_string(),
+            Effect::Read(bit) if bit & PENDING != 0 => "read pending".to_string(),
             Effect::Read(bit) => format!("read {}", state_names(*bit).join("|")),
         };
         let end = self.end.map_or_else(|| "?".to_string(), |e| e.to_string());
@@ -184,7 +220,7 @@ fn parse(ops: &[Op]) -> Result<Vec<Entry>, String> {
 /// The job's state machine over sets of states.
 struct Model {
     /// `reach[i]`: the states the system can move state bit `i` to by itself (itself included).
-    reach: [u8; 8],
+    reach: [u16; STATES],
 }
 
 impl Model {
@@ -194,18 +230,20 @@ impl Model {
         let from_pending = PENDING | RUNNING | system_ends;
         // A lost node puts a --requeue job back to pending, from where it can do it all again.
         let from_running = if requeue { from_pending } else { RUNNING | system_ends };
-        let mut reach = [0; 8];
+        let mut reach = [0; STATES];
         for (i, r) in reach.iter_mut().enumerate() {
             *r = 1 << i;
         }
         reach[1] = from_pending;
         reach[2] = from_running;
+        reach[8] = KILLING | CANCELLED;
+        reach[9] = KILLING_QUEUED | KILLING | CANCELLED;
         Model { reach }
     }
 
     /// Every state the system can move some state of `set` to.
-    fn close(&self, set: u8) -> u8 {
-        (0..8)
+    fn close(&self, set: u16) -> u16 {
+        (0..STATES)
             .filter(|i| set & (1 << i) != 0)
             .fold(0, |acc, i| acc | self.reach[i])
     }
@@ -213,22 +251,34 @@ impl Model {
     /// The states possible right after applying `effect` when the job is in one of `set`
     /// (closed under system moves) just before; 0 if the op cannot happen there. The result is
     /// closed again, so equal situations compare equal in the memo.
-    fn apply(&self, set: u8, effect: &Effect) -> u8 {
+    fn apply(&self, set: u16, effect: &Effect) -> u16 {
         let after = match effect {
             Effect::Submit if set & ABSENT != 0 => PENDING,
             Effect::Submit => 0,
-            Effect::Cancel(CancelResult::Cancelled) if set & LIVE != 0 => CANCELLED,
-            Effect::Cancel(CancelResult::Cancelled) => 0,
+            Effect::Cancel(CancelResult::Cancelled) => cancel_live(set),
             // The system may have ended it just before; which way is for later reads to say.
             Effect::Cancel(CancelResult::AlreadyFinished) => set & TERMINAL,
             Effect::Cancel(CancelResult::Unknown) => {
-                let cancelled = if set & LIVE != 0 { CANCELLED } else { 0 };
-                cancelled | (set & TERMINAL)
+                cancel_live(set) | (set & TERMINAL)
             }
             Effect::Read(bit) => set & bit,
         };
         self.close(after)
     }
+}
+
+/// A cancel that found the job live: a job waiting in the queue ends cancelled at once, a
+/// placed one waits for the kill ("pending" is also what a task queued on its node reads, so
+/// a pending job may be either).
+fn cancel_live(set: u16) -> u16 {
+    let mut after = 0;
+    if set & PENDING != 0 {
+        after |= CANCELLED | KILLING_QUEUED;
+    }
+    if set & (RUNNING | KILLING) != 0 {
+        after |= KILLING;
+    }
+    after | (set & KILLING_QUEUED)
 }
 
 /// How a search ended.
@@ -243,13 +293,13 @@ struct Deepest {
     /// Entry indices in linearization order.
     path: Vec<usize>,
     /// The possible states after them.
-    state: u8,
+    state: u16,
 }
 
 /// One op placed on the current partial linearization, with what to restore on backtracking.
 struct Frame {
     op: usize,
-    prev_state: u8,
+    prev_state: u16,
     prev_limit: u64,
 }
 
@@ -291,7 +341,7 @@ fn next_open(bits: &[u64], from: usize, n: usize) -> Option<usize> {
 
 /// Depth-first WGL search with Lowe's memo of (placed ops, states) pairs already explored,
 /// using an explicit stack so history length never threatens the thread's stack.
-fn search(entries: &[Entry], model: &Model) -> Outcome {
+fn search(entries: &[Entry], model: &Model, budget: Budget) -> Outcome {
     let n = entries.len();
     let must = entries.iter().filter(|e| e.end.is_some()).count();
     let mut done = vec![0u64; n.div_ceil(64)];
@@ -301,7 +351,8 @@ fn search(entries: &[Entry], model: &Model) -> Outcome {
     // Where the scan for the next op to place resumes at the current depth.
     let mut cursor = 0;
     let mut stack: Vec<Frame> = Vec::new();
-    let mut memo: HashSet<(Vec<u64>, u8)> = HashSet::new();
+    let mut memo: HashSet<(Vec<u64>, u16)> = HashSet::new();
+    let mut steps = 0u64;
     let mut deepest = Deepest {
         path: Vec::new(),
         state,
@@ -314,10 +365,14 @@ fn search(entries: &[Entry], model: &Model) -> Outcome {
         let mut descended = false;
         while let Some(j) = next_open(&done, cursor, n) {
             let e = &entries[j];
-            if e.start > u64::MAX - 1 {
+            if e.start > limit {
                 break;
             }
             cursor = j + 1;
+            steps += 1;
+            if steps > budget.steps {
+                return Outcome::TooLarge(deepest);
+            }
             let next = model.apply(state, &e.effect);
             if next == 0 {
                 continue;
@@ -329,7 +384,7 @@ fn search(entries: &[Entry], model: &Model) -> Outcome {
                 flip(&mut done, j);
                 continue;
             }
-            if memo.len() > MAX_STATES {
+            if memo.len() > budget.states {
                 return Outcome::TooLarge(deepest);
             }
             stack.push(Frame {
@@ -403,7 +458,7 @@ fn explain(headline: &str, entries: &[Entry], model: &Model, deepest: &Deepest, 
     let remaining = (0..entries.len()).filter(|&j| !is_set(&done, j));
     for j in remaining.take(SHOW_REMAINING) {
         let e = &entries[j];
-        let why = if e.start > u64::MAX - 1 {
+        let why = if e.start > limit {
             // Name the op that forces the order.
             let blocker = entries
                 .iter()
@@ -580,6 +635,32 @@ mod tests {
     }
 
     #[test]
+    fn linearizability_cancelled_running_job_reads_running_until_killed() {
+        let base = [
+            submit(0, 10),
+            read(20, 30, "running"),
+            cancel(100, 110, CancelResult::Cancelled),
+            read(200, 210, "running"),
+        ];
+        check_both(&[base.as_slice(), &[read(300, 310, "cancelled")]].concat(), true);
+        // Once cancelled it never ends any other way, nor goes back to the queue.
+        for (state, requeue) in [("completed", false), ("node_fail", false), ("pending", true)] {
+            let ops = [base.as_slice(), &[read(300, 310, state)]].concat();
+            assert!(check_job(&ops, requeue).is_err(), "{state} after a cancel was accepted");
+        }
+        // A running job being killed may still read running, never pending again.
+        let ops = [
+            submit(0, 10),
+            read(20, 30, "running"),
+            cancel(100, 110, CancelResult::Cancelled),
+            read(200, 210, "pending"),
+        ];
+        assert!(check_job(&ops, false).is_err(), "a cancelled running job was later read pending");
+        // Unless it could have been requeued (a lost node) before the cancel.
+        assert!(check_job(&ops, true).is_ok());
+    }
+
+    #[test]
     fn linearizability_cancel_overlapping_completed_read_is_err() {
         // Read first: completed, so the cancel cannot report Cancelled. Cancel first:
         // cancelled, so the read cannot see completed.
@@ -724,6 +805,7 @@ mod tests {
         let took = t.elapsed();
         assert!(r.is_ok(), "{r:?}");
         assert!(took < Duration::from_secs(1), "took {took:?}");
+        eprintln!("long history ({} ops) checked in {took:?}", ops.len());
         // The same history with one impossible read at the end fails, just as fast.
         ops.push(read(100_020, 100_030, "pending"));
         let t = Instant::now();
@@ -731,6 +813,35 @@ mod tests {
         let took = t.elapsed();
         assert!(r.is_err());
         assert!(took < Duration::from_secs(1), "took {took:?}");
+    }
+
+    #[test]
+    fn linearizability_gives_up_instead_of_hanging() {
+        // 40 mutually concurrent reads of pending and running: without requeue every pending
+        // read must come before every running one, and the impossible last read makes the
+        // search try every subset of them.
+        let mut ops = vec![submit(0, 5)];
+        for i in 0..40 {
+            ops.push(read(10 + i, 1_000, if i % 2 == 0 { "pending" } else { "running" }));
+        }
+        ops.push(read_absent(2_000, 2_010));
+        let small = Budget {
+            states: 10_000,
+            steps: u64::MAX,
+        };
+        let err = check_job_within(&ops, false, small).unwrap_err();
+        assert!(err.contains("gave up after 10000 states"), "{err}");
+        let short = Budget {
+            states: usize::MAX,
+            steps: 10_000,
+        };
+        let err = check_job_within(&ops, false, short).unwrap_err();
+        assert!(err.contains("gave up"), "{err}");
+        // The default budget also ends it, in bounded time.
+        let t = Instant::now();
+        let err = check_job(&ops, false).unwrap_err();
+        assert!(err.contains("gave up"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(30), "took {:?}", t.elapsed());
     }
 
     /// A small xorshift64 RNG, so the random tests need no extra crate and are reproducible.
