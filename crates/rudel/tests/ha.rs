@@ -168,6 +168,43 @@ impl Group {
         }
     }
 
+    /// kill -9 head `i` (if it runs) and reap it.
+    fn kill_head(&mut self, i: usize) {
+        if let Some(pid) = self.heads[i].take() {
+            kill9(pid);
+            self.net.reap(pid, Duration::from_secs(5));
+        }
+    }
+
+    /// Fills head `i`'s disk and waits until the head notices and stops, saying why;
+    /// returns how long that took (ms).
+    fn fill_disk_until_stopped(&mut self, i: usize) -> u64 {
+        let t0 = epoch_ms();
+        let disk = self.disks[i].as_ref().expect("the group runs on small disks");
+        let filled = disk.fill();
+        let pid = self.heads[i].expect("head pid");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let code = loop {
+            if let Some(code) = self.net.exited(pid) {
+                break code;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "head {i} kept running with a full disk ({filled} bytes filled):\n{}",
+                self.net.logs_tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        self.heads[i] = None;
+        let log = std::fs::read_to_string(&self.head_logs[i]).unwrap_or_default();
+        assert!(
+            code != 0 && log.contains("No space left on device") && log.contains("this head stopped"),
+            "head {i} should exit non-zero saying its disk is full (exit {code}):\n{}",
+            netns::tail(&log, 20)
+        );
+        epoch_ms() - t0
+    }
+
     fn wait_voters(&self, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
@@ -681,34 +718,8 @@ fn disk_full_packet_loss_split_and_clock_skew_lose_nothing() {
 
     let leader = g.leader().expect("a leader after the split");
     eprintln!("fault: the disk of head {leader} (the leader) fills up");
-    let t_full = epoch_ms();
-    let disk = g.disks[leader].as_ref().expect("small disks");
-    let du = Command::new("du").arg("-sk").arg(&disk.dir).output().map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
-    eprintln!("head {leader} data before filling: {du:?}");
-    let filled = disk.fill();
-    eprintln!("filled {filled} bytes");
-    // Writes now fail on that head: it must notice, say why and stop.
-    let pid = g.heads[leader].expect("leader pid");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(code) = g.net.exited(pid) {
-            break code;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "head {leader} kept running with a full disk ({filled} bytes filled):\n{}",
-            g.net.logs_tail(20)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let stop_ms = g.fill_disk_until_stopped(leader);
     let t_exit = epoch_ms();
-    g.heads[leader] = None;
-    let log = std::fs::read_to_string(&g.head_logs[leader]).unwrap_or_default();
-    assert!(
-        code != 0 && log.contains("No space left on device") && log.contains("this head stopped"),
-        "head {leader} should exit non-zero saying its disk is full (exit {code}):\n{}",
-        netns::tail(&log, 20)
-    );
     std::thread::sleep(Duration::from_secs(3));
     g.disks[leader].as_ref().expect("small disks").free();
     g.start_head(leader, None);
@@ -722,7 +733,7 @@ fn disk_full_packet_loss_split_and_clock_skew_lose_nothing() {
     eprintln!(
         "submits: {ok} ok, {} unknown; first ok submit after the split: {after_split:?} ms; the full leader stopped {} ms after its disk began to fill, first ok submit after that: {after_exit:?} ms",
         h.ops.len() - ok,
-        t_exit - t_full,
+        stop_ms,
     );
     let unknown: BTreeSet<&str> = h
         .ops
@@ -821,11 +832,13 @@ impl Rng {
 }
 
 /// The long randomized version: `RUDEL_HA_SEED` (default: the clock) and
-/// `RUDEL_HA_FAULTS` (default 8) faults drawn from kill -9 of the leader or a follower,
-/// SIGSTOP of the leader beyond the election timeout, isolating the leader, and
-/// restarting every head at once; each healed before the next. Prints its seed first:
-/// `sudo -E RUDEL_HA_SEED=N cargo test --release --test ha -- --ignored --nocapture`
-/// replays a failure.
+/// `RUDEL_HA_FAULTS` (default 8) faults drawn from: kill -9 of the leader or of a
+/// follower, SIGSTOP of the leader beyond the election timeout, isolating the leader,
+/// splitting the leader and one agent from the rest, 30% packet loss on the leader,
+/// filling a head's disk (it stops; freed and restarted), restarting a head with its clock
+/// skewed by up to ±5 min, and restarting every head at once; each healed before the next.
+/// Prints its seed first: `sudo -E RUDEL_HA_SEED=N cargo test --release --test ha --
+/// --ignored --nocapture randomized` replays the same fault sequence (timing varies).
 #[test]
 #[ignore]
 fn randomized_faults() {
@@ -839,27 +852,21 @@ fn randomized_faults() {
         .unwrap_or(8);
     eprintln!("randomized_faults: RUDEL_HA_SEED={seed} RUDEL_HA_FAULTS={faults}");
     let mut rng = Rng(seed);
-    let mut g = Group::start();
+    let mut g = Group::start_with(&[], true);
     let w = Workload::start(&g);
     for round in 0..faults {
         std::thread::sleep(Duration::from_millis(1000 + rng.below(3000)));
         let leader = g.leader().unwrap_or(0);
-        let kind = rng.below(5);
+        let follower = (leader + 1 + rng.below(HEADS as u64 - 1) as usize) % HEADS;
+        let kind = rng.below(9);
         match kind {
             0 | 1 => {
-                let victim = if kind == 0 {
-                    leader
-                } else {
-                    (leader + 1 + rng.below(HEADS as u64 - 1) as usize) % HEADS
-                };
+                let victim = if kind == 0 { leader } else { follower };
                 eprintln!(
                     "fault {round}: kill -9 head {victim} ({})",
                     if kind == 0 { "leader" } else { "follower" }
                 );
-                if let Some(pid) = g.heads[victim].take() {
-                    kill9(pid);
-                    g.net.reap(pid, Duration::from_secs(5));
-                }
+                g.kill_head(victim);
                 std::thread::sleep(Duration::from_millis(1000 + rng.below(4000)));
                 g.start_head(victim, None);
             }
@@ -878,13 +885,44 @@ fn randomized_faults() {
                 std::thread::sleep(Duration::from_secs(secs));
                 g.net.heal(leader);
             }
+            4 => {
+                let agent = HEADS + rng.below(AGENTS as u64) as usize;
+                let minority = [leader, agent];
+                let majority: Vec<usize> = (0..HEADS + AGENTS).filter(|h| !minority.contains(h)).collect();
+                let secs = 3 + rng.below(5);
+                eprintln!("fault {round}: split {minority:?} (leader + an agent) from {majority:?} for {secs} s");
+                g.net.split(&minority, &majority);
+                std::thread::sleep(Duration::from_secs(secs));
+                g.net.unsplit(&minority);
+                g.net.unsplit(&majority);
+            }
+            5 => {
+                let secs = 3 + rng.below(5);
+                eprintln!("fault {round}: the leader (head {leader}) loses 30% of its packets for {secs} s");
+                g.net.lossy(leader, 30);
+                std::thread::sleep(Duration::from_secs(secs));
+                g.net.lossless(leader);
+            }
+            6 => {
+                let victim = if rng.below(2) == 0 { leader } else { follower };
+                eprintln!("fault {round}: the disk of head {victim} fills up");
+                g.fill_disk_until_stopped(victim);
+                std::thread::sleep(Duration::from_millis(rng.below(3000)));
+                g.disks[victim].as_ref().expect("small disks").free();
+                g.start_head(victim, None);
+            }
+            7 => {
+                let offset = rng.below(600) as i64 - 300;
+                let victim = if rng.below(2) == 0 { leader } else { follower };
+                eprintln!("fault {round}: head {victim} restarts with its clock {offset:+} s off");
+                g.kill_head(victim);
+                g.head_env[victim] = skewed_clock(offset);
+                g.start_head(victim, None);
+            }
             _ => {
                 eprintln!("fault {round}: restart every head at once");
                 for i in 0..HEADS {
-                    if let Some(pid) = g.heads[i].take() {
-                        kill9(pid);
-                        g.net.reap(pid, Duration::from_secs(5));
-                    }
+                    g.kill_head(i);
                 }
                 for i in 0..HEADS {
                     g.start_head(i, None);
