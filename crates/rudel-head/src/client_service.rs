@@ -44,17 +44,47 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchUpdate, Status>> + 
 impl ClientService {
     /// Linearizable reads go through the leader (it confirms leadership with a quorum
     /// before answering); `stale` reads answer from local state at once.
+    ///
+    /// Besides openraft's barrier (leadership confirmed, state applied up to the commit
+    /// index it knows), the read waits until the state includes every entry this leader
+    /// had in its log when the read arrived. openraft's barrier alone is not enough for a
+    /// leader restarted before anyone else was elected: it resumes leading in its old term
+    /// with a commit index it may have lost in the crash (that hint is not fsynced), and
+    /// would answer from a state missing acknowledged writes (the HA suite's
+    /// linearizability check caught this). Entries committed before the read are in the
+    /// leader's log, so waiting for them closes the gap, at the cost of waiting for the
+    /// writes in flight at that moment (about one commit).
     async fn read_barrier(&self, stale: bool) -> Result<(), Status> {
         if stale {
             return Ok(());
         }
-        match tokio::time::timeout(Duration::from_secs(5), self.raft.ensure_linearizable()).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(Status::unavailable(format!(
-                "cannot serve a consistent read: {e}; retry, or pass --stale to read this head's possibly outdated state"
-            ))),
-            Err(_) => Err(Status::unavailable("no quorum to confirm leadership within 5 s; use --stale for possibly outdated state")),
+        let in_log = self.raft.metrics().borrow().last_log_index;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        match tokio::time::timeout_at(deadline, self.raft.ensure_linearizable()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                return Err(Status::unavailable(format!(
+                    "cannot serve a consistent read: {e}; retry, or pass --stale to read this head's possibly outdated state"
+                )))
+            }
+            Err(_) => {
+                return Err(Status::unavailable(
+                    "no quorum to confirm leadership within 5 s; use --stale for possibly outdated state",
+                ))
+            }
         }
+        let Some(index) = in_log else { return Ok(()) };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(index), "read barrier")
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "the log did not commit up to the read point in time ({e}): no quorum? Use --stale for possibly outdated state"
+                ))
+            })
     }
 }
 
