@@ -166,7 +166,18 @@ pub struct Job {
     pub cancelled: bool,
     /// Names of nodes that ran tasks of this job (first few).
     pub nodes: Vec<String>,
+    /// Tasks that ran to their end (exited), and their summed run time: how long this
+    /// job's tasks take, which decides how deep they may be queued on agents.
+    #[serde(default)]
+    pub exited_runs: u64,
+    #[serde(default)]
+    pub exited_run_ms: u64,
 }
+
+/// Tasks of a job whose tasks run shorter than this on average are "short".
+pub const SHORT_TASK_MS: u64 = 1_000;
+/// Exited tasks a job needs before it can count as short.
+pub const SHORT_TASK_SAMPLES: u64 = 4;
 
 /// Most node names kept per job for display.
 pub const MAX_JOB_NODES: usize = 16;
@@ -191,6 +202,21 @@ impl Job {
             counts,
             cancelled: false,
             nodes: Vec::new(),
+            exited_runs: 0,
+            exited_run_ms: 0,
+        }
+    }
+
+    /// How many of this job's tasks may wait on an agent behind one running task. Short
+    /// tasks end before a result can go through the log and a new task come back, so they
+    /// are queued deeper (a few milliseconds of work each); other tasks barely, so that a
+    /// node that frees up elsewhere is not passed over for long.
+    pub fn queue_depth(&self) -> u32 {
+        let short = self.exited_runs >= SHORT_TASK_SAMPLES && self.exited_run_ms < SHORT_TASK_MS * self.exited_runs;
+        if short {
+            crate::state::MAX_QUEUED_PER_SLOT
+        } else {
+            crate::state::QUEUED_PER_SLOT
         }
     }
 

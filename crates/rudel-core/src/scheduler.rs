@@ -10,7 +10,7 @@
 use std::ops::Bound::{Excluded, Unbounded};
 
 use crate::constraint::Constraint;
-use crate::ids::{NodeId, TaskKey};
+use crate::ids::{JobId, NodeId, TaskKey};
 use crate::state::State;
 
 /// Places as many pending tasks as fit; returns how many were placed.
@@ -51,7 +51,7 @@ pub fn schedule(state: &mut State) -> usize {
                 // may or may not have started, and a --no-requeue task must then end node_fail
                 // although it perhaps never ran.
                 None if !requeue => false,
-                None => match pick_predecessor(state, cpus, mem, constraint.as_ref(), &reserved) {
+                None => match pick_predecessor(state, job_id, cpus, mem, constraint.as_ref(), &reserved) {
                     Some(pred) => state.place_after(job_id, pred),
                     None => false,
                 },
@@ -74,8 +74,16 @@ pub fn schedule(state: &mut State) -> usize {
     placed
 }
 
-/// A running task of the given shape on an up node that has no successor yet.
-fn pick_predecessor(state: &State, cpus: u32, mem: u64, c: Option<&Constraint>, reserved: &[bool]) -> Option<TaskKey> {
+/// A running task of the given shape on an up node that has no successor yet and is not
+/// queued too deep for a task of `job_id` to wait behind it.
+fn pick_predecessor(
+    state: &State,
+    job_id: JobId,
+    cpus: u32,
+    mem: u64,
+    c: Option<&Constraint>,
+    reserved: &[bool],
+) -> Option<TaskKey> {
     for (_, n) in state
         .nodes
         .iter()
@@ -85,7 +93,7 @@ fn pick_predecessor(state: &State, cpus: u32, mem: u64, c: Option<&Constraint>, 
         for key in n.running.keys() {
             let Some(rt) = state.running_task(*key) else { continue };
             if rt.successor.is_none()
-                && state.chain_depth(*key) < crate::state::MAX_QUEUED_PER_SLOT
+                && state.chain_depth(*key) < state.queue_limit(job_id, *key)
                 && !rt.kill_requested
                 && rt.cores.len() == cpus as usize
                 && rt.mem_bytes == mem

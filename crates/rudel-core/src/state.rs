@@ -11,8 +11,11 @@ use crate::scheduler;
 
 /// Request ids remembered for idempotent submit.
 pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
-/// Tasks that may wait on an agent behind one running task (see the scheduler).
-pub const MAX_QUEUED_PER_SLOT: u32 = 2;
+/// Tasks that may wait on an agent behind one running task (see the scheduler), for jobs
+/// whose tasks are short ([`crate::job::Job::queue_depth`]).
+pub const MAX_QUEUED_PER_SLOT: u32 = 8;
+/// The same for other jobs.
+pub const QUEUED_PER_SLOT: u32 = 2;
 /// Finished jobs kept in memory for `show`/`jobs --all`; older ones are dropped.
 pub const MAX_FINISHED_JOBS: usize = 100_000;
 
@@ -415,6 +418,10 @@ impl State {
         let Some(job) = self.jobs.get_mut(&r.key.job) else {
             return;
         };
+        if r.outcome == TaskOutcome::Exited {
+            job.exited_runs += 1;
+            job.exited_run_ms += r.end_ms.saturating_sub(rt.start_ms);
+        }
         let (state, reason) = if rt.kill_requested {
             (TaskState::Cancelled, "cancelled".to_string())
         } else {
@@ -536,7 +543,7 @@ impl State {
     pub(crate) fn place_after(&mut self, job_id: JobId, pred: TaskKey) -> bool {
         let now = self.now_ms;
         let Some(p) = self.running_task(pred) else { return false };
-        if p.successor.is_some() || p.kill_requested || self.chain_depth(pred) >= MAX_QUEUED_PER_SLOT {
+        if p.successor.is_some() || p.kill_requested || self.chain_depth(pred) >= self.queue_limit(job_id, pred) {
             return false;
         }
         let (node_id, cores, mem) = (p.node, p.cores.clone(), p.mem_bytes);
@@ -556,6 +563,13 @@ impl State {
             p.successor = Some(key);
         }
         true
+    }
+
+    /// How deep a task of `job_id` may be queued behind `pred`: both jobs' tasks must be
+    /// short for the deep queue.
+    pub fn queue_limit(&self, job_id: JobId, pred: TaskKey) -> u32 {
+        let depth = |id: JobId| self.jobs.get(&id).map_or(QUEUED_PER_SLOT, Job::queue_depth);
+        depth(job_id).min(depth(pred.job))
     }
 
     /// How many tasks a task is queued behind (0 for a task holding its resources).

@@ -475,3 +475,48 @@ fn a_million_task_array_is_small() {
     );
     assert_eq!(s.jobs[&1].count(TaskState::Pending), 1_000_000 - 6);
 }
+
+/// Runs `tasks` tasks of `ms` each on a one-cpu node, finishing the holder each time;
+/// returns the most tasks ever queued behind it on the node.
+fn deepest_queue(ms: u64) -> usize {
+    let mut s = State::new();
+    s.apply(register("n", "u", 1, 1024, 1));
+    let req = JobReq {
+        cpus: 1,
+        mem: 0,
+        priority: 0,
+        tasks: 40,
+        limit: None,
+        requeue: true,
+        constraint: 0,
+    };
+    s.apply(Command::Submit {
+        request_id: String::new(),
+        spec: spec(&req),
+        now_ms: 2,
+    });
+    let mut now = 2;
+    let mut deepest = 0;
+    for _ in 0..30 {
+        let job = &s.jobs[&1];
+        deepest = deepest.max(job.running.values().filter(|rt| rt.after.is_some()).count());
+        let Some((idx, rt)) = job.running.iter().find(|(_, rt)| rt.after.is_none()) else {
+            break;
+        };
+        let key = TaskKey { job: 1, index: *idx };
+        now += ms;
+        s.apply(Command::Reports {
+            node: "n".into(),
+            reports: vec![finish_report(key, rt.attempt, 0, now)],
+            now_ms: now,
+        });
+    }
+    deepest
+}
+
+#[test]
+fn short_tasks_queue_deeper_on_agents_than_long_ones() {
+    use rudel_core::state::QUEUED_PER_SLOT;
+    assert_eq!(deepest_queue(5), MAX_QUEUED_PER_SLOT as usize, "5 ms tasks");
+    assert_eq!(deepest_queue(5_000), QUEUED_PER_SLOT as usize, "5 s tasks");
+}

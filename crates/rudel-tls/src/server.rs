@@ -227,7 +227,17 @@ async fn handshake(acceptor: TlsAcceptor, tcp: TcpStream, remote: SocketAddr) ->
 /// through that very traffic).
 pub struct HeadCertCheck {
     verifier: Arc<rustls::client::WebPkiServerVerifier>,
+    /// Certificates verified lately, with when: every Raft RPC is checked, and a full
+    /// chain verification (an ECDSA signature check) per append was a measurable share of
+    /// a follower's CPU; a certificate is verified again after [`REVERIFY_AFTER`], so
+    /// expiry is still noticed.
+    verified: std::sync::Mutex<std::collections::HashMap<Vec<u8>, std::time::Instant>>,
 }
+
+/// How long a verified head certificate is trusted without verifying it again.
+const REVERIFY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+/// More distinct certificates than this in the cache means something odd; start over.
+const MAX_VERIFIED: usize = 256;
 
 impl HeadCertCheck {
     pub fn new(ca_pem: &str) -> Result<HeadCertCheck, TlsError> {
@@ -238,23 +248,61 @@ impl HeadCertCheck {
         let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), crate::provider())
             .build()
             .map_err(|e| TlsError::Config(e.to_string()))?;
-        Ok(HeadCertCheck { verifier })
+        Ok(HeadCertCheck {
+            verifier,
+            verified: Default::default(),
+        })
     }
 
     /// Ok if `der` is a valid, unexpired head certificate of this cluster.
     pub fn check(&self, der: &[u8]) -> Result<(), String> {
         use rustls::client::danger::ServerCertVerifier;
+        let now = std::time::Instant::now();
+        if let Ok(v) = self.verified.lock() {
+            if v.get(der).is_some_and(|at| now.duration_since(*at) < REVERIFY_AFTER) {
+                return Ok(());
+            }
+        }
         let name = rustls::pki_types::ServerName::try_from(crate::HEAD_SERVER_NAME).map_err(|e| e.to_string())?;
         self.verifier
             .verify_server_cert(&CertificateDer::from(der), &[], &name, &[], UnixTime::now())
-            .map(|_| ())
-            .map_err(|e| format!("not a head certificate of this cluster: {e}"))
+            .map_err(|e| format!("not a head certificate of this cluster: {e}"))?;
+        if let Ok(mut v) = self.verified.lock() {
+            if v.len() >= MAX_VERIFIED {
+                v.clear();
+            }
+            v.insert(der.to_vec(), now);
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn der_of(pem: &str) -> Vec<u8> {
+        parse_certs(pem, "test certificate").unwrap()[0].to_vec()
+    }
+
+    #[test]
+    fn head_certificates_of_the_cluster_pass_and_others_never_do() {
+        let ca = crate::Ca::generate("test").unwrap();
+        let other = crate::Ca::generate("other").unwrap();
+        let key = crate::ca::new_key().unwrap();
+        let exp = crate::now_ms() + 60_000;
+        let ours = ca.issue("head", "h1", key.public_key_raw(), exp, true).unwrap();
+        let theirs = other.issue("head", "h1", key.public_key_raw(), exp, true).unwrap();
+        let not_head = ca.issue("agent", "n1", key.public_key_raw(), exp, false).unwrap();
+        let check = HeadCertCheck::new(ca.cert_pem()).unwrap();
+        // Twice each: the second answer comes from the cache for the good one only.
+        for _ in 0..2 {
+            assert!(check.check(&der_of(&ours.cert_pem)).is_ok());
+            assert!(check.check(&der_of(&theirs.cert_pem)).is_err());
+            assert!(check.check(&der_of(&not_head.cert_pem)).is_err());
+        }
+        assert_eq!(check.verified.lock().unwrap().len(), 1);
+    }
 
     #[test]
     fn sniffing() {

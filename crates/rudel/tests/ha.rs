@@ -485,7 +485,13 @@ fn reader(c: Client, stop: Arc<AtomicBool>, reads: Arc<Mutex<Vec<ReadOp>>>) {
 
 /// Canceller: every ~0.6 s cancels one of the jobs acknowledged in the last few seconds
 /// (some still pending or running, some already finished), recording what it was told.
-fn canceller(c: Client, seed: u64, stop: Arc<AtomicBool>, ops: Arc<Mutex<Vec<SubmitOp>>>, cancels: Arc<Mutex<Vec<CancelOp>>>) {
+fn canceller(
+    c: Client,
+    seed: u64,
+    stop: Arc<AtomicBool>,
+    ops: Arc<Mutex<Vec<SubmitOp>>>,
+    cancels: Arc<Mutex<Vec<CancelOp>>>,
+) {
     let mut rng = Rng(seed | 1);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(400 + rng.below(400)));
@@ -513,13 +519,22 @@ fn canceller(c: Client, seed: u64, stop: Arc<AtomicBool>, ops: Arc<Mutex<Vec<Sub
         let start = epoch_ms();
         let o = run_bounded(cmd, Duration::from_secs(60));
         let end = epoch_ms();
-        let listed = |v: &Value, key: &str| v[key].as_array().is_some_and(|a| a.iter().any(|x| x.as_u64() == Some(job)));
+        let listed = |v: &Value, key: &str| {
+            v[key]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x.as_u64() == Some(job)))
+        };
         let outcome = match serde_json::from_str::<Value>(o.stdout.trim()) {
             Ok(v) if o.ok() && listed(&v, "cancelled") => CancelOutcome::Cancelled,
             Ok(v) if o.ok() && listed(&v, "already_finished") => CancelOutcome::AlreadyFinished,
             _ => CancelOutcome::Unknown(format!("{} {}", o.stdout.trim(), o.stderr.lines().last().unwrap_or(""))),
         };
-        cancels.lock().unwrap().push(CancelOp { job, start, end, outcome });
+        cancels.lock().unwrap().push(CancelOp {
+            job,
+            start,
+            end,
+            outcome,
+        });
     }
 }
 
@@ -765,9 +780,15 @@ fn a_leader_restarted_at_once_still_reads_what_it_acknowledged() {
     let mut resumed = 0;
     for round in 0..10 {
         let leader = g.leader().expect("a leader");
-        let o = g.cli(&["submit", "--json", "--output", "none", "--", "true"], Duration::from_secs(30));
+        let o = g.cli(
+            &["submit", "--json", "--output", "none", "--", "true"],
+            Duration::from_secs(30),
+        );
         assert!(o.ok(), "{o}");
-        let id = serde_json::from_str::<Value>(o.stdout.trim()).ok().and_then(|v| v["id"].as_u64()).expect("job id");
+        let id = serde_json::from_str::<Value>(o.stdout.trim())
+            .ok()
+            .and_then(|v| v["id"].as_u64())
+            .expect("job id");
         g.kill_head(leader);
         g.start_head(leader, None);
         // Read through the group right away: whoever leads must know job `id`.
@@ -1085,7 +1106,11 @@ fn check_history(g: &Group, h: &History) {
         }
         checked += 1;
     }
-    let cancelled = h.cancels.iter().filter(|c| c.outcome == CancelOutcome::Cancelled).count();
+    let cancelled = h
+        .cancels
+        .iter()
+        .filter(|c| c.outcome == CancelOutcome::Cancelled)
+        .count();
     eprintln!(
         "linearizable: {checked} job histories ({} reads, {} cancels of which {cancelled} cancelled)",
         reads.len(),

@@ -15,7 +15,8 @@ use rudel_proto::v1::raft_peer_server::RaftPeer;
 use rudel_proto::v1::RaftPayload;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -26,10 +27,17 @@ use super::{HeadId, Raft, TypeConfig};
 /// certificate); set once the head's credentials are known, which is after Raft starts.
 pub type PeerTls = Arc<OnceLock<Arc<rustls::ClientConfig>>>;
 
-/// Creates one client per peer head.
+/// Open channels to peer heads, by address. openraft asks for a new client for every
+/// replication stream, election and leadership check (each linearizable read); sharing
+/// one HTTP/2 connection per peer saves a TLS handshake (two P-256 signatures and a key
+/// exchange on each side) for each of those.
+type Channels = Arc<Mutex<HashMap<String, RaftPeerClient<Channel>>>>;
+
+/// Creates clients to peer heads.
 #[derive(Clone, Default)]
 pub struct Network {
     pub tls: PeerTls,
+    channels: Channels,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -41,6 +49,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.addr.clone(),
             tls: self.tls.clone(),
             client: None,
+            channels: self.channels.clone(),
         }
     }
 }
@@ -51,6 +60,7 @@ pub struct PeerClient {
     addr: String,
     tls: PeerTls,
     client: Option<RaftPeerClient<Channel>>,
+    channels: Channels,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<HeadId, BasicNode, RaftError<HeadId, E>>;
@@ -59,6 +69,10 @@ impl PeerClient {
     async fn client(&mut self) -> Result<RaftPeerClient<Channel>, Unreachable> {
         if let Some(c) = &self.client {
             return Ok(c.clone());
+        }
+        if let Some(c) = self.channels.lock().ok().and_then(|m| m.get(&self.addr).cloned()) {
+            self.client = Some(c.clone());
+            return Ok(c);
         }
         let tls = self
             .tls
@@ -76,7 +90,18 @@ impl PeerClient {
             .max_decoding_message_size(256 << 20)
             .max_encoding_message_size(256 << 20);
         self.client = Some(c.clone());
+        if let Ok(mut m) = self.channels.lock() {
+            m.insert(self.addr.clone(), c.clone());
+        }
         Ok(c)
+    }
+
+    /// Forgets the connection after a failed call, so the next call dials again.
+    fn forget(&mut self) {
+        self.client = None;
+        if let Ok(mut m) = self.channels.lock() {
+            m.remove(&self.addr);
+        }
     }
 
     async fn call<Req: Serialize, Resp: DeserializeOwned, E: std::error::Error + DeserializeOwned>(
@@ -97,7 +122,7 @@ impl PeerClient {
         let payload = match fut {
             Ok(r) => r.into_inner(),
             Err(status) => {
-                self.client = None;
+                self.forget();
                 tracing::debug!(target_head = self.target, error = %status, "raft rpc failed");
                 return Err(RPCError::Unreachable(Unreachable::new(&status)));
             }

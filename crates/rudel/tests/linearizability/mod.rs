@@ -258,9 +258,7 @@ impl Model {
             Effect::Cancel(CancelResult::Cancelled) => cancel_live(set),
             // The system may have ended it just before; which way is for later reads to say.
             Effect::Cancel(CancelResult::AlreadyFinished) => set & TERMINAL,
-            Effect::Cancel(CancelResult::Unknown) => {
-                cancel_live(set) | (set & TERMINAL)
-            }
+            Effect::Cancel(CancelResult::Unknown) => cancel_live(set) | (set & TERMINAL),
             Effect::Read(bit) => set & bit,
         };
         self.close(after)
@@ -655,7 +653,10 @@ mod tests {
             cancel(100, 110, CancelResult::Cancelled),
             read(200, 210, "pending"),
         ];
-        assert!(check_job(&ops, false).is_err(), "a cancelled running job was later read pending");
+        assert!(
+            check_job(&ops, false).is_err(),
+            "a cancelled running job was later read pending"
+        );
         // Unless it could have been requeued (a lost node) before the cancel.
         assert!(check_job(&ops, true).is_ok());
     }

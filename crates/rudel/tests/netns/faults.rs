@@ -64,7 +64,16 @@ impl Net {
     pub fn unsplit(&self, hosts: &[usize]) {
         for &h in hosts {
             run(
-                Command::new("ip").args(["netns", "exec", &self.ns(h), "nft", "delete", "table", "inet", SPLIT_TABLE]),
+                Command::new("ip").args([
+                    "netns",
+                    "exec",
+                    &self.ns(h),
+                    "nft",
+                    "delete",
+                    "table",
+                    "inet",
+                    SPLIT_TABLE,
+                ]),
                 "remove the network split",
             );
         }
@@ -92,7 +101,16 @@ impl Net {
     /// Ends [`Net::lossy`] on host `i`.
     pub fn lossless(&self, i: usize) {
         run(
-            Command::new("ip").args(["netns", "exec", &self.ns(i), "nft", "delete", "table", "inet", LOSS_TABLE]),
+            Command::new("ip").args([
+                "netns",
+                "exec",
+                &self.ns(i),
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                LOSS_TABLE,
+            ]),
             "remove the packet-loss rules",
         );
     }
@@ -178,7 +196,9 @@ impl Drop for SmallDisk {
 pub fn unmount_under(dir: &Path) {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     for line in mounts.lines() {
-        let Some(point) = line.split_whitespace().nth(1) else { continue };
+        let Some(point) = line.split_whitespace().nth(1) else {
+            continue;
+        };
         if Path::new(point).starts_with(dir) {
             eprintln!("netns harness: unmounting leftover {point}");
             let _ = Command::new("umount").arg("-l").arg(point).output();
