@@ -63,20 +63,16 @@ impl Net {
     /// Ends [`Net::split`] for the hosts given.
     pub fn unsplit(&self, hosts: &[usize]) {
         for &h in hosts {
-            run(
-                Command::new("ip").args([
-                    "netns",
-                    "exec",
-                    &self.ns(h),
-                    "nft",
-                    "delete",
-                    "table",
-                    "inet",
-                    SPLIT_TABLE,
-                ]),
-                "remove the network split",
-            );
+            self.drop_table(h, SPLIT_TABLE, "remove the network split");
         }
+    }
+
+    fn drop_table(&self, i: usize, table: &str, what: &str) {
+        let ns = self.ns(i);
+        run(
+            Command::new("ip").args(["netns", "exec", &ns, "nft", "delete", "table", "inet", table]),
+            what,
+        );
     }
 
     fn nft(&self, i: usize, rules: &str, what: &str) {
@@ -100,19 +96,7 @@ impl Net {
 
     /// Ends [`Net::lossy`] on host `i`.
     pub fn lossless(&self, i: usize) {
-        run(
-            Command::new("ip").args([
-                "netns",
-                "exec",
-                &self.ns(i),
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                LOSS_TABLE,
-            ]),
-            "remove the packet-loss rules",
-        );
+        self.drop_table(i, LOSS_TABLE, "remove the packet-loss rules");
     }
 }
 
