@@ -1,12 +1,15 @@
 //! High availability, proven by injecting faults into a real head group: three heads and
-//! two agents, each in its own network namespace, and concurrent clients in the root
-//! namespace submitting (with request ids) and reading while the leader is killed with
-//! `kill -9` and, later, the new leader is cut off from everyone. Every operation is
-//! recorded with its start, end and outcome (ok / unknown); tasks append to a ground-truth
-//! file outside the namespaces. After healing, the checks below run over those records.
+//! three agents, each in its own network namespace, and concurrent clients in the root
+//! namespace (the client host, on the bridge) submitting with request ids, cancelling and
+//! reading while faults hit the heads: kill -9, isolation, network splits, packet loss, a
+//! full disk, a skewed clock. Every operation is recorded with its start, end and outcome
+//! (ok / unknown); tasks append to a ground-truth file outside the namespaces. After
+//! healing, the checks in `check_history` run over those records, including a per-job
+//! linearizability check (`linearizability`, a Wing–Gong–Lowe search).
 //!
-//! This is the short version that runs in CI (one leader kill, one partition); it needs
-//! root and network namespaces, and fails with a clear message otherwise.
+//! The tests without `#[ignore]` are the short version that runs in CI; `randomized_faults`
+//! is the long one. They need root, network namespaces, nftables, e2fsprogs and
+//! libfaketime, and fail with a clear message otherwise.
 mod common;
 mod linearizability;
 mod netns;
