@@ -19,8 +19,8 @@ pub enum AdminCmd {
     /// The head group: id, address, voter/learner, leader, replicated index.
     ///
     /// Heads are added by starting them with `rudel head --join ADDR --token TOKEN`
-    /// (token from `rudel token create --role head`); they join as learners and become
-    /// voters once caught up.
+    /// (`rudel admin heads add ADDR` prints that command with a fresh token and waits);
+    /// they join as learners and become voters once caught up.
     Heads(HeadsArgs),
     /// Hand leadership to another head on purpose (a failover drill): the most
     /// up-to-date follower starts an election; prints the new leader.
@@ -38,12 +38,39 @@ pub struct HeadsArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum HeadsCmd {
+    /// Prepare a new head at ADDR: creates a head token, prints the command to run on
+    /// that machine, then waits (with progress) until the head has joined and become a
+    /// voter. The membership change itself happens when that head starts (learner first,
+    /// voter once caught up, by joint consensus).
+    ///
+    /// With --json: one JSON line with the token and command at once, and one when the
+    /// head is a voter.
+    Add(AddHeadArgs),
     /// Remove a head (by id or address) from the group (joint consensus); it stops
     /// receiving the log.
     Remove {
         /// Head id or address (as `rudel admin heads` lists them).
         head: String,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct AddHeadArgs {
+    /// The new head's address (HOST:PORT) as the other heads will reach it: its
+    /// `--listen` (or `--advertise`).
+    pub addr: String,
+    /// How long the token stays usable (e.g. 30m, 1h).
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    /// Print the token and command and return, without waiting for the head to join.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Give up waiting after this long (the token stays usable until --ttl).
+    #[arg(long, default_value = "10m")]
+    pub timeout: String,
+    /// Print JSON lines.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -58,6 +85,7 @@ pub async fn admin(a: AdminArgs, head: &str) -> CmdResult {
     match a.cmd {
         AdminCmd::Heads(h) => match h.cmd {
             None => list(head, h.json).await,
+            Some(HeadsCmd::Add(a)) => add(head, a).await,
             Some(HeadsCmd::Remove { head: which }) => {
                 let id = match which.parse::<u64>() {
                     Ok(id) => id,
@@ -140,6 +168,99 @@ async fn list(head: &str, json_out: bool) -> CmdResult {
         r.answered_by
     );
     Ok(0)
+}
+
+async fn add(head: &str, a: AddHeadArgs) -> CmdResult {
+    if a.addr.parse::<std::net::SocketAddr>().is_err() && !a.addr.contains(':') {
+        return Err(Failure::usage(anyhow!("{:?}: expected HOST:PORT", a.addr)));
+    }
+    let ttl_ms = crate::tokens::parse_ms("--ttl", &a.ttl)?;
+    let timeout = Duration::from_millis(crate::tokens::parse_ms("--timeout", &a.timeout)?);
+    let r = heads(head).await?;
+    if let Some(h) = r.heads.iter().find(|h| h.addr == a.addr) {
+        return Err(Failure::usage(anyhow!(
+            "{} is already head {} of the group ({}); `rudel admin heads remove {}` first to replace it",
+            a.addr,
+            h.id,
+            h.role,
+            h.id
+        )));
+    }
+    let leader = r
+        .heads
+        .iter()
+        .find(|h| h.leader)
+        .map(|h| h.addr.clone())
+        .ok_or_else(|| Failure::from(anyhow!("no leader right now (no quorum?): a head cannot join")))?;
+    let mut c = client::connect(head).await?;
+    let t = c
+        .create_token(pb::CreateTokenRequest {
+            role: "head".into(),
+            description: format!("head at {}", a.addr),
+            ttl_ms,
+            cert_ttl_ms: 0,
+        })
+        .await
+        .map_err(client::failure)?
+        .into_inner();
+    let command = format!(
+        "rudel head --listen {} --data DIR --join {leader} --token {}",
+        a.addr, t.token
+    );
+    if a.json {
+        println!("{}", json!({"token": t.token, "token_id": t.id, "command": command}));
+    } else {
+        println!("{command}");
+        eprintln!(
+            "run that on the new head's machine (DIR: its data directory; if it listens on 0.0.0.0, add --advertise {})",
+            a.addr
+        );
+    }
+    if a.no_wait {
+        return Ok(0);
+    }
+    let t0 = Instant::now();
+    let mut last_said = String::new();
+    loop {
+        if let Ok(r) = heads(head).await {
+            let state = r
+                .heads
+                .iter()
+                .find(|h| h.addr == a.addr)
+                .map(|h| (h.id, h.role.clone()));
+            let now = match &state {
+                None => "waiting for the head to start and join".to_string(),
+                Some((id, role)) if role == "voter" => {
+                    if a.json {
+                        println!(
+                            "{}",
+                            json!({"id": id, "addr": a.addr, "role": role, "secs": t0.elapsed().as_secs_f64()})
+                        );
+                    } else {
+                        println!(
+                            "head {id} at {} is a voter ({:.1} s)",
+                            a.addr,
+                            t0.elapsed().as_secs_f64()
+                        );
+                    }
+                    return Ok(0);
+                }
+                Some((id, role)) => format!("head {id} joined as a {role}, catching up"),
+            };
+            if now != last_said {
+                eprintln!("{now}…");
+                last_said = now;
+            }
+        }
+        if t0.elapsed() > timeout {
+            return Err(Failure::from(anyhow!(
+                "{} did not become a voter within {} (the token stays usable: run the command above)",
+                a.addr,
+                a.timeout
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn step_down(head: &str, json_out: bool) -> CmdResult {

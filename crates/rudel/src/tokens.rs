@@ -81,7 +81,7 @@ pub struct LoginArgs {
     pub save_to: Option<PathBuf>,
 }
 
-fn parse_ms(flag: &str, s: &str) -> Result<u64, Failure> {
+pub(crate) fn parse_ms(flag: &str, s: &str) -> Result<u64, Failure> {
     rudel_core::parse::parse_duration(s).map_err(|e| Failure::usage(anyhow!("{flag}: {e}")))
 }
 

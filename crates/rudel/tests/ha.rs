@@ -282,11 +282,42 @@ impl Group {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        let o = g.cli(&["token", "create", "--role", "head"], Duration::from_secs(20));
-        assert!(o.ok(), "{o}");
-        let token = o.stdout.trim().to_string();
+        // `rudel admin heads add ADDR` prints a head token (and the command to run), then
+        // waits until that head is a voter: both new heads join at the same moment.
+        let mut adding = Vec::new();
         for i in 1..HEADS {
+            let mut cmd = Command::new(RUDEL);
+            cmd.args(["admin", "heads", "add", &g.addrs[i], "--json", "--timeout", "60s"])
+                .current_dir(&g.work)
+                .env("RUDEL_HEAD", &g.addrs[0])
+                .env("RUDEL_CREDENTIALS", &g.creds)
+                .env_remove("RUDEL_LOG")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = cmd.spawn().expect("rudel admin heads add");
+            let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+            let mut first = String::new();
+            std::io::BufRead::read_line(&mut out, &mut first).expect("first line of admin heads add");
+            let v: Value = serde_json::from_str(first.trim()).unwrap_or(Value::Null);
+            let token = v["token"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no token in {first:?}"))
+                .to_string();
+            assert!(v["command"].as_str().is_some_and(|c| c.contains(&g.addrs[i])), "{v}");
             g.start_head(i, Some(&token));
+            adding.push((i, child, out));
+        }
+        for (i, mut child, mut out) in adding {
+            let mut rest = String::new();
+            std::io::Read::read_to_string(&mut out, &mut rest).expect("admin heads add output");
+            let st = child.wait().expect("admin heads add exit");
+            let v: Value = serde_json::from_str(rest.trim()).unwrap_or(Value::Null);
+            assert!(
+                st.success() && v["role"] == "voter" && v["addr"] == g.addrs[i].as_str(),
+                "admin heads add {} ended {st}: {rest}\n{}",
+                g.addrs[i],
+                g.net.logs_tail(20)
+            );
         }
         g.wait_voters(HEADS, Duration::from_secs(30));
         let agent_token = std::fs::read_to_string(g.data(0).join("join-token")).unwrap();
