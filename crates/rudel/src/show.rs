@@ -72,12 +72,6 @@ pub struct NodesArgs {
     pub stale: bool,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// Local time of an epoch-ms timestamp, `YYYY-MM-DDTHH:MM:SS` (UTC offset applied by libc).
 pub fn timestamp(ms: u64) -> String {
     if ms == 0 {
@@ -105,7 +99,7 @@ fn elapsed(j: &pb::JobInfo) -> String {
     if j.start_ms == 0 {
         return "-".into();
     }
-    let end = if j.end_ms > 0 { j.end_ms } else { now_ms() };
+    let end = if j.end_ms > 0 { j.end_ms } else { rudel_tls::now_ms() };
     format_duration(end.saturating_sub(j.start_ms))
 }
 

@@ -162,9 +162,7 @@ async fn list(a: ListArgs, head: &str) -> CmdResult {
         "{:>4}  {:<7} {:<9} {:<19}  {:>5}  {:<24} HOLDERS",
         "ID", "ROLE", "STATE", "EXPIRES", "USES", "DESCRIPTION"
     );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = rudel_tls::now_ms();
     for t in &r.tokens {
         let state = if t.revoked_unix_ms > 0 {
             "revoked"
