@@ -65,7 +65,7 @@ pub struct TaskReport {
 }
 
 /// What an agent says about itself when its session (re)starts.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRegistration {
     pub name: String,
     /// Persistent id of the agent's data directory.

@@ -514,45 +514,33 @@ impl State {
     }
 
     /// Puts one pending task of `job_id` on free resources of `node`: the scheduler's way
-    /// to start work.
-    pub(crate) fn place(&mut self, job_id: JobId, node_id: NodeId) -> bool {
+    /// to start work. Returns the task placed.
+    pub(crate) fn place(&mut self, job_id: JobId, node_id: NodeId) -> Option<TaskKey> {
         let now = self.now_ms;
-        let Some(job) = self.jobs.get(&job_id) else {
-            return false;
-        };
-        let Some((index, attempt, from_requeue)) = Self::next_pending(job) else {
-            return false;
-        };
+        let job = self.jobs.get(&job_id)?;
+        let (index, attempt, from_requeue) = Self::next_pending(job)?;
         let (cpus, mem) = (job.spec.cpus, job.spec.mem_bytes);
         let key = TaskKey { job: job_id, index };
-        let Some(node) = self.nodes.get_mut(node_id as usize) else {
-            return false;
-        };
-        let Some(cores) = node.allocate(key, attempt, cpus, mem) else {
-            return false;
-        };
+        let node = self.nodes.get_mut(node_id as usize)?;
+        let cores = node.allocate(key, attempt, cpus, mem)?;
         let rt = RunningTask::new(node_id, attempt, cores, mem, now, None);
         self.mark_placed(job_id, node_id, index, from_requeue, rt);
-        true
+        Some(key)
     }
 
     /// Queues one pending task of `job_id` on the agent of `pred`'s node, to run on `pred`'s
     /// cores and memory as soon as `pred` ends. The successor never runs alongside its
     /// predecessor, so the node is never over-committed, and the agent can start it without
-    /// waiting for a round trip through the log.
-    pub(crate) fn place_after(&mut self, job_id: JobId, pred: TaskKey) -> bool {
+    /// waiting for a round trip through the log. Returns the task queued.
+    pub(crate) fn place_after(&mut self, job_id: JobId, pred: TaskKey) -> Option<TaskKey> {
         let now = self.now_ms;
-        let Some(p) = self.running_task(pred) else { return false };
+        let p = self.running_task(pred)?;
         if p.successor.is_some() || p.kill_requested || self.chain_depth(pred) >= self.queue_limit(job_id, pred) {
-            return false;
+            return None;
         }
         let (node_id, cores, mem) = (p.node, p.cores.clone(), p.mem_bytes);
-        let Some(job) = self.jobs.get(&job_id) else {
-            return false;
-        };
-        let Some((index, attempt, from_requeue)) = Self::next_pending(job) else {
-            return false;
-        };
+        let job = self.jobs.get(&job_id)?;
+        let (index, attempt, from_requeue) = Self::next_pending(job)?;
         let key = TaskKey { job: job_id, index };
         let rt = RunningTask::new(node_id, attempt, cores, mem, now, Some(pred));
         if let Some(n) = self.nodes.get_mut(node_id as usize) {
@@ -562,7 +550,7 @@ impl State {
         if let Some(p) = self.running_mut(pred) {
             p.successor = Some(key);
         }
-        true
+        Some(key)
     }
 
     /// How deep a task of `job_id` may be queued behind `pred`: both jobs' tasks must be
