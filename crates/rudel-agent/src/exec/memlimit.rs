@@ -72,6 +72,10 @@ pub(crate) fn detect(cgroup_name: &str) -> MemMode {
             }
         }
         for root in candidates {
+            if let Some(parent) = root.parent() {
+                // Memory cgroups of agents killed with -9 (their tasks are orphans).
+                super::contain::clean_stale(parent, cgroup_name, false);
+            }
             if probe_parent(&root, false) {
                 return MemMode::V1 { root };
             }
