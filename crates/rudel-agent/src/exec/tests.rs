@@ -998,3 +998,34 @@ fn true_rate(rt: &tokio::runtime::Runtime, exec: &Executor, rx: &mut UnboundedRe
     }
     N as f64 / t0.elapsed().as_secs_f64()
 }
+
+#[test]
+fn cgroups_of_a_dead_agent_are_cleaned_up() {
+    let Contain::V1 { root, .. } = &h().exec.inner.contain else {
+        println!("no v1 pids cgroup here ({})", h().exec.containment());
+        return;
+    };
+    let home = root.parent().expect("parent of the cgroup root");
+    // A pid above pid_max never runs: the agent that made this directory is dead.
+    let pid_max: u64 = read(Path::new("/proc/sys/kernel/pid_max"))
+        .trim()
+        .parse()
+        .expect("pid_max");
+    let stale = home.join(format!("rudel-{}", pid_max + 1));
+    let task_cg = stale.join("7_0_0");
+    std::fs::create_dir_all(&task_cg).expect("mkdir stale cgroup");
+    // A process of the dead agent's task (started here; moved into its cgroup).
+    let (job, mut rx) = new_job();
+    let pid = h().exec.launch(spec(job, 0, &["sleep", "1000"])).expect("spawn");
+    std::fs::write(task_cg.join("cgroup.procs"), pid.to_string()).expect("move into stale cgroup");
+    contain::clean_stale(home, "rudel-not-this-one", false);
+    assert!(!stale.exists(), "stale cgroup {} left", stale.display());
+    let r = recv(&mut rx, 10);
+    assert_eq!(r.signal, Some(libc::SIGKILL), "{r:?}");
+    // A directory of a live agent (this process) is left alone.
+    let live = home.join(format!("rudel-{}", std::process::id()));
+    std::fs::create_dir_all(&live).expect("mkdir live");
+    contain::clean_stale(home, "rudel-not-this-one", false);
+    assert!(live.exists());
+    std::fs::remove_dir(&live).expect("rmdir live");
+}
