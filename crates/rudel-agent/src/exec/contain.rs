@@ -231,7 +231,12 @@ pub(crate) fn leave(mut home: &File) -> io::Result<()> {
 
 /// Signals every process of a task cgroup. `freeze` first sets `pids.max` to 0 so that
 /// nothing can fork while we kill (a fork bomb would otherwise outrun one pass).
+/// An empty cgroup (the common case at a task's end) costs one read.
 pub(crate) fn kill_cgroup(dir: &Path, v2: bool, sig: i32, freeze: bool) {
+    let pids = memlimit::members(dir);
+    if pids.is_empty() {
+        return;
+    }
     if freeze {
         let _ = write_file(&dir.join("pids.max"), "0");
     }
@@ -239,13 +244,20 @@ pub(crate) fn kill_cgroup(dir: &Path, v2: bool, sig: i32, freeze: bool) {
     if v2 && sig == libc::SIGKILL && write_file(&dir.join("cgroup.kill"), "1").is_ok() {
         return;
     }
-    memlimit::kill_members(dir, sig);
+    memlimit::signal_pids(&pids, sig);
+    if freeze {
+        // Forks that were under way when we read the list.
+        memlimit::kill_members(dir, sig);
+    }
 }
 
 /// Kills what is left and removes the cgroup; retries while dying processes keep it busy.
 pub(crate) async fn remove(dir: PathBuf, v2: bool) {
     for i in 0..100u32 {
-        kill_cgroup(&dir, v2, libc::SIGKILL, i == 0);
+        // The first try is a bare rmdir: the reaper has just emptied the cgroup.
+        if i > 0 {
+            kill_cgroup(&dir, v2, libc::SIGKILL, true);
+        }
         match fs::remove_dir(&dir) {
             Ok(()) => return,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return,
