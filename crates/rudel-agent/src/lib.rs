@@ -6,4 +6,5 @@ pub mod journal;
 pub mod launch;
 pub mod session;
 
+pub use exec::DEFAULT_TASK_PIDS_MAX;
 pub use session::{run, AgentConfig, AgentError};

@@ -33,6 +33,8 @@ pub struct AgentConfig {
     pub mem_bytes: u64,
     /// SIGTERM → SIGKILL delay on cancel and time limit.
     pub kill_grace: Duration,
+    /// Most processes (threads included) one task may have; 0 = no limit.
+    pub task_pids_max: u64,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
     /// Labels for constraint expressions (`gpu` -> "", `rack=a` -> "a").
@@ -54,6 +56,7 @@ impl AgentConfig {
             cpus: identity::available_cpus(),
             mem_bytes: identity::total_memory(),
             kill_grace: Duration::from_secs(10),
+            task_pids_max: crate::exec::DEFAULT_TASK_PIDS_MAX,
             max_backoff: Duration::from_secs(5),
             // Detected hardware; `--label` given by the operator overrides these.
             labels: identity::hardware_labels().into_iter().collect(),
@@ -147,6 +150,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     };
     let (exec, mut reports) = Executor::start(ExecConfig {
         kill_grace: cfg.kill_grace,
+        pids_max: cfg.task_pids_max,
         ..ExecConfig::default()
     })?;
     let (mut journal, recovered) = Journal::open(&cfg.data_dir)?;
@@ -155,6 +159,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     }
     tracing::info!(
         name = %cfg.name, cpus = cfg.cpus, mem = cfg.mem_bytes, mem_limits = exec.mem_enforcement(),
+        containment = exec.containment(),
         unacked = journal.unacked().len(), "agent starting"
     );
     let mut agent = Agent {
@@ -472,6 +477,7 @@ impl Agent {
             cpus: self.cfg.cpus,
             mem_bytes: self.cfg.mem_bytes,
             mem_enforcement: self.exec.mem_enforcement().into(),
+            containment: self.exec.containment().into(),
             version: env!("CARGO_PKG_VERSION").into(),
             arch: std::env::consts::ARCH.into(),
             os: std::env::consts::OS.into(),

@@ -75,6 +75,9 @@ pub struct NodeRegistration {
     pub cpus: u32,
     pub mem_bytes: u64,
     pub mem_enforcement: String,
+    /// How the agent contains tasks (`rudel nodes`); empty from older agents.
+    #[serde(default)]
+    pub containment: String,
     pub version: String,
     pub arch: String,
     pub os: String,

@@ -25,6 +25,9 @@ pub struct Node {
     pub cpus: u32,
     pub mem_bytes: u64,
     pub mem_enforcement: String,
+    /// How the agent contains tasks, e.g. `cgroup-v1 (pids.max 1024, memory)`.
+    #[serde(default)]
+    pub containment: String,
     pub version: String,
     pub arch: String,
     pub os: String,
@@ -62,6 +65,7 @@ impl Node {
             cpus,
             mem_bytes,
             mem_enforcement: String::new(),
+            containment: String::new(),
             version: String::new(),
             arch: String::new(),
             os: String::new(),

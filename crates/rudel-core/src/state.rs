@@ -341,6 +341,7 @@ impl State {
             n.boot_id = reg.boot_id;
             n.resize(reg.cpus, reg.mem_bytes);
             n.mem_enforcement = reg.mem_enforcement;
+            n.containment = reg.containment;
             n.version = reg.version;
             n.arch = reg.arch;
             n.os = reg.os;

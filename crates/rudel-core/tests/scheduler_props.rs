@@ -100,6 +100,7 @@ fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
             cpus,
             mem_bytes: mem,
             mem_enforcement: "rlimit".into(),
+            containment: String::new(),
             version: "test".into(),
             arch: "x86_64".into(),
             os: "linux".into(),

@@ -161,6 +161,7 @@ impl Session {
                 cpus: reg.cpus,
                 mem_bytes: reg.mem_bytes,
                 mem_enforcement: reg.mem_enforcement.clone(),
+                containment: reg.containment.clone(),
                 version: reg.version.clone(),
                 arch: reg.arch.clone(),
                 os: reg.os.clone(),

@@ -197,6 +197,7 @@ pub fn node_info(n: &Node) -> pb::NodeInfo {
         mem_bytes: n.mem_bytes,
         mem_used: n.mem_used,
         mem_enforcement: n.mem_enforcement.clone(),
+        containment: n.containment.clone(),
         version: n.version.clone(),
         arch: n.arch.clone(),
         os: n.os.clone(),

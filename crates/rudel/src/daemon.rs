@@ -34,6 +34,11 @@ pub struct UpArgs {
     /// Delay between SIGTERM and SIGKILL when a task is cancelled or times out.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub kill_grace: String,
+    /// Most processes (threads included) one task may have, enforced by the task's pids
+    /// cgroup (fork fails with EAGAIN beyond it); 0 = no limit. Without cgroups, a
+    /// non-root agent sets RLIMIT_NPROC instead (per user: best effort).
+    #[arg(long, value_name = "N", default_value_t = rudel_agent::DEFAULT_TASK_PIDS_MAX)]
+    pub task_pids_max: u64,
     /// An agent silent (no heartbeat) or disconnected this long is declared lost: its
     /// --requeue tasks run elsewhere, its --no-requeue tasks end node_fail.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
@@ -88,6 +93,11 @@ pub struct AgentArgs {
     /// Delay between SIGTERM and SIGKILL when a task is cancelled or times out.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub kill_grace: String,
+    /// Most processes (threads included) one task may have, enforced by the task's pids
+    /// cgroup (fork fails with EAGAIN beyond it); 0 = no limit. Without cgroups, a
+    /// non-root agent sets RLIMIT_NPROC instead (per user: best effort).
+    #[arg(long, value_name = "N", default_value_t = rudel_agent::DEFAULT_TASK_PIDS_MAX)]
+    pub task_pids_max: u64,
     /// Join token (printed by `rudel up`/`rudel head`, or from `rudel token create`). Used
     /// once to get this node's certificate, which is kept in DATA/tls; later starts need
     /// no token (or a new one once the certificate has expired).
@@ -180,6 +190,17 @@ fn agent_config(
     Ok(cfg)
 }
 
+/// `--task-pids-max`: 0 (no limit) or at least 2 (on cgroup v1 the agent's spawner
+/// thread counts in the task's cgroup for the instant of the spawn).
+fn task_pids_max(n: u64) -> Result<u64, Failure> {
+    if n == 1 {
+        return Err(Failure::usage(anyhow!(
+            "--task-pids-max 1 would leave a task no room to start: give 0 (no limit) or at least 2"
+        )));
+    }
+    Ok(n)
+}
+
 fn parse_timeout(s: &str) -> Result<Duration, Failure> {
     let ms = rudel_core::parse::parse_duration(s).map_err(|e| Failure::usage(anyhow!("--node-timeout: {e}")))?;
     if ms < 1000 {
@@ -207,6 +228,7 @@ pub async fn up(a: UpArgs) -> CmdResult {
         &a.kill_grace,
         &a.labels,
     )?;
+    cfg.task_pids_max = task_pids_max(a.task_pids_max)?;
     cfg.token = head.join_token.clone();
     println!("rudel is up: head on {addr}, data in {}", data.display());
     println!("  submit with: rudel submit -- echo hello   (or set RUDEL_HEAD={addr} if not the default)");
@@ -299,6 +321,7 @@ pub async fn agent(a: AgentArgs, head: &str) -> CmdResult {
     }
     let data = a.data.unwrap_or_else(|| default_data_dir().join("agent"));
     let mut cfg = agent_config(heads, data, a.name, a.cpus, a.mem.as_deref(), &a.kill_grace, &a.labels)?;
+    cfg.task_pids_max = task_pids_max(a.task_pids_max)?;
     let orphan = rudel_core::parse::parse_duration(&a.orphan_timeout)
         .map_err(|e| Failure::usage(anyhow!("--orphan-timeout: {e}")))?;
     cfg.orphan_timeout = (orphan > 0).then(|| Duration::from_millis(orphan));

@@ -421,6 +421,7 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
                 json!({
                     "name": n.name, "state": n.state, "cpus": n.cpus, "cpus_used": n.cpus_used,
                     "mem_bytes": n.mem_bytes, "mem_used": n.mem_used, "mem_enforcement": n.mem_enforcement,
+                    "containment": n.containment,
                     "running_tasks": n.running_tasks, "version": n.version, "arch": n.arch, "os": n.os,
                     "last_seen_ms": n.last_seen_ms, "address": n.address, "reason": n.reason,
                     "labels": n.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
@@ -430,13 +431,23 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
         println!("{}", Value::Array(v));
         return Ok(0);
     }
+    // Containment texts differ much in length (`cgroup-v1 (pids.max 1024, memory)`,
+    // `process-tree (no process limit, memory via RLIMIT_AS)`): size the column to them.
+    let contain = |n: &pb::NodeInfo| {
+        if n.containment.is_empty() {
+            "-".to_string()
+        } else {
+            n.containment.clone()
+        }
+    };
+    let cw = r.nodes.iter().map(|n| contain(n).len()).max().unwrap_or(0).max(11);
     println!(
-        "{:<20} {:<11} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} REASON",
-        "NODE", "STATE", "CPUS", "MEM", "MEMLIMIT", "TASKS", "VERSION", "ARCH", "LAST_SEEN", "LABELS"
+        "{:<20} {:<11} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} REASON",
+        "NODE", "STATE", "CPUS", "MEM", "MEMLIMIT", "TASKS", "VERSION", "ARCH", "LAST_SEEN", "LABELS", "CONTAINMENT"
     );
     for n in &r.nodes {
         println!(
-            "{:<20} {:<11} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {}",
+            "{:<20} {:<11} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} {}",
             truncate(&n.name, 20),
             n.state,
             format!("{}/{}", n.cpus_used, n.cpus),
@@ -459,6 +470,7 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
                     l.join(",")
                 }
             },
+            contain(n),
             n.reason
         );
     }

@@ -185,3 +185,78 @@ fn memory_limit_is_enforced() {
     );
     assert_eq!(nodes[0]["mem_bytes"].as_u64(), Some(2 << 30));
 }
+
+/// True where the tests run as root with a cgroup v1 `pids` hierarchy (as in CI): there
+/// tasks must be in cgroups, so the containment tests do not pass in the fallback by
+/// accident.
+fn pids_cgroup_expected() -> bool {
+    // SAFETY: plain syscall.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    root && mounts.lines().any(|l| {
+        l.contains(" cgroup ")
+            && l.split_whitespace()
+                .nth(3)
+                .is_some_and(|o| o.split(',').any(|x| x == "pids"))
+    })
+}
+
+#[test]
+fn escaped_background_process_dies_with_its_job() {
+    let mut c = Cluster::up(Opts::default());
+    let nodes = c.nodes_json();
+    let contain = nodes[0]["containment"].as_str().unwrap_or("").to_string();
+    eprintln!("containment: {contain}");
+    assert!(
+        contain.starts_with("cgroup-v") || contain.starts_with("process-tree ("),
+        "nodes --json must say how tasks are contained: {:?}",
+        nodes[0]
+    );
+    if pids_cgroup_expected() {
+        assert!(
+            contain.starts_with("cgroup-v") && contain.contains("pids.max 1024"),
+            "{contain}"
+        );
+    }
+    let table = c.rudel_ok(&["nodes"]);
+    assert!(
+        table.stdout.contains("CONTAINMENT") && table.stdout.contains(&contain),
+        "{table}"
+    );
+
+    // The background sleep leaves the job's process group (setsid); the job ends after 1 s.
+    let m = marker(311);
+    let script = format!("setsid sleep {m} & echo $! > escapee.pid; sleep 1");
+    let o = c.rudel_ok(&["run", "--", "sh", "-c", &script]);
+    let pid: i32 = wait_file(&c.work.join("escapee.pid"), Duration::from_secs(5))
+        .trim()
+        .parse()
+        .expect("pid in escapee.pid");
+    // Killed before the end was reported: at most a zombie waiting for the agent's reaper.
+    assert!(
+        matches!(proc_stat(pid), None | Some(('Z', _))),
+        "`rudel run` returned ({}) while the escaped sleep {pid} still runs: {:?}",
+        o.stdout.trim(),
+        proc_stat(pid)
+    );
+    assert!(eventually(Duration::from_secs(3), || pid_gone(pid)), "{pid} left");
+    assert_tree_gone(&c, &m, Duration::from_secs(3));
+    assert_no_zombies(&mut c, "up");
+
+    // The limit is the agent's option.
+    c.start_named_agent_with("small", &["--task-pids-max", "64"]);
+    let small = c
+        .nodes_json()
+        .into_iter()
+        .find(|n| n["name"] == "small")
+        .expect("node small");
+    let s = small["containment"].as_str().unwrap_or("");
+    if s.starts_with("cgroup") {
+        assert!(s.contains("pids.max 64"), "{s}");
+    } else {
+        assert!(s.starts_with("process-tree"), "{s}");
+    }
+    let bad = c.rudel(&["agent", "--head", "127.0.0.1:1", "--task-pids-max", "1"]);
+    assert_eq!(bad.code, Some(2), "{bad}");
+    assert!(bad.stderr.contains("--task-pids-max"), "{bad}");
+}

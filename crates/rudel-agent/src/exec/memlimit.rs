@@ -72,6 +72,10 @@ pub(crate) fn detect(cgroup_name: &str) -> MemMode {
             }
         }
         for root in candidates {
+            if let Some(parent) = root.parent() {
+                // Memory cgroups of agents killed with -9 (their tasks are orphans).
+                super::contain::clean_stale(parent, cgroup_name, false);
+            }
             if probe_parent(&root, false) {
                 return MemMode::V1 { root };
             }
@@ -201,9 +205,15 @@ pub(crate) fn members(dir: &Path) -> Vec<i32> {
 
 /// Sends `sig` to every process of the cgroup. Returns how many were signalled.
 pub(crate) fn kill_members(dir: &Path, sig: i32) -> usize {
-    let pids = members(dir);
-    for &pid in &pids {
-        if pid > 0 {
+    signal_pids(&members(dir), sig)
+}
+
+/// Sends `sig` to each pid. Never to the agent itself: on cgroup v1 its spawner thread
+/// is inside a task's cgroup for the instant of a spawn, which lists the agent's pid.
+pub(crate) fn signal_pids(pids: &[i32], sig: i32) -> usize {
+    let me = std::process::id() as i32;
+    for &pid in pids {
+        if pid > 0 && pid != me {
             // SAFETY: plain syscall.
             unsafe { libc::kill(pid, sig) };
         }

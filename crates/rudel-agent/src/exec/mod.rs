@@ -23,12 +23,14 @@ use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 use tracing::warn;
 
+pub(crate) mod contain;
 pub(crate) mod memlimit;
 mod reaper;
 mod spawn;
 #[cfg(test)]
 mod tests;
 
+use contain::Contain;
 use memlimit::{MemMode, TaskCgroup};
 
 /// Where a task's standard error goes.
@@ -69,13 +71,24 @@ pub struct ExecConfig {
     pub kill_grace: Duration,
     /// Name of the parent cgroup of the per-task cgroups, e.g. `rudel-<pid>`.
     pub cgroup_name: String,
+    /// Most processes (threads included) one task may have (`pids.max`); 0 = no limit.
+    pub pids_max: u64,
+    /// Put tasks in cgroups when the machine has usable ones; `false` tracks them by
+    /// process tree only (how an agent without cgroups behaves; tests use it).
+    pub cgroups: bool,
 }
+
+/// Default of [`ExecConfig::pids_max`]: far above what a normal task runs, low enough
+/// that a fork bomb cannot exhaust the node's pid space.
+pub const DEFAULT_TASK_PIDS_MAX: u64 = 1024;
 
 impl Default for ExecConfig {
     fn default() -> Self {
         ExecConfig {
             kill_grace: Duration::from_secs(10),
             cgroup_name: format!("rudel-{}", std::process::id()),
+            pids_max: DEFAULT_TASK_PIDS_MAX,
+            cgroups: true,
         }
     }
 }
@@ -102,6 +115,16 @@ pub(crate) enum KillReason {
     Cancelled,
 }
 
+/// How the processes of one task are found.
+#[derive(Debug)]
+pub(crate) enum Track {
+    /// Its own cgroup (v1 pids or v2): the members are `cgroup.procs`.
+    Cgroup { dir: PathBuf, v2: bool },
+    /// No cgroup: by process tree and the `RUDEL_TASK` marker; `since` is the leader's
+    /// start time (no member started earlier: tells reused pids apart).
+    Tree { marker: String, since: u64 },
+}
+
 /// A running task (keyed by its pid in [`State::tasks`]).
 pub(crate) struct Task {
     pub(crate) key: TaskKey,
@@ -110,7 +133,9 @@ pub(crate) struct Task {
     pub(crate) kill_reason: Option<KillReason>,
     /// Timers owned by the task (time limit, kill escalation): aborted when it ends.
     pub(crate) timers: Vec<AbortHandle>,
+    /// The memory cgroup (OOM detection); on v2 the same directory as `track`.
     pub(crate) cgroup: Option<TaskCgroup>,
+    pub(crate) track: Track,
     pub(crate) mem_bytes: u64,
     /// The limit is an address-space rlimit (no OOM detection possible).
     pub(crate) mem_rlimit: bool,
@@ -133,6 +158,9 @@ pub(crate) struct State {
 pub(crate) struct Inner {
     pub(crate) cfg: ExecConfig,
     pub(crate) mem: MemMode,
+    pub(crate) contain: Contain,
+    /// [`contain::describe`] of this executor (shown by `rudel nodes`).
+    pub(crate) containment: String,
     pub(crate) state: Mutex<State>,
     /// Paired with `state`: signalled when something was spawned or on stop.
     pub(crate) reaper_cv: Condvar,
@@ -153,12 +181,25 @@ impl Inner {
         let _ = self.reports.send(r);
     }
 
-    /// SIGTERM/SIGKILL to the task's process group and its cgroup. Call with the state
-    /// lock held and the task still in the table (its pid cannot have been reused).
+    /// SIGTERM/SIGKILL to every process of the task: its process group, its cgroups, and
+    /// (without a cgroup) the processes found by tree and marker. SIGKILL also stops
+    /// forks first (`pids.max` 0). Call with the state lock held and the task still in
+    /// the table (its pid cannot have been reused).
     pub(crate) fn signal_task(pid: u32, task: &Task, sig: i32) {
         // SAFETY: plain syscalls.
         unsafe {
             libc::kill(-(pid as i32), sig);
+        }
+        Self::signal_members(pid, task, sig);
+    }
+
+    /// The part of [`Inner::signal_task`] beyond the process group.
+    pub(crate) fn signal_members(pid: u32, task: &Task, sig: i32) {
+        match &task.track {
+            Track::Cgroup { dir, v2 } => contain::kill_cgroup(dir, *v2, sig, sig == libc::SIGKILL),
+            Track::Tree { marker, since } => {
+                contain::sweep(Some(pid), marker, *since, sig);
+            }
         }
         if let Some(cg) = &task.cgroup {
             memlimit::kill_members(&cg.dir, sig);
@@ -225,6 +266,9 @@ impl Inner {
         st.cgroups_alive = st.cgroups_alive.saturating_sub(1);
         if st.cgroups_alive == 0 {
             if let MemMode::V1 { root } | MemMode::V2 { root } = &self.mem {
+                let _ = std::fs::remove_dir(root);
+            }
+            if let Some(root) = self.contain.root() {
                 let _ = std::fs::remove_dir(root);
             }
             if st.tasks.is_empty() {
@@ -299,13 +343,21 @@ impl Executor {
             .write(true)
             .open("/dev/null")
             .map_err(ExecError::DevNull)?;
-        let mem = memlimit::detect(&cfg.cgroup_name);
-        tracing::info!(mem_enforcement = mem.name(), "executor starting");
+        let mem = if cfg.cgroups {
+            memlimit::detect(&cfg.cgroup_name)
+        } else {
+            MemMode::Rlimit
+        };
+        let contain = contain::detect(&cfg.cgroup_name, cfg.cgroups);
+        let containment = contain::describe(&contain, &mem, cfg.pids_max);
+        tracing::info!(mem_enforcement = mem.name(), %containment, "executor starting");
         let (report_tx, report_rx) = tokio::sync::mpsc::unbounded_channel();
         let (spawn_tx, spawn_rx) = mpsc::channel();
         let inner = Arc::new(Inner {
             cfg,
             mem,
+            contain,
+            containment,
             state: Mutex::new(State::default()),
             reaper_cv: Condvar::new(),
             reports: report_tx,
@@ -336,6 +388,13 @@ impl Executor {
     /// `"cgroup-v2"`, `"cgroup-v1"` or `"rlimit"`: how `mem_bytes` is enforced here.
     pub fn mem_enforcement(&self) -> &'static str {
         self.inner.mem.name()
+    }
+
+    /// How tasks are contained here and which protections are missing, e.g.
+    /// `cgroup-v1 (pids.max 1024, memory)` or `process-tree (no process limit, memory via
+    /// RLIMIT_AS)`.
+    pub fn containment(&self) -> &str {
+        &self.inner.containment
     }
 
     /// Starts the task; its end (any outcome, including spawn failure) arrives exactly

@@ -13,8 +13,8 @@ use std::time::Duration;
 use rudel_core::{TaskOutcome, TaskReport};
 use tracing::{error, warn};
 
-use super::memlimit;
-use super::{now_ms, Inner, KillReason, Task};
+use super::{contain, memlimit};
+use super::{now_ms, Inner, KillReason, Task, Track};
 
 pub(crate) fn run(inner: &Arc<Inner>) {
     loop {
@@ -96,6 +96,38 @@ fn reap_all(inner: &Arc<Inner>) {
     }
 }
 
+/// The leader has exited: every other member of the task is killed before its end is
+/// reported (a `setsid` background process must not outlive its task, like Slurm's
+/// proctrack/cgroup), and the task's cgroup is removed once empty.
+fn kill_leftovers(inner: &Arc<Inner>, track: &Track, mem_dir: Option<&std::path::Path>) {
+    match track {
+        Track::Cgroup { dir, v2 } => {
+            contain::kill_cgroup(dir, *v2, libc::SIGKILL, true);
+            if mem_dir == Some(dir.as_path()) {
+                return; // one directory (v2): removed with the memory cgroup below
+            }
+            let (dir, v2, i2) = (dir.clone(), *v2, Arc::clone(inner));
+            inner.rt.spawn(async move {
+                contain::remove(dir, v2).await;
+                let mut st = i2.lock();
+                i2.release_cgroup(&mut st);
+            });
+        }
+        Track::Tree { marker, since } => {
+            contain::sweep(None, marker, *since, libc::SIGKILL);
+            // Members killed just now (in the group) re-parent their own children to the
+            // agent a moment later: look again for those.
+            let (marker, since) = (marker.clone(), *since);
+            inner.rt.spawn(async move {
+                for ms in [20u64, 100, 500] {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    contain::sweep(None, &marker, since, libc::SIGKILL);
+                }
+            });
+        }
+    }
+}
+
 fn signal_name(sig: i32) -> &'static str {
     match sig {
         libc::SIGHUP => "SIGHUP",
@@ -139,6 +171,8 @@ fn finish(inner: &Arc<Inner>, mut task: Task, status: libc::c_int) -> TaskReport
     };
     let limit = memlimit::human_bytes(task.mem_bytes);
     let mut oom = false;
+    let mem_dir = task.cgroup.as_ref().map(|c| c.dir.clone());
+    kill_leftovers(inner, &task.track, mem_dir.as_deref());
     if let Some(cg) = task.cgroup.take() {
         oom = match memlimit::oom_kills(&cg) {
             Some(n) => n > 0,

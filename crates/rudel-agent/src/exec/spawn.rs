@@ -3,8 +3,10 @@
 //!
 //! Fast path (no memory limit): `posix_spawn` (glibc: `clone(CLONE_VM|CLONE_VFORK)`, no
 //! page-table copy) with a new session, an empty signal mask and default dispositions.
-//! Memory-limited tasks: `std::process::Command` with a `pre_exec` hook (a fork) that
-//! joins the task's cgroup or sets `RLIMIT_AS`.
+//! On cgroup v1 the spawner thread joins the task's pids cgroup around the spawn (see
+//! contain.rs). Memory-limited tasks, and every task on cgroup v2:
+//! `std::process::Command` with a `pre_exec` hook (a fork) that joins the task's cgroups
+//! or sets `RLIMIT_AS`.
 use std::ffi::{CString, OsStr};
 use std::fs::File;
 use std::io::Write;
@@ -18,8 +20,9 @@ use std::sync::{mpsc, Arc};
 use rudel_core::{TaskOutcome, TaskReport};
 use tracing::warn;
 
+use super::contain::{self, Contain};
 use super::memlimit::{self, MemMode};
-use super::{errno_text, now_ms, ExecSpec, Inner, StderrTarget, Task};
+use super::{errno_text, now_ms, ExecSpec, Inner, StderrTarget, Task, Track};
 
 /// glibc >= 2.26; spelled out in case the libc crate lacks it.
 const POSIX_SPAWN_SETSID: libc::c_int = 0x80;
@@ -231,9 +234,10 @@ fn launch(
     aff: &mut Affinity,
     attr: Option<&SpawnAttr>,
     devnull: &OwnedFd,
-    spec: ExecSpec,
+    mut spec: ExecSpec,
 ) -> Option<u32> {
     let start_ms = now_ms();
+    set_marker(&mut spec.env, contain::task_marker(spec.key, spec.attempt));
     {
         let st = inner.lock();
         if let Some(&pid) = st.by_key.get(&(spec.key, spec.attempt)) {
@@ -273,7 +277,8 @@ fn launch(
         }
     };
     aff.apply(&spec.cores);
-    let result = if spec.mem_bytes == 0 && attr.is_some() {
+    // v2 cannot move a thread into a cgroup: those tasks join theirs in a forked child.
+    let result = if spec.mem_bytes == 0 && attr.is_some() && !inner.contain.is_v2() {
         match (attr, Prepared::new(&spec, &prog)) {
             (Some(attr), Ok(p)) => spawn_fast(inner, attr, devnull, &stdio, &spec, &p, start_ms),
             (_, Err(f)) => Err(f),
@@ -294,7 +299,96 @@ fn launch(
     }
 }
 
+/// Puts `RUDEL_TASK=<marker>` in the task's environment (replacing any given one): how
+/// the task's processes are recognised when they leave its process group and there is
+/// no cgroup, and how the next agent process finds the task after a crash.
+fn set_marker(env: &mut Vec<(String, String)>, marker: String) {
+    env.retain(|(k, _)| k != contain::TASK_MARKER);
+    env.push((contain::TASK_MARKER.into(), marker));
+}
+
+/// The containment cgroup made for a task about to be spawned.
+#[derive(Default)]
+struct Placement {
+    /// (directory, is v2).
+    cgroup: Option<(PathBuf, bool)>,
+    /// v1: the spawner thread is in the task's cgroup and must leave after the spawn.
+    entered: bool,
+}
+
+impl Placement {
+    /// Makes the task's cgroup (state lock held, so that removal of the empty parent
+    /// cannot race) and, on v1, moves the spawner thread into it: the child inherits the
+    /// thread's cgroup. Without a usable cgroup the task is tracked by process tree.
+    fn make(inner: &Inner, st: &mut super::State, spec: &ExecSpec) -> Placement {
+        let (root, v2) = match &inner.contain {
+            Contain::V1 { root, .. } => (root, false),
+            Contain::V2 { root } => (root, true),
+            Contain::Tree { .. } => return Placement::default(),
+        };
+        let dir = match contain::create_task(root, v2, spec.key, spec.attempt, inner.cfg.pids_max) {
+            Ok(d) => d,
+            Err(e) => {
+                warn!(task = %spec.key, error = %e, "cannot create the task's cgroup; tracking it by process tree");
+                return Placement::default();
+            }
+        };
+        if !v2 {
+            if let Err(e) = contain::enter(&dir) {
+                warn!(task = %spec.key, error = %e, "cannot join the task's cgroup; tracking it by process tree");
+                let _ = std::fs::remove_dir(&dir);
+                return Placement::default();
+            }
+        }
+        st.cgroups_alive += 1;
+        Placement {
+            cgroup: Some((dir, v2)),
+            entered: !v2,
+        }
+    }
+
+    /// Right after the spawn: the spawner thread goes back to the agent's cgroup.
+    fn leave(&mut self, inner: &Inner) {
+        if !std::mem::take(&mut self.entered) {
+            return;
+        }
+        if let Contain::V1 { home, .. } = &inner.contain {
+            if let Err(e) = contain::leave(home) {
+                // The next spawn moves the thread again; this cgroup stays until then.
+                tracing::error!(error = %e, "cannot move the spawner thread back to the agent's cgroup");
+            }
+        }
+    }
+
+    /// The spawn failed: remove the (empty) cgroup.
+    fn undo(self, inner: &Inner, st: &mut super::State) {
+        if let Some((dir, _)) = self.cgroup {
+            let _ = std::fs::remove_dir(&dir);
+            inner.release_cgroup(st);
+        }
+    }
+
+    /// How the spawned task `pid` is tracked.
+    fn track(self, inner: &Inner, spec: &ExecSpec, pid: u32) -> Track {
+        match self.cgroup {
+            Some((dir, v2)) => Track::Cgroup { dir, v2 },
+            None => {
+                if let Contain::Tree { nproc: true } = inner.contain {
+                    if inner.cfg.pids_max > 0 {
+                        contain::set_nproc(pid, inner.cfg.pids_max);
+                    }
+                }
+                Track::Tree {
+                    marker: contain::task_marker(spec.key, spec.attempt),
+                    since: contain::start_time(pid).unwrap_or(0),
+                }
+            }
+        }
+    }
+}
+
 /// Registers a spawned task (state lock held by the caller) and wakes the reaper.
+#[allow(clippy::too_many_arguments)]
 fn register(
     inner: &Arc<Inner>,
     st: &mut super::State,
@@ -302,6 +396,7 @@ fn register(
     pid: u32,
     start_ms: u64,
     cgroup: Option<memlimit::TaskCgroup>,
+    track: Track,
     mem_rlimit: bool,
 ) {
     st.tasks.insert(
@@ -313,6 +408,7 @@ fn register(
             kill_reason: None,
             timers: Vec::new(),
             cgroup,
+            track,
             mem_bytes: spec.mem_bytes,
             mem_rlimit,
         },
@@ -468,6 +564,7 @@ fn spawn_fast(
             // Launched concurrently by another request: still a no-op.
             return Ok(pid);
         }
+        let mut place = Placement::make(inner, &mut st, spec);
         let mut pid: libc::pid_t = 0;
         let r = libc::posix_spawn(
             &mut pid,
@@ -477,11 +574,14 @@ fn spawn_fast(
             p.argv_ptrs.as_ptr(),
             p.envp_ptrs.as_ptr(),
         );
+        place.leave(inner);
         if r != 0 || pid <= 0 {
+            place.undo(inner, &mut st);
             drop(st);
             return Err(diagnose(spec, if r != 0 { r } else { libc::EIO }));
         }
-        register(inner, &mut st, spec, pid as u32, start_ms, None, false);
+        let track = place.track(inner, spec, pid as u32);
+        register(inner, &mut st, spec, pid as u32, start_ms, None, track, false);
         Ok(pid as u32)
     }
 }
@@ -522,8 +622,10 @@ fn spawn_forked(
     if let Some(&pid) = st.by_key.get(&(spec.key, spec.attempt)) {
         return Ok(pid);
     }
-    // The cgroup is made under the lock so that removal of the (empty) parent cannot race.
+    // Cgroups are made under the lock so that removal of the (empty) parent cannot race.
+    let mut place = Placement::make(inner, &mut st, spec);
     let cg_root = match &inner.mem {
+        _ if spec.mem_bytes == 0 => None,
         MemMode::V1 { root } => Some((root.clone(), false)),
         MemMode::V2 { root } => Some((root.clone(), true)),
         MemMode::Rlimit => None,
@@ -537,38 +639,64 @@ fn spawn_forked(
             }
         }
     });
-    let procs_fd: libc::c_int = prepared.as_ref().map_or(-1, memlimit::procs_fd);
+    // On v2 the memory limit and the process limit share one cgroup.
+    let same_dir = matches!((&place.cgroup, &prepared), (Some((d, _)), Some(p)) if *d == p.cgroup.dir);
+    if prepared.is_some() && !same_dir {
+        st.cgroups_alive += 1;
+    }
+    // v2 containment without a memory cgroup in the same directory: the child joins it.
+    let v2_procs = match &place.cgroup {
+        Some((dir, true)) if !same_dir => {
+            match std::fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs")) {
+                Ok(f) => Some(OwnedFd::from(f)),
+                Err(e) => {
+                    warn!(task = %spec.key, error = %e, "cannot open the task's cgroup; tracking it by process tree");
+                    std::mem::take(&mut place).undo(inner, &mut st);
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    let procs_fds: [libc::c_int; 2] = [
+        prepared.as_ref().map_or(-1, memlimit::procs_fd),
+        v2_procs.as_ref().map_or(-1, |f| f.as_raw_fd()),
+    ];
     let rlimit: u64 = if prepared.is_some() { 0 } else { spec.mem_bytes };
     // SAFETY: the hook only makes async-signal-safe syscalls on captured plain values
     // (no allocation, no locks).
     unsafe {
-        cmd.pre_exec(move || child_setup(procs_fd, rlimit));
+        cmd.pre_exec(move || child_setup(procs_fds, rlimit));
     }
-    if prepared.is_some() {
-        st.cgroups_alive += 1;
-    }
-    match cmd.spawn() {
+    let spawned = cmd.spawn();
+    place.leave(inner);
+    match spawned {
         Ok(child) => {
             let pid = child.id();
             // Dropping a Child neither waits nor kills: the reaper owns it.
             drop(child);
             let cg = prepared.map(|p| p.cgroup);
-            register(inner, &mut st, spec, pid, start_ms, cg, rlimit > 0);
+            let track = place.track(inner, spec, pid);
+            register(inner, &mut st, spec, pid, start_ms, cg, track, rlimit > 0);
             Ok(pid)
         }
         Err(e) => {
             if let Some(p) = prepared {
-                let _ = std::fs::remove_dir(&p.cgroup.dir);
-                inner.release_cgroup(&mut st);
+                if !same_dir {
+                    let _ = std::fs::remove_dir(&p.cgroup.dir);
+                    inner.release_cgroup(&mut st);
+                }
             }
+            place.undo(inner, &mut st);
             drop(st);
             Err(diagnose(spec, e.raw_os_error().unwrap_or(libc::EIO)))
         }
     }
 }
 
-/// Runs in the forked child before exec: async-signal-safe calls only.
-fn child_setup(procs_fd: libc::c_int, rlimit: u64) -> std::io::Result<()> {
+/// Runs in the forked child before exec: async-signal-safe calls only. Writes "0" (this
+/// process) to each open `cgroup.procs` in `procs_fds` (-1 = none).
+fn child_setup(procs_fds: [libc::c_int; 2], rlimit: u64) -> std::io::Result<()> {
     // SAFETY: plain syscalls on stack values.
     unsafe {
         if libc::setsid() == -1 {
@@ -584,8 +712,10 @@ fn child_setup(procs_fd: libc::c_int, rlimit: u64) -> std::io::Result<()> {
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        if procs_fd >= 0 && libc::write(procs_fd, b"0".as_ptr().cast(), 1) != 1 {
-            return Err(std::io::Error::last_os_error());
+        for fd in procs_fds {
+            if fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
         }
         if rlimit > 0 {
             let rl = libc::rlimit {

@@ -23,6 +23,8 @@ struct Harness {
 static HARNESS: OnceLock<Harness> = OnceLock::new();
 static NEXT_JOB: AtomicU64 = AtomicU64::new(1000);
 const GRACE: Duration = Duration::from_secs(1);
+/// Process limit of the shared executor's tasks (the fork-bomb test runs into it).
+const PIDS_MAX: u64 = 256;
 
 fn h() -> &'static Harness {
     HARNESS.get_or_init(|| {
@@ -36,6 +38,8 @@ fn h() -> &'static Harness {
             Executor::start(ExecConfig {
                 kill_grace: GRACE,
                 cgroup_name: format!("rudel-test-{}", std::process::id()),
+                pids_max: PIDS_MAX,
+                cgroups: true,
             })
             .expect("executor")
         };
@@ -687,6 +691,7 @@ fn shutdown_in_child() {
         let (exec, mut rx) = Executor::start(ExecConfig {
             kill_grace: Duration::from_secs(10),
             cgroup_name: format!("rudel-test-child-{}", std::process::id()),
+            ..ExecConfig::default()
         })
         .expect("start");
         assert!(matches!(
@@ -744,4 +749,318 @@ fn shutdown_in_child() {
         }
         println!("shutdown child ok in {took:?}");
     });
+}
+
+// ---------------------------------------------------------------------------------------
+// Containment: processes that leave the task's process group, process limit.
+
+/// Waits (bounded) until `pid` no longer exists (the reaper reaps killed orphans).
+fn wait_gone(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// The pid a task wrote to `file` (waits for it, bounded).
+fn pid_from(file: &Path) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(p) = std::fs::read_to_string(file).ok().and_then(|s| s.trim().parse().ok()) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "{} never written", file.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Live (not zombie) processes whose environment carries `RUDEL_TASK=<marker>`.
+fn with_marker(marker: &str) -> Vec<u32> {
+    let want = format!("{}={marker}", contain::TASK_MARKER);
+    all_procs()
+        .into_iter()
+        .filter(|p| p.1 != 'Z')
+        .filter(|p| {
+            std::fs::read(format!("/proc/{}/environ", p.0))
+                .map(|e| e.split(|&b| b == 0).any(|v| v == want.as_bytes()))
+                .unwrap_or(false)
+        })
+        .map(|p| p.0)
+        .collect()
+}
+
+/// True where this test runs as root with a v1 pids or v2 hierarchy (as in CI): there
+/// the shared executor must use cgroups, so the tests below do not pass in the fallback
+/// by accident.
+fn cgroups_expected() -> bool {
+    // SAFETY: plain syscall.
+    let root = unsafe { libc::geteuid() } == 0;
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    root && mounts.lines().any(|l| {
+        l.contains(" cgroup ")
+            && l.split_whitespace()
+                .nth(3)
+                .is_some_and(|o| o.split(',').any(|x| x == "pids"))
+    })
+}
+
+/// `setsid cmd &` leaves the process group; it must still die with the task.
+fn escapee_dies_at_end(
+    rt: &tokio::runtime::Runtime,
+    exec: &Executor,
+    rx: &mut UnboundedReceiver<TaskReport>,
+    job: u64,
+    dir: &Path,
+    nested: bool,
+) {
+    let f = dir.join(format!("pid-end-{nested}"));
+    let script = if nested {
+        // The escapee's parent is a group member that dies with the leader: it is
+        // re-parented to the agent only after that.
+        format!(
+            "sh -c 'setsid sleep 1000 & echo $! > {}; sleep 1000' & sleep 0.3",
+            f.display()
+        )
+    } else {
+        format!("setsid sleep 1000 & echo $! > {}; sleep 0.2", f.display())
+    };
+    exec.launch(spec(job, nested as u32, &["sh", "-c", &script]));
+    let pid = pid_from(&f);
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "escapee {pid} not running");
+    let r = recv_on(rt, rx, 30);
+    assert_eq!((r.outcome, r.exit_code), (TaskOutcome::Exited, Some(0)), "{r:?}");
+    assert!(
+        wait_gone(pid),
+        "escaped process {pid} outlived its task ({})",
+        exec.containment()
+    );
+}
+
+/// Same with cancel: TERM reaches the escapee too.
+fn escapee_dies_at_cancel(
+    rt: &tokio::runtime::Runtime,
+    exec: &Executor,
+    rx: &mut UnboundedReceiver<TaskReport>,
+    job: u64,
+    dir: &Path,
+) {
+    let f = dir.join("pid-cancel");
+    let script = format!("setsid sleep 1000 & echo $! > {}; sleep 1000", f.display());
+    exec.launch(spec(job, 5, &["sh", "-c", &script]));
+    let pid = pid_from(&f);
+    assert!(exec.kill(TaskKey { job, index: 5 }, 0));
+    let r = recv_on(rt, rx, 30);
+    assert_eq!(r.outcome, TaskOutcome::Cancelled, "{r:?}");
+    assert!(
+        wait_gone(pid),
+        "escaped process {pid} outlived the cancel ({})",
+        exec.containment()
+    );
+}
+
+/// `recv` on any runtime (the fallback child has its own).
+fn recv_on(rt: &tokio::runtime::Runtime, rx: &mut UnboundedReceiver<TaskReport>, secs: u64) -> TaskReport {
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(secs), rx.recv())
+            .await
+            .expect("report in time")
+            .expect("report channel open")
+    })
+}
+
+#[test]
+fn escaped_processes_die_with_the_task() {
+    println!("containment: {}", h().exec.containment());
+    if cgroups_expected() {
+        assert!(
+            h().exec.containment().starts_with("cgroup"),
+            "{}",
+            h().exec.containment()
+        );
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (job, mut rx) = new_job();
+    escapee_dies_at_end(&h().rt, &h().exec, &mut rx, job, dir.path(), false);
+    escapee_dies_at_end(&h().rt, &h().exec, &mut rx, job, dir.path(), true);
+    escapee_dies_at_cancel(&h().rt, &h().exec, &mut rx, job, dir.path());
+}
+
+#[test]
+fn fork_bomb_is_contained_and_killed() {
+    if !h().exec.containment().starts_with("cgroup") {
+        println!(
+            "no cgroup here ({}): nothing limits a root agent's tasks",
+            h().exec.containment()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("bomb.out");
+    let (job, mut rx) = new_job();
+    // 3000 forks of `sleep 30`; the leader counts failures, then stays a moment so the
+    // test can count the task's processes.
+    let bomb = "import os, time, errno\n\
+                ok = fail = other = 0\n\
+                for i in range(3000):\n\
+                \x20   try:\n\
+                \x20       pid = os.fork()\n\
+                \x20   except OSError as e:\n\
+                \x20       if e.errno == errno.EAGAIN: fail += 1\n\
+                \x20       else: other += 1\n\
+                \x20       continue\n\
+                \x20   if pid == 0:\n\
+                \x20       try: os.execv('/bin/sleep', ['sleep', '30'])\n\
+                \x20       finally: os._exit(127)\n\
+                \x20   ok += 1\n\
+                print(ok, fail, other, flush=True)\n\
+                time.sleep(2)\n";
+    let t0 = Instant::now();
+    h().exec.launch(ExecSpec {
+        stdout: Some(out.clone()),
+        ..spec(job, 0, &["python3", "-c", bomb])
+    });
+    let marker = contain::task_marker(TaskKey { job, index: 0 }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read(&out).is_empty() {
+        assert!(Instant::now() < deadline, "fork loop did not finish");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let members = with_marker(&marker).len();
+    let text = read(&out);
+    let counts: Vec<u64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    println!("fork bomb: forked, EAGAIN, other errors = {counts:?}; {members} live processes; limit {PIDS_MAX}");
+    assert_eq!(counts.len(), 3, "{text}");
+    assert!(counts[1] > 2000, "forks must fail with EAGAIN beyond the limit: {text}");
+    assert!(counts[0] < PIDS_MAX, "{text}");
+    assert!(members as u64 <= PIDS_MAX, "{members} processes > limit {PIDS_MAX}");
+    let r = recv(&mut rx, 30);
+    assert_eq!((r.outcome, r.exit_code), (TaskOutcome::Exited, Some(0)), "{r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(25), "the sleeps held the task");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = with_marker(&marker);
+        if left.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} processes of the bomb left", left.len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `fallback_in_child` in a fresh process whose executor uses no cgroups.
+#[test]
+fn fallback_tracks_by_process_tree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("child.out");
+    let exe = std::env::current_exe().expect("current exe");
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    env.push(("RUDEL_EXEC_FALLBACK_CHILD".into(), dir.path().display().to_string()));
+    let r = run(|job| ExecSpec {
+        env,
+        stdout: Some(out.clone()),
+        ..spec(
+            job,
+            0,
+            &[
+                exe.to_str().expect("utf8"),
+                "--exact",
+                "exec::tests::fallback_in_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ],
+        )
+    });
+    let text = read(&out);
+    assert_eq!(r.exit_code, Some(0), "{r:?}\n{text}");
+    assert!(text.contains("fallback child ok"), "{text}");
+}
+
+#[test]
+#[ignore = "run by fallback_tracks_by_process_tree in a child process"]
+fn fallback_in_child() {
+    let Some(dir) = std::env::var_os("RUDEL_EXEC_FALLBACK_CHILD") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (exec, mut rx) = {
+        let _g = rt.enter();
+        Executor::start(ExecConfig {
+            kill_grace: GRACE,
+            cgroup_name: format!("rudel-test-fb-{}", std::process::id()),
+            pids_max: PIDS_MAX,
+            cgroups: false,
+        })
+        .expect("start")
+    };
+    println!("containment: {}", exec.containment());
+    assert!(exec.containment().starts_with("process-tree"), "{}", exec.containment());
+    escapee_dies_at_end(&rt, &exec, &mut rx, 1, &dir, false);
+    escapee_dies_at_end(&rt, &exec, &mut rx, 1, &dir, true);
+    escapee_dies_at_cancel(&rt, &exec, &mut rx, 1, &dir);
+    // Timing without cgroups (compare with perf_2000_true_two_in_flight).
+    let per_s = true_rate(&rt, &exec, &mut rx, 2);
+    println!("perf (process-tree): 2000 x /bin/true, 2 in flight: {per_s:.0} tasks/s");
+    rt.block_on(exec.shutdown());
+    println!("fallback child ok");
+}
+
+/// Runs 2000 `/bin/true` as job `job`, two in flight; returns tasks per second.
+fn true_rate(rt: &tokio::runtime::Runtime, exec: &Executor, rx: &mut UnboundedReceiver<TaskReport>, job: u64) -> f64 {
+    const N: u32 = 2000;
+    let t0 = Instant::now();
+    let mut launched = 0;
+    while launched < 2 {
+        exec.launch(spec(job, launched, &["/bin/true"]));
+        launched += 1;
+    }
+    for _ in 0..N {
+        let r = recv_on(rt, rx, 30);
+        assert_eq!((r.outcome, r.exit_code), (TaskOutcome::Exited, Some(0)), "{r:?}");
+        if launched < N {
+            exec.launch(spec(job, launched, &["/bin/true"]));
+            launched += 1;
+        }
+    }
+    N as f64 / t0.elapsed().as_secs_f64()
+}
+
+#[test]
+fn cgroups_of_a_dead_agent_are_cleaned_up() {
+    let Contain::V1 { root, .. } = &h().exec.inner.contain else {
+        println!("no v1 pids cgroup here ({})", h().exec.containment());
+        return;
+    };
+    let home = root.parent().expect("parent of the cgroup root");
+    // A pid above pid_max never runs: the agent that made this directory is dead.
+    let pid_max: u64 = read(Path::new("/proc/sys/kernel/pid_max"))
+        .trim()
+        .parse()
+        .expect("pid_max");
+    let stale = home.join(format!("rudel-{}", pid_max + 1));
+    let task_cg = stale.join("7_0_0");
+    std::fs::create_dir_all(&task_cg).expect("mkdir stale cgroup");
+    // A process of the dead agent's task (started here; moved into its cgroup).
+    let (job, mut rx) = new_job();
+    let pid = h().exec.launch(spec(job, 0, &["sleep", "1000"])).expect("spawn");
+    std::fs::write(task_cg.join("cgroup.procs"), pid.to_string()).expect("move into stale cgroup");
+    contain::clean_stale(home, "rudel-not-this-one", false);
+    assert!(!stale.exists(), "stale cgroup {} left", stale.display());
+    let r = recv(&mut rx, 10);
+    assert_eq!(r.signal, Some(libc::SIGKILL), "{r:?}");
+    // A directory of a live agent (this process) is left alone.
+    let live = home.join(format!("rudel-{}", std::process::id()));
+    std::fs::create_dir_all(&live).expect("mkdir live");
+    contain::clean_stale(home, "rudel-not-this-one", false);
+    assert!(live.exists());
+    std::fs::remove_dir(&live).expect("rmdir live");
 }
