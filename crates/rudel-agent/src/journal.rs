@@ -337,17 +337,7 @@ fn proc_stat(pid: u32) -> Option<ProcStat> {
     })
 }
 
-/// Name of the environment variable the agent puts in every task:
-/// `job.index.attempt@agent-uid`. It lets the next agent process find a task whose pid
-/// never reached the journal. The agent's uid is part of it because job ids repeat across
-/// clusters: two agents on one machine (tests, or two clusters) must never match each
-/// other's tasks.
-pub const TASK_MARKER: &str = "RUDEL_TASK";
-
-/// The value of [`TASK_MARKER`] for one attempt run by the agent with uid `owner`.
-pub fn task_marker(owner: &str, key: TaskKey, attempt: u32) -> String {
-    format!("{}.{}.{}@{owner}", key.job, key.index, attempt)
-}
+pub use crate::exec::contain::{task_marker, TASK_MARKER};
 
 /// Session leaders (as every task is) whose environment carries one of the `wanted`
 /// markers: marker -> pid. Reads every process's environment: only done at start, when a

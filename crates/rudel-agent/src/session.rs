@@ -151,6 +151,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     let (exec, mut reports) = Executor::start(ExecConfig {
         kill_grace: cfg.kill_grace,
         pids_max: cfg.task_pids_max,
+        marker_owner: uid.clone(),
         ..ExecConfig::default()
     })?;
     let (mut journal, recovered) = Journal::open(&cfg.data_dir)?;
@@ -801,7 +802,7 @@ impl Agent {
     fn prepare(&mut self, t: pb::LaunchTask, conn: Option<&Conn>) -> Result<Option<ExecSpec>, AgentError> {
         let task = t.task;
         let after = t.after.as_ref().map(task_ref);
-        match exec_spec(t, &self.scripts_dir, &self.uid) {
+        match exec_spec(t, &self.scripts_dir) {
             Ok(spec) => {
                 if self.is_known(spec.key, spec.attempt) {
                     return Ok(None);

@@ -31,13 +31,21 @@ use tracing::{debug, info, warn};
 
 use super::memlimit::{self, MemMode};
 
-/// Name of the variable every task's environment carries: `job.index.attempt`. The same
-/// marker lets the next agent process find a task whose pid never reached the journal.
+/// Name of the variable every task's environment carries: `job.index.attempt@owner`,
+/// the owner being the agent's uid. Without a cgroup it tells a task's processes apart;
+/// the same marker lets the next agent process find a task whose pid never reached the
+/// journal. The owner is part of it because job ids repeat across clusters: two agents on
+/// one machine (tests, or two clusters) must never match each other's tasks.
 pub const TASK_MARKER: &str = "RUDEL_TASK";
 
-/// The value of [`TASK_MARKER`] for one attempt.
-pub fn task_marker(key: TaskKey, attempt: u32) -> String {
-    format!("{}.{}.{}", key.job, key.index, attempt)
+/// The value of [`TASK_MARKER`] for one attempt run by the agent `owner` (`job.index.attempt`
+/// alone when the owner is empty, as in tests of the executor).
+pub fn task_marker(owner: &str, key: TaskKey, attempt: u32) -> String {
+    if owner.is_empty() {
+        format!("{}.{}.{}", key.job, key.index, attempt)
+    } else {
+        format!("{}.{}.{}@{owner}", key.job, key.index, attempt)
+    }
 }
 
 /// How this agent contains its tasks.

@@ -76,6 +76,9 @@ pub struct ExecConfig {
     /// Put tasks in cgroups when the machine has usable ones; `false` tracks them by
     /// process tree only (how an agent without cgroups behaves; tests use it).
     pub cgroups: bool,
+    /// The agent's uid, part of every task's `RUDEL_TASK` marker (see
+    /// [`contain::TASK_MARKER`]); empty in tests of the executor.
+    pub marker_owner: String,
 }
 
 /// Default of [`ExecConfig::pids_max`]: far above what a normal task runs, low enough
@@ -89,6 +92,7 @@ impl Default for ExecConfig {
             cgroup_name: format!("rudel-{}", std::process::id()),
             pids_max: DEFAULT_TASK_PIDS_MAX,
             cgroups: true,
+            marker_owner: String::new(),
         }
     }
 }

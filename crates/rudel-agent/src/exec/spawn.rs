@@ -237,7 +237,10 @@ fn launch(
     mut spec: ExecSpec,
 ) -> Option<u32> {
     let start_ms = now_ms();
-    set_marker(&mut spec.env, contain::task_marker(spec.key, spec.attempt));
+    set_marker(
+        &mut spec.env,
+        contain::task_marker(&inner.cfg.marker_owner, spec.key, spec.attempt),
+    );
     {
         let st = inner.lock();
         if let Some(&pid) = st.by_key.get(&(spec.key, spec.attempt)) {
@@ -379,7 +382,7 @@ impl Placement {
                     }
                 }
                 Track::Tree {
-                    marker: contain::task_marker(spec.key, spec.attempt),
+                    marker: contain::task_marker(&inner.cfg.marker_owner, spec.key, spec.attempt),
                     since: contain::start_time(pid).unwrap_or(0),
                 }
             }

@@ -40,6 +40,7 @@ fn h() -> &'static Harness {
                 cgroup_name: format!("rudel-test-{}", std::process::id()),
                 pids_max: PIDS_MAX,
                 cgroups: true,
+                marker_owner: String::new(),
             })
             .expect("executor")
         };
@@ -573,10 +574,9 @@ fn orphans_reaped_only_when_start_time_matches() {
 fn orphan_with_only_an_intent_is_found_by_its_marker() {
     let (job, mut rx) = new_job();
     let key = TaskKey { job, index: 3 };
-    let marker = crate::journal::task_marker("test-agent", key, 2);
+    // The executor marks the task (owner "" in these tests).
     let mut s = spec(job, 3, &["sh", "-c", "sleep 1000 & sleep 1000 & wait"]);
     s.attempt = 2;
-    s.env.push((crate::journal::TASK_MARKER.into(), marker));
     let pid = h().exec.launch(s).expect("spawned");
     wait_session_size(pid, 3);
     let intent = |attempt| Orphan {
@@ -586,12 +586,12 @@ fn orphan_with_only_an_intent_is_found_by_its_marker() {
         start_time: 0,
     };
     // Another attempt's marker matches nothing: reported lost, nothing killed.
-    let reps = reap_orphans(&[intent(1)], "test-agent");
+    let reps = reap_orphans(&[intent(1)], "");
     assert_eq!((reps[0].outcome, reps[0].signal), (TaskOutcome::Lost, None), "{reps:?}");
     assert!(reps[0].message.contains("may have started"), "{reps:?}");
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(in_session(pid).len(), 3, "another attempt's task must not be killed");
-    let reps = reap_orphans(&[intent(2)], "test-agent");
+    let reps = reap_orphans(&[intent(2)], "");
     assert_eq!(
         (reps[0].key, reps[0].attempt, reps[0].outcome, reps[0].signal),
         (key, 2, TaskOutcome::Lost, Some(libc::SIGKILL)),
@@ -923,7 +923,7 @@ fn fork_bomb_is_contained_and_killed() {
         stdout: Some(out.clone()),
         ..spec(job, 0, &["python3", "-c", bomb])
     });
-    let marker = contain::task_marker(TaskKey { job, index: 0 }, 0);
+    let marker = contain::task_marker("", TaskKey { job, index: 0 }, 0);
     let deadline = Instant::now() + Duration::from_secs(30);
     while read(&out).is_empty() {
         assert!(Instant::now() < deadline, "fork loop did not finish");
@@ -999,6 +999,7 @@ fn fallback_in_child() {
             cgroup_name: format!("rudel-test-fb-{}", std::process::id()),
             pids_max: PIDS_MAX,
             cgroups: false,
+            marker_owner: String::new(),
         })
         .expect("start")
     };
