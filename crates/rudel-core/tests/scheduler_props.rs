@@ -110,6 +110,9 @@ fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
                 BTreeMap::new()
             },
             running: vec![],
+            // The Replace event models a machine replaced under its name by entries
+            // written before names were bound (the path replay still takes).
+            exclusive: false,
         },
         now_ms: now,
     }
