@@ -79,7 +79,10 @@ pub struct AgentArgs {
     /// Agent data directory (result journal, node id). Default: $RUDEL_DATA/agent or ~/.local/share/rudel/agent.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Node name (default: host name).
+    /// Node name (default: host name). A name belongs to the machine (data directory) that
+    /// first joined under it: another machine joining under a name in use is refused (give
+    /// it another --name; if the old machine is gone for good, an admin runs `rudel node
+    /// forget NAME` first).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// Label for --constraint: `gpu` or `rack=a` (repeatable).
