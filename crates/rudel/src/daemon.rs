@@ -459,3 +459,29 @@ async fn stop_agent(
         .await
         .map_err(|_| Failure::from(anyhow!("agent did not stop within 30 s")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_token_ttl_accepts_durations_and_never() {
+        assert_eq!(
+            parse_join_token_ttl("24h").ok(),
+            Some(Some(Duration::from_secs(86_400)))
+        );
+        assert_eq!(parse_join_token_ttl("never").ok(), Some(None));
+        assert_eq!(parse_join_token_ttl("0").ok(), Some(None));
+        assert!(parse_join_token_ttl("soon").is_err());
+    }
+
+    #[test]
+    fn a_failed_head_says_where_it_recovers_from() {
+        let dir = std::path::Path::new("/d");
+        let group = head_failed("disk full", dir, true).to_string();
+        assert!(group.contains("catches up from the other heads"), "{group}");
+        let alone = head_failed("disk full", dir, false).to_string();
+        assert!(!alone.contains("other heads"), "a one-head cluster has none: {alone}");
+        assert!(alone.contains("only head") && alone.contains("/d"), "{alone}");
+    }
+}

@@ -463,25 +463,9 @@ impl Cluster {
 
     /// Like `start_named_agent`, with extra agent options (e.g. `--label gpu`).
     pub fn start_named_agent_with(&mut self, name: &str, extra: &[&str]) -> usize {
-        let o = self.opts.clone();
-        let mut args: Vec<String> = vec![
-            "agent".into(),
-            "--head".into(),
-            self.addr.clone(),
-            "--data".into(),
-            self.data.join(format!("agent-{name}")).display().to_string(),
-            "--name".into(),
-            name.into(),
-            "--cpus".into(),
-            o.cpus.to_string(),
-            "--mem".into(),
-            o.mem.clone(),
-            "--token".into(),
-            self.join_token(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let d = self.spawn_daemon("agent", &args);
-        self.daemons.push(d);
+        let data = self.data.join(format!("agent-{name}"));
+        let token = self.join_token();
+        let i = self.spawn_agent(name, &data, &token, extra);
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             let idle = self
@@ -489,7 +473,13 @@ impl Cluster {
                 .iter()
                 .any(|n| n["name"] == name && n["state"] == "idle");
             if idle {
-                return self.daemons.len() - 1;
+                return i;
+            }
+            if let Some(code) = self.daemons[i].exited() {
+                panic!(
+                    "rudel agent {name} exited with {code} during startup:\n{}",
+                    tail(&self.daemons[i].log_text(), 40)
+                );
             }
             assert!(
                 Instant::now() < deadline,
