@@ -92,6 +92,11 @@ pub enum HeadError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Propose(#[from] proposer::ProposeError),
+    /// The replicated state refused a command (or answered something else).
+    #[error("{what}: {reason}")]
+    Rejected { what: String, reason: String },
 }
 
 impl From<rudel_tls::TlsError> for HeadError {
@@ -351,7 +356,13 @@ impl Head {
         )
         .await
         .map(|(t, _)| t.to_string())
-        .map_err(|r| HeadError::Raft(format!("cannot create a join token: {r:?}")))
+        .map_err(|r| HeadError::Rejected {
+            what: "cannot create a join token".into(),
+            reason: match r {
+                rudel_core::Response::Rejected { reason } => reason,
+                other => format!("unexpected result {other:?}"),
+            },
+        })
     }
 
     /// The node id (uid) node `name` is bound to, if it is registered and bound.
@@ -367,10 +378,14 @@ impl Head {
             name: name.to_string(),
             now_ms: proposer::now_ms(),
         };
-        match proposer.propose(cmd).await {
-            Ok(rudel_core::Response::NodeForgotten { tasks, .. }) => Ok(tasks),
-            Ok(other) => Err(HeadError::Raft(format!("cannot forget node {name}: {other:?}"))),
-            Err(e) => Err(HeadError::Raft(format!("cannot forget node {name}: {e}"))),
+        let rejected = |reason| HeadError::Rejected {
+            what: format!("cannot forget node {name}"),
+            reason,
+        };
+        match proposer.propose(cmd).await? {
+            rudel_core::Response::NodeForgotten { tasks, .. } => Ok(tasks),
+            rudel_core::Response::Rejected { reason } => Err(rejected(reason)),
+            other => Err(rejected(format!("unexpected result {other:?}"))),
         }
     }
 
