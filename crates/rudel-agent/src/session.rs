@@ -81,6 +81,9 @@ pub enum AgentError {
     Enroll(String),
     #[error("{0}")]
     Revoked(String),
+    /// Another machine holds this node name; retrying would not change that.
+    #[error("{0}")]
+    NameHeld(String),
 }
 
 struct Conn {
@@ -190,6 +193,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     let mut alone_since: Option<Instant> = None;
     let mut connecting: Option<Connecting> = None;
     let mut revocation: Option<String> = None;
+    let mut name_held: Option<String> = None;
     loop {
         if conn.is_none() && connecting.is_none() && Instant::now() >= next_attempt {
             let target = agent
@@ -251,6 +255,10 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
                         revocation = Some(e.message);
                         break;
                     }
+                    Err(e) if e.name_held => {
+                        name_held = Some(e.message);
+                        break;
+                    }
                     Err(e) if e.leader.is_some() => {
                         // A live head answered: an election is over or under way, so retry
                         // soon. Its hint may name the leader that just died (heads learn of
@@ -293,6 +301,11 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         agent.stop(reports, None).await?;
         return Err(AgentError::Revoked(why));
     }
+    if let Some(why) = name_held {
+        tracing::error!("{why}");
+        agent.stop(reports, None).await?;
+        return Err(AgentError::NameHeld(why));
+    }
     agent.stop(reports, conn).await
 }
 
@@ -300,6 +313,8 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
 struct ConnectError {
     message: String,
     revoked: bool,
+    /// The head refused because another machine holds this node name.
+    name_held: bool,
     /// The head refused because another head leads: its address.
     leader: Option<String>,
     /// A head answered (with a refusal), as opposed to no answer at all.
@@ -311,6 +326,7 @@ impl From<String> for ConnectError {
         ConnectError {
             message,
             revoked: false,
+            name_held: false,
             leader: None,
             answered: false,
         }
@@ -367,6 +383,7 @@ async fn connect(addr: String, tls: Arc<rustls::ClientConfig>, register: pb::Reg
             None => format!("head refused the session: {}", s.message()),
         },
         revoked: is_revoked(&s),
+        name_held: s.metadata().get("rudel-name-held").is_some(),
         leader: leader_of(&s),
         // Statuses made from transport failures carry their cause; a head's answer does not.
         answered: std::error::Error::source(&s).is_none(),
@@ -383,6 +400,21 @@ async fn connect(addr: String, tls: Arc<rustls::ClientConfig>, register: pb::Reg
 /// File next to the certificate with its expiry (ms since the epoch).
 const EXPIRES_FILE: &str = "expires";
 
+/// True if the certificate saved in `tls_dir` has expired (by the expiry saved beside it).
+fn cert_expired(tls_dir: &std::path::Path) -> bool {
+    std::fs::read_to_string(tls_dir.join(EXPIRES_FILE))
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .is_some_and(|e| rudel_tls::now_ms() >= e)
+}
+
+/// True if an agent with this data directory has no usable certificate (none yet, or an
+/// expired one): it needs a join token to start.
+pub fn needs_certificate(data_dir: &std::path::Path) -> bool {
+    let dir = rudel_tls::enroll::tls_dir(data_dir);
+    !rudel_tls::Credentials::exist(&dir) || cert_expired(&dir)
+}
+
 /// The agent's TLS client configuration: from its data directory, or by joining with the
 /// token (retrying while no head answers). None if asked to stop meanwhile.
 async fn credentials(
@@ -391,10 +423,7 @@ async fn credentials(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<Arc<rustls::ClientConfig>>, AgentError> {
     let dir = rudel_tls::enroll::tls_dir(&cfg.data_dir);
-    let expires: Option<u64> = std::fs::read_to_string(dir.join(EXPIRES_FILE))
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    let expired = expires.is_some_and(|e| rudel_tls::now_ms() >= e);
+    let expired = cert_expired(&dir);
     let have = rudel_tls::Credentials::exist(&dir);
     let config = |c: &rudel_tls::Credentials| {
         rudel_tls::client::client_config(c).map_err(|e| AgentError::Enroll(format!("{}: {e}", dir.display())))

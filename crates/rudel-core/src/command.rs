@@ -87,6 +87,12 @@ pub struct NodeRegistration {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Tasks (with attempt) the agent is running now.
     pub running: Vec<(TaskKey, u32)>,
+    /// The name stays bound to the machine (uid) that holds it: a registration under
+    /// another uid is refused until an admin forgets the node. Entries written before names
+    /// were bound lack it (false) and replay as they applied then: the name is re-bound and
+    /// the old machine's tasks are lost.
+    #[serde(default)]
+    pub exclusive: bool,
 }
 
 /// One entry of the replicated log.
@@ -148,6 +154,10 @@ pub enum Command {
         grant: crate::security::CertGrant,
         now_ms: u64,
     },
+    /// An admin forgets a node (`rudel node forget`): its tasks are lost (requeued or
+    /// `node_fail`), its agent certificates are revoked and its name is unbound, so that
+    /// another machine may join under it.
+    ForgetNode { name: String, now_ms: u64 },
 }
 
 /// What applying a command produced, returned to the proposer.
@@ -183,5 +193,10 @@ pub enum Response {
     /// Names of the certificates revoked with the token.
     TokenRevoked {
         certs: Vec<String>,
+    },
+    /// A node was forgotten: tasks given up (requeued or `node_fail`), certificates revoked.
+    NodeForgotten {
+        tasks: u64,
+        revoked_certs: u64,
     },
 }

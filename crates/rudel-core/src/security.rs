@@ -108,6 +108,43 @@ pub struct CertGrant {
     pub expires_ms: u64,
     /// Token id and hex SHA-256 of the secret presented with the request, if any.
     pub token: Option<(u64, String)>,
+    /// An agent grant that binds its node name to `node_uid`: refused while another machine
+    /// holds the name. Entries written before names were bound lack it (false) and replay
+    /// as they applied then.
+    #[serde(default)]
+    pub bind_name: bool,
+}
+
+/// A node name bound to another machine than the one asking for it. Shown to the refused
+/// agent as is, so it says who holds the name and what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameHeld {
+    pub name: String,
+    /// Node id (data directory uid) of the machine holding the name.
+    pub holder_uid: String,
+    /// Address of the holder's current or last session ("" if it never registered).
+    pub holder_address: String,
+    /// Node id of the machine that was refused.
+    pub uid: String,
+}
+
+impl fmt::Display for NameHeld {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = if self.holder_address.is_empty() {
+            "joined, not registered yet".to_string()
+        } else {
+            format!("last connected from {}", self.holder_address)
+        };
+        write!(
+            f,
+            "node name {name} is held by another machine (node id {holder}, {at}); this machine's node id is {uid}. \
+             Start this agent with another --name, or, if the machine holding {name} is really gone, \
+             have an admin run `rudel node forget {name}` and start this agent again",
+            name = self.name,
+            holder = self.holder_uid,
+            uid = self.uid,
+        )
+    }
 }
 
 /// Everything about authentication.
@@ -147,6 +184,33 @@ impl Security {
             return Err(format!("join token {id} has expired"));
         }
         Ok(t)
+    }
+
+    /// The node id of another valid agent certificate issued for node `name` (one that
+    /// joined but has not registered yet), if any.
+    pub fn agent_cert_holder(&self, name: &str, uid: &str, now_ms: u64) -> Option<&str> {
+        self.certs
+            .values()
+            .find(|c| {
+                c.role == Role::Agent
+                    && c.name == name
+                    && c.node_uid != uid
+                    && c.revoked_ms.is_none()
+                    && c.expires_ms > now_ms
+            })
+            .map(|c| c.node_uid.as_str())
+    }
+
+    /// Revokes every agent certificate issued for node `name`; returns how many.
+    pub(crate) fn revoke_node_certs(&mut self, name: &str, now_ms: u64) -> u64 {
+        let mut n = 0;
+        for c in self.certs.values_mut() {
+            if c.role == Role::Agent && c.name == name && c.revoked_ms.is_none() {
+                c.revoked_ms = Some(now_ms);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// The certificate with this fingerprint, if it may be used at `now_ms`.
@@ -263,6 +327,7 @@ mod tests {
             node_uid: "u".into(),
             expires_ms: 10_000,
             token: token.map(|(i, h)| (i, h.to_string())),
+            bind_name: false,
         }
     }
 

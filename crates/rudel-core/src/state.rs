@@ -180,11 +180,101 @@ impl State {
             }
             Command::GrantCert { grant, now_ms } => {
                 self.advance(now_ms);
-                match self.security.grant(grant, self.now_ms) {
-                    Ok(()) => Response::Ok,
-                    Err(reason) => Response::Rejected { reason },
+                self.grant_cert(grant)
+            }
+            Command::ForgetNode { name, now_ms } => {
+                self.advance(now_ms);
+                self.forget_node(&name)
+            }
+        }
+    }
+
+    /// Records an issued certificate; an agent's that binds its name is refused while
+    /// another machine holds the name (two machines under one name would take it from each
+    /// other in turn, each time failing the other's tasks).
+    fn grant_cert(&mut self, grant: crate::security::CertGrant) -> Response {
+        if grant.bind_name && grant.role == crate::security::Role::Agent {
+            // The token first: a caller without a valid one learns nothing about the name.
+            if let Some((id, hash)) = &grant.token {
+                if let Err(reason) = self.security.check_token(*id, hash, self.now_ms) {
+                    return Response::Rejected { reason };
                 }
             }
+            if let Some(held) = self.name_held(&grant.name, &grant.node_uid) {
+                return Response::Rejected {
+                    reason: held.to_string(),
+                };
+            }
+        }
+        match self.security.grant(grant, self.now_ms) {
+            Ok(()) => Response::Ok,
+            Err(reason) => Response::Rejected { reason },
+        }
+    }
+
+    /// Who holds node name `name` if a machine other than `uid` does: the registered node
+    /// record, else a valid agent certificate issued for the name (joined, not registered).
+    pub fn name_held(&self, name: &str, uid: &str) -> Option<crate::security::NameHeld> {
+        self.node_held(name, uid).or_else(|| {
+            let holder = self.security.agent_cert_holder(name, uid, self.now_ms)?;
+            Some(crate::security::NameHeld {
+                name: name.to_string(),
+                holder_uid: holder.to_string(),
+                holder_address: String::new(),
+                uid: uid.to_string(),
+            })
+        })
+    }
+
+    /// The registered node `name` if it is bound to another uid than `uid`.
+    fn node_held(&self, name: &str, uid: &str) -> Option<crate::security::NameHeld> {
+        let n = self.node(name)?;
+        (!n.uid.is_empty() && n.uid != uid).then(|| crate::security::NameHeld {
+            name: name.to_string(),
+            holder_uid: n.uid.clone(),
+            holder_address: n.address.clone(),
+            uid: uid.to_string(),
+        })
+    }
+
+    /// Forgets a node on an admin's word: its tasks are lost (`--requeue` ones run again,
+    /// the others end `node_fail`), its agent certificates are revoked so the old machine
+    /// cannot come back under the name, and the name is unbound so a new machine may join.
+    /// The record stays (task history refers to nodes by id), down, until one registers.
+    fn forget_node(&mut self, name: &str) -> Response {
+        let revoked_certs = self.security.revoke_node_certs(name, self.now_ms);
+        let Some(&id) = self.node_by_name.get(name) else {
+            if revoked_certs > 0 {
+                return Response::NodeForgotten {
+                    tasks: 0,
+                    revoked_certs,
+                };
+            }
+            return Response::Rejected {
+                reason: format!("no node {name} (`rudel nodes` lists them)"),
+            };
+        };
+        let Some(n) = self.nodes.get_mut(id as usize) else {
+            return Response::Rejected {
+                reason: format!("no node {name}"),
+            };
+        };
+        // A late "node lost" or session end of the old machine must not touch the record
+        // once a new machine registers: bump the epoch that fences them.
+        n.epoch += 1;
+        n.liveness = Liveness::Down;
+        n.down_reason = "forgotten by an admin (`rudel node forget`); a new machine may join under this name".into();
+        n.uid.clear();
+        n.boot_id.clear();
+        let running: Vec<(TaskKey, u32)> = n.running.iter().map(|(k, a)| (*k, *a)).collect();
+        let now = self.now_ms;
+        for &(key, attempt) in &running {
+            let why = format!("node {name} was forgotten by an admin");
+            self.finish_task(id, &lost_report(key, attempt, now, &why));
+        }
+        Response::NodeForgotten {
+            tasks: running.len() as u64,
+            revoked_certs,
         }
     }
 
@@ -310,6 +400,13 @@ impl State {
     }
 
     fn register(&mut self, reg: NodeRegistration) -> Response {
+        if reg.exclusive {
+            if let Some(held) = self.node_held(&reg.name, &reg.uid) {
+                return Response::Rejected {
+                    reason: held.to_string(),
+                };
+            }
+        }
         let id = match self.node_by_name.get(&reg.name) {
             Some(&id) => id,
             None => {
@@ -324,8 +421,9 @@ impl State {
             .get(id as usize)
             .is_some_and(|n| !n.uid.is_empty() && n.uid != reg.uid);
         if lost_everything {
-            // A different machine (or a wiped data directory) under the same name: the
-            // tasks the old one ran are gone.
+            // Only entries written before names were bound get here (see
+            // `NodeRegistration::exclusive`): a different machine (or a wiped data
+            // directory) under the same name, and the tasks the old one ran are gone.
             let running: Vec<(TaskKey, u32)> = self.nodes[id as usize].running.iter().map(|(k, a)| (*k, *a)).collect();
             for (key, attempt) in running {
                 let report = lost_report(key, attempt, self.now_ms, "the node came back as a different machine");
@@ -661,5 +759,166 @@ pub fn lost_report(key: TaskKey, attempt: u32, now_ms: u64, why: &str) -> TaskRe
         start_ms: now_ms,
         end_ms: now_ms,
         message: why.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+    use crate::security::{CertGrant, Role};
+
+    fn reg(name: &str, uid: &str, cpus: u32, exclusive: bool) -> Command {
+        Command::RegisterNode {
+            reg: NodeRegistration {
+                name: name.into(),
+                uid: uid.into(),
+                boot_id: "b".into(),
+                cpus,
+                mem_bytes: 1 << 30,
+                mem_enforcement: "rlimit".into(),
+                version: "t".into(),
+                arch: "x86_64".into(),
+                os: "linux".into(),
+                address: format!("10.0.0.{cpus}:4000"),
+                labels: BTreeMap::new(),
+                running: Vec::new(),
+                exclusive,
+            },
+            now_ms: 10,
+        }
+    }
+
+    fn submit(s: &mut State, requeue: bool) -> JobId {
+        let spec = JobSpec {
+            argv: vec!["sleep".into(), "9".into()],
+            cpus: 1,
+            chdir: "/".into(),
+            requeue,
+            ..JobSpec::default()
+        };
+        match s.apply(Command::Submit {
+            request_id: String::new(),
+            spec,
+            now_ms: 20,
+        }) {
+            Response::Submitted { job, .. } => job,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn agent_grant(fp: &str, name: &str, uid: &str) -> Command {
+        Command::GrantCert {
+            grant: CertGrant {
+                fingerprint: fp.into(),
+                role: Role::Agent,
+                name: name.into(),
+                node_uid: uid.into(),
+                expires_ms: 1_000_000,
+                token: None,
+                bind_name: true,
+            },
+            now_ms: 30,
+        }
+    }
+
+    #[test]
+    fn a_bound_name_refuses_another_machine_and_keeps_its_tasks() {
+        let mut s = State::new();
+        assert!(matches!(s.apply(reg("n1", "A", 4, true)), Response::Registered { .. }));
+        let job = submit(&mut s, false);
+        assert_eq!(s.jobs[&job].count(TaskState::Running), 1);
+        let Response::Rejected { reason } = s.apply(reg("n1", "B", 1, true)) else {
+            panic!("another uid must be refused")
+        };
+        assert!(
+            reason.contains("n1") && reason.contains("held by another machine"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("10.0.0.4:4000") && reason.contains("rudel node forget n1"),
+            "{reason}"
+        );
+        let n = s.node("n1").unwrap();
+        assert_eq!((n.uid.as_str(), n.cpus), ("A", 4), "the holder's record is untouched");
+        assert_eq!(s.jobs[&job].count(TaskState::Running), 1, "its task keeps running");
+        // The holder itself may register again (a restart).
+        assert!(matches!(s.apply(reg("n1", "A", 4, true)), Response::Registered { .. }));
+        // Nor is a certificate issued for the name to another machine.
+        let Response::Rejected { reason } = s.apply(agent_grant("f", "n1", "B")) else {
+            panic!("grant must be refused")
+        };
+        assert!(reason.contains("held by another machine"), "{reason}");
+        assert!(!s.security.certs.contains_key("f"));
+        assert_eq!(s.apply(agent_grant("g", "n1", "A")), Response::Ok);
+    }
+
+    #[test]
+    fn a_joined_but_unregistered_name_is_held_by_its_certificate() {
+        let mut s = State::new();
+        assert_eq!(s.apply(agent_grant("a", "n2", "A")), Response::Ok);
+        let Response::Rejected { reason } = s.apply(agent_grant("b", "n2", "B")) else {
+            panic!("second machine must be refused")
+        };
+        assert!(reason.contains("not registered yet"), "{reason}");
+    }
+
+    #[test]
+    fn forgetting_a_node_loses_its_tasks_revokes_it_and_frees_the_name() {
+        let mut s = State::new();
+        s.apply(agent_grant("a", "n1", "A"));
+        s.apply(reg("n1", "A", 2, true));
+        let keep = submit(&mut s, false);
+        let rerun = submit(&mut s, true);
+        assert_eq!(s.node("n1").unwrap().running.len(), 2);
+        assert_eq!(
+            s.apply(Command::ForgetNode {
+                name: "n1".into(),
+                now_ms: 40
+            }),
+            Response::NodeForgotten {
+                tasks: 2,
+                revoked_certs: 1
+            }
+        );
+        assert_eq!(
+            s.jobs[&keep].count(TaskState::NodeFail),
+            1,
+            "--no-requeue ends node_fail"
+        );
+        assert_eq!(s.jobs[&rerun].count(TaskState::Pending), 1, "--requeue runs again");
+        assert!(
+            s.security.authorize("a", 50).is_err(),
+            "the old machine's certificate is revoked"
+        );
+        let n = s.node("n1").unwrap();
+        assert_eq!(n.liveness, Liveness::Down);
+        assert!(n.running.is_empty() && n.uid.is_empty());
+        // A new machine joins and registers under the name, with its own size.
+        assert_eq!(s.apply(agent_grant("b", "n1", "B")), Response::Ok);
+        assert!(matches!(s.apply(reg("n1", "B", 1, true)), Response::Registered { .. }));
+        assert_eq!(s.node("n1").unwrap().cpus, 1);
+        let unknown = s.apply(Command::ForgetNode {
+            name: "nope".into(),
+            now_ms: 60,
+        });
+        assert!(matches!(unknown, Response::Rejected { .. }), "{unknown:?}");
+    }
+
+    #[test]
+    fn old_entries_replay_as_they_applied() {
+        // Written before names were bound: a new uid re-binds the name and loses the tasks.
+        let mut s = State::new();
+        s.apply(reg("n1", "A", 2, false));
+        let job = submit(&mut s, false);
+        assert!(matches!(s.apply(reg("n1", "B", 1, false)), Response::Registered { .. }));
+        assert_eq!(s.node("n1").unwrap().uid, "B");
+        assert_eq!(s.jobs[&job].count(TaskState::NodeFail), 1);
+        // An entry without the field decodes as such.
+        let mut v = serde_json::to_value(reg("n1", "C", 1, true)).unwrap();
+        v["RegisterNode"]["reg"].as_object_mut().unwrap().remove("exclusive");
+        let Command::RegisterNode { reg, .. } = serde_json::from_value::<Command>(v).unwrap() else {
+            panic!()
+        };
+        assert!(!reg.exclusive);
     }
 }

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use rudel_core::array::{ArraySpec, IndexRange};
 use rudel_core::job::TaskState;
 use rudel_core::state::MAX_QUEUED_PER_SLOT;
-use rudel_core::{Command, JobSpec, NodeRegistration, State, TaskKey, TaskOutcome, TaskReport};
+use rudel_core::{Command, JobSpec, NodeRegistration, Response, State, TaskKey, TaskOutcome, TaskReport};
 
 #[derive(Clone, Debug)]
 struct JobReq {
@@ -29,6 +29,8 @@ enum Event {
     Cancel(usize),
     /// Node n comes back as a different machine: its tasks are lost.
     Replace(usize),
+    /// An admin forgets node n (its tasks are lost) and a new machine registers under its name.
+    Forget(usize),
     /// Drain (true) or resume (false) node n.
     Drain(usize, bool),
 }
@@ -60,6 +62,7 @@ fn event() -> impl Strategy<Value = Event> {
         8 => (any::<usize>(), 0u8..6).prop_map(|(i, o)| Event::Finish(i, o)),
         1 => any::<usize>().prop_map(Event::Cancel),
         1 => any::<usize>().prop_map(Event::Replace),
+        1 => any::<usize>().prop_map(Event::Forget),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(i, d)| Event::Drain(i, d)),
     ]
 }
@@ -111,6 +114,9 @@ fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
                 BTreeMap::new()
             },
             running: vec![],
+            // The Replace event models a machine replaced under its name by entries
+            // written before names were bound (the path replay still takes).
+            exclusive: false,
         },
         now_ms: now,
     }
@@ -320,6 +326,18 @@ proptest! {
                     let (name, cpus, mem) = (s.nodes[id].name.clone(), s.nodes[id].cpus, s.nodes[id].mem_bytes);
                     uid_gen += 1;
                     s.apply(register(&name, &format!("u{uid_gen}"), cpus, mem, now));
+                }
+                Event::Forget(i) => {
+                    let id = i % s.nodes.len();
+                    let (name, cpus, mem) = (s.nodes[id].name.clone(), s.nodes[id].cpus, s.nodes[id].mem_bytes);
+                    s.apply(Command::ForgetNode { name: name.clone(), now_ms: now });
+                    prop_assert!(s.nodes[id].running.is_empty(), "a forgotten node holds no task");
+                    uid_gen += 1;
+                    let mut cmd = register(&name, &format!("u{uid_gen}"), cpus, mem, now);
+                    if let Command::RegisterNode { reg, .. } = &mut cmd {
+                        reg.exclusive = true;
+                    }
+                    prop_assert!(matches!(s.apply(cmd), Response::Registered { .. }), "the forgotten name is free");
                 }
             }
             check(&s, &before)?;

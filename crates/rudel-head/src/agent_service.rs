@@ -165,14 +165,22 @@ impl Session {
                 version: reg.version.clone(),
                 arch: reg.arch.clone(),
                 os: reg.os.clone(),
-                address: peer,
+                address: peer.clone(),
                 labels: reg.labels.clone().into_iter().collect(),
                 running: running.clone(),
+                exclusive: true,
             },
             now_ms: now_ms(),
         };
         let epoch = match svc.proposer.propose(cmd).await? {
             Response::Registered { epoch, .. } => epoch,
+            Response::Rejected { reason } => {
+                // Another machine holds the name (its certificate predates the binding
+                // check at join, or raced it): refused for good, so the agent exits
+                // instead of taking the name back and forth with the holder.
+                tracing::warn!(peer = %peer, node = %reg.name, node_uid = %reg.uid, "refused agent session: {reason}");
+                return Err(crate::auth::name_held(Status::permission_denied(reason)));
+            }
             other => return Err(Status::internal(format!("unexpected register result {other:?}"))),
         };
         let id = svc.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -86,6 +86,17 @@ pub fn revoked(mut s: Status) -> Status {
     s
 }
 
+/// Metadata key marking a refusal because another machine holds the node name (an agent
+/// that sees it exits with the message instead of retrying).
+pub const NAME_HELD_KEY: &str = "rudel-name-held";
+
+/// Marks a status as "this node name is held by another machine".
+pub fn name_held(mut s: Status) -> Status {
+    s.metadata_mut()
+        .insert(NAME_HELD_KEY, tonic::metadata::MetadataValue::from_static("1"));
+    s
+}
+
 /// The interceptor of head-to-head (Raft) traffic: the peer must hold a head certificate
 /// of this cluster (checked against the CA itself, so a new head with an empty registry
 /// can follow), and it must not be revoked in the registry if the registry knows it.

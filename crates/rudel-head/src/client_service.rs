@@ -317,6 +317,30 @@ impl pb::rudel_server::Rudel for ClientService {
         .await
     }
 
+    async fn forget_node(
+        &self,
+        req: Request<pb::ForgetNodeRequest>,
+    ) -> Result<tonic::Response<pb::ForgetNodeResponse>, Status> {
+        crate::auth::require_admin(&req, "node forget")?;
+        let who = crate::auth::caller(&req).map(|c| c.name.clone()).unwrap_or_default();
+        let name = req.into_inner().name;
+        if name.is_empty() {
+            return Err(Status::invalid_argument("name the node to forget"));
+        }
+        let cmd = Command::ForgetNode {
+            name: name.clone(),
+            now_ms: now_ms(),
+        };
+        match self.proposer.propose(cmd).await? {
+            Response::NodeForgotten { tasks, revoked_certs } => {
+                tracing::warn!(node = %name, by = %who, tasks, revoked_certs, "node forgotten: its name may be taken by another machine");
+                Ok(tonic::Response::new(pb::ForgetNodeResponse { tasks, revoked_certs }))
+            }
+            Response::Rejected { reason } => Err(Status::not_found(reason)),
+            other => Err(Status::internal(format!("unexpected forget result {other:?}"))),
+        }
+    }
+
     async fn exec(&self, req: Request<pb::ExecRequest>) -> Result<tonic::Response<pb::ExecResponse>, Status> {
         crate::auth::require_admin(&req, "exec")?;
         crate::exec::run(&self.shared, &self.sessions, req.into_inner())

@@ -36,6 +36,8 @@ pub struct HeadCredentials {
     pub creds: Credentials,
     /// The initial join token, if it is still valid.
     pub join_token: Option<String>,
+    /// When it expires (None: never).
+    pub join_token_expires_ms: Option<u64>,
     pub admin_dir: PathBuf,
 }
 
@@ -83,6 +85,7 @@ pub async fn issue_local(
         node_uid: String::new(),
         expires_ms: issued.expires_unix_ms,
         token: None,
+        bind_name: false,
     };
     propose(
         proposer,
@@ -140,6 +143,7 @@ pub async fn bootstrap(
     shared: &SharedState,
     data_dir: &Path,
     head_id: u64,
+    join_token_ttl: Option<Duration>,
 ) -> Result<HeadCredentials, HeadError> {
     let tls_dir = head_tls_dir(data_dir);
     let admin = admin_dir(data_dir);
@@ -175,7 +179,7 @@ pub async fn bootstrap(
                 &ca,
                 Role::Agent,
                 "initial token (printed by the head)".into(),
-                None,
+                join_token_ttl,
                 DEFAULT_CERT_TTL_MS,
             )
             .await
@@ -187,21 +191,24 @@ pub async fn bootstrap(
         save(&c, &tls_dir)?;
     }
     let creds = Credentials::load(&tls_dir).map_err(|e| err("head credentials", e))?;
-    let join_token = std::fs::read_to_string(&token_file)
+    let valid = std::fs::read_to_string(&token_file)
         .ok()
         .and_then(|t| t.trim().parse::<JoinToken>().ok())
-        .filter(|t| {
-            shared
-                .read()
+        .and_then(|t| {
+            let a = shared.read();
+            let expires = a
                 .state
                 .security
                 .check_token(t.id, &t.secret_hash(), now_ms())
-                .is_ok()
-        })
-        .map(|t| t.to_string());
+                .ok()?
+                .expires_ms;
+            Some((t.to_string(), expires))
+        });
+    let (join_token, join_token_expires_ms) = valid.map_or((None, None), |(t, e)| (Some(t), e));
     Ok(HeadCredentials {
         creds,
         join_token,
+        join_token_expires_ms,
         admin_dir: admin,
     })
 }

@@ -32,7 +32,7 @@ impl pb::enroll_server::Enroll for EnrollService {
             .map_or_else(|| "?".to_string(), |p| p.remote.to_string());
         let r = req.into_inner();
         let refuse = |why: String| {
-            tracing::warn!(peer = %peer, name = %r.name, "refused join: {why}");
+            tracing::warn!(peer = %peer, name = %r.name, node_uid = %r.node_uid, "refused join: {why}");
             Status::permission_denied(why)
         };
         let token: JoinToken = r.token.parse().map_err(refuse)?;
@@ -88,6 +88,9 @@ impl pb::enroll_server::Enroll for EnrollService {
             node_uid: r.node_uid.clone(),
             expires_ms: issued.expires_unix_ms,
             token: Some((token.id, secret_hash)),
+            // A node name is bound to one machine: the state refuses this grant while
+            // another machine holds the name (checked where it is decided, in log order).
+            bind_name: role == Role::Agent,
         };
         match self
             .proposer

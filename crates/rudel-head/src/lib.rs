@@ -51,7 +51,13 @@ pub struct HeadConfig {
     pub node_timeout: Duration,
     /// Join an existing group on first start: (address of any head, head token).
     pub join: Option<(String, String)>,
+    /// How long the initial join token (printed at first start) can be used; None: until
+    /// revoked. Anyone who saw it could join a machine, so it expires by default.
+    pub join_token_ttl: Option<Duration>,
 }
+
+/// Default lifetime of the initial join token.
+pub const DEFAULT_JOIN_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 impl HeadConfig {
     /// Defaults for a one-head cluster in `data_dir` on `listen`.
@@ -66,6 +72,7 @@ impl HeadConfig {
             propose_timeout: Duration::from_secs(10),
             node_timeout: Duration::from_secs(10),
             join: None,
+            join_token_ttl: Some(DEFAULT_JOIN_TOKEN_TTL),
         }
     }
 }
@@ -85,6 +92,11 @@ pub enum HeadError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
     Tls(String),
+    #[error(transparent)]
+    Propose(#[from] proposer::ProposeError),
+    /// The replicated state refused a command (or answered something else).
+    #[error("{what}: {reason}")]
+    Rejected { what: String, reason: String },
 }
 
 impl From<rudel_tls::TlsError> for HeadError {
@@ -100,8 +112,10 @@ pub struct Head {
     pub local_addr: SocketAddr,
     /// This head's id in the group.
     pub head_id: u64,
-    /// The initial join token (None once revoked).
+    /// The initial join token (None once revoked or expired).
     pub join_token: Option<String>,
+    /// When it expires (ms since the epoch; None: never).
+    pub join_token_expires_ms: Option<u64>,
     /// Admin credentials for the CLI on this machine.
     pub admin_dir: PathBuf,
     shutdown_tx: watch::Sender<bool>,
@@ -203,7 +217,8 @@ impl Head {
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let proposer = proposer::Proposer::new(raft.clone(), cfg.propose_timeout);
-        let creds = credentials::bootstrap(&raft, &proposer, &shared, &cfg.data_dir, head_id).await?;
+        let creds =
+            credentials::bootstrap(&raft, &proposer, &shared, &cfg.data_dir, head_id, cfg.join_token_ttl).await?;
         let server_tls = rudel_tls::server::server_config(&creds.creds)?;
         let _ = peer_tls.set(rudel_tls::client::client_config(&creds.creds)?);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
@@ -296,6 +311,7 @@ impl Head {
             local_addr,
             head_id,
             join_token: creds.join_token,
+            join_token_expires_ms: creds.join_token_expires_ms,
             admin_dir: creds.admin_dir,
             shutdown_tx,
             server,
@@ -323,6 +339,66 @@ impl Head {
                 };
             }
         }
+    }
+
+    /// Creates a join token for `role` valid for `ttl` (e.g. for `rudel up`'s own agent when
+    /// the initial token has expired); returns it.
+    pub async fn create_token(&self, role: Role, description: &str, ttl: Duration) -> Result<String, HeadError> {
+        let proposer = proposer::Proposer::new(self.raft.clone(), Duration::from_secs(10));
+        let ca = credentials::cluster_ca(&self.shared).map_err(HeadError::Tls)?;
+        credentials::create_token(
+            &proposer,
+            &ca,
+            role,
+            description.to_string(),
+            Some(ttl),
+            credentials::DEFAULT_CERT_TTL_MS,
+        )
+        .await
+        .map(|(t, _)| t.to_string())
+        .map_err(|r| HeadError::Rejected {
+            what: "cannot create a join token".into(),
+            reason: match r {
+                rudel_core::Response::Rejected { reason } => reason,
+                other => format!("unexpected result {other:?}"),
+            },
+        })
+    }
+
+    /// The node id (uid) node `name` is bound to, if it is registered and bound.
+    pub fn node_uid(&self, name: &str) -> Option<String> {
+        let a = self.shared.read();
+        a.state.node(name).map(|n| n.uid.clone()).filter(|u| !u.is_empty())
+    }
+
+    /// Forgets node `name` as `rudel node forget` does; returns the tasks given up.
+    pub async fn forget_node(&self, name: &str) -> Result<u64, HeadError> {
+        let proposer = proposer::Proposer::new(self.raft.clone(), Duration::from_secs(10));
+        let cmd = rudel_core::Command::ForgetNode {
+            name: name.to_string(),
+            now_ms: proposer::now_ms(),
+        };
+        let rejected = |reason| HeadError::Rejected {
+            what: format!("cannot forget node {name}"),
+            reason,
+        };
+        match proposer.propose(cmd).await? {
+            rudel_core::Response::NodeForgotten { tasks, .. } => Ok(tasks),
+            rudel_core::Response::Rejected { reason } => Err(rejected(reason)),
+            other => Err(rejected(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    /// True if this head's group has other voting heads (a head that stopped can then
+    /// catch up from them).
+    pub fn has_peers(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v != self.head_id)
     }
 
     /// Stops serving, ends agent sessions and shuts Raft down.

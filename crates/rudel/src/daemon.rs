@@ -43,6 +43,11 @@ pub struct UpArgs {
     /// --requeue tasks run elsewhere, its --no-requeue tasks end node_fail.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub node_timeout: String,
+    /// How long the initial join token (printed at the first start, kept in DATA/join-token)
+    /// can be used to add nodes, e.g. 24h, 7d; "0" or "never" = until revoked. Later tokens:
+    /// `rudel token create`. Nodes that joined keep working after it expires.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub join_token_ttl: String,
 }
 
 #[derive(Args, Debug)]
@@ -67,6 +72,11 @@ pub struct HeadArgs {
     /// --requeue tasks run elsewhere, its --no-requeue tasks end node_fail.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub node_timeout: String,
+    /// How long the initial join token (printed at the first start, kept in DATA/join-token)
+    /// can be used to add nodes, e.g. 24h, 7d; "0" or "never" = until revoked. Later tokens:
+    /// `rudel token create`. Nodes that joined keep working after it expires.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub join_token_ttl: String,
 }
 
 #[derive(Args, Debug)]
@@ -74,7 +84,10 @@ pub struct AgentArgs {
     /// Agent data directory (result journal, node id). Default: $RUDEL_DATA/agent or ~/.local/share/rudel/agent.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Node name (default: host name).
+    /// Node name (default: host name). A name belongs to the machine (data directory) that
+    /// first joined under it: another machine joining under a name in use is refused (give
+    /// it another --name; if the old machine is gone for good, an admin runs `rudel node
+    /// forget NAME` first).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// Label for --constraint: `gpu` or `rack=a` (repeatable).
@@ -131,10 +144,78 @@ fn print_credentials_hint(head: &Head, custom_data: bool) {
 
 /// The one command another machine needs to join.
 fn print_join_hint(head: &Head, addr: &str) {
-    match &head.join_token {
-        Some(t) => println!("  add a node with: rudel agent --head {addr} --token {t}"),
-        None => println!("  add a node with a token from `rudel token create` (on any head): rudel agent --head {addr} --token TOKEN"),
+    match (&head.join_token, head.join_token_expires_ms) {
+        (Some(t), Some(until)) => println!(
+            "  add a node with: rudel agent --head {addr} --token {t}\n  (this token can be used until {}; later: `rudel token create`)",
+            crate::show::timestamp(until)
+        ),
+        (Some(t), None) => println!("  add a node with: rudel agent --head {addr} --token {t}"),
+        (None, _) => println!(
+            "  add a node with a token from `rudel token create` (on any head; the initial one has expired or was revoked): \
+             rudel agent --head {addr} --token TOKEN"
+        ),
     }
+}
+
+/// Where `rudel up` remembers its local agent's node: "NAME UID".
+fn local_node_file(data: &std::path::Path) -> PathBuf {
+    data.join("head").join("local-node")
+}
+
+/// `rudel up`'s own agent is this machine by construction. If its data directory was
+/// wiped (a new uid) while the name is still bound to the uid it had before, the name
+/// would be refused to it as held by "another machine", and nobody could run `rudel node
+/// forget` with the head down: so the old binding is forgotten here, as an admin would
+/// (its tasks are lost, as they are with the directory that held them).
+async fn rebind_local_node(
+    head: &Head,
+    data: &std::path::Path,
+    agent_dir: &std::path::Path,
+    name: &str,
+) -> Result<(), Failure> {
+    std::fs::create_dir_all(agent_dir).with_context(|| format!("cannot create {}", agent_dir.display()))?;
+    let uid = rudel_agent::identity::load_or_create_uid(agent_dir)
+        .with_context(|| format!("cannot read the node id in {}", agent_dir.display()))?;
+    let file = local_node_file(data);
+    let before = std::fs::read_to_string(&file).unwrap_or_default();
+    let mut it = before.split_whitespace();
+    if let (Some(old_name), Some(old_uid)) = (it.next(), it.next()) {
+        if old_name == name && old_uid != uid && head.node_uid(name).as_deref() == Some(old_uid) {
+            let tasks = head.forget_node(name).await.context("cannot rebind the local node")?;
+            tracing::warn!(node = name, old_uid, uid = %uid, tasks, "the local agent's data directory is new: forgot the node it replaces");
+        }
+    }
+    if before.trim() != format!("{name} {uid}") {
+        std::fs::write(&file, format!("{name} {uid}\n")).with_context(|| format!("cannot write {}", file.display()))?;
+    }
+    Ok(())
+}
+
+/// `--join-token-ttl`: None for "0"/"never" (no expiry).
+fn parse_join_token_ttl(s: &str) -> Result<Option<Duration>, Failure> {
+    if s.trim().eq_ignore_ascii_case("never") {
+        return Ok(None);
+    }
+    let ms = rudel_core::parse::parse_duration(s).map_err(|e| Failure::usage(anyhow!("--join-token-ttl: {e}")))?;
+    Ok((ms > 0).then(|| Duration::from_millis(ms)))
+}
+
+/// The token `rudel up`'s own agent joins with: the initial one while it is valid; once
+/// that has expired, a short-lived one made for it, but only if the agent has no valid
+/// certificate (a restart after the token expired must not fail for want of one).
+async fn local_agent_token(head: &Head, agent_dir: &std::path::Path) -> Result<Option<String>, Failure> {
+    if head.join_token.is_some() || !rudel_agent::session::needs_certificate(agent_dir) {
+        return Ok(head.join_token.clone());
+    }
+    let t = head
+        .create_token(
+            rudel_core::security::Role::Agent,
+            "local agent of `rudel up`",
+            Duration::from_secs(600),
+        )
+        .await
+        .context("cannot create a join token for the local agent")?;
+    Ok(Some(t))
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -217,19 +298,24 @@ pub async fn up(a: UpArgs) -> CmdResult {
     let data = a.data.unwrap_or_else(default_data_dir);
     let mut hcfg = HeadConfig::new(data.join("head"), a.listen);
     hcfg.node_timeout = parse_timeout(&a.node_timeout)?;
+    hcfg.join_token_ttl = parse_join_token_ttl(&a.join_token_ttl)?;
     let head = Head::start(hcfg).await.context("cannot start the head")?;
     let addr = head.local_addr.to_string();
+    let agent_dir = data.join("agent");
+    let name = a.name.unwrap_or_else(rudel_agent::identity::hostname);
+    rebind_local_node(&head, &data, &agent_dir, &name).await?;
+    let token = local_agent_token(&head, &agent_dir).await?;
     let mut cfg = agent_config(
         vec![addr.clone()],
-        data.join("agent"),
-        a.name,
+        agent_dir,
+        Some(name),
         a.cpus,
         a.mem.as_deref(),
         &a.kill_grace,
         &a.labels,
     )?;
     cfg.task_pids_max = task_pids_max(a.task_pids_max)?;
-    cfg.token = head.join_token.clone();
+    cfg.token = token;
     println!("rudel is up: head on {addr}, data in {}", data.display());
     println!("  submit with: rudel submit -- echo hello   (or set RUDEL_HEAD={addr} if not the default)");
     print_credentials_hint(&head, custom_data);
@@ -239,10 +325,11 @@ pub async fn up(a: UpArgs) -> CmdResult {
     // If the head fails, the agent stops too (killing its tasks): nothing could take
     // their results any more.
     let res = finish_agent(agent, stop_tx, head.failure()).await;
+    let peers = head.has_peers();
     head.shutdown().await;
     match res? {
         None => Ok(0),
-        Some(why) => Err(Failure::from(head_failed(&why, &data.join("head")))),
+        Some(why) => Err(Failure::from(head_failed(&why, &data.join("head"), peers))),
     }
 }
 
@@ -274,6 +361,7 @@ pub async fn head(a: HeadArgs) -> CmdResult {
         cfg.join = Some((j, a.token.clone().unwrap_or_default()));
     }
     cfg.node_timeout = parse_timeout(&a.node_timeout)?;
+    cfg.join_token_ttl = parse_join_token_ttl(&a.join_token_ttl)?;
     let head = Head::start(cfg).await.context("cannot start the head")?;
     println!(
         "rudel head {} listening on {}, data in {}",
@@ -288,20 +376,27 @@ pub async fn head(a: HeadArgs) -> CmdResult {
         _ = termination() => None,
         why = head.failure() => Some(why),
     };
+    let peers = head.has_peers();
     head.shutdown().await;
     match failed {
         None => Ok(0),
-        Some(why) => Err(Failure::from(head_failed(&why, &data))),
+        Some(why) => Err(Failure::from(head_failed(&why, &data, peers))),
     }
 }
 
-/// The error a head exits with when its Raft core stopped by itself.
-fn head_failed(why: &str, data: &std::path::Path) -> anyhow::Error {
+/// The error a head exits with when its Raft core stopped by itself. `peers`: the group
+/// has other heads to catch up from (a one-head cluster has none, and is down meanwhile).
+fn head_failed(why: &str, data: &std::path::Path, peers: bool) -> anyhow::Error {
     tracing::error!(error = why, "the replicated log failed; this head stops");
+    let after = if peers {
+        "it catches up from the other heads, which carry on meanwhile if they have a quorum"
+    } else {
+        "it recovers from its own log (what was acknowledged is kept there); this is the \
+         cluster's only head, so the cluster is down until then"
+    };
     anyhow!(
         "this head stopped: its replicated log failed ({why}). Fix the cause (free space in {}, \
-         check the disk), then start it again with the same --data: it catches up from the \
-         other heads, which carry on meanwhile if they have a quorum",
+         check the disk), then start it again with the same --data: {after}",
         data.display()
     )
 }
@@ -386,4 +481,30 @@ async fn stop_agent(
     tokio::time::timeout(Duration::from_secs(30), run)
         .await
         .map_err(|_| Failure::from(anyhow!("agent did not stop within 30 s")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_token_ttl_accepts_durations_and_never() {
+        assert_eq!(
+            parse_join_token_ttl("24h").ok(),
+            Some(Some(Duration::from_secs(86_400)))
+        );
+        assert_eq!(parse_join_token_ttl("never").ok(), Some(None));
+        assert_eq!(parse_join_token_ttl("0").ok(), Some(None));
+        assert!(parse_join_token_ttl("soon").is_err());
+    }
+
+    #[test]
+    fn a_failed_head_says_where_it_recovers_from() {
+        let dir = std::path::Path::new("/d");
+        let group = head_failed("disk full", dir, true).to_string();
+        assert!(group.contains("catches up from the other heads"), "{group}");
+        let alone = head_failed("disk full", dir, false).to_string();
+        assert!(!alone.contains("other heads"), "a one-head cluster has none: {alone}");
+        assert!(alone.contains("only head") && alone.contains("/d"), "{alone}");
+    }
 }

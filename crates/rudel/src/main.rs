@@ -4,6 +4,7 @@ mod client;
 mod daemon;
 mod exec;
 mod follow;
+mod node_cmd;
 mod opts;
 mod show;
 mod tokens;
@@ -69,6 +70,8 @@ enum Cmd {
     Drain(show::DrainArgs),
     /// Let drained nodes take work again.
     Resume(show::ResumeArgs),
+    /// Manage nodes (admin): `rudel node forget NAME` lets another machine take the name.
+    Node(node_cmd::NodeArgs),
     /// Run a command on nodes in parallel through their agents (no ssh); outputs grouped.
     Exec(exec::ExecArgs),
     /// The head answering: its id, the leader, Raft term and last applied log index.
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
             Cmd::Nodes(a) => show::nodes(a, &head).await,
             Cmd::Drain(a) => show::drain(a, &head).await,
             Cmd::Resume(a) => show::resume(a, &head).await,
+            Cmd::Node(a) => node_cmd::node(a, &head).await,
             Cmd::Exec(a) => exec::exec(a, &head).await,
             Cmd::Status(a) => show::status(a, &head).await,
             Cmd::Token(a) => tokens::token(a, &head).await,

@@ -60,6 +60,7 @@ fn users_join_with_tokens_and_roles_limit_them() {
         vec!["exec", "--all", "--", "true"],
         vec!["token", "list"],
         vec!["token", "create"],
+        vec!["node", "forget", "n1"],
     ] {
         let o = as_user(&c, &alice, &admin_only);
         assert_eq!(

@@ -28,6 +28,8 @@ pub struct Opts {
     pub mem: String,
     pub kill_grace: String,
     pub name: String,
+    /// More options for `rudel up`.
+    pub up_args: Vec<String>,
 }
 
 impl Default for Opts {
@@ -37,6 +39,7 @@ impl Default for Opts {
             mem: "2G".into(),
             kill_grace: "2s".into(),
             name: "n1".into(),
+            up_args: Vec::new(),
         }
     }
 }
@@ -52,6 +55,10 @@ impl Opts {
     }
     pub fn name(mut self, n: &str) -> Opts {
         self.name = n.into();
+        self
+    }
+    pub fn up_args(mut self, args: &[&str]) -> Opts {
+        self.up_args = args.iter().map(|s| s.to_string()).collect();
         self
     }
 }
@@ -335,6 +342,7 @@ impl Cluster {
                     "--name".into(),
                     o.name.clone(),
                 ]);
+                v.extend(o.up_args.iter().cloned());
                 v
             },
             // Fresh: wait for the idle node. Restarted: it may still be busy with old tasks.
@@ -405,6 +413,48 @@ impl Cluster {
         i
     }
 
+    /// Starts `rudel agent --name NAME --data DATA --token TOKEN EXTRA...` and returns at
+    /// once (its index in `self.daemons`), for tests that expect it to be refused.
+    pub fn spawn_agent(&mut self, name: &str, data: &Path, token: &str, extra: &[&str]) -> usize {
+        let o = self.opts.clone();
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--head".into(),
+            self.addr.clone(),
+            "--data".into(),
+            data.display().to_string(),
+            "--name".into(),
+            name.into(),
+            "--cpus".into(),
+            o.cpus.to_string(),
+            "--mem".into(),
+            o.mem.clone(),
+            "--token".into(),
+            token.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let d = self.spawn_daemon("agent", &args);
+        self.daemons.push(d);
+        self.daemons.len() - 1
+    }
+
+    /// Waits (bounded) until daemon `i` exits; returns its exit code.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(code) = self.daemons[i].exited() {
+                return code;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "rudel {} did not exit within {timeout:?}:\n{}",
+                self.daemons[i].role,
+                self.logs_tail()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Starts another `rudel agent` named `name` (its own data directory); returns once
     /// that node is idle.
     pub fn start_named_agent(&mut self, name: &str) -> usize {
@@ -413,25 +463,9 @@ impl Cluster {
 
     /// Like `start_named_agent`, with extra agent options (e.g. `--label gpu`).
     pub fn start_named_agent_with(&mut self, name: &str, extra: &[&str]) -> usize {
-        let o = self.opts.clone();
-        let mut args: Vec<String> = vec![
-            "agent".into(),
-            "--head".into(),
-            self.addr.clone(),
-            "--data".into(),
-            self.data.join(format!("agent-{name}")).display().to_string(),
-            "--name".into(),
-            name.into(),
-            "--cpus".into(),
-            o.cpus.to_string(),
-            "--mem".into(),
-            o.mem.clone(),
-            "--token".into(),
-            self.join_token(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        let d = self.spawn_daemon("agent", &args);
-        self.daemons.push(d);
+        let data = self.data.join(format!("agent-{name}"));
+        let token = self.join_token();
+        let i = self.spawn_agent(name, &data, &token, extra);
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
             let idle = self
@@ -439,7 +473,13 @@ impl Cluster {
                 .iter()
                 .any(|n| n["name"] == name && n["state"] == "idle");
             if idle {
-                return self.daemons.len() - 1;
+                return i;
+            }
+            if let Some(code) = self.daemons[i].exited() {
+                panic!(
+                    "rudel agent {name} exited with {code} during startup:\n{}",
+                    tail(&self.daemons[i].log_text(), 40)
+                );
             }
             assert!(
                 Instant::now() < deadline,
