@@ -783,6 +783,7 @@ mod identity_tests {
                 labels: BTreeMap::new(),
                 running: Vec::new(),
                 exclusive,
+                ..NodeRegistration::default()
             },
             now_ms: 10,
         }
