@@ -260,3 +260,52 @@ fn escaped_background_process_dies_with_its_job() {
     assert_eq!(bad.code, Some(2), "{bad}");
     assert!(bad.stderr.contains("--task-pids-max"), "{bad}");
 }
+
+#[test]
+fn restarted_agent_removes_the_cgroups_of_its_killed_predecessor() {
+    let mut c = Cluster::up(Opts::default());
+    c.start_named_agent_with("b", &["--label", "crashy"]);
+    let old_pid = c.daemon("agent").pid();
+    let m = marker(312);
+    let script = format!("setsid sleep {m} & sleep {m}");
+    let id = c.submit(&["--no-requeue", "--constraint", "crashy", "--", "sh", "-c", &script]);
+    c.wait_state(id, |v| v["state"] == "running", Duration::from_secs(20));
+    let sleeps = || {
+        procs_matching(&m)
+            .into_iter()
+            .filter(|(_, cmd)| cmd.starts_with("sleep"))
+            .count()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || sleeps() == 2),
+        "{:?}",
+        procs_matching(&m)
+    );
+    let contain = c
+        .nodes_json()
+        .into_iter()
+        .find(|n| n["name"] == "b")
+        .and_then(|n| n["containment"].as_str().map(String::from))
+        .unwrap_or_default();
+    if !contain.starts_with("cgroup-v1") {
+        eprintln!("no v1 pids cgroup here ({contain}): nothing to clean up");
+        return;
+    }
+    let pids_root = std::path::Path::new("/sys/fs/cgroup/pids");
+    let own = pids_root.join(format!("rudel-{old_pid}"));
+    assert!(own.is_dir(), "{} missing", own.display());
+    c.daemon("agent").kill9();
+    // The tasks of the killed agent keep running (orphans) and its cgroups stay.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sleeps(), 2, "{:?}", procs_matching(&m));
+    assert!(own.is_dir());
+    c.start_named_agent_with("b", &["--label", "crashy"]);
+    assert_tree_gone(&c, &m, Duration::from_secs(5));
+    assert!(
+        eventually(Duration::from_secs(5), || !own.exists()),
+        "{} left behind",
+        own.display()
+    );
+    let v = c.wait_finished(id, Duration::from_secs(20));
+    assert_ne!(v["state"], "running", "{v:#}");
+}

@@ -52,7 +52,8 @@ pub struct ExecSpec {
     /// Non-empty; `argv[0]` is resolved via the task's `PATH` like `execvp`.
     pub argv: Vec<String>,
     pub cwd: PathBuf,
-    /// The complete environment of the task (nothing is inherited from the agent).
+    /// The complete environment of the task (nothing is inherited from the agent), to
+    /// which the executor adds `RUDEL_TASK=job.index.attempt` (see [`contain::TASK_MARKER`]).
     pub env: Vec<(String, String)>,
     /// `None` = `/dev/null`. A relative path is relative to `cwd`.
     pub stdout: Option<PathBuf>,

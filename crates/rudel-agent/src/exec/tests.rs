@@ -747,6 +747,9 @@ fn shutdown_in_child() {
         if let MemMode::V1 { root } | MemMode::V2 { root } = &exec.inner.mem {
             assert!(!root.exists(), "parent cgroup left: {}", root.display());
         }
+        if let Some(root) = exec.inner.contain.root() {
+            assert!(!root.exists(), "parent pids cgroup left: {}", root.display());
+        }
         println!("shutdown child ok in {took:?}");
     });
 }
