@@ -295,10 +295,9 @@ fn restarted_agent_removes_the_cgroups_of_its_killed_predecessor() {
     let own = pids_root.join(format!("rudel-{old_pid}"));
     assert!(own.is_dir(), "{} missing", own.display());
     c.daemon("agent").kill9();
-    // The tasks of the killed agent keep running (orphans) and its cgroups stay.
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(sleeps(), 2, "{:?}", procs_matching(&m));
-    assert!(own.is_dir());
+    // The tasks of the killed agent keep running (orphans) until an agent starts on this
+    // machine: any starting agent cleans up the cgroups of dead ones, so with the other
+    // tests of this file starting agents in parallel, that may be another test's agent.
     c.start_named_agent_with("b", &["--label", "crashy"]);
     assert_tree_gone(&c, &m, Duration::from_secs(5));
     assert!(
