@@ -548,12 +548,12 @@ fn no_requeue_tasks_start_at_most_once_when_the_agent_is_killed() {
 #[test]
 fn requeue_tasks_complete_once_per_attempt_when_the_agent_is_killed() {
     let _g = serial();
-    requeue_under_kills(Victim::Agent, 4000, 20);
+    requeue_under_kills(Victim::Agent, 6000, 30);
 }
 
 /// `rudel up`: head and agent die together and come back from their data directory.
 #[test]
 fn no_requeue_tasks_start_at_most_once_when_rudel_up_is_killed() {
     let _g = serial();
-    no_requeue_under_kills(Victim::Up, 4000, 15);
+    no_requeue_under_kills(Victim::Up, 6000, 25);
 }
