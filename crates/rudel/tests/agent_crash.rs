@@ -237,7 +237,7 @@ fn check_completed_started_once(tasks: &[TaskView], starts: &[Start]) -> Vec<Vio
         .filter(|t| t.state == "completed")
         .filter_map(|t| {
             let runs = grouped.get(&(t.job, t.index)).map_or(0, Vec::len);
-            (runs != 1).then(|| Violation::CompletedNotStartedOnce {
+            (runs != 1).then_some(Violation::CompletedNotStartedOnce {
                 job: t.job,
                 index: t.index,
                 starts: runs,
