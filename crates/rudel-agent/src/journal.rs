@@ -1,12 +1,19 @@
-//! Append-only local journal of task launches and results, so results survive an agent
-//! process crash until the head acknowledges them.
+//! Append-only local journal of task starts and results, so results survive an agent
+//! process crash until the head acknowledges them, and no task is started twice.
+//!
+//! At-most-once: the intent to start a task attempt is written *before* the spawn and its
+//! pid right after. An agent killed between the two left a task that may run (or may have
+//! run) with no pid on record; the next agent process finds such an intent, looks for the
+//! process by the `RUDEL_TASK` marker in its environment, and reports the attempt lost
+//! either way. Without the intent record that task was unknown to the next agent process,
+//! which started it again when the head repeated its launch (a `--no-requeue` task ran twice).
 //!
 //! File: `<dir>/journal.jsonl`, one JSON record per line. Writes go to the page cache
 //! without fsync: a process crash keeps them; a machine crash also kills the tasks, which
 //! the head handles as a lost node. Each call is one buffered write (one syscall).
 //! The file is compacted (rewritten with only live records) on open and when dead
 //! records dominate.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -32,7 +39,7 @@ pub enum JournalError {
 pub struct Recovered {
     /// Results not yet acknowledged by the head (send them again).
     pub unacked: Vec<TaskReport>,
-    /// Tasks launched but never reported: their processes may still run.
+    /// Tasks started (or about to be) but never reported: their processes may still run.
     pub orphans: Vec<Orphan>,
 }
 
@@ -41,6 +48,8 @@ pub struct Recovered {
 pub struct Orphan {
     pub key: TaskKey,
     pub attempt: u32,
+    /// 0 if only the intent to start was recorded (the agent stopped before the spawn
+    /// returned): the process, if any, is found by its `RUDEL_TASK` marker.
     pub pid: u32,
     /// Field 22 of `/proc/<pid>/stat` (start time in clock ticks since boot); tells a
     /// reused pid apart. 0 if unknown (the process is then never killed).
@@ -50,9 +59,18 @@ pub struct Orphan {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 enum Record {
+    /// About to start this attempt (written before the spawn).
+    Intent {
+        key: TaskKey,
+        attempt: u32,
+    },
     Launch(Orphan),
-    End { report: TaskReport },
-    Ack { done: Vec<(TaskKey, u32)> },
+    End {
+        report: TaskReport,
+    },
+    Ack {
+        done: Vec<(TaskKey, u32)>,
+    },
 }
 
 /// Compact when there are more than this many records and most of them are dead.
@@ -132,6 +150,17 @@ impl Journal {
 
     fn apply(&mut self, r: Record) {
         match r {
+            Record::Intent { key, attempt } => {
+                self.launches.insert(
+                    (key, attempt),
+                    Orphan {
+                        key,
+                        attempt,
+                        pid: 0,
+                        start_time: 0,
+                    },
+                );
+            }
             Record::Launch(o) => {
                 self.launches.insert((o.key, o.attempt), o);
             }
@@ -182,7 +211,15 @@ impl Journal {
         launches.sort_by_key(|o| (o.key, o.attempt));
         let mut n = 0u64;
         for o in launches {
-            serde_json::to_writer(&mut w, &Record::Launch(o.clone()))?;
+            let rec = if o.pid == 0 {
+                Record::Intent {
+                    key: o.key,
+                    attempt: o.attempt,
+                }
+            } else {
+                Record::Launch(o.clone())
+            };
+            serde_json::to_writer(&mut w, &rec)?;
             w.write_all(b"\n").map_err(io_err(&tmp))?;
             n += 1;
         }
@@ -199,15 +236,45 @@ impl Journal {
         Ok(())
     }
 
+    /// Records the intent to start these attempts; call before spawning them (one write
+    /// for the whole batch).
+    pub fn record_intents(&mut self, tasks: &[(TaskKey, u32)]) -> Result<(), JournalError> {
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        self.append(
+            tasks
+                .iter()
+                .map(|&(key, attempt)| Record::Intent { key, attempt })
+                .collect(),
+        )
+    }
+
+    /// Records that these attempts started, with their pids (start times are read from
+    /// `/proc/<pid>/stat`); one write for the batch.
+    pub fn record_launches(&mut self, started: &[(TaskKey, u32, u32)]) -> Result<(), JournalError> {
+        if started.is_empty() {
+            return Ok(());
+        }
+        self.append(
+            started
+                .iter()
+                .map(|&(key, attempt, pid)| {
+                    Record::Launch(Orphan {
+                        key,
+                        attempt,
+                        pid,
+                        start_time: proc_start_time(pid).unwrap_or(0),
+                    })
+                })
+                .collect(),
+        )
+    }
+
     /// Records that a task started (reads its start time from `/proc/<pid>/stat`).
+    #[cfg(test)]
     pub fn record_launch(&mut self, key: TaskKey, attempt: u32, pid: u32) -> Result<(), JournalError> {
-        let start_time = proc_start_time(pid).unwrap_or(0);
-        self.append(vec![Record::Launch(Orphan {
-            key,
-            attempt,
-            pid,
-            start_time,
-        })])
+        self.record_launches(&[(key, attempt, pid)])
     }
 
     /// Records a task's result (kept until acknowledged).
@@ -245,52 +312,159 @@ fn open_append(path: &Path, must_exist: bool) -> Result<File, JournalError> {
 
 /// Field 22 (starttime) of `/proc/<pid>/stat`.
 pub(crate) fn proc_start_time(pid: u32) -> Option<u64> {
-    proc_stat(pid).map(|(start, _)| start)
+    proc_stat(pid).map(|s| s.start_time)
 }
 
-/// (starttime, session id) from `/proc/<pid>/stat`.
-fn proc_stat(pid: u32) -> Option<(u64, u32)> {
+/// What `/proc/<pid>/stat` says of a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ProcStat {
+    /// Field 3: `R`, `S`, `Z` (exited, not yet reaped), ...
+    state: u8,
+    /// Field 6.
+    session: u32,
+    /// Field 22, clock ticks since boot: tells a reused pid apart.
+    start_time: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm (field 2) may contain spaces and parentheses: fields after the last ')'.
     let rest: Vec<&str> = s[s.rfind(')')? + 1..].split_whitespace().collect();
-    // rest[0] is field 3 (state): session is field 6, starttime field 22.
-    Some((rest.get(19)?.parse().ok()?, rest.get(3)?.parse().ok()?))
+    Some(ProcStat {
+        state: *rest.first()?.as_bytes().first()?,
+        session: rest.get(3)?.parse().ok()?,
+        start_time: rest.get(19)?.parse().ok()?,
+    })
+}
+
+/// Name of the environment variable the agent puts in every task:
+/// `job.index.attempt@agent-uid`. It lets the next agent process find a task whose pid
+/// never reached the journal. The agent's uid is part of it because job ids repeat across
+/// clusters: two agents on one machine (tests, or two clusters) must never match each
+/// other's tasks.
+pub const TASK_MARKER: &str = "RUDEL_TASK";
+
+/// The value of [`TASK_MARKER`] for one attempt run by the agent with uid `owner`.
+pub fn task_marker(owner: &str, key: TaskKey, attempt: u32) -> String {
+    format!("{}.{}.{}@{owner}", key.job, key.index, attempt)
+}
+
+/// Session leaders (as every task is) whose environment carries one of the `wanted`
+/// markers: marker -> pid. Reads every process's environment: only done at start, when a
+/// previous agent process left intents without pids.
+fn find_by_marker(wanted: &HashSet<String>) -> HashMap<String, u32> {
+    let mut found = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    let prefix = format!("{TASK_MARKER}=");
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if proc_stat(pid).is_none_or(|s| s.session != pid) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let marker = env
+            .split(|&b| b == 0)
+            .find_map(|v| v.strip_prefix(prefix.as_bytes()))
+            .and_then(|m| std::str::from_utf8(m).ok());
+        if let Some(m) = marker.filter(|m| wanted.contains(*m)) {
+            found.insert(m.to_string(), pid);
+        }
+    }
+    found
+}
+
+/// What became of a task a previous agent process started.
+#[derive(Debug, PartialEq, Eq)]
+enum OrphanFate {
+    /// Still ran: its process group was killed.
+    Killed,
+    /// Had exited; nobody collected its status (the previous agent was its parent).
+    Ended,
+    /// No such process any more.
+    Gone,
+    /// Only the intent was recorded and no process carries its marker.
+    NotFound,
 }
 
 /// Kills orphans left by a previous agent process: SIGKILL to the process group, but
 /// only if `/proc/<pid>/stat` still shows the recorded start time (a reused pid is never
-/// killed; the process must also still lead its own session, as tasks do). Returns a
-/// `Lost` report for every orphan.
-pub fn reap_orphans(orphans: &[Orphan]) -> Vec<TaskReport> {
+/// killed) and the process still leads its own session, as tasks do. An orphan with only
+/// an intent is looked up by its marker. Returns a `Lost` report for every orphan: its
+/// outcome is unknown, so a `--no-requeue` task must not run again.
+pub fn reap_orphans(orphans: &[Orphan], owner: &str) -> Vec<TaskReport> {
     let now = now_ms();
+    let wanted: HashSet<String> = orphans
+        .iter()
+        .filter(|o| o.pid == 0)
+        .map(|o| task_marker(owner, o.key, o.attempt))
+        .collect();
+    let by_marker = if wanted.is_empty() {
+        HashMap::new()
+    } else {
+        find_by_marker(&wanted)
+    };
     orphans
         .iter()
         .map(|o| {
-            // Same start time, and still the leader of its own session as every task is.
-            let alive = o.start_time != 0 && o.pid > 1 && proc_stat(o.pid) == Some((o.start_time, o.pid));
-            let message = if alive {
-                // SAFETY: plain syscalls; the pid is the (still same) group leader.
-                unsafe {
-                    libc::kill(-(o.pid as i32), libc::SIGKILL);
-                    libc::kill(o.pid as i32, libc::SIGKILL);
+            let fate = match o.pid {
+                0 => match by_marker.get(&task_marker(owner, o.key, o.attempt)) {
+                    Some(&pid) => kill_orphan(pid, None),
+                    None => OrphanFate::NotFound,
+                },
+                pid => kill_orphan(pid, Some(o.start_time)),
+            };
+            if fate != OrphanFate::Gone && fate != OrphanFate::NotFound {
+                warn!(task = %o.key, attempt = o.attempt, ?fate, "orphaned task of the previous agent process");
+            }
+            let message = match fate {
+                OrphanFate::Killed => "the agent restarted while the task ran; its processes were killed",
+                OrphanFate::Ended => "the task ended while its agent was down; its exit status was lost",
+                OrphanFate::Gone => "the agent restarted while the task ran; the process was gone and its result lost",
+                OrphanFate::NotFound => {
+                    "the agent stopped while starting the task; it may have started (no process left)"
                 }
-                warn!(task = %o.key, attempt = o.attempt, pid = o.pid, "killed orphaned task");
-                "the agent restarted while the task ran; its processes were killed".to_string()
-            } else {
-                "the agent restarted while the task ran; the process was gone".to_string()
             };
             TaskReport {
                 key: o.key,
                 attempt: o.attempt,
                 outcome: TaskOutcome::Lost,
                 exit_code: None,
-                signal: alive.then_some(libc::SIGKILL),
+                signal: (fate == OrphanFate::Killed).then_some(libc::SIGKILL),
                 start_ms: 0,
                 end_ms: now,
-                message,
+                message: message.to_string(),
             }
         })
         .collect()
+}
+
+/// Kills the process group led by `pid` if that is still the task (same start time when
+/// known; a session leader). A zombie leader has ended, but members of its group may live.
+fn kill_orphan(pid: u32, start_time: Option<u64>) -> OrphanFate {
+    let Some(stat) = proc_stat(pid) else {
+        return OrphanFate::Gone;
+    };
+    let same = start_time.is_none_or(|t| t != 0 && t == stat.start_time);
+    if pid <= 1 || !same || stat.session != pid {
+        return OrphanFate::Gone;
+    }
+    // SAFETY: plain syscalls; the pid is the (still same) group leader, or a zombie that
+    // keeps its pid and group id reserved until reaped.
+    unsafe {
+        libc::kill(-(pid as i32), libc::SIGKILL);
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    if stat.state == b'Z' {
+        OrphanFate::Ended
+    } else {
+        OrphanFate::Killed
+    }
 }
 
 fn now_ms() -> u64 {
@@ -355,6 +529,37 @@ mod tests {
         assert_eq!(rec.unacked, vec![rep(3, 0, 1)]);
         assert!(rec.orphans.is_empty());
         assert_eq!(j.unacked(), vec![rep(3, 0, 1)]);
+    }
+
+    #[test]
+    fn an_intent_without_a_pid_is_recovered_as_an_orphan() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let k = |job| TaskKey { job, index: 0 };
+        {
+            let (mut j, _) = Journal::open(dir.path()).expect("open");
+            j.record_intents(&[(k(1), 1), (k(2), 1), (k(3), 1)]).expect("intents");
+            // 1 started (pid known), 2 started and ended, 3 only intended.
+            j.record_launches(&[(k(1), 1, 999_999_999), (k(2), 1, 999_999_998)])
+                .expect("launches");
+            j.record_end(&TaskReport {
+                attempt: 1,
+                ..rep(2, 0, 0)
+            })
+            .expect("end");
+        }
+        let (j, rec) = Journal::open(dir.path()).expect("reopen");
+        let got: Vec<(TaskKey, u32, u32)> = rec.orphans.iter().map(|o| (o.key, o.attempt, o.pid)).collect();
+        assert_eq!(got, vec![(k(1), 1, 999_999_999), (k(3), 1, 0)]);
+        drop(j);
+        // Compaction kept the intent as an intent.
+        let text = std::fs::read_to_string(dir.path().join("journal.jsonl")).expect("read");
+        assert!(text.contains(r#""t":"intent""#), "{text}");
+        let (_, again) = Journal::open(dir.path()).expect("reopen 2");
+        assert_eq!(again.orphans, rec.orphans);
+        // The intent-only orphan is reported lost without anything to kill.
+        let reps = reap_orphans(&rec.orphans[1..], "test-agent");
+        assert_eq!((reps[0].key, reps[0].outcome), (k(3), TaskOutcome::Lost));
+        assert_eq!(reps[0].signal, None);
     }
 
     #[test]

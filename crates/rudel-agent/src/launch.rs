@@ -9,6 +9,7 @@ use rudel_core::TaskKey;
 use rudel_proto::v1 as pb;
 
 use crate::exec::{ExecSpec, StderrTarget};
+use crate::journal;
 
 /// PATH given to tasks whose environment has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -54,8 +55,9 @@ fn script_argv(scripts_dir: &Path, job: u64, script: &str) -> Result<Vec<String>
     })
 }
 
-/// Builds what the executor needs from one launched task.
-pub fn exec_spec(t: pb::LaunchTask, scripts_dir: &Path) -> Result<ExecSpec, LaunchError> {
+/// Builds what the executor needs from one launched task; `owner` is the agent's uid (for
+/// the task's marker, see [`journal::TASK_MARKER`]).
+pub fn exec_spec(t: pb::LaunchTask, scripts_dir: &Path, owner: &str) -> Result<ExecSpec, LaunchError> {
     let r = t.task.ok_or(LaunchError::NoTask)?;
     let key = TaskKey {
         job: r.job_id,
@@ -72,6 +74,9 @@ pub fn exec_spec(t: pb::LaunchTask, scripts_dir: &Path) -> Result<ExecSpec, Laun
         return Err(LaunchError::NoCommand(key));
     };
     let mut env: Vec<(String, String)> = t.env.into_iter().collect();
+    // Lets the next agent process find this task if the agent dies before journaling its pid.
+    env.retain(|(k, _)| k != journal::TASK_MARKER);
+    env.push((journal::TASK_MARKER.into(), journal::task_marker(owner, key, r.attempt)));
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.push(("PATH".into(), DEFAULT_PATH.into()));
     }
@@ -115,7 +120,7 @@ mod tests {
             stdout_path: "/tmp/x.out".into(),
             ..Default::default()
         };
-        let spec = exec_spec(t.clone(), d.path()).unwrap();
+        let spec = exec_spec(t.clone(), d.path(), "u1").unwrap();
         assert_eq!(spec.argv, vec![d.path().join("job-7.sh").display().to_string()]);
         assert_eq!(
             std::fs::read_to_string(d.path().join("job-7.sh")).unwrap(),
@@ -123,6 +128,11 @@ mod tests {
         );
         assert!(matches!(spec.stderr, StderrTarget::SameAsStdout));
         assert!(spec.env.iter().any(|(k, _)| k == "PATH"));
+        assert!(
+            spec.env.contains(&("RUDEL_TASK".into(), "7.0.1@u1".into())),
+            "{:?}",
+            spec.env
+        );
         let plain = pb::LaunchTask {
             script: "echo no shebang\n".into(),
             task: Some(pb::TaskRef {
@@ -132,7 +142,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(exec_spec(plain, d.path()).unwrap().argv[0], "/bin/sh");
+        assert_eq!(exec_spec(plain, d.path(), "u1").unwrap().argv[0], "/bin/sh");
     }
 
     #[test]
@@ -146,7 +156,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            exec_spec(t, Path::new("/tmp")),
+            exec_spec(t, Path::new("/tmp"), "u1"),
             Err(LaunchError::NoCommand(_))
         ));
     }

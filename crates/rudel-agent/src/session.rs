@@ -150,7 +150,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         ..ExecConfig::default()
     })?;
     let (mut journal, recovered) = Journal::open(&cfg.data_dir)?;
-    for lost in journal::reap_orphans(&recovered.orphans) {
+    for lost in journal::reap_orphans(&recovered.orphans, &uid) {
         journal.record_end(&lost)?;
     }
     tracing::info!(
@@ -516,9 +516,7 @@ impl Agent {
                     next.extend(specs);
                 }
             }
-            for spec in next {
-                self.start(spec)?;
-            }
+            self.start_all(next)?;
         }
         for r in &mut batch {
             if self.abandoned.remove(&(r.key, r.attempt)) {
@@ -567,9 +565,7 @@ impl Agent {
                 // Tasks to run now first, so a successor queued behind a task of the same
                 // message finds it running.
                 let (now, mut later): (Vec<_>, Vec<_>) = l.tasks.into_iter().partition(|t| t.after.is_none());
-                for t in now {
-                    self.launch(t, conn)?;
-                }
+                self.launch_all(now, conn)?;
                 // Successors in chain order: one whose predecessor is still in the list waits.
                 while !later.is_empty() {
                     let keys: Vec<_> = later.iter().filter_map(|t| t.task.as_ref().map(task_ref)).collect();
@@ -577,14 +573,10 @@ impl Agent {
                         .into_iter()
                         .partition(|t| t.after.as_ref().is_none_or(|a| !keys.contains(&task_ref(a))));
                     let stuck = ready.is_empty();
-                    for t in ready {
-                        self.launch(t, conn)?;
-                    }
+                    self.launch_all(ready, conn)?;
                     if stuck {
                         // A cycle cannot come from the head; launch in order rather than drop.
-                        for t in rest {
-                            self.launch(t, conn)?;
-                        }
+                        self.launch_all(rest, conn)?;
                         break;
                     }
                     later = rest;
@@ -728,9 +720,7 @@ impl Agent {
                 if self.is_live(p.0, p.1) {
                     self.waiting.entry(p).or_default().extend(next);
                 } else {
-                    for spec in next {
-                        self.start(spec)?;
-                    }
+                    self.start_all(next)?;
                 }
             }
         }
@@ -767,28 +757,56 @@ impl Agent {
         self.journal.has_end(key, attempt) || self.is_live(key, attempt)
     }
 
-    fn start(&mut self, spec: ExecSpec) -> Result<(), AgentError> {
-        let (key, attempt) = (spec.key, spec.attempt);
-        if let Some(pid) = self.exec.launch(spec) {
-            self.journal.record_launch(key, attempt, pid)?;
+    /// Starts these attempts. The intent is journaled before the spawn and the pid after
+    /// it (one write each for the whole batch): an agent killed in between leaves an intent
+    /// that the next agent process reports lost instead of starting the task a second time.
+    fn start_all(&mut self, specs: Vec<ExecSpec>) -> Result<(), AgentError> {
+        let mut seen = std::collections::HashSet::new();
+        let specs: Vec<ExecSpec> = specs.into_iter().filter(|s| seen.insert((s.key, s.attempt))).collect();
+        if specs.is_empty() {
+            return Ok(());
         }
+        let keys: Vec<(TaskKey, u32)> = specs.iter().map(|s| (s.key, s.attempt)).collect();
+        self.journal.record_intents(&keys)?;
+        let mut started = Vec::with_capacity(specs.len());
+        for spec in specs {
+            let (key, attempt) = (spec.key, spec.attempt);
+            if let Some(pid) = self.exec.launch(spec) {
+                started.push((key, attempt, pid));
+            }
+        }
+        self.journal.record_launches(&started)?;
         Ok(())
     }
 
-    fn launch(&mut self, t: pb::LaunchTask, conn: Option<&Conn>) -> Result<(), AgentError> {
+    /// Starts or queues these launched tasks (queued: behind a predecessor running here).
+    fn launch_all(&mut self, tasks: Vec<pb::LaunchTask>, conn: Option<&Conn>) -> Result<(), AgentError> {
+        let mut now = Vec::new();
+        for t in tasks {
+            if let Some(spec) = self.prepare(t, conn)? {
+                now.push(spec);
+            }
+        }
+        self.start_all(now)
+    }
+
+    /// Turns a launch into a spec to start now; queues it behind its predecessor or drops a
+    /// duplicate (returns None). A launch that cannot be prepared is reported failed.
+    fn prepare(&mut self, t: pb::LaunchTask, conn: Option<&Conn>) -> Result<Option<ExecSpec>, AgentError> {
         let task = t.task;
         let after = t.after.as_ref().map(task_ref);
-        match exec_spec(t, &self.scripts_dir) {
+        match exec_spec(t, &self.scripts_dir, &self.uid) {
             Ok(spec) => {
                 if self.is_known(spec.key, spec.attempt) {
-                    return Ok(());
+                    return Ok(None);
                 }
                 match after {
                     Some((pk, pa)) if self.is_live(pk, pa) => {
                         self.waiting.entry((pk, pa)).or_default().push(spec);
+                        Ok(None)
                     }
                     // The predecessor already ended here (or never ran): its cores are free.
-                    _ => self.start(spec)?,
+                    _ => Ok(Some(spec)),
                 }
             }
             Err(e) => {
@@ -808,9 +826,9 @@ impl Agent {
                     };
                     self.on_results(vec![report], conn)?;
                 }
+                Ok(None)
             }
         }
-        Ok(())
     }
 
     /// Kills running tasks, journals their results and tries to deliver them.

@@ -75,7 +75,10 @@ pub fn schedule(state: &mut State) -> usize {
 }
 
 /// A running task of the given shape on an up node that has no successor yet and is not
-/// queued too deep for a task of `job_id` to wait behind it.
+/// queued too deep for a task of `job_id` to wait behind it: the one with the shortest
+/// chain, so queued work spreads over the slots. Taking the first tail found instead
+/// chained two requeued tasks (low indices sort first) behind one running task while
+/// the other core ran out of work and idled.
 fn pick_predecessor(
     state: &State,
     job_id: JobId,
@@ -84,6 +87,7 @@ fn pick_predecessor(
     c: Option<&Constraint>,
     reserved: &[bool],
 ) -> Option<TaskKey> {
+    let mut best: Option<(u32, TaskKey)> = None;
     for (_, n) in state
         .nodes
         .iter()
@@ -92,17 +96,21 @@ fn pick_predecessor(
     {
         for key in n.running.keys() {
             let Some(rt) = state.running_task(*key) else { continue };
-            if rt.successor.is_none()
-                && state.chain_depth(*key) < state.queue_limit(job_id, *key)
-                && !rt.kill_requested
-                && rt.cores.len() == cpus as usize
-                && rt.mem_bytes == mem
-            {
+            if rt.successor.is_some() || rt.kill_requested || rt.cores.len() != cpus as usize || rt.mem_bytes != mem {
+                continue;
+            }
+            let depth = state.chain_depth(*key);
+            if depth >= state.queue_limit(job_id, *key) || best.is_some_and(|(d, _)| d <= depth) {
+                continue;
+            }
+            if depth == 0 {
+                // A holder with nothing queued behind it: no chain can be shorter.
                 return Some(*key);
             }
+            best = Some((depth, *key));
         }
     }
-    None
+    best.map(|(_, key)| key)
 }
 
 /// The node with the most free cpus that fits the task now (ties: lowest id), spreading

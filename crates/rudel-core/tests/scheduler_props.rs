@@ -520,3 +520,42 @@ fn short_tasks_queue_deeper_on_agents_than_long_ones() {
     assert_eq!(deepest_queue(5), MAX_QUEUED_PER_SLOT as usize, "5 ms tasks");
     assert_eq!(deepest_queue(5_000), QUEUED_PER_SLOT as usize, "5 s tasks");
 }
+
+/// Queued work goes behind the shortest chain: a task queued behind a task that itself
+/// waits (depth 2) while another slot's task has nothing behind it left that slot idle
+/// once its task ended.
+#[test]
+fn successors_go_behind_the_shortest_chain() {
+    let mut s = State::new();
+    s.apply(register("n", "u", 2, 1 << 30, 1));
+    let one = |requeue| JobReq {
+        cpus: 1,
+        mem: 0,
+        priority: 0,
+        tasks: 1,
+        limit: None,
+        requeue,
+        constraint: 0,
+    };
+    let submit = |s: &mut State, requeue, now| {
+        s.apply(Command::Submit {
+            request_id: String::new(),
+            spec: spec(&one(requeue)),
+            now_ms: now,
+        })
+    };
+    let key = |job| TaskKey { job, index: 0 };
+    submit(&mut s, false, 2); // job 1 holds a core
+    submit(&mut s, false, 3); // job 2 holds the other
+    submit(&mut s, true, 4); // job 3 waits behind job 1 (first in order)
+    assert_eq!(s.running_task(key(3)).and_then(|r| r.after), Some(key(1)));
+    s.apply(Command::Reports {
+        node: "n".into(),
+        reports: vec![finish_report(key(2), 1, 0, 5)],
+        now_ms: 5,
+    });
+    submit(&mut s, false, 6); // job 4 takes the freed core
+    assert_eq!(s.running_task(key(4)).and_then(|r| r.after), None);
+    submit(&mut s, true, 7); // job 5: behind job 4 (nothing queued), not behind job 3
+    assert_eq!(s.running_task(key(5)).and_then(|r| r.after), Some(key(4)));
+}

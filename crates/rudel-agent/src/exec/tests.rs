@@ -542,7 +542,7 @@ fn orphans_reaped_only_when_start_time_matches() {
         pid,
         start_time: start_time + 1,
     };
-    let reps = reap_orphans(&[wrong]);
+    let reps = reap_orphans(&[wrong], "test-agent");
     assert_eq!(reps.len(), 1);
     assert_eq!(reps[0].outcome, TaskOutcome::Lost);
     assert!(reps[0].message.contains("restarted"), "{:?}", reps[0]);
@@ -555,9 +555,44 @@ fn orphans_reaped_only_when_start_time_matches() {
         pid,
         start_time,
     };
-    let reps = reap_orphans(&[right]);
+    let reps = reap_orphans(&[right], "test-agent");
     assert_eq!(reps.len(), 1);
     assert_eq!((reps[0].key, reps[0].outcome), (key, TaskOutcome::Lost));
+    let r = recv(&mut rx, 10);
+    assert_eq!(r.signal, Some(libc::SIGKILL), "{r:?}");
+    assert_eq!(wait_session_empty(pid), Vec::<u32>::new());
+}
+
+/// An agent killed between journaling its intent and the pid left a task with no pid on
+/// record: the next agent process finds it by its marker and kills its whole group.
+#[test]
+fn orphan_with_only_an_intent_is_found_by_its_marker() {
+    let (job, mut rx) = new_job();
+    let key = TaskKey { job, index: 3 };
+    let marker = crate::journal::task_marker("test-agent", key, 2);
+    let mut s = spec(job, 3, &["sh", "-c", "sleep 1000 & sleep 1000 & wait"]);
+    s.attempt = 2;
+    s.env.push((crate::journal::TASK_MARKER.into(), marker));
+    let pid = h().exec.launch(s).expect("spawned");
+    wait_session_size(pid, 3);
+    let intent = |attempt| Orphan {
+        key,
+        attempt,
+        pid: 0,
+        start_time: 0,
+    };
+    // Another attempt's marker matches nothing: reported lost, nothing killed.
+    let reps = reap_orphans(&[intent(1)], "test-agent");
+    assert_eq!((reps[0].outcome, reps[0].signal), (TaskOutcome::Lost, None), "{reps:?}");
+    assert!(reps[0].message.contains("may have started"), "{reps:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(in_session(pid).len(), 3, "another attempt's task must not be killed");
+    let reps = reap_orphans(&[intent(2)], "test-agent");
+    assert_eq!(
+        (reps[0].key, reps[0].attempt, reps[0].outcome, reps[0].signal),
+        (key, 2, TaskOutcome::Lost, Some(libc::SIGKILL)),
+        "{reps:?}"
+    );
     let r = recv(&mut rx, 10);
     assert_eq!(r.signal, Some(libc::SIGKILL), "{r:?}");
     assert_eq!(wait_session_empty(pid), Vec::<u32>::new());
