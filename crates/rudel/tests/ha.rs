@@ -2,7 +2,7 @@
 //! three agents, each in its own network namespace, and concurrent clients in the root
 //! namespace (the client host, on the bridge) submitting with request ids, cancelling and
 //! reading while faults hit the heads: kill -9, isolation, network splits, packet loss, a
-//! full disk, a skewed clock. Every operation is recorded with its start, end and outcome
+//! full disk, a skewed clock; and the agents: kill -9, SIGSTOP, isolation. Every operation is recorded with its start, end and outcome
 //! (ok / unknown); tasks append to a ground-truth file outside the namespaces. After
 //! healing, the checks in `check_history` run over those records, including a per-job
 //! linearizability check (`linearizability`, a Wing–Gong–Lowe search).
@@ -55,6 +55,12 @@ struct Group {
     head_env: Vec<Vec<(String, String)>>,
     /// Log file of each head's latest start.
     head_logs: Vec<PathBuf>,
+    /// Pid of each agent (None while it is down).
+    agents: Vec<Option<i32>>,
+    /// Log file of each agent's latest start.
+    agent_logs: Vec<PathBuf>,
+    /// The initial join token (a restarted agent has its certificate and ignores it).
+    agent_token: String,
 }
 
 impl Group {
@@ -208,6 +214,108 @@ impl Group {
         epoch_ms() - t0
     }
 
+    /// Starts (or restarts: same name, same --data) agent `a` on host `HEADS + a`.
+    fn start_agent(&mut self, a: usize) {
+        let heads = self.all_heads();
+        let data = self.net.tmp.path().join(format!("agent{a}")).display().to_string();
+        let name = format!("node{a}");
+        let log = self.log(&name);
+        let token = self.agent_token.clone();
+        let argv = [
+            RUDEL,
+            "agent",
+            "--head",
+            &heads,
+            "--data",
+            &data,
+            "--name",
+            &name,
+            "--cpus",
+            "2",
+            "--kill-grace",
+            "1s",
+            "--token",
+            &token,
+        ];
+        self.agents[a] = Some(self.net.spawn(HEADS + a, &argv, &log));
+        self.agent_logs[a] = log;
+    }
+
+    /// Restarts agent `a` and waits until it has a session with a head. A restart right
+    /// after a kill -9 may find the data directory still locked for a moment (a child of
+    /// the killed agent holds the lock until its exec closes it): started again, as a
+    /// supervisor would.
+    fn restart_agent(&mut self, a: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        self.start_agent(a);
+        loop {
+            let log = std::fs::read_to_string(&self.agent_logs[a]).unwrap_or_default();
+            if log.contains("connected to head") {
+                return;
+            }
+            let pid = self.agents[a].expect("agent pid");
+            if let Some(code) = self.net.exited(pid) {
+                assert!(
+                    log.contains("another rudel agent is using this data directory") && Instant::now() < deadline,
+                    "restarted agent {a} exited with {code}:\n{}",
+                    netns::tail(&log, 30)
+                );
+                eprintln!("agent {a}: data directory still locked after the kill; starting it again");
+                std::thread::sleep(Duration::from_millis(50));
+                self.start_agent(a);
+                continue;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "restarted agent {a} has no session within 30 s:\n{}",
+                self.net.logs_tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Did any head (in any of its runs) declare `node` lost?
+    fn head_logs_show_lost(&self, node: &str) -> bool {
+        let field = format!("node={node}");
+        let Ok(rd) = std::fs::read_dir(self.net.tmp.path()) else {
+            return false;
+        };
+        rd.flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("-head"))
+            .any(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .lines()
+                    .any(|l| l.contains("declaring the node lost") && l.contains(&field))
+            })
+    }
+
+    /// kill -9 agent `a` (if it runs) and reap it.
+    fn kill_agent(&mut self, a: usize) {
+        if let Some(pid) = self.agents[a].take() {
+            kill9(pid);
+            self.net.reap(pid, Duration::from_secs(5));
+        }
+    }
+
+    /// kill -9 agent `a` `times` times, each 50–800 ms after its session started (so
+    /// kills land while it launches tasks), restarting it at once.
+    fn kill_agent_repeatedly(&mut self, a: usize, times: usize, rng: &mut Rng) {
+        for _ in 0..times {
+            std::thread::sleep(Duration::from_millis(50 + rng.below(750)));
+            self.kill_agent(a);
+            self.restart_agent(a);
+        }
+    }
+
+    /// SIGSTOP agent `a` for `d`, then SIGCONT (its tasks keep running meanwhile).
+    fn pause_agent(&mut self, a: usize, d: Duration) {
+        let pid = self.agents[a].expect("agent pid");
+        netns::pause(pid);
+        std::thread::sleep(d);
+        netns::resume(pid);
+    }
+
     fn wait_voters(&self, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
@@ -269,6 +377,9 @@ impl Group {
             log_seq: 0,
             env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             head_logs: vec![PathBuf::new(); HEADS],
+            agents: vec![None; AGENTS],
+            agent_logs: vec![PathBuf::new(); AGENTS],
+            agent_token: String::new(),
         };
         std::fs::write(&g.truth, "").unwrap();
         setup(&mut g);
@@ -320,33 +431,12 @@ impl Group {
             );
         }
         g.wait_voters(HEADS, Duration::from_secs(30));
-        let agent_token = std::fs::read_to_string(g.data(0).join("join-token")).unwrap();
-        let heads = g.all_heads();
+        g.agent_token = std::fs::read_to_string(g.data(0).join("join-token"))
+            .unwrap()
+            .trim()
+            .to_string();
         for a in 0..AGENTS {
-            let host = HEADS + a;
-            let data = g.net.tmp.path().join(format!("agent{a}")).display().to_string();
-            let name = format!("node{a}");
-            let log = g.log(&name);
-            g.net.spawn(
-                host,
-                &[
-                    RUDEL,
-                    "agent",
-                    "--head",
-                    &heads,
-                    "--data",
-                    &data,
-                    "--name",
-                    &name,
-                    "--cpus",
-                    "2",
-                    "--kill-grace",
-                    "1s",
-                    "--token",
-                    agent_token.trim(),
-                ],
-                &log,
-            );
+            g.start_agent(a);
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -608,6 +698,72 @@ fn starts(truth: &Path) -> BTreeMap<(u64, u32), usize> {
     m
 }
 
+fn job_id(j: &Value) -> u64 {
+    j["id"].as_u64().unwrap_or(0)
+}
+
+/// Starts of job `id` over all its attempts.
+fn starts_of(truth: &BTreeMap<(u64, u32), usize>, id: u64) -> usize {
+    truth.range((id, 0)..=(id, u32::MAX)).map(|(_, n)| n).sum()
+}
+
+/// A --no-requeue job started at most once, whatever the attempt numbers said.
+fn check_no_requeue_at_most_once(
+    jobs: &[Value],
+    requeue_of: &BTreeMap<&str, bool>,
+    truth: &BTreeMap<(u64, u32), usize>,
+) -> Vec<String> {
+    jobs.iter()
+        .filter(|j| requeue_of.get(j["name"].as_str().unwrap_or("")) == Some(&false))
+        .filter_map(|j| {
+            let n = starts_of(truth, job_id(j));
+            (n > 1).then(|| format!("--no-requeue job {} ({}) started {n} times", job_id(j), j["state"]))
+        })
+        .collect()
+}
+
+/// A --requeue job runs until it completes: every one not cancelled ends `completed`
+/// (node loss requeues it; its task always exits 0).
+fn check_requeue_at_least_once(jobs: &[Value], requeue_of: &BTreeMap<&str, bool>) -> Vec<String> {
+    jobs.iter()
+        .filter(|j| requeue_of.get(j["name"].as_str().unwrap_or("")) == Some(&true))
+        .filter(|j| j["state"] != "completed" && j["state"] != "cancelled")
+        .map(|j| format!("--requeue job {} ended {} ({})", job_id(j), j["state"], j["reason"]))
+        .collect()
+}
+
+/// A job that completed did start.
+fn check_completed_started(jobs: &[Value], truth: &BTreeMap<(u64, u32), usize>) -> Vec<String> {
+    jobs.iter()
+        .filter(|j| j["state"] == "completed" && starts_of(truth, job_id(j)) == 0)
+        .map(|j| format!("job {} completed without ever starting", job_id(j)))
+        .collect()
+}
+
+/// No (job, attempt) started twice: attempt numbers fence late reports, so two runs under
+/// one number cannot be told apart.
+fn check_no_duplicate_attempt(truth: &BTreeMap<(u64, u32), usize>) -> Vec<String> {
+    truth
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|((j, a), n)| format!("job {j} attempt {a} started {n} times"))
+        .collect()
+}
+
+/// The truth-file lines of the jobs named in `broken` (evidence for a failed check).
+fn truth_lines_of(truth: &Path, broken: &[String]) -> String {
+    let ids: BTreeSet<&str> = broken
+        .iter()
+        .filter_map(|b| b.split_whitespace().find(|w| w.parse::<u64>().is_ok()))
+        .collect();
+    let text = std::fs::read_to_string(truth).unwrap_or_default();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.split_whitespace().next().is_some_and(|j| ids.contains(j)))
+        .collect();
+    format!("truth lines of those jobs:\n{}", lines.join("\n"))
+}
+
 /// Time from `t` until the first submit that started after `t` succeeded.
 fn first_ok_after(ops: &[SubmitOp], t: u64) -> Option<u64> {
     ops.iter()
@@ -707,8 +863,32 @@ fn leader_kill_and_partition_lose_nothing() {
     g.net.cut(second);
     std::thread::sleep(Duration::from_secs(6));
     g.net.heal(second);
+    std::thread::sleep(Duration::from_secs(2));
+
+    // Agent faults. kill -9 agent 0 three times, restarted at once each time (a task
+    // launched just before a kill must not run again); stop agent 1 beyond the node
+    // timeout (3 s here: its --requeue tasks go elsewhere, its --no-requeue tasks end
+    // node_fail, and once resumed it is fenced); cut agent 2 off for as long.
+    let mut rng = Rng(epoch_ms() | 1);
+    eprintln!("fault: kill -9 agent 0 three times, restarting it at once");
+    g.kill_agent_repeatedly(0, 3, &mut rng);
+    std::thread::sleep(Duration::from_secs(1));
+    eprintln!("fault: SIGSTOP agent 1 for 5 s");
+    g.pause_agent(1, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_secs(1));
+    eprintln!("fault: cut agent 2 off for 5 s");
+    g.net.cut(HEADS + 2);
+    std::thread::sleep(Duration::from_secs(5));
+    g.net.heal(HEADS + 2);
     std::thread::sleep(Duration::from_secs(4));
     let h = w.finish();
+    for node in ["node1", "node2"] {
+        assert!(
+            g.head_logs_show_lost(node),
+            "{node} was away beyond the node timeout but no head declared it lost:\n{}",
+            g.net.logs_tail(20)
+        );
+    }
 
     let ok = h.ops.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).count();
     let unknown: Vec<&SubmitOp> = h
@@ -919,7 +1099,9 @@ impl Rng {
 /// follower, SIGSTOP of the leader beyond the election timeout, isolating the leader,
 /// splitting the leader and one agent from the rest, 30% packet loss on the leader,
 /// filling a head's disk (it stops; freed and restarted), restarting a head with its clock
-/// skewed by up to ±5 min, and restarting every head at once; each healed before the next.
+/// skewed by up to ±5 min, restarting every head at once, kill -9 of an agent (1–3 times
+/// in a row, the last time kept down for up to 5 s, beyond the node timeout), SIGSTOP of
+/// an agent for 1–8 s, and cutting an agent off for 2–7 s; each healed before the next.
 /// Prints its seed first: `sudo -E RUDEL_HA_SEED=N cargo test --release --test ha --
 /// --ignored --nocapture randomized` replays the same fault sequence (timing varies).
 #[test]
@@ -941,7 +1123,7 @@ fn randomized_faults() {
         std::thread::sleep(Duration::from_millis(1000 + rng.below(3000)));
         let leader = g.leader().unwrap_or(0);
         let follower = (leader + 1 + rng.below(HEADS as u64 - 1) as usize) % HEADS;
-        let kind = rng.below(9);
+        let kind = rng.below(12);
         match kind {
             0 | 1 => {
                 let victim = if kind == 0 { leader } else { follower };
@@ -1001,6 +1183,31 @@ fn randomized_faults() {
                 g.kill_head(victim);
                 g.head_env[victim] = skewed_clock(offset);
                 g.start_head(victim, None);
+            }
+            9 => {
+                let a = rng.below(AGENTS as u64) as usize;
+                let times = 1 + rng.below(3) as usize;
+                let away = rng.below(5000);
+                eprintln!("fault {round}: kill -9 agent {a} {times} times, restarted after {away} ms the last time");
+                g.kill_agent_repeatedly(a, times - 1, &mut rng);
+                std::thread::sleep(Duration::from_millis(50 + rng.below(750)));
+                g.kill_agent(a);
+                std::thread::sleep(Duration::from_millis(away));
+                g.restart_agent(a);
+            }
+            10 => {
+                let a = rng.below(AGENTS as u64) as usize;
+                let ms = 1000 + rng.below(7000);
+                eprintln!("fault {round}: SIGSTOP agent {a} for {ms} ms");
+                g.pause_agent(a, Duration::from_millis(ms));
+            }
+            11 => {
+                let a = rng.below(AGENTS as u64) as usize;
+                let secs = 2 + rng.below(6);
+                eprintln!("fault {round}: cut agent {a} off for {secs} s");
+                g.net.cut(HEADS + a);
+                std::thread::sleep(Duration::from_secs(secs));
+                g.net.heal(HEADS + a);
             }
             _ => {
                 eprintln!("fault {round}: restart every head at once");
@@ -1074,23 +1281,22 @@ fn check_history(g: &Group, h: &History) {
             o.rid
         );
     }
-    // 3. --no-requeue tasks started at most once; --requeue tasks that completed did run.
+    // 3. Ground truth against the outcome: --no-requeue jobs started at most once over all
+    //    their attempts; --requeue jobs ran at least once (every one not cancelled
+    //    completed, and every completed job started); no attempt started twice.
     let truth = starts(&g.truth);
     let requeue_of: BTreeMap<&str, bool> = ops.iter().map(|o| (o.rid.as_str(), o.requeue)).collect();
-    for j in &jobs {
-        let id = j["id"].as_u64().unwrap();
-        let name = j["name"].as_str().unwrap_or("");
-        let started: usize = truth.iter().filter(|((jj, _), _)| *jj == id).map(|(_, n)| n).sum();
-        if requeue_of.get(name) == Some(&false) {
-            assert!(started <= 1, "--no-requeue job {id} started {started} times");
-        }
-        if j["state"] == "completed" {
-            assert!(started >= 1, "job {id} completed without ever starting");
-        }
-        for ((jj, a), n) in &truth {
-            assert!(!(*jj == id && *n > 1), "job {id} attempt {a} started {n} times");
-        }
-    }
+    let mut broken = check_no_requeue_at_most_once(&jobs, &requeue_of, &truth);
+    broken.extend(check_requeue_at_least_once(&jobs, &requeue_of));
+    broken.extend(check_completed_started(&jobs, &truth));
+    broken.extend(check_no_duplicate_attempt(&truth));
+    assert!(
+        broken.is_empty(),
+        "{} jobs broke a ground-truth check:\n{}\n{}",
+        broken.len(),
+        broken.join("\n"),
+        truth_lines_of(&g.truth, &broken)
+    );
     // 4. At most one leader per term, as the heads themselves reported it.
     for (term, ids) in h.leaders.iter() {
         assert!(ids.len() <= 1, "term {term} had leaders {ids:?}");

@@ -213,6 +213,12 @@ fn addr_in_use(log: &str) -> bool {
     log.contains("ddress already in use") || log.contains("os error 98") || log.contains("AddrInUse")
 }
 
+/// Logs that mean "the data directory is locked by another process".
+pub fn data_dir_locked(log: &str) -> bool {
+    log.contains("is in use by another rudel process")
+        || log.contains("another rudel agent is using this data directory")
+}
+
 /// A cluster of real rudel processes in one temp dir.
 pub struct Cluster {
     pub tmp: tempfile::TempDir,
@@ -224,6 +230,8 @@ pub struct Cluster {
     pub work: PathBuf,
     pub opts: Opts,
     pub daemons: Vec<Daemon>,
+    /// Starts that found the data directory still locked and were retried.
+    pub locked_restarts: usize,
     log_seq: usize,
 }
 
@@ -240,6 +248,7 @@ impl Cluster {
             work,
             opts,
             daemons: Vec::new(),
+            locked_restarts: 0,
             log_seq: 0,
         }
     }
@@ -303,6 +312,14 @@ impl Cluster {
             loop {
                 if let Some(code) = self.daemons[i].exited() {
                     let log = self.daemons[i].log_text();
+                    if data_dir_locked(&log) && Instant::now() < deadline {
+                        // A restart right after a kill -9: a child of the killed process
+                        // may hold the lock until its exec closes it. Retry, as a
+                        // supervisor would, and count it.
+                        self.locked_restarts += 1;
+                        std::thread::sleep(Duration::from_millis(20));
+                        break;
+                    }
                     if addr_in_use(&log) && Instant::now() < deadline {
                         std::thread::sleep(Duration::from_millis(200));
                         break; // retry
@@ -374,6 +391,29 @@ impl Cluster {
 
     /// Starts `rudel agent` for this cluster's head; returns once its node is idle.
     pub fn start_agent(&mut self) -> usize {
+        let i = self.spawn_agent();
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        while !self.node_idle() {
+            if let Some(code) = self.daemons[i].exited() {
+                panic!(
+                    "rudel agent exited with {code} during startup:\n{}",
+                    tail(&self.daemons[i].log_text(), 40)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent not idle within {STARTUP_TIMEOUT:?}:\n{}",
+                self.logs_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        i
+    }
+
+    /// Spawns `rudel agent` for this cluster's head (same name and data directory every
+    /// time, so a restart finds its journal) without waiting for anything; returns the
+    /// index in `self.daemons`.
+    pub fn spawn_agent(&mut self) -> usize {
         let o = self.opts.clone();
         let args: Vec<String> = vec![
             "agent".into(),
@@ -394,23 +434,7 @@ impl Cluster {
         ];
         let d = self.spawn_daemon("agent", &args);
         self.daemons.push(d);
-        let i = self.daemons.len() - 1;
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        while !self.node_idle() {
-            if let Some(code) = self.daemons[i].exited() {
-                panic!(
-                    "rudel agent exited with {code} during startup:\n{}",
-                    tail(&self.daemons[i].log_text(), 40)
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "agent not idle within {STARTUP_TIMEOUT:?}:\n{}",
-                self.logs_tail()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        i
+        self.daemons.len() - 1
     }
 
     /// Starts `rudel agent --name NAME --data DATA --token TOKEN EXTRA...` and returns at
