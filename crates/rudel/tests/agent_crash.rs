@@ -410,7 +410,7 @@ impl Setup {
     fn restart(&mut self) {
         match self.victim {
             Victim::Agent => {
-                self.c.spawn_agent();
+                self.c.spawn_own_agent();
             }
             Victim::Up => {
                 let port = self.c.port();

@@ -391,7 +391,7 @@ impl Cluster {
 
     /// Starts `rudel agent` for this cluster's head; returns once its node is idle.
     pub fn start_agent(&mut self) -> usize {
-        let i = self.spawn_agent();
+        let i = self.spawn_own_agent();
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         while !self.node_idle() {
             if let Some(code) = self.daemons[i].exited() {
@@ -413,7 +413,7 @@ impl Cluster {
     /// Spawns `rudel agent` for this cluster's head (same name and data directory every
     /// time, so a restart finds its journal) without waiting for anything; returns the
     /// index in `self.daemons`.
-    pub fn spawn_agent(&mut self) -> usize {
+    pub fn spawn_own_agent(&mut self) -> usize {
         let o = self.opts.clone();
         let args: Vec<String> = vec![
             "agent".into(),
