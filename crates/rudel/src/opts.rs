@@ -508,3 +508,40 @@ pub async fn submit(a: SubmitArgs, head: &str) -> CmdResult {
     }
     Ok(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_retry_command_carries_the_request_id() {
+        assert_eq!(
+            retry_command(
+                args(&[
+                    "/usr/bin/rudel",
+                    "--head",
+                    "h:1",
+                    "submit",
+                    "-J",
+                    "a b",
+                    "--",
+                    "echo",
+                    "it's"
+                ]),
+                "r-1"
+            ),
+            "rudel --head h:1 submit --request-id r-1 -J 'a b' -- echo 'it'\\''s'"
+        );
+        assert_eq!(
+            retry_command(
+                args(&["rudel", "submit", "--request-id", "x", "--request-id=y", "job.sh"]),
+                "x"
+            ),
+            "rudel submit --request-id x job.sh"
+        );
+    }
+}
