@@ -10,6 +10,7 @@ pub mod constraint;
 pub mod ids;
 pub mod intern;
 pub mod job;
+pub mod limits;
 pub mod node;
 pub mod parse;
 pub mod pattern;

@@ -14,9 +14,26 @@ pub struct Directives {
     /// Arguments in file order; the caller appends the command line's after them so
     /// that the command line wins.
     pub args: Vec<String>,
+    /// The 1-based script line of each of `args`, so that a value refused later (a
+    /// variable the kernel could not pass, say) is reported with its line.
+    pub lines: Vec<usize>,
     /// Human-readable notes about directives that were ignored (Slurm options rudel
     /// does not implement), each naming the line and the option.
     pub warnings: Vec<String>,
+}
+
+impl Directives {
+    /// The arguments of each directive line, in file order, with the line number.
+    pub fn by_line(&self) -> Vec<(usize, Vec<String>)> {
+        let mut out: Vec<(usize, Vec<String>)> = Vec::new();
+        for (arg, &line) in self.args.iter().zip(&self.lines) {
+            match out.last_mut() {
+                Some((l, words)) if *l == line => words.push(arg.clone()),
+                _ => out.push((line, vec![arg.clone()])),
+            }
+        }
+        out
+    }
 }
 
 /// A directive that cannot be understood at all.
@@ -84,6 +101,7 @@ pub fn directives(script: &str) -> Result<Directives, ScriptError> {
         } else {
             out.args.extend(words);
         }
+        out.lines.resize(out.args.len(), line_no);
     }
     Ok(out)
 }
@@ -458,6 +476,21 @@ mod tests {
             directives("#!/bin/bash\n#RUDEL --cpus 4 --mem 8G\n#RUDEL --name \"my job\" --requeue\necho hi\n").unwrap();
         assert_eq!(d.args, ["--cpus", "4", "--mem", "8G", "--name", "my job", "--requeue"]);
         assert!(d.warnings.is_empty());
+    }
+
+    #[test]
+    fn each_argument_knows_its_line() {
+        let d =
+            directives("#!/bin/sh\n#RUDEL --cpus 2\n# note\n#SBATCH -J x --mem=1G\n#RUDEL --env A=1\necho\n").unwrap();
+        assert_eq!(d.lines.len(), d.args.len());
+        assert_eq!(
+            d.by_line(),
+            vec![
+                (2, vec!["--cpus".to_string(), "2".into()]),
+                (4, vec!["--name=x".to_string(), "--mem=1G".into()]),
+                (5, vec!["--env".to_string(), "A=1".into()]),
+            ]
+        );
     }
 
     #[test]

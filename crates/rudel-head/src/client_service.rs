@@ -124,8 +124,9 @@ impl pb::rudel_server::Rudel for ClientService {
     async fn submit(&self, req: Request<pb::SubmitRequest>) -> Result<tonic::Response<pb::SubmitResponse>, Status> {
         let req = req.into_inner();
         let spec = spec_from_pb(req.spec.ok_or_else(|| Status::invalid_argument("missing job spec"))?)?;
-        if req.request_id.len() > 256 {
-            return Err(Status::invalid_argument("request_id longer than 256 bytes"));
+        if !req.request_id.is_empty() {
+            rudel_core::limits::check_request_id(&req.request_id)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
         let cmd = Command::Submit {
             request_id: req.request_id,

@@ -1,5 +1,6 @@
 //! Conversions between the wire types (`rudel.v1`) and rudel-core's model.
 use rudel_core::job::TaskState;
+use rudel_core::limits::{check_spec, SpecText};
 use rudel_core::pattern::{self, PatternVars};
 use rudel_core::query;
 use rudel_core::{Job, JobSpec, Node, State};
@@ -9,35 +10,32 @@ use tonic::Status;
 /// Most task records returned by `show` for one job.
 pub const MAX_TASK_DETAILS: usize = 1_000;
 
-/// Largest argv/script/env payload accepted in one submit.
-pub const MAX_SPEC_BYTES: usize = 4 << 20;
-
-/// Wire spec to core spec, with the checks that need no state.
-pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
-    let size: usize = s.argv.iter().map(String::len).sum::<usize>()
-        + s.script.len()
-        + s.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-    if size > MAX_SPEC_BYTES {
-        return Err(Status::invalid_argument(format!(
-            "job spec too large: {size} bytes of command, script and environment (limit {MAX_SPEC_BYTES})"
-        )));
+/// The text fields of a wire spec, for [`rudel_core::limits::check_spec`]; variables in
+/// name order, so the first problem reported does not depend on hash order.
+pub fn pb_text(s: &pb::JobSpec) -> SpecText<'_> {
+    let mut env: Vec<(&str, &str)> = s.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.sort_unstable();
+    SpecText {
+        name: &s.name,
+        argv: &s.argv,
+        script: &s.script,
+        env,
+        chdir: &s.chdir,
+        output: &s.output,
+        error: &s.error,
     }
+}
+
+/// Wire spec to core spec, with the checks that need no state. The limits of
+/// [`rudel_core::limits`] are checked here, at the entrance, not in apply: a spec whose
+/// tasks could never start is refused before it reaches the log.
+pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
+    check_spec(&pb_text(&s)).map_err(|e| Status::invalid_argument(e.to_string()))?;
     let array = if s.array.is_empty() {
         None
     } else {
         Some(rudel_core::parse::parse_array(&s.array).map_err(|e| Status::invalid_argument(e.to_string()))?)
     };
-    if s.env
-        .keys()
-        .any(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
-    {
-        return Err(Status::invalid_argument(
-            "environment variable names must be non-empty and contain no '=' or NUL",
-        ));
-    }
-    if s.argv.iter().any(|a| a.contains('\0')) {
-        return Err(Status::invalid_argument("arguments must not contain NUL bytes"));
-    }
     let spec = JobSpec {
         argv: s.argv,
         script: s.script,
@@ -133,7 +131,8 @@ pub fn job_info(state: &State, job: &Job, details: bool) -> pb::JobInfo {
         _ => query::failure_reason(job),
     };
     let first_index = job.index_at(0);
-    let first_node = job.nodes.first().cloned().unwrap_or_default();
+    let nodes = query::job_nodes(job);
+    let first_node = nodes.first().cloned().unwrap_or_default();
     let (out, err) = output_paths(job, first_index, &first_node);
     pb::JobInfo {
         id: job.id,
@@ -155,7 +154,7 @@ pub fn job_info(state: &State, job: &Job, details: bool) -> pb::JobInfo {
         },
         exit_code: status.and_then(|(c, _)| c),
         signal: status.and_then(|(_, s)| s),
-        nodes: job.nodes.clone(),
+        nodes,
         submit_ms: job.submit_ms,
         start_ms: job.start_ms.unwrap_or(0),
         end_ms: job.end_ms.unwrap_or(0),

@@ -78,7 +78,7 @@ pub async fn connect_any(head: &str) -> anyhow::Result<RudelClient<Channel>> {
     for addr in addresses(head) {
         match dial(&addr, tls.clone(), CALL_TIMEOUT).await {
             Ok(c) => return Ok(c),
-            Err(e) => last = Some(e),
+            Err(e) => last = Some(e.error),
         }
     }
     Err(last.unwrap_or_else(|| anyhow!("no head address given (--head or $RUDEL_HEAD)")))
@@ -118,47 +118,103 @@ fn addresses(head: &str) -> Vec<String> {
         .collect()
 }
 
+/// A head that could not be dialed, and whether trying again may help.
+#[derive(Debug)]
+struct DialError {
+    /// Refused, reset, timed out and the like (a head restarting, or not up yet); not a
+    /// TLS refusal or a malformed address, which no retry cures.
+    transient: bool,
+    error: anyhow::Error,
+}
+
 async fn dial(
     addr: &str,
     tls: std::sync::Arc<rustls::ClientConfig>,
     timeout: Duration,
-) -> anyhow::Result<RudelClient<Channel>> {
+) -> Result<RudelClient<Channel>, DialError> {
     let ep = rudel_tls::client::endpoint(addr)
-        .map_err(|e| anyhow!("{e}"))?
+        .map_err(|e| DialError {
+            transient: false,
+            error: anyhow!("{e}"),
+        })?
         .connect_timeout(Duration::from_secs(3))
         .timeout(timeout)
         .tcp_nodelay(true);
     let ch = rudel_tls::client::connect(&ep, tls).await.map_err(|e| {
-        anyhow!(
-            "cannot reach the head at {addr}: {}. Is `rudel up` (or `rudel head`) running? Set --head or $RUDEL_HEAD to point elsewhere",
-            rudel_tls::explain::chain(&e)
-        )
+        let tls_refusal = rudel_tls::explain::find_tls(&e).is_some();
+        DialError {
+            transient: !tls_refusal,
+            error: anyhow!(
+                "cannot reach the head at {addr}: {}. Is `rudel up` (or `rudel head`) running? Set --head or $RUDEL_HEAD to point elsewhere",
+                rudel_tls::explain::chain(&e)
+            ),
+        }
     })?;
     Ok(RudelClient::new(ch)
         .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(16 << 20))
+        .max_encoding_message_size(rudel_head::MAX_MESSAGE_BYTES))
+}
+
+/// Pauses between attempts to reach a head: exponential from 50 ms up to 1 s, each with
+/// ±50% jitter, so that the clients of a restarting head do not all come back at the
+/// same instant.
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: Duration::from_millis(50),
+        }
+    }
+}
+
+impl Backoff {
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// Sleeps for the next pause, but not past `deadline`.
+    pub async fn pause(&mut self, deadline: tokio::time::Instant) {
+        use rand::Rng;
+        let jittered = self.next.mul_f64(rand::thread_rng().gen_range(0.5..1.5));
+        self.next = (self.next * 2).min(Self::MAX);
+        let until = (tokio::time::Instant::now() + jittered).min(deadline);
+        tokio::time::sleep_until(until).await;
+    }
 }
 
 /// Connects to the leader: asks each given head who leads and follows the answer; waits
-/// up to [`LEADER_WAIT`] while an election is under way.
+/// up to [`LEADER_WAIT`] while an election is under way or no head can be reached (a
+/// head restarting is back within a second or two).
 pub async fn connect_with_timeout(head: &str, timeout: Duration) -> anyhow::Result<RudelClient<Channel>> {
+    connect_until(head, timeout, tokio::time::Instant::now() + LEADER_WAIT).await
+}
+
+/// [`connect_with_timeout`] with an explicit deadline for finding the leader.
+pub async fn connect_until(
+    head: &str,
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<RudelClient<Channel>> {
     let tls = tls()?;
     let addrs = addresses(head);
     if addrs.is_empty() {
         return Err(anyhow!("no head address given (--head or $RUDEL_HEAD)"));
     }
-    let deadline = tokio::time::Instant::now() + LEADER_WAIT;
-    let mut told = false;
+    let mut told_election = false;
+    let mut told_unreachable = false;
+    let mut backoff = Backoff::default();
     loop {
         let mut unreachable = None;
         let mut answered = Vec::new();
         for addr in &addrs {
             let mut c = match dial(addr, tls.clone(), timeout).await {
                 Ok(c) => c,
-                Err(e) => {
-                    unreachable = Some(e);
+                Err(e) if e.transient => {
+                    unreachable = Some(e.error);
                     continue;
                 }
+                Err(e) => return Err(e.error),
             };
             let info = match c.cluster_info(pb::ClusterInfoRequest { with_hash: false }).await {
                 Ok(i) => i.into_inner(),
@@ -184,10 +240,24 @@ pub async fn connect_with_timeout(head: &str, timeout: Duration) -> anyhow::Resu
                 }
             }
         }
+        let now = tokio::time::Instant::now();
         if answered.is_empty() {
-            return Err(unreachable.unwrap_or_else(|| anyhow!("no head reachable at {head}")));
+            let error = unreachable.unwrap_or_else(|| anyhow!("no head reachable at {head}"));
+            if now >= deadline {
+                return Err(error);
+            }
+            if !told_unreachable {
+                eprintln!(
+                    "rudel: no head answers at {head} yet; retrying for up to {} s…",
+                    deadline.saturating_duration_since(now).as_secs_f64().ceil()
+                );
+                tracing::debug!(error = %error, "head unreachable; retrying");
+                told_unreachable = true;
+            }
+            backoff.pause(deadline).await;
+            continue;
         }
-        if tokio::time::Instant::now() >= deadline {
+        if now >= deadline {
             return Err(anyhow!(
                 "no leader: {} answered but none leads (no quorum: too few heads reachable?). \
                  Writes and consistent reads are refused until a majority of heads is back; \
@@ -195,11 +265,11 @@ pub async fn connect_with_timeout(head: &str, timeout: Duration) -> anyhow::Resu
                 answered.join(", ")
             ));
         }
-        if !told {
+        if !told_election {
             eprintln!("rudel: waiting for the heads to elect a leader…");
-            told = true;
+            told_election = true;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200).min(deadline.saturating_duration_since(now))).await;
     }
 }
 
@@ -211,25 +281,30 @@ pub fn is_not_leader(s: &tonic::Status) -> bool {
 }
 
 /// Runs `call` on the leader; if that head answers "not the leader", finds the leader
-/// again and repeats the call (up to 3 times), so that the user never has to know which
-/// head leads.
+/// again and repeats the call, so that the user never has to know which head leads. For
+/// idempotent calls only (cancel): a call whose connection broke is repeated too, with
+/// backoff, until [`CALL_TIMEOUT`] has passed.
 pub async fn on_leader<T, F, Fut>(head: &str, mut call: F) -> Result<T, crate::Failure>
 where
     F: FnMut(RudelClient<Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
-    let mut tries = 0;
+    let deadline = tokio::time::Instant::now() + CALL_TIMEOUT;
+    let mut backoff = Backoff::default();
     loop {
-        let c = connect(head).await?;
-        match call(c).await {
-            Ok(v) => return Ok(v),
-            Err(s) if tries < 3 && is_not_leader(&s) => {
-                tries += 1;
-                tracing::info!(error = %s.message(), "leadership moved; asking the heads again");
-                tokio::time::sleep(Duration::from_millis(100 * tries)).await;
-            }
-            Err(s) => return Err(failure(s)),
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let c = connect_until(head, left.max(Duration::from_millis(1)), deadline).await?;
+        let s = match tokio::time::timeout_at(deadline, call(c)).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(s)) => s,
+            Err(_) => tonic::Status::deadline_exceeded(format!("no answer within {} s", CALL_TIMEOUT.as_secs())),
+        };
+        let again = is_not_leader(&s) || matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown);
+        if !again || tokio::time::Instant::now() >= deadline {
+            return Err(failure(s));
         }
+        tracing::info!(error = %s.message(), "the call did not go through; asking the heads again");
+        backoff.pause(deadline).await;
     }
 }
 

@@ -3,10 +3,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use anyhow::{anyhow, Context};
 use clap::{Args, Parser};
+use rudel_core::limits::{self, check_spec, InputError};
 use rudel_core::parse;
 use rudel_proto::v1 as pb;
+use tokio::time::Instant;
 
 use crate::{client, CmdResult, Failure};
 
@@ -55,7 +59,10 @@ pub struct SubmitArgs {
     /// Run only on nodes matching this expression, e.g. 'gpu && rack==a', 'mem>=64G || !slow'.
     #[arg(short = 'C', long, value_name = "EXPR")]
     pub constraint: Option<String>,
-    /// Client request id: retrying a submit with the same id does not create a second job.
+    /// Client request id (letters, digits and . _ : @ + -; at most 256): a submit repeated
+    /// with the same id returns the job of the first one instead of creating a second.
+    /// Default: a fresh id. When a submit's outcome is unknown, rudel prints the command
+    /// to retry it safely with its id (and exits 124).
     #[arg(long, value_name = "ID")]
     pub request_id: Option<String>,
     /// Print the result as JSON.
@@ -148,6 +155,7 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
                 path.display()
             )));
         }
+        check_directive_lines(&d, &path)?;
         if a.name.is_none() && from_script.args.name.is_none() {
             a.name = path.file_name().map(|n| n.to_string_lossy().into_owned());
         }
@@ -186,14 +194,12 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
         Some(d) => cwd.join(d),
         None => cwd,
     };
+    check_given(&a).map_err(usage)?;
     let mut env = exported_env(a.export.as_deref())?;
     for kv in &a.env {
         let (k, v) = kv
             .split_once('=')
             .ok_or_else(|| usage(format!("--env {kv:?}: expected KEY=VALUE")))?;
-        if k.is_empty() {
-            return Err(usage(format!("--env {kv:?}: empty variable name")));
-        }
         env.insert(k.to_string(), v.to_string());
     }
     let spec = pb::JobSpec {
@@ -213,7 +219,47 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
         user: user_name(),
         constraint,
     };
+    // The head checks the same (a gRPC client may bypass this CLI); checking here too
+    // means a spec that could never run is not even sent.
+    check_spec(&rudel_head::convert::pb_text(&spec)).map_err(usage)?;
     Ok((spec, a))
+}
+
+/// Checks the values given as options (on the command line or on one directive line)
+/// against the limits a spec must keep ([`rudel_core::limits`]).
+fn check_given(a: &SubmitArgs) -> Result<(), InputError> {
+    if let Some(n) = &a.name {
+        limits::check_name(n)?;
+    }
+    for kv in &a.env {
+        // A missing '=' is reported where the variable is parsed.
+        if let Some((k, v)) = kv.split_once('=') {
+            limits::check_env(k, v)?;
+        }
+    }
+    for (field, p) in [("--chdir", &a.chdir), ("--output", &a.output), ("--error", &a.error)] {
+        if let Some(p) = p {
+            limits::check_path(field, p)?;
+        }
+    }
+    if let Some(id) = &a.request_id {
+        limits::check_request_id(id)?;
+    }
+    Ok(())
+}
+
+/// The values of each directive line of a script, checked with the line named (like other
+/// script errors): `job.sh: script line 3: --env X: value is ...`.
+fn check_directive_lines(d: &rudel_core::script::Directives, path: &Path) -> Result<(), Failure> {
+    for (line, words) in d.by_line() {
+        // A line that does not parse alone (an option whose value is on the next line)
+        // is still checked below, as part of the whole spec, without its line.
+        let Ok(one) = DirectiveArgs::try_parse_from(&words) else {
+            continue;
+        };
+        check_given(&one.args).map_err(|e| usage(format!("{}: script line {line}: {e}", path.display())))?;
+    }
+    Ok(())
 }
 
 /// The submitting user's name: $USER, else the password database, else the uid.
@@ -240,61 +286,213 @@ fn user_name() -> String {
 }
 
 fn exported_env(export: Option<&str>) -> Result<BTreeMap<String, String>, Failure> {
-    let all = || std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
     Ok(match export.map(str::trim) {
-        None | Some("ALL") | Some("all") => all().collect(),
+        None | Some("ALL") | Some("all") => all_portable_env(),
         Some("NONE") | Some("none") => BTreeMap::new(),
         Some(list) => {
             let mut m = BTreeMap::new();
             for item in list.split(',').filter(|s| !s.is_empty()) {
-                match item.split_once('=') {
-                    Some((k, v)) => m.insert(k.to_string(), v.to_string()),
-                    None => m.insert(item.to_string(), std::env::var(item).unwrap_or_default()),
+                let (k, v) = match item.split_once('=') {
+                    Some((k, v)) => (k.to_string(), v.to_string()),
+                    None => (item.to_string(), std::env::var(item).unwrap_or_default()),
                 };
+                limits::check_env_name("--export", &k).map_err(usage)?;
+                limits::check_env(&k, &v).map_err(usage)?;
+                m.insert(k, v);
             }
             m
         }
     })
 }
 
-/// A request id unique enough for one client: pid, time and a counter.
+/// This process's environment, without the variables a task could not be given (names
+/// that are not valid, or not UTF-8), each named in a warning: the user did not list
+/// them, so they do not fail the submit, but they are not dropped silently either.
+fn all_portable_env() -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for (k, v) in std::env::vars_os() {
+        let (k, v) = match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => (k, v),
+            (k, _) => {
+                let name = k.unwrap_or_else(|k| k.to_string_lossy().into_owned());
+                eprintln!("rudel: warning: not passing ${name} to the tasks: not UTF-8");
+                continue;
+            }
+        };
+        if let Err(e) = limits::check_env_name("not passing the environment variable", &k) {
+            eprintln!("rudel: warning: {e}");
+            continue;
+        }
+        m.insert(k, v);
+    }
+    m
+}
+
+/// A request id unique enough for one client: host, pid, time and a random number
+/// (characters outside the request id alphabet in the host name become `_`).
 pub fn new_request_id() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    format!("{}-{}-{t:x}", rudel_agent::identity::hostname(), std::process::id())
+    let host: String = rudel_agent::identity::hostname()
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{host}-{}-{t:x}-{:08x}", std::process::id(), rand::random::<u32>())
 }
 
-/// Submits, retrying with the same request id (so a retry is never a second job) when the
-/// outcome is unknown or the head no longer leads: the leader is looked up again first, as
-/// leadership may have moved. Returns the response.
+/// Exit code when a submit's outcome is unknown (it may have reached the head, no answer
+/// came before the deadline): the timeout convention, as `rudel wait --timeout`.
+pub const EXIT_OUTCOME_UNKNOWN: u8 = crate::follow::EXIT_TIMEOUT;
+
+/// How long a submit keeps trying: the deadline of one call.
+const SUBMIT_DEADLINE: Duration = client::CALL_TIMEOUT;
+
+/// Refuses (exit 2) a request the head would refuse for its size, before sending it:
+/// sending tens of MiB only to be refused (or cut off by HTTP/2) wastes time and network.
+fn check_request_size(req: &pb::SubmitRequest) -> Result<(), Failure> {
+    let len = prost::Message::encoded_len(req);
+    if len > rudel_head::MAX_MESSAGE_BYTES {
+        return Err(usage(format!(
+            "the submit request is {len} bytes; a head accepts at most {} per request: keep large inputs in files",
+            rudel_head::MAX_MESSAGE_BYTES
+        )));
+    }
+    Ok(())
+}
+
+/// True if a failed submit may still have reached a head and been written: the answer is
+/// not one the head gives before proposing (bad input, no permission, not the leader).
+fn may_have_been_written(s: &tonic::Status) -> bool {
+    use tonic::Code;
+    !client::is_not_leader(s)
+        && matches!(
+            s.code(),
+            Code::Unavailable
+                | Code::Unknown
+                | Code::DeadlineExceeded
+                | Code::Internal
+                | Code::Cancelled
+                | Code::Aborted
+        )
+}
+
+/// Submits, retrying until [`SUBMIT_DEADLINE`]: connecting again (with backoff) while no
+/// head can be reached, and sending again with the same request id (so a retry is never
+/// a second job) when the leader moved or the outcome of an attempt is unknown. If the
+/// deadline passes after a request may have been written, says so, with the request id
+/// and the command that retries safely (exit [`EXIT_OUTCOME_UNKNOWN`]).
 pub async fn submit_spec(head: &str, spec: pb::JobSpec, request_id: String) -> Result<pb::SubmitResponse, Failure> {
-    let mut delay = std::time::Duration::from_millis(200);
-    for attempt in 0..5 {
-        let mut client = client::connect(head).await?;
-        let req = pb::SubmitRequest {
-            spec: Some(spec.clone()),
-            request_id: request_id.clone(),
-        };
-        match client.submit(req).await {
-            Ok(r) => return Ok(r.into_inner()),
-            // Internal: the head's log write failed (its disk, say); the entry may still
-            // have reached the others, which the request id takes care of.
-            Err(s)
-                if attempt < 4
-                    && matches!(
-                        s.code(),
-                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Internal
-                    ) =>
-            {
-                tracing::warn!(error = %s.message(), "submit not confirmed; retrying with the same request id");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
+    let req = pb::SubmitRequest {
+        spec: Some(spec),
+        request_id,
+    };
+    check_request_size(&req)?;
+    let deadline = Instant::now() + SUBMIT_DEADLINE;
+    let mut backoff = client::Backoff::default();
+    // The last error after which the job may exist.
+    let mut unknown: Option<String> = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut c = match client::connect_until(head, left.max(Duration::from_millis(1)), deadline).await {
+            Ok(c) => c,
+            Err(e) if unknown.is_none() => {
+                return Err(Failure::from(e.context("nothing was submitted")));
             }
-            Err(s) => return Err(client::failure(s)),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot reach a head to repeat the submit");
+                break;
+            }
+        };
+        match tokio::time::timeout_at(deadline, c.submit(req.clone())).await {
+            Ok(Ok(r)) => return Ok(r.into_inner()),
+            Ok(Err(s)) if client::is_not_leader(&s) => {
+                tracing::info!(error = %s.message(), "leadership moved; submitting to the new leader");
+            }
+            Ok(Err(s)) if may_have_been_written(&s) => {
+                let e = client::status_error(s);
+                eprintln!(
+                    "rudel: no answer to the submit ({e:#}); sending it again with the same request id {}",
+                    req.request_id
+                );
+                unknown = Some(format!("{e:#}"));
+            }
+            Ok(Err(s)) => return Err(client::failure(s)),
+            Err(_) => {
+                unknown = Some(format!("no answer within {} s", SUBMIT_DEADLINE.as_secs()));
+                break;
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        backoff.pause(deadline).await;
+    }
+    Err(outcome_unknown(
+        &req.request_id,
+        unknown.as_deref().unwrap_or("no answer"),
+    ))
+}
+
+/// The failure of a submit that may or may not have created its job.
+fn outcome_unknown(request_id: &str, last: &str) -> Failure {
+    Failure {
+        code: EXIT_OUTCOME_UNKNOWN,
+        error: anyhow!(
+            "the outcome of this submit is unknown: the request may have reached the head, but no answer came \
+             within {} s (last error: {last}). The job may or may not exist; its request id is {request_id}. \
+             To retry safely (a head never creates a second job for one request id), run:\n  {}",
+            SUBMIT_DEADLINE.as_secs(),
+            retry_command(std::env::args().collect(), request_id)
+        ),
+    }
+}
+
+/// This command line with `--request-id ID` (inserted after `submit`/`run`, or replacing
+/// the one given), quoted for a POSIX shell.
+fn retry_command(args: Vec<String>, request_id: &str) -> String {
+    let mut out: Vec<String> = vec!["rudel".into()];
+    let mut inserted = false;
+    let mut it = args.into_iter().skip(1).peekable();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            out.push(a);
+            out.extend(it.by_ref());
+            break;
+        }
+        if a == "--request-id" {
+            it.next();
+            continue;
+        }
+        if a.starts_with("--request-id=") {
+            continue;
+        }
+        let is_cmd = !inserted && (a == "submit" || a == "run");
+        out.push(a);
+        if is_cmd {
+            out.push("--request-id".into());
+            out.push(request_id.into());
+            inserted = true;
         }
     }
-    Err(Failure::from(anyhow!("submit failed after 5 attempts")))
+    out.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+}
+
+/// `a` as one word for a POSIX shell.
+fn shell_quote(a: &str) -> String {
+    let plain = !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "_./:=@%+,-".contains(c));
+    if plain {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
 }
 
 /// `rudel submit`.
@@ -309,4 +507,41 @@ pub async fn submit(a: SubmitArgs, head: &str) -> CmdResult {
         println!("Submitted job {}", resp.job_id);
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_retry_command_carries_the_request_id() {
+        assert_eq!(
+            retry_command(
+                args(&[
+                    "/usr/bin/rudel",
+                    "--head",
+                    "h:1",
+                    "submit",
+                    "-J",
+                    "a b",
+                    "--",
+                    "echo",
+                    "it's"
+                ]),
+                "r-1"
+            ),
+            "rudel --head h:1 submit --request-id r-1 -J 'a b' -- echo 'it'\\''s'"
+        );
+        assert_eq!(
+            retry_command(
+                args(&["rudel", "submit", "--request-id", "x", "--request-id=y", "job.sh"]),
+                "x"
+            ),
+            "rudel submit --request-id x job.sh"
+        );
+    }
 }

@@ -304,7 +304,12 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
             };
             println!(
                 "  {:>8} {:<10} {:<12} {:>7} {:>6}  {}",
-                t.index, t.state, t.node, t.attempt, exit, t.reason
+                t.index,
+                t.state,
+                if t.node.is_empty() { "-" } else { &t.node },
+                t.attempt,
+                exit,
+                t.reason
             );
         }
         if interesting.len() > 50 {

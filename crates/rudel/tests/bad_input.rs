@@ -475,3 +475,90 @@ fn malformed_api_requests_get_errors_and_head_survives() {
     let w = c.rudel(&["wait", &id.to_string(), "--timeout", "30s"]);
     assert_eq!(w.code, Some(0), "{w}");
 }
+
+/// A script in the cluster's temp dir (outside the work dir, which must stay empty).
+fn script(c: &Cluster, name: &str, body: &[u8]) -> String {
+    let dir = c.tmp.path().join("scripts");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn inputs_that_could_never_run_are_refused_at_submit() {
+    let c = Cluster::up(Opts::default());
+    let mut nul = b"#!/bin/sh\n#RUDEL --env X=a".to_vec();
+    nul.push(0);
+    nul.extend_from_slice(b"b\necho hi\n");
+    let s = script(&c, "nul.sh", &nul);
+    expect_usage_error(&c, &["submit", &s], &["script line 2", "--env X", "NUL"]);
+
+    let big_env = format!("#!/bin/sh\n#RUDEL --env X={}\necho hi\n", "x".repeat(1 << 20));
+    let s = script(&c, "bigenv.sh", big_env.as_bytes());
+    expect_usage_error(
+        &c,
+        &["submit", &s],
+        &["script line 2", "--env X: value is 1048576 bytes", "131071"],
+    );
+
+    let big_name = format!("#!/bin/sh\n#SBATCH --job-name={}\necho hi\n", "n".repeat(200 * 1024));
+    let s = script(&c, "bigname.sh", big_name.as_bytes());
+    expect_usage_error(
+        &c,
+        &["submit", &s],
+        &["script line 2", "--name", "204800 bytes", "1024"],
+    );
+
+    expect_usage_error(
+        &c,
+        &["submit", "--env", "A B=1", "--", "true"],
+        &["--env", "A B", "' '"],
+    );
+    expect_usage_error(&c, &["submit", "--env", "A\nB=1", "--", "true"], &["--env", "\\n"]);
+    expect_usage_error(&c, &["submit", "--name", "a\nb", "--", "true"], &["--name", "\\n"]);
+    expect_usage_error(&c, &["submit", "--export", "A B", "--", "true"], &["--export", "A B"]);
+    expect_usage_error(
+        &c,
+        &["submit", "--request-id", "a b", "--", "true"],
+        &["request id", "a b"],
+    );
+    let long_dir = format!("/{}", "d".repeat(5000));
+    expect_usage_error(
+        &c,
+        &["submit", "--chdir", &long_dir, "--", "true"],
+        &["--chdir", "PATH_MAX"],
+    );
+
+    // Many variables within their own limit, but too many together for exec.
+    let mut many = String::from("#!/bin/sh\n");
+    for i in 0..12 {
+        many.push_str(&format!("#RUDEL --env X{i}={}\n", "x".repeat(100_000)));
+    }
+    many.push_str("echo hi\n");
+    let s = script(&c, "budget.sh", many.as_bytes());
+    expect_usage_error(&c, &["submit", &s], &["arguments and environment together", "1048576"]);
+
+    // A script over the spec limit is refused before anything is sent, at once.
+    let mut huge = b"#!/bin/sh\n".to_vec();
+    huge.extend(std::iter::repeat_n(b'#', 5 << 20));
+    let s = script(&c, "huge.sh", &huge);
+    let t0 = Instant::now();
+    expect_usage_error(
+        &c,
+        &["submit", &s],
+        &["the script is 5.0 MiB", "at most 4 MiB", "keep large inputs in files"],
+    );
+    let took = t0.elapsed();
+    eprintln!("5 MiB script refused in {took:?}");
+    assert!(took < Duration::from_secs(3), "refusing a 5 MiB script took {took:?}");
+    assert_nothing_submitted(&c);
+
+    // A variable of the submitter's own environment whose name is not valid is left out
+    // with a warning (the user did not list it), not an error.
+    let mut cmd = c.command_in(&c.work, &["submit", "--json", "--", "true"]);
+    cmd.env("A B", "1");
+    let o = common::run_bounded(cmd, Duration::from_secs(60));
+    assert!(o.ok(), "{o}");
+    assert!(o.stderr.contains("not passing the environment variable \"A B\""), "{o}");
+}

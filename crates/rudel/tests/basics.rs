@@ -254,3 +254,42 @@ fn array_concurrency_limit_is_respected() {
         "too few samples to judge: {samples} samples, max running {max_running}"
     );
 }
+
+#[test]
+fn a_job_cancelled_before_it_started_has_no_exit_code_and_no_node() {
+    let c = Cluster::up(Opts::default()); // 2 cpus
+    let m = common::marker(404);
+    let running = c.submit(&["--cpus", "2", "--", "sleep", &m]);
+    c.wait_state(running, |v| v["state"] == "running", Duration::from_secs(20));
+    // Queued on the node behind the running task (--requeue), and waiting in the queue.
+    let queued = c.submit(&["--cpus", "2", "--", "true"]);
+    let pending = c.submit(&["--cpus", "2", "--no-requeue", "--", "true"]);
+    c.rudel_ok(&["cancel", &queued.to_string(), &pending.to_string()]);
+    for id in [queued, pending] {
+        let v = c.wait_finished(id, Duration::from_secs(20));
+        assert_eq!(v["state"], "cancelled", "{v:#}");
+        assert!(
+            v["exit_code"].is_null(),
+            "job {id} never ran, yet has an exit code: {v:#}"
+        );
+        assert_eq!(
+            v["nodes"],
+            serde_json::json!([]),
+            "job {id} never ran, yet has a node: {v:#}"
+        );
+        for t in v["task_details"].as_array().unwrap() {
+            assert_eq!(t["node"], "", "{v:#}");
+            assert!(t["exit_code"].is_null(), "{v:#}");
+        }
+        let text = c.rudel_ok(&["show", &id.to_string()]).stdout;
+        assert!(!text.contains("ExitCode="), "{text}");
+        assert!(text.contains("Nodes=-"), "{text}");
+        let listed = c.jobs_all();
+        let j = listed.iter().find(|j| j["id"] == id).unwrap();
+        assert!(j["exit_code"].is_null() && j["nodes"] == serde_json::json!([]), "{j:#}");
+    }
+    // A task killed while running keeps its node.
+    c.rudel_ok(&["cancel", &running.to_string()]);
+    let v = c.wait_finished(running, Duration::from_secs(20));
+    assert_eq!(v["nodes"], serde_json::json!(["n1"]), "{v:#}");
+}

@@ -177,3 +177,29 @@ fn second_up_on_same_data_dir_is_refused() {
     assert_eq!(w.code, Some(0), "{w}");
     assert!(c.node_idle());
 }
+
+#[test]
+fn submit_while_the_head_restarts_succeeds() {
+    let mut c = Cluster::up(Opts::default());
+    let port = c.port();
+    c.daemon("up").kill9();
+    // The submit starts while nothing listens; the head is back about a second later.
+    let cmd = c.command_in(&c.work, &["submit", "--json", "--", "echo", "during-restart"]);
+    let submitter = std::thread::spawn(move || common::run_bounded(cmd, Duration::from_secs(60)));
+    std::thread::sleep(Duration::from_millis(1000));
+    let t0 = Instant::now();
+    c.start_up(Some(port));
+    eprintln!("head back after {:?}", t0.elapsed());
+    let o = submitter.join().unwrap();
+    assert!(
+        o.ok(),
+        "a submit during a 1 s head restart must succeed: {o}\n{}",
+        c.logs_tail()
+    );
+    eprintln!("submit took {:?}", o.elapsed);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    let id = v["id"].as_u64().unwrap();
+    let w = c.rudel(&["wait", &id.to_string(), "--timeout", "30s"]);
+    assert_eq!(w.code, Some(0), "{w}");
+    assert_eq!(c.jobs_all().len(), 1, "exactly one job");
+}
