@@ -165,6 +165,7 @@ mod tests {
                 address: String::new(),
                 labels: Default::default(),
                 running: vec![],
+                ..NodeRegistration::default()
             },
             now_ms: 1,
         });
