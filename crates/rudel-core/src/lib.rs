@@ -7,6 +7,7 @@
 pub mod array;
 pub mod command;
 pub mod constraint;
+pub mod events;
 pub mod ids;
 pub mod intern;
 pub mod job;
@@ -23,6 +24,7 @@ pub mod state;
 
 pub use array::ArraySpec;
 pub use command::{Command, NodeRegistration, Response, TaskOutcome, TaskReport};
+pub use events::{ApplyOutput, Event};
 pub use ids::{JobId, NodeId, TaskKey};
 pub use job::{Job, JobSpec, TaskState};
 pub use node::Node;

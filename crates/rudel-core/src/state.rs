@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::command::{Command, NodeRegistration, Response, TaskOutcome, TaskReport};
+use crate::events::{ApplyOutput, Event};
 use crate::ids::{JobId, NodeId, TaskKey};
 use crate::job::{EndedTask, Job, JobSpec, RunningTask, TaskState, MAX_JOB_NODES};
 use crate::node::{Liveness, Node};
@@ -44,6 +45,9 @@ pub struct State {
     /// Shares identical job environments (a cache; not part of the replicated state).
     #[serde(skip)]
     pub envs: crate::intern::EnvInterner,
+    /// Changes made by the entry being applied; empty between entries (see `apply_output`).
+    #[serde(skip)]
+    changes: Vec<Event>,
 }
 
 /// Why a submit cannot be accepted; the text goes to the user as is.
@@ -83,9 +87,27 @@ impl State {
     /// Applies one log entry. Deterministic: the same commands in the same order give the
     /// same state on every head. Ends with a scheduling pass at the command's time.
     pub fn apply(&mut self, cmd: Command) -> Response {
-        let resp = self.apply_one(cmd);
+        self.apply_output(cmd).response
+    }
+
+    /// Applies one log entry like [`State::apply`] and also returns what it changed, in
+    /// order, the scheduling pass included.
+    pub fn apply_output(&mut self, cmd: Command) -> ApplyOutput {
+        self.changes.clear();
+        let response = self.apply_one(cmd);
         scheduler::schedule(self);
-        resp
+        ApplyOutput {
+            response,
+            events: std::mem::take(&mut self.changes),
+        }
+    }
+
+    fn emit(&mut self, e: Event) {
+        self.changes.push(e);
+    }
+
+    fn node_changed(&mut self, id: NodeId) {
+        self.emit(Event::NodeChanged { node: id });
     }
 
     fn apply_one(&mut self, cmd: Command) -> Response {
@@ -112,6 +134,7 @@ impl State {
                     if let Some(n) = self.nodes.get_mut(id as usize) {
                         n.liveness = Liveness::Disconnected;
                         n.last_seen_ms = self.now_ms;
+                        self.node_changed(id);
                     }
                 }
                 Response::Ok
@@ -266,6 +289,12 @@ impl State {
         n.down_reason = "forgotten by an admin (`rudel node forget`); a new machine may join under this name".into();
         n.uid.clear();
         n.boot_id.clear();
+        self.node_changed(id);
+        let Some(n) = self.nodes.get(id as usize) else {
+            return Response::Rejected {
+                reason: format!("no node {name}"),
+            };
+        };
         let running: Vec<(TaskKey, u32)> = n.running.iter().map(|(k, a)| (*k, *a)).collect();
         let now = self.now_ms;
         for &(key, attempt) in &running {
@@ -305,6 +334,7 @@ impl State {
         spec.env = self.envs.intern(spec.env);
         let job = Job::new(id, spec, self.now_ms);
         let tasks = job.total;
+        self.emit(Event::JobSubmitted { job: id });
         self.queue.insert((-i64::from(job.spec.priority), id));
         self.jobs.insert(id, job);
         if !request_id.is_empty() {
@@ -386,9 +416,24 @@ impl State {
             job.next_position = job.total;
             job.requeued.clear();
             self.queue.remove(&(-i64::from(job.spec.priority), id));
-            for rt in job.running.values_mut() {
-                rt.kill_requested = true;
+            let mut kills = Vec::new();
+            for (&index, rt) in job.running.iter_mut() {
+                if !rt.kill_requested {
+                    rt.kill_requested = true;
+                    kills.push(Event::KillRequested {
+                        key: TaskKey { job: id, index },
+                        attempt: rt.attempt,
+                        node: rt.node,
+                    });
+                }
             }
+            if pending > 0 {
+                self.emit(Event::PendingCancelled {
+                    job: id,
+                    tasks: pending,
+                });
+            }
+            self.changes.extend(kills);
             cancelled.push(id);
             self.maybe_finished(id);
         }
@@ -448,6 +493,7 @@ impl State {
             n.liveness = Liveness::Up;
             n.last_seen_ms = self.now_ms;
         }
+        self.node_changed(id);
         Response::Registered { node: id, epoch }
     }
 
@@ -475,6 +521,7 @@ impl State {
             if n.drain.is_some() != drain.is_some() || (drain.is_some() && n.drain != drain) {
                 n.drain = drain.clone();
                 changed.push(name.clone());
+                self.changes.push(Event::NodeChanged { node: id });
             }
         }
         Response::NodesChanged { changed, unknown }
@@ -493,6 +540,7 @@ impl State {
         n.liveness = Liveness::Down;
         n.down_reason = reason.to_string();
         let running: Vec<(TaskKey, u32)> = n.running.iter().map(|(k, a)| (*k, *a)).collect();
+        self.node_changed(id);
         let now = self.now_ms;
         for (key, attempt) in running {
             let why = format!("node {name} lost: {reason}");
@@ -535,6 +583,12 @@ impl State {
                     job.requeued.insert(r.key.index, r.attempt + 1);
                     job.move_count(TaskState::Running, TaskState::Pending);
                     self.queue.insert((-i64::from(job.spec.priority), job.id));
+                    self.emit(Event::TaskEnded {
+                        key: r.key,
+                        attempt: r.attempt,
+                        node,
+                        state: TaskState::Pending,
+                    });
                     return;
                 }
                 TaskOutcome::Lost => (TaskState::NodeFail, non_empty(&r.message, "node lost")),
@@ -557,6 +611,12 @@ impl State {
             );
         }
         let id = job.id;
+        self.emit(Event::TaskEnded {
+            key: r.key,
+            attempt: r.attempt,
+            node,
+            state,
+        });
         self.maybe_finished(id);
     }
 
@@ -567,6 +627,8 @@ impl State {
             return;
         }
         job.end_ms = Some(now);
+        let state = job.state();
+        self.emit(Event::JobEnded { job: id, state });
         self.finished.push_back(id);
         while self.finished.len() > MAX_FINISHED_JOBS {
             if let Some(old) = self.finished.pop_front() {
@@ -587,6 +649,11 @@ impl State {
     /// Bookkeeping shared by both ways of placing a task.
     fn mark_placed(&mut self, job_id: JobId, node_id: NodeId, index: u32, from_requeue: bool, rt: RunningTask) {
         let starts_now = rt.after.is_none();
+        self.emit(Event::TaskPlaced {
+            key: TaskKey { job: job_id, index },
+            attempt: rt.attempt,
+            node: node_id,
+        });
         let now = self.now_ms;
         let node_name = self
             .nodes
@@ -701,6 +768,12 @@ impl State {
                     s.after = None;
                     s.start_ms = s.start_ms.max(end_ms);
                     let start = s.start_ms;
+                    let took_over = Event::TaskTookOver {
+                        key: succ,
+                        attempt: s.attempt,
+                        node,
+                    };
+                    self.emit(took_over);
                     if let Some(j) = self.jobs.get_mut(&succ.job) {
                         j.start_ms.get_or_insert(start);
                     }

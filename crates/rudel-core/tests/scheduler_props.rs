@@ -266,6 +266,77 @@ fn node_name(state: &State, id: u32) -> String {
     state.nodes[id as usize].name.clone()
 }
 
+/// Applies `cmd` and checks that the events it returns describe exactly what changed:
+/// every task placed and every attempt ended is announced, kills are announced for the
+/// node that holds the task, and every job ends exactly once. Dispatch and accounting
+/// rely on this instead of re-scanning the state.
+fn apply_ev(s: &mut State, ended: &mut BTreeSet<u64>, cmd: Command) -> Result<Response, TestCaseError> {
+    use rudel_core::Event as Ev;
+    let before = placed_tasks(s);
+    let kills_before: BTreeSet<(TaskKey, u32)> = killing(s);
+    let out = s.apply_output(cmd);
+    let after = placed_tasks(s);
+    let mut placed = BTreeSet::new();
+    let mut gone = BTreeSet::new();
+    let mut killed = BTreeSet::new();
+    for e in &out.events {
+        match *e {
+            Ev::TaskPlaced { key, attempt, node } => {
+                prop_assert!(placed.insert((key, attempt)), "{key} placed twice");
+                if let Some(rt) = s.running_task(key).filter(|rt| rt.attempt == attempt) {
+                    prop_assert_eq!(rt.node, node, "placement event names another node");
+                }
+            }
+            Ev::TaskEnded { key, attempt, .. } => {
+                prop_assert!(gone.insert((key, attempt)), "{key}/{attempt} ended twice");
+            }
+            Ev::KillRequested { key, attempt, node } => {
+                let rt = s.running_task(key);
+                prop_assert!(rt.is_none_or(|rt| rt.node == node), "kill event names another node");
+                killed.insert((key, attempt));
+            }
+            Ev::JobEnded { job, .. } => {
+                prop_assert!(ended.insert(job), "job {job} ended twice");
+                prop_assert!(
+                    s.jobs.get(&job).is_none_or(|j| j.is_finished()),
+                    "job {job} ended unfinished"
+                );
+            }
+            _ => {}
+        }
+    }
+    let new: BTreeSet<_> = after.difference(&before).copied().collect();
+    let new_announced: BTreeSet<_> = placed.difference(&gone).copied().collect();
+    prop_assert_eq!(
+        new,
+        new_announced,
+        "placements without events (or events without placements)"
+    );
+    let left: BTreeSet<_> = before.difference(&after).copied().collect();
+    let left_announced: BTreeSet<_> = gone.difference(&placed).copied().collect();
+    prop_assert_eq!(left, left_announced, "ended attempts without events");
+    let kills_after = killing(s);
+    let new_kills: BTreeSet<_> = kills_after.difference(&kills_before).copied().collect();
+    prop_assert!(new_kills.is_subset(&killed), "kills without events: {:?}", new_kills);
+    for j in s.jobs.values().filter(|j| j.end_ms.is_some()) {
+        prop_assert!(ended.contains(&j.id), "job {} finished without a JobEnded event", j.id);
+    }
+    Ok(out.response)
+}
+
+/// Tasks (with attempt) whose kill was requested.
+fn killing(s: &State) -> BTreeSet<(TaskKey, u32)> {
+    s.jobs
+        .values()
+        .flat_map(|j| {
+            j.running
+                .iter()
+                .filter(|(_, rt)| rt.kill_requested)
+                .map(move |(i, rt)| (TaskKey { job: j.id, index: *i }, rt.attempt))
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
 
@@ -275,9 +346,10 @@ proptest! {
         events in prop::collection::vec(event(), 1..120),
     ) {
         let mut s = State::new();
+        let mut ended = BTreeSet::new();
         let mut now = 1;
         for (i, (cpus, mem)) in nodes.iter().enumerate() {
-            s.apply(register(&format!("n{i}"), &format!("u{i}"), *cpus, mem * 1024, now));
+            apply_ev(&mut s, &mut ended, register(&format!("n{i}"), &format!("u{i}"), *cpus, mem * 1024, now))?;
         }
         let mut uid_gen = 100;
         let mut submitted: BTreeMap<u64, JobReq> = BTreeMap::new();
@@ -288,7 +360,7 @@ proptest! {
                 Event::Submit(r) => {
                     let c = spec(&r).constraint;
                     let fits = s.nodes.iter().any(|n| n.cpus >= r.cpus && n.mem_bytes >= r.mem && n.matches(c.as_ref()));
-                    match s.apply(Command::Submit { request_id: String::new(), spec: spec(&r), now_ms: now }) {
+                    match apply_ev(&mut s, &mut ended, Command::Submit { request_id: String::new(), spec: spec(&r), now_ms: now })? {
                         rudel_core::Response::Submitted { job, .. } => {
                             prop_assert!(fits, "accepted a job no node can hold");
                             submitted.insert(job, r);
@@ -305,12 +377,12 @@ proptest! {
                     if holders.is_empty() { continue; }
                     let (key, attempt, node) = holders[i % holders.len()];
                     let name = node_name(&s, node);
-                    s.apply(Command::Reports { node: name, reports: vec![finish_report(key, attempt, o, now)], now_ms: now });
+                    apply_ev(&mut s, &mut ended, Command::Reports { node: name, reports: vec![finish_report(key, attempt, o, now)], now_ms: now })?;
                 }
                 Event::Cancel(i) => {
                     if submitted.is_empty() { continue; }
                     let id = *submitted.keys().nth(i % submitted.len()).unwrap_or(&0);
-                    s.apply(Command::Cancel { jobs: vec![id], now_ms: now });
+                    apply_ev(&mut s, &mut ended, Command::Cancel { jobs: vec![id], now_ms: now })?;
                 }
                 Event::Drain(i, drain) => {
                     let name = s.nodes[i % s.nodes.len()].name.clone();
@@ -319,32 +391,32 @@ proptest! {
                     } else {
                         Command::Resume { nodes: vec![name], now_ms: now }
                     };
-                    s.apply(cmd);
+                    apply_ev(&mut s, &mut ended, cmd)?;
                 }
                 Event::Replace(i) => {
                     let id = i % s.nodes.len();
                     let (name, cpus, mem) = (s.nodes[id].name.clone(), s.nodes[id].cpus, s.nodes[id].mem_bytes);
                     uid_gen += 1;
-                    s.apply(register(&name, &format!("u{uid_gen}"), cpus, mem, now));
+                    apply_ev(&mut s, &mut ended, register(&name, &format!("u{uid_gen}"), cpus, mem, now))?;
                 }
                 Event::Forget(i) => {
                     let id = i % s.nodes.len();
                     let (name, cpus, mem) = (s.nodes[id].name.clone(), s.nodes[id].cpus, s.nodes[id].mem_bytes);
-                    s.apply(Command::ForgetNode { name: name.clone(), now_ms: now });
+                    apply_ev(&mut s, &mut ended, Command::ForgetNode { name: name.clone(), now_ms: now })?;
                     prop_assert!(s.nodes[id].running.is_empty(), "a forgotten node holds no task");
                     uid_gen += 1;
                     let mut cmd = register(&name, &format!("u{uid_gen}"), cpus, mem, now);
                     if let Command::RegisterNode { reg, .. } = &mut cmd {
                         reg.exclusive = true;
                     }
-                    prop_assert!(matches!(s.apply(cmd), Response::Registered { .. }), "the forgotten name is free");
+                    prop_assert!(matches!(apply_ev(&mut s, &mut ended, cmd)?, Response::Registered { .. }), "the forgotten name is free");
                 }
             }
             check(&s, &before)?;
         }
         // Every node takes work again, so everything can finish.
         let names: Vec<String> = s.nodes.iter().map(|n| n.name.clone()).collect();
-        s.apply(Command::Resume { nodes: names, now_ms: now });
+        apply_ev(&mut s, &mut ended, Command::Resume { nodes: names, now_ms: now })?;
         // Liveness: let every task finish; everything reaches a terminal state.
         for _ in 0..10_000 {
             now += 1;
@@ -355,7 +427,7 @@ proptest! {
             let Some(&(key, attempt, node)) = holders.first() else { break };
             let before = placed_tasks(&s);
             let name = node_name(&s, node);
-            s.apply(Command::Reports { node: name, reports: vec![finish_report(key, attempt, 0, now)], now_ms: now });
+            apply_ev(&mut s, &mut ended, Command::Reports { node: name, reports: vec![finish_report(key, attempt, 0, now)], now_ms: now })?;
             check(&s, &before)?;
         }
         for j in s.jobs.values() {

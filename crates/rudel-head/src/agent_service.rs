@@ -135,6 +135,8 @@ struct Session {
     out: mpsc::UnboundedSender<Result<pb::HeadMessage, Status>>,
     sent: HashSet<(TaskKey, u32)>,
     kill_sent: HashSet<(TaskKey, u32)>,
+    /// The log index up to which this node's changes were dispatched (None: never).
+    dispatched_at: Option<u64>,
     superseded: oneshot::Receiver<()>,
     acks_tx: mpsc::UnboundedSender<Vec<(TaskKey, u32)>>,
     acks_rx: mpsc::UnboundedReceiver<Vec<(TaskKey, u32)>>,
@@ -207,6 +209,7 @@ impl Session {
             out,
             sent: HashSet::new(),
             kill_sent: HashSet::new(),
+            dispatched_at: None,
             superseded,
             acks_tx,
             acks_rx,
@@ -405,7 +408,20 @@ impl Session {
         {
             let applied = self.svc.shared.read();
             let state = &applied.state;
-            let Some(node) = state.node(&self.node) else { return };
+            let Some(&node_id) = state.node_by_name.get(&self.node) else {
+                return;
+            };
+            let Some(node) = state.nodes.get(node_id as usize) else {
+                return;
+            };
+            let applied_at = applied.last_applied.map_or(0, |l| l.index);
+            if self
+                .dispatched_at
+                .is_some_and(|seen| applied.node_changes.changed_at(node_id) <= seen)
+            {
+                return;
+            }
+            self.dispatched_at = Some(applied_at);
             self.sent.retain(|(k, a)| node.running.get(k) == Some(a));
             self.kill_sent.retain(|(k, a)| node.running.get(k) == Some(a));
             for (&key, &attempt) in &node.running {

@@ -23,6 +23,44 @@ pub struct Applied {
     pub last_applied: Option<LogId>,
     pub membership: Membership,
     pub state: State,
+    /// Which nodes the applied entries touched (not replicated: rebuilt from events).
+    #[serde(skip)]
+    pub node_changes: NodeChanges,
+}
+
+/// The log index of the last applied entry that changed something a node's agent must
+/// hear about, per node. A session dispatches only when its node changed since it last
+/// looked: scanning every node's tasks after every entry made the head's cost per task
+/// grow with the number of nodes.
+#[derive(Clone, Debug, Default)]
+pub struct NodeChanges {
+    /// Changes before this index are unknown (state loaded from a snapshot): every node
+    /// counts as changed at it.
+    floor: u64,
+    last: Vec<u64>,
+}
+
+impl NodeChanges {
+    /// Every node counts as changed at `index` (a new state was loaded).
+    fn reset(&mut self, index: u64) {
+        self.floor = index;
+        self.last.clear();
+    }
+
+    fn record(&mut self, events: &[rudel_core::Event], index: u64) {
+        for node in events.iter().filter_map(rudel_core::Event::node) {
+            let i = node as usize;
+            if self.last.len() <= i {
+                self.last.resize(i + 1, 0);
+            }
+            self.last[i] = index;
+        }
+    }
+
+    /// The index of the last entry that changed `node`.
+    pub fn changed_at(&self, node: rudel_core::NodeId) -> u64 {
+        self.last.get(node as usize).copied().unwrap_or(0).max(self.floor)
+    }
 }
 
 /// The applied state shared with the gRPC services and the dispatcher. Readers take the
@@ -181,7 +219,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 a.last_applied = Some(e.log_id);
                 match e.payload {
                     EntryPayload::Blank => out.push(Response::Ok),
-                    EntryPayload::Normal(cmd) => out.push(a.state.apply(cmd)),
+                    EntryPayload::Normal(cmd) => {
+                        let applied = a.state.apply_output(cmd);
+                        a.node_changes.record(&applied.events, e.log_id.index);
+                        out.push(applied.response);
+                    }
                     EntryPayload::Membership(m) => {
                         a.membership = StoredMembership::new(Some(e.log_id), m);
                         out.push(Response::Ok);
@@ -224,6 +266,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             },
         )?;
         let idx = applied.last_applied.map_or(0, |l| l.index);
+        applied.node_changes.reset(idx);
         *self.shared.write() = applied;
         self.shared.changed.send_replace(idx);
         tracing::info!(
