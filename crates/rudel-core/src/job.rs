@@ -211,12 +211,12 @@ impl Job {
     /// tasks end before a result can go through the log and a new task come back, so they
     /// are queued deeper (a few milliseconds of work each); other tasks barely, so that a
     /// node that frees up elsewhere is not passed over for long.
-    pub fn queue_depth(&self) -> u32 {
+    pub fn queue_depth(&self, cfg: &crate::sched::SchedConfig) -> u32 {
         let short = self.exited_runs >= SHORT_TASK_SAMPLES && self.exited_run_ms < SHORT_TASK_MS * self.exited_runs;
         if short {
-            crate::state::MAX_QUEUED_PER_SLOT
+            cfg.short_queue_depth
         } else {
-            crate::state::QUEUED_PER_SLOT
+            cfg.queue_depth
         }
     }
 

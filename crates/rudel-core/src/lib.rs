@@ -16,6 +16,7 @@ pub mod node;
 pub mod parse;
 pub mod pattern;
 pub mod query;
+pub mod sched;
 pub mod scheduler;
 pub mod script;
 pub mod security;

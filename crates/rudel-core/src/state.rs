@@ -8,14 +8,14 @@ use crate::events::{ApplyOutput, Event};
 use crate::ids::{JobId, NodeId, TaskKey};
 use crate::job::{EndedTask, Job, JobSpec, RunningTask, TaskState, MAX_JOB_NODES};
 use crate::node::{Liveness, Node};
+use crate::sched::{ConfigError, SchedConfig};
 use crate::scheduler;
 
 /// Request ids remembered for idempotent submit.
 pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
-/// Tasks that may wait on an agent behind one running task (see the scheduler), for jobs
-/// whose tasks are short ([`crate::job::Job::queue_depth`]).
-pub const MAX_QUEUED_PER_SLOT: u32 = 8;
-/// The same for other jobs.
+pub use crate::sched::config::MAX_QUEUED_PER_SLOT;
+/// Tasks that may wait on an agent behind one running task of a job whose tasks are not
+/// short, by default (`queue_depth` of [`SchedConfig`]).
 pub const QUEUED_PER_SLOT: u32 = 2;
 /// Finished jobs kept in memory for `show`/`jobs --all`; older ones are dropped.
 pub const MAX_FINISHED_JOBS: usize = 100_000;
@@ -26,8 +26,9 @@ pub struct State {
     /// The id the next job gets (ids start at 1).
     pub next_job_id: JobId,
     pub jobs: BTreeMap<JobId, Job>,
-    /// Jobs with pending tasks in scheduling order: (-priority, id).
-    pub queue: BTreeSet<(i64, JobId)>,
+    /// Jobs with pending tasks in scheduling order: keys of `sched.order`. Kept up only by
+    /// `enqueue`/`dequeue`, which compute the key from the job and the configuration.
+    pub queue: BTreeSet<crate::sched::order::QueueKey>,
     pub nodes: Vec<Node>,
     pub node_by_name: BTreeMap<String, NodeId>,
     /// request id -> job id, for idempotent submit.
@@ -42,6 +43,9 @@ pub struct State {
     /// CA, join tokens and issued certificates.
     #[serde(default)]
     pub security: crate::security::Security,
+    /// The scheduling configuration (policy, queue depths) and its behaviour version.
+    #[serde(default)]
+    pub sched: SchedConfig,
     /// Shares identical job environments (a cache; not part of the replicated state).
     #[serde(skip)]
     pub envs: crate::intern::EnvInterner,
@@ -209,6 +213,78 @@ impl State {
                 self.advance(now_ms);
                 self.forget_node(&name)
             }
+            Command::Configure { settings, now_ms } => {
+                self.advance(now_ms);
+                self.configure(&settings)
+            }
+        }
+    }
+
+    /// Refuses an entry this build cannot apply as its peers would: one that raises the
+    /// scheduling behaviour above [`crate::sched::SCHED_VERSION`], or any entry once the
+    /// state runs such a version. The head stops rather than apply it (a head that went on
+    /// would silently reach another state than its peers).
+    pub fn precheck(&self, cmd: &Command) -> Result<(), ConfigError> {
+        self.sched.check_supported()?;
+        match cmd {
+            Command::Configure { settings, .. } => {
+                for (k, v) in settings {
+                    if k == "version" {
+                        if let Ok(wanted) = v.parse::<u32>() {
+                            SchedConfig {
+                                version: wanted,
+                                ..SchedConfig::default()
+                            }
+                            .check_supported()?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Command::Batch(cmds) => cmds.iter().try_for_each(|c| self.precheck(c)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Changes scheduling settings, all or nothing. A new order re-sorts the queue.
+    fn configure(&mut self, settings: &[(String, String)]) -> Response {
+        let next = match self
+            .sched
+            .with_all(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        {
+            Ok(c) => c,
+            Err(e) => return Response::Rejected { reason: e.to_string() },
+        };
+        let reorder = next.order != self.sched.order;
+        self.sched = next;
+        if reorder {
+            let waiting: Vec<JobId> = self.queue.iter().map(|&(_, id)| id).collect();
+            self.queue.clear();
+            for id in waiting {
+                self.enqueue(id);
+            }
+        }
+        Response::Configured {
+            settings: self
+                .sched
+                .settings()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        }
+    }
+
+    /// Puts a job with pending tasks into the queue at its place in the configured order.
+    pub(crate) fn enqueue(&mut self, id: JobId) {
+        if let Some(job) = self.jobs.get(&id) {
+            self.queue.insert(self.sched.order.key(job));
+        }
+    }
+
+    /// Takes a job out of the queue.
+    pub(crate) fn dequeue(&mut self, id: JobId) {
+        if let Some(job) = self.jobs.get(&id) {
+            self.queue.remove(&self.sched.order.key(job));
         }
     }
 
@@ -335,8 +411,8 @@ impl State {
         let job = Job::new(id, spec, self.now_ms);
         let tasks = job.total;
         self.emit(Event::JobSubmitted { job: id });
-        self.queue.insert((-i64::from(job.spec.priority), id));
         self.jobs.insert(id, job);
+        self.enqueue(id);
         if !request_id.is_empty() {
             self.requests.insert(request_id.clone(), id);
             self.request_order.push_back(request_id);
@@ -415,7 +491,8 @@ impl State {
             job.move_counts(TaskState::Pending, TaskState::Cancelled, pending);
             job.next_position = job.total;
             job.requeued.clear();
-            self.queue.remove(&(-i64::from(job.spec.priority), id));
+            let key = self.sched.order.key(job);
+            self.queue.remove(&key);
             let mut kills = Vec::new();
             for (&index, rt) in job.running.iter_mut() {
                 if !rt.kill_requested {
@@ -582,7 +659,8 @@ impl State {
                 TaskOutcome::Lost if job.spec.requeue && !job.cancelled => {
                     job.requeued.insert(r.key.index, r.attempt + 1);
                     job.move_count(TaskState::Running, TaskState::Pending);
-                    self.queue.insert((-i64::from(job.spec.priority), job.id));
+                    let id = job.id;
+                    self.enqueue(id);
                     self.emit(Event::TaskEnded {
                         key: r.key,
                         attempt: r.attempt,
@@ -675,7 +753,7 @@ impl State {
             job.nodes.push(node_name);
         }
         if !job.has_pending() {
-            self.queue.remove(&(-i64::from(job.spec.priority), job_id));
+            self.dequeue(job_id);
         }
     }
 
@@ -722,7 +800,11 @@ impl State {
     /// How deep a task of `job_id` may be queued behind `pred`: both jobs' tasks must be
     /// short for the deep queue.
     pub fn queue_limit(&self, job_id: JobId, pred: TaskKey) -> u32 {
-        let depth = |id: JobId| self.jobs.get(&id).map_or(QUEUED_PER_SLOT, Job::queue_depth);
+        let depth = |id: JobId| {
+            self.jobs
+                .get(&id)
+                .map_or(self.sched.queue_depth, |j| j.queue_depth(&self.sched))
+        };
         depth(job_id).min(depth(pred.job))
     }
 

@@ -19,6 +19,8 @@ struct JobReq {
     requeue: bool,
     /// 0: none, 1: "gpu", 2: "!gpu".
     constraint: u8,
+    /// Time limit in minutes (0: none).
+    minutes: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -33,6 +35,8 @@ enum Event {
     Forget(usize),
     /// Drain (true) or resume (false) node n.
     Drain(usize, bool),
+    /// An admin switches to queue order n and sets the successor queue depth.
+    Configure(usize, u32),
 }
 
 fn job_req() -> impl Strategy<Value = JobReq> {
@@ -44,16 +48,20 @@ fn job_req() -> impl Strategy<Value = JobReq> {
         prop::option::of(1u32..=3),
         any::<bool>(),
         0u8..3,
+        0u64..=3,
     )
-        .prop_map(|(cpus, mem, priority, tasks, limit, requeue, constraint)| JobReq {
-            cpus,
-            mem: mem * 1024,
-            priority,
-            tasks,
-            limit,
-            requeue,
-            constraint,
-        })
+        .prop_map(
+            |(cpus, mem, priority, tasks, limit, requeue, constraint, minutes)| JobReq {
+                cpus,
+                mem: mem * 1024,
+                priority,
+                tasks,
+                limit,
+                requeue,
+                constraint,
+                minutes,
+            },
+        )
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -64,6 +72,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => any::<usize>().prop_map(Event::Replace),
         1 => any::<usize>().prop_map(Event::Forget),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(i, d)| Event::Drain(i, d)),
+        1 => (0usize..3, 0u32..=3).prop_map(|(o, d)| Event::Configure(o, d)),
     ]
 }
 
@@ -73,6 +82,7 @@ fn spec(r: &JobReq) -> JobSpec {
         cpus: r.cpus,
         mem_bytes: r.mem,
         priority: r.priority,
+        time_limit_ms: r.minutes * 60_000,
         array: (r.tasks > 1 || r.limit.is_some()).then(|| ArraySpec {
             ranges: vec![IndexRange {
                 start: 1,
@@ -123,12 +133,9 @@ fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
 }
 
 /// The jobs' scheduling order: (priority desc, id asc).
+/// Job ids in the configured queue order.
 fn order(state: &State) -> Vec<u64> {
-    let mut ids: Vec<_> = state
-        .jobs
-        .values()
-        .map(|j| (-i64::from(j.spec.priority), j.id))
-        .collect();
+    let mut ids: Vec<_> = state.jobs.values().map(|j| state.sched.order.key(j)).collect();
     ids.sort();
     ids.into_iter().map(|(_, id)| id).collect()
 }
@@ -212,9 +219,9 @@ fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCas
             prop_assert!(n.drain.is_none(), "task {} placed on drained node {}", key, n.name);
         }
     }
-    // Priority then FIFO: a task placed in this step never overtakes, on a node that job
-    // could use, an earlier job (in scheduling order) that still waits and is not held
-    // back by its own array limit.
+    // The configured order (priority, FIFO or SJF): a task placed in this step never
+    // overtakes, on a node that job could use, an earlier job in that order that still
+    // waits and is not held back by its own array limit.
     let ord = order(state);
     for (key, _) in now.difference(before) {
         let Some(rt) = state.running_task(*key) else { continue };
@@ -384,6 +391,16 @@ proptest! {
                     let id = *submitted.keys().nth(i % submitted.len()).unwrap_or(&0);
                     apply_ev(&mut s, &mut ended, Command::Cancel { jobs: vec![id], now_ms: now })?;
                 }
+                Event::Configure(o, depth) => {
+                    let o = rudel_core::sched::Order::ALL[o];
+                    let settings = vec![("order".to_string(), o.as_str().to_string()), ("queue_depth".to_string(), depth.to_string())];
+                    let r = apply_ev(&mut s, &mut ended, Command::Configure { settings, now_ms: now })?;
+                    prop_assert!(matches!(r, Response::Configured { .. }), "{:?}", r);
+                    prop_assert_eq!((s.sched.order, s.sched.queue_depth), (o, depth));
+                    let mut keys: Vec<_> = s.jobs.values().filter(|j| j.has_pending()).map(|j| o.key(j)).collect();
+                    keys.sort();
+                    prop_assert_eq!(s.queue.iter().copied().collect::<Vec<_>>(), keys, "the queue is re-sorted");
+                }
                 Event::Drain(i, drain) => {
                     let name = s.nodes[i % s.nodes.len()].name.clone();
                     let cmd = if drain {
@@ -487,6 +504,7 @@ fn stale_reports_are_ignored() {
             limit: None,
             requeue: true,
             constraint: 0,
+            minutes: 0,
         }),
         now_ms: 2,
     });
@@ -534,6 +552,7 @@ fn no_requeue_task_lost_ends_node_fail_and_never_reruns() {
             limit: None,
             requeue: false,
             constraint: 0,
+            minutes: 0,
         }),
         now_ms: 2,
     });
@@ -556,6 +575,7 @@ fn a_million_task_array_is_small() {
             limit: None,
             requeue: true,
             constraint: 0,
+            minutes: 0,
         }),
         now_ms: 2,
     });
@@ -580,6 +600,7 @@ fn deepest_queue(ms: u64) -> usize {
         limit: None,
         requeue: true,
         constraint: 0,
+        minutes: 0,
     };
     s.apply(Command::Submit {
         request_id: String::new(),
@@ -627,6 +648,7 @@ fn successors_go_behind_the_shortest_chain() {
         limit: None,
         requeue,
         constraint: 0,
+        minutes: 0,
     };
     let submit = |s: &mut State, requeue, now| {
         s.apply(Command::Submit {

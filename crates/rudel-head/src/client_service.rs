@@ -471,6 +471,25 @@ impl pb::rudel_server::Rudel for ClientService {
         Ok(tonic::Response::new(pb::RemoveHeadResponse {}))
     }
 
+    async fn get_sched_config(
+        &self,
+        _req: Request<pb::GetSchedConfigRequest>,
+    ) -> Result<tonic::Response<pb::SchedConfig>, Status> {
+        let c = self.shared.read().state.sched.clone();
+        Ok(tonic::Response::new(crate::sched_config::to_pb(&c)))
+    }
+
+    async fn set_sched_config(
+        &self,
+        req: Request<pb::SetSchedConfigRequest>,
+    ) -> Result<tonic::Response<pb::SchedConfig>, Status> {
+        crate::auth::require_admin(&req, "config set")?;
+        let current = self.shared.read().state.sched.clone();
+        crate::sched_config::set(&self.proposer, &current, req.into_inner())
+            .await
+            .map(tonic::Response::new)
+    }
+
     async fn campaign(
         &self,
         req: Request<pb::CampaignRequest>,

@@ -1,6 +1,7 @@
 //! `rudel`: one binary for the head, the agent, and every client command.
 mod admin;
 mod client;
+mod config_cmd;
 mod daemon;
 mod exec;
 mod follow;

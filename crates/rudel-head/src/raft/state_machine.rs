@@ -122,6 +122,7 @@ impl StateMachineStore {
         let applied = match load_snapshot(&db)? {
             Some(s) => {
                 let mut a = serde_json::from_slice::<Applied>(&s.data).map_err(sm_err)?;
+                a.state.sched.check_supported().map_err(sm_err)?;
                 a.state.reintern();
                 a
             }
@@ -216,6 +217,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         {
             let mut a = self.shared.write();
             for e in entries {
+                if let EntryPayload::Normal(cmd) = &e.payload {
+                    if let Err(refused) = a.state.precheck(cmd) {
+                        tracing::error!(index = e.log_id.index, error = %refused, "cannot apply the log");
+                        return Err(sm_err(refused));
+                    }
+                }
                 a.last_applied = Some(e.log_id);
                 match e.payload {
                     EntryPayload::Blank => out.push(Response::Ok),
@@ -255,6 +262,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let data_len = data.len();
         let mut applied: Applied = serde_json::from_slice(&data).map_err(sm_err)?;
+        if let Err(refused) = applied.state.sched.check_supported() {
+            tracing::error!(error = %refused, "cannot install the leader's snapshot");
+            return Err(sm_err(refused));
+        }
         applied.state.reintern();
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
@@ -282,5 +293,49 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, Entry};
+    use rudel_core::Command;
+
+    fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(cmd),
+        }
+    }
+
+    fn configure(name: &str, value: &str) -> Command {
+        Command::Configure {
+            settings: vec![(name.into(), value.into())],
+            now_ms: 5,
+        }
+    }
+
+    /// A head must stop, not apply, an entry that asks for a scheduling behaviour newer
+    /// than its build implements: applying it with older code would silently give another
+    /// state than its peers'.
+    #[tokio::test]
+    async fn an_entry_from_a_newer_scheduling_version_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::store::open(&dir.path().join("raft.redb")).unwrap();
+        let (mut sm, shared) = StateMachineStore::open(db).unwrap();
+        let ok = sm.apply([entry(1, configure("order", "fifo"))]).await.unwrap();
+        assert!(matches!(ok[0], Response::Configured { .. }), "{ok:?}");
+        let newer = (rudel_core::sched::SCHED_VERSION + 1).to_string();
+        let err = sm.apply([entry(2, configure("version", &newer))]).await.unwrap_err();
+        assert!(err.to_string().contains("upgrade this head"), "{err}");
+        let a = shared.read();
+        assert_eq!(
+            a.last_applied.map(|l| l.index),
+            Some(1),
+            "the refused entry is not applied"
+        );
+        assert_eq!(a.state.sched.order, rudel_core::sched::Order::Fifo);
+        assert_eq!(a.state.sched.version, 1);
     }
 }
