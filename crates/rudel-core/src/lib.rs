@@ -10,6 +10,7 @@ pub mod constraint;
 pub mod events;
 pub mod ids;
 pub mod intern;
+pub mod invariants;
 pub mod job;
 pub mod limits;
 pub mod node;

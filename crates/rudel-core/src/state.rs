@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, NodeRegistration, Response, TaskOutcome, TaskReport};
 use crate::events::{ApplyOutput, Event};
 use crate::ids::{JobId, NodeId, TaskKey};
+use crate::invariants::Violation;
 use crate::job::{EndedTask, Job, JobSpec, RunningTask, TaskState, MAX_JOB_NODES};
 use crate::node::{Liveness, Node};
 use crate::sched::{ConfigError, SchedConfig};
@@ -99,10 +100,11 @@ impl State {
     pub fn apply_output(&mut self, cmd: Command) -> ApplyOutput {
         self.changes.clear();
         let response = self.apply_one(cmd);
-        scheduler::schedule(self);
+        let (_, violations) = scheduler::schedule(self);
         ApplyOutput {
             response,
             events: std::mem::take(&mut self.changes),
+            violations,
         }
     }
 
@@ -715,15 +717,6 @@ impl State {
         }
     }
 
-    /// The next pending task of a job: (array index, attempt, from the requeue set).
-    fn next_pending(job: &Job) -> Option<(u32, u32, bool)> {
-        match job.requeued.iter().next() {
-            Some((&i, &a)) => Some((i, a, true)),
-            None if job.next_position < job.total => Some((job.index_at(job.next_position), 1, false)),
-            None => None,
-        }
-    }
-
     /// Bookkeeping shared by both ways of placing a task.
     fn mark_placed(&mut self, job_id: JobId, node_id: NodeId, index: u32, from_requeue: bool, rt: RunningTask) {
         let starts_now = rt.after.is_none();
@@ -757,44 +750,83 @@ impl State {
         }
     }
 
-    /// Puts one pending task of `job_id` on free resources of `node`: the scheduler's way
-    /// to start work. Returns the task placed.
-    pub(crate) fn place(&mut self, job_id: JobId, node_id: NodeId) -> Option<TaskKey> {
-        let now = self.now_ms;
-        let job = self.jobs.get(&job_id)?;
-        let (index, attempt, from_requeue) = Self::next_pending(job)?;
-        let (cpus, mem) = (job.spec.cpus, job.spec.mem_bytes);
-        let key = TaskKey { job: job_id, index };
-        let node = self.nodes.get_mut(node_id as usize)?;
-        let cores = node.allocate(key, attempt, cpus, mem)?;
-        let rt = RunningTask::new(node_id, attempt, cores, mem, now, None);
-        self.mark_placed(job_id, node_id, index, from_requeue, rt);
-        Some(key)
+    /// Applies a scheduling plan in order, checking each placement again against the state
+    /// (capacity, the task still pending, the predecessor free to take a successor). A
+    /// placement that fails a check is skipped and reported: a planner bug must never
+    /// over-commit a node.
+    pub fn commit(&mut self, plan: &crate::sched::plan::Plan) -> Vec<Violation> {
+        self.blocked_job = plan.blocked;
+        plan.start.iter().filter_map(|p| self.commit_one(p).err()).collect()
     }
 
-    /// Queues one pending task of `job_id` on the agent of `pred`'s node, to run on `pred`'s
-    /// cores and memory as soon as `pred` ends. The successor never runs alongside its
-    /// predecessor, so the node is never over-committed, and the agent can start it without
-    /// waiting for a round trip through the log. Returns the task queued.
-    pub(crate) fn place_after(&mut self, job_id: JobId, pred: TaskKey) -> Option<TaskKey> {
+    fn commit_one(&mut self, p: &crate::sched::plan::Placement) -> Result<(), Violation> {
+        let key = p.key;
+        let not_pending = Violation::NotPending { key };
+        let job = self.jobs.get(&key.job).ok_or(not_pending.clone())?;
+        let pending = if p.from_requeue {
+            job.requeued.get(&key.index) == Some(&p.attempt)
+        } else {
+            p.attempt == 1 && job.next_position < job.total && job.index_at(job.next_position) == key.index
+        };
+        if !pending {
+            return Err(not_pending);
+        }
+        let (cpus, mem) = (job.spec.cpus, job.spec.mem_bytes);
         let now = self.now_ms;
-        let p = self.running_task(pred)?;
-        if p.successor.is_some() || p.kill_requested || self.chain_depth(pred) >= self.queue_limit(job_id, pred) {
-            return None;
+        let rt = match p.behind {
+            None => {
+                let node = self.nodes.get_mut(p.node as usize).ok_or(not_pending)?;
+                let Some(cores) = node.allocate(key, p.attempt, cpus, mem) else {
+                    return Err(Violation::OverCommit {
+                        node: p.node,
+                        key,
+                        cpus: node.cpus_used + cpus,
+                        capacity: node.cpus,
+                        mem: node.mem_used + mem,
+                        mem_capacity: node.mem_bytes,
+                    });
+                };
+                RunningTask::new(p.node, p.attempt, cores, mem, now, None)
+            }
+            Some(pred) => {
+                let (cores, pmem) = self.check_successor(key, pred, p.node)?;
+                if let Some(n) = self.nodes.get_mut(p.node as usize) {
+                    n.add_successor(key, p.attempt);
+                }
+                if let Some(pr) = self.running_mut(pred) {
+                    pr.successor = Some(key);
+                }
+                RunningTask::new(p.node, p.attempt, cores, pmem, now, Some(pred))
+            }
+        };
+        self.mark_placed(key.job, p.node, key.index, p.from_requeue, rt);
+        Ok(())
+    }
+
+    /// May `key` queue behind `pred` on `node`? The successor never runs alongside its
+    /// predecessor (it takes over the predecessor's cores and memory when that one ends),
+    /// so the node is never over-committed, and the agent starts it without waiting for a
+    /// round trip through the log. Returns the cores and memory it will take over.
+    fn check_successor(&self, key: TaskKey, pred: TaskKey, node: NodeId) -> Result<(Vec<u32>, u64), Violation> {
+        let bad = |why| Violation::BadSuccessor { key, pred, why };
+        let p = self.running_task(pred).ok_or(bad("the predecessor is not running"))?;
+        if p.node != node {
+            return Err(bad("the predecessor runs on another node"));
         }
-        let (node_id, cores, mem) = (p.node, p.cores.clone(), p.mem_bytes);
-        let job = self.jobs.get(&job_id)?;
-        let (index, attempt, from_requeue) = Self::next_pending(job)?;
-        let key = TaskKey { job: job_id, index };
-        let rt = RunningTask::new(node_id, attempt, cores, mem, now, Some(pred));
-        if let Some(n) = self.nodes.get_mut(node_id as usize) {
-            n.add_successor(key, attempt);
+        if p.successor.is_some() {
+            return Err(bad("the predecessor has a successor already"));
         }
-        self.mark_placed(job_id, node_id, index, from_requeue, rt);
-        if let Some(p) = self.running_mut(pred) {
-            p.successor = Some(key);
+        if p.kill_requested {
+            return Err(bad("the predecessor is being killed"));
         }
-        Some(key)
+        if self.chain_depth(pred) >= self.queue_limit(key.job, pred) {
+            return Err(bad("the chain is as deep as the queue depth allows"));
+        }
+        let job = self.jobs.get(&key.job).ok_or(bad("no such job"))?;
+        if (job.spec.cpus as usize, job.spec.mem_bytes) != (p.cores.len(), p.mem_bytes) {
+            return Err(bad("the predecessor has another shape"));
+        }
+        Ok((p.cores.clone(), p.mem_bytes))
     }
 
     /// How deep a task of `job_id` may be queued behind `pred`: both jobs' tasks must be

@@ -282,6 +282,14 @@ fn apply_ev(s: &mut State, ended: &mut BTreeSet<u64>, cmd: Command) -> Result<Re
     let before = placed_tasks(s);
     let kills_before: BTreeSet<(TaskKey, u32)> = killing(s);
     let out = s.apply_output(cmd);
+    prop_assert!(
+        out.violations.is_empty(),
+        "the commit refused planned placements: {:?}",
+        out.violations
+    );
+    if let Err(v) = rudel_core::invariants::check_all(s) {
+        prop_assert!(false, "invariant broken: {}", v);
+    }
     let after = placed_tasks(s);
     let mut placed = BTreeSet::new();
     let mut gone = BTreeSet::new();

@@ -2,6 +2,7 @@
 //! selects. The pass itself is in [`crate::scheduler`].
 pub mod config;
 pub mod order;
+pub mod plan;
 
 pub use config::{ConfigError, SchedConfig, SCHED_VERSION};
 pub use order::Order;

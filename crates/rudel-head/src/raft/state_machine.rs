@@ -228,6 +228,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Blank => out.push(Response::Ok),
                     EntryPayload::Normal(cmd) => {
                         let applied = a.state.apply_output(cmd);
+                        for v in &applied.violations {
+                            tracing::error!(index = e.log_id.index, violation = %v, "scheduler bug: placement refused by the commit check");
+                        }
                         a.node_changes.record(&applied.events, e.log_id.index);
                         out.push(applied.response);
                     }
