@@ -93,6 +93,9 @@ pub struct NodeRegistration {
     /// the old machine's tasks are lost.
     #[serde(default)]
     pub exclusive: bool,
+    /// Generic resources the node offers (`gpu` → 4, `gpu:a100` → 2, `fpga` → 1).
+    #[serde(default)]
+    pub gres: std::collections::BTreeMap<String, u32>,
 }
 
 /// One entry of the replicated log.

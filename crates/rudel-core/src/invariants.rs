@@ -33,6 +33,21 @@ pub enum Violation {
     NodeTaskMismatch { node: NodeId, key: TaskKey },
     #[error("job {job}: task counts {counts:?} do not add up to {total} or disagree with its running tasks")]
     Counts { job: JobId, counts: [u64; 7], total: u64 },
+    #[error("task {key} would take license {license} to {used} of {total}")]
+    LicenseOverGrant {
+        key: TaskKey,
+        license: String,
+        used: u64,
+        total: u64,
+    },
+    #[error("unit {unit} of {pool} on node {node} is given twice or is free while held")]
+    GresTwice { node: NodeId, pool: String, unit: u32 },
+    #[error("licenses in use {used:?} disagree with the running tasks ({held:?}) or exceed {total:?}")]
+    Licenses {
+        used: std::collections::BTreeMap<String, u64>,
+        held: std::collections::BTreeMap<String, u64>,
+        total: std::collections::BTreeMap<String, u64>,
+    },
     #[error("job {job} runs {running} tasks, above its array limit {limit}")]
     ArrayLimit { job: JobId, running: u64, limit: u32 },
 }
@@ -42,7 +57,56 @@ pub fn check_all(s: &State) -> Result<(), Violation> {
     no_overcommit(s)?;
     nodes_and_jobs_agree(s)?;
     counts_add_up(s)?;
-    array_limits_hold(s)
+    array_limits_hold(s)?;
+    gres_not_over_granted(s)?;
+    licenses_never_over_granted(s)
+}
+
+/// Each unit of a generic resource is held by at most one task, and marked taken.
+pub fn gres_not_over_granted(s: &State) -> Result<(), Violation> {
+    for (id, n) in s.nodes.iter().enumerate() {
+        let mut seen = BTreeSet::new();
+        for key in n.running.keys() {
+            let Some(rt) = s.running_task(*key) else { continue };
+            for (pool, units) in &rt.gres {
+                for &unit in units {
+                    let free = n.gres.get(pool).and_then(|p| p.free.get(unit as usize)).copied();
+                    if !seen.insert((pool.clone(), unit)) || free != Some(false) {
+                        return Err(Violation::GresTwice {
+                            node: id as NodeId,
+                            pool: pool.clone(),
+                            unit,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Licenses in use are exactly those of tasks holding resources, and never above the
+/// configured counts.
+pub fn licenses_never_over_granted(s: &State) -> Result<(), Violation> {
+    let mut held = std::collections::BTreeMap::<String, u64>::new();
+    for j in s.jobs.values() {
+        let holders = j.running.values().filter(|rt| rt.after.is_none()).count() as u64;
+        for (name, n) in &j.spec.licenses {
+            *held.entry(name.clone()).or_default() += u64::from(*n) * holders;
+        }
+    }
+    held.retain(|_, v| *v > 0);
+    let over = held
+        .iter()
+        .any(|(k, v)| *v > s.sched.licenses.get(k).copied().unwrap_or(0));
+    if held != s.licenses_used || over {
+        return Err(Violation::Licenses {
+            used: s.licenses_used.clone(),
+            held,
+            total: s.sched.licenses.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// No node runs more cpus or memory than it has, and no core is given twice. Successors

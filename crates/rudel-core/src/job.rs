@@ -38,6 +38,12 @@ pub struct JobSpec {
     #[serde(default)]
     pub constraint: Option<crate::constraint::Constraint>,
     pub user: String,
+    /// Generic resources per task (`--gres gpu:2`, `--gpus 2`): pool name → units.
+    #[serde(default)]
+    pub gres: crate::resources::GresRequest,
+    /// Cluster licenses per task (`-L matlab:2`): name → count.
+    #[serde(default)]
+    pub licenses: BTreeMap<String, u32>,
 }
 
 /// State of a task, and (aggregated) of a job.
@@ -104,6 +110,9 @@ pub struct RunningTask {
     /// The task queued to take over this one's resources.
     #[serde(default)]
     pub successor: Option<crate::ids::TaskKey>,
+    /// Units of generic resources held (tasks holding any never get successors).
+    #[serde(default)]
+    pub gres: crate::resources::GresGrant,
 }
 
 impl RunningTask {
@@ -125,6 +134,7 @@ impl RunningTask {
             kill_requested: false,
             after,
             successor: None,
+            gres: Vec::new(),
         }
     }
 }
@@ -218,6 +228,12 @@ impl Job {
         } else {
             cfg.queue_depth
         }
+    }
+
+    /// True when the job's tasks hold something a successor could not take over (generic
+    /// resources, licenses): they are never queued on agents, nor queued behind.
+    pub fn holds_counted_resources(&self) -> bool {
+        !self.spec.gres.is_empty() || !self.spec.licenses.is_empty()
     }
 
     /// True when the job is an array.

@@ -17,6 +17,7 @@ pub mod node;
 pub mod parse;
 pub mod pattern;
 pub mod query;
+pub mod resources;
 pub mod sched;
 pub mod scheduler;
 pub mod script;

@@ -47,6 +47,13 @@ pub struct State {
     /// The scheduling configuration (policy, queue depths) and its behaviour version.
     #[serde(default)]
     pub sched: SchedConfig,
+    /// Licenses held by running tasks, by name (never above `sched.licenses`).
+    #[serde(default)]
+    pub licenses_used: BTreeMap<String, u64>,
+    /// Why jobs examined by the last scheduling pass wait, where it is not plain resources
+    /// or order (those are `blocked_job` and the queue).
+    #[serde(default)]
+    pub waiting: BTreeMap<JobId, crate::sched::plan::Wait>,
     /// Shares identical job environments (a cache; not part of the replicated state).
     #[serde(skip)]
     pub envs: crate::intern::EnvInterner,
@@ -257,6 +264,16 @@ impl State {
             Ok(c) => c,
             Err(e) => return Response::Rejected { reason: e.to_string() },
         };
+        for (name, used) in &self.licenses_used {
+            let total = next.licenses.get(name).copied().unwrap_or(0);
+            if *used > total {
+                return Response::Rejected {
+                    reason: format!(
+                        "running tasks hold {used} {name} licenses: the count cannot go below that until they end"
+                    ),
+                };
+            }
+        }
         let reorder = next.order != self.sched.order;
         self.sched = next;
         if reorder {
@@ -433,14 +450,57 @@ impl State {
 
     /// With nodes known, a request no node could ever hold is refused at submit.
     fn check_fits_somewhere(&self, spec: &JobSpec) -> Result<(), String> {
+        for (name, n) in &spec.licenses {
+            let total = self.sched.licenses.get(name).copied().unwrap_or(0);
+            if total == 0 {
+                let known = self
+                    .sched
+                    .settings()
+                    .into_iter()
+                    .find(|(k, _)| *k == "licenses")
+                    .map(|(_, v)| v);
+                return Err(format!(
+                    "no license {name:?} in this cluster (licenses: {}; an admin declares them with \
+                     `rudel admin config set licenses=NAME:COUNT,...`)",
+                    known.filter(|v| !v.is_empty()).unwrap_or_else(|| "none".into())
+                ));
+            }
+            if u64::from(*n) > total {
+                return Err(format!(
+                    "the job asks for {n} {name} licenses per task; the cluster has {total}"
+                ));
+            }
+        }
         if self.nodes.is_empty() {
             return Ok(());
+        }
+        if !spec.gres.is_empty() && !self.nodes.iter().any(|n| n.could_ever_serve(&spec.gres)) {
+            let offered: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|n| !n.gres.is_empty())
+                .take(20)
+                .map(|n| {
+                    let pools: Vec<String> = n.gres.iter().map(|(k, p)| format!("{k}:{}", p.total())).collect();
+                    format!("{} [{}]", n.name, pools.join(","))
+                })
+                .collect();
+            let want: Vec<String> = spec.gres.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            return Err(format!(
+                "no node has the resources {} per task; nodes with resources: {}",
+                want.join(","),
+                if offered.is_empty() {
+                    "none".to_string()
+                } else {
+                    offered.join(" ")
+                }
+            ));
         }
         let c = spec.constraint.as_ref();
         if self
             .nodes
             .iter()
-            .any(|n| n.could_ever_fit(spec.cpus, spec.mem_bytes) && n.matches(c))
+            .any(|n| n.could_ever_fit(spec.cpus, spec.mem_bytes) && n.matches(c) && n.could_ever_serve(&spec.gres))
         {
             return Ok(());
         }
@@ -568,6 +628,7 @@ impl State {
             n.arch = reg.arch;
             n.os = reg.os;
             n.labels = reg.labels;
+            n.set_gres(&reg.gres);
             n.address = reg.address;
             n.liveness = Liveness::Up;
             n.last_seen_ms = self.now_ms;
@@ -756,6 +817,7 @@ impl State {
     /// over-commit a node.
     pub fn commit(&mut self, plan: &crate::sched::plan::Plan) -> Vec<Violation> {
         self.blocked_job = plan.blocked;
+        self.waiting.clone_from(&plan.waiting);
         plan.start.iter().filter_map(|p| self.commit_one(p).err()).collect()
     }
 
@@ -772,11 +834,14 @@ impl State {
             return Err(not_pending);
         }
         let (cpus, mem) = (job.spec.cpus, job.spec.mem_bytes);
+        let gres = job.spec.gres.clone();
+        let licenses = job.spec.licenses.clone();
         let now = self.now_ms;
         let rt = match p.behind {
             None => {
+                self.check_licenses(key, &licenses)?;
                 let node = self.nodes.get_mut(p.node as usize).ok_or(not_pending)?;
-                let Some(cores) = node.allocate(key, p.attempt, cpus, mem) else {
+                let Some((cores, grant)) = node.allocate_with_gres(key, p.attempt, cpus, mem, &gres) else {
                     return Err(Violation::OverCommit {
                         node: p.node,
                         key,
@@ -786,7 +851,12 @@ impl State {
                         mem_capacity: node.mem_bytes,
                     });
                 };
-                RunningTask::new(p.node, p.attempt, cores, mem, now, None)
+                for (name, n) in &licenses {
+                    *self.licenses_used.entry(name.clone()).or_default() += u64::from(*n);
+                }
+                let mut rt = RunningTask::new(p.node, p.attempt, cores, mem, now, None);
+                rt.gres = grant;
+                rt
             }
             Some(pred) => {
                 let (cores, pmem) = self.check_successor(key, pred, p.node)?;
@@ -801,6 +871,38 @@ impl State {
         };
         self.mark_placed(key.job, p.node, key.index, p.from_requeue, rt);
         Ok(())
+    }
+
+    /// Would granting `want` exceed a license's count?
+    fn check_licenses(&self, key: TaskKey, want: &BTreeMap<String, u32>) -> Result<(), Violation> {
+        for (name, n) in want {
+            let used = self.licenses_used.get(name).copied().unwrap_or(0);
+            let total = self.sched.licenses.get(name).copied().unwrap_or(0);
+            if used + u64::from(*n) > total {
+                return Err(Violation::LicenseOverGrant {
+                    key,
+                    license: name.clone(),
+                    used: used + u64::from(*n),
+                    total,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns the licenses a task of `job` held.
+    fn release_licenses(&mut self, job: JobId) {
+        let Some(want) = self.jobs.get(&job).map(|j| j.spec.licenses.clone()) else {
+            return;
+        };
+        for (name, n) in want {
+            if let Some(used) = self.licenses_used.get_mut(&name) {
+                *used = used.saturating_sub(u64::from(n));
+                if *used == 0 {
+                    self.licenses_used.remove(&name);
+                }
+            }
+        }
     }
 
     /// May `key` queue behind `pred` on `node`? The successor never runs alongside its
@@ -819,10 +921,16 @@ impl State {
         if p.kill_requested {
             return Err(bad("the predecessor is being killed"));
         }
+        if !p.gres.is_empty() || self.jobs.get(&pred.job).is_some_and(Job::holds_counted_resources) {
+            return Err(bad("the predecessor holds resources a successor cannot take over"));
+        }
         if self.chain_depth(pred) >= self.queue_limit(key.job, pred) {
             return Err(bad("the chain is as deep as the queue depth allows"));
         }
         let job = self.jobs.get(&key.job).ok_or(bad("no such job"))?;
+        if job.holds_counted_resources() {
+            return Err(bad("the task needs resources a predecessor cannot hand over"));
+        }
         if (job.spec.cpus as usize, job.spec.mem_bytes) != (p.cores.len(), p.mem_bytes) {
             return Err(bad("the predecessor has another shape"));
         }
@@ -900,7 +1008,9 @@ impl State {
         }
         if let Some(n) = self.nodes.get_mut(node as usize) {
             n.release(key, &rt.cores, rt.mem_bytes);
+            n.release_gres(&rt.gres);
         }
+        self.release_licenses(key.job);
     }
 
     /// Re-shares identical environments after the state was loaded from a snapshot (which

@@ -21,6 +21,10 @@ struct JobReq {
     constraint: u8,
     /// Time limit in minutes (0: none).
     minutes: u64,
+    /// GPUs per task (`gpu` pool).
+    gpus: u32,
+    /// Units of the cluster license `lic` per task.
+    lic: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -49,9 +53,11 @@ fn job_req() -> impl Strategy<Value = JobReq> {
         any::<bool>(),
         0u8..3,
         0u64..=3,
+        prop_oneof![3 => Just(0u32), 1 => 1u32..=2],
+        prop_oneof![3 => Just(0u32), 1 => 1u32..=2],
     )
         .prop_map(
-            |(cpus, mem, priority, tasks, limit, requeue, constraint, minutes)| JobReq {
+            |(cpus, mem, priority, tasks, limit, requeue, constraint, minutes, gpus, lic)| JobReq {
                 cpus,
                 mem: mem * 1024,
                 priority,
@@ -60,6 +66,8 @@ fn job_req() -> impl Strategy<Value = JobReq> {
                 requeue,
                 constraint,
                 minutes,
+                gpus,
+                lic,
             },
         )
 }
@@ -83,6 +91,16 @@ fn spec(r: &JobReq) -> JobSpec {
         mem_bytes: r.mem,
         priority: r.priority,
         time_limit_ms: r.minutes * 60_000,
+        gres: if r.gpus > 0 {
+            BTreeMap::from([("gpu".to_string(), r.gpus)])
+        } else {
+            BTreeMap::new()
+        },
+        licenses: if r.lic > 0 {
+            BTreeMap::from([("lic".to_string(), r.lic)])
+        } else {
+            BTreeMap::new()
+        },
         array: (r.tasks > 1 || r.limit.is_some()).then(|| ArraySpec {
             ranges: vec![IndexRange {
                 start: 1,
@@ -122,6 +140,11 @@ fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
                 BTreeMap::from([("gpu".to_string(), String::new())])
             } else {
                 BTreeMap::new()
+            },
+            // GPUs by size: 1 cpu -> 1, 2 -> 2, 3 -> none, 4 -> 1.
+            gres: match cpus % 3 {
+                0 => BTreeMap::new(),
+                n => BTreeMap::from([("gpu".to_string(), n)]),
             },
             running: vec![],
             // The Replace event models a machine replaced under its name by entries
@@ -234,10 +257,13 @@ fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCas
                 .as_ref()
                 .and_then(|a| a.limit)
                 .is_some_and(|l| e.running.len() as u32 >= l);
-            let could_use =
-                node.could_ever_fit(e.spec.cpus, e.spec.mem_bytes) && node.matches(e.spec.constraint.as_ref());
+            let could_use = node.could_ever_fit(e.spec.cpus, e.spec.mem_bytes)
+                && node.matches(e.spec.constraint.as_ref())
+                && node.could_ever_serve(&e.spec.gres);
+            // A job waiting for licenses holds back no node: nodes are not what it waits for.
+            let for_licenses = state.waiting.contains_key(earlier);
             prop_assert!(
-                !e.has_pending() || limited || !could_use,
+                !e.has_pending() || limited || !could_use || for_licenses,
                 "job {} got a task on {} while job {} (earlier in order, could use that node) still waits",
                 key.job,
                 node.name,
@@ -366,6 +392,8 @@ proptest! {
         for (i, (cpus, mem)) in nodes.iter().enumerate() {
             apply_ev(&mut s, &mut ended, register(&format!("n{i}"), &format!("u{i}"), *cpus, mem * 1024, now))?;
         }
+        let lic = vec![("licenses".to_string(), "lic:3".to_string())];
+        apply_ev(&mut s, &mut ended, Command::Configure { settings: lic, now_ms: now })?;
         let mut uid_gen = 100;
         let mut submitted: BTreeMap<u64, JobReq> = BTreeMap::new();
         for ev in events {
@@ -374,7 +402,8 @@ proptest! {
             match ev {
                 Event::Submit(r) => {
                     let c = spec(&r).constraint;
-                    let fits = s.nodes.iter().any(|n| n.cpus >= r.cpus && n.mem_bytes >= r.mem && n.matches(c.as_ref()));
+                    let sp = spec(&r);
+                    let fits = s.nodes.iter().any(|n| n.cpus >= r.cpus && n.mem_bytes >= r.mem && n.matches(c.as_ref()) && n.could_ever_serve(&sp.gres));
                     match apply_ev(&mut s, &mut ended, Command::Submit { request_id: String::new(), spec: spec(&r), now_ms: now })? {
                         rudel_core::Response::Submitted { job, .. } => {
                             prop_assert!(fits, "accepted a job no node can hold");
@@ -513,6 +542,8 @@ fn stale_reports_are_ignored() {
             requeue: true,
             constraint: 0,
             minutes: 0,
+            gpus: 0,
+            lic: 0,
         }),
         now_ms: 2,
     });
@@ -561,6 +592,8 @@ fn no_requeue_task_lost_ends_node_fail_and_never_reruns() {
             requeue: false,
             constraint: 0,
             minutes: 0,
+            gpus: 0,
+            lic: 0,
         }),
         now_ms: 2,
     });
@@ -584,6 +617,8 @@ fn a_million_task_array_is_small() {
             requeue: true,
             constraint: 0,
             minutes: 0,
+            gpus: 0,
+            lic: 0,
         }),
         now_ms: 2,
     });
@@ -609,6 +644,8 @@ fn deepest_queue(ms: u64) -> usize {
         requeue: true,
         constraint: 0,
         minutes: 0,
+        gpus: 0,
+        lic: 0,
     };
     s.apply(Command::Submit {
         request_id: String::new(),
@@ -657,6 +694,8 @@ fn successors_go_behind_the_shortest_chain() {
         requeue,
         constraint: 0,
         minutes: 0,
+        gpus: 0,
+        lic: 0,
     };
     let submit = |s: &mut State, requeue, now| {
         s.apply(Command::Submit {

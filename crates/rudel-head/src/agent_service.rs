@@ -169,6 +169,12 @@ impl Session {
                 os: reg.os.clone(),
                 address: peer.clone(),
                 labels: reg.labels.clone().into_iter().collect(),
+                gres: reg
+                    .gres
+                    .iter()
+                    .filter(|(k, _)| rudel_core::resources::parse_inventory(&format!("{k}=0")).is_ok())
+                    .map(|(k, v)| (k.clone(), (*v).min(rudel_core::resources::MAX_GRES_UNITS)))
+                    .collect(),
                 running: running.clone(),
                 exclusive: true,
             },
@@ -443,6 +449,8 @@ impl Session {
                     env.insert("RUDEL_JOB_NAME".into(), crate::convert::job_name(&job.spec));
                     env.insert("RUDEL_ATTEMPT".into(), attempt.to_string());
                     env.insert("RUDEL_RESTART_COUNT".into(), attempt.saturating_sub(1).to_string());
+                    // The GPUs granted to this task, by index; nothing else may use them.
+                    env.extend(rudel_core::resources::gpu_env(&rt.gres));
                     launches.push(pb::LaunchTask {
                         task: Some(to_task_ref(key, attempt)),
                         argv: job.spec.argv.clone(),

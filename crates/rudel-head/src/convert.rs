@@ -59,7 +59,11 @@ pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
                     .map_err(|e| Status::invalid_argument(e.to_string()))?,
             )
         },
+        gres: s.gres.into_iter().collect(),
+        licenses: s.licenses.into_iter().collect(),
     };
+    rudel_core::resources::check_request("resources", &spec.gres).map_err(Status::invalid_argument)?;
+    rudel_core::resources::check_request("licenses", &spec.licenses).map_err(Status::invalid_argument)?;
     rudel_core::state::validate_spec(&spec).map_err(Status::invalid_argument)?;
     Ok(spec)
 }
@@ -82,6 +86,8 @@ pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
         requeue: s.requeue,
         user: s.user.clone(),
         constraint: s.constraint.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+        gres: s.gres.clone().into_iter().collect(),
+        licenses: s.licenses.clone().into_iter().collect(),
     }
 }
 
@@ -204,6 +210,11 @@ pub fn node_info(n: &Node) -> pb::NodeInfo {
         running_tasks: n.running.len() as u32,
         address: n.address.clone(),
         labels: n.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        gres: n
+            .gres
+            .iter()
+            .map(|(k, p)| (k.clone(), format!("{}/{}", p.total() - p.available(), p.total())))
+            .collect(),
         reason: match (&n.drain, n.liveness) {
             (_, rudel_core::node::Liveness::Down) => n.down_reason.clone(),
             (Some(r), _) => r.clone(),

@@ -59,6 +59,17 @@ pub struct SubmitArgs {
     /// Run only on nodes matching this expression, e.g. 'gpu && rack==a', 'mem>=64G || !slow'.
     #[arg(short = 'C', long, value_name = "EXPR")]
     pub constraint: Option<String>,
+    /// GPUs per task: the task gets that many GPUs of its node to itself, named by
+    /// CUDA_VISIBLE_DEVICES (and ROCR_VISIBLE_DEVICES, GPU_DEVICE_ORDINAL, RUDEL_GPUS).
+    #[arg(short = 'G', long, value_name = "N")]
+    pub gpus: Option<u32>,
+    /// Generic resources per task, Slurm's form: gpu:2, gpu:a100:1, fpga (1), a,b.
+    #[arg(long, value_name = "NAME[:TYPE][:N],...")]
+    pub gres: Option<String>,
+    /// Cluster licenses per task, e.g. matlab:2,ansys (declared by an admin:
+    /// `rudel admin config set licenses=matlab:10`); the task waits until they are free.
+    #[arg(short = 'L', long, value_name = "NAME[:N],...")]
+    pub licenses: Option<String>,
     /// Client request id (letters, digits and . _ : @ + -; at most 256): a submit repeated
     /// with the same id returns the job of the first one instead of creating a second.
     /// Default: a fresh id. When a submit's outcome is unknown, rudel prints the command
@@ -112,6 +123,9 @@ fn merge(earlier: SubmitArgs, later: SubmitArgs) -> SubmitArgs {
         },
         request_id: later.request_id.or(earlier.request_id),
         constraint: later.constraint.or(earlier.constraint),
+        gpus: later.gpus.or(earlier.gpus),
+        gres: later.gres.or(earlier.gres),
+        licenses: later.licenses.or(earlier.licenses),
         json: later.json || earlier.json,
         command: later.command,
     }
@@ -218,11 +232,40 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
         requeue: !a.no_requeue,
         user: user_name(),
         constraint,
+        gres: gres_request(&a)?.into_iter().collect(),
+        licenses: match &a.licenses {
+            Some(l) => rudel_core::resources::parse_licenses(l)
+                .map_err(|e| usage(format!("--licenses: {e}")))?
+                .into_iter()
+                .collect(),
+            None => Default::default(),
+        },
     };
     // The head checks the same (a gRPC client may bypass this CLI); checking here too
     // means a spec that could never run is not even sent.
     check_spec(&rudel_head::convert::pb_text(&spec)).map_err(usage)?;
     Ok((spec, a))
+}
+
+/// `--gres` and `--gpus` as one per-task request.
+fn gres_request(a: &SubmitArgs) -> Result<rudel_core::resources::GresRequest, Failure> {
+    let mut req = match &a.gres {
+        Some(g) => rudel_core::resources::parse_gres(g).map_err(|e| usage(format!("--gres: {e}")))?,
+        None => Default::default(),
+    };
+    if let Some(n) = a.gpus {
+        if n == 0 || n > rudel_core::resources::MAX_GRES_UNITS {
+            return Err(usage(format!(
+                "--gpus: give 1 to {} GPUs per task",
+                rudel_core::resources::MAX_GRES_UNITS
+            )));
+        }
+        if req.keys().any(|k| rudel_core::resources::serves(k, "gpu")) {
+            return Err(usage("give GPUs with --gpus or with --gres gpu:N, not both"));
+        }
+        req.insert("gpu".into(), n);
+    }
+    Ok(req)
 }
 
 /// Checks the values given as options (on the command line or on one directive line)

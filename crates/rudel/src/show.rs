@@ -430,6 +430,7 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
                     "running_tasks": n.running_tasks, "version": n.version, "arch": n.arch, "os": n.os,
                     "last_seen_ms": n.last_seen_ms, "address": n.address, "reason": n.reason,
                     "labels": n.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                    "gres": gres_json(n),
                 })
             })
             .collect();
@@ -446,17 +447,30 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
         }
     };
     let cw = r.nodes.iter().map(|n| contain(n).len()).max().unwrap_or(0).max(11);
+    let gw = r.nodes.iter().map(|n| gres_text(n).len()).max().unwrap_or(0).max(4);
     println!(
-        "{:<20} {:<11} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} REASON",
-        "NODE", "STATE", "CPUS", "MEM", "MEMLIMIT", "TASKS", "VERSION", "ARCH", "LAST_SEEN", "LABELS", "CONTAINMENT"
+        "{:<20} {:<11} {:>9} {:>15} {:<gw$} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} REASON",
+        "NODE",
+        "STATE",
+        "CPUS",
+        "MEM",
+        "GRES",
+        "MEMLIMIT",
+        "TASKS",
+        "VERSION",
+        "ARCH",
+        "LAST_SEEN",
+        "LABELS",
+        "CONTAINMENT"
     );
     for n in &r.nodes {
         println!(
-            "{:<20} {:<11} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} {}",
+            "{:<20} {:<11} {:>9} {:>15} {:<gw$} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} {}",
             truncate(&n.name, 20),
             n.state,
             format!("{}/{}", n.cpus_used, n.cpus),
             format!("{}/{}", format_size(n.mem_used), format_size(n.mem_bytes)),
+            gres_text(n),
             n.mem_enforcement,
             n.running_tasks,
             n.version,
@@ -480,4 +494,29 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
         );
     }
     Ok(0)
+}
+
+/// Generic resources of a node as `gpu:1/4,fpga:0/1` (used/total), `-` for none.
+fn gres_text(n: &pb::NodeInfo) -> String {
+    let mut g: Vec<String> = n.gres.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    g.sort();
+    if g.is_empty() {
+        "-".into()
+    } else {
+        g.join(",")
+    }
+}
+
+/// Generic resources of a node as JSON: {"gpu": {"used": 1, "total": 4}}.
+fn gres_json(n: &pb::NodeInfo) -> Value {
+    let m: serde_json::Map<String, Value> = n
+        .gres
+        .iter()
+        .map(|(k, v)| {
+            let (used, total) = v.split_once('/').unwrap_or(("0", v));
+            let num = |s: &str| s.parse::<u64>().unwrap_or(0);
+            (k.clone(), json!({"used": num(used), "total": num(total)}))
+        })
+        .collect();
+    Value::Object(m)
 }

@@ -29,6 +29,8 @@ pub struct SchedConfig {
     /// The same for jobs whose tasks are short (they end before a report can go through the
     /// log and a new task come back).
     pub short_queue_depth: u32,
+    /// Cluster-wide licenses: name → how many may be held at once (`-L matlab:2` takes 2).
+    pub licenses: std::collections::BTreeMap<String, u64>,
 }
 
 impl Default for SchedConfig {
@@ -38,6 +40,7 @@ impl Default for SchedConfig {
             order: Order::Priority,
             queue_depth: 2,
             short_queue_depth: MAX_QUEUED_PER_SLOT,
+            licenses: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -68,7 +71,7 @@ pub enum ConfigError {
 
 impl SchedConfig {
     /// Setting names, in display order.
-    pub const KEYS: [&'static str; 4] = ["version", "order", "queue_depth", "short_queue_depth"];
+    pub const KEYS: [&'static str; 5] = ["version", "order", "queue_depth", "short_queue_depth", "licenses"];
 
     /// Refuses a configuration this build cannot run.
     pub fn check_supported(&self) -> Result<(), ConfigError> {
@@ -118,6 +121,18 @@ impl SchedConfig {
                     c.short_queue_depth = v;
                 }
             }
+            "licenses" => {
+                let expected = || "NAME:COUNT[,NAME:COUNT...] (e.g. matlab:10,ansys:2), or empty for none".to_string();
+                c.licenses = if value.trim().is_empty() {
+                    std::collections::BTreeMap::new()
+                } else {
+                    crate::resources::parse_licenses(value)
+                        .map_err(|_| bad(expected()))?
+                        .into_iter()
+                        .map(|(k, v)| (k, u64::from(v)))
+                        .collect()
+                };
+            }
             _ => return Err(ConfigError::UnknownKey { key: key.to_string() }),
         }
         Ok(c)
@@ -138,6 +153,14 @@ impl SchedConfig {
             ("order", self.order.as_str().to_string()),
             ("queue_depth", self.queue_depth.to_string()),
             ("short_queue_depth", self.short_queue_depth.to_string()),
+            (
+                "licenses",
+                self.licenses
+                    .iter()
+                    .map(|(k, v)| format!("{k}:{v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
         ]
     }
 }

@@ -18,7 +18,9 @@ use crate::constraint::Constraint;
 use crate::ids::{JobId, NodeId, TaskKey};
 use crate::job::Job;
 use crate::node::Node;
+use crate::resources::{choose_pools, GresRequest};
 use crate::state::State;
+use serde::{Deserialize, Serialize};
 
 /// What one pass decided, in the order it must be committed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -27,6 +29,16 @@ pub struct Plan {
     /// The first job in the queue order that could not place a task (its nodes are
     /// reserved for it).
     pub blocked: Option<JobId>,
+    /// Jobs that wait for something other than nodes.
+    pub waiting: BTreeMap<JobId, Wait>,
+}
+
+/// Why a job waits, when it is not nodes or order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Wait {
+    /// Its licenses are all held by running tasks. It reserves no nodes meanwhile: they
+    /// are not what it waits for.
+    Licenses,
 }
 
 /// One task placed: holding free resources of `node`, or queued on the node's agent
@@ -63,6 +75,14 @@ pub fn plan(state: &State) -> Plan {
     p.plan
 }
 
+/// What a task of a job needs from a node.
+struct Shape<'j> {
+    cpus: u32,
+    mem: u64,
+    gres: &'j GresRequest,
+    constraint: Option<&'j Constraint>,
+}
+
 /// A running task with no successor: (chain depth, node, key), in the order predecessors
 /// are chosen (shortest chain first, then node and task order).
 type Tail = (u32, NodeId, TaskKey);
@@ -87,6 +107,10 @@ struct Planner<'a> {
     plan: Plan,
     /// Cpus and memory this plan took per node (the state is read-only).
     used: HashMap<NodeId, (u32, u64)>,
+    /// Units of generic resources this plan took, by (node, pool).
+    gres_used: HashMap<(NodeId, String), u32>,
+    /// Licenses this plan took.
+    licenses_used: BTreeMap<String, u64>,
     taken: HashMap<JobId, Taken>,
     /// Nodes kept for a job that could not be placed (see the module docs).
     reserved: Vec<bool>,
@@ -107,6 +131,8 @@ impl<'a> Planner<'a> {
             state,
             plan: Plan::default(),
             used: HashMap::new(),
+            gres_used: HashMap::new(),
+            licenses_used: BTreeMap::new(),
             taken: HashMap::new(),
             reserved: vec![false; state.nodes.len()],
             no_fit: Vec::new(),
@@ -119,8 +145,18 @@ impl<'a> Planner<'a> {
     /// Places as many tasks of `job` as fit. False when every node is reserved: nothing
     /// later in the order can start, so the pass ends.
     fn plan_job(&mut self, job: &Job) -> bool {
-        let (cpus, mem, requeue) = (job.spec.cpus, job.spec.mem_bytes, job.spec.requeue);
-        let constraint = job.spec.constraint.as_ref();
+        let (cpus, mem) = (job.spec.cpus, job.spec.mem_bytes);
+        // Only --requeue tasks are queued on agents: if a node is lost, a queued task may or
+        // may not have started, and a --no-requeue task must then end node_fail although it
+        // perhaps never ran. Nor are tasks holding counted resources: a successor takes over
+        // cores and memory only.
+        let queueable = job.spec.requeue && !job.holds_counted_resources();
+        let shape = Shape {
+            cpus,
+            mem,
+            gres: &job.spec.gres,
+            constraint: job.spec.constraint.as_ref(),
+        };
         let limit = job
             .spec
             .array
@@ -136,16 +172,17 @@ impl<'a> Planner<'a> {
                 return true;
             };
             let key = TaskKey { job: job.id, index };
-            let placed = match self.pick_node(cpus, mem, constraint) {
+            if !self.licenses_free(job) {
+                self.plan.waiting.insert(job.id, Wait::Licenses);
+                return true;
+            }
+            let placed = match self.pick_node(&shape) {
                 Some(node) => {
-                    self.hold(key, attempt, node, cpus, mem, from_requeue);
+                    self.hold(key, attempt, node, job, from_requeue, queueable);
                     true
                 }
-                // Only --requeue tasks are queued on agents: if a node is lost, a queued task
-                // may or may not have started, and a --no-requeue task must then end node_fail
-                // although it perhaps never ran.
-                None if !requeue => false,
-                None => match self.pick_predecessor(job.id, cpus, mem, constraint) {
+                None if !queueable => false,
+                None => match self.pick_predecessor(job.id, cpus, mem, shape.constraint) {
                     Some((depth, pred)) => {
                         self.queue_behind(key, attempt, pred, depth, cpus, mem, from_requeue);
                         true
@@ -156,7 +193,7 @@ impl<'a> Planner<'a> {
             if !placed {
                 self.plan.blocked.get_or_insert(job.id);
                 for (i, n) in self.state.nodes.iter().enumerate() {
-                    if n.could_ever_fit(cpus, mem) && n.matches(constraint) {
+                    if n.could_ever_fit(cpus, mem) && n.matches(shape.constraint) && n.could_ever_serve(shape.gres) {
                         self.reserved[i] = true;
                     }
                 }
@@ -178,16 +215,42 @@ impl<'a> Planner<'a> {
         (n.cpus_free().saturating_sub(c), n.mem_free().saturating_sub(m))
     }
 
-    fn fits(&self, id: NodeId, cpus: u32, mem: u64, c: Option<&Constraint>) -> bool {
+    fn fits(&self, id: NodeId, t: &Shape) -> bool {
         let Some(n) = self.state.nodes.get(id as usize) else {
             return false;
         };
         let (fc, fm) = self.free_on(id, n);
-        !self.reserved[id as usize] && n.takes_work() && fc >= cpus && fm >= mem && n.matches(c)
+        !self.reserved[id as usize]
+            && n.takes_work()
+            && fc >= t.cpus
+            && fm >= t.mem
+            && n.matches(t.constraint)
+            && (t.gres.is_empty() || self.gres_choice(id, n, t.gres).is_some())
     }
 
-    fn pick_node(&mut self, cpus: u32, mem: u64, c: Option<&Constraint>) -> Option<NodeId> {
-        if c.is_none() && self.no_fit.iter().any(|&(nc, nm)| cpus >= nc && mem >= nm) {
+    /// The pools of `n` that would serve `req` after what this plan took.
+    fn gres_choice(&self, id: NodeId, n: &Node, req: &GresRequest) -> Option<Vec<(String, u32)>> {
+        choose_pools(&n.gres, req, |pool| {
+            self.gres_used.get(&(id, pool.to_string())).copied().unwrap_or(0)
+        })
+    }
+
+    /// True when the job's licenses for one more task are free.
+    fn licenses_free(&self, job: &Job) -> bool {
+        job.spec.licenses.iter().all(|(name, n)| {
+            let used = self.state.licenses_used.get(name).copied().unwrap_or(0)
+                + self.licenses_used.get(name).copied().unwrap_or(0);
+            let total = self.state.sched.licenses.get(name).copied().unwrap_or(0);
+            used + u64::from(*n) <= total
+        })
+    }
+
+    fn pick_node(&mut self, t: &Shape) -> Option<NodeId> {
+        let (cpus, mem) = (t.cpus, t.mem);
+        // The no-fit cache holds only plain requests: a constraint or a generic resource
+        // makes a request fit fewer nodes, not more.
+        let plain = t.constraint.is_none() && t.gres.is_empty();
+        if plain && self.no_fit.iter().any(|&(nc, nm)| cpus >= nc && mem >= nm) {
             return None;
         }
         self.node_picks += 1;
@@ -200,11 +263,11 @@ impl<'a> Planner<'a> {
             Some(free) => free
                 .iter()
                 .take_while(|(Reverse(f), _)| *f >= cpus)
-                .find(|&&(_, id)| self.fits(id, cpus, mem, c))
+                .find(|&&(_, id)| self.fits(id, t))
                 .map(|&(_, id)| id),
-            None => self.scan_for_node(cpus, mem, c),
+            None => self.scan_for_node(t),
         };
-        if found.is_none() && c.is_none() {
+        if found.is_none() && plain {
             self.no_fit.push((cpus, mem));
         }
         found
@@ -212,11 +275,11 @@ impl<'a> Planner<'a> {
 
     /// The node with the most free cpus that fits the task now (ties: lowest id),
     /// spreading work over the cluster.
-    fn scan_for_node(&self, cpus: u32, mem: u64, c: Option<&Constraint>) -> Option<NodeId> {
+    fn scan_for_node(&self, t: &Shape) -> Option<NodeId> {
         let mut best: Option<(u32, NodeId)> = None;
         for (i, n) in self.state.nodes.iter().enumerate() {
             let id = i as NodeId;
-            if self.fits(id, cpus, mem, c) {
+            if self.fits(id, t) {
                 let free = self.free_on(id, n).0;
                 if best.is_none_or(|(b, _)| free > b) {
                     best = Some((free, id));
@@ -238,8 +301,18 @@ impl<'a> Planner<'a> {
             .collect()
     }
 
-    /// Places a task on free resources of `node`; the new holder is a tail of depth 0.
-    fn hold(&mut self, key: TaskKey, attempt: u32, node: NodeId, cpus: u32, mem: u64, from_requeue: bool) {
+    /// Places a task on free resources of `node`; the new holder is a tail of depth 0 if
+    /// a successor may queue behind it.
+    fn hold(&mut self, key: TaskKey, attempt: u32, node: NodeId, job: &Job, from_requeue: bool, queueable: bool) {
+        let (cpus, mem) = (job.spec.cpus, job.spec.mem_bytes);
+        if let Some(n) = self.state.nodes.get(node as usize) {
+            for (pool, units) in self.gres_choice(node, n, &job.spec.gres).unwrap_or_default() {
+                *self.gres_used.entry((node, pool)).or_default() += units;
+            }
+        }
+        for (name, n) in &job.spec.licenses {
+            *self.licenses_used.entry(name.clone()).or_default() += u64::from(*n);
+        }
         let before = self
             .state
             .nodes
@@ -255,7 +328,7 @@ impl<'a> Planner<'a> {
                 free.insert((Reverse(now), node));
             }
         }
-        if let Some(tails) = self.tails.as_mut() {
+        if let Some(tails) = self.tails.as_mut().filter(|_| queueable) {
             tails.entry((cpus, mem)).or_default().insert((0, node, key));
         }
         self.plan.start.push(Placement {
@@ -334,6 +407,9 @@ impl Planner<'_> {
             let Some(job) = self.state.jobs.get(&p.key.job) else {
                 continue;
             };
+            if job.holds_counted_resources() {
+                continue;
+            }
             let shape = (job.spec.cpus, job.spec.mem_bytes);
             tails.entry(shape).or_default().insert((0, p.node, p.key));
         }
@@ -361,7 +437,8 @@ fn all_tails(state: &State) -> BTreeMap<(u32, u64), BTreeSet<Tail>> {
     for (id, n) in state.nodes.iter().enumerate() {
         for key in n.running.keys() {
             let Some(rt) = state.running_task(*key) else { continue };
-            if rt.successor.is_some() || rt.kill_requested {
+            let counted = state.jobs.get(&key.job).is_some_and(Job::holds_counted_resources);
+            if rt.successor.is_some() || rt.kill_requested || counted {
                 continue;
             }
             tails.entry((rt.cores.len() as u32, rt.mem_bytes)).or_default().insert((
@@ -456,7 +533,7 @@ mod tests {
                 behind: None,
                 from_requeue: false,
             }],
-            blocked: None,
+            ..Plan::default()
         };
         let v = s.commit(&over);
         assert!(matches!(v.as_slice(), [Violation::OverCommit { .. }]), "{v:?}");
@@ -471,7 +548,7 @@ mod tests {
                 behind: None,
                 from_requeue: false,
             }],
-            blocked: None,
+            ..Plan::default()
         };
         let v = s.commit(&twice);
         assert!(matches!(v.as_slice(), [Violation::NotPending { .. }]), "{v:?}");
@@ -484,7 +561,7 @@ mod tests {
                 behind: Some(TaskKey { job: 999, index: 0 }),
                 from_requeue: false,
             }],
-            blocked: None,
+            ..Plan::default()
         };
         let v = s.commit(&behind);
         assert!(matches!(v.as_slice(), [Violation::BadSuccessor { .. }]), "{v:?}");
