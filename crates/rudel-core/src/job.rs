@@ -44,6 +44,10 @@ pub struct JobSpec {
     /// Cluster licenses per task (`-L matlab:2`): name → count.
     #[serde(default)]
     pub licenses: BTreeMap<String, u32>,
+    /// Partitions the job may run in, comma-separated, first preferred; resolved at
+    /// submit (empty asks for the default partition).
+    #[serde(default)]
+    pub partition: String,
 }
 
 /// State of a task, and (aggregated) of a job.

@@ -274,36 +274,57 @@ impl State {
                 };
             }
         }
-        let reorder = next.order != self.sched.order;
+        if let Some(reason) = self.partitions_in_use(&next) {
+            return Response::Rejected { reason };
+        }
+        let reorder = next.order != self.sched.order || next.partitions != self.sched.partitions;
         self.sched = next;
         if reorder {
-            let waiting: Vec<JobId> = self.queue.iter().map(|&(_, id)| id).collect();
+            let waiting: Vec<JobId> = self.queue.iter().map(|&(_, _, id)| id).collect();
             self.queue.clear();
             for id in waiting {
                 self.enqueue(id);
             }
         }
         Response::Configured {
-            settings: self
-                .sched
-                .settings()
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            settings: self.sched.all_settings(),
         }
+    }
+
+    /// A partition unfinished jobs name must still exist under `next` (the implicit
+    /// default partition exists while none is configured): their jobs would wait forever.
+    fn partitions_in_use(&self, next: &SchedConfig) -> Option<String> {
+        let exists = |name: &str| {
+            if next.partitions.is_empty() {
+                name == crate::sched::DEFAULT_PARTITION
+            } else {
+                next.partitions.contains_key(name)
+            }
+        };
+        let mut missing: BTreeMap<&str, u64> = BTreeMap::new();
+        for j in self.jobs.values().filter(|j| !j.is_finished()) {
+            for p in j.spec.partition.split(',').filter(|p| !p.is_empty() && !exists(p)) {
+                *missing.entry(p).or_default() += 1;
+            }
+        }
+        let (name, jobs) = missing.into_iter().next()?;
+        Some(format!(
+            "partition {name} still has {jobs} unfinished jobs: keep it (state=drain stops new ones) \
+             until they end, or cancel them"
+        ))
     }
 
     /// Puts a job with pending tasks into the queue at its place in the configured order.
     pub(crate) fn enqueue(&mut self, id: JobId) {
         if let Some(job) = self.jobs.get(&id) {
-            self.queue.insert(self.sched.order.key(job));
+            self.queue.insert(self.sched.queue_key(job));
         }
     }
 
     /// Takes a job out of the queue.
     pub(crate) fn dequeue(&mut self, id: JobId) {
         if let Some(job) = self.jobs.get(&id) {
-            self.queue.remove(&self.sched.order.key(job));
+            self.queue.remove(&self.sched.queue_key(job));
         }
     }
 
@@ -420,6 +441,10 @@ impl State {
         if let Err(reason) = validate_spec(&spec) {
             return Response::Rejected { reason };
         }
+        let spec = match self.place_in_partitions(spec) {
+            Ok(s) => s,
+            Err(reason) => return Response::Rejected { reason },
+        };
         if let Err(reason) = self.check_fits_somewhere(&spec) {
             return Response::Rejected { reason };
         }
@@ -448,6 +473,62 @@ impl State {
         }
     }
 
+    /// Resolves the partitions a job asked for and gives it their defaults: the time limit
+    /// (the first partition's default, else its maximum) and the memory per cpu. A
+    /// partition whose maximum time the job exceeds is dropped from its list; none left is
+    /// an error.
+    fn place_in_partitions(&self, mut spec: JobSpec) -> Result<JobSpec, String> {
+        let names = self.sched.resolve_partitions(&spec.partition)?;
+        if let Some(first) = names.first().and_then(|n| self.sched.partitions.get(n)) {
+            if spec.time_limit_ms == 0 {
+                spec.time_limit_ms = if first.default_time_ms > 0 {
+                    first.default_time_ms
+                } else {
+                    first.max_time_ms
+                };
+            }
+            if spec.mem_bytes == 0 {
+                spec.mem_bytes = first.default_mem_per_cpu.saturating_mul(u64::from(spec.cpus));
+            }
+        }
+        let t = spec.time_limit_ms;
+        let fits_time = |n: &String| {
+            self.sched
+                .partitions
+                .get(n)
+                .is_none_or(|p| p.max_time_ms == 0 || (t > 0 && t <= p.max_time_ms))
+        };
+        let kept: Vec<String> = names.iter().filter(|n| fits_time(n)).cloned().collect();
+        if kept.is_empty() {
+            let limits: Vec<String> = names
+                .iter()
+                .filter_map(|n| self.sched.partitions.get(n).map(|p| (n, p.max_time_ms)))
+                .map(|(n, m)| format!("{n}: {}", crate::parse::format_duration(m)))
+                .collect();
+            return Err(format!(
+                "the time limit {} is longer than the partition allows ({}); ask for less with --time",
+                if t == 0 {
+                    "unlimited".to_string()
+                } else {
+                    crate::parse::format_duration(t)
+                },
+                limits.join(", ")
+            ));
+        }
+        spec.partition = kept.join(",");
+        Ok(spec)
+    }
+
+    /// True when `n` is in one of the partitions of `spec` (resolved at submit).
+    pub fn in_partitions(&self, spec: &JobSpec, n: &Node) -> bool {
+        self.sched.partitions.is_empty()
+            || spec
+                .partition
+                .split(',')
+                .filter_map(|p| self.sched.partitions.get(p))
+                .any(|p| p.contains(n))
+    }
+
     /// With nodes known, a request no node could ever hold is refused at submit.
     fn check_fits_somewhere(&self, spec: &JobSpec) -> Result<(), String> {
         for (name, n) in &spec.licenses {
@@ -474,6 +555,9 @@ impl State {
         if self.nodes.is_empty() {
             return Ok(());
         }
+        if !self.nodes.iter().any(|n| self.in_partitions(spec, n)) {
+            return Err(format!("partition {} has no nodes (yet)", spec.partition));
+        }
         if !spec.gres.is_empty() && !self.nodes.iter().any(|n| n.could_ever_serve(&spec.gres)) {
             let offered: Vec<String> = self
                 .nodes
@@ -497,11 +581,12 @@ impl State {
             ));
         }
         let c = spec.constraint.as_ref();
-        if self
-            .nodes
-            .iter()
-            .any(|n| n.could_ever_fit(spec.cpus, spec.mem_bytes) && n.matches(c) && n.could_ever_serve(&spec.gres))
-        {
+        if self.nodes.iter().any(|n| {
+            n.could_ever_fit(spec.cpus, spec.mem_bytes)
+                && n.matches(c)
+                && n.could_ever_serve(&spec.gres)
+                && self.in_partitions(spec, n)
+        }) {
             return Ok(());
         }
         if let Some(c) = c {
@@ -553,7 +638,7 @@ impl State {
             job.move_counts(TaskState::Pending, TaskState::Cancelled, pending);
             job.next_position = job.total;
             job.requeued.clear();
-            let key = self.sched.order.key(job);
+            let key = self.sched.queue_key(job);
             self.queue.remove(&key);
             let mut kills = Vec::new();
             for (&index, rt) in job.running.iter_mut() {
@@ -930,6 +1015,13 @@ impl State {
         let job = self.jobs.get(&key.job).ok_or(bad("no such job"))?;
         if job.holds_counted_resources() {
             return Err(bad("the task needs resources a predecessor cannot hand over"));
+        }
+        if !self
+            .nodes
+            .get(node as usize)
+            .is_some_and(|n| self.in_partitions(&job.spec, n))
+        {
+            return Err(bad("the node is not in the task's partitions"));
         }
         if (job.spec.cpus as usize, job.spec.mem_bytes) != (p.cores.len(), p.mem_bytes) {
             return Err(bad("the predecessor has another shape"));

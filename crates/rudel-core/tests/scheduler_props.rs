@@ -41,6 +41,8 @@ enum Event {
     Drain(usize, bool),
     /// An admin switches to queue order n and sets the successor queue depth.
     Configure(usize, u32),
+    /// An admin points partition `batch` at node set n (0: all, 1: gpu, 2: !gpu), up or down.
+    Partition(usize, bool),
 }
 
 fn job_req() -> impl Strategy<Value = JobReq> {
@@ -81,6 +83,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => any::<usize>().prop_map(Event::Forget),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(i, d)| Event::Drain(i, d)),
         1 => (0usize..3, 0u32..=3).prop_map(|(o, d)| Event::Configure(o, d)),
+        1 => (0usize..3, prop_oneof![4 => Just(true), 1 => Just(false)]).prop_map(|(n, up)| Event::Partition(n, up)),
     ]
 }
 
@@ -158,9 +161,9 @@ fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
 /// The jobs' scheduling order: (priority desc, id asc).
 /// Job ids in the configured queue order.
 fn order(state: &State) -> Vec<u64> {
-    let mut ids: Vec<_> = state.jobs.values().map(|j| state.sched.order.key(j)).collect();
+    let mut ids: Vec<_> = state.jobs.values().map(|j| state.sched.queue_key(j)).collect();
     ids.sort();
-    ids.into_iter().map(|(_, id)| id).collect()
+    ids.into_iter().map(|(_, _, id)| id).collect()
 }
 
 fn placed_tasks(state: &State) -> BTreeSet<(TaskKey, u32)> {
@@ -235,11 +238,29 @@ fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCas
     // could use, an earlier job (in scheduling order) that still waits and is not held back
     // by its own array limit.
     let now = placed_tasks(state);
-    // Nothing new is placed on a drained node.
+    // Nothing new is placed on a drained node, outside the job's partitions or in a
+    // partition that is down.
     for (key, _) in now.difference(before) {
         if let Some(rt) = state.running_task(*key) {
             let n = &state.nodes[rt.node as usize];
             prop_assert!(n.drain.is_none(), "task {} placed on drained node {}", key, n.name);
+            let spec = &state.jobs[&key.job].spec;
+            prop_assert!(
+                state.in_partitions(spec, n),
+                "task {} placed outside its partitions on {}",
+                key,
+                n.name
+            );
+            let down = spec
+                .partition
+                .split(',')
+                .filter_map(|p| state.sched.partitions.get(p))
+                .all(|p| p.state == rudel_core::sched::PartitionState::Down);
+            prop_assert!(
+                state.sched.partitions.is_empty() || !down,
+                "task {} placed in a down partition",
+                key
+            );
         }
     }
     // The configured order (priority, FIFO or SJF): a task placed in this step never
@@ -402,8 +423,9 @@ proptest! {
             match ev {
                 Event::Submit(r) => {
                     let c = spec(&r).constraint;
-                    let sp = spec(&r);
-                    let fits = s.nodes.iter().any(|n| n.cpus >= r.cpus && n.mem_bytes >= r.mem && n.matches(c.as_ref()) && n.could_ever_serve(&sp.gres));
+                    let mut sp = spec(&r);
+                    sp.partition = "batch".into();
+                    let fits = s.nodes.iter().any(|n| n.cpus >= r.cpus && n.mem_bytes >= r.mem && n.matches(c.as_ref()) && n.could_ever_serve(&sp.gres) && s.in_partitions(&sp, n));
                     match apply_ev(&mut s, &mut ended, Command::Submit { request_id: String::new(), spec: spec(&r), now_ms: now })? {
                         rudel_core::Response::Submitted { job, .. } => {
                             prop_assert!(fits, "accepted a job no node can hold");
@@ -434,9 +456,17 @@ proptest! {
                     let r = apply_ev(&mut s, &mut ended, Command::Configure { settings, now_ms: now })?;
                     prop_assert!(matches!(r, Response::Configured { .. }), "{:?}", r);
                     prop_assert_eq!((s.sched.order, s.sched.queue_depth), (o, depth));
-                    let mut keys: Vec<_> = s.jobs.values().filter(|j| j.has_pending()).map(|j| o.key(j)).collect();
+                    let mut keys: Vec<_> = s.jobs.values().filter(|j| j.has_pending()).map(|j| s.sched.queue_key(j)).collect();
                     keys.sort();
                     prop_assert_eq!(s.queue.iter().copied().collect::<Vec<_>>(), keys, "the queue is re-sorted");
+                }
+                Event::Partition(n, up) => {
+                    let nodes = ["ALL", "gpu", "!gpu"][n];
+                    let state = if up { "up" } else { "down" };
+                    let value = format!("nodes={nodes};default=yes;state={state}");
+                    let cmd = Command::Configure { settings: vec![("partition.batch".into(), value)], now_ms: now };
+                    let r = apply_ev(&mut s, &mut ended, cmd)?;
+                    prop_assert!(matches!(r, Response::Configured { .. }), "{:?}", r);
                 }
                 Event::Drain(i, drain) => {
                     let name = s.nodes[i % s.nodes.len()].name.clone();
@@ -469,6 +499,8 @@ proptest! {
             check(&s, &before)?;
         }
         // Every node takes work again, so everything can finish.
+        let all = vec![("partition.batch".to_string(), "nodes=ALL;default=yes;state=up".to_string())];
+        apply_ev(&mut s, &mut ended, Command::Configure { settings: all, now_ms: now })?;
         let names: Vec<String> = s.nodes.iter().map(|n| n.name.clone()).collect();
         apply_ev(&mut s, &mut ended, Command::Resume { nodes: names, now_ms: now })?;
         // Liveness: let every task finish; everything reaches a terminal state.

@@ -490,6 +490,14 @@ impl pb::rudel_server::Rudel for ClientService {
             .map(tonic::Response::new)
     }
 
+    async fn list_partitions(
+        &self,
+        _req: Request<pb::ListPartitionsRequest>,
+    ) -> Result<tonic::Response<pb::ListPartitionsResponse>, Status> {
+        let r = crate::sched_config::partitions(&self.shared.read().state);
+        Ok(tonic::Response::new(r))
+    }
+
     async fn campaign(
         &self,
         req: Request<pb::CampaignRequest>,

@@ -61,6 +61,7 @@ pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
         },
         gres: s.gres.into_iter().collect(),
         licenses: s.licenses.into_iter().collect(),
+        partition: s.partition,
     };
     rudel_core::resources::check_request("resources", &spec.gres).map_err(Status::invalid_argument)?;
     rudel_core::resources::check_request("licenses", &spec.licenses).map_err(Status::invalid_argument)?;
@@ -88,6 +89,7 @@ pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
         constraint: s.constraint.as_ref().map(|c| c.to_string()).unwrap_or_default(),
         gres: s.gres.clone().into_iter().collect(),
         licenses: s.licenses.clone().into_iter().collect(),
+        partition: s.partition.clone(),
     }
 }
 

@@ -7,6 +7,7 @@ mod exec;
 mod follow;
 mod node_cmd;
 mod opts;
+mod partitions_cmd;
 mod show;
 mod tokens;
 
@@ -67,6 +68,8 @@ enum Cmd {
     Logs(follow::LogsArgs),
     /// List compute nodes and their resources.
     Nodes(show::NodesArgs),
+    /// List partitions (queues): state, tier, nodes, limits, load; `*` marks the default.
+    Partitions(partitions_cmd::PartitionsArgs),
     /// Stop placing new work on nodes; running work finishes (state draining, then drained).
     Drain(show::DrainArgs),
     /// Let drained nodes take work again.
@@ -149,6 +152,7 @@ fn main() -> ExitCode {
             Cmd::Wait(a) => follow::wait(a, &head).await,
             Cmd::Logs(a) => follow::logs(a, &head).await,
             Cmd::Nodes(a) => show::nodes(a, &head).await,
+            Cmd::Partitions(a) => partitions_cmd::partitions(a, &head).await,
             Cmd::Drain(a) => show::drain(a, &head).await,
             Cmd::Resume(a) => show::resume(a, &head).await,
             Cmd::Node(a) => node_cmd::node(a, &head).await,

@@ -70,6 +70,10 @@ pub struct SubmitArgs {
     /// `rudel admin config set licenses=matlab:10`); the task waits until they are free.
     #[arg(short = 'L', long, value_name = "NAME[:N],...")]
     pub licenses: Option<String>,
+    /// Partitions the job may run in, first preferred (default: the default partition;
+    /// `rudel partitions` lists them). Their defaults apply: time limit, memory per cpu.
+    #[arg(short = 'p', long, value_name = "NAME[,NAME...]")]
+    pub partition: Option<String>,
     /// Client request id (letters, digits and . _ : @ + -; at most 256): a submit repeated
     /// with the same id returns the job of the first one instead of creating a second.
     /// Default: a fresh id. When a submit's outcome is unknown, rudel prints the command
@@ -126,6 +130,7 @@ fn merge(earlier: SubmitArgs, later: SubmitArgs) -> SubmitArgs {
         gpus: later.gpus.or(earlier.gpus),
         gres: later.gres.or(earlier.gres),
         licenses: later.licenses.or(earlier.licenses),
+        partition: later.partition.or(earlier.partition),
         json: later.json || earlier.json,
         command: later.command,
     }
@@ -240,6 +245,7 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
                 .collect(),
             None => Default::default(),
         },
+        partition: a.partition.clone().unwrap_or_default(),
     };
     // The head checks the same (a gRPC client may bypass this CLI); checking here too
     // means a spec that could never run is not even sent.

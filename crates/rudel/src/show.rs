@@ -131,6 +131,9 @@ pub fn job_json(j: &pb::JobInfo) -> Value {
         "array": spec.array,
         "requeue": spec.requeue,
         "constraint": spec.constraint,
+        "partition": spec.partition,
+        "gres": spec.gres,
+        "licenses": spec.licenses,
         "chdir": spec.chdir,
         "user": spec.user,
         "output": j.output_path,
@@ -251,6 +254,14 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
     }
     if !spec.constraint.is_empty() {
         println!("  Constraint={}", spec.constraint);
+    }
+    println!("  Partition={}", spec.partition);
+    if !spec.gres.is_empty() || !spec.licenses.is_empty() {
+        let mut g: Vec<String> = spec.gres.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        g.sort();
+        let mut l: Vec<String> = spec.licenses.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        l.sort();
+        println!("  Gres={} Licenses={}", g.join(","), l.join(","));
     }
     let counts: Vec<String> = j.counts.iter().map(|c| format!("{}={}", c.state, c.count)).collect();
     println!("  Tasks: {}", counts.join(" "));

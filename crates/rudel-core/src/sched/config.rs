@@ -31,6 +31,8 @@ pub struct SchedConfig {
     pub short_queue_depth: u32,
     /// Cluster-wide licenses: name → how many may be held at once (`-L matlab:2` takes 2).
     pub licenses: std::collections::BTreeMap<String, u64>,
+    /// Partitions by name; none = every node is in [`super::DEFAULT_PARTITION`].
+    pub partitions: std::collections::BTreeMap<String, super::Partition>,
 }
 
 impl Default for SchedConfig {
@@ -41,6 +43,7 @@ impl Default for SchedConfig {
             queue_depth: 2,
             short_queue_depth: MAX_QUEUED_PER_SLOT,
             licenses: std::collections::BTreeMap::new(),
+            partitions: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -71,7 +74,14 @@ pub enum ConfigError {
 
 impl SchedConfig {
     /// Setting names, in display order.
-    pub const KEYS: [&'static str; 5] = ["version", "order", "queue_depth", "short_queue_depth", "licenses"];
+    pub const KEYS: [&'static str; 6] = [
+        "version",
+        "order",
+        "queue_depth",
+        "short_queue_depth",
+        "licenses",
+        "partition.NAME",
+    ];
 
     /// Refuses a configuration this build cannot run.
     pub fn check_supported(&self) -> Result<(), ConfigError> {
@@ -133,6 +143,18 @@ impl SchedConfig {
                         .collect()
                 };
             }
+            _ if key.starts_with("partition.") => {
+                let name = &key["partition.".len()..];
+                super::partition::check_name(name).map_err(&bad)?;
+                if value.trim().is_empty() {
+                    c.partitions.remove(name);
+                } else {
+                    let p = super::Partition::parse(value).map_err(|e| bad(format!(
+                        "{e} (form: nodes=EXPR;default=yes;state=up|drain|down;tier=N;default_time=D;max_time=D;default_mem_per_cpu=SIZE; empty removes it)"
+                    )))?;
+                    c.partitions.insert(name.to_string(), p);
+                }
+            }
             _ => return Err(ConfigError::UnknownKey { key: key.to_string() }),
         }
         Ok(c)
@@ -143,16 +165,96 @@ impl SchedConfig {
         &self,
         settings: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<SchedConfig, ConfigError> {
-        settings.into_iter().try_fold(self.clone(), |c, (k, v)| c.with(k, v))
+        let c = settings.into_iter().try_fold(self.clone(), |c, (k, v)| c.with(k, v))?;
+        let defaults: Vec<&String> = c.partitions.iter().filter(|(_, p)| p.default).map(|(n, _)| n).collect();
+        if defaults.len() > 1 {
+            return Err(ConfigError::BadValue {
+                key: "partition".into(),
+                value: defaults.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+                expected: "at most one default partition".into(),
+            });
+        }
+        Ok(c)
     }
 
-    /// (name, value) of every setting, in display order.
+    /// The partitions a job may use, resolved from what it asked (`gpu,batch`; empty: the
+    /// default partition), with the time limit and memory it gets there.
+    pub fn resolve_partitions(&self, asked: &str) -> Result<Vec<String>, String> {
+        if self.partitions.is_empty() {
+            return match asked.trim() {
+                "" | super::DEFAULT_PARTITION => Ok(vec![super::DEFAULT_PARTITION.to_string()]),
+                other => Err(format!(
+                    "no partition {other:?}: this cluster has one partition, {} (an admin adds more with \
+                     `rudel admin config set partition.NAME=nodes=EXPR`)",
+                    super::DEFAULT_PARTITION
+                )),
+            };
+        }
+        let names: Vec<String> = if asked.trim().is_empty() {
+            let d = self.partitions.iter().find(|(_, p)| p.default).map(|(n, _)| n.clone());
+            vec![d.ok_or_else(|| {
+                format!(
+                    "no partition given and no default partition; partitions: {}",
+                    self.partitions.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?]
+        } else {
+            asked
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        for n in &names {
+            match self.partitions.get(n) {
+                None => {
+                    return Err(format!(
+                        "no partition {n:?}; partitions: {}",
+                        self.partitions.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ))
+                }
+                Some(p) if p.state == super::PartitionState::Drain => {
+                    return Err(format!("partition {n} is draining: it takes no new jobs"))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(names)
+    }
+
+    /// A job's place in the queue: higher partition tiers first, then the order.
+    pub fn queue_key(&self, job: &crate::job::Job) -> super::order::QueueKey {
+        let tier = job
+            .spec
+            .partition
+            .split(',')
+            .filter_map(|p| self.partitions.get(p.trim()))
+            .map(|p| i64::from(p.tier))
+            .max()
+            .unwrap_or(0);
+        let (rank, id) = self.order.key(job);
+        (-tier, rank, id)
+    }
+
+    /// (name, value) of every setting, partitions included (`partition.NAME`).
+    pub fn all_settings(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self.settings().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        v.extend(
+            self.partitions
+                .iter()
+                .map(|(n, p)| (format!("partition.{n}"), p.to_text())),
+        );
+        v
+    }
+
+    /// (name, value) of every plain setting, in display order.
     pub fn settings(&self) -> Vec<(&'static str, String)> {
         vec![
             ("version", self.version.to_string()),
             ("order", self.order.as_str().to_string()),
             ("queue_depth", self.queue_depth.to_string()),
             ("short_queue_depth", self.short_queue_depth.to_string()),
+            // Partitions come last, one setting each (see `partition_settings`).
             (
                 "licenses",
                 self.licenses

@@ -2,7 +2,9 @@
 //! selects. The pass itself is in [`crate::scheduler`].
 pub mod config;
 pub mod order;
+pub mod partition;
 pub mod plan;
 
 pub use config::{ConfigError, SchedConfig, SCHED_VERSION};
 pub use order::Order;
+pub use partition::{Partition, PartitionState, DEFAULT_PARTITION};

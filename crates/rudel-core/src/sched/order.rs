@@ -19,9 +19,10 @@ pub enum Order {
     Sjf,
 }
 
-/// Position of a job in the queue: smaller first. Computed from fields that do not change
-/// while the job waits, so a key stored in the queue stays valid.
-pub type QueueKey = (i64, JobId);
+/// Position of a job in the queue: smaller first: (-partition tier, the order's rank, id).
+/// Computed from fields that do not change while the job waits (the queue is rebuilt when
+/// the configuration changes), so a key stored in the queue stays valid.
+pub type QueueKey = (i64, i64, JobId);
 
 impl Order {
     /// Every order, for help texts and errors.
@@ -39,8 +40,8 @@ impl Order {
         Order::ALL.into_iter().find(|o| o.as_str() == s)
     }
 
-    /// The job's key in this order.
-    pub fn key(self, job: &Job) -> QueueKey {
+    /// The job's (rank, id) in this order.
+    pub fn key(self, job: &Job) -> (i64, JobId) {
         let primary = match self {
             Order::Priority => -i64::from(job.spec.priority),
             Order::Fifo => 0,
@@ -67,7 +68,7 @@ mod tests {
     }
 
     fn sorted(order: Order, jobs: &[Job]) -> Vec<JobId> {
-        let mut keys: Vec<QueueKey> = jobs.iter().map(|j| order.key(j)).collect();
+        let mut keys: Vec<(i64, JobId)> = jobs.iter().map(|j| order.key(j)).collect();
         keys.sort();
         keys.into_iter().map(|(_, id)| id).collect()
     }

@@ -19,6 +19,7 @@ use crate::ids::{JobId, NodeId, TaskKey};
 use crate::job::Job;
 use crate::node::Node;
 use crate::resources::{choose_pools, GresRequest};
+use crate::sched::partition::{Partition, PartitionState};
 use crate::state::State;
 use serde::{Deserialize, Serialize};
 
@@ -39,6 +40,8 @@ pub enum Wait {
     /// Its licenses are all held by running tasks. It reserves no nodes meanwhile: they
     /// are not what it waits for.
     Licenses,
+    /// Every partition it may run in is down.
+    PartitionDown,
 }
 
 /// One task placed: holding free resources of `node`, or queued on the node's agent
@@ -67,7 +70,7 @@ pub fn plan(state: &State) -> Plan {
         };
         let Some(&entry) = next else { break };
         cursor = Some(entry);
-        let Some(job) = state.jobs.get(&entry.1) else { continue };
+        let Some(job) = state.jobs.get(&entry.2) else { continue };
         if !p.plan_job(job) {
             break;
         }
@@ -81,6 +84,14 @@ struct Shape<'j> {
     mem: u64,
     gres: &'j GresRequest,
     constraint: Option<&'j Constraint>,
+    /// The partitions it may start in (`None`: no partitions configured).
+    parts: Option<Vec<&'j Partition>>,
+}
+
+impl Shape<'_> {
+    fn in_partitions(&self, n: &Node) -> bool {
+        self.parts.as_ref().is_none_or(|ps| ps.iter().any(|p| p.contains(n)))
+    }
 }
 
 /// A running task with no successor: (chain depth, node, key), in the order predecessors
@@ -151,11 +162,17 @@ impl<'a> Planner<'a> {
         // perhaps never ran. Nor are tasks holding counted resources: a successor takes over
         // cores and memory only.
         let queueable = job.spec.requeue && !job.holds_counted_resources();
+        let parts = self.partitions_of(job);
+        if parts.as_ref().is_some_and(Vec::is_empty) {
+            self.plan.waiting.insert(job.id, Wait::PartitionDown);
+            return true;
+        }
         let shape = Shape {
             cpus,
             mem,
             gres: &job.spec.gres,
             constraint: job.spec.constraint.as_ref(),
+            parts,
         };
         let limit = job
             .spec
@@ -182,7 +199,7 @@ impl<'a> Planner<'a> {
                     true
                 }
                 None if !queueable => false,
-                None => match self.pick_predecessor(job.id, cpus, mem, shape.constraint) {
+                None => match self.pick_predecessor(job.id, &shape) {
                     Some((depth, pred)) => {
                         self.queue_behind(key, attempt, pred, depth, cpus, mem, from_requeue);
                         true
@@ -193,7 +210,11 @@ impl<'a> Planner<'a> {
             if !placed {
                 self.plan.blocked.get_or_insert(job.id);
                 for (i, n) in self.state.nodes.iter().enumerate() {
-                    if n.could_ever_fit(cpus, mem) && n.matches(shape.constraint) && n.could_ever_serve(shape.gres) {
+                    if n.could_ever_fit(cpus, mem)
+                        && n.matches(shape.constraint)
+                        && n.could_ever_serve(shape.gres)
+                        && shape.in_partitions(n)
+                    {
                         self.reserved[i] = true;
                     }
                 }
@@ -225,6 +246,7 @@ impl<'a> Planner<'a> {
             && fc >= t.cpus
             && fm >= t.mem
             && n.matches(t.constraint)
+            && t.in_partitions(n)
             && (t.gres.is_empty() || self.gres_choice(id, n, t.gres).is_some())
     }
 
@@ -233,6 +255,23 @@ impl<'a> Planner<'a> {
         choose_pools(&n.gres, req, |pool| {
             self.gres_used.get(&(id, pool.to_string())).copied().unwrap_or(0)
         })
+    }
+
+    /// The partitions (not down) a job may start in; `None` when the cluster has none
+    /// configured (every node is in the implicit default partition).
+    fn partitions_of(&self, job: &Job) -> Option<Vec<&'a Partition>> {
+        let parts = &self.state.sched.partitions;
+        if parts.is_empty() {
+            return None;
+        }
+        Some(
+            job.spec
+                .partition
+                .split(',')
+                .filter_map(|p| parts.get(p))
+                .filter(|p| p.state != PartitionState::Down)
+                .collect(),
+        )
     }
 
     /// True when the job's licenses for one more task are free.
@@ -249,7 +288,7 @@ impl<'a> Planner<'a> {
         let (cpus, mem) = (t.cpus, t.mem);
         // The no-fit cache holds only plain requests: a constraint or a generic resource
         // makes a request fit fewer nodes, not more.
-        let plain = t.constraint.is_none() && t.gres.is_empty();
+        let plain = t.constraint.is_none() && t.gres.is_empty() && t.parts.is_none();
         if plain && self.no_fit.iter().any(|&(nc, nm)| cpus >= nc && mem >= nm) {
             return None;
         }
@@ -371,13 +410,8 @@ impl<'a> Planner<'a> {
     /// chain, so queued work spreads over the slots. Taking the first tail found instead
     /// chained two requeued tasks (low indices sort first) behind one running task while
     /// the other core ran out of work and idled. Returns (depth, (node, task)).
-    fn pick_predecessor(
-        &mut self,
-        job_id: JobId,
-        cpus: u32,
-        mem: u64,
-        c: Option<&Constraint>,
-    ) -> Option<(u32, (NodeId, TaskKey))> {
+    fn pick_predecessor(&mut self, job_id: JobId, t: &Shape) -> Option<(u32, (NodeId, TaskKey))> {
+        let (cpus, mem) = (t.cpus, t.mem);
         let state = self.state;
         if self.tails.is_none() {
             self.tails = Some(self.tails_now());
@@ -391,7 +425,7 @@ impl<'a> Planner<'a> {
                     && state
                         .nodes
                         .get(node as usize)
-                        .is_some_and(|n| n.takes_work() && n.matches(c))
+                        .is_some_and(|n| n.takes_work() && n.matches(t.constraint) && t.in_partitions(n))
                     && depth < state.queue_limit(job_id, key)
             })
             .map(|&(depth, node, key)| (depth, (node, key)))
