@@ -48,6 +48,11 @@ pub struct JobSpec {
     /// submit (empty asks for the default partition).
     #[serde(default)]
     pub partition: String,
+    /// Directory and host the job was submitted from (`SLURM_SUBMIT_DIR`/`_HOST`).
+    #[serde(default)]
+    pub submit_dir: String,
+    #[serde(default)]
+    pub submit_host: String,
 }
 
 /// State of a task, and (aggregated) of a job.
@@ -238,6 +243,14 @@ impl Job {
     /// resources, licenses): they are never queued on agents, nor queued behind.
     pub fn holds_counted_resources(&self) -> bool {
         !self.spec.gres.is_empty() || !self.spec.licenses.is_empty()
+    }
+
+    /// The job id of one task, as Slurm gives each array task its own: the array's id
+    /// plus the task's position (a submit reserves one id per task). The job's own id
+    /// for a job that is not an array.
+    pub fn task_job_id(&self, index: u32) -> JobId {
+        let position = self.spec.array.as_ref().and_then(|a| a.position_of(index)).unwrap_or(0);
+        self.id + position
     }
 
     /// True when the job is an array.

@@ -24,6 +24,7 @@ pub mod script;
 pub mod security;
 pub mod serde_pairs;
 pub mod state;
+pub mod task_env;
 
 pub use array::ArraySpec;
 pub use command::{Command, NodeRegistration, Response, TaskOutcome, TaskReport};

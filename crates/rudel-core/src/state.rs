@@ -449,7 +449,10 @@ impl State {
             return Response::Rejected { reason };
         }
         let id = self.next_job_id.max(1);
-        self.next_job_id = id + 1;
+        // One id per task: array task i is job `id + position` (Slurm's per-task job
+        // ids, `%j`, `SLURM_JOB_ID`), so no later job may take those.
+        let tasks = spec.array.as_ref().map_or(1, crate::array::ArraySpec::len).max(1);
+        self.next_job_id = id.saturating_add(tasks);
         let mut spec = spec;
         spec.env = self.envs.intern(spec.env);
         let job = Job::new(id, spec, self.now_ms);

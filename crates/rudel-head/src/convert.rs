@@ -62,6 +62,8 @@ pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
         gres: s.gres.into_iter().collect(),
         licenses: s.licenses.into_iter().collect(),
         partition: s.partition,
+        submit_dir: s.submit_dir,
+        submit_host: s.submit_host,
     };
     rudel_core::resources::check_request("resources", &spec.gres).map_err(Status::invalid_argument)?;
     rudel_core::resources::check_request("licenses", &spec.licenses).map_err(Status::invalid_argument)?;
@@ -90,6 +92,8 @@ pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
         gres: s.gres.clone().into_iter().collect(),
         licenses: s.licenses.clone().into_iter().collect(),
         partition: s.partition.clone(),
+        submit_dir: s.submit_dir.clone(),
+        submit_host: s.submit_host.clone(),
     }
 }
 
@@ -110,6 +114,7 @@ pub fn output_paths(job: &Job, index: u32, node: &str) -> (Option<String>, Optio
     let name = job_name(spec);
     let vars = PatternVars {
         job: job.id,
+        task_job: job.task_job_id(index),
         index: if job.is_array() { Some(index) } else { None },
         name: &name,
         node,

@@ -23,6 +23,9 @@ pub struct SubmitArgs {
     /// Memory per task, e.g. 512M, 4G (a plain number is MiB); enforced as a limit.
     #[arg(long, value_name = "SIZE")]
     pub mem: Option<String>,
+    /// Memory per cpu (the task gets it times --cpus), as Slurm's --mem-per-cpu.
+    #[arg(long, value_name = "SIZE")]
+    pub mem_per_cpu: Option<String>,
     /// Time limit per task, e.g. 30s, 10m, 2h, 1-00:00:00, 90 (minutes).
     #[arg(short = 't', long, value_name = "DURATION")]
     pub time: Option<String>,
@@ -47,7 +50,8 @@ pub struct SubmitArgs {
     /// Set an environment variable for the tasks (repeatable).
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
-    /// Which of your environment variables the tasks get: ALL (default), NONE, or VAR,VAR.
+    /// Which of your environment variables the tasks get (Slurm's --export): ALL (default),
+    /// NONE, VAR,VAR (only those), VAR=val to set one; ALL,VAR=val adds to everything.
     #[arg(long, value_name = "ALL|NONE|VARS")]
     pub export: Option<String>,
     /// Rerun the task elsewhere if its node is lost (at-least-once; the default).
@@ -130,6 +134,7 @@ fn merge(earlier: SubmitArgs, later: SubmitArgs) -> SubmitArgs {
         gpus: later.gpus.or(earlier.gpus),
         gres: later.gres.or(earlier.gres),
         licenses: later.licenses.or(earlier.licenses),
+        mem_per_cpu: later.mem_per_cpu.or(earlier.mem_per_cpu),
         partition: later.partition.or(earlier.partition),
         json: later.json || earlier.json,
         command: later.command,
@@ -157,6 +162,7 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
                 path.display()
             ))
         })?;
+        rudel_core::script::check_script(&script).map_err(|e| usage(format!("{}: {e}", path.display())))?;
         let d = rudel_core::script::directives(&script).map_err(|e| usage(format!("{}: {e}", path.display())))?;
         for w in &d.warnings {
             eprintln!("rudel: warning: {}: {w}", path.display());
@@ -185,9 +191,14 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
     if cpus == 0 {
         return Err(usage("--cpus must be at least 1"));
     }
-    let mem_bytes = match &a.mem {
-        Some(m) => parse::parse_size(m).map_err(|e| usage(format!("--mem: {e}")))?,
-        None => 0,
+    let mem_bytes = match (&a.mem, &a.mem_per_cpu) {
+        (Some(_), Some(_)) => return Err(usage("give --mem (per task) or --mem-per-cpu, not both")),
+        (Some(m), None) => parse::parse_size(m).map_err(|e| usage(format!("--mem: {e}")))?,
+        (None, Some(m)) => parse::parse_size(m)
+            .map_err(|e| usage(format!("--mem-per-cpu: {e}")))?
+            .checked_mul(u64::from(cpus))
+            .ok_or_else(|| usage("--mem-per-cpu times --cpus is too large"))?,
+        (None, None) => 0,
     };
     let time_limit_ms = match &a.time {
         Some(t) => parse::parse_duration(t).map_err(|e| usage(format!("--time: {e}")))?,
@@ -211,7 +222,7 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
     let chdir = match &a.chdir {
         Some(d) if Path::new(d).is_absolute() => PathBuf::from(d),
         Some(d) => cwd.join(d),
-        None => cwd,
+        None => cwd.clone(),
     };
     check_given(&a).map_err(usage)?;
     let mut env = exported_env(a.export.as_deref())?;
@@ -246,6 +257,8 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
             None => Default::default(),
         },
         partition: a.partition.clone().unwrap_or_default(),
+        submit_dir: cwd.display().to_string(),
+        submit_host: rudel_agent::identity::hostname(),
     };
     // The head checks the same (a gRPC client may bypass this CLI); checking here too
     // means a spec that could never run is not even sent.
@@ -335,23 +348,35 @@ fn user_name() -> String {
 }
 
 fn exported_env(export: Option<&str>) -> Result<BTreeMap<String, String>, Failure> {
-    Ok(match export.map(str::trim) {
-        None | Some("ALL") | Some("all") => all_portable_env(),
-        Some("NONE") | Some("none") => BTreeMap::new(),
-        Some(list) => {
-            let mut m = BTreeMap::new();
-            for item in list.split(',').filter(|s| !s.is_empty()) {
-                let (k, v) = match item.split_once('=') {
-                    Some((k, v)) => (k.to_string(), v.to_string()),
-                    None => (item.to_string(), std::env::var(item).unwrap_or_default()),
-                };
-                limits::check_env_name("--export", &k).map_err(usage)?;
-                limits::check_env(&k, &v).map_err(usage)?;
-                m.insert(k, v);
-            }
-            m
-        }
-    })
+    let Some(list) = export.map(str::trim) else {
+        return Ok(all_portable_env());
+    };
+    // Slurm's semantics: `ALL` (the default) passes the whole environment, `NONE` nothing;
+    // otherwise only the listed variables, `VAR` with its value here and `VAR=val` as
+    // given; `ALL,VAR=val` and `NONE,VAR=val` start from all or nothing.
+    let items: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let mut m = if items.iter().any(|i| i.eq_ignore_ascii_case("ALL")) {
+        all_portable_env()
+    } else {
+        BTreeMap::new()
+    };
+    for item in items
+        .iter()
+        .filter(|i| !i.eq_ignore_ascii_case("ALL") && !i.eq_ignore_ascii_case("NONE"))
+    {
+        let (k, v) = match item.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => match std::env::var(item) {
+                Ok(v) => (item.to_string(), v),
+                // Slurm passes nothing for a listed variable that is not set.
+                Err(_) => continue,
+            },
+        };
+        limits::check_env_name("--export", &k).map_err(usage)?;
+        limits::check_env(&k, &v).map_err(usage)?;
+        m.insert(k, v);
+    }
+    Ok(m)
 }
 
 /// This process's environment, without the variables a task could not be given (names
