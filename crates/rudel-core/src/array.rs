@@ -61,7 +61,7 @@ impl ArraySpec {
     pub fn position_of(&self, index: u32) -> Option<u64> {
         let mut before = 0u64;
         for r in &self.ranges {
-            if index >= r.start && index <= r.end && r.step > 0 && (index - r.start) % r.step == 0 {
+            if index >= r.start && index <= r.end && r.step > 0 && (index - r.start).is_multiple_of(r.step) {
                 return Some(before + u64::from((index - r.start) / r.step));
             }
             before += r.len();
