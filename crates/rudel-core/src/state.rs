@@ -1126,6 +1126,17 @@ impl State {
         self.jobs.get(&key.job).and_then(|j| j.running.get(&key.index))
     }
 
+    /// The job a job id names: a job, or one task of an array (array tasks have job ids of
+    /// their own: the array's id plus their position), with its array index.
+    pub fn job_of(&self, id: JobId) -> Option<(&Job, Option<u32>)> {
+        if let Some(j) = self.jobs.get(&id) {
+            return Some((j, None));
+        }
+        let (_, j) = self.jobs.range(..id).next_back()?;
+        let position = id - j.id;
+        (j.is_array() && position < j.total).then(|| (j, Some(j.index_at(position))))
+    }
+
     /// Node by name.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.node_by_name.get(name).and_then(|&id| self.nodes.get(id as usize))

@@ -170,8 +170,12 @@ impl pb::rudel_server::Rudel for ClientService {
         let req = req.into_inner();
         self.read_barrier(req.stale).await?;
         let a = self.shared.read();
-        match a.state.jobs.get(&req.job_id) {
-            Some(j) => Ok(tonic::Response::new(job_info(&a.state, j, true))),
+        match a.state.job_of(req.job_id) {
+            Some((j, task)) => {
+                let mut info = job_info(&a.state, j, true);
+                info.task_index = task;
+                Ok(tonic::Response::new(info))
+            }
             None => Err(Status::not_found(format!(
                 "no job {} (never submitted, or finished long ago)",
                 req.job_id
@@ -185,6 +189,16 @@ impl pb::rudel_server::Rudel for ClientService {
             return Err(Status::invalid_argument(format!(
                 "name between 1 and {MAX_IDS} job ids"
             )));
+        }
+        // An array task's own job id must not cancel its whole array, nor be "unknown".
+        for &id in &ids {
+            if let Some((j, Some(index))) = self.shared.read().state.job_of(id) {
+                return Err(Status::invalid_argument(format!(
+                    "job {id} is task {}_{index} of array job {}: cancelling one array task is not \
+                     supported yet; `rudel cancel {}` cancels the whole array (nothing was cancelled)",
+                    j.id, j.id, j.id
+                )));
+            }
         }
         match self
             .proposer

@@ -148,6 +148,7 @@ pub fn job_info(state: &State, job: &Job, details: bool) -> pb::JobInfo {
     let first_node = nodes.first().cloned().unwrap_or_default();
     let (out, err) = output_paths(job, first_index, &first_node);
     pb::JobInfo {
+        task_index: None,
         id: job.id,
         name: job_name(&job.spec),
         state: st.as_str().into(),

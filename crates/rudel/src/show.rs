@@ -4,7 +4,8 @@ use rudel_core::parse::{format_duration, format_size};
 use rudel_proto::v1 as pb;
 use serde_json::{json, Value};
 
-use crate::{client, CmdResult};
+use crate::{client, CmdResult, Failure};
+use anyhow::anyhow;
 
 #[derive(Args, Debug)]
 pub struct JobsArgs {
@@ -21,8 +22,8 @@ pub struct JobsArgs {
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
-    /// Job id.
-    pub id: u64,
+    /// Job id; an array task by its own job id (`SLURM_JOB_ID`) or as ARRAY_INDEX (`41_3`).
+    pub id: String,
     #[arg(long)]
     pub json: bool,
     #[arg(long)]
@@ -31,9 +32,9 @@ pub struct ShowArgs {
 
 #[derive(Args, Debug)]
 pub struct CancelArgs {
-    /// Job ids.
+    /// Job ids (whole jobs and arrays).
     #[arg(required = true)]
-    pub ids: Vec<u64>,
+    pub ids: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -202,20 +203,39 @@ fn truncate(s: &str, n: usize) -> String {
 
 /// `rudel show`.
 pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
+    let (id, asked_index) = parse_job_ref(&a.id)?;
     let mut c = client::connect_for(head, a.stale).await?;
     let j = c
         .show_job(pb::ShowJobRequest {
-            job_id: a.id,
+            job_id: id,
             stale: a.stale,
         })
         .await
         .map_err(client::failure)?
         .into_inner();
+    let spec = j.spec.clone().unwrap_or_default();
+    let task = asked_index.or(j.task_index);
+    let task_job = match task {
+        Some(index) => {
+            let position = rudel_core::parse::parse_array(&spec.array)
+                .ok()
+                .and_then(|arr| arr.position_of(index))
+                .ok_or_else(|| Failure::usage(anyhow!("job {} has no array task {index}", j.id)))?;
+            Some((index, j.id + position))
+        }
+        None => None,
+    };
     if a.json {
-        println!("{}", job_json(&j));
+        let mut v = job_json(&j);
+        if let Some((index, job_id)) = task_job {
+            v["task"] = json!({"index": index, "job_id": job_id});
+        }
+        println!("{v}");
         return Ok(0);
     }
-    let spec = j.spec.clone().unwrap_or_default();
+    if let Some((index, job_id)) = task_job {
+        println!("Task {}_{index} (job id {job_id}) of array job {}:", j.id, j.id);
+    }
     println!("JobId={} Name={}", j.id, j.name);
     println!(
         "  State={}{}",
@@ -333,8 +353,20 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
 /// `rudel cancel`.
 pub async fn cancel(a: CancelArgs, head: &str) -> CmdResult {
     // Cancelling twice is harmless, so the call may be repeated if leadership moved.
+    let mut job_ids = Vec::with_capacity(a.ids.len());
+    for s in &a.ids {
+        match parse_job_ref(s)? {
+            (id, None) => job_ids.push(id),
+            (id, Some(index)) => {
+                return Err(Failure::usage(anyhow!(
+                    "cancelling one array task ({id}_{index}) is not supported yet; `rudel cancel {id}` \
+                     cancels the whole array (nothing was cancelled)"
+                )))
+            }
+        }
+    }
     let r = client::on_leader(head, |mut c| {
-        let ids = a.ids.clone();
+        let ids = job_ids.clone();
         async move { c.cancel(pb::CancelRequest { job_ids: ids }).await }
     })
     .await?
@@ -530,4 +562,13 @@ fn gres_json(n: &pb::NodeInfo) -> Value {
         })
         .collect();
     Value::Object(m)
+}
+
+/// `41` or `41_3` (an array task by its array's id and index).
+fn parse_job_ref(s: &str) -> Result<(u64, Option<u32>), Failure> {
+    let bad = || Failure::usage(anyhow!("bad job id {s:?}: expected ID or ARRAY_INDEX, e.g. 41 or 41_3"));
+    match s.split_once('_') {
+        None => s.parse().map(|id| (id, None)).map_err(|_| bad()),
+        Some((id, index)) => Ok((id.parse().map_err(|_| bad())?, Some(index.parse().map_err(|_| bad())?))),
+    }
 }

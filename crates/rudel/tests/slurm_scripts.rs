@@ -77,6 +77,36 @@ fn an_array_script_sees_slurms_environment_and_writes_one_file_per_task() {
             "out-%j of task {index}"
         );
     }
+    // A task's own job id and ARRAY_INDEX both name the task.
+    for (asked, index, job_id) in [((id + 1).to_string(), 3, id + 1), (format!("{id}_5"), 5, id + 2)] {
+        let o = c.rudel_ok(&["show", &asked, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!(v["id"], id, "{asked}: {v:#}");
+        assert_eq!(
+            v["task"],
+            serde_json::json!({"index": index, "job_id": job_id}),
+            "{asked}"
+        );
+    }
+    let human = c.rudel_ok(&["show", &format!("{id}_3")]);
+    assert!(
+        human.stdout.starts_with(&format!("Task {id}_3 (job id {})", id + 1)),
+        "{human}"
+    );
+    assert_eq!(
+        c.rudel(&["show", &format!("{id}_4")]).code,
+        Some(2),
+        "no task 4 in 1-5:2"
+    );
+    // Cancelling one task is refused (not turned into cancelling the array).
+    for asked in [(id + 1).to_string(), format!("{id}_3")] {
+        let o = c.rudel(&["cancel", &asked]);
+        assert_eq!(o.code, Some(2), "{asked}: {o}");
+        assert!(
+            o.stderr.contains("not supported yet") && o.stderr.contains("nothing was cancelled"),
+            "{o}"
+        );
+    }
 }
 
 #[test]
