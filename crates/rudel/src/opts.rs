@@ -364,6 +364,8 @@ fn exported_env(export: Option<&str>) -> Result<BTreeMap<String, String>, Failur
         .iter()
         .filter(|i| !i.eq_ignore_ascii_case("ALL") && !i.eq_ignore_ascii_case("NONE"))
     {
+        let name = item.split_once('=').map_or(*item, |(k, _)| k);
+        limits::check_env_name("--export", name).map_err(usage)?;
         let (k, v) = match item.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),
             None => match std::env::var(item) {
