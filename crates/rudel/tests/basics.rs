@@ -116,7 +116,7 @@ fn environment_workdir_and_output_patterns() {
     assert_eq!(w.code, Some(0), "{w}");
     for i in [3, 4] {
         // `%j` is the task's own job id, as in Slurm: the array's id plus the position.
-        let task_job = id + u64::from(i - 3);
+        let task_job = id + (i - 3) as u64;
         let out = std::fs::read_to_string(sub.join(format!("o-{task_job}-{i}.txt"))).unwrap_or_default();
         assert_eq!(
             out.trim(),
