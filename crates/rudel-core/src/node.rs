@@ -133,20 +133,7 @@ impl Node {
         if !self.fits_now(cpus, mem) {
             return None;
         }
-        let cores: Vec<u32> = self
-            .free_cores
-            .iter()
-            .enumerate()
-            .filter(|(_, free)| **free)
-            .map(|(c, _)| c as u32)
-            .take(cpus as usize)
-            .collect();
-        if cores.len() < cpus as usize {
-            return None;
-        }
-        for c in &cores {
-            self.free_cores[*c as usize] = false;
-        }
+        let cores = take_free(&mut self.free_cores, cpus)?;
         self.cpus_used += cpus;
         self.mem_used += mem;
         self.running.insert(key, attempt);
@@ -173,18 +160,10 @@ impl Node {
         let cores = self.allocate(key, attempt, cpus, mem)?;
         let mut grant = GresGrant::new();
         for (pool, units) in chosen {
-            let Some(p) = self.gres.get_mut(&pool) else { continue };
-            let idx: Vec<u32> = p
-                .free
-                .iter()
-                .enumerate()
-                .filter(|(_, f)| **f)
-                .map(|(i, _)| i as u32)
-                .take(units as usize)
-                .collect();
-            for &i in &idx {
-                p.free[i as usize] = false;
-            }
+            // `choose_pools` saw enough free units, so this takes them.
+            let Some(idx) = self.gres.get_mut(&pool).and_then(|p| take_free(&mut p.free, units)) else {
+                continue;
+            };
             grant.push((pool, idx));
         }
         Some((cores, grant))
@@ -273,6 +252,25 @@ impl Node {
             Liveness::Up => "mixed",
         }
     }
+}
+
+/// Marks the `n` lowest free slots taken and returns their indices; `None`, with nothing
+/// changed, if fewer than `n` are free. Cores and units of generic resources alike.
+fn take_free(slots: &mut [bool], n: u32) -> Option<Vec<u32>> {
+    let idx: Vec<u32> = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, free)| **free)
+        .map(|(i, _)| i as u32)
+        .take(n as usize)
+        .collect();
+    if idx.len() < n as usize {
+        return None;
+    }
+    for &i in &idx {
+        slots[i as usize] = false;
+    }
+    Some(idx)
 }
 
 #[cfg(test)]
