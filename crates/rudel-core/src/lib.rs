@@ -7,6 +7,7 @@
 pub mod array;
 pub mod command;
 pub mod constraint;
+pub mod deps;
 pub mod events;
 pub mod ids;
 pub mod intern;
