@@ -251,6 +251,54 @@ pub fn evaluate(
     combine(per_clause.collect::<Vec<_>>(), spec.any)
 }
 
+/// The index job -> dependants, so a job's end re-evaluates only the jobs that name it
+/// (never a scan of all jobs: a DAG of 10,000 jobs must not make apply quadratic).
+/// BTreeMap keeps iteration order identical on every replica.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct DepGraph {
+    dependants: std::collections::BTreeMap<JobId, Vec<JobId>>,
+    waiting: std::collections::BTreeMap<JobId, DepSpec>,
+}
+
+impl DepGraph {
+    /// Register a job waiting on `spec` (singleton clauses are the caller's business).
+    pub fn add(&mut self, job: JobId, spec: DepSpec) {
+        for c in &spec.clauses {
+            for t in &c.targets {
+                let list = self.dependants.entry(t.job).or_default();
+                if list.last() != Some(&job) {
+                    list.push(job);
+                }
+            }
+        }
+        self.waiting.insert(job, spec);
+    }
+
+    /// The spec a job still waits on, if any.
+    pub fn spec(&self, job: JobId) -> Option<&DepSpec> {
+        self.waiting.get(&job)
+    }
+
+    /// Jobs to re-evaluate because `target` changed state (started or ended).
+    pub fn dependants(&self, target: JobId) -> &[JobId] {
+        self.dependants.get(&target).map_or(&[], Vec::as_slice)
+    }
+
+    /// Forget a job once its dependencies are resolved (satisfied, cancelled, killed).
+    pub fn resolve(&mut self, job: JobId) -> Option<DepSpec> {
+        self.waiting.remove(&job)
+    }
+
+    /// Drop the dependant list of a target whose state can no longer change.
+    pub fn forget_target(&mut self, target: JobId) {
+        self.dependants.remove(&target);
+    }
+
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
 impl std::fmt::Display for DepSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let sep = if self.any { "?" } else { "," };
@@ -389,5 +437,77 @@ mod tests {
             _ => TargetState::Running { started_ms: 0 },
         });
         assert_eq!(v, Verdict::Waiting);
+    }
+    /// DAG apply cost is linear: 100 chains of 100; ending each job re-evaluates only
+    /// its dependants, so total evaluations == edges (9,900), not jobs^2.
+    #[test]
+    fn dag_cost_linear() {
+        let mut g = DepGraph::default();
+        let (chains, len) = (100u64, 100u64);
+        for c in 0..chains {
+            for i in 1..len {
+                let job = c * len + i;
+                g.add(job, parse(&format!("afterok:{}", job - 1)).unwrap());
+            }
+        }
+        let mut ended = std::collections::BTreeSet::new();
+        let mut ready: Vec<JobId> = (0..chains).map(|c| c * len).collect();
+        let (mut evals, mut order) = (0usize, Vec::new());
+        while let Some(job) = ready.pop() {
+            // a job never starts before its afterok dependencies completed
+            if let Some(spec) = g.spec(job) {
+                for t in &spec.clauses[0].targets {
+                    assert!(ended.contains(&t.job), "job {job} started before {}", t.job);
+                }
+            }
+            g.resolve(job);
+            ended.insert(job);
+            order.push(job);
+            for &d in g.dependants(job) {
+                evals += 1;
+                let Some(spec) = g.spec(d) else { continue };
+                let v = evaluate(spec, 0, Verdict::Satisfied, |_, t| {
+                    if ended.contains(&t.job) {
+                        TargetState::Ended {
+                            ok: true,
+                            started_ms: Some(0),
+                        }
+                    } else {
+                        TargetState::NotStarted
+                    }
+                });
+                if v == Verdict::Satisfied {
+                    ready.push(d);
+                }
+            }
+            g.forget_target(job);
+        }
+        assert_eq!(order.len() as u64, chains * len);
+        assert_eq!(evals as u64, chains * (len - 1));
+        assert_eq!(g.waiting_len(), 0);
+    }
+
+    proptest::proptest! {
+        /// afterok is Satisfied only when the target ended ok; afternotok only when it ended
+        /// not ok; nothing but `after` is satisfied by a job that has not ended.
+        #[test]
+        fn verdict_matches_target(kind in 0u8..5, st in 0u8..4, start in 0u64..1000, now in 0u64..200_000) {
+            let kind = [DepKind::AfterOk, DepKind::AfterAny, DepKind::AfterNotOk, DepKind::AfterCorr, DepKind::After { delay_min: 1 }][kind as usize];
+            let target = match st {
+                0 => TargetState::NotStarted,
+                1 => TargetState::Running { started_ms: start },
+                2 => TargetState::Ended { ok: true, started_ms: Some(start) },
+                _ => TargetState::Ended { ok: false, started_ms: Some(start) },
+            };
+            let v = check(kind, target, now);
+            if v == Verdict::Satisfied {
+                match kind {
+                    DepKind::AfterOk | DepKind::AfterCorr => proptest::prop_assert_eq!(st, 2),
+                    DepKind::AfterNotOk => proptest::prop_assert_eq!(st, 3),
+                    DepKind::AfterAny => proptest::prop_assert!(st >= 2),
+                    _ => proptest::prop_assert!(st >= 1 && now >= start + 60_000),
+                }
+            }
+        }
     }
 }
