@@ -232,29 +232,25 @@ pub fn combine(verdicts: impl IntoIterator<Item = Verdict>, any: bool) -> Verdic
     }
 }
 
-/// Evaluate a spec; `state_of` gives each target's state (for `aftercorr`, the caller
-/// maps the target to the corresponding task). Singleton clauses are passed the state
-/// of the latest earlier same-name job by the caller through `singleton`.
-pub fn evaluate(
-    spec: &DepSpec,
-    now_ms: u64,
-    singleton: Verdict,
-    mut state_of: impl FnMut(DepKind, DepTarget) -> TargetState,
-) -> Verdict {
-    let per_clause = spec.clauses.iter().map(|c| match c.kind {
-        DepKind::Singleton => singleton,
-        kind => combine(
-            c.targets.iter().map(|t| check(kind, state_of(kind, *t), now_ms)),
-            spec.any,
-        ),
-    });
-    combine(per_clause.collect::<Vec<_>>(), spec.any)
+/// Evaluate a spec; `state_of` gives each target's state. A singleton clause carries as
+/// targets the earlier unfinished jobs of the same name and user (resolved at submit by
+/// the state); it holds once all of them ended, whatever the separator.
+pub fn evaluate(spec: &DepSpec, now_ms: u64, mut state_of: impl FnMut(DepTarget) -> TargetState) -> Verdict {
+    let per_clause: Vec<Verdict> = spec
+        .clauses
+        .iter()
+        .map(|c| {
+            let any = spec.any && c.kind != DepKind::Singleton;
+            combine(c.targets.iter().map(|t| check(c.kind, state_of(*t), now_ms)), any)
+        })
+        .collect();
+    combine(per_clause, spec.any)
 }
 
 /// The index job -> dependants, so a job's end re-evaluates only the jobs that name it
 /// (never a scan of all jobs: a DAG of 10,000 jobs must not make apply quadratic).
 /// BTreeMap keeps iteration order identical on every replica.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DepGraph {
     dependants: std::collections::BTreeMap<JobId, Vec<JobId>>,
     waiting: std::collections::BTreeMap<JobId, DepSpec>,
@@ -294,6 +290,11 @@ impl DepGraph {
         self.dependants.remove(&target);
     }
 
+    /// True when no job waits on anything (the common case: nothing to settle).
+    pub fn is_empty(&self) -> bool {
+        self.dependants.is_empty() && self.waiting.is_empty()
+    }
+
     pub fn waiting_len(&self) -> usize {
         self.waiting.len()
     }
@@ -315,7 +316,9 @@ impl std::fmt::Display for DepSpec {
                 DepKind::Singleton => "singleton",
             };
             f.write_str(name)?;
-            for t in &c.targets {
+            // A singleton's targets are resolved by the state, not written by the user.
+            let written = if c.kind == DepKind::Singleton { &[][..] } else { &c.targets[..] };
+            for t in written {
                 write!(f, ":{}", t.job)?;
                 if let Some(i) = t.index {
                     write!(f, "_{i}")?;
@@ -429,7 +432,7 @@ mod tests {
     #[test]
     fn evaluate_spec() {
         let s = parse("afterok:1,afterany:2").unwrap();
-        let v = evaluate(&s, 0, Verdict::Satisfied, |_, tg| match tg.job {
+        let v = evaluate(&s, 0, |tg| match tg.job {
             1 => TargetState::Ended {
                 ok: true,
                 started_ms: Some(0),
@@ -466,7 +469,7 @@ mod tests {
             for &d in g.dependants(job) {
                 evals += 1;
                 let Some(spec) = g.spec(d) else { continue };
-                let v = evaluate(spec, 0, Verdict::Satisfied, |_, t| {
+                let v = evaluate(spec, 0, |t| {
                     if ended.contains(&t.job) {
                         TargetState::Ended {
                             ok: true,

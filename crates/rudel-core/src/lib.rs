@@ -10,6 +10,7 @@ pub mod command;
 pub mod constraint;
 pub mod deps;
 pub mod events;
+pub mod gates;
 pub mod ids;
 pub mod intern;
 pub mod invariants;
