@@ -317,7 +317,11 @@ impl std::fmt::Display for DepSpec {
             };
             f.write_str(name)?;
             // A singleton's targets are resolved by the state, not written by the user.
-            let written = if c.kind == DepKind::Singleton { &[][..] } else { &c.targets[..] };
+            let written = if c.kind == DepKind::Singleton {
+                &[][..]
+            } else {
+                &c.targets[..]
+            };
             for t in written {
                 write!(f, ":{}", t.job)?;
                 if let Some(i) = t.index {

@@ -76,9 +76,11 @@ impl State {
         let mut resolved = dep.clone();
         for clause in &mut resolved.clauses {
             if clause.kind == DepKind::AfterCorr {
-                return Err("dependency aftercorr is not supported yet (task-by-task array dependencies): \
+                return Err(
+                    "dependency aftercorr is not supported yet (task-by-task array dependencies): \
                      use afterok on the whole array"
-                    .into());
+                        .into(),
+                );
             }
             if clause.kind == DepKind::Singleton {
                 clause.targets = self.singleton_targets(&spec.name, &spec.user);
@@ -93,7 +95,12 @@ impl State {
 
     /// A written target (`41`, `41_3`, or a per-task job id of an array) as (job, index).
     fn dep_target(&self, t: DepTarget) -> Result<DepTarget, String> {
-        let unknown = || format!("dependency on unknown job {}: no such job (Job dependency problem)", t.job);
+        let unknown = || {
+            format!(
+                "dependency on unknown job {}: no such job (Job dependency problem)",
+                t.job
+            )
+        };
         let (job, index) = self.job_of(t.job).ok_or_else(unknown)?;
         let index = match (index, t.index) {
             (Some(_), Some(_)) => return Err(unknown()),
@@ -103,7 +110,10 @@ impl State {
         if let Some(i) = index {
             let in_array = job.spec.array.as_ref().and_then(|a| a.position_of(i)).is_some();
             if !in_array {
-                return Err(format!("dependency on {}_{i}: job {} has no array task {i}", job.id, job.id));
+                return Err(format!(
+                    "dependency on {}_{i}: job {} has no array task {i}",
+                    job.id, job.id
+                ));
             }
         }
         Ok(DepTarget { job: job.id, index })
@@ -137,7 +147,9 @@ impl State {
     /// Re-evaluates a waiting job's dependency; opens its gate when it holds, cancels it
     /// when it never can and it asked for that.
     fn reevaluate(&mut self, id: JobId) {
-        let Some(spec) = self.deps.spec(id).cloned() else { return };
+        let Some(spec) = self.deps.spec(id).cloned() else {
+            return;
+        };
         let now = self.now_ms;
         let verdict = deps::evaluate(&spec, now, |t| self.target_state(t));
         if let Some(wake) = self.after_delay_wake(&spec) {
@@ -460,7 +472,11 @@ mod tests {
         end(&mut s, a, 3);
         assert_eq!(s.jobs[&b].dep, DepStatus::Never);
         assert!(pending_reason(&s, &s.jobs[&b]).starts_with("DependencyNeverSatisfied"));
-        assert_eq!(s.jobs[&c].state(), TaskState::Cancelled, "--kill-on-invalid-dep cancels");
+        assert_eq!(
+            s.jobs[&c].state(),
+            TaskState::Cancelled,
+            "--kill-on-invalid-dep cancels"
+        );
         assert!(running(&s, d), "afternotok holds on a failure");
     }
 
@@ -560,24 +576,47 @@ mod tests {
         let mut s = cluster(1);
         let a = submit(&mut s, spec("a")).unwrap();
         let b = submit(&mut s, spec("b")).unwrap();
-        let held = submit(&mut s, JobSpec { hold: true, ..spec("h") }).unwrap();
+        let held = submit(
+            &mut s,
+            JobSpec {
+                hold: true,
+                ..spec("h")
+            },
+        )
+        .unwrap();
         let r = s.apply(Command::Hold {
             jobs: vec![a, b, 99],
             now_ms: 2_000,
         });
-        let Response::GateChanged { changed, skipped, unknown } = r else { panic!() };
+        let Response::GateChanged {
+            changed,
+            skipped,
+            unknown,
+        } = r
+        else {
+            panic!()
+        };
         assert_eq!((changed, unknown), (vec![b], vec![99]));
         assert_eq!(skipped[0].0, a, "a runs: nothing to hold");
         assert!(pending_reason(&s, &s.jobs[&held]).starts_with("JobHeldUser"));
         end(&mut s, a, 0);
-        assert!(!running(&s, b) && !running(&s, held), "held jobs do not start on a free node");
+        assert!(
+            !running(&s, b) && !running(&s, held),
+            "held jobs do not start on a free node"
+        );
         s.apply(Command::Release {
             jobs: vec![held],
             now_ms: 3_000,
         });
         assert!(running(&s, held));
-        let r = s.apply(Command::Release { jobs: vec![held], now_ms: 3_001 });
-        assert!(matches!(r, Response::GateChanged { ref skipped, .. } if skipped.len() == 1), "{r:?}");
+        let r = s.apply(Command::Release {
+            jobs: vec![held],
+            now_ms: 3_001,
+        });
+        assert!(
+            matches!(r, Response::GateChanged { ref skipped, .. } if skipped.len() == 1),
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -73,7 +73,10 @@ pub fn gated_jobs_wait(s: &State) -> Result<(), Violation> {
     for &(_, _, id) in &s.queue {
         if let Some(job) = s.jobs.get(&id) {
             if !s.eligible(job) {
-                return Err(Violation::GateBroken { job: id, why: "in the queue" });
+                return Err(Violation::GateBroken {
+                    job: id,
+                    why: "in the queue",
+                });
             }
         }
     }

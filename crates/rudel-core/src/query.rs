@@ -51,7 +51,13 @@ pub fn pending_reason(state: &State, job: &Job) -> String {
 
 fn gate_reason(state: &State, job: &Job, gate: crate::gates::Gate) -> String {
     use crate::gates::Gate;
-    let dep = || job.spec.dependency.as_ref().map(ToString::to_string).unwrap_or_default();
+    let dep = || {
+        job.spec
+            .dependency
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    };
     match gate {
         Gate::JobHeldUser => format!("JobHeldUser: held (`rudel release {}` lets it start)", job.id),
         Gate::Dependency => format!("Dependency: waiting for {}", dep()),

@@ -102,7 +102,9 @@ fn dep_text(r: &JobReq, earlier: &[u64]) -> Option<String> {
 /// at its start.
 fn check_dependency_order(s: &State) -> Result<(), TestCaseError> {
     for j in s.jobs.values() {
-        let (Some(dep), Some(start)) = (&j.spec.dependency, j.start_ms) else { continue };
+        let (Some(dep), Some(start)) = (&j.spec.dependency, j.start_ms) else {
+            continue;
+        };
         for c in &dep.clauses {
             for t in &c.targets {
                 let Some(target) = s.jobs.get(&t.job) else { continue };
@@ -114,12 +116,25 @@ fn check_dependency_order(s: &State) -> Result<(), TestCaseError> {
                     DepKind::After { .. } => target.start_ms.is_some_and(|t| t <= start) || target.end_ms.is_some(),
                     _ => true,
                 };
-                prop_assert!(ok, "job {} ({}) started at {} before its target {} allowed it: {:?}", j.id, dep, start, t.job, target.counts);
+                prop_assert!(
+                    ok,
+                    "job {} ({}) started at {} before its target {} allowed it: {:?}",
+                    j.id,
+                    dep,
+                    start,
+                    t.job,
+                    target.counts
+                );
             }
             if c.kind == DepKind::Singleton {
                 for other in s.jobs.range(..j.id).map(|(_, o)| o) {
                     if other.spec.name == j.spec.name && other.spec.user == j.spec.user {
-                        prop_assert!(other.end_ms.is_some_and(|e| e <= start), "singleton {} started beside {}", j.id, other.id);
+                        prop_assert!(
+                            other.end_ms.is_some_and(|e| e <= start),
+                            "singleton {} started beside {}",
+                            j.id,
+                            other.id
+                        );
                     }
                 }
             }
@@ -236,7 +251,12 @@ fn placed_tasks(state: &State) -> BTreeSet<(TaskKey, u32)> {
 /// Invariants that must hold after every applied command.
 /// Jobs kept out of the queue by a hold, a dependency or a begin time.
 fn gated(state: &State) -> BTreeSet<u64> {
-    state.jobs.values().filter(|j| !state.eligible(j)).map(|j| j.id).collect()
+    state
+        .jobs
+        .values()
+        .filter(|j| !state.eligible(j))
+        .map(|j| j.id)
+        .collect()
 }
 
 /// `gated_before`: jobs gated before the step; one whose gate opened during it (its `after`
