@@ -317,7 +317,7 @@ impl State {
                     .into(),
             );
         }
-        let Some(t) = u.time_limit_ms else { return None };
+        let t = u.time_limit_ms?;
         let max = job
             .spec
             .partition
