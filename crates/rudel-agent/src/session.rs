@@ -703,6 +703,8 @@ impl Agent {
             cores: Vec::new(),
             mem_bytes: 0,
             time_limit: Some(Duration::from_millis(e.timeout_ms.max(1))),
+            warn: None,
+            append_output: false,
         };
         self.exec_calls.insert(index, (e.id, out));
         // The result (including a failure to start) arrives through the report channel.

@@ -66,6 +66,12 @@ pub struct JobSpec {
     /// Log time (ms) before which no task starts (`--begin`); 0 = none.
     #[serde(default)]
     pub begin_ms: u64,
+    /// `--signal=B:SIG@TIME`: warn the script before its time limit.
+    #[serde(default)]
+    pub signal: Option<crate::signal::WarnSignal>,
+    /// `--open-mode=append`: output files are appended to, not truncated.
+    #[serde(default)]
+    pub open_append: bool,
 }
 
 /// State of a task, and (aggregated) of a job.

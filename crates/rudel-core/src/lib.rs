@@ -26,6 +26,7 @@ pub mod scheduler;
 pub mod script;
 pub mod security;
 pub mod serde_pairs;
+pub mod signal;
 pub mod state;
 pub mod task_env;
 

@@ -238,8 +238,10 @@ enum Action {
     /// `-N`/`-n`/`--ntasks-per-node`: 1 is what every rudel job is; more is refused until
     /// parallel jobs exist.
     OneOnly,
-    /// `--open-mode`: `truncate` is what rudel does; `append` is refused.
+    /// `--open-mode=append|truncate`.
     OpenMode,
+    /// `--signal=B:SIG@TIME`, checked here so that a refused form names its line.
+    Signal,
     /// Cannot change what runs: accepted with a warning.
     Ignore(Arity),
     /// Would change what runs, where or how: refused, with why.
@@ -313,6 +315,7 @@ fn long_option(name: &str) -> Option<Action> {
         "nice" => Nice,
         "ntasks-per-node" => OneOnly,
         "open-mode" => OpenMode,
+        "signal" => Signal,
         "kill-on-invalid-dep" => Map("--kill-on-invalid-dep", Value),
         // Bookkeeping and verbosity: nothing about the job changes.
         "acctg-freq" | "comment" | "mail-type" | "mail-user" | "profile" | "wckey" => Ignore(Value),
@@ -323,9 +326,9 @@ fn long_option(name: &str) -> Option<Action> {
         }
         "cores-per-socket" | "sockets-per-node" | "threads-per-core" | "hint" | "mem-bind" | "cpu-freq"
         | "gpu-freq" | "mincpus" | "tmp" | "network" | "power" | "prefer" | "reservation" | "resv-ports"
-        | "thread-spec" | "time-min" | "deadline" | "delay-boot" | "signal" | "export-file" | "container"
-        | "container-id" | "bb" | "bbf" | "burst-buffer" | "batch" | "extra" | "mcs-label" | "gres-flags" | "uid"
-        | "gid" | "cluster" | "wrap" => Refuse(Value, NOT_YET),
+        | "thread-spec" | "time-min" | "deadline" | "delay-boot" | "export-file" | "container" | "container-id"
+        | "bb" | "bbf" | "burst-buffer" | "batch" | "extra" | "mcs-label" | "gres-flags" | "uid" | "gid"
+        | "cluster" | "wrap" => Refuse(Value, NOT_YET),
         "exclusive" | "get-user-env" | "propagate" | "reboot" | "spread-job" | "use-min-nodes" | "ignore-pbs" => {
             Refuse(Optional, NOT_YET)
         }
@@ -382,7 +385,7 @@ fn translate_sbatch(words: &[String], line: usize, out: &mut Directives) -> Resu
         let arity = match action {
             Action::Map(_, a) | Action::Ignore(a) | Action::Refuse(a, _) => a,
             Action::Nice => Arity::Optional,
-            Action::OneOnly | Action::OpenMode => Arity::Required,
+            Action::OneOnly | Action::OpenMode | Action::Signal => Arity::Required,
         };
         let value = match (arity, attached) {
             (Arity::Required, Some(v)) => Some(v),
@@ -433,15 +436,27 @@ fn translate_sbatch(words: &[String], line: usize, out: &mut Directives) -> Resu
                 }
             }
             Action::OpenMode => match value.as_deref().map(str::trim) {
-                Some("truncate") => {}
+                Some(m @ ("truncate" | "append")) => out.args.push(format!("--open-mode={m}")),
                 other => {
-                    return Err(ScriptError::Refused {
+                    return Err(ScriptError::InvalidValue {
                         line,
-                        option: format!("{written}={}", other.unwrap_or_default()),
-                        reason: "rudel truncates output files (open-mode=truncate); append is not supported yet".into(),
+                        option: written,
+                        value: other.unwrap_or_default().to_string(),
+                        expected: "append or truncate",
                     })
                 }
             },
+            Action::Signal => {
+                let v = value.unwrap_or_default();
+                if let Err(e) = crate::signal::parse(&v) {
+                    return Err(ScriptError::Refused {
+                        line,
+                        option: format!("{written}={v}"),
+                        reason: e.to_string(),
+                    });
+                }
+                out.args.push(format!("--signal={v}"));
+            }
             Action::Ignore(_) => {
                 let shown = match value {
                     Some(v) => format!("{written} {v}"),
@@ -597,6 +612,13 @@ mod tests {
     }
 
     #[test]
+    fn open_mode_takes_append_or_truncate() {
+        assert_eq!(args("#SBATCH --open-mode=append\n"), ["--open-mode=append"]);
+        let e = directives("#!/bin/sh\n#SBATCH --open-mode=sometimes\n").unwrap_err();
+        assert!(matches!(e, ScriptError::InvalidValue { line: 2, .. }), "{e:?}");
+    }
+
+    #[test]
     fn nice_becomes_negated_priority() {
         assert_eq!(args("#SBATCH --nice=5\n"), ["--priority=-5"]);
         assert_eq!(args("#SBATCH --nice=-3\n"), ["--priority=3"]);
@@ -625,6 +647,7 @@ mod tests {
                 "--gpus=1",
                 "--licenses=matlab:2",
                 "--export=ALL,X=1",
+                "--open-mode=truncate",
                 "--cpus=2"
             ]
         );
@@ -643,8 +666,7 @@ mod tests {
             ("#SBATCH --ntasks=4", "multi-node"),
             ("#SBATCH --deadline=now+1hour", "not supported by rudel yet"),
             ("#SBATCH --exclusive", "not supported"),
-            ("#SBATCH --signal=B:TERM@20", "not supported"),
-            ("#SBATCH --open-mode=append", "append is not supported"),
+            ("#SBATCH --signal=TERM@20", "use B:TERM@20"),
             ("#SBATCH --qos=high", "no QOS"),
             ("#SBATCH -w n1", "name==NODE"),
             ("#SBATCH --frobnicate 3", "unknown #SBATCH option"),

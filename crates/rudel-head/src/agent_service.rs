@@ -461,6 +461,9 @@ impl Session {
                         time_limit_ms: job.spec.time_limit_ms,
                         job_name: crate::convert::job_name(&job.spec),
                         after: rt.after.and_then(|p| node.running.get(&p).map(|a| to_task_ref(p, *a))),
+                        warn_signal: job.spec.signal.map_or(0, |w| w.signal),
+                        warn_before_ms: job.spec.signal.map_or(0, |w| u64::from(w.before_s) * 1_000),
+                        append_output: job.spec.open_append,
                     });
                 }
                 if rt.kill_requested && self.kill_sent.insert((key, attempt)) {

@@ -68,6 +68,12 @@ pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
         kill_on_invalid_dep: s.kill_on_invalid_dep,
         hold: s.hold,
         begin_ms: begin_from_pb(&s.begin, s.begin_ms)?,
+        signal: if s.signal.trim().is_empty() {
+            None
+        } else {
+            Some(rudel_core::signal::parse(&s.signal).map_err(|e| Status::invalid_argument(e.to_string()))?)
+        },
+        open_append: s.open_append,
     };
     rudel_core::resources::check_request("resources", &spec.gres).map_err(Status::invalid_argument)?;
     rudel_core::resources::check_request("licenses", &spec.licenses).map_err(Status::invalid_argument)?;
@@ -120,6 +126,8 @@ pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
         hold: s.hold,
         begin: String::new(),
         begin_ms: s.begin_ms,
+        signal: s.signal.map(|w| w.to_string()).unwrap_or_default(),
+        open_append: s.open_append,
     }
 }
 

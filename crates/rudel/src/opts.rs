@@ -94,6 +94,13 @@ pub struct SubmitArgs {
     /// YYYY-MM-DD[THH:MM[:SS]] (UTC), as read by the head's clock.
     #[arg(short = 'b', long, value_name = "TIME")]
     pub begin: Option<String>,
+    /// Send SIG to the job's script TIME seconds (default 60) before its time limit, so a
+    /// `trap` can checkpoint: B:USR1@120 (Slurm's --signal; the B: form only).
+    #[arg(long, value_name = "B:SIG[@TIME]")]
+    pub signal: Option<String>,
+    /// append: add to existing output files (e.g. over requeues) instead of truncating them.
+    #[arg(long, value_name = "append|truncate")]
+    pub open_mode: Option<String>,
     /// Client request id (letters, digits and . _ : @ + -; at most 256): a submit repeated
     /// with the same id returns the job of the first one instead of creating a second.
     /// Default: a fresh id. When a submit's outcome is unknown, rudel prints the command
@@ -150,6 +157,8 @@ fn merge(earlier: SubmitArgs, later: SubmitArgs) -> SubmitArgs {
         kill_on_invalid_dep: later.kill_on_invalid_dep.or(earlier.kill_on_invalid_dep),
         hold: later.hold || earlier.hold,
         begin: later.begin.or(earlier.begin),
+        signal: later.signal.or(earlier.signal),
+        open_mode: later.open_mode.or(earlier.open_mode),
         constraint: later.constraint.or(earlier.constraint),
         gpus: later.gpus.or(earlier.gpus),
         gres: later.gres.or(earlier.gres),
@@ -284,6 +293,15 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
         hold: a.hold,
         begin: begin_text(&a)?,
         begin_ms: 0,
+        signal: match &a.signal {
+            Some(sig) => rudel_core::signal::parse(sig).map_err(usage)?.to_string(),
+            None => String::new(),
+        },
+        open_append: match a.open_mode.as_deref() {
+            None | Some("truncate") => false,
+            Some("append") => true,
+            Some(other) => return Err(usage(format!("--open-mode={other}: give append or truncate"))),
+        },
     };
     // The head checks the same (a gRPC client may bypass this CLI); checking here too
     // means a spec that could never run is not even sent.

@@ -161,3 +161,37 @@ fn scripts_slurm_would_refuse_or_rudel_cannot_honour_are_refused_with_the_line()
     }
     assert!(c.jobs_all().is_empty(), "nothing was submitted");
 }
+
+/// `--signal=B:USR1@2` reaches the script's trap 2 s before its 4 s limit (the script
+/// records when), and `--open-mode=append` keeps what the output file held.
+#[test]
+fn signal_before_the_time_limit_reaches_the_scripts_trap_and_append_keeps_output() {
+    let c = Cluster::up(Opts::default());
+    let out = c.work.join("out.txt");
+    std::fs::write(&out, "previous\n").unwrap();
+    let script = c.work.join("ckpt.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/bash\n#SBATCH --signal=B:USR1@2\n#SBATCH -t 0:04\n#SBATCH --open-mode=append\n#SBATCH -o out.txt\n\
+         trap 'echo \"$(date +%s%3N)\" > sig.txt; echo checkpointed; exit 0' USR1\n\
+         date +%s%3N > start.txt\necho hello\nwhile true; do sleep 0.1; done\n",
+    )
+    .unwrap();
+    let id = c.submit(&[&script.display().to_string()]);
+    let v = c.wait_finished(id, Duration::from_secs(30));
+    assert_eq!(v["state"], "completed", "the trap exited 0 before the limit: {v:#}");
+    let ms = |f: &str| -> u64 { c.read_work(f).trim().parse().unwrap_or_else(|_| panic!("{f}: {v:#}")) };
+    let after = ms("sig.txt") - ms("start.txt");
+    assert!(
+        (1_500..3_500).contains(&after),
+        "USR1 came {after} ms after the start (expected ~2,000)"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "previous\nhello\ncheckpointed\n"
+    );
+    // Forms rudel cannot honour are refused, naming the option.
+    let o = c.rudel(&["submit", "--signal", "USR1@20", "--", "true"]);
+    assert_eq!(o.code, Some(2), "{o}");
+    assert!(o.stderr.contains("use B:USR1@20"), "{o}");
+}

@@ -63,6 +63,10 @@ pub struct ExecSpec {
     /// 0 = no memory limit.
     pub mem_bytes: u64,
     pub time_limit: Option<Duration>,
+    /// Signal the main process this long before the time limit (`--signal=B:SIG@TIME`).
+    pub warn: Option<(i32, Duration)>,
+    /// Append to the output files rather than truncate them (`--open-mode=append`).
+    pub append_output: bool,
 }
 
 /// Executor settings.
@@ -246,6 +250,29 @@ impl Inner {
             }
             _ => false,
         }
+    }
+
+    /// Starts the warning-signal timer of a freshly spawned task (state lock held): the
+    /// signal goes to the main process only (Slurm's `B:`), whose trap may checkpoint.
+    /// A warning due before the task started is sent at once, as Slurm does.
+    pub(crate) fn arm_warning(self: &Arc<Self>, st: &mut State, pid: u32, limit: Duration, warn: (i32, Duration)) {
+        let Some(task) = st.tasks.get_mut(&pid) else {
+            return;
+        };
+        let (key, attempt) = (task.key, task.attempt);
+        let inner = Arc::clone(self);
+        let (sig, before) = warn;
+        let h = self.rt.spawn(async move {
+            tokio::time::sleep(limit.saturating_sub(before)).await;
+            let st = inner.lock();
+            if matches!(st.tasks.get(&pid), Some(t) if t.key == key && t.attempt == attempt) {
+                // SAFETY: plain syscall; the task is still in the table, so `pid` is ours.
+                unsafe {
+                    libc::kill(pid as i32, sig);
+                }
+            }
+        });
+        task.timers.push(h.abort_handle());
     }
 
     /// Starts the time-limit timer of a freshly spawned task (state lock held).

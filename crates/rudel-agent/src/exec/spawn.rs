@@ -107,11 +107,12 @@ fn abs(cwd: &Path, p: &Path) -> PathBuf {
     }
 }
 
-fn open_out(path: &Path) -> std::io::Result<File> {
+fn open_out(path: &Path, append: bool) -> std::io::Result<File> {
     std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(!append)
+        .append(append)
         .mode(0o644)
         .open(path)
 }
@@ -127,12 +128,12 @@ fn open_stdio(spec: &ExecSpec) -> Result<Stdio, (Failure, Option<File>)> {
     }
     let out = match &out_path {
         None => Ok(None),
-        Some(p) => open_out(p).map(Some).map_err(|e| (p.clone(), e)),
+        Some(p) => open_out(p, spec.append_output).map(Some).map_err(|e| (p.clone(), e)),
     };
     let err = match &err_target {
         StderrTarget::File(p) => {
             let p = abs(&spec.cwd, p);
-            open_out(&p).map(ErrFile::File).map_err(|e| (p, e))
+            open_out(&p, spec.append_output).map(ErrFile::File).map_err(|e| (p, e))
         }
         StderrTarget::Discard => Ok(ErrFile::Discard),
         StderrTarget::SameAsStdout => Ok(ErrFile::SameAsOut),
@@ -420,6 +421,9 @@ fn register(
     st.spawn_gen = st.spawn_gen.wrapping_add(1);
     if let Some(limit) = spec.time_limit {
         inner.arm_time_limit(st, pid, limit);
+        if let Some(warn) = spec.warn {
+            inner.arm_warning(st, pid, limit, warn);
+        }
     }
     inner.reaper_cv.notify_one();
 }

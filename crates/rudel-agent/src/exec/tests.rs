@@ -85,6 +85,8 @@ fn spec(job: u64, index: u32, argv: &[&str]) -> ExecSpec {
         cores: vec![],
         mem_bytes: 0,
         time_limit: None,
+        warn: None,
+        append_output: false,
     }
 }
 
