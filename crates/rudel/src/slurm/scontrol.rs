@@ -1,0 +1,380 @@
+//! `scontrol show job|node|partition` in Slurm's `Key=Value` layout (the keys scripts
+//! grep for). Changing commands (hold, release, requeue, update) are refused until rudel
+//! has them.
+use rudel_proto::v1 as pb;
+
+use super::format;
+use super::{SlurmError, SlurmResult};
+use crate::client;
+
+/// `scontrol`.
+pub async fn scontrol(args: Vec<String>, head: &str) -> SlurmResult {
+    let words: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|w| !w.starts_with('-'))
+        .collect();
+    match words.as_slice() {
+        ["show", what, rest @ ..] => show(what, rest.first().copied(), head).await,
+        [] | ["help"] => {
+            println!("Usage: scontrol show job [ID] | show node [NAME] | show partition [NAME]");
+            Ok(0)
+        }
+        [verb @ ("hold" | "release" | "requeue" | "update" | "suspend" | "resume" | "top" | "uhold"), ..] => {
+            Err(SlurmError::msg(format!(
+                "scontrol {verb} is not supported yet by rudel (nothing was changed)"
+            )))
+        }
+        [verb, ..] => Err(SlurmError::raw(format!("invalid keyword: {verb}"))),
+    }
+}
+
+async fn show(what: &str, name: Option<&str>, head: &str) -> SlurmResult {
+    let text = match what.to_ascii_lowercase().as_str() {
+        "job" | "jobs" | "jobid" => show_jobs(name, head).await?,
+        "node" | "nodes" => show_nodes(name, head).await?,
+        "partition" | "partitions" => show_partitions(name, head).await?,
+        other => return Err(SlurmError::raw(format!("invalid entity:{other} for keyword:show"))),
+    };
+    print!("{text}");
+    Ok(0)
+}
+
+async fn show_jobs(id: Option<&str>, head: &str) -> Result<String, SlurmError> {
+    let mut c = client::connect(head).await?;
+    let Some(id) = id else {
+        let jobs = c
+            .list_jobs(pb::ListJobsRequest {
+                all: true,
+                stale: false,
+            })
+            .await
+            .map_err(client::failure)?
+            .into_inner()
+            .jobs;
+        if jobs.is_empty() {
+            return Ok("No jobs in the system\n".into());
+        }
+        return Ok(jobs.iter().map(|j| job_record(j, None)).collect());
+    };
+    let invalid = || SlurmError::raw("slurm_load_jobs error: Invalid job id specified");
+    let parsed = super::squeue::parse_ids(id).map_err(|_| invalid())?;
+    let Some(&(job_id, index)) = parsed.first() else {
+        return Err(invalid());
+    };
+    let j = match c.show_job(pb::ShowJobRequest { job_id, stale: false }).await {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == tonic::Code::NotFound => return Err(invalid()),
+        Err(s) => return Err(client::failure(s).into()),
+    };
+    let index = index.or(j.task_index);
+    if let Some(i) = index {
+        let spec = j.spec.clone().unwrap_or_default();
+        let in_array = rudel_core::parse::parse_array(&spec.array)
+            .ok()
+            .and_then(|a| a.position_of(i));
+        if in_array.is_none() {
+            return Err(invalid());
+        }
+    }
+    Ok(job_record(&j, index))
+}
+
+/// A task's state when the job's details name it; otherwise pending if its index is
+/// among the pending ones, else completed (the details list every other outcome).
+fn task_state(j: &pb::JobInfo, index: u32) -> (String, Option<&pb::TaskInfo>) {
+    if let Some(t) = j.task_details.iter().chain(&j.running_tasks).find(|t| t.index == index) {
+        return (t.state.clone(), Some(t));
+    }
+    let pending = rudel_core::parse::parse_array(&j.pending_indices)
+        .ok()
+        .is_some_and(|a| a.position_of(index).is_some());
+    (if pending { "pending" } else { "completed" }.into(), None)
+}
+
+/// One job (or one array task) as `scontrol show job` prints it.
+fn job_record(j: &pb::JobInfo, index: Option<u32>) -> String {
+    let spec = j.spec.clone().unwrap_or_default();
+    let (mut state, mut reason) = (j.state.clone(), j.reason.clone());
+    let (mut start, mut end, mut nodes) = (j.start_ms, j.end_ms, j.nodes.clone());
+    let (mut code, mut signal) = (j.exit_code, j.signal);
+    let mut job_id = j.id;
+    let array_part = match index {
+        Some(i) => {
+            let (st, t) = task_state(j, i);
+            state = st;
+            if let Some(t) = t {
+                reason = t.reason.clone();
+                start = t.start_ms;
+                end = t.end_ms;
+                nodes = if t.node.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![t.node.clone()]
+                };
+                code = t.exit_code;
+                signal = t.signal;
+            }
+            let position = rudel_core::parse::parse_array(&spec.array)
+                .ok()
+                .and_then(|a| a.position_of(i))
+                .unwrap_or(0);
+            job_id = j.id + position;
+            format!(" ArrayJobId={} ArrayTaskId={i}", j.id)
+        }
+        None if !spec.array.is_empty() => format!(" ArrayJobId={} ArrayTaskId={}", j.id, spec.array),
+        None => String::new(),
+    };
+    let slurm_state = format::job_state(&state, &reason);
+    let reason_code = match slurm_state {
+        "PENDING" => format::reason_code(&reason),
+        "FAILED" | "OUT_OF_MEMORY" => "NonZeroExitCode".into(),
+        _ => "None".into(),
+    };
+    let run_secs = if start == 0 {
+        0
+    } else {
+        (if end > 0 { end } else { rudel_tls::now_ms() }).saturating_sub(start) / 1000
+    };
+    let time_limit = if spec.time_limit_ms == 0 {
+        "UNLIMITED".to_string()
+    } else {
+        format::clock(spec.time_limit_ms.div_ceil(1000))
+    };
+    let end_text = if end > 0 {
+        format::time_or(end, "Unknown")
+    } else if start > 0 && spec.time_limit_ms > 0 {
+        format::time_or(start + spec.time_limit_ms, "Unknown")
+    } else {
+        "Unknown".into()
+    };
+    let command = if spec.argv.is_empty() && !spec.script.is_empty() {
+        "(batch script)".to_string()
+    } else {
+        spec.argv.join(" ")
+    };
+    let exit = format!("{}:{}", code.unwrap_or(0), signal.unwrap_or(0));
+    let mut gres: Vec<String> = spec.gres.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    gres.sort();
+    let mut lic: Vec<String> = spec.licenses.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    lic.sort();
+    let or_null = |v: Vec<String>| {
+        if v.is_empty() {
+            "(null)".to_string()
+        } else {
+            v.join(",")
+        }
+    };
+    let mut s = String::new();
+    s.push_str(&format!("JobId={job_id}{array_part} JobName={}\n", j.name));
+    s.push_str(&format!(
+        "   UserId={} GroupId={}\n",
+        user_with_uid(&spec.user),
+        user_with_uid(&spec.user)
+    ));
+    s.push_str(&format!(
+        "   Priority={} Nice=0 Account=(null) QOS=(null)\n",
+        spec.priority
+    ));
+    s.push_str(&format!(
+        "   JobState={slurm_state} Reason={reason_code} Dependency=(null)\n"
+    ));
+    s.push_str(&format!(
+        "   Requeue={} Restarts=0 BatchFlag={} Reboot=0 ExitCode={exit}\n",
+        u8::from(spec.requeue),
+        u8::from(!spec.script.is_empty())
+    ));
+    s.push_str(&format!(
+        "   RunTime={} TimeLimit={time_limit} TimeMin=N/A\n",
+        format::clock(run_secs)
+    ));
+    s.push_str(&format!("   SubmitTime={}\n", format::time_or(j.submit_ms, "Unknown")));
+    s.push_str(&format!(
+        "   StartTime={} EndTime={end_text} Deadline=N/A\n",
+        format::time_or(start, "Unknown")
+    ));
+    s.push_str(&format!(
+        "   Partition={} AllocNode:Sid={}:0\n",
+        spec.partition, spec.submit_host
+    ));
+    s.push_str(&format!("   NodeList={}\n", rudel_core::hostlist::compress(&nodes)));
+    s.push_str(&format!(
+        "   NumNodes=1 NumCPUs={} NumTasks=1 CPUs/Task={}\n",
+        spec.cpus, spec.cpus
+    ));
+    s.push_str(&format!("   MinMemoryNode={}M\n", spec.mem_bytes >> 20));
+    s.push_str(&format!(
+        "   Features={} Gres={} Licenses={}\n",
+        if spec.constraint.is_empty() {
+            "(null)"
+        } else {
+            &spec.constraint
+        },
+        or_null(gres),
+        or_null(lic)
+    ));
+    s.push_str(&format!("   Command={command}\n"));
+    s.push_str(&format!("   WorkDir={}\n", spec.chdir));
+    s.push_str(&format!("   StdErr={}\n", j.error_path));
+    s.push_str("   StdIn=/dev/null\n");
+    s.push_str(&format!("   StdOut={}\n\n", j.output_path));
+    s
+}
+
+/// `name(uid)` as Slurm shows users, when the name is known here.
+fn user_with_uid(name: &str) -> String {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return name.to_string();
+    };
+    // SAFETY: getpwnam_r writes only into `pw` and `buf`, which we own and size.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = vec![0 as libc::c_char; 4096];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        if libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) == 0 && !out.is_null() {
+            return format!("{name}({})", pw.pw_uid);
+        }
+    }
+    name.to_string()
+}
+
+async fn show_nodes(name: Option<&str>, head: &str) -> Result<String, SlurmError> {
+    let (parts, nodes) = super::sinfo::load(head).await?;
+    let chosen: Vec<&pb::NodeInfo> = nodes.iter().filter(|n| name.is_none_or(|x| x == n.name)).collect();
+    if chosen.is_empty() {
+        return Err(match name {
+            Some(n) => SlurmError::raw(format!("Node {n} not found")),
+            None => SlurmError::raw("No nodes in the system"),
+        });
+    }
+    Ok(chosen
+        .iter()
+        .map(|n| {
+            let in_parts: Vec<&str> = parts
+                .iter()
+                .filter(|p| p.nodes.contains(&n.name))
+                .map(|p| p.name.as_str())
+                .collect();
+            let mut gres: Vec<String> = n
+                .gres
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", v.split('/').nth(1).unwrap_or(v)))
+                .collect();
+            gres.sort();
+            let state = super::sinfo::node_state(&n.state).0.to_ascii_uppercase();
+            format!(
+                "NodeName={} Arch={}\n   CPUAlloc={} CPUTot={}\n   Gres={}\n   NodeAddr={} Version={}\n   OS={}\n   \
+                 RealMemory={} AllocMem={} FreeMem={}\n   State={state}\n   Partitions={}\n   Reason={}\n\n",
+                n.name,
+                n.arch,
+                n.cpus_used,
+                n.cpus,
+                if gres.is_empty() {
+                    "(null)".into()
+                } else {
+                    gres.join(",")
+                },
+                n.address,
+                n.version,
+                n.os,
+                n.mem_bytes >> 20,
+                n.mem_used >> 20,
+                n.mem_bytes.saturating_sub(n.mem_used) >> 20,
+                in_parts.join(","),
+                if n.reason.is_empty() { "(null)" } else { &n.reason },
+            )
+        })
+        .collect())
+}
+
+async fn show_partitions(name: Option<&str>, head: &str) -> Result<String, SlurmError> {
+    let (parts, _) = super::sinfo::load(head).await?;
+    let chosen: Vec<&pb::PartitionInfo> = parts.iter().filter(|p| name.is_none_or(|x| x == p.name)).collect();
+    if chosen.is_empty() {
+        return Err(SlurmError::raw(format!("Partition {} not found", name.unwrap_or(""))));
+    }
+    let time = |ms: u64, none: &str| {
+        if ms == 0 {
+            none.to_string()
+        } else {
+            format::clock(ms.div_ceil(1000))
+        }
+    };
+    Ok(chosen
+        .iter()
+        .map(|p| {
+            format!(
+                "PartitionName={}\n   Default={} State={}\n   DefaultTime={} MaxTime={}\n   Nodes={}\n   \
+                 PriorityTier={} TotalCPUs={} TotalNodes={}\n   DefMemPerCPU={}\n\n",
+                p.name,
+                if p.is_default { "YES" } else { "NO" },
+                p.state.to_ascii_uppercase(),
+                time(p.default_time_ms, "NONE"),
+                time(p.max_time_ms, "UNLIMITED"),
+                rudel_core::hostlist::compress(&p.nodes),
+                p.tier,
+                p.cpus,
+                p.nodes.len(),
+                if p.default_mem_per_cpu == 0 {
+                    "UNLIMITED".to_string()
+                } else {
+                    (p.default_mem_per_cpu >> 20).to_string()
+                },
+            )
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_record_has_the_keys_scripts_grep_for() {
+        let j = pb::JobInfo {
+            id: 4,
+            name: "s.sh".into(),
+            state: "running".into(),
+            tasks: 5,
+            start_ms: 1,
+            nodes: vec!["vm".into()],
+            pending_indices: "2-5".into(),
+            running_tasks: vec![pb::TaskInfo {
+                index: 1,
+                state: "running".into(),
+                node: "vm".into(),
+                start_ms: 1,
+                ..Default::default()
+            }],
+            spec: Some(pb::JobSpec {
+                array: "1-5".into(),
+                user: "nobody-here-x".into(),
+                partition: "batch".into(),
+                cpus: 1,
+                chdir: "/tmp/sref".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let r = job_record(&j, Some(1));
+        assert!(
+            r.starts_with("JobId=4 ArrayJobId=4 ArrayTaskId=1 JobName=s.sh\n"),
+            "{r}"
+        );
+        for key in [
+            "UserId=nobody-here-x ",
+            "JobState=RUNNING Reason=None",
+            "ExitCode=0:0",
+            "TimeLimit=UNLIMITED",
+            "Partition=batch",
+            "NodeList=vm",
+            "NumCPUs=1",
+            "WorkDir=/tmp/sref",
+        ] {
+            assert!(r.contains(key), "{key} in {r}");
+        }
+        let r = job_record(&j, Some(3));
+        assert!(r.starts_with("JobId=6 ArrayJobId=4 ArrayTaskId=3 "), "{r}");
+        assert!(r.contains("JobState=PENDING"), "{r}");
+    }
+}
