@@ -148,7 +148,9 @@ fn job_record(j: &pb::JobInfo, index: Option<u32>) -> String {
     } else {
         "Unknown".into()
     };
-    let command = if spec.argv.is_empty() && !spec.script.is_empty() {
+    // A batch script's text is not sent back; its arguments are.
+    let batch = spec.argv.is_empty() || !spec.script.is_empty();
+    let command = if batch {
         "(batch script)".to_string()
     } else {
         spec.argv.join(" ")
@@ -182,7 +184,7 @@ fn job_record(j: &pb::JobInfo, index: Option<u32>) -> String {
     s.push_str(&format!(
         "   Requeue={} Restarts=0 BatchFlag={} Reboot=0 ExitCode={exit}\n",
         u8::from(spec.requeue),
-        u8::from(!spec.script.is_empty())
+        u8::from(batch)
     ));
     s.push_str(&format!(
         "   RunTime={} TimeLimit={time_limit} TimeMin=N/A\n",

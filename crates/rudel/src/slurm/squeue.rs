@@ -218,6 +218,16 @@ fn header(key: &str) -> Option<String> {
     )
 }
 
+/// Why a job's pending tasks wait, as Slurm's code. With no reason the tasks are placed
+/// and wait on their node for a running task's cpus: `Resources`.
+fn pending_reason(j: &pb::JobInfo) -> String {
+    if j.reason.is_empty() {
+        "Resources".into()
+    } else {
+        format::reason_code(&j.reason)
+    }
+}
+
 /// A line's fields shared by all lines of one job.
 fn base_row(j: &pb::JobInfo) -> Row {
     let spec = j.spec.clone().unwrap_or_default();
@@ -239,7 +249,7 @@ fn base_row(j: &pb::JobInfo) -> Row {
                 _ => "None".into(),
             }
         } else if state == "PENDING" {
-            format::reason_code(&j.reason)
+            pending_reason(j)
         } else {
             "None".into()
         },
@@ -281,7 +291,7 @@ pub fn rows(j: &pb::JobInfo, expand: bool) -> Vec<Row> {
         array_task: index.to_string(),
         state,
         reason: if state == "PENDING" {
-            base.reason.clone()
+            pending_reason(j)
         } else {
             "None".into()
         },
@@ -327,12 +337,7 @@ pub fn rows(j: &pb::JobInfo, expand: bool) -> Vec<Row> {
                 start_ms: 0,
                 end_ms: 0,
                 nodes: Vec::new(),
-                reason: if base.state == "PENDING" {
-                    base.reason.clone()
-                } else {
-                    // The array runs; its waiting tasks wait for the same thing others do.
-                    "Resources".into()
-                },
+                reason: pending_reason(j),
                 ..base.clone()
             });
         }
