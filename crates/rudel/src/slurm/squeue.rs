@@ -356,6 +356,18 @@ pub fn rows(j: &pb::JobInfo, expand: bool) -> Vec<Row> {
     out
 }
 
+/// Slurm's default order (`-S P,t,-p`): partition, then state (pending before running
+/// before finished ones), then higher priority first; ties keep job id order.
+fn sort_as_slurm(rows: &mut [Row]) {
+    let rank = |s: &str| format::JOB_STATES.iter().position(|x| *x == s).unwrap_or(usize::MAX);
+    rows.sort_by(|a, b| {
+        a.partition
+            .cmp(&b.partition)
+            .then(rank(a.state).cmp(&rank(b.state)))
+            .then(b.priority.cmp(&a.priority))
+    });
+}
+
 /// Which lines to show.
 struct Filter {
     states: Option<Vec<&'static str>>,
@@ -503,11 +515,12 @@ pub async fn squeue(args: Vec<String>, head: &str) -> SlurmResult {
             .ids
             .as_ref()
             .is_some_and(|ids| ids.iter().any(|(_, ix)| ix.is_some()));
-    let lines: Vec<Row> = jobs
+    let mut lines: Vec<Row> = jobs
         .iter()
         .flat_map(|j| rows(j, expand))
         .filter(|r| filter.keeps(r))
         .collect();
+    sort_as_slurm(&mut lines);
     if a.json {
         let v: Vec<Value> = lines.iter().map(row_json).collect();
         println!(
@@ -610,6 +623,23 @@ mod tests {
         assert_eq!(render_all(&rows(&j, false), "%i|%K|%R"), ["7_[1-6%2]|1-6%2|(Priority)"]);
         let plain = job(9, "", "pending", "", &[]);
         assert_eq!(render_all(&rows(&plain, false), "%i %K %a %b"), ["9 N/A (null) N/A"]);
+    }
+
+    #[test]
+    fn pending_lines_come_first_across_jobs_as_slurm_sorts() {
+        // Slurm 22.05: `sbatch -a 1-3 s.sh` (16, two cpus) then `sbatch -a 1-3%2 s.sh` (17).
+        let mut r = rows(&job(16, "1-3", "running", "3", &[(1, "vm"), (2, "vm")]), false);
+        r.extend(rows(&job(17, "1-3%2", "pending", "1-3", &[]), false));
+        sort_as_slurm(&mut r);
+        assert_eq!(
+            render_all(&r, "%i %t %R"),
+            [
+                "16_3 PD (Resources)",
+                "17_[1-3%2] PD (Priority)",
+                "16_1 R vm",
+                "16_2 R vm"
+            ]
+        );
     }
 
     #[test]
