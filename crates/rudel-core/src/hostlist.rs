@@ -101,6 +101,19 @@ pub fn compress(names: &[String]) -> String {
             Err(_) => parts.push(n.clone()),
         }
     }
+    // `gpu10` belongs with `gpu01`..`gpu09` (same digit count): move unpadded numbers
+    // into a padded group of their prefix when they have its width.
+    let padded: Vec<(String, usize)> = groups.keys().filter(|(_, w)| *w > 0).cloned().collect();
+    for (prefix, w) in padded {
+        if let Some(plain) = groups.get_mut(&(prefix.clone(), 0)) {
+            let (fit, rest): (Vec<u64>, Vec<u64>) = plain.iter().partition(|n| n.to_string().len() == w);
+            *plain = rest;
+            if plain.is_empty() {
+                groups.remove(&(prefix.clone(), 0));
+            }
+            groups.entry((prefix, w)).or_default().extend(fit);
+        }
+    }
     for ((prefix, width), mut nums) in groups {
         nums.sort_unstable();
         nums.dedup();

@@ -41,6 +41,10 @@ fn split_command_line(args: &[String]) -> CommandLine {
     while i < args.len() {
         let w = &args[i];
         i += 1;
+        if let Some(v) = w.strip_prefix("--wrap=") {
+            out.client.wrap = Some(v.to_string());
+            continue;
+        }
         match w.as_str() {
             "--parsable" => out.client.parsable = true,
             "-W" | "--wait" => out.client.wait = true,
@@ -54,7 +58,6 @@ fn split_command_line(args: &[String]) -> CommandLine {
                 out.operands = args[i..].to_vec();
                 return out;
             }
-            _ if w.starts_with("--wrap=") => out.client.wrap = Some(w["--wrap=".len()..].to_string()),
             _ if w.starts_with('-') && w != "-" => {
                 out.options.push(w.clone());
                 let needs_next = matches!(

@@ -87,7 +87,7 @@ impl Group<'_> {
                 (Some(a), _) => a.to_string(),
                 _ => "0".into(),
             },
-            "m" => (sum(|n| n.mem_bytes) / self.nodes.len().max(1) as u64 >> 20).to_string(),
+            "m" => ((sum(|n| n.mem_bytes) / self.nodes.len().max(1) as u64) >> 20).to_string(),
             "e" => (sum(|n| n.mem_bytes.saturating_sub(n.mem_used)) >> 20).to_string(),
             "C" => {
                 let total = sum(|n| u64::from(n.cpus));
