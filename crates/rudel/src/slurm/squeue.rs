@@ -548,17 +548,22 @@ pub async fn squeue(args: Vec<String>, head: &str) -> SlurmResult {
 /// The date line of `-l`, as Slurm's (`Sat Nov 28 10:12:06 2026`).
 pub fn date_line() -> String {
     let secs = (rudel_tls::now_ms() / 1000) as libc::time_t;
-    let mut buf = [0 as libc::c_char; 64];
+    let mut buf = [0u8; 64];
     // SAFETY: localtime_r and strftime write only into `tm` and `buf`, which we own, and
     // strftime never writes more than buf.len() bytes.
-    unsafe {
+    let n = unsafe {
         let mut tm: libc::tm = std::mem::zeroed();
         if libc::localtime_r(&secs, &mut tm).is_null() {
             return String::new();
         }
-        let n = libc::strftime(buf.as_mut_ptr(), buf.len(), c"%a %b %d %H:%M:%S %Y".as_ptr(), &tm);
-        String::from_utf8_lossy(&std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), n)).into_owned()
-    }
+        libc::strftime(
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            c"%a %b %d %H:%M:%S %Y".as_ptr(),
+            &tm,
+        )
+    };
+    String::from_utf8_lossy(&buf[..n.min(buf.len())]).into_owned()
 }
 
 #[cfg(test)]
