@@ -167,6 +167,10 @@ pub enum Command {
         settings: Vec<(String, String)>,
         now_ms: u64,
     },
+    /// Hold jobs: their pending tasks do not start until released (`rudel hold`).
+    Hold { jobs: Vec<JobId>, now_ms: u64 },
+    /// Release held jobs (`rudel release`).
+    Release { jobs: Vec<JobId>, now_ms: u64 },
 }
 
 /// What applying a command produced, returned to the proposer.
@@ -211,5 +215,11 @@ pub enum Response {
     /// The scheduling settings after a change.
     Configured {
         settings: Vec<(String, String)>,
+    },
+    /// Hold/release: jobs changed, jobs left as they were (with why), unknown ids.
+    GateChanged {
+        changed: Vec<JobId>,
+        skipped: Vec<(JobId, String)>,
+        unknown: Vec<JobId>,
     },
 }

@@ -48,6 +48,8 @@ pub enum Violation {
         held: std::collections::BTreeMap<String, u64>,
         total: std::collections::BTreeMap<String, u64>,
     },
+    #[error("job {job} is in the queue or started while gated: {why}")]
+    GateBroken { job: JobId, why: &'static str },
     #[error("job {job} runs {running} tasks, above its array limit {limit}")]
     ArrayLimit { job: JobId, running: u64, limit: u32 },
 }
@@ -59,7 +61,41 @@ pub fn check_all(s: &State) -> Result<(), Violation> {
     counts_add_up(s)?;
     array_limits_hold(s)?;
     gres_not_over_granted(s)?;
-    licenses_never_over_granted(s)
+    licenses_never_over_granted(s)?;
+    gated_jobs_wait(s)
+}
+
+/// A held job, one waiting on its dependency or before its begin time is out of the
+/// queue; one whose dependency or begin time never opened has never started a task (a
+/// dependency, once satisfied, stays so); and a job waiting on a dependency is known to
+/// the dependency index.
+pub fn gated_jobs_wait(s: &State) -> Result<(), Violation> {
+    for &(_, _, id) in &s.queue {
+        if let Some(job) = s.jobs.get(&id) {
+            if !s.eligible(job) {
+                return Err(Violation::GateBroken {
+                    job: id,
+                    why: "in the queue",
+                });
+            }
+        }
+    }
+    for job in s.jobs.values() {
+        let waits = job.dep != crate::job::DepStatus::Satisfied || job.spec.begin_ms > s.now_ms;
+        if waits && (job.start_ms.is_some() || !job.running.is_empty()) {
+            return Err(Violation::GateBroken {
+                job: job.id,
+                why: "a task started",
+            });
+        }
+        if job.dep == crate::job::DepStatus::Waiting && !job.is_finished() && s.deps.spec(job.id).is_none() {
+            return Err(Violation::GateBroken {
+                job: job.id,
+                why: "waiting on a dependency the index does not hold",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Each unit of a generic resource is held by at most one task, and marked taken.

@@ -53,6 +53,19 @@ pub struct JobSpec {
     pub submit_dir: String,
     #[serde(default)]
     pub submit_host: String,
+    /// `--dependency`, as the user wrote it (parsed): the job waits until it holds.
+    #[serde(default)]
+    pub dependency: Option<crate::deps::DepSpec>,
+    /// Cancel the job when its dependency can never hold (`--kill-on-invalid-dep=yes`);
+    /// otherwise it stays pending with reason `DependencyNeverSatisfied`, as in Slurm.
+    #[serde(default)]
+    pub kill_on_invalid_dep: bool,
+    /// Submitted held (`--hold`): waits until released.
+    #[serde(default)]
+    pub hold: bool,
+    /// Log time (ms) before which no task starts (`--begin`); 0 = none.
+    #[serde(default)]
+    pub begin_ms: u64,
 }
 
 /// State of a task, and (aggregated) of a job.
@@ -191,6 +204,23 @@ pub struct Job {
     pub exited_runs: u64,
     #[serde(default)]
     pub exited_run_ms: u64,
+    /// Held by a user or admin (`--hold`, `rudel hold`): its pending tasks do not start.
+    #[serde(default)]
+    pub held: bool,
+    /// Where its dependency stands (`Satisfied` also when it has none).
+    #[serde(default)]
+    pub dep: DepStatus,
+}
+
+/// Where a job's dependency stands.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DepStatus {
+    #[default]
+    Satisfied,
+    Waiting,
+    /// Can never hold (e.g. `afterok` on a failed job): pending, reason
+    /// `DependencyNeverSatisfied`, until cancelled.
+    Never,
 }
 
 /// Tasks of a job whose tasks run shorter than this on average are "short".
@@ -223,6 +253,8 @@ impl Job {
             nodes: Vec::new(),
             exited_runs: 0,
             exited_run_ms: 0,
+            held: false,
+            dep: DepStatus::Satisfied,
         }
     }
 

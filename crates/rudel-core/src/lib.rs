@@ -5,9 +5,12 @@
 //! same log reaches the same state, and the scheduler can be tested at any scale.
 
 pub mod array;
+pub mod begin;
 pub mod command;
 pub mod constraint;
+pub mod deps;
 pub mod events;
+pub mod gates;
 pub mod hostlist;
 pub mod ids;
 pub mod intern;

@@ -22,6 +22,9 @@ pub fn pending_reason(state: &State, job: &Job) -> String {
     if !job.has_pending() {
         return String::new();
     }
+    if let Some(gate) = state.gate(job) {
+        return gate_reason(state, job, gate);
+    }
     if !state.nodes.iter().any(|n| n.takes_work()) {
         return "NoNodes: no compute node is up and accepting work (drained or down)".into();
     }
@@ -44,6 +47,30 @@ pub fn pending_reason(state: &State, job: &Job) -> String {
         return "Resources: waiting for free cpus/memory".into();
     }
     "Priority: waiting behind jobs of higher priority or earlier submission".into()
+}
+
+fn gate_reason(state: &State, job: &Job, gate: crate::gates::Gate) -> String {
+    use crate::gates::Gate;
+    let dep = || {
+        job.spec
+            .dependency
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    };
+    match gate {
+        Gate::JobHeldUser => format!("JobHeldUser: held (`rudel release {}` lets it start)", job.id),
+        Gate::Dependency => format!("Dependency: waiting for {}", dep()),
+        Gate::DependencyNeverSatisfied => format!(
+            "DependencyNeverSatisfied: {} can never hold; cancel the job (or submit with \
+             --kill-on-invalid-dep=yes)",
+            dep()
+        ),
+        Gate::BeginTime => format!(
+            "BeginTime: starts in {} (--begin)",
+            crate::parse::format_duration(job.spec.begin_ms.saturating_sub(state.now_ms))
+        ),
+    }
 }
 
 /// True for a task record of a task that never started: cancelled while it waited (queued

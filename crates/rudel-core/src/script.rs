@@ -270,9 +270,9 @@ fn short_option(c: char) -> Option<(&'static str, Action)> {
         'A' => ("account", Ignore(Value)),
         'Q' => ("quiet", Ignore(Flag)),
         'v' => ("verbose", Ignore(Flag)),
-        'b' => ("begin", Refuse(Value, NOT_YET)),
+        'b' => ("begin", Map("--begin", Value)),
         'B' => ("extra-node-info", Refuse(Value, NOT_YET)),
-        'd' => ("dependency", Refuse(Value, NOT_YET)),
+        'd' => ("dependency", Map("--dependency", Value)),
         'F' => ("nodefile", Refuse(Value, PARALLEL)),
         'i' => ("input", Refuse(Value, NOT_YET)),
         'm' => ("distribution", Refuse(Value, PARALLEL)),
@@ -281,7 +281,7 @@ fn short_option(c: char) -> Option<(&'static str, Action)> {
         'S' => ("core-spec", Refuse(Value, NOT_YET)),
         'w' => ("nodelist", Refuse(Value, "use --constraint 'name==NODE'")),
         'x' => ("exclude", Refuse(Value, "use --constraint '!(name==NODE)'")),
-        'H' => ("hold", Refuse(Flag, NOT_YET)),
+        'H' => ("hold", Map("--hold", Flag)),
         'k' => ("no-kill", Refuse(Flag, PARALLEL)),
         'O' => ("overcommit", Refuse(Flag, NOT_YET)),
         's' => ("oversubscribe", Refuse(Flag, NOT_YET)),
@@ -313,6 +313,7 @@ fn long_option(name: &str) -> Option<Action> {
         "nice" => Nice,
         "ntasks-per-node" => OneOnly,
         "open-mode" => OpenMode,
+        "kill-on-invalid-dep" => Map("--kill-on-invalid-dep", Value),
         // Bookkeeping and verbosity: nothing about the job changes.
         "acctg-freq" | "comment" | "mail-type" | "mail-user" | "profile" | "wckey" => Ignore(Value),
         "parsable" => Ignore(Flag),
@@ -320,40 +321,11 @@ fn long_option(name: &str) -> Option<Action> {
         | "ntasks-per-socket" | "switches" | "tres-per-task" | "tres-bind" | "gpu-bind" | "cluster-constraint" => {
             Refuse(Value, PARALLEL)
         }
-        "cores-per-socket"
-        | "sockets-per-node"
-        | "threads-per-core"
-        | "hint"
-        | "mem-bind"
-        | "cpu-freq"
-        | "gpu-freq"
-        | "mincpus"
-        | "tmp"
-        | "network"
-        | "power"
-        | "prefer"
-        | "reservation"
-        | "resv-ports"
-        | "thread-spec"
-        | "time-min"
-        | "deadline"
-        | "delay-boot"
-        | "signal"
-        | "export-file"
-        | "container"
-        | "container-id"
-        | "bb"
-        | "bbf"
-        | "burst-buffer"
-        | "batch"
-        | "extra"
-        | "mcs-label"
-        | "gres-flags"
-        | "kill-on-invalid-dep"
-        | "uid"
-        | "gid"
-        | "cluster"
-        | "wrap" => Refuse(Value, NOT_YET),
+        "cores-per-socket" | "sockets-per-node" | "threads-per-core" | "hint" | "mem-bind" | "cpu-freq"
+        | "gpu-freq" | "mincpus" | "tmp" | "network" | "power" | "prefer" | "reservation" | "resv-ports"
+        | "thread-spec" | "time-min" | "deadline" | "delay-boot" | "signal" | "export-file" | "container"
+        | "container-id" | "bb" | "bbf" | "burst-buffer" | "batch" | "extra" | "mcs-label" | "gres-flags" | "uid"
+        | "gid" | "cluster" | "wrap" => Refuse(Value, NOT_YET),
         "exclusive" | "get-user-env" | "propagate" | "reboot" | "spread-job" | "use-min-nodes" | "ignore-pbs" => {
             Refuse(Optional, NOT_YET)
         }
@@ -693,7 +665,7 @@ mod tests {
         for (line, why) in [
             ("#SBATCH -N 2", "multi-node"),
             ("#SBATCH --ntasks=4", "multi-node"),
-            ("#SBATCH --dependency=singleton", "not supported by rudel yet"),
+            ("#SBATCH --deadline=now+1hour", "not supported by rudel yet"),
             ("#SBATCH --exclusive", "not supported"),
             ("#SBATCH --signal=B:TERM@20", "not supported"),
             ("#SBATCH --open-mode=append", "append is not supported"),

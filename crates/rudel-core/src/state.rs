@@ -59,7 +59,13 @@ pub struct State {
     pub envs: crate::intern::EnvInterner,
     /// Changes made by the entry being applied; empty between entries (see `apply_output`).
     #[serde(skip)]
-    changes: Vec<Event>,
+    pub(crate) changes: Vec<Event>,
+    /// Jobs waiting on a dependency, and who depends on whom (see `gates.rs`).
+    #[serde(default)]
+    pub deps: crate::deps::DepGraph,
+    /// (log time, job): a gate of the job may open then (begin time, `after` delay).
+    #[serde(default)]
+    pub timers: BTreeSet<(u64, JobId)>,
 }
 
 /// Why a submit cannot be accepted; the text goes to the user as is.
@@ -107,7 +113,14 @@ impl State {
     pub fn apply_output(&mut self, cmd: Command) -> ApplyOutput {
         self.changes.clear();
         let response = self.apply_one(cmd);
-        let (_, violations) = scheduler::schedule(self);
+        self.wake_due();
+        let (seen, _) = self.settle_gates(0);
+        let (_, mut violations) = scheduler::schedule(self);
+        // Placements may start jobs others wait for (`after`): give those their turn in
+        // the same entry rather than the next.
+        if let (_, true) = self.settle_gates(seen) {
+            violations.extend(scheduler::schedule(self).1);
+        }
         ApplyOutput {
             response,
             events: std::mem::take(&mut self.changes),
@@ -226,6 +239,14 @@ impl State {
                 self.advance(now_ms);
                 self.configure(&settings)
             }
+            Command::Hold { jobs, now_ms } => {
+                self.advance(now_ms);
+                self.hold(&jobs).into()
+            }
+            Command::Release { jobs, now_ms } => {
+                self.advance(now_ms);
+                self.release(&jobs).into()
+            }
         }
     }
 
@@ -315,9 +336,12 @@ impl State {
     }
 
     /// Puts a job with pending tasks into the queue at its place in the configured order.
+    /// A gated job (held, waiting on a dependency or its begin time) stays out.
     pub(crate) fn enqueue(&mut self, id: JobId) {
         if let Some(job) = self.jobs.get(&id) {
-            self.queue.insert(self.sched.queue_key(job));
+            if self.eligible(job) {
+                self.queue.insert(self.sched.queue_key(job));
+            }
         }
     }
 
@@ -448,6 +472,10 @@ impl State {
         if let Err(reason) = self.check_fits_somewhere(&spec) {
             return Response::Rejected { reason };
         }
+        let dep = match self.resolve_dependency(&spec) {
+            Ok(d) => d,
+            Err(reason) => return Response::Rejected { reason },
+        };
         let id = self.next_job_id.max(1);
         // One id per task: array task i is job `id + position` (Slurm's per-task job
         // ids, `%j`, `SLURM_JOB_ID`), so no later job may take those.
@@ -459,6 +487,7 @@ impl State {
         let tasks = job.total;
         self.emit(Event::JobSubmitted { job: id });
         self.jobs.insert(id, job);
+        self.gate_new(id, dep);
         self.enqueue(id);
         if !request_id.is_empty() {
             self.requests.insert(request_id.clone(), id);
@@ -625,7 +654,7 @@ impl State {
         ))
     }
 
-    fn cancel(&mut self, ids: &[JobId]) -> Response {
+    pub(crate) fn cancel(&mut self, ids: &[JobId]) -> Response {
         let (mut cancelled, mut already_finished, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
         for &id in ids {
             let Some(job) = self.jobs.get_mut(&id) else {

@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use rudel_core::array::{ArraySpec, IndexRange};
-use rudel_core::job::TaskState;
+use rudel_core::deps::DepKind;
+use rudel_core::job::{DepStatus, TaskState};
 use rudel_core::state::MAX_QUEUED_PER_SLOT;
 use rudel_core::{Command, JobSpec, NodeRegistration, Response, State, TaskKey, TaskOutcome, TaskReport};
 
@@ -25,6 +26,11 @@ struct JobReq {
     gpus: u32,
     /// Units of the cluster license `lic` per task.
     lic: u32,
+    /// A dependency: (kind 0..4 = afterok, afterany, afternotok, after, singleton; which
+    /// earlier job).
+    dep: Option<(u8, usize)>,
+    /// Submitted held.
+    hold: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -43,6 +49,8 @@ enum Event {
     Configure(usize, u32),
     /// An admin points partition `batch` at node set n (0: all, 1: gpu, 2: !gpu), up or down.
     Partition(usize, bool),
+    /// Hold (true) or release (false) the n-th submitted job.
+    Hold(usize, bool),
 }
 
 fn job_req() -> impl Strategy<Value = JobReq> {
@@ -57,9 +65,11 @@ fn job_req() -> impl Strategy<Value = JobReq> {
         0u64..=3,
         prop_oneof![3 => Just(0u32), 1 => 1u32..=2],
         prop_oneof![3 => Just(0u32), 1 => 1u32..=2],
+        prop_oneof![2 => Just(None), 1 => (0u8..5, any::<usize>()).prop_map(Some)],
+        prop_oneof![5 => Just(false), 1 => Just(true)],
     )
         .prop_map(
-            |(cpus, mem, priority, tasks, limit, requeue, constraint, minutes, gpus, lic)| JobReq {
+            |(cpus, mem, priority, tasks, limit, requeue, constraint, minutes, gpus, lic, dep, hold)| JobReq {
                 cpus,
                 mem: mem * 1024,
                 priority,
@@ -70,8 +80,67 @@ fn job_req() -> impl Strategy<Value = JobReq> {
                 minutes,
                 gpus,
                 lic,
+                dep,
+                hold,
             },
         )
+}
+
+/// The `--dependency` text of a request, naming one of the jobs submitted before it.
+fn dep_text(r: &JobReq, earlier: &[u64]) -> Option<String> {
+    let (kind, pick) = r.dep?;
+    if kind == 4 {
+        return Some("singleton".into());
+    }
+    let target = earlier.get(pick % earlier.len().max(1))?;
+    let name = ["afterok", "afterany", "afternotok", "after"][kind as usize];
+    Some(format!("{name}:{target}"))
+}
+
+/// A job that started only does so once its dependency held: `after*` targets ended as the
+/// kind asks (started, for `after`), and no earlier job of a singleton's name was unfinished
+/// at its start.
+fn check_dependency_order(s: &State) -> Result<(), TestCaseError> {
+    for j in s.jobs.values() {
+        let (Some(dep), Some(start)) = (&j.spec.dependency, j.start_ms) else {
+            continue;
+        };
+        for c in &dep.clauses {
+            for t in &c.targets {
+                let Some(target) = s.jobs.get(&t.job) else { continue };
+                let ended_ok = target.end_ms.is_some_and(|e| e <= start);
+                let ok = match c.kind {
+                    DepKind::AfterOk => ended_ok && target.state() == TaskState::Completed,
+                    DepKind::AfterNotOk => ended_ok && target.state() != TaskState::Completed,
+                    DepKind::AfterAny => ended_ok,
+                    DepKind::After { .. } => target.start_ms.is_some_and(|t| t <= start) || target.end_ms.is_some(),
+                    _ => true,
+                };
+                prop_assert!(
+                    ok,
+                    "job {} ({}) started at {} before its target {} allowed it: {:?}",
+                    j.id,
+                    dep,
+                    start,
+                    t.job,
+                    target.counts
+                );
+            }
+            if c.kind == DepKind::Singleton {
+                for other in s.jobs.range(..j.id).map(|(_, o)| o) {
+                    if other.spec.name == j.spec.name && other.spec.user == j.spec.user {
+                        prop_assert!(
+                            other.end_ms.is_some_and(|e| e <= start),
+                            "singleton {} started beside {}",
+                            j.id,
+                            other.id
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -84,6 +153,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (any::<usize>(), any::<bool>()).prop_map(|(i, d)| Event::Drain(i, d)),
         1 => (0usize..3, 0u32..=3).prop_map(|(o, d)| Event::Configure(o, d)),
         1 => (0usize..3, prop_oneof![4 => Just(true), 1 => Just(false)]).prop_map(|(n, up)| Event::Partition(n, up)),
+        1 => (any::<usize>(), any::<bool>()).prop_map(|(i, h)| Event::Hold(i, h)),
     ]
 }
 
@@ -179,7 +249,20 @@ fn placed_tasks(state: &State) -> BTreeSet<(TaskKey, u32)> {
 }
 
 /// Invariants that must hold after every applied command.
-fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCaseError> {
+/// Jobs kept out of the queue by a hold, a dependency or a begin time.
+fn gated(state: &State) -> BTreeSet<u64> {
+    state
+        .jobs
+        .values()
+        .filter(|j| !state.eligible(j))
+        .map(|j| j.id)
+        .collect()
+}
+
+/// `gated_before`: jobs gated before the step; one whose gate opened during it (its `after`
+/// target started in this very entry) may have been passed by placements made earlier in
+/// the entry, while it still waited.
+fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>, gated_before: &BTreeSet<u64>) -> Result<(), TestCaseError> {
     // No node is over-committed; cores of tasks holding resources are disjoint.
     for (id, n) in state.nodes.iter().enumerate() {
         let mut used = BTreeSet::new();
@@ -283,8 +366,10 @@ fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCas
                 && node.could_ever_serve(&e.spec.gres);
             // A job waiting for licenses holds back no node: nodes are not what it waits for.
             let for_licenses = state.waiting.contains_key(earlier);
+            // Nor does a held job, one waiting on a dependency or its begin time.
+            let gated = !state.eligible(e) || gated_before.contains(earlier);
             prop_assert!(
-                !e.has_pending() || limited || !could_use || for_licenses,
+                !e.has_pending() || limited || !could_use || for_licenses || gated,
                 "job {} got a task on {} while job {} (earlier in order, could use that node) still waits",
                 key.job,
                 node.name,
@@ -420,13 +505,19 @@ proptest! {
         for ev in events {
             now += 1;
             let before = placed_tasks(&s);
+            let gated_before = gated(&s);
             match ev {
                 Event::Submit(r) => {
                     let c = spec(&r).constraint;
                     let mut sp = spec(&r);
                     sp.partition = "batch".into();
                     let fits = s.nodes.iter().any(|n| n.cpus >= r.cpus && n.mem_bytes >= r.mem && n.matches(c.as_ref()) && n.could_ever_serve(&sp.gres) && s.in_partitions(&sp, n));
-                    match apply_ev(&mut s, &mut ended, Command::Submit { request_id: String::new(), spec: spec(&r), now_ms: now })? {
+                    let earlier: Vec<u64> = submitted.keys().copied().collect();
+                    let mut sp2 = spec(&r);
+                    sp2.hold = r.hold;
+                    sp2.name = format!("j{}", r.cpus % 2);
+                    sp2.dependency = dep_text(&r, &earlier).map(|d| rudel_core::deps::parse(&d).unwrap());
+                    match apply_ev(&mut s, &mut ended, Command::Submit { request_id: String::new(), spec: sp2, now_ms: now })? {
                         rudel_core::Response::Submitted { job, .. } => {
                             prop_assert!(fits, "accepted a job no node can hold");
                             submitted.insert(job, r);
@@ -456,7 +547,7 @@ proptest! {
                     let r = apply_ev(&mut s, &mut ended, Command::Configure { settings, now_ms: now })?;
                     prop_assert!(matches!(r, Response::Configured { .. }), "{:?}", r);
                     prop_assert_eq!((s.sched.order, s.sched.queue_depth), (o, depth));
-                    let mut keys: Vec<_> = s.jobs.values().filter(|j| j.has_pending()).map(|j| s.sched.queue_key(j)).collect();
+                    let mut keys: Vec<_> = s.jobs.values().filter(|j| j.has_pending() && s.eligible(j)).map(|j| s.sched.queue_key(j)).collect();
                     keys.sort();
                     prop_assert_eq!(s.queue.iter().copied().collect::<Vec<_>>(), keys, "the queue is re-sorted");
                 }
@@ -467,6 +558,16 @@ proptest! {
                     let cmd = Command::Configure { settings: vec![("partition.batch".into(), value)], now_ms: now };
                     let r = apply_ev(&mut s, &mut ended, cmd)?;
                     prop_assert!(matches!(r, Response::Configured { .. }), "{:?}", r);
+                }
+                Event::Hold(i, hold) => {
+                    if submitted.is_empty() { continue; }
+                    let id = *submitted.keys().nth(i % submitted.len()).unwrap_or(&0);
+                    let cmd = if hold { Command::Hold { jobs: vec![id], now_ms: now } } else { Command::Release { jobs: vec![id], now_ms: now } };
+                    let r = apply_ev(&mut s, &mut ended, cmd)?;
+                    prop_assert!(matches!(r, Response::GateChanged { .. }), "{:?}", r);
+                    if hold && s.jobs[&id].has_pending() && !s.jobs[&id].is_finished() {
+                        prop_assert!(s.jobs[&id].held, "a job with pending tasks is held");
+                    }
                 }
                 Event::Drain(i, drain) => {
                     let name = s.nodes[i % s.nodes.len()].name.clone();
@@ -496,7 +597,8 @@ proptest! {
                     prop_assert!(matches!(apply_ev(&mut s, &mut ended, cmd)?, Response::Registered { .. }), "the forgotten name is free");
                 }
             }
-            check(&s, &before)?;
+            check(&s, &before, &gated_before)?;
+            check_dependency_order(&s)?;
         }
         // Every node takes work again, so everything can finish.
         let all = vec![("partition.batch".to_string(), "nodes=ALL;default=yes;state=up".to_string())];
@@ -510,11 +612,21 @@ proptest! {
                 j.running.iter().filter(|(_, rt)| rt.after.is_none() || rt.kill_requested)
                     .map(move |(idx, rt)| (TaskKey { job: j.id, index: *idx }, rt.attempt, rt.node))
             }).collect();
-            let Some(&(key, attempt, node)) = holders.first() else { break };
+            let Some(&(key, attempt, node)) = holders.first() else {
+                // Nothing runs: let held jobs go and cancel those whose dependency can
+                // never hold (they would wait forever, as in Slurm).
+                let held: Vec<u64> = s.jobs.values().filter(|j| j.held && !j.is_finished()).map(|j| j.id).collect();
+                let never: Vec<u64> = s.jobs.values().filter(|j| j.dep == DepStatus::Never && !j.is_finished()).map(|j| j.id).collect();
+                if held.is_empty() && never.is_empty() { break }
+                apply_ev(&mut s, &mut ended, Command::Release { jobs: held, now_ms: now })?;
+                apply_ev(&mut s, &mut ended, Command::Cancel { jobs: never, now_ms: now })?;
+                continue;
+            };
             let before = placed_tasks(&s);
+            let gated_before = gated(&s);
             let name = node_name(&s, node);
             apply_ev(&mut s, &mut ended, Command::Reports { node: name, reports: vec![finish_report(key, attempt, 0, now)], now_ms: now })?;
-            check(&s, &before)?;
+            check(&s, &before, &gated_before)?;
         }
         for j in s.jobs.values() {
             prop_assert!(j.is_finished(), "job {} never finished: {:?}", j.id, j.counts);
@@ -576,6 +688,8 @@ fn stale_reports_are_ignored() {
             minutes: 0,
             gpus: 0,
             lic: 0,
+            dep: None,
+            hold: false,
         }),
         now_ms: 2,
     });
@@ -626,6 +740,8 @@ fn no_requeue_task_lost_ends_node_fail_and_never_reruns() {
             minutes: 0,
             gpus: 0,
             lic: 0,
+            dep: None,
+            hold: false,
         }),
         now_ms: 2,
     });
@@ -651,6 +767,8 @@ fn a_million_task_array_is_small() {
             minutes: 0,
             gpus: 0,
             lic: 0,
+            dep: None,
+            hold: false,
         }),
         now_ms: 2,
     });
@@ -678,6 +796,8 @@ fn deepest_queue(ms: u64) -> usize {
         minutes: 0,
         gpus: 0,
         lic: 0,
+        dep: None,
+        hold: false,
     };
     s.apply(Command::Submit {
         request_id: String::new(),
@@ -728,6 +848,8 @@ fn successors_go_behind_the_shortest_chain() {
         minutes: 0,
         gpus: 0,
         lic: 0,
+        dep: None,
+        hold: false,
     };
     let submit = |s: &mut State, requeue, now| {
         s.apply(Command::Submit {

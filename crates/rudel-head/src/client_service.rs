@@ -42,6 +42,20 @@ const LEADERSHIP_CONFIRM: Duration = Duration::from_millis(1000);
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchUpdate, Status>> + Send>>;
 
 impl ClientService {
+    /// An array task's own job id must not act on its whole array, nor be "unknown".
+    fn refuse_array_tasks(&self, ids: &[u64], verb: &str, done: &str) -> Result<(), Status> {
+        for &id in ids {
+            if let Some((j, Some(index))) = self.shared.read().state.job_of(id) {
+                return Err(Status::invalid_argument(format!(
+                    "job {id} is task {}_{index} of array job {}: to {verb} one array task is not \
+                     supported yet; `rudel {verb} {}` acts on the whole array (nothing was {done})",
+                    j.id, j.id, j.id
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Linearizable reads go through the leader (it confirms leadership with a quorum
     /// before answering); `stale` reads answer from local state at once.
     ///
@@ -183,6 +197,49 @@ impl pb::rudel_server::Rudel for ClientService {
         }
     }
 
+    async fn hold(&self, req: Request<pb::HoldRequest>) -> Result<tonic::Response<pb::HoldResponse>, Status> {
+        let req = req.into_inner();
+        let ids = req.job_ids;
+        if ids.is_empty() || ids.len() > MAX_IDS {
+            return Err(Status::invalid_argument(format!(
+                "name between 1 and {MAX_IDS} job ids"
+            )));
+        }
+        let (verb, done) = if req.release {
+            ("release", "released")
+        } else {
+            ("hold", "held")
+        };
+        self.refuse_array_tasks(&ids, verb, done)?;
+        let now_ms = now_ms();
+        let cmd = if req.release {
+            Command::Release { jobs: ids, now_ms }
+        } else {
+            Command::Hold { jobs: ids, now_ms }
+        };
+        match self.proposer.propose(cmd).await? {
+            Response::GateChanged {
+                changed,
+                skipped,
+                unknown,
+            } => {
+                if !unknown.is_empty() {
+                    let list: Vec<String> = unknown.iter().map(u64::to_string).collect();
+                    return Err(Status::not_found(format!(
+                        "no such job: {} (jobs changed: {changed:?})",
+                        list.join(", ")
+                    )));
+                }
+                let skipped = skipped
+                    .into_iter()
+                    .map(|(id, why)| pb::SkippedJob { id, why })
+                    .collect();
+                Ok(tonic::Response::new(pb::HoldResponse { changed, skipped }))
+            }
+            other => Err(Status::internal(format!("unexpected hold result {other:?}"))),
+        }
+    }
+
     async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<tonic::Response<pb::CancelResponse>, Status> {
         let ids = req.into_inner().job_ids;
         if ids.is_empty() || ids.len() > MAX_IDS {
@@ -190,16 +247,7 @@ impl pb::rudel_server::Rudel for ClientService {
                 "name between 1 and {MAX_IDS} job ids"
             )));
         }
-        // An array task's own job id must not cancel its whole array, nor be "unknown".
-        for &id in &ids {
-            if let Some((j, Some(index))) = self.shared.read().state.job_of(id) {
-                return Err(Status::invalid_argument(format!(
-                    "job {id} is task {}_{index} of array job {}: cancelling one array task is not \
-                     supported yet; `rudel cancel {}` cancels the whole array (nothing was cancelled)",
-                    j.id, j.id, j.id
-                )));
-            }
-        }
+        self.refuse_array_tasks(&ids, "cancel", "cancelled")?;
         match self
             .proposer
             .propose(Command::Cancel {

@@ -64,11 +64,32 @@ pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
         partition: s.partition,
         submit_dir: s.submit_dir,
         submit_host: s.submit_host,
+        dependency: dependency_from_pb(&s.dependency)?,
+        kill_on_invalid_dep: s.kill_on_invalid_dep,
+        hold: s.hold,
+        begin_ms: begin_from_pb(&s.begin, s.begin_ms)?,
     };
     rudel_core::resources::check_request("resources", &spec.gres).map_err(Status::invalid_argument)?;
     rudel_core::resources::check_request("licenses", &spec.licenses).map_err(Status::invalid_argument)?;
     rudel_core::state::validate_spec(&spec).map_err(Status::invalid_argument)?;
     Ok(spec)
+}
+
+fn dependency_from_pb(text: &str) -> Result<Option<rudel_core::deps::DepSpec>, Status> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    rudel_core::deps::parse(text)
+        .map(Some)
+        .map_err(|e| Status::invalid_argument(format!("--dependency={text}: {e}")))
+}
+
+/// `--begin` text resolved by this head's clock (the leader's, as Slurm's controller does).
+fn begin_from_pb(text: &str, absolute_ms: u64) -> Result<u64, Status> {
+    if text.trim().is_empty() {
+        return Ok(absolute_ms);
+    }
+    rudel_core::begin::parse_begin(text, crate::proposer::now_ms()).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 /// Core spec to wire spec.
@@ -94,6 +115,11 @@ pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
         partition: s.partition.clone(),
         submit_dir: s.submit_dir.clone(),
         submit_host: s.submit_host.clone(),
+        dependency: s.dependency.as_ref().map(ToString::to_string).unwrap_or_default(),
+        kill_on_invalid_dep: s.kill_on_invalid_dep,
+        hold: s.hold,
+        begin: String::new(),
+        begin_ms: s.begin_ms,
     }
 }
 
@@ -149,6 +175,7 @@ pub fn job_info(state: &State, job: &Job, details: bool) -> pb::JobInfo {
     let (out, err) = output_paths(job, first_index, &first_node);
     pb::JobInfo {
         task_index: None,
+        held: job.held,
         pending_indices: rudel_core::pending::pending_indices(job),
         running_tasks: query::running_views(state, job).into_iter().map(task_info).collect(),
         id: job.id,

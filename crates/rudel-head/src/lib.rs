@@ -15,6 +15,7 @@ pub mod proposer;
 pub mod raft;
 pub mod reports;
 pub mod sched_config;
+pub mod timers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -126,6 +127,8 @@ pub struct Head {
     promote: Option<JoinHandle<()>>,
     /// Declares nodes without a session lost (see `orphan_nodes`).
     sweeper: JoinHandle<()>,
+    /// Proposes `Tick` when a begin time or dependency delay is due (leader only).
+    timers: JoinHandle<()>,
     _lock: lock::DirLock,
 }
 
@@ -247,6 +250,7 @@ impl Head {
             shutdown: shutdown_rx.clone(),
         };
         let sweeper = tokio::spawn(orphan_nodes::sweep(agents.clone()));
+        let timers = tokio::spawn(timers::run(agents.clone()));
         let peer = raft::network::PeerService { raft: raft.clone() };
         let enroll = enroll_service::EnrollService {
             proposer: proposer.clone(),
@@ -319,6 +323,7 @@ impl Head {
             reports,
             promote,
             sweeper,
+            timers,
             _lock: lock,
         })
     }
@@ -411,6 +416,7 @@ impl Head {
         }
         self.reports.abort();
         self.sweeper.abort();
+        self.timers.abort();
         if let Some(p) = self.promote {
             p.abort();
         }

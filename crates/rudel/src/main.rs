@@ -5,6 +5,7 @@ mod config_cmd;
 mod daemon;
 mod exec;
 mod follow;
+mod hold_cmd;
 mod node_cmd;
 mod opts;
 mod partitions_cmd;
@@ -63,6 +64,10 @@ enum Cmd {
     Show(show::ShowArgs),
     /// Cancel jobs: pending tasks end at once, running ones are killed with their whole process tree.
     Cancel(show::CancelArgs),
+    /// Keep pending jobs from starting (running tasks go on) until `rudel release`.
+    Hold(hold_cmd::HoldArgs),
+    /// Let held jobs start.
+    Release(hold_cmd::HoldArgs),
     /// Wait until jobs finish; exit 0 only if every task completed with exit code 0.
     Wait(follow::WaitArgs),
     /// Print a job's output (--follow: keep printing until the job ends).
@@ -165,6 +170,8 @@ fn main() -> ExitCode {
             Cmd::Jobs(a) => show::jobs(a, &head).await,
             Cmd::Show(a) => show::show(a, &head).await,
             Cmd::Cancel(a) => show::cancel(a, &head).await,
+            Cmd::Hold(a) => hold_cmd::hold(a, &head, false).await,
+            Cmd::Release(a) => hold_cmd::hold(a, &head, true).await,
             Cmd::Wait(a) => follow::wait(a, &head).await,
             Cmd::Logs(a) => follow::logs(a, &head).await,
             Cmd::Nodes(a) => show::nodes(a, &head).await,

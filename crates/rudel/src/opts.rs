@@ -78,6 +78,22 @@ pub struct SubmitArgs {
     /// `rudel partitions` lists them). Their defaults apply: time limit, memory per cpu.
     #[arg(short = 'p', long, value_name = "NAME[,NAME...]")]
     pub partition: Option<String>,
+    /// Start only once these jobs reach a state, Slurm's syntax: afterok:ID[:ID...] (ended
+    /// completed), afterany, afternotok, after:ID[+MIN] (started), singleton (no other job
+    /// of this name and user runs); `,` = all, `?` = any. `ID_INDEX` names one array task.
+    #[arg(short = 'd', long, value_name = "TYPE:ID[:ID...]")]
+    pub dependency: Option<String>,
+    /// With --dependency: `yes` cancels the job when its dependency can never hold
+    /// (default `no`: it stays pending with reason DependencyNeverSatisfied, as in Slurm).
+    #[arg(long, value_name = "yes|no")]
+    pub kill_on_invalid_dep: Option<String>,
+    /// Submit held: nothing starts until `rudel release ID`.
+    #[arg(short = 'H', long)]
+    pub hold: bool,
+    /// Start no task before this time: now+N[seconds|minutes|hours|days], HH:MM[:SS],
+    /// YYYY-MM-DD[THH:MM[:SS]] (UTC), as read by the head's clock.
+    #[arg(short = 'b', long, value_name = "TIME")]
+    pub begin: Option<String>,
     /// Client request id (letters, digits and . _ : @ + -; at most 256): a submit repeated
     /// with the same id returns the job of the first one instead of creating a second.
     /// Default: a fresh id. When a submit's outcome is unknown, rudel prints the command
@@ -130,6 +146,10 @@ fn merge(earlier: SubmitArgs, later: SubmitArgs) -> SubmitArgs {
             earlier.no_requeue
         },
         request_id: later.request_id.or(earlier.request_id),
+        dependency: later.dependency.or(earlier.dependency),
+        kill_on_invalid_dep: later.kill_on_invalid_dep.or(earlier.kill_on_invalid_dep),
+        hold: later.hold || earlier.hold,
+        begin: later.begin.or(earlier.begin),
         constraint: later.constraint.or(earlier.constraint),
         gpus: later.gpus.or(earlier.gpus),
         gres: later.gres.or(earlier.gres),
@@ -285,11 +305,44 @@ fn finish_spec(a: SubmitArgs, script: String, argv: Vec<String>) -> Result<(pb::
         partition: a.partition.clone().unwrap_or_default(),
         submit_dir: cwd.display().to_string(),
         submit_host: rudel_agent::identity::hostname(),
+        dependency: dependency_text(&a)?,
+        kill_on_invalid_dep: kill_on_invalid_dep(&a)?,
+        hold: a.hold,
+        begin: begin_text(&a)?,
+        begin_ms: 0,
     };
     // The head checks the same (a gRPC client may bypass this CLI); checking here too
     // means a spec that could never run is not even sent.
     check_spec(&rudel_head::convert::pb_text(&spec)).map_err(usage)?;
     Ok((spec, a))
+}
+
+/// `--dependency`, checked here so a typo is a usage error before anything is sent (the
+/// head parses it again: the check that counts).
+fn dependency_text(a: &SubmitArgs) -> Result<String, Failure> {
+    let Some(d) = &a.dependency else {
+        return Ok(String::new());
+    };
+    rudel_core::deps::parse(d).map_err(|e| usage(format!("--dependency={d}: {e}")))?;
+    Ok(d.clone())
+}
+
+fn kill_on_invalid_dep(a: &SubmitArgs) -> Result<bool, Failure> {
+    match a.kill_on_invalid_dep.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("no") => Ok(false),
+        Some("yes") => Ok(true),
+        Some(other) => Err(usage(format!("--kill-on-invalid-dep={other}: give yes or no"))),
+    }
+}
+
+/// `--begin`, checked against this machine's clock; the head resolves it with its own.
+fn begin_text(a: &SubmitArgs) -> Result<String, Failure> {
+    let Some(b) = &a.begin else { return Ok(String::new()) };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    rudel_core::begin::parse_begin(b, now).map_err(|e| usage(format!("--begin: {e}")))?;
+    Ok(b.clone())
 }
 
 /// `--gres` and `--gpus` as one per-task request.

@@ -135,6 +135,9 @@ pub fn job_json(j: &pb::JobInfo) -> Value {
         "partition": spec.partition,
         "gres": spec.gres,
         "licenses": spec.licenses,
+        "dependency": spec.dependency,
+        "held": j.held,
+        "begin_ms": if spec.begin_ms > 0 { json!(spec.begin_ms) } else { Value::Null },
         "chdir": spec.chdir,
         "user": spec.user,
         "output": j.output_path,
@@ -276,6 +279,18 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
         println!("  Constraint={}", spec.constraint);
     }
     println!("  Partition={}", spec.partition);
+    if !spec.dependency.is_empty() || j.held || spec.begin_ms > 0 {
+        println!(
+            "  Dependency={} Held={} Begin={}",
+            if spec.dependency.is_empty() {
+                "(null)"
+            } else {
+                &spec.dependency
+            },
+            j.held,
+            timestamp(spec.begin_ms)
+        );
+    }
     if !spec.gres.is_empty() || !spec.licenses.is_empty() {
         let mut g: Vec<String> = spec.gres.iter().map(|(k, v)| format!("{k}:{v}")).collect();
         g.sort();
@@ -565,7 +580,7 @@ fn gres_json(n: &pb::NodeInfo) -> Value {
 }
 
 /// `41` or `41_3` (an array task by its array's id and index).
-fn parse_job_ref(s: &str) -> Result<(u64, Option<u32>), Failure> {
+pub fn parse_job_ref(s: &str) -> Result<(u64, Option<u32>), Failure> {
     let bad = || Failure::usage(anyhow!("bad job id {s:?}: expected ID or ARRAY_INDEX, e.g. 41 or 41_3"));
     match s.split_once('_') {
         None => s.parse().map(|id| (id, None)).map_err(|_| bad()),

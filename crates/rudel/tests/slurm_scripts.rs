@@ -147,8 +147,8 @@ fn scripts_slurm_would_refuse_or_rudel_cannot_honour_are_refused_with_the_line()
             "line 2: #SBATCH -N/--nodes=2: multi-node",
         ),
         (
-            "#!/bin/sh\n#SBATCH --dependency=singleton\necho\n",
-            "line 2: #SBATCH --dependency=singleton",
+            "#!/bin/sh\n#SBATCH --deadline=now+1hour\necho\n",
+            "line 2: #SBATCH --deadline=now+1hour",
         ),
         ("#!/bin/sh\n#SBATCH --frobnicate\necho\n", "unknown #SBATCH option"),
     ];

@@ -1,6 +1,6 @@
 //! `scontrol show job|node|partition` in Slurm's `Key=Value` layout (the keys scripts
-//! grep for). Changing commands (hold, release, requeue, update) are refused until rudel
-//! has them.
+//! grep for); `hold`/`release` through the head's Hold call. The other changing commands
+//! (requeue, update, ...) are refused until rudel has them.
 use rudel_proto::v1 as pb;
 
 use super::format;
@@ -20,12 +20,54 @@ pub async fn scontrol(args: Vec<String>, head: &str) -> SlurmResult {
             println!("Usage: scontrol show job [ID] | show node [NAME] | show partition [NAME]");
             Ok(0)
         }
-        [verb @ ("hold" | "release" | "requeue" | "update" | "suspend" | "resume" | "top" | "uhold"), ..] => {
-            Err(SlurmError::msg(format!(
-                "scontrol {verb} is not supported yet by rudel (nothing was changed)"
-            )))
-        }
+        [verb @ ("hold" | "uhold" | "release"), ids @ ..] => hold(ids, *verb == "release", head).await,
+        [verb @ ("requeue" | "update" | "suspend" | "resume" | "top"), ..] => Err(SlurmError::msg(format!(
+            "scontrol {verb} is not supported yet by rudel (nothing was changed)"
+        ))),
         [verb, ..] => Err(SlurmError::raw(format!("invalid keyword: {verb}"))),
+    }
+}
+
+/// `scontrol hold|release ID[,ID] ...`: silent on success, as Slurm's.
+async fn hold(ids: &[&str], release: bool, head: &str) -> SlurmResult {
+    let mut job_ids = Vec::new();
+    for s in ids.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
+        match super::squeue::parse_ids(s).map_err(|_| SlurmError::msg(format!("Invalid job id {s}")))?[..] {
+            [(id, None)] => job_ids.push(id),
+            _ => {
+                return Err(SlurmError::msg(format!(
+                    "holding or releasing one array task ({s}) is not supported yet; give the array's id \
+                     (nothing was changed)"
+                )))
+            }
+        }
+    }
+    if job_ids.is_empty() {
+        return Err(SlurmError::msg("Invalid job id specified"));
+    }
+    let r = client::on_leader(head, |mut c| {
+        let ids = job_ids.clone();
+        async move { c.hold(pb::HoldRequest { job_ids: ids, release }).await }
+    })
+    .await;
+    let r = match r {
+        Ok(r) => r.into_inner(),
+        Err(f) if format!("{:#}", f.error).starts_with("no ") => {
+            return Err(SlurmError::msg("Invalid job id specified"));
+        }
+        Err(f) => return Err(f.into()),
+    };
+    // Already held (or not held, for release) is no error, as Slurm's.
+    let failed: Vec<String> = r
+        .skipped
+        .iter()
+        .filter(|s| !s.why.starts_with("already held") && !s.why.starts_with("not held"))
+        .map(|s| format!("job {}: {}", s.id, s.why))
+        .collect();
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        Err(SlurmError::msg(failed.join("\n")))
     }
 }
 
