@@ -267,7 +267,11 @@ fn wait_env_and_refusals_with_slurms_messages_and_exit_codes() {
             "srun is not supported yet: multi-node jobs and job steps are issue 11",
         ),
         ("salloc", &[][..], "salloc is not supported yet"),
-        ("scontrol", &["hold", "1"][..], "scontrol hold is not supported yet"),
+        (
+            "scontrol",
+            &["requeue", "1"][..],
+            "scontrol requeue is not supported yet",
+        ),
         ("sacct", &[][..], "sacct is not supported yet"),
     ] {
         let o = s.run(name, args);
@@ -281,6 +285,28 @@ fn wait_env_and_refusals_with_slurms_messages_and_exit_codes() {
     assert_eq!(
         s.ok("squeue", &["-h", "-t", "all", "-o", "%i"]).stdout,
         format!("{id}\n")
+    );
+    // Held at submit (-H, from the #SBATCH table), released by scontrol: silent, exit 0.
+    let o = s.ok("sbatch", &["--parsable", "-H", "--wrap", "echo released"]);
+    let held = o.stdout.trim().to_string();
+    let st = s.ok("squeue", &["-h", "-j", &held, "-o", "%T %r"]).stdout;
+    assert_eq!(st, "PENDING JobHeldUser\n");
+    assert_eq!(
+        s.ok("scontrol", &["hold", &held]).stderr,
+        "",
+        "holding a held job again is no error"
+    );
+    let o = s.ok("scontrol", &["release", &held]);
+    assert_eq!((o.stdout.as_str(), o.stderr.as_str()), ("", ""));
+    s.squeue_until(&["-h", "-t", "all", "-j", &held, "-o", "%T"], |t| t == "COMPLETED\n");
+    assert_eq!(
+        std::fs::read_to_string(work.join(format!("slurm-{held}.out"))).unwrap(),
+        "released\n"
+    );
+    let o = s.run("scontrol", &["release", "99999"]);
+    assert_eq!(
+        (o.code, o.stderr.as_str()),
+        (Some(1), "scontrol: error: Invalid job id specified\n")
     );
 }
 
