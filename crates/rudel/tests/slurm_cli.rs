@@ -152,6 +152,13 @@ fn sbatch_squeue_scancel_sinfo_scontrol_as_a_slurm_user_sees_them() {
     ] {
         assert!(job.contains(&key), "{key} in:\n{job}");
     }
+    let job2 = s.ok("scontrol", &["show", "job", &(id + 1).to_string()]).stdout;
+    for key in [
+        format!("JobId={} ArrayJobId={id} ArrayTaskId=2 ", id + 1),
+        format!("StdOut={}", work.join(format!("{id}_2.out")).display()),
+    ] {
+        assert!(job2.contains(&key), "{key} in:\n{job2}");
+    }
     // A single task cannot be cancelled yet: refused, nothing cancelled.
     let o = s.run("scancel", &[&format!("{id}_2")]);
     assert_eq!(o.code, Some(1), "{o}");

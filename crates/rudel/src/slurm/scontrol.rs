@@ -167,6 +167,10 @@ fn job_record(j: &pb::JobInfo, index: Option<u32>) -> String {
         None if !spec.array.is_empty() => format!(" ArrayJobId={} ArrayTaskId={}", j.id, spec.array),
         None => String::new(),
     };
+    let (stdout, stderr) = match index {
+        Some(i) => task_paths(j, &spec, i, job_id, nodes.first().map_or("", String::as_str)),
+        None => (j.output_path.clone(), j.error_path.clone()),
+    };
     let slurm_state = format::job_state(&state, &reason);
     let reason_code = match slurm_state {
         "PENDING" => format::reason_code(&reason),
@@ -259,10 +263,31 @@ fn job_record(j: &pb::JobInfo, index: Option<u32>) -> String {
     ));
     s.push_str(&format!("   Command={command}\n"));
     s.push_str(&format!("   WorkDir={}\n", spec.chdir));
-    s.push_str(&format!("   StdErr={}\n", j.error_path));
+    s.push_str(&format!("   StdErr={stderr}\n"));
     s.push_str("   StdIn=/dev/null\n");
-    s.push_str(&format!("   StdOut={}\n\n", j.output_path));
+    s.push_str(&format!("   StdOut={stdout}\n\n"));
     s
+}
+
+/// One array task's output and error paths (the job's are the first task's); empty when
+/// discarded, the error path the output's when they share a file.
+fn task_paths(j: &pb::JobInfo, spec: &pb::JobSpec, index: u32, task_job: u64, node: &str) -> (String, String) {
+    use rudel_core::pattern::{resolve, PatternVars};
+    let vars = PatternVars {
+        job: j.id,
+        task_job,
+        index: Some(index),
+        name: &j.name,
+        node,
+        user: &spec.user,
+    };
+    let out = resolve(&spec.output, &vars, &spec.chdir).unwrap_or_default();
+    let err = if spec.error.is_empty() {
+        out.clone()
+    } else {
+        resolve(&spec.error, &vars, &spec.chdir).unwrap_or_default()
+    };
+    (out, err)
 }
 
 /// `name(uid)` as Slurm shows users, when the name is known here.
