@@ -1,6 +1,6 @@
 //! `scontrol show job|node|partition` in Slurm's `Key=Value` layout (the keys scripts
-//! grep for); `hold`/`release` through the head's Hold call. The other changing commands
-//! (requeue, update, ...) are refused until rudel has them.
+//! grep for); `hold`/`release`/`update` through the head's Hold and Update calls. The
+//! other changing commands (requeue, suspend, ...) are refused until rudel has them.
 use rudel_proto::v1 as pb;
 
 use super::format;
@@ -21,10 +21,102 @@ pub async fn scontrol(args: Vec<String>, head: &str) -> SlurmResult {
             Ok(0)
         }
         [verb @ ("hold" | "uhold" | "release"), ids @ ..] => hold(ids, *verb == "release", head).await,
-        [verb @ ("requeue" | "update" | "suspend" | "resume" | "top"), ..] => Err(SlurmError::msg(format!(
+        ["update", pairs @ ..] => update(pairs, head).await,
+        [verb @ ("requeue" | "suspend" | "resume" | "top"), ..] => Err(SlurmError::msg(format!(
             "scontrol {verb} is not supported yet by rudel (nothing was changed)"
         ))),
         [verb, ..] => Err(SlurmError::raw(format!("invalid keyword: {verb}"))),
+    }
+}
+
+/// What `scontrol update` changes, from its `Key=Value` words.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Update {
+    ids: Vec<u64>,
+    priority: Option<i32>,
+    time_limit_ms: Option<u64>,
+    name: Option<String>,
+}
+
+/// Parses `JobId=N[,M] Priority=P TimeLimit=T JobName=X`; any other key is refused, so
+/// that nothing is changed only in part.
+fn parse_update(pairs: &[&str]) -> Result<Update, SlurmError> {
+    let mut u = Update::default();
+    for p in pairs {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(SlurmError::msg(format!("Invalid input: {p}")));
+        };
+        match k.to_ascii_lowercase().as_str() {
+            "jobid" => {
+                for s in v.split(',').filter(|s| !s.is_empty()) {
+                    match super::squeue::parse_ids(s).map_err(|_| SlurmError::msg(format!("Invalid job id {s}")))?[..] {
+                        [(id, None)] => u.ids.push(id),
+                        _ => {
+                            return Err(SlurmError::msg(format!(
+                                "updating one array task ({s}) is not supported yet; give the array's id (nothing was changed)"
+                            )))
+                        }
+                    }
+                }
+            }
+            "priority" => u.priority = Some(v.parse().map_err(|_| SlurmError::msg(format!("Invalid priority: {v}")))?),
+            "timelimit" => {
+                u.time_limit_ms = Some(if v.eq_ignore_ascii_case("unlimited") || v.eq_ignore_ascii_case("infinite") {
+                    0
+                } else {
+                    rudel_core::parse::parse_duration(v).map_err(|_| SlurmError::msg("Invalid TimeLimit value"))?
+                })
+            }
+            "jobname" | "name" => u.name = Some(v.to_string()),
+            _ => {
+                return Err(SlurmError::msg(format!(
+                    "Update of {k} is not supported yet by rudel (JobId, Priority, TimeLimit, JobName are); nothing was changed"
+                )))
+            }
+        }
+    }
+    if u.ids.is_empty() {
+        return Err(SlurmError::msg("No job identification provided (JobId=N)"));
+    }
+    Ok(u)
+}
+
+/// `scontrol update JobId=N ...`: silent on success, as Slurm's.
+async fn update(pairs: &[&str], head: &str) -> SlurmResult {
+    let u = parse_update(pairs)?;
+    let r = client::on_leader(head, |mut c| {
+        let req = pb::UpdateRequest {
+            job_ids: u.ids.clone(),
+            priority: u.priority,
+            time_limit_ms: u.time_limit_ms,
+            name: u.name.clone(),
+        };
+        async move { c.update(req).await }
+    })
+    .await;
+    changed_or_errors(r, &[])
+}
+
+/// A Hold/Update answer as scontrol reports it: nothing on success; each job left as it
+/// was (other than for a reason in `benign`) as an error, exit 1.
+fn changed_or_errors(r: Result<tonic::Response<pb::ChangeResponse>, crate::Failure>, benign: &[&str]) -> SlurmResult {
+    let r = match r {
+        Ok(r) => r.into_inner(),
+        Err(f) if format!("{:#}", f.error).starts_with("no ") => {
+            return Err(SlurmError::msg("Invalid job id specified"));
+        }
+        Err(f) => return Err(f.into()),
+    };
+    let failed: Vec<String> = r
+        .skipped
+        .iter()
+        .filter(|s| !benign.iter().any(|b| s.why.starts_with(b)))
+        .map(|s| format!("job {}: {}", s.id, s.why))
+        .collect();
+    if failed.is_empty() {
+        Ok(0)
+    } else {
+        Err(SlurmError::msg(failed.join("\n")))
     }
 }
 
@@ -50,25 +142,8 @@ async fn hold(ids: &[&str], release: bool, head: &str) -> SlurmResult {
         async move { c.hold(pb::HoldRequest { job_ids: ids, release }).await }
     })
     .await;
-    let r = match r {
-        Ok(r) => r.into_inner(),
-        Err(f) if format!("{:#}", f.error).starts_with("no ") => {
-            return Err(SlurmError::msg("Invalid job id specified"));
-        }
-        Err(f) => return Err(f.into()),
-    };
     // Already held (or not held, for release) is no error, as Slurm's.
-    let failed: Vec<String> = r
-        .skipped
-        .iter()
-        .filter(|s| !s.why.starts_with("already held") && !s.why.starts_with("not held"))
-        .map(|s| format!("job {}: {}", s.id, s.why))
-        .collect();
-    if failed.is_empty() {
-        Ok(0)
-    } else {
-        Err(SlurmError::msg(failed.join("\n")))
-    }
+    changed_or_errors(r, &["already held", "not held"])
 }
 
 async fn show(what: &str, name: Option<&str>, head: &str) -> SlurmResult {
@@ -399,6 +474,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn update_words_as_scontrol_takes_them() {
+        let u = parse_update(&["JobId=5,6", "Priority=10", "TimeLimit=1:30:00", "JobName=x"]).unwrap();
+        assert_eq!(
+            u,
+            Update {
+                ids: vec![5, 6],
+                priority: Some(10),
+                time_limit_ms: Some(5_400_000),
+                name: Some("x".into())
+            }
+        );
+        assert_eq!(parse_update(&["jobid=5", "timelimit=UNLIMITED"]).unwrap().time_limit_ms, Some(0));
+        assert!(parse_update(&["JobId=5", "Nice=3"]).unwrap_err().lines[0].contains("nothing was changed"));
+        assert!(parse_update(&["Priority=3"]).is_err());
+        assert!(parse_update(&["JobId=5_2", "Priority=3"]).is_err());
+    }
+
+    #[test]
     fn a_job_record_has_the_keys_scripts_grep_for() {
         let j = pb::JobInfo {
             id: 4,
@@ -443,6 +536,7 @@ mod tests {
             assert!(r.contains(key), "{key} in {r}");
         }
         let r = job_record(&j, Some(3));
+        assert!(r.contains("StdOut=/tmp/sref/rudel-4_3.out"), "{r}");
         assert!(r.starts_with("JobId=6 ArrayJobId=4 ArrayTaskId=3 "), "{r}");
         assert!(r.contains("JobState=PENDING"), "{r}");
     }
