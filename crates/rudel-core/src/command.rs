@@ -171,6 +171,25 @@ pub enum Command {
     Hold { jobs: Vec<JobId>, now_ms: u64 },
     /// Release held jobs (`rudel release`).
     Release { jobs: Vec<JobId>, now_ms: u64 },
+    /// Change jobs that have not started (`rudel update`).
+    Update {
+        jobs: Vec<JobId>,
+        update: JobUpdate,
+        now_ms: u64,
+    },
+}
+
+/// What `rudel update` may change on a job none of whose tasks has started (a started
+/// task's agent already enforces its time limit).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobUpdate {
+    #[serde(default)]
+    pub priority: Option<i32>,
+    /// Milliseconds per task; 0 = unlimited (within the partition's maximum).
+    #[serde(default)]
+    pub time_limit_ms: Option<u64>,
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 /// What applying a command produced, returned to the proposer.
@@ -216,8 +235,8 @@ pub enum Response {
     Configured {
         settings: Vec<(String, String)>,
     },
-    /// Hold/release: jobs changed, jobs left as they were (with why), unknown ids.
-    GateChanged {
+    /// Hold/release/update: jobs changed, jobs left as they were (with why), unknown ids.
+    JobsChanged {
         changed: Vec<JobId>,
         skipped: Vec<(JobId, String)>,
         unknown: Vec<JobId>,

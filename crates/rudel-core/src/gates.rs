@@ -32,7 +32,7 @@ pub struct GateChange {
 
 impl From<GateChange> for crate::command::Response {
     fn from(c: GateChange) -> Self {
-        crate::command::Response::GateChanged {
+        crate::command::Response::JobsChanged {
             changed: c.changed,
             skipped: c.skipped,
             unknown: c.unknown,
@@ -274,6 +274,66 @@ impl State {
     /// Releases held jobs.
     pub(crate) fn release(&mut self, ids: &[JobId]) -> GateChange {
         self.change_hold(ids, false)
+    }
+
+    /// Changes jobs none of whose tasks started: priority (re-sorts the queue), time limit
+    /// (checked against the job's partition maximum), name.
+    pub(crate) fn update(&mut self, ids: &[JobId], u: &crate::command::JobUpdate) -> GateChange {
+        let mut out = GateChange::default();
+        for &id in ids {
+            let Some(job) = self.jobs.get(&id) else {
+                out.unknown.push(id);
+                continue;
+            };
+            if let Some(why) = self.update_refusal(job, u) {
+                out.skipped.push((id, why));
+                continue;
+            }
+            self.dequeue(id);
+            if let Some(job) = self.jobs.get_mut(&id) {
+                if let Some(p) = u.priority {
+                    job.spec.priority = p;
+                }
+                if let Some(t) = u.time_limit_ms {
+                    job.spec.time_limit_ms = t;
+                }
+                if let Some(n) = &u.name {
+                    job.spec.name = n.clone();
+                }
+            }
+            self.open_if_eligible(id);
+            out.changed.push(id);
+        }
+        out
+    }
+
+    fn update_refusal(&self, job: &Job, u: &crate::command::JobUpdate) -> Option<String> {
+        if job.is_finished() {
+            return Some("already finished".into());
+        }
+        if job.start_ms.is_some() || !job.running.is_empty() {
+            return Some(
+                "its tasks already started or are queued on a node (only jobs that have not started can be updated)"
+                    .into(),
+            );
+        }
+        let t = u.time_limit_ms?;
+        let max = job
+            .spec
+            .partition
+            .split(',')
+            .filter_map(|p| self.sched.partitions.get(p.trim()))
+            .map(|p| p.max_time_ms)
+            .filter(|&m| m > 0)
+            .max();
+        match max {
+            Some(m) if t == 0 || t > m => Some(format!(
+                "time limit above partition {}'s maximum {}",
+                job.spec.partition,
+                crate::parse::format_duration(m)
+            )),
+            _ => None,
+        }
     }
 
     fn change_hold(&mut self, ids: &[JobId], hold: bool) -> GateChange {
@@ -588,7 +648,7 @@ mod tests {
             jobs: vec![a, b, 99],
             now_ms: 2_000,
         });
-        let Response::GateChanged {
+        let Response::JobsChanged {
             changed,
             skipped,
             unknown,
@@ -614,7 +674,7 @@ mod tests {
             now_ms: 3_001,
         });
         assert!(
-            matches!(r, Response::GateChanged { ref skipped, .. } if skipped.len() == 1),
+            matches!(r, Response::JobsChanged { ref skipped, .. } if skipped.len() == 1),
             "{r:?}"
         );
     }
@@ -650,5 +710,31 @@ mod tests {
         assert_eq!(s.jobs[&b].state(), TaskState::Cancelled);
         end(&mut s, a, 0);
         assert!(s.deps.is_empty(), "{:?}", s.deps);
+    }
+
+    #[test]
+    fn update_reorders_pending_jobs_and_refuses_started_ones() {
+        let mut s = cluster(1);
+        let a = submit(&mut s, spec("a")).unwrap();
+        let b = submit(&mut s, spec("b")).unwrap();
+        let c = submit(&mut s, spec("c")).unwrap();
+        let up = crate::command::JobUpdate {
+            priority: Some(5),
+            time_limit_ms: Some(60_000),
+            name: None,
+        };
+        let r = s.apply(Command::Update {
+            jobs: vec![a, c],
+            update: up,
+            now_ms: 2_000,
+        });
+        let Response::JobsChanged { changed, skipped, .. } = r else {
+            panic!()
+        };
+        assert_eq!(changed, vec![c]);
+        assert!(skipped[0].1.contains("already started"), "{skipped:?}");
+        assert_eq!(s.jobs[&c].spec.time_limit_ms, 60_000);
+        end(&mut s, a, 0);
+        assert!(running(&s, c) && !running(&s, b), "c now goes first");
     }
 }

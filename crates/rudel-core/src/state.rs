@@ -247,6 +247,10 @@ impl State {
                 self.advance(now_ms);
                 self.release(&jobs).into()
             }
+            Command::Update { jobs, update, now_ms } => {
+                self.advance(now_ms);
+                self.update(&jobs, &update).into()
+            }
         }
     }
 

@@ -564,7 +564,7 @@ proptest! {
                     let id = *submitted.keys().nth(i % submitted.len()).unwrap_or(&0);
                     let cmd = if hold { Command::Hold { jobs: vec![id], now_ms: now } } else { Command::Release { jobs: vec![id], now_ms: now } };
                     let r = apply_ev(&mut s, &mut ended, cmd)?;
-                    prop_assert!(matches!(r, Response::GateChanged { .. }), "{:?}", r);
+                    prop_assert!(matches!(r, Response::JobsChanged { .. }), "{:?}", r);
                     if hold && s.jobs[&id].has_pending() && !s.jobs[&id].is_finished() {
                         prop_assert!(s.jobs[&id].held, "a job with pending tasks is held");
                     }

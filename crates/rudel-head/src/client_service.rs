@@ -42,6 +42,32 @@ const LEADERSHIP_CONFIRM: Duration = Duration::from_millis(1000);
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchUpdate, Status>> + Send>>;
 
 impl ClientService {
+    /// Proposes a hold, release or update and turns its result into the reply; unknown ids
+    /// are an error naming them (the other jobs named were changed).
+    async fn change_jobs(&self, cmd: Command) -> Result<tonic::Response<pb::ChangeResponse>, Status> {
+        match self.proposer.propose(cmd).await? {
+            Response::JobsChanged {
+                changed,
+                skipped,
+                unknown,
+            } => {
+                if !unknown.is_empty() {
+                    let list: Vec<String> = unknown.iter().map(u64::to_string).collect();
+                    return Err(Status::not_found(format!(
+                        "no such job: {} (jobs changed: {changed:?})",
+                        list.join(", ")
+                    )));
+                }
+                let skipped = skipped
+                    .into_iter()
+                    .map(|(id, why)| pb::SkippedJob { id, why })
+                    .collect();
+                Ok(tonic::Response::new(pb::ChangeResponse { changed, skipped }))
+            }
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
     /// An array task's own job id must not act on its whole array, nor be "unknown".
     fn refuse_array_tasks(&self, ids: &[u64], verb: &str, done: &str) -> Result<(), Status> {
         for &id in ids {
@@ -133,6 +159,15 @@ impl ClientService {
     }
 }
 
+fn check_id_count(ids: &[u64]) -> Result<(), Status> {
+    if ids.is_empty() || ids.len() > MAX_IDS {
+        return Err(Status::invalid_argument(format!(
+            "name between 1 and {MAX_IDS} job ids"
+        )));
+    }
+    Ok(())
+}
+
 #[tonic::async_trait]
 impl pb::rudel_server::Rudel for ClientService {
     async fn submit(&self, req: Request<pb::SubmitRequest>) -> Result<tonic::Response<pb::SubmitResponse>, Status> {
@@ -197,14 +232,10 @@ impl pb::rudel_server::Rudel for ClientService {
         }
     }
 
-    async fn hold(&self, req: Request<pb::HoldRequest>) -> Result<tonic::Response<pb::HoldResponse>, Status> {
+    async fn hold(&self, req: Request<pb::HoldRequest>) -> Result<tonic::Response<pb::ChangeResponse>, Status> {
         let req = req.into_inner();
         let ids = req.job_ids;
-        if ids.is_empty() || ids.len() > MAX_IDS {
-            return Err(Status::invalid_argument(format!(
-                "name between 1 and {MAX_IDS} job ids"
-            )));
-        }
+        check_id_count(&ids)?;
         let (verb, done) = if req.release {
             ("release", "released")
         } else {
@@ -217,27 +248,32 @@ impl pb::rudel_server::Rudel for ClientService {
         } else {
             Command::Hold { jobs: ids, now_ms }
         };
-        match self.proposer.propose(cmd).await? {
-            Response::GateChanged {
-                changed,
-                skipped,
-                unknown,
-            } => {
-                if !unknown.is_empty() {
-                    let list: Vec<String> = unknown.iter().map(u64::to_string).collect();
-                    return Err(Status::not_found(format!(
-                        "no such job: {} (jobs changed: {changed:?})",
-                        list.join(", ")
-                    )));
-                }
-                let skipped = skipped
-                    .into_iter()
-                    .map(|(id, why)| pb::SkippedJob { id, why })
-                    .collect();
-                Ok(tonic::Response::new(pb::HoldResponse { changed, skipped }))
-            }
-            other => Err(Status::internal(format!("unexpected hold result {other:?}"))),
+        self.change_jobs(cmd).await
+    }
+
+    async fn update(&self, req: Request<pb::UpdateRequest>) -> Result<tonic::Response<pb::ChangeResponse>, Status> {
+        let req = req.into_inner();
+        check_id_count(&req.job_ids)?;
+        self.refuse_array_tasks(&req.job_ids, "update", "updated")?;
+        if let Some(n) = &req.name {
+            rudel_core::limits::check_name(n).map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
+        let update = rudel_core::command::JobUpdate {
+            priority: req.priority,
+            time_limit_ms: req.time_limit_ms,
+            name: req.name,
+        };
+        if update == rudel_core::command::JobUpdate::default() {
+            return Err(Status::invalid_argument(
+                "nothing to change: give --priority, --time or --name",
+            ));
+        }
+        self.change_jobs(Command::Update {
+            jobs: req.job_ids,
+            update,
+            now_ms: now_ms(),
+        })
+        .await
     }
 
     async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<tonic::Response<pb::CancelResponse>, Status> {

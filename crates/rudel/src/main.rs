@@ -68,6 +68,8 @@ enum Cmd {
     Hold(hold_cmd::HoldArgs),
     /// Let held jobs start.
     Release(hold_cmd::HoldArgs),
+    /// Change jobs that have not started: --priority, --time, --name.
+    Update(hold_cmd::UpdateArgs),
     /// Wait until jobs finish; exit 0 only if every task completed with exit code 0.
     Wait(follow::WaitArgs),
     /// Print a job's output (--follow: keep printing until the job ends).
@@ -172,6 +174,7 @@ fn main() -> ExitCode {
             Cmd::Cancel(a) => show::cancel(a, &head).await,
             Cmd::Hold(a) => hold_cmd::hold(a, &head, false).await,
             Cmd::Release(a) => hold_cmd::hold(a, &head, true).await,
+            Cmd::Update(a) => hold_cmd::update(a, &head).await,
             Cmd::Wait(a) => follow::wait(a, &head).await,
             Cmd::Logs(a) => follow::logs(a, &head).await,
             Cmd::Nodes(a) => show::nodes(a, &head).await,

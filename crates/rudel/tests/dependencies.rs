@@ -269,3 +269,47 @@ fn a_dag_of_chains_runs_in_order() {
         assert_eq!(c.read_work(&format!("chain-{chain}")), expected, "chain {chain}");
     }
 }
+
+#[test]
+fn update_changes_pending_jobs_only() {
+    let c = Cluster::up(Opts::default().cpus(1));
+    c.rudel_ok(&["admin", "config", "set", "queue_depth=0"]);
+    let go = c.work.join("go");
+    let blocker = c.submit(&[
+        "--",
+        "sh",
+        "-c",
+        &format!("while [ ! -e {} ]; do sleep 0.05; done", go.display()),
+    ]);
+    c.wait_state(blocker, |v| v["state"] == "running", T);
+    let low = submit_with(&c, &[], record(&c, "low"));
+    let high = submit_with(&c, &[], record(&c, "high"));
+    let o = c.rudel_ok(&[
+        "update",
+        &high.to_string(),
+        "--priority",
+        "10",
+        "--time",
+        "5m",
+        "-J",
+        "renamed",
+    ]);
+    assert!(o.stdout.contains(&format!("Updated job {high}")), "{o}");
+    let v = c.show_json(high);
+    assert_eq!(
+        (v["priority"].as_i64(), v["time_limit_ms"].as_u64()),
+        (Some(10), Some(300_000)),
+        "{v:#}"
+    );
+    assert_eq!(v["name"], "renamed");
+    let started = c.rudel(&["update", &blocker.to_string(), "--priority", "5"]);
+    assert_eq!(started.code, Some(1), "{started}");
+    assert!(started.stderr.contains("already started"), "{started}");
+    let nothing = c.rudel(&["update", &low.to_string()]);
+    assert_eq!(nothing.code, Some(2), "{nothing}");
+    std::fs::write(&go, "").unwrap();
+    for id in [low, high] {
+        assert_eq!(c.wait_finished(id, T)["state"], "completed");
+    }
+    assert_eq!(c.read_work("order"), "high\nlow\n", "the raised priority ran first");
+}
