@@ -310,6 +310,20 @@ fn wait_env_and_refusals_with_slurms_messages_and_exit_codes() {
         std::fs::read_to_string(work.join(format!("slurm-{held}.out"))).unwrap(),
         "released\n"
     );
+    // scontrol update through rudel's Update call: a pending (held) job's limit and name.
+    let o = s.ok("sbatch", &["--parsable", "-H", "-J", "before", "--wrap", "true"]);
+    let up = o.stdout.trim().to_string();
+    let o = s.ok(
+        "scontrol",
+        &["update", &format!("JobId={up}"), "TimeLimit=1:30:00", "JobName=after"],
+    );
+    assert_eq!(o.stderr, "");
+    let line = s.ok("squeue", &["-h", "-j", &up, "-o", "%j %l %T"]).stdout;
+    assert_eq!(line, "after 1:30:00 PENDING\n");
+    let o = s.run("scontrol", &["update", &format!("JobId={up}"), "Nice=5"]);
+    assert_eq!(o.code, Some(1), "{o}");
+    assert!(o.stderr.contains("Update of Nice is not supported yet"), "{o}");
+    s.ok("scancel", &[&up]);
     let o = s.run("scontrol", &["release", "99999"]);
     assert_eq!(
         (o.code, o.stderr.as_str()),

@@ -485,7 +485,10 @@ mod tests {
                 name: Some("x".into())
             }
         );
-        assert_eq!(parse_update(&["jobid=5", "timelimit=UNLIMITED"]).unwrap().time_limit_ms, Some(0));
+        assert_eq!(
+            parse_update(&["jobid=5", "timelimit=UNLIMITED"]).unwrap().time_limit_ms,
+            Some(0)
+        );
         assert!(parse_update(&["JobId=5", "Nice=3"]).unwrap_err().lines[0].contains("nothing was changed"));
         assert!(parse_update(&["Priority=3"]).is_err());
         assert!(parse_update(&["JobId=5_2", "Priority=3"]).is_err());
