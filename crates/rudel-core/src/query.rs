@@ -120,38 +120,51 @@ pub fn failure_reason(job: &Job) -> String {
         .unwrap_or_default()
 }
 
+/// The tasks of `job` holding resources (running, or queued on their node behind another
+/// task: those show as pending), lowest index first.
+pub fn running_views(state: &State, job: &Job) -> Vec<TaskView> {
+    job.running
+        .iter()
+        .map(|(&index, rt)| running_view(state, index, rt))
+        .collect()
+}
+
+fn node_name(state: &State, id: Option<u32>) -> String {
+    id.and_then(|i| state.nodes.get(i as usize))
+        .map(|n| n.name.clone())
+        .unwrap_or_default()
+}
+
+fn running_view(state: &State, index: u32, rt: &crate::job::RunningTask) -> TaskView {
+    TaskView {
+        index,
+        state: if rt.after.is_some() {
+            TaskState::Pending
+        } else {
+            TaskState::Running
+        },
+        node: node_name(state, Some(rt.node)),
+        attempt: rt.attempt,
+        exit_code: None,
+        signal: None,
+        start_ms: rt.start_ms,
+        end_ms: 0,
+        reason: if rt.kill_requested {
+            "cancelling".into()
+        } else if let Some(p) = rt.after {
+            format!("queued on the node behind task {p}")
+        } else {
+            String::new()
+        },
+    }
+}
+
 /// Running tasks and tasks that ended other than `completed` (plus the single task of a
 /// one-task job), at most `limit` of them, lowest index first.
 pub fn task_views(state: &State, job: &Job, limit: usize) -> Vec<TaskView> {
-    let node_name = |id: Option<u32>| {
-        id.and_then(|i| state.nodes.get(i as usize))
-            .map(|n| n.name.clone())
-            .unwrap_or_default()
-    };
-    let mut out: Vec<TaskView> = job
-        .running
-        .iter()
-        .map(|(&index, rt)| TaskView {
-            index,
-            state: if rt.after.is_some() {
-                TaskState::Pending
-            } else {
-                TaskState::Running
-            },
-            node: node_name(Some(rt.node)),
-            attempt: rt.attempt,
-            exit_code: None,
-            signal: None,
-            start_ms: rt.start_ms,
-            end_ms: 0,
-            reason: if rt.kill_requested {
-                "cancelling".into()
-            } else if let Some(p) = rt.after {
-                format!("queued on the node behind task {p}")
-            } else {
-                String::new()
-            },
-        })
+    let node_name = |id: Option<u32>| node_name(state, id);
+    let mut out: Vec<TaskView> = running_views(state, job)
+        .into_iter()
         .chain(job.ended.iter().map(|(&index, t)| TaskView {
             index,
             state: t.state,

@@ -109,7 +109,7 @@ pub fn directives(script: &str) -> Result<Directives, ScriptError> {
         };
         let words = split_words(rest, line_no)?;
         if sbatch {
-            translate_sbatch(&words, line_no, &mut out)?;
+            translate_sbatch(&words, line_no, &mut out, false)?;
         } else {
             out.args.extend(words);
         }
@@ -345,11 +345,35 @@ fn unknown(line: usize, word: &str) -> ScriptError {
     }
 }
 
-/// Translates the words of one `#SBATCH` line into rudel arguments and warnings.
-fn translate_sbatch(words: &[String], line: usize, out: &mut Directives) -> Result<(), ScriptError> {
+/// Translates sbatch's command-line options, through the same table as `#SBATCH` lines
+/// (one meaning for an option wherever it is written): the options up to the first word
+/// that is not an option (the script and its arguments), and how many words they took.
+/// Errors carry line 0.
+pub fn translate_options(words: &[String]) -> Result<(Directives, usize), ScriptError> {
+    let mut out = Directives::default();
+    let used = translate_sbatch(words, 0, &mut out, true)?;
+    out.lines.resize(out.args.len(), 0);
+    Ok((out, used))
+}
+
+/// Translates the words of one `#SBATCH` line into rudel arguments and warnings; with
+/// `stop_at_operand`, stops before the first word that is not an option (`-` alone is
+/// one: stdin) and returns how many words were used.
+fn translate_sbatch(
+    words: &[String],
+    line: usize,
+    out: &mut Directives,
+    stop_at_operand: bool,
+) -> Result<usize, ScriptError> {
     let mut i = 0;
     while i < words.len() {
         let word = &words[i];
+        if stop_at_operand && (!word.starts_with('-') || word == "-") {
+            return Ok(i);
+        }
+        if stop_at_operand && word == "--" {
+            return Ok(i + 1);
+        }
         i += 1;
         // (written form of the option, action, value attached with `=` or `-Xvalue`)
         let (written, action, attached): (String, Action, Option<String>) = if let Some(long) = word.strip_prefix("--")
@@ -479,7 +503,7 @@ fn translate_sbatch(words: &[String], line: usize, out: &mut Directives) -> Resu
             }
         }
     }
-    Ok(())
+    Ok(i)
 }
 
 #[cfg(test)]

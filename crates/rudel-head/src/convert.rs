@@ -184,6 +184,8 @@ pub fn job_info(state: &State, job: &Job, details: bool) -> pb::JobInfo {
     pb::JobInfo {
         task_index: None,
         held: job.held,
+        pending_indices: rudel_core::pending::pending_indices(job),
+        running_tasks: query::running_views(state, job).into_iter().map(task_info).collect(),
         id: job.id,
         name: job_name(&job.spec),
         state: st.as_str().into(),
@@ -211,17 +213,7 @@ pub fn job_info(state: &State, job: &Job, details: bool) -> pb::JobInfo {
         task_details: if details {
             query::task_views(state, job, MAX_TASK_DETAILS)
                 .into_iter()
-                .map(|t| pb::TaskInfo {
-                    index: t.index,
-                    state: t.state.as_str().into(),
-                    node: t.node,
-                    attempt: t.attempt,
-                    exit_code: t.exit_code,
-                    signal: t.signal,
-                    start_ms: t.start_ms,
-                    end_ms: t.end_ms,
-                    reason: t.reason,
-                })
+                .map(task_info)
                 .collect()
         } else {
             Vec::new()
@@ -232,6 +224,21 @@ pub fn job_info(state: &State, job: &Job, details: bool) -> pb::JobInfo {
             Some(e) => e,
             None => String::new(),
         },
+    }
+}
+
+/// A task as the API shows it.
+fn task_info(t: query::TaskView) -> pb::TaskInfo {
+    pb::TaskInfo {
+        index: t.index,
+        state: t.state.as_str().into(),
+        node: t.node,
+        attempt: t.attempt,
+        exit_code: t.exit_code,
+        signal: t.signal,
+        start_ms: t.start_ms,
+        end_ms: t.end_ms,
+        reason: t.reason,
     }
 }
 

@@ -49,7 +49,7 @@ pub struct LogsArgs {
 
 /// Streams job updates until every job is finished or `deadline` passes; reconnects when
 /// the head goes away (e.g. restarts) in the meantime. Calls `on_update` for each update.
-async fn watch_until_done(
+pub async fn watch_until_done(
     head: &str,
     ids: &[u64],
     deadline: Option<Instant>,

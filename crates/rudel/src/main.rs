@@ -10,6 +10,7 @@ mod node_cmd;
 mod opts;
 mod partitions_cmd;
 mod show;
+mod slurm;
 mod tokens;
 
 use std::process::ExitCode;
@@ -93,6 +94,9 @@ enum Cmd {
     Login(tokens::LoginArgs),
     /// Operate the head group: list/remove heads, step-down drill.
     Admin(admin::AdminArgs),
+    /// The Slurm commands (sbatch, squeue, scancel, sinfo, scontrol): `rudel slurm install DIR`
+    /// makes them as links to this binary, which answers as the name it is called by.
+    Slurm(slurm::SlurmArgs),
 }
 
 /// Exit code for bad usage or input (like clap's own usage errors).
@@ -125,6 +129,18 @@ impl From<anyhow::Error> for Failure {
 pub type CmdResult = Result<u8, Failure>;
 
 fn main() -> ExitCode {
+    // Called as `sbatch`, `squeue`, ... (a link made by `rudel slurm install`).
+    if let Some(name) = slurm::invoked_as() {
+        // SAFETY: setting a signal disposition to its default has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        return match client_runtime() {
+            Ok(rt) => slurm::main(name, &rt),
+            Err(e) => {
+                eprintln!("{name}: error: cannot start the async runtime: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let cli = Cli::parse();
     if !matches!(cli.command, Cmd::Up(_) | Cmd::Head(_) | Cmd::Agent(_)) {
         // A client piped into `head` should end quietly when the pipe closes, like other
@@ -171,6 +187,7 @@ fn main() -> ExitCode {
             Cmd::Token(a) => tokens::token(a, &head).await,
             Cmd::Login(a) => tokens::login(a, &head).await,
             Cmd::Admin(a) => admin::admin(a, &head).await,
+            Cmd::Slurm(a) => slurm::install(a, &head).await,
         }
     });
     // Background tasks (e.g. a stream the server still holds) must not keep us alive.
@@ -182,6 +199,21 @@ fn main() -> ExitCode {
             ExitCode::from(f.code)
         }
     }
+}
+
+/// The runtime of a Slurm command (a client: one worker), with warnings-only logs.
+fn client_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUDEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=warn,h2=warn,tower=warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads())
+        .enable_all()
+        .build()
 }
 
 fn init_tracing(cmd: &Cmd) {

@@ -175,47 +175,73 @@ fn usage(msg: impl std::fmt::Display) -> Failure {
 }
 
 /// Builds the job spec; every input problem is a usage error (exit 2).
-pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::JobSpec, SubmitArgs), Failure> {
+pub fn build_spec(a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::JobSpec, SubmitArgs), Failure> {
     if a.command.is_empty() {
         return Err(usage(
             "no command given: use `rudel submit [OPTIONS] -- CMD [ARGS]` or `rudel submit [OPTIONS] SCRIPT`",
         ));
     }
-    let mut script = String::new();
-    let mut argv = a.command.clone();
     if script_mode_allowed && !dash_dash_given() {
         let path = PathBuf::from(&a.command[0]);
-        script = std::fs::read_to_string(&path).map_err(|e| {
+        let script = std::fs::read_to_string(&path).map_err(|e| {
             usage(format!(
                 "cannot read script {}: {e} (to run a command instead, put it after `--`)",
                 path.display()
             ))
         })?;
-        rudel_core::script::check_script(&script).map_err(|e| usage(format!("{}: {e}", path.display())))?;
-        let d = rudel_core::script::directives(&script).map_err(|e| usage(format!("{}: {e}", path.display())))?;
-        for w in &d.warnings {
-            eprintln!("rudel: warning: {}: {w}", path.display());
-        }
-        let from_script = DirectiveArgs::try_parse_from(&d.args).map_err(|e| {
-            usage(format!(
-                "{}: bad #RUDEL/#SBATCH option: {}",
-                path.display(),
-                e.to_string().trim()
-            ))
-        })?;
-        if from_script.args.json || !from_script.args.command.is_empty() {
-            return Err(usage(format!(
-                "{}: directive lines may hold options only",
-                path.display()
-            )));
-        }
-        check_directive_lines(&d, &path)?;
-        if a.name.is_none() && from_script.args.name.is_none() {
-            a.name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        }
-        a = merge(from_script.args, a);
-        argv = a.command[1..].to_vec();
+        return spec_with_script(a, script, &path);
     }
+    let argv = a.command.clone();
+    finish_spec(a, String::new(), argv)
+}
+
+/// Builds the spec of a batch script whose text is `script` (read from `path`, which
+/// names it in messages and gives the default job name); `a.command` is the script's
+/// path and arguments. Its directives count below the options in `a`.
+pub fn spec_with_script(mut a: SubmitArgs, script: String, path: &Path) -> Result<(pb::JobSpec, SubmitArgs), Failure> {
+    rudel_core::script::check_script(&script).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    let d = rudel_core::script::directives(&script).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+    for w in &d.warnings {
+        eprintln!("rudel: warning: {}: {w}", path.display());
+    }
+    let from_script = DirectiveArgs::try_parse_from(&d.args).map_err(|e| {
+        usage(format!(
+            "{}: bad #RUDEL/#SBATCH option: {}",
+            path.display(),
+            e.to_string().trim()
+        ))
+    })?;
+    if from_script.args.json || !from_script.args.command.is_empty() {
+        return Err(usage(format!(
+            "{}: directive lines may hold options only",
+            path.display()
+        )));
+    }
+    check_directive_lines(&d, path)?;
+    if a.name.is_none() && from_script.args.name.is_none() {
+        a.name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    }
+    a = merge(from_script.args, a);
+    let argv = a.command.get(1..).unwrap_or_default().to_vec();
+    finish_spec(a, script, argv)
+}
+
+/// Parses translated option words (from [`rudel_core::script::translate_options`]) as
+/// `submit` options.
+pub fn parse_option_words(words: &[String]) -> Result<SubmitArgs, Failure> {
+    DirectiveArgs::try_parse_from(words)
+        .map(|d| d.args)
+        .map_err(|e| usage(e.to_string().trim().to_string()))
+}
+
+/// `later` over `earlier`: the options given in `later` win.
+pub fn merge_args(earlier: SubmitArgs, later: SubmitArgs) -> SubmitArgs {
+    merge(earlier, later)
+}
+
+/// The spec from options that are all known, `script` (empty for a command) and the
+/// task's argv.
+fn finish_spec(a: SubmitArgs, script: String, argv: Vec<String>) -> Result<(pb::JobSpec, SubmitArgs), Failure> {
     let cpus = a.cpus.unwrap_or(1);
     if cpus == 0 {
         return Err(usage("--cpus must be at least 1"));
@@ -396,7 +422,7 @@ fn check_directive_lines(d: &rudel_core::script::Directives, path: &Path) -> Res
 }
 
 /// The submitting user's name: $USER, else the password database, else the uid.
-fn user_name() -> String {
+pub fn user_name() -> String {
     if let Ok(u) = std::env::var("USER") {
         if !u.is_empty() {
             return u;

@@ -1,0 +1,85 @@
+//! Which array indices of a job are still pending, in Slurm's compact form (`3-10`,
+//! `1-9:2,12`), as `squeue` shows a pending array (`41_[3-10]`). Computed range by range,
+//! so an array of a million tasks costs a few integers, not a million.
+use crate::array::IndexRange;
+use crate::job::Job;
+
+/// The pending indices of `job` (never dispatched, or requeued), sorted by first index;
+/// empty when none is pending or the job is not an array.
+pub fn pending_indices(job: &Job) -> String {
+    let Some(array) = &job.spec.array else {
+        return String::new();
+    };
+    let mut pieces: Vec<IndexRange> = Vec::new();
+    // Tasks are dispatched in position order: those at or after `next_position` wait.
+    let mut before = 0u64;
+    for r in &array.ranges {
+        let n = r.len();
+        if before + n > job.next_position {
+            let skip = job.next_position.saturating_sub(before);
+            // skip < n <= the range's size in u32 steps.
+            let start = r.start + (skip as u32) * r.step;
+            pieces.push(IndexRange {
+                start,
+                end: r.end - (r.end - start) % r.step.max(1),
+                step: r.step,
+            });
+        }
+        before += n;
+    }
+    pieces.extend(job.requeued.keys().map(|&i| IndexRange {
+        start: i,
+        end: i,
+        step: 1,
+    }));
+    pieces.sort_by_key(|p| p.start);
+    pieces
+        .iter()
+        .map(|p| {
+            if p.start == p.end {
+                p.start.to_string()
+            } else if p.step == 1 {
+                format!("{}-{}", p.start, p.end)
+            } else {
+                format!("{}-{}:{}", p.start, p.end, p.step)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobSpec;
+
+    fn job(array: &str, next: u64, requeued: &[u32]) -> Job {
+        let spec = JobSpec {
+            array: Some(crate::parse::parse_array(array).unwrap()),
+            ..JobSpec::default()
+        };
+        let mut j = Job::new(7, spec, 0);
+        j.next_position = next;
+        for &i in requeued {
+            j.requeued.insert(i, 1);
+        }
+        j
+    }
+
+    #[test]
+    fn untouched_partly_dispatched_and_requeued_arrays() {
+        assert_eq!(pending_indices(&job("1-10", 0, &[])), "1-10");
+        assert_eq!(pending_indices(&job("1-10", 2, &[])), "3-10");
+        assert_eq!(pending_indices(&job("1-10", 9, &[])), "10");
+        assert_eq!(pending_indices(&job("1-10", 10, &[])), "");
+        assert_eq!(pending_indices(&job("1-10", 10, &[4])), "4");
+        assert_eq!(pending_indices(&job("1-9:2,20-21", 1, &[1])), "1,3-9:2,20-21");
+        assert_eq!(pending_indices(&job("1-9:2,20-21", 5, &[])), "20-21");
+        assert_eq!(pending_indices(&job("0-4000000", 3_999_999, &[])), "3999999-4000000");
+    }
+
+    #[test]
+    fn a_single_job_has_no_indices() {
+        assert_eq!(pending_indices(&Job::new(1, JobSpec::default(), 0)), "");
+    }
+}
