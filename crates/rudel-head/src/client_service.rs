@@ -169,11 +169,18 @@ impl pb::rudel_server::Rudel for ClientService {
     async fn show_job(&self, req: Request<pb::ShowJobRequest>) -> Result<tonic::Response<pb::JobInfo>, Status> {
         let req = req.into_inner();
         self.read_barrier(req.stale).await?;
-        let a = self.shared.read();
-        match a.state.jobs.get(&req.job_id) {
-            Some(j) => Ok(tonic::Response::new(job_info(&a.state, j, true))),
+        let live = {
+            let a = self.shared.read();
+            a.state.jobs.get(&req.job_id).map(|j| job_info(&a.state, j, true))
+        };
+        if let Some(info) = live {
+            return Ok(tonic::Response::new(info));
+        }
+        // Pruned from the replicated state: the accounting store still knows it.
+        match crate::history_service::show_from_history(&self.shared.history, req.job_id).await? {
+            Some(info) => Ok(tonic::Response::new(info)),
             None => Err(Status::not_found(format!(
-                "no job {} (never submitted, or finished long ago)",
+                "no job {} (never submitted, or finished before the history retention)",
                 req.job_id
             ))),
         }
@@ -469,6 +476,14 @@ impl pb::rudel_server::Rudel for ClientService {
         crate::auth::require_admin(&req, "removing a head")?;
         crate::heads::remove(&self.raft, &self.membership_changes, self.head_id, req.into_inner().id).await?;
         Ok(tonic::Response::new(pb::RemoveHeadResponse {}))
+    }
+
+    async fn history(
+        &self,
+        req: Request<pb::HistoryRequest>,
+    ) -> Result<tonic::Response<pb::HistoryResponse>, Status> {
+        let jobs = crate::history_service::history(&self.shared, req.into_inner()).await?;
+        Ok(tonic::Response::new(pb::HistoryResponse { jobs }))
     }
 
     async fn campaign(

@@ -4,9 +4,11 @@ mod client;
 mod daemon;
 mod exec;
 mod follow;
+mod history;
 mod node_cmd;
 mod opts;
 mod show;
+mod slurm;
 mod tokens;
 
 use std::process::ExitCode;
@@ -82,6 +84,14 @@ enum Cmd {
     Login(tokens::LoginArgs),
     /// Operate the head group: list/remove heads, step-down drill.
     Admin(admin::AdminArgs),
+    /// Finished jobs from the accounting history (kept --history-retention on the heads).
+    History(history::HistoryArgs),
+    /// Slurm's sacct (the argv[0] dispatcher runs this for `sacct`).
+    #[command(hide = true, disable_help_flag = true)]
+    Sacct {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Exit code for bad usage or input (like clap's own usage errors).
@@ -156,6 +166,8 @@ fn main() -> ExitCode {
             Cmd::Token(a) => tokens::token(a, &head).await,
             Cmd::Login(a) => tokens::login(a, &head).await,
             Cmd::Admin(a) => admin::admin(a, &head).await,
+            Cmd::History(a) => history::history(a, &head).await,
+            Cmd::Sacct { args } => slurm::sacct::run_args(args, &head).await,
         }
     });
     // Background tasks (e.g. a stream the server still holds) must not keep us alive.

@@ -68,14 +68,17 @@ impl NodeChanges {
 pub struct SharedState {
     inner: RwLock<Applied>,
     changed: watch::Sender<u64>,
+    /// This head's accounting store, fed from the applied entries.
+    pub history: Arc<crate::history::History>,
 }
 
 impl SharedState {
-    fn new(applied: Applied) -> Arc<SharedState> {
+    fn new(applied: Applied, history: Arc<crate::history::History>) -> Arc<SharedState> {
         let (changed, _) = watch::channel(0);
         Arc::new(SharedState {
             inner: RwLock::new(applied),
             changed,
+            history,
         })
     }
 
@@ -118,7 +121,10 @@ struct StoredSnapshot {
 
 impl StateMachineStore {
     /// Loads the latest snapshot (if any) as the starting state.
-    pub fn open(db: Arc<Database>) -> SResult<(StateMachineStore, Arc<SharedState>)> {
+    pub fn open(
+        db: Arc<Database>,
+        history: Arc<crate::history::History>,
+    ) -> SResult<(StateMachineStore, Arc<SharedState>)> {
         let applied = match load_snapshot(&db)? {
             Some(s) => {
                 let mut a = serde_json::from_slice::<Applied>(&s.data).map_err(sm_err)?;
@@ -130,7 +136,11 @@ impl StateMachineStore {
                 ..Applied::default()
             },
         };
-        let shared = SharedState::new(applied);
+        let idx = applied.last_applied.map_or(0, |l| l.index);
+        if history.backfill_needed(idx) {
+            history.backfill(&applied.state, idx);
+        }
+        let shared = SharedState::new(applied, history);
         Ok((
             StateMachineStore {
                 shared: shared.clone(),
@@ -213,6 +223,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut out = Vec::new();
         let last_index;
+        let mut ended = Vec::new();
         {
             let mut a = self.shared.write();
             for e in entries {
@@ -222,6 +233,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Normal(cmd) => {
                         let applied = a.state.apply_output(cmd);
                         a.node_changes.record(&applied.events, e.log_id.index);
+                        for ev in &applied.events {
+                            if let rudel_core::Event::JobEnded { job, .. } = ev {
+                                if let Some(j) = a.state.jobs.get(job) {
+                                    ended.push(crate::history::record(&a.state, j));
+                                }
+                            }
+                        }
                         out.push(applied.response);
                     }
                     EntryPayload::Membership(m) => {
@@ -232,6 +250,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             last_index = a.last_applied.map_or(0, |l| l.index);
         }
+        // Always sent (even empty): it moves the store's "applied up to" marker.
+        self.shared.history.record(last_index, ended);
         self.shared.changed.send_replace(last_index);
         Ok(out)
     }
@@ -267,6 +287,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         )?;
         let idx = applied.last_applied.map_or(0, |l| l.index);
         applied.node_changes.reset(idx);
+        // Jobs that ended in entries this head never applied (it was behind).
+        self.shared.history.backfill(&applied.state, idx);
         *self.shared.write() = applied;
         self.shared.changed.send_replace(idx);
         tracing::info!(

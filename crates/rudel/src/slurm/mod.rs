@@ -1,0 +1,2 @@
+//! Slurm-compatible commands.
+pub mod sacct;
