@@ -478,10 +478,7 @@ impl pb::rudel_server::Rudel for ClientService {
         Ok(tonic::Response::new(pb::RemoveHeadResponse {}))
     }
 
-    async fn history(
-        &self,
-        req: Request<pb::HistoryRequest>,
-    ) -> Result<tonic::Response<pb::HistoryResponse>, Status> {
+    async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<tonic::Response<pb::HistoryResponse>, Status> {
         let jobs = crate::history_service::history(&self.shared, req.into_inner()).await?;
         Ok(tonic::Response::new(pb::HistoryResponse { jobs }))
     }

@@ -160,8 +160,17 @@ impl History {
 
     /// Records every finished job `state` still holds (after loading a snapshot).
     pub fn backfill(&self, state: &State, applied: u64) {
-        let jobs: Vec<_> = state.jobs.values().filter(|j| j.is_finished()).map(|j| record(state, j)).collect();
-        tracing::info!(jobs = jobs.len(), applied, "history: recording finished jobs of a loaded snapshot");
+        let jobs: Vec<_> = state
+            .jobs
+            .values()
+            .filter(|j| j.is_finished())
+            .map(|j| record(state, j))
+            .collect();
+        tracing::info!(
+            jobs = jobs.len(),
+            applied,
+            "history: recording finished jobs of a loaded snapshot"
+        );
         self.record(applied, jobs);
     }
 
@@ -208,7 +217,9 @@ impl History {
         for item in range {
             let (k, _) = item.map_err(store_err)?;
             let (_, id) = k.value();
-            let Some(v) = jobs.get(id).map_err(store_err)? else { continue };
+            let Some(v) = jobs.get(id).map_err(store_err)? else {
+                continue;
+            };
             let j = decode(id, v.value())?;
             if f.matches(&j) {
                 out.push(j);
@@ -310,7 +321,9 @@ fn prune(db: &Database, cutoff_ms: u64) -> Result<u64, HistoryError> {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The writer thread: commits queued batches together; prunes now and then.
@@ -325,7 +338,10 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Msg>, written: watch::Sender<u64
         let mut applied = 0;
         let mut jobs = Vec::new();
         let mut take = |m: Msg| match m {
-            Msg::Batch { applied: a, jobs: mut j } => {
+            Msg::Batch {
+                applied: a,
+                jobs: mut j,
+            } => {
                 applied = applied.max(a);
                 jobs.append(&mut j);
             }
@@ -468,10 +484,21 @@ mod tests {
         h.write_now(1, &[job(1, "a", "completed", 100)]).unwrap();
         h.write_now(2, &[job(1, "a", "failed", 200)]).unwrap();
         assert_eq!(h.len().unwrap(), 1);
-        let all = h.query_filter(&Filter { limit: 10, ..Default::default() }).unwrap();
+        let all = h
+            .query_filter(&Filter {
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].state, "failed");
-        let late = h.query_filter(&Filter { since_ms: 150, limit: 10, ..Default::default() }).unwrap();
+        let late = h
+            .query_filter(&Filter {
+                since_ms: 150,
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
         assert_eq!(late.len(), 1, "the old time key must be gone, the new one present");
         // An older marker never moves the stored marker back.
         h.write_now(1, &[]).unwrap();
@@ -482,18 +509,76 @@ mod tests {
     fn query_filters() {
         let (_d, h) = open();
         let jobs: Vec<_> = (1..=20)
-            .map(|i| job(i, if i % 2 == 0 { "even" } else { "odd" }, if i % 5 == 0 { "failed" } else { "completed" }, i * 100))
+            .map(|i| {
+                job(
+                    i,
+                    if i % 2 == 0 { "even" } else { "odd" },
+                    if i % 5 == 0 { "failed" } else { "completed" },
+                    i * 100,
+                )
+            })
             .collect();
         h.write_now(1, &jobs).unwrap();
-        let q = |f: Filter| h.query_filter(&Filter { limit: if f.limit == 0 { 100 } else { f.limit }, ..f }).unwrap();
-        assert_eq!(q(Filter { user: "even".into(), ..Default::default() }).len(), 10);
-        let failed = q(Filter { states: vec!["FAILED".into()], ..Default::default() });
+        let q = |f: Filter| {
+            h.query_filter(&Filter {
+                limit: if f.limit == 0 { 100 } else { f.limit },
+                ..f
+            })
+            .unwrap()
+        };
+        assert_eq!(
+            q(Filter {
+                user: "even".into(),
+                ..Default::default()
+            })
+            .len(),
+            10
+        );
+        let failed = q(Filter {
+            states: vec!["FAILED".into()],
+            ..Default::default()
+        });
         assert_eq!(failed.iter().map(|j| j.job_id).collect::<Vec<_>>(), vec![5, 10, 15, 20]);
-        assert_eq!(q(Filter { since_ms: 1500, ..Default::default() }).len(), 6);
-        assert_eq!(q(Filter { until_ms: 500, ..Default::default() }).len(), 5);
-        assert_eq!(q(Filter { name: "j7".into(), ..Default::default() }).len(), 1);
-        assert_eq!(q(Filter { job_ids: vec![3, 4, 99], ..Default::default() }).len(), 2);
-        assert_eq!(q(Filter { limit: 3, ..Default::default() }).len(), 3);
+        assert_eq!(
+            q(Filter {
+                since_ms: 1500,
+                ..Default::default()
+            })
+            .len(),
+            6
+        );
+        assert_eq!(
+            q(Filter {
+                until_ms: 500,
+                ..Default::default()
+            })
+            .len(),
+            5
+        );
+        assert_eq!(
+            q(Filter {
+                name: "j7".into(),
+                ..Default::default()
+            })
+            .len(),
+            1
+        );
+        assert_eq!(
+            q(Filter {
+                job_ids: vec![3, 4, 99],
+                ..Default::default()
+            })
+            .len(),
+            2
+        );
+        assert_eq!(
+            q(Filter {
+                limit: 3,
+                ..Default::default()
+            })
+            .len(),
+            3
+        );
     }
 
     #[test]

@@ -151,10 +151,9 @@ impl Head {
         })?;
         let log_store = raft::log_store::LogStore::new(db.clone());
         let history_path = cfg.data_dir.join("history.redb");
-        let history = history::History::open(&history_path, cfg.history_retention)
-            ?;
-        let (sm, shared) = raft::state_machine::StateMachineStore::open(db, history)
-            .map_err(|e| HeadError::Raft(e.to_string()))?;
+        let history = history::History::open(&history_path, cfg.history_retention)?;
+        let (sm, shared) =
+            raft::state_machine::StateMachineStore::open(db, history).map_err(|e| HeadError::Raft(e.to_string()))?;
         let config = raft::raft_config(&cfg.timing).map_err(HeadError::Raft)?;
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)

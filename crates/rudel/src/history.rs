@@ -34,7 +34,15 @@ pub struct HistoryArgs {
 }
 
 /// Known state names (`rudel history --state`).
-const STATES: [&str; 7] = ["pending", "running", "completed", "failed", "cancelled", "timeout", "node_fail"];
+const STATES: [&str; 7] = [
+    "pending",
+    "running",
+    "completed",
+    "failed",
+    "cancelled",
+    "timeout",
+    "node_fail",
+];
 
 /// `rudel history`.
 pub async fn history(a: HistoryArgs, head: &str) -> CmdResult {

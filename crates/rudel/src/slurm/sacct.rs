@@ -169,7 +169,10 @@ fn parse_format(s: &str) -> Result<Vec<Column>, String> {
                 None => (false, *def),
                 Some(w) => {
                     let left = w.starts_with('-');
-                    let n = w.trim_start_matches('-').parse::<usize>().map_err(|_| format!("bad width in \"{f}\""))?;
+                    let n = w
+                        .trim_start_matches('-')
+                        .parse::<usize>()
+                        .map_err(|_| format!("bad width in \"{f}\""))?;
                     (left, n)
                 }
             };
@@ -208,7 +211,12 @@ pub async fn run(a: SacctArgs, head: &str) -> CmdResult {
     let usage = |e: String| Failure::usage(anyhow::anyhow!(e));
     let cols = parse_format(a.format.as_deref().unwrap_or(DEFAULT_FORMAT)).map_err(usage)?;
     let now = now_ms();
-    let states = a.state.iter().map(|s| state_filter(s).map(str::to_string)).collect::<Result<Vec<_>, _>>().map_err(usage)?;
+    let states = a
+        .state
+        .iter()
+        .map(|s| state_filter(s).map(str::to_string))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(usage)?;
     let job_ids = a
         .jobs
         .iter()
@@ -235,7 +243,11 @@ pub async fn run(a: SacctArgs, head: &str) -> CmdResult {
         vec![current_user()]
     };
     let req = pb::HistoryRequest {
-        user: if users.len() == 1 { users[0].clone() } else { String::new() },
+        user: if users.len() == 1 {
+            users[0].clone()
+        } else {
+            String::new()
+        },
         states,
         since_ms: since,
         until_ms: until,
@@ -251,7 +263,10 @@ pub async fn run(a: SacctArgs, head: &str) -> CmdResult {
         .collect();
     let rows: Vec<Row> = jobs.iter().flat_map(|j| rows_of(j, now)).collect();
     if a.json {
-        println!("{}", json!({ "jobs": rows.iter().map(|r| row_json(r, now)).collect::<Vec<_>>() }));
+        println!(
+            "{}",
+            json!({ "jobs": rows.iter().map(|r| row_json(r, now)).collect::<Vec<_>>() })
+        );
         return Ok(0);
     }
     print_table(&a, &cols, &rows, now);
@@ -295,7 +310,11 @@ fn rows_of(j: &pb::HistoryJob, _now: u64) -> Vec<Row<'_>> {
             exit: (t.exit_code.unwrap_or(0), t.signal.unwrap_or(0)),
             start_ms: t.start_ms,
             end_ms: t.end_ms,
-            node: if t.node.is_empty() { Vec::new() } else { vec![t.node.clone()] },
+            node: if t.node.is_empty() {
+                Vec::new()
+            } else {
+                vec![t.node.clone()]
+            },
         })
         .collect();
     let rest = j.tasks.saturating_sub(rows.len() as u64);
@@ -400,13 +419,20 @@ fn print_table(a: &SacctArgs, cols: &[Column], rows: &[Row], now: u64) {
             }
             s
         } else {
-            vals.iter().zip(cols).map(|(v, c)| fit(v, c)).collect::<Vec<_>>().join(" ")
+            vals.iter()
+                .zip(cols)
+                .map(|(v, c)| fit(v, c))
+                .collect::<Vec<_>>()
+                .join(" ")
         }
     };
     if !a.noheader {
         println!("{}", line(cols.iter().map(|c| header(c.field).to_string()).collect()));
         if !parsable {
-            println!("{}", cols.iter().map(|c| "-".repeat(c.width)).collect::<Vec<_>>().join(" "));
+            println!(
+                "{}",
+                cols.iter().map(|c| "-".repeat(c.width)).collect::<Vec<_>>().join(" ")
+            );
         }
     }
     for r in rows {
@@ -475,7 +501,9 @@ fn opt_time(ms: u64) -> String {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn local_tm(secs: i64) -> libc::tm {
@@ -624,7 +652,9 @@ fn current_user() -> String {
 
 /// The uid Slurm names in `CANCELLED by UID`: the job owner's (rudel records no canceller).
 fn uid_of(user: &str) -> String {
-    let Ok(c) = std::ffi::CString::new(user) else { return "0".into() };
+    let Ok(c) = std::ffi::CString::new(user) else {
+        return "0".into();
+    };
     // SAFETY: getpwnam returns null or a pointer to a static passwd record we only read.
     let pw = unsafe { libc::getpwnam(c.as_ptr()) };
     if pw.is_null() {
@@ -651,7 +681,11 @@ mod tests {
 
     #[test]
     fn fit_pads_and_truncates_as_slurm() {
-        let c = Column { field: Field::JobName, width: 5, left: false };
+        let c = Column {
+            field: Field::JobName,
+            width: 5,
+            left: false,
+        };
         assert_eq!(fit("ab", &c), "   ab");
         assert_eq!(fit("abcdefgh", &c), "abcd+");
     }
@@ -667,8 +701,14 @@ mod tests {
     fn times_parse_in_slurm_formats() {
         let now = parse_time("2026-11-28T10:30:00", 0).unwrap();
         assert_eq!(local_time(now), "2026-11-28T10:30:00");
-        assert_eq!(local_time(parse_time("2026-11-28", now).unwrap()), "2026-11-28T00:00:00");
-        assert_eq!(local_time(parse_time("11/27-08:00", now).unwrap()), "2026-11-27T08:00:00");
+        assert_eq!(
+            local_time(parse_time("2026-11-28", now).unwrap()),
+            "2026-11-28T00:00:00"
+        );
+        assert_eq!(
+            local_time(parse_time("11/27-08:00", now).unwrap()),
+            "2026-11-27T08:00:00"
+        );
         assert_eq!(local_time(parse_time("11/27/25", now).unwrap()), "2025-11-27T00:00:00");
         assert_eq!(local_time(parse_time("112725", now).unwrap()), "2025-11-27T00:00:00");
         assert_eq!(local_time(parse_time("09:15", now).unwrap()), "2026-11-28T09:15:00");
