@@ -73,6 +73,15 @@ pub fn nvidia_gpus(dev: &Path) -> u32 {
         .count() as u32
 }
 
+/// Generic resources detected on this machine: NVIDIA GPUs (`/dev/nvidiaN`) as `gpu`.
+pub fn detected_gres() -> Vec<(String, u32)> {
+    let n = nvidia_gpus(Path::new("/dev"));
+    if n == 0 {
+        return Vec::new();
+    }
+    vec![("gpu".into(), n)]
+}
+
 /// Labels describing detected hardware: `gpu` and `gpus=N` when GPUs are present.
 pub fn hardware_labels() -> Vec<(String, String)> {
     let n = nvidia_gpus(Path::new("/dev"));

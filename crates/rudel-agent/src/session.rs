@@ -39,6 +39,8 @@ pub struct AgentConfig {
     pub max_backoff: Duration,
     /// Labels for constraint expressions (`gpu` -> "", `rack=a` -> "a").
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Generic resources offered (`gpu` -> 4): detected, or declared by the operator.
+    pub gres: std::collections::BTreeMap<String, u32>,
     /// Without a head for this long, the agent kills its tasks (the head has long given them
     /// up by then); `None` keeps them forever.
     pub orphan_timeout: Option<Duration>,
@@ -60,6 +62,7 @@ impl AgentConfig {
             max_backoff: Duration::from_secs(5),
             // Detected hardware; `--label` given by the operator overrides these.
             labels: identity::hardware_labels().into_iter().collect(),
+            gres: identity::detected_gres().into_iter().collect(),
             orphan_timeout: Some(Duration::from_secs(3600)),
             token: None,
         }
@@ -522,6 +525,7 @@ impl Agent {
                 .collect(),
             unacked: self.journal.unacked().iter().map(report_to_pb).collect(),
             labels: self.cfg.labels.clone().into_iter().collect(),
+            gres: self.cfg.gres.clone().into_iter().collect(),
         }
     }
 

@@ -57,6 +57,18 @@ impl ArraySpec {
         None
     }
 
+    /// The position (0-based, in spec order) of array index `index`, if it is in the spec.
+    pub fn position_of(&self, index: u32) -> Option<u64> {
+        let mut before = 0u64;
+        for r in &self.ranges {
+            if index >= r.start && index <= r.end && r.step > 0 && (index - r.start).is_multiple_of(r.step) {
+                return Some(before + u64::from((index - r.start) / r.step));
+            }
+            before += r.len();
+        }
+        None
+    }
+
     /// Canonical text form, e.g. `1-100:2,200%5`.
     pub fn to_spec_string(&self) -> String {
         let mut s = self

@@ -93,6 +93,9 @@ pub struct NodeRegistration {
     /// the old machine's tasks are lost.
     #[serde(default)]
     pub exclusive: bool,
+    /// Generic resources the node offers (`gpu` → 4, `gpu:a100` → 2, `fpga` → 1).
+    #[serde(default)]
+    pub gres: std::collections::BTreeMap<String, u32>,
 }
 
 /// One entry of the replicated log.
@@ -158,6 +161,12 @@ pub enum Command {
     /// `node_fail`), its agent certificates are revoked and its name is unbound, so that
     /// another machine may join under it.
     ForgetNode { name: String, now_ms: u64 },
+    /// Change scheduling settings (`rudel admin config set`), all or nothing: (name, value)
+    /// pairs checked by [`crate::sched::SchedConfig::with`].
+    Configure {
+        settings: Vec<(String, String)>,
+        now_ms: u64,
+    },
 }
 
 /// What applying a command produced, returned to the proposer.
@@ -198,5 +207,9 @@ pub enum Response {
     NodeForgotten {
         tasks: u64,
         revoked_certs: u64,
+    },
+    /// The scheduling settings after a change.
+    Configured {
+        settings: Vec<(String, String)>,
     },
 }

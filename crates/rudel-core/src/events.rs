@@ -71,4 +71,7 @@ impl Event {
 pub struct ApplyOutput {
     pub response: Response,
     pub events: Vec<Event>,
+    /// Placements the scheduling pass planned but the commit refused: a scheduler bug,
+    /// for the head to log loudly. Nothing of them was applied.
+    pub violations: Vec<crate::invariants::Violation>,
 }

@@ -38,6 +38,21 @@ pub struct JobSpec {
     #[serde(default)]
     pub constraint: Option<crate::constraint::Constraint>,
     pub user: String,
+    /// Generic resources per task (`--gres gpu:2`, `--gpus 2`): pool name → units.
+    #[serde(default)]
+    pub gres: crate::resources::GresRequest,
+    /// Cluster licenses per task (`-L matlab:2`): name → count.
+    #[serde(default)]
+    pub licenses: BTreeMap<String, u32>,
+    /// Partitions the job may run in, comma-separated, first preferred; resolved at
+    /// submit (empty asks for the default partition).
+    #[serde(default)]
+    pub partition: String,
+    /// Directory and host the job was submitted from (`SLURM_SUBMIT_DIR`/`_HOST`).
+    #[serde(default)]
+    pub submit_dir: String,
+    #[serde(default)]
+    pub submit_host: String,
 }
 
 /// State of a task, and (aggregated) of a job.
@@ -104,6 +119,9 @@ pub struct RunningTask {
     /// The task queued to take over this one's resources.
     #[serde(default)]
     pub successor: Option<crate::ids::TaskKey>,
+    /// Units of generic resources held (tasks holding any never get successors).
+    #[serde(default)]
+    pub gres: crate::resources::GresGrant,
 }
 
 impl RunningTask {
@@ -125,6 +143,7 @@ impl RunningTask {
             kill_requested: false,
             after,
             successor: None,
+            gres: Vec::new(),
         }
     }
 }
@@ -211,13 +230,27 @@ impl Job {
     /// tasks end before a result can go through the log and a new task come back, so they
     /// are queued deeper (a few milliseconds of work each); other tasks barely, so that a
     /// node that frees up elsewhere is not passed over for long.
-    pub fn queue_depth(&self) -> u32 {
+    pub fn queue_depth(&self, cfg: &crate::sched::SchedConfig) -> u32 {
         let short = self.exited_runs >= SHORT_TASK_SAMPLES && self.exited_run_ms < SHORT_TASK_MS * self.exited_runs;
         if short {
-            crate::state::MAX_QUEUED_PER_SLOT
+            cfg.short_queue_depth
         } else {
-            crate::state::QUEUED_PER_SLOT
+            cfg.queue_depth
         }
+    }
+
+    /// True when the job's tasks hold something a successor could not take over (generic
+    /// resources, licenses): they are never queued on agents, nor queued behind.
+    pub fn holds_counted_resources(&self) -> bool {
+        !self.spec.gres.is_empty() || !self.spec.licenses.is_empty()
+    }
+
+    /// The job id of one task, as Slurm gives each array task its own: the array's id
+    /// plus the task's position (a submit reserves one id per task). The job's own id
+    /// for a job that is not an array.
+    pub fn task_job_id(&self, index: u32) -> JobId {
+        let position = self.spec.array.as_ref().and_then(|a| a.position_of(index)).unwrap_or(0);
+        self.id + position
     }
 
     /// True when the job is an array.

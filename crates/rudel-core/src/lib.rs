@@ -5,22 +5,28 @@
 //! same log reaches the same state, and the scheduler can be tested at any scale.
 
 pub mod array;
+pub mod begin;
 pub mod command;
 pub mod constraint;
+pub mod deps;
 pub mod events;
 pub mod ids;
 pub mod intern;
+pub mod invariants;
 pub mod job;
 pub mod limits;
 pub mod node;
 pub mod parse;
 pub mod pattern;
 pub mod query;
+pub mod resources;
+pub mod sched;
 pub mod scheduler;
 pub mod script;
 pub mod security;
 pub mod serde_pairs;
 pub mod state;
+pub mod task_env;
 
 pub use array::ArraySpec;
 pub use command::{Command, NodeRegistration, Response, TaskOutcome, TaskReport};

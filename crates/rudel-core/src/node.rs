@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::ids::TaskKey;
+use crate::resources::{choose_pools, could_ever_serve, GresGrant, GresPool, GresRequest};
 
 /// Whether a node can take work.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +54,9 @@ pub struct Node {
     /// Tasks holding resources here, with their attempt.
     #[serde(with = "crate::serde_pairs")]
     pub running: BTreeMap<TaskKey, u32>,
+    /// Generic resources (GPUs, ...) by pool name (`gpu`, `gpu:a100`).
+    #[serde(default)]
+    pub gres: BTreeMap<String, GresPool>,
 }
 
 impl Node {
@@ -80,6 +84,7 @@ impl Node {
             cpus_used: 0,
             mem_used: 0,
             running: BTreeMap::new(),
+            gres: BTreeMap::new(),
         }
     }
 
@@ -128,24 +133,67 @@ impl Node {
         if !self.fits_now(cpus, mem) {
             return None;
         }
-        let cores: Vec<u32> = self
-            .free_cores
-            .iter()
-            .enumerate()
-            .filter(|(_, free)| **free)
-            .map(|(c, _)| c as u32)
-            .take(cpus as usize)
-            .collect();
-        if cores.len() < cpus as usize {
-            return None;
-        }
-        for c in &cores {
-            self.free_cores[*c as usize] = false;
-        }
+        let cores = take_free(&mut self.free_cores, cpus)?;
         self.cpus_used += cpus;
         self.mem_used += mem;
         self.running.insert(key, attempt);
         Some(cores)
+    }
+
+    /// True when the node's pools could ever serve the request.
+    pub fn could_ever_serve(&self, req: &GresRequest) -> bool {
+        req.iter()
+            .all(|(want, units)| could_ever_serve(&self.gres, want, *units))
+    }
+
+    /// Takes cores and memory (as [`Node::allocate`]) and units of generic resources, all
+    /// or nothing.
+    pub fn allocate_with_gres(
+        &mut self,
+        key: TaskKey,
+        attempt: u32,
+        cpus: u32,
+        mem: u64,
+        req: &GresRequest,
+    ) -> Option<(Vec<u32>, GresGrant)> {
+        let chosen = choose_pools(&self.gres, req, |_| 0)?;
+        let cores = self.allocate(key, attempt, cpus, mem)?;
+        let mut grant = GresGrant::new();
+        for (pool, units) in chosen {
+            // `choose_pools` saw enough free units, so this takes them.
+            let Some(idx) = self.gres.get_mut(&pool).and_then(|p| take_free(&mut p.free, units)) else {
+                continue;
+            };
+            grant.push((pool, idx));
+        }
+        Some((cores, grant))
+    }
+
+    /// Returns a task's units of generic resources.
+    pub fn release_gres(&mut self, grant: &GresGrant) {
+        for (pool, units) in grant {
+            if let Some(p) = self.gres.get_mut(pool) {
+                for &i in units {
+                    if let Some(slot) = p.free.get_mut(i as usize) {
+                        *slot = true;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sets the pools a (re)registering agent declares, keeping units in use.
+    pub fn set_gres(&mut self, declared: &BTreeMap<String, u32>) {
+        self.gres
+            .retain(|name, p| declared.contains_key(name) || p.free.iter().any(|f| !*f));
+        for (name, units) in declared {
+            self.gres.entry(name.clone()).or_default().resize(*units);
+        }
+        for (name, p) in self.gres.iter_mut() {
+            if !declared.contains_key(name) {
+                p.resize(0);
+            }
+        }
     }
 
     /// Returns a task's cores and memory.
@@ -204,6 +252,25 @@ impl Node {
             Liveness::Up => "mixed",
         }
     }
+}
+
+/// Marks the `n` lowest free slots taken and returns their indices; `None`, with nothing
+/// changed, if fewer than `n` are free. Cores and units of generic resources alike.
+fn take_free(slots: &mut [bool], n: u32) -> Option<Vec<u32>> {
+    let idx: Vec<u32> = slots
+        .iter()
+        .enumerate()
+        .filter(|(_, free)| **free)
+        .map(|(i, _)| i as u32)
+        .take(n as usize)
+        .collect();
+    if idx.len() < n as usize {
+        return None;
+    }
+    for &i in &idx {
+        slots[i as usize] = false;
+    }
+    Some(idx)
 }
 
 #[cfg(test)]

@@ -4,8 +4,11 @@
 /// Values substituted into a pattern for one task.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PatternVars<'a> {
-    /// Job id (`%j`, `%A`).
+    /// Job id, of the array for an array task (`%A`).
     pub job: u64,
+    /// The task's own job id (`%j`, `%J`): the array's id plus its position for an array
+    /// task, else the job id.
+    pub task_job: u64,
     /// Array index (`%a`); `None` for a job that is not an array.
     pub index: Option<u32>,
     /// Job name (`%x`).
@@ -21,8 +24,9 @@ const MAX_WIDTH: usize = 64;
 
 /// Expands the placeholders of `pattern`.
 ///
-/// `%j` and `%A` give the job id, `%a` the array index (`0` for a non-array job),
-/// `%x` the name, `%N` and `%n` the node, `%u` the user, and `%%` a literal `%`.
+/// `%j` and `%J` give the task's own job id, `%A` the (array) job id, `%a` the array index
+/// (`0` for a non-array job), `%x` the name, `%N` the node, `%n` and `%t` the node and
+/// task number in the job (0 for a batch script), `%u` the user, and `%%` a literal `%`.
 /// A decimal width between `%` and the letter zero-pads the numeric ones, as in
 /// Slurm (`%5a` gives `00042`); it is ignored for the text ones. Anything else,
 /// including a trailing `%`, is kept literally.
@@ -43,10 +47,14 @@ pub fn expand(pattern: &str, vars: &PatternVars) -> String {
         };
         let num = |n: u64| format!("{n:0width$}");
         match c {
-            'j' | 'A' => out.push_str(&num(vars.job)),
+            // `%J` is jobid.stepid, and a batch script's step prints as the job id alone.
+            'j' | 'J' => out.push_str(&num(vars.task_job)),
+            'A' => out.push_str(&num(vars.job)),
             'a' => out.push_str(&num(vars.index.map_or(0, u64::from))),
             'x' => out.push_str(vars.name),
-            'N' | 'n' => out.push_str(vars.node),
+            'N' => out.push_str(vars.node),
+            // Node and task number within the job: a batch script is task 0 on node 0.
+            'n' | 't' => out.push_str(&num(0)),
             'u' => out.push_str(vars.user),
             '%' if digits == 0 => out.push('%'),
             _ => out.push_str(&rest[pos..pos + 1 + digits + c.len_utf8()]),
@@ -57,11 +65,11 @@ pub fn expand(pattern: &str, vars: &PatternVars) -> String {
     out
 }
 
-/// The pattern used when the user gives none: `rudel-%j.out`, or `rudel-%j_%a.out`
+/// The pattern used when the user gives none: `rudel-%j.out`, or `rudel-%A_%a.out`
 /// for an array job so tasks do not overwrite each other.
 pub fn default_output(is_array: bool) -> &'static str {
     if is_array {
-        "rudel-%j_%a.out"
+        "rudel-%A_%a.out"
     } else {
         "rudel-%j.out"
     }
@@ -102,6 +110,7 @@ mod tests {
     fn vars(index: Option<u32>) -> PatternVars<'static> {
         PatternVars {
             job: 42,
+            task_job: 42 + u64::from(index.unwrap_or(0)),
             index,
             name: "train",
             node: "gpu01",
@@ -112,7 +121,10 @@ mod tests {
     #[test]
     fn expands_every_placeholder() {
         let v = vars(Some(7));
-        assert_eq!(expand("%j-%A-%a-%x-%N-%n-%u", &v), "42-42-7-train-gpu01-gpu01-ada");
+        assert_eq!(
+            expand("%j-%J-%A-%a-%x-%N-%n-%t-%u", &v),
+            "49-49-42-7-train-gpu01-0-0-ada"
+        );
         assert_eq!(expand("slurm-%A_%a.out", &v), "slurm-42_7.out");
         assert_eq!(expand("plain.txt", &v), "plain.txt");
         assert_eq!(expand("", &v), "");
@@ -128,20 +140,20 @@ mod tests {
         let v = vars(Some(1));
         assert_eq!(expand("100%%.log", &v), "100%.log");
         assert_eq!(expand("%%j", &v), "%j");
-        assert_eq!(expand("%q%J%s", &v), "%q%J%s");
+        assert_eq!(expand("%q%J%s", &v), "%q43%s");
         assert_eq!(expand("%3q", &v), "%3q");
         assert_eq!(expand("end%", &v), "end%");
         assert_eq!(expand("end%12", &v), "end%12");
         assert_eq!(expand("%5%", &v), "%5%");
-        assert_eq!(expand("%é-%j", &v), "%é-42");
+        assert_eq!(expand("%é-%A", &v), "%é-42");
     }
 
     #[test]
     fn zero_padding() {
         let v = vars(Some(7));
         assert_eq!(expand("%5a", &v), "00007");
-        assert_eq!(expand("%3j", &v), "042");
-        assert_eq!(expand("%1j", &v), "42");
+        assert_eq!(expand("%3A", &v), "042");
+        assert_eq!(expand("%1j", &v), "49");
         assert_eq!(expand("%04A_%2a", &v), "0042_07");
         // Width is ignored for text placeholders.
         assert_eq!(expand("%8x", &v), "train");
@@ -151,7 +163,7 @@ mod tests {
     #[test]
     fn default_patterns() {
         assert_eq!(default_output(false), "rudel-%j.out");
-        assert_eq!(default_output(true), "rudel-%j_%a.out");
+        assert_eq!(default_output(true), "rudel-%A_%a.out");
     }
 
     #[test]
@@ -163,7 +175,7 @@ mod tests {
             resolve("out/%x_%a.log", &v, "/home/ada"),
             Some("/home/ada/out/train_3.log".into())
         );
-        assert_eq!(resolve("/tmp/%j.out", &v, "/home/ada"), Some("/tmp/42.out".into()));
+        assert_eq!(resolve("/tmp/%j.out", &v, "/home/ada"), Some("/tmp/45.out".into()));
         assert_eq!(resolve("./x.out", &v, "/home/ada/"), Some("/home/ada/x.out".into()));
         assert_eq!(resolve("x.out", &v, "/"), Some("/x.out".into()));
         assert_eq!(resolve("", &v, "/w"), Some("/w/rudel-42_3.out".into()));

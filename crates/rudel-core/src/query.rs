@@ -30,6 +30,16 @@ pub fn pending_reason(state: &State, job: &Job) -> String {
             return format!("ArrayLimit: {limit} tasks of this array run at once");
         }
     }
+    if state.waiting.get(&job.id) == Some(&crate::sched::plan::Wait::PartitionDown) {
+        return format!("PartitionDown: partition {} is down", job.spec.partition);
+    }
+    if state.waiting.get(&job.id) == Some(&crate::sched::plan::Wait::Licenses) {
+        let want: Vec<String> = job.spec.licenses.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        return format!(
+            "Licenses: waiting for licenses {} held by running tasks",
+            want.join(",")
+        );
+    }
     if state.blocked_job == Some(job.id) {
         return "Resources: waiting for free cpus/memory".into();
     }

@@ -55,6 +55,17 @@ pub enum ScriptError {
         /// The option as written.
         option: String,
     },
+    /// An option rudel does not implement and that would change what runs: refused
+    /// rather than ignored.
+    #[error("script line {line}: #SBATCH {option}: {reason}")]
+    Refused {
+        /// 1-based line number.
+        line: usize,
+        /// The option as written, with its value.
+        option: String,
+        /// Why, and what to do instead.
+        reason: String,
+    },
     /// An option has a value it cannot take.
     #[error("script line {line}: invalid value {value:?} for {option}: {expected}")]
     InvalidValue {
@@ -74,8 +85,9 @@ pub enum ScriptError {
 /// `#RUDEL` options are rudel's own and pass through verbatim. `#SBATCH` options are
 /// translated to rudel's (e.g. `-J x` to `--name=x`, `--nice=5` to `--priority=-5`);
 /// translated options are emitted as single `--opt=value` words so a value starting
-/// with `-` cannot be mistaken for an option. Slurm options rudel does not implement
-/// are skipped with a warning, never an error, so Slurm scripts run unchanged.
+/// with `-` cannot be mistaken for an option. Slurm options rudel does not implement are
+/// refused (naming the line) unless they cannot change what runs, where, with what
+/// resources or where its output goes: those are accepted with a warning.
 pub fn directives(script: &str) -> Result<Directives, ScriptError> {
     let mut out = Directives::default();
     for (i, raw) in script.lines().enumerate() {
@@ -104,6 +116,35 @@ pub fn directives(script: &str) -> Result<Directives, ScriptError> {
         out.lines.resize(out.args.len(), line_no);
     }
     Ok(out)
+}
+
+/// A script sbatch would not run, with Slurm's own words.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum ScriptRefused {
+    /// Windows line ends: the kernel would look for the interpreter `/bin/sh\r`, and the
+    /// job fail with a misleading "No such file or directory".
+    #[error(
+        "Batch script contains DOS line breaks (\\r\\n) instead of expected UNIX line breaks (\\n); \
+         convert it with `dos2unix` or `sed -i 's/\\r$//'`"
+    )]
+    DosLineBreaks,
+    /// No `#!` line: nothing says which interpreter runs it.
+    #[error(
+        "This does not look like a batch script. The first line must start with #! followed by the \
+         path to an interpreter. For instance: #!/bin/sh"
+    )]
+    NoShebang,
+}
+
+/// Refuses what `sbatch` refuses: DOS line breaks, no `#!` line.
+pub fn check_script(script: &str) -> Result<(), ScriptRefused> {
+    if script.contains("\r\n") {
+        return Err(ScriptRefused::DosLineBreaks);
+    }
+    if !script.starts_with("#!") {
+        return Err(ScriptRefused::NoShebang);
+    }
+    Ok(())
 }
 
 /// The text after `tag` when `line` is a directive with that tag.
@@ -184,18 +225,29 @@ enum Arity {
     Optional,
 }
 
-/// What to do with one sbatch option.
+/// What to do with one sbatch option. Every option either works with Slurm's meaning, or
+/// is refused with the line named; only options that cannot change what runs, where, with
+/// what resources or where its output goes are accepted with a warning ("never succeed
+/// silently": a job that ran without its GPU or its dependency looks done but is not).
 #[derive(Clone, Copy)]
 enum Action {
     /// Emit the rudel option, with the value if it has one.
     Map(&'static str, Arity),
     /// `--nice[=N]`: rudel priority -N (Slurm's default adjustment is 100).
     Nice,
-    /// `--export`: rudel has no equivalent; warn.
-    Export,
-    /// A Slurm option rudel does not implement: skip with a warning.
-    Unsupported(Arity),
+    /// `-N`/`-n`/`--ntasks-per-node`: 1 is what every rudel job is; more is refused until
+    /// parallel jobs exist.
+    OneOnly,
+    /// `--open-mode`: `truncate` is what rudel does; `append` is refused.
+    OpenMode,
+    /// Cannot change what runs: accepted with a warning.
+    Ignore(Arity),
+    /// Would change what runs, where or how: refused, with why.
+    Refuse(Arity, &'static str),
 }
+
+const NOT_YET: &str = "not supported by rudel yet";
+const PARALLEL: &str = "multi-node and multi-task jobs are not supported yet";
 
 /// Short sbatch options: letter, long name, action.
 fn short_option(c: char) -> Option<(&'static str, Action)> {
@@ -210,39 +262,39 @@ fn short_option(c: char) -> Option<(&'static str, Action)> {
         'a' => ("array", Map("--array", Value)),
         'D' => ("chdir", Map("--chdir", Value)),
         'C' => ("constraint", Map("--constraint", Value)),
-        'A' => ("account", Unsupported(Value)),
-        'b' => ("begin", Unsupported(Value)),
-        'B' => ("extra-node-info", Unsupported(Value)),
-        'd' => ("dependency", Unsupported(Value)),
-        'F' => ("nodefile", Unsupported(Value)),
-        'G' => ("gpus", Unsupported(Value)),
-        'i' => ("input", Unsupported(Value)),
-        'L' => ("licenses", Unsupported(Value)),
-        'm' => ("distribution", Unsupported(Value)),
-        'M' => ("clusters", Unsupported(Value)),
-        'n' => ("ntasks", Unsupported(Value)),
-        'N' => ("nodes", Unsupported(Value)),
-        'p' => ("partition", Unsupported(Value)),
-        'q' => ("qos", Unsupported(Value)),
-        'S' => ("core-spec", Unsupported(Value)),
-        'w' => ("nodelist", Unsupported(Value)),
-        'x' => ("exclude", Unsupported(Value)),
-        'H' => ("hold", Unsupported(Flag)),
-        'k' => ("no-kill", Unsupported(Flag)),
-        'O' => ("overcommit", Unsupported(Flag)),
-        'Q' => ("quiet", Unsupported(Flag)),
-        's' => ("oversubscribe", Unsupported(Flag)),
-        'v' => ("verbose", Unsupported(Flag)),
-        'W' => ("wait", Unsupported(Flag)),
+        'G' => ("gpus", Map("--gpus", Value)),
+        'L' => ("licenses", Map("--licenses", Value)),
+        'p' => ("partition", Map("--partition", Value)),
+        'N' => ("nodes", OneOnly),
+        'n' => ("ntasks", OneOnly),
+        'A' => ("account", Ignore(Value)),
+        'Q' => ("quiet", Ignore(Flag)),
+        'v' => ("verbose", Ignore(Flag)),
+        'b' => ("begin", Refuse(Value, NOT_YET)),
+        'B' => ("extra-node-info", Refuse(Value, NOT_YET)),
+        'd' => ("dependency", Refuse(Value, NOT_YET)),
+        'F' => ("nodefile", Refuse(Value, PARALLEL)),
+        'i' => ("input", Refuse(Value, NOT_YET)),
+        'm' => ("distribution", Refuse(Value, PARALLEL)),
+        'M' => ("clusters", Refuse(Value, "rudel runs one cluster")),
+        'q' => ("qos", Refuse(Value, "rudel has no QOS yet")),
+        'S' => ("core-spec", Refuse(Value, NOT_YET)),
+        'w' => ("nodelist", Refuse(Value, "use --constraint 'name==NODE'")),
+        'x' => ("exclude", Refuse(Value, "use --constraint '!(name==NODE)'")),
+        'H' => ("hold", Refuse(Flag, NOT_YET)),
+        'k' => ("no-kill", Refuse(Flag, PARALLEL)),
+        'O' => ("overcommit", Refuse(Flag, NOT_YET)),
+        's' => ("oversubscribe", Refuse(Flag, NOT_YET)),
+        'W' => ("wait", Refuse(Flag, "use `rudel wait ID` after submitting")),
         _ => return None,
     })
 }
 
-/// Long sbatch options rudel translates or knowingly ignores.
+/// Long sbatch options (the short ones' long names included).
 fn long_option(name: &str) -> Option<Action> {
     use Action::*;
     use Arity::{None as Flag, Optional, Required as Value};
-    if let Some(a) = "JctoeaDC"
+    if let Some(a) = "JctoeaDCGLpNnAQvbBdFimMqSwxHkOsW"
         .chars()
         .filter_map(short_option)
         .find(|(long, _)| *long == name)
@@ -251,91 +303,71 @@ fn long_option(name: &str) -> Option<Action> {
     }
     Some(match name {
         "mem" => Map("--mem", Value),
+        "mem-per-cpu" => Map("--mem-per-cpu", Value),
         "requeue" => Map("--requeue", Flag),
         "no-requeue" => Map("--no-requeue", Flag),
+        "export" => Map("--export", Value),
+        "gres" => Map("--gres", Value),
+        "gpus-per-task" => Map("--gpus", Value),
+        "priority" => Map("--priority", Value),
         "nice" => Nice,
-        "export" => Export,
-        "account"
-        | "acctg-freq"
-        | "batch"
-        | "bb"
-        | "bbf"
-        | "begin"
-        | "burst-buffer"
-        | "clusters"
-        | "cluster"
-        | "cluster-constraint"
-        | "comment"
-        | "container"
-        | "container-id"
-        | "core-spec"
-        | "cores-per-socket"
-        | "cpu-freq"
-        | "cpus-per-gpu"
-        | "deadline"
-        | "delay-boot"
-        | "dependency"
-        | "distribution"
-        | "exclude"
-        | "export-file"
-        | "extra"
-        | "extra-node-info"
-        | "gid"
-        | "gpu-bind"
-        | "gpu-freq"
-        | "gpus"
-        | "gpus-per-node"
-        | "gpus-per-socket"
-        | "gpus-per-task"
-        | "gres"
-        | "gres-flags"
+        "ntasks-per-node" => OneOnly,
+        "open-mode" => OpenMode,
+        // Bookkeeping and verbosity: nothing about the job changes.
+        "acctg-freq" | "comment" | "mail-type" | "mail-user" | "profile" | "wckey" => Ignore(Value),
+        "parsable" => Ignore(Flag),
+        "cpus-per-gpu" | "gpus-per-node" | "gpus-per-socket" | "mem-per-gpu" | "ntasks-per-core" | "ntasks-per-gpu"
+        | "ntasks-per-socket" | "switches" | "tres-per-task" | "tres-bind" | "gpu-bind" | "cluster-constraint" => {
+            Refuse(Value, PARALLEL)
+        }
+        "cores-per-socket"
+        | "sockets-per-node"
+        | "threads-per-core"
         | "hint"
-        | "input"
-        | "licenses"
-        | "mail-type"
-        | "mail-user"
-        | "mcs-label"
         | "mem-bind"
-        | "mem-per-cpu"
-        | "mem-per-gpu"
+        | "cpu-freq"
+        | "gpu-freq"
         | "mincpus"
+        | "tmp"
         | "network"
-        | "nodefile"
-        | "nodelist"
-        | "nodes"
-        | "ntasks"
-        | "ntasks-per-core"
-        | "ntasks-per-gpu"
-        | "ntasks-per-node"
-        | "ntasks-per-socket"
-        | "open-mode"
-        | "partition"
         | "power"
         | "prefer"
-        | "priority"
-        | "profile"
-        | "qos"
         | "reservation"
         | "resv-ports"
-        | "signal"
-        | "sockets-per-node"
-        | "switches"
         | "thread-spec"
-        | "threads-per-core"
         | "time-min"
-        | "tmp"
-        | "tres-bind"
-        | "tres-per-task"
+        | "deadline"
+        | "delay-boot"
+        | "signal"
+        | "export-file"
+        | "container"
+        | "container-id"
+        | "bb"
+        | "bbf"
+        | "burst-buffer"
+        | "batch"
+        | "extra"
+        | "mcs-label"
+        | "gres-flags"
+        | "kill-on-invalid-dep"
         | "uid"
-        | "wckey"
-        | "wrap"
-        | "kill-on-invalid-dep" => Unsupported(Value),
-        "exclusive" | "get-user-env" | "no-kill" | "propagate" | "reboot" | "spread-job" | "use-min-nodes"
-        | "ignore-pbs" => Unsupported(Optional),
-        "contiguous" | "hold" | "overcommit" | "oversubscribe" | "parsable" | "quiet" | "test-only" | "verbose"
-        | "wait" | "wait-all-nodes" => Unsupported(Flag),
+        | "gid"
+        | "cluster"
+        | "wrap" => Refuse(Value, NOT_YET),
+        "exclusive" | "get-user-env" | "propagate" | "reboot" | "spread-job" | "use-min-nodes" | "ignore-pbs" => {
+            Refuse(Optional, NOT_YET)
+        }
+        "contiguous" | "test-only" | "wait-all-nodes" => Refuse(Flag, NOT_YET),
         _ => return None,
     })
+}
+
+fn unknown(line: usize, word: &str) -> ScriptError {
+    ScriptError::Refused {
+        line,
+        option: word.to_string(),
+        reason: "unknown #SBATCH option".into(),
+    }
 }
 
 /// Translates the words of one `#SBATCH` line into rudel arguments and warnings.
@@ -354,17 +386,7 @@ fn translate_sbatch(words: &[String], line: usize, out: &mut Directives) -> Resu
             let written = format!("--{name}");
             match long_option(name) {
                 Some(a) => (written, a, value),
-                None => {
-                    // Unknown to rudel: guess that a following bare word is its value.
-                    let mut shown = word.clone();
-                    if value.is_none() && words.get(i).is_some_and(|w| !w.starts_with('-')) {
-                        shown = format!("{word} {}", words[i]);
-                        i += 1;
-                    }
-                    out.warnings
-                        .push(format!("script line {line}: ignoring unknown #SBATCH option {shown}"));
-                    continue;
-                }
+                None => return Err(unknown(line, word)),
             }
         } else if let Some(short) = word.strip_prefix('-').filter(|s| !s.is_empty()) {
             let mut cs = short.chars();
@@ -375,23 +397,20 @@ fn translate_sbatch(words: &[String], line: usize, out: &mut Directives) -> Resu
                     let written = format!("-{c}/--{long}");
                     (written, a, (!rest.is_empty()).then(|| rest.to_string()))
                 }
-                None => {
-                    out.warnings
-                        .push(format!("script line {line}: ignoring unknown #SBATCH option {word}"));
-                    continue;
-                }
+                None => return Err(unknown(line, word)),
             }
         } else {
-            out.warnings.push(format!(
-                "script line {line}: ignoring #SBATCH argument {word:?} (not an option)"
-            ));
-            continue;
+            return Err(ScriptError::Refused {
+                line,
+                option: word.clone(),
+                reason: "not an option (a directive line holds options only)".into(),
+            });
         };
 
         let arity = match action {
-            Action::Map(_, a) | Action::Unsupported(a) => a,
+            Action::Map(_, a) | Action::Ignore(a) | Action::Refuse(a, _) => a,
             Action::Nice => Arity::Optional,
-            Action::Export => Arity::Required,
+            Action::OneOnly | Action::OpenMode => Arity::Required,
         };
         let value = match (arity, attached) {
             (Arity::Required, Some(v)) => Some(v),
@@ -400,29 +419,17 @@ fn translate_sbatch(words: &[String], line: usize, out: &mut Directives) -> Resu
                     i += 1;
                     Some(v.clone())
                 }
-                None => {
-                    if let Action::Unsupported(_) = action {
-                        out.warnings.push(format!(
-                            "script line {line}: ignoring #SBATCH {written} (not supported by rudel)"
-                        ));
-                        continue;
-                    }
-                    return Err(ScriptError::MissingValue { line, option: written });
-                }
+                None => return Err(ScriptError::MissingValue { line, option: written }),
             },
             (Arity::Optional, v) => v,
             (Arity::None, None) => None,
             (Arity::None, Some(v)) => {
-                if let Action::Unsupported(_) = action {
-                    None
-                } else {
-                    return Err(ScriptError::InvalidValue {
-                        line,
-                        option: written,
-                        value: v,
-                        expected: "this option takes no value",
-                    });
-                }
+                return Err(ScriptError::InvalidValue {
+                    line,
+                    option: written,
+                    value: v,
+                    expected: "this option takes no value",
+                });
             }
         };
 
@@ -443,19 +450,45 @@ fn translate_sbatch(words: &[String], line: usize, out: &mut Directives) -> Resu
                 })?;
                 out.args.push(format!("--priority={prio}"));
             }
-            Action::Export => out.warnings.push(format!(
-                "script line {line}: ignoring #SBATCH --export={} (not supported by rudel; \
-                 use --env K=V)",
-                value.unwrap_or_default()
-            )),
-            Action::Unsupported(_) => {
+            Action::OneOnly => {
+                let v = value.unwrap_or_default();
+                if !matches!(v.trim(), "1" | "1-1") {
+                    return Err(ScriptError::Refused {
+                        line,
+                        option: format!("{written}={v}"),
+                        reason: PARALLEL.into(),
+                    });
+                }
+            }
+            Action::OpenMode => match value.as_deref().map(str::trim) {
+                Some("truncate") => {}
+                other => {
+                    return Err(ScriptError::Refused {
+                        line,
+                        option: format!("{written}={}", other.unwrap_or_default()),
+                        reason: "rudel truncates output files (open-mode=truncate); append is not supported yet".into(),
+                    })
+                }
+            },
+            Action::Ignore(_) => {
                 let shown = match value {
                     Some(v) => format!("{written} {v}"),
                     None => written,
                 };
                 out.warnings.push(format!(
-                    "script line {line}: ignoring #SBATCH {shown} (not supported by rudel)"
+                    "script line {line}: ignoring #SBATCH {shown} (it changes nothing rudel runs)"
                 ));
+            }
+            Action::Refuse(_, why) => {
+                let shown = match value {
+                    Some(v) => format!("{written}={v}"),
+                    None => written,
+                };
+                return Err(ScriptError::Refused {
+                    line,
+                    option: shown,
+                    reason: why.into(),
+                });
             }
         }
     }
@@ -509,7 +542,8 @@ mod tests {
     }
 
     #[test]
-    fn crlf_line_endings() {
+    fn crlf_line_endings_still_parse() {
+        // `check_script` refuses them before submit; the parser itself stays tolerant.
         assert_eq!(args("#!/bin/sh\r\n#SBATCH -J x\r\necho\r\n"), ["--name=x"]);
     }
 
@@ -602,54 +636,62 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_options_warn_and_skip_their_values() {
+    fn options_that_change_the_job_are_mapped_or_refused_never_dropped() {
         let s = "#!/bin/bash\n\
-                 #SBATCH -N 2 -n4 --ntasks-per-node=2\n\
-                 #SBATCH -p gpu --partition batch\n\
-                 #SBATCH --mail-type=END,FAIL --mail-user me@x.org\n\
-                 #SBATCH -A proj --qos=high --exclusive --mem-per-cpu 2G --gres=gpu:2\n\
-                 #SBATCH --export=ALL --export NONE\n\
+                 #SBATCH -N 1 -n1 --ntasks-per-node=1\n\
+                 #SBATCH -p gpu --mem-per-cpu 2G --gres=gpu:2 -G 1 -L matlab:2\n\
+                 #SBATCH --mail-type=END,FAIL --mail-user me@x.org -A proj --comment hi\n\
+                 #SBATCH --export=ALL,X=1 --open-mode=truncate\n\
                  #SBATCH -c 2\n";
         let d = directives(s).unwrap();
-        assert_eq!(d.args, ["--cpus=2"]);
+        assert_eq!(
+            d.args,
+            [
+                "--partition=gpu",
+                "--mem-per-cpu=2G",
+                "--gres=gpu:2",
+                "--gpus=1",
+                "--licenses=matlab:2",
+                "--export=ALL,X=1",
+                "--cpus=2"
+            ]
+        );
         let w = d.warnings.join("\n");
         for needle in [
-            "line 2: ignoring #SBATCH -N/--nodes 2",
-            "-n/--ntasks 4",
-            "--ntasks-per-node 2",
-            "line 3: ignoring #SBATCH -p/--partition gpu",
-            "--partition batch",
             "--mail-type END,FAIL",
             "--mail-user me@x.org",
             "-A/--account proj",
-            "--qos high",
-            "--exclusive (",
-            "--mem-per-cpu 2G",
-            "--gres gpu:2",
-            "--export=ALL",
-            "--export=NONE",
+            "--comment hi",
         ] {
             assert!(w.contains(needle), "missing {needle:?} in:\n{w}");
         }
-        assert_eq!(d.warnings.len(), 14, "{w}");
+        assert_eq!(d.warnings.len(), 4, "{w}");
+        for (line, why) in [
+            ("#SBATCH -N 2", "multi-node"),
+            ("#SBATCH --ntasks=4", "multi-node"),
+            ("#SBATCH --dependency=singleton", "not supported by rudel yet"),
+            ("#SBATCH --exclusive", "not supported"),
+            ("#SBATCH --signal=B:TERM@20", "not supported"),
+            ("#SBATCH --open-mode=append", "append is not supported"),
+            ("#SBATCH --qos=high", "no QOS"),
+            ("#SBATCH -w n1", "name==NODE"),
+            ("#SBATCH --frobnicate 3", "unknown #SBATCH option"),
+            ("#SBATCH -Z", "unknown #SBATCH option"),
+            ("#SBATCH stray", "not an option"),
+        ] {
+            let e = directives(&format!("#!/bin/sh\n{line}\n")).unwrap_err();
+            assert!(matches!(e, ScriptError::Refused { line: 2, .. }), "{line}: {e:?}");
+            assert!(e.to_string().contains(why), "{line}: {e}");
+        }
     }
 
     #[test]
-    fn unknown_options_and_stray_words_warn() {
-        let d = directives("#SBATCH --frobnicate 3 -Z --weird=1 stray -c 1\n").unwrap();
-        assert_eq!(d.args, ["--cpus=1"]);
-        assert_eq!(d.warnings.len(), 4, "{:?}", d.warnings);
-        assert!(d.warnings[0].contains("--frobnicate 3"));
-        assert!(d.warnings[1].contains("-Z"));
-        assert!(d.warnings[2].contains("--weird=1"));
-        assert!(d.warnings[3].contains("\"stray\""));
-    }
-
-    #[test]
-    fn unsupported_option_without_value_is_a_warning() {
-        let d = directives("#SBATCH -c 1 --partition\n").unwrap();
-        assert_eq!(d.args, ["--cpus=1"]);
-        assert_eq!(d.warnings.len(), 1);
+    fn dos_line_breaks_and_a_missing_shebang_are_refused_as_slurm_does() {
+        let e = check_script("#!/bin/sh\r\necho\r\n").unwrap_err();
+        assert!(e.to_string().contains("DOS line breaks"), "{e}");
+        let e = check_script("echo hi\n").unwrap_err();
+        assert!(e.to_string().contains("#!"), "{e}");
+        assert!(check_script("#!/bin/sh\necho\n").is_ok());
     }
 
     #[test]

@@ -6,16 +6,17 @@ use serde::{Deserialize, Serialize};
 use crate::command::{Command, NodeRegistration, Response, TaskOutcome, TaskReport};
 use crate::events::{ApplyOutput, Event};
 use crate::ids::{JobId, NodeId, TaskKey};
+use crate::invariants::Violation;
 use crate::job::{EndedTask, Job, JobSpec, RunningTask, TaskState, MAX_JOB_NODES};
 use crate::node::{Liveness, Node};
+use crate::sched::{ConfigError, SchedConfig};
 use crate::scheduler;
 
 /// Request ids remembered for idempotent submit.
 pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
-/// Tasks that may wait on an agent behind one running task (see the scheduler), for jobs
-/// whose tasks are short ([`crate::job::Job::queue_depth`]).
-pub const MAX_QUEUED_PER_SLOT: u32 = 8;
-/// The same for other jobs.
+pub use crate::sched::config::MAX_QUEUED_PER_SLOT;
+/// Tasks that may wait on an agent behind one running task of a job whose tasks are not
+/// short, by default (`queue_depth` of [`SchedConfig`]).
 pub const QUEUED_PER_SLOT: u32 = 2;
 /// Finished jobs kept in memory for `show`/`jobs --all`; older ones are dropped.
 pub const MAX_FINISHED_JOBS: usize = 100_000;
@@ -26,8 +27,9 @@ pub struct State {
     /// The id the next job gets (ids start at 1).
     pub next_job_id: JobId,
     pub jobs: BTreeMap<JobId, Job>,
-    /// Jobs with pending tasks in scheduling order: (-priority, id).
-    pub queue: BTreeSet<(i64, JobId)>,
+    /// Jobs with pending tasks in scheduling order: keys of `sched.order`. Kept up only by
+    /// `enqueue`/`dequeue`, which compute the key from the job and the configuration.
+    pub queue: BTreeSet<crate::sched::order::QueueKey>,
     pub nodes: Vec<Node>,
     pub node_by_name: BTreeMap<String, NodeId>,
     /// request id -> job id, for idempotent submit.
@@ -42,6 +44,16 @@ pub struct State {
     /// CA, join tokens and issued certificates.
     #[serde(default)]
     pub security: crate::security::Security,
+    /// The scheduling configuration (policy, queue depths) and its behaviour version.
+    #[serde(default)]
+    pub sched: SchedConfig,
+    /// Licenses held by running tasks, by name (never above `sched.licenses`).
+    #[serde(default)]
+    pub licenses_used: BTreeMap<String, u64>,
+    /// Why jobs examined by the last scheduling pass wait, where it is not plain resources
+    /// or order (those are `blocked_job` and the queue).
+    #[serde(default)]
+    pub waiting: BTreeMap<JobId, crate::sched::plan::Wait>,
     /// Shares identical job environments (a cache; not part of the replicated state).
     #[serde(skip)]
     pub envs: crate::intern::EnvInterner,
@@ -95,10 +107,11 @@ impl State {
     pub fn apply_output(&mut self, cmd: Command) -> ApplyOutput {
         self.changes.clear();
         let response = self.apply_one(cmd);
-        scheduler::schedule(self);
+        let (_, violations) = scheduler::schedule(self);
         ApplyOutput {
             response,
             events: std::mem::take(&mut self.changes),
+            violations,
         }
     }
 
@@ -209,6 +222,109 @@ impl State {
                 self.advance(now_ms);
                 self.forget_node(&name)
             }
+            Command::Configure { settings, now_ms } => {
+                self.advance(now_ms);
+                self.configure(&settings)
+            }
+        }
+    }
+
+    /// Refuses an entry this build cannot apply as its peers would: one that raises the
+    /// scheduling behaviour above [`crate::sched::SCHED_VERSION`], or any entry once the
+    /// state runs such a version. The head stops rather than apply it (a head that went on
+    /// would silently reach another state than its peers).
+    pub fn precheck(&self, cmd: &Command) -> Result<(), ConfigError> {
+        self.sched.check_supported()?;
+        match cmd {
+            Command::Configure { settings, .. } => {
+                for (k, v) in settings {
+                    if k == "version" {
+                        if let Ok(wanted) = v.parse::<u32>() {
+                            SchedConfig {
+                                version: wanted,
+                                ..SchedConfig::default()
+                            }
+                            .check_supported()?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Command::Batch(cmds) => cmds.iter().try_for_each(|c| self.precheck(c)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Changes scheduling settings, all or nothing. A new order re-sorts the queue.
+    fn configure(&mut self, settings: &[(String, String)]) -> Response {
+        let next = match self
+            .sched
+            .with_all(settings.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        {
+            Ok(c) => c,
+            Err(e) => return Response::Rejected { reason: e.to_string() },
+        };
+        for (name, used) in &self.licenses_used {
+            let total = next.licenses.get(name).copied().unwrap_or(0);
+            if *used > total {
+                return Response::Rejected {
+                    reason: format!(
+                        "running tasks hold {used} {name} licenses: the count cannot go below that until they end"
+                    ),
+                };
+            }
+        }
+        if let Some(reason) = self.partitions_in_use(&next) {
+            return Response::Rejected { reason };
+        }
+        let reorder = next.order != self.sched.order || next.partitions != self.sched.partitions;
+        self.sched = next;
+        if reorder {
+            let waiting: Vec<JobId> = self.queue.iter().map(|&(_, _, id)| id).collect();
+            self.queue.clear();
+            for id in waiting {
+                self.enqueue(id);
+            }
+        }
+        Response::Configured {
+            settings: self.sched.all_settings(),
+        }
+    }
+
+    /// A partition unfinished jobs name must still exist under `next` (the implicit
+    /// default partition exists while none is configured): their jobs would wait forever.
+    fn partitions_in_use(&self, next: &SchedConfig) -> Option<String> {
+        let exists = |name: &str| {
+            if next.partitions.is_empty() {
+                name == crate::sched::DEFAULT_PARTITION
+            } else {
+                next.partitions.contains_key(name)
+            }
+        };
+        let mut missing: BTreeMap<&str, u64> = BTreeMap::new();
+        for j in self.jobs.values().filter(|j| !j.is_finished()) {
+            for p in j.spec.partition.split(',').filter(|p| !p.is_empty() && !exists(p)) {
+                *missing.entry(p).or_default() += 1;
+            }
+        }
+        let (name, jobs) = missing.into_iter().next()?;
+        Some(format!(
+            "partition {name} still has {jobs} unfinished jobs: keep it (state=drain stops new ones) \
+             until they end, or cancel them"
+        ))
+    }
+
+    /// Puts a job with pending tasks into the queue at its place in the configured order.
+    pub(crate) fn enqueue(&mut self, id: JobId) {
+        if let Some(job) = self.jobs.get(&id) {
+            self.queue.insert(self.sched.queue_key(job));
+        }
+    }
+
+    /// Takes a job out of the queue.
+    pub(crate) fn dequeue(&mut self, id: JobId) {
+        if let Some(job) = self.jobs.get(&id) {
+            self.queue.remove(&self.sched.queue_key(job));
         }
     }
 
@@ -325,18 +441,25 @@ impl State {
         if let Err(reason) = validate_spec(&spec) {
             return Response::Rejected { reason };
         }
+        let spec = match self.place_in_partitions(spec) {
+            Ok(s) => s,
+            Err(reason) => return Response::Rejected { reason },
+        };
         if let Err(reason) = self.check_fits_somewhere(&spec) {
             return Response::Rejected { reason };
         }
         let id = self.next_job_id.max(1);
-        self.next_job_id = id + 1;
+        // One id per task: array task i is job `id + position` (Slurm's per-task job
+        // ids, `%j`, `SLURM_JOB_ID`), so no later job may take those.
+        let tasks = spec.array.as_ref().map_or(1, crate::array::ArraySpec::len).max(1);
+        self.next_job_id = id.saturating_add(tasks);
         let mut spec = spec;
         spec.env = self.envs.intern(spec.env);
         let job = Job::new(id, spec, self.now_ms);
         let tasks = job.total;
         self.emit(Event::JobSubmitted { job: id });
-        self.queue.insert((-i64::from(job.spec.priority), id));
         self.jobs.insert(id, job);
+        self.enqueue(id);
         if !request_id.is_empty() {
             self.requests.insert(request_id.clone(), id);
             self.request_order.push_back(request_id);
@@ -353,17 +476,120 @@ impl State {
         }
     }
 
+    /// Resolves the partitions a job asked for and gives it their defaults: the time limit
+    /// (the first partition's default, else its maximum) and the memory per cpu. A
+    /// partition whose maximum time the job exceeds is dropped from its list; none left is
+    /// an error.
+    fn place_in_partitions(&self, mut spec: JobSpec) -> Result<JobSpec, String> {
+        let names = self.sched.resolve_partitions(&spec.partition)?;
+        if let Some(first) = names.first().and_then(|n| self.sched.partitions.get(n)) {
+            if spec.time_limit_ms == 0 {
+                spec.time_limit_ms = if first.default_time_ms > 0 {
+                    first.default_time_ms
+                } else {
+                    first.max_time_ms
+                };
+            }
+            if spec.mem_bytes == 0 {
+                spec.mem_bytes = first.default_mem_per_cpu.saturating_mul(u64::from(spec.cpus));
+            }
+        }
+        let t = spec.time_limit_ms;
+        let fits_time = |n: &String| {
+            self.sched
+                .partitions
+                .get(n)
+                .is_none_or(|p| p.max_time_ms == 0 || (t > 0 && t <= p.max_time_ms))
+        };
+        let kept: Vec<String> = names.iter().filter(|n| fits_time(n)).cloned().collect();
+        if kept.is_empty() {
+            let limits: Vec<String> = names
+                .iter()
+                .filter_map(|n| self.sched.partitions.get(n).map(|p| (n, p.max_time_ms)))
+                .map(|(n, m)| format!("{n}: {}", crate::parse::format_duration(m)))
+                .collect();
+            return Err(format!(
+                "the time limit {} is longer than the partition allows ({}); ask for less with --time",
+                if t == 0 {
+                    "unlimited".to_string()
+                } else {
+                    crate::parse::format_duration(t)
+                },
+                limits.join(", ")
+            ));
+        }
+        spec.partition = kept.join(",");
+        Ok(spec)
+    }
+
+    /// True when `n` is in one of the partitions of `spec` (resolved at submit).
+    pub fn in_partitions(&self, spec: &JobSpec, n: &Node) -> bool {
+        self.sched.partitions.is_empty()
+            || spec
+                .partition
+                .split(',')
+                .filter_map(|p| self.sched.partitions.get(p))
+                .any(|p| p.contains(n))
+    }
+
     /// With nodes known, a request no node could ever hold is refused at submit.
     fn check_fits_somewhere(&self, spec: &JobSpec) -> Result<(), String> {
+        for (name, n) in &spec.licenses {
+            let total = self.sched.licenses.get(name).copied().unwrap_or(0);
+            if total == 0 {
+                let known = self
+                    .sched
+                    .settings()
+                    .into_iter()
+                    .find(|(k, _)| *k == "licenses")
+                    .map(|(_, v)| v);
+                return Err(format!(
+                    "no license {name:?} in this cluster (licenses: {}; an admin declares them with \
+                     `rudel admin config set licenses=NAME:COUNT,...`)",
+                    known.filter(|v| !v.is_empty()).unwrap_or_else(|| "none".into())
+                ));
+            }
+            if u64::from(*n) > total {
+                return Err(format!(
+                    "the job asks for {n} {name} licenses per task; the cluster has {total}"
+                ));
+            }
+        }
         if self.nodes.is_empty() {
             return Ok(());
         }
+        if !self.nodes.iter().any(|n| self.in_partitions(spec, n)) {
+            return Err(format!("partition {} has no nodes (yet)", spec.partition));
+        }
+        if !spec.gres.is_empty() && !self.nodes.iter().any(|n| n.could_ever_serve(&spec.gres)) {
+            let offered: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|n| !n.gres.is_empty())
+                .take(20)
+                .map(|n| {
+                    let pools: Vec<String> = n.gres.iter().map(|(k, p)| format!("{k}:{}", p.total())).collect();
+                    format!("{} [{}]", n.name, pools.join(","))
+                })
+                .collect();
+            let want: Vec<String> = spec.gres.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+            return Err(format!(
+                "no node has the resources {} per task; nodes with resources: {}",
+                want.join(","),
+                if offered.is_empty() {
+                    "none".to_string()
+                } else {
+                    offered.join(" ")
+                }
+            ));
+        }
         let c = spec.constraint.as_ref();
-        if self
-            .nodes
-            .iter()
-            .any(|n| n.could_ever_fit(spec.cpus, spec.mem_bytes) && n.matches(c))
-        {
+        if self.nodes.iter().any(|n| {
+            n.could_ever_fit(spec.cpus, spec.mem_bytes)
+                && n.matches(c)
+                && n.could_ever_serve(&spec.gres)
+                && self.in_partitions(spec, n)
+        }) {
             return Ok(());
         }
         if let Some(c) = c {
@@ -415,7 +641,8 @@ impl State {
             job.move_counts(TaskState::Pending, TaskState::Cancelled, pending);
             job.next_position = job.total;
             job.requeued.clear();
-            self.queue.remove(&(-i64::from(job.spec.priority), id));
+            let key = self.sched.queue_key(job);
+            self.queue.remove(&key);
             let mut kills = Vec::new();
             for (&index, rt) in job.running.iter_mut() {
                 if !rt.kill_requested {
@@ -489,6 +716,7 @@ impl State {
             n.arch = reg.arch;
             n.os = reg.os;
             n.labels = reg.labels;
+            n.set_gres(&reg.gres);
             n.address = reg.address;
             n.liveness = Liveness::Up;
             n.last_seen_ms = self.now_ms;
@@ -582,7 +810,8 @@ impl State {
                 TaskOutcome::Lost if job.spec.requeue && !job.cancelled => {
                     job.requeued.insert(r.key.index, r.attempt + 1);
                     job.move_count(TaskState::Running, TaskState::Pending);
-                    self.queue.insert((-i64::from(job.spec.priority), job.id));
+                    let id = job.id;
+                    self.enqueue(id);
                     self.emit(Event::TaskEnded {
                         key: r.key,
                         attempt: r.attempt,
@@ -637,15 +866,6 @@ impl State {
         }
     }
 
-    /// The next pending task of a job: (array index, attempt, from the requeue set).
-    fn next_pending(job: &Job) -> Option<(u32, u32, bool)> {
-        match job.requeued.iter().next() {
-            Some((&i, &a)) => Some((i, a, true)),
-            None if job.next_position < job.total => Some((job.index_at(job.next_position), 1, false)),
-            None => None,
-        }
-    }
-
     /// Bookkeeping shared by both ways of placing a task.
     fn mark_placed(&mut self, job_id: JobId, node_id: NodeId, index: u32, from_requeue: bool, rt: RunningTask) {
         let starts_now = rt.after.is_none();
@@ -675,54 +895,151 @@ impl State {
             job.nodes.push(node_name);
         }
         if !job.has_pending() {
-            self.queue.remove(&(-i64::from(job.spec.priority), job_id));
+            self.dequeue(job_id);
         }
     }
 
-    /// Puts one pending task of `job_id` on free resources of `node`: the scheduler's way
-    /// to start work. Returns the task placed.
-    pub(crate) fn place(&mut self, job_id: JobId, node_id: NodeId) -> Option<TaskKey> {
-        let now = self.now_ms;
-        let job = self.jobs.get(&job_id)?;
-        let (index, attempt, from_requeue) = Self::next_pending(job)?;
+    /// Applies a scheduling plan in order, checking each placement again against the state
+    /// (capacity, the task still pending, the predecessor free to take a successor). A
+    /// placement that fails a check is skipped and reported: a planner bug must never
+    /// over-commit a node.
+    pub fn commit(&mut self, plan: &crate::sched::plan::Plan) -> Vec<Violation> {
+        self.blocked_job = plan.blocked;
+        self.waiting.clone_from(&plan.waiting);
+        plan.start.iter().filter_map(|p| self.commit_one(p).err()).collect()
+    }
+
+    fn commit_one(&mut self, p: &crate::sched::plan::Placement) -> Result<(), Violation> {
+        let key = p.key;
+        let not_pending = Violation::NotPending { key };
+        let job = self.jobs.get(&key.job).ok_or(not_pending.clone())?;
+        let pending = if p.from_requeue {
+            job.requeued.get(&key.index) == Some(&p.attempt)
+        } else {
+            p.attempt == 1 && job.next_position < job.total && job.index_at(job.next_position) == key.index
+        };
+        if !pending {
+            return Err(not_pending);
+        }
         let (cpus, mem) = (job.spec.cpus, job.spec.mem_bytes);
-        let key = TaskKey { job: job_id, index };
-        let node = self.nodes.get_mut(node_id as usize)?;
-        let cores = node.allocate(key, attempt, cpus, mem)?;
-        let rt = RunningTask::new(node_id, attempt, cores, mem, now, None);
-        self.mark_placed(job_id, node_id, index, from_requeue, rt);
-        Some(key)
+        let gres = job.spec.gres.clone();
+        let licenses = job.spec.licenses.clone();
+        let now = self.now_ms;
+        let rt = match p.behind {
+            None => {
+                self.check_licenses(key, &licenses)?;
+                let node = self.nodes.get_mut(p.node as usize).ok_or(not_pending)?;
+                let Some((cores, grant)) = node.allocate_with_gres(key, p.attempt, cpus, mem, &gres) else {
+                    return Err(Violation::OverCommit {
+                        node: p.node,
+                        key,
+                        cpus: node.cpus_used + cpus,
+                        capacity: node.cpus,
+                        mem: node.mem_used + mem,
+                        mem_capacity: node.mem_bytes,
+                    });
+                };
+                for (name, n) in &licenses {
+                    *self.licenses_used.entry(name.clone()).or_default() += u64::from(*n);
+                }
+                let mut rt = RunningTask::new(p.node, p.attempt, cores, mem, now, None);
+                rt.gres = grant;
+                rt
+            }
+            Some(pred) => {
+                let (cores, pmem) = self.check_successor(key, pred, p.node)?;
+                if let Some(n) = self.nodes.get_mut(p.node as usize) {
+                    n.add_successor(key, p.attempt);
+                }
+                if let Some(pr) = self.running_mut(pred) {
+                    pr.successor = Some(key);
+                }
+                RunningTask::new(p.node, p.attempt, cores, pmem, now, Some(pred))
+            }
+        };
+        self.mark_placed(key.job, p.node, key.index, p.from_requeue, rt);
+        Ok(())
     }
 
-    /// Queues one pending task of `job_id` on the agent of `pred`'s node, to run on `pred`'s
-    /// cores and memory as soon as `pred` ends. The successor never runs alongside its
-    /// predecessor, so the node is never over-committed, and the agent can start it without
-    /// waiting for a round trip through the log. Returns the task queued.
-    pub(crate) fn place_after(&mut self, job_id: JobId, pred: TaskKey) -> Option<TaskKey> {
-        let now = self.now_ms;
-        let p = self.running_task(pred)?;
-        if p.successor.is_some() || p.kill_requested || self.chain_depth(pred) >= self.queue_limit(job_id, pred) {
-            return None;
+    /// Would granting `want` exceed a license's count?
+    fn check_licenses(&self, key: TaskKey, want: &BTreeMap<String, u32>) -> Result<(), Violation> {
+        for (name, n) in want {
+            let used = self.licenses_used.get(name).copied().unwrap_or(0);
+            let total = self.sched.licenses.get(name).copied().unwrap_or(0);
+            if used + u64::from(*n) > total {
+                return Err(Violation::LicenseOverGrant {
+                    key,
+                    license: name.clone(),
+                    used: used + u64::from(*n),
+                    total,
+                });
+            }
         }
-        let (node_id, cores, mem) = (p.node, p.cores.clone(), p.mem_bytes);
-        let job = self.jobs.get(&job_id)?;
-        let (index, attempt, from_requeue) = Self::next_pending(job)?;
-        let key = TaskKey { job: job_id, index };
-        let rt = RunningTask::new(node_id, attempt, cores, mem, now, Some(pred));
-        if let Some(n) = self.nodes.get_mut(node_id as usize) {
-            n.add_successor(key, attempt);
+        Ok(())
+    }
+
+    /// Returns the licenses a task of `job` held.
+    fn release_licenses(&mut self, job: JobId) {
+        let Some(want) = self.jobs.get(&job).map(|j| j.spec.licenses.clone()) else {
+            return;
+        };
+        for (name, n) in want {
+            if let Some(used) = self.licenses_used.get_mut(&name) {
+                *used = used.saturating_sub(u64::from(n));
+                if *used == 0 {
+                    self.licenses_used.remove(&name);
+                }
+            }
         }
-        self.mark_placed(job_id, node_id, index, from_requeue, rt);
-        if let Some(p) = self.running_mut(pred) {
-            p.successor = Some(key);
+    }
+
+    /// May `key` queue behind `pred` on `node`? The successor never runs alongside its
+    /// predecessor (it takes over the predecessor's cores and memory when that one ends),
+    /// so the node is never over-committed, and the agent starts it without waiting for a
+    /// round trip through the log. Returns the cores and memory it will take over.
+    fn check_successor(&self, key: TaskKey, pred: TaskKey, node: NodeId) -> Result<(Vec<u32>, u64), Violation> {
+        let bad = |why| Violation::BadSuccessor { key, pred, why };
+        let p = self.running_task(pred).ok_or(bad("the predecessor is not running"))?;
+        if p.node != node {
+            return Err(bad("the predecessor runs on another node"));
         }
-        Some(key)
+        if p.successor.is_some() {
+            return Err(bad("the predecessor has a successor already"));
+        }
+        if p.kill_requested {
+            return Err(bad("the predecessor is being killed"));
+        }
+        if !p.gres.is_empty() || self.jobs.get(&pred.job).is_some_and(Job::holds_counted_resources) {
+            return Err(bad("the predecessor holds resources a successor cannot take over"));
+        }
+        if self.chain_depth(pred) >= self.queue_limit(key.job, pred) {
+            return Err(bad("the chain is as deep as the queue depth allows"));
+        }
+        let job = self.jobs.get(&key.job).ok_or(bad("no such job"))?;
+        if job.holds_counted_resources() {
+            return Err(bad("the task needs resources a predecessor cannot hand over"));
+        }
+        if !self
+            .nodes
+            .get(node as usize)
+            .is_some_and(|n| self.in_partitions(&job.spec, n))
+        {
+            return Err(bad("the node is not in the task's partitions"));
+        }
+        if (job.spec.cpus as usize, job.spec.mem_bytes) != (p.cores.len(), p.mem_bytes) {
+            return Err(bad("the predecessor has another shape"));
+        }
+        Ok((p.cores.clone(), p.mem_bytes))
     }
 
     /// How deep a task of `job_id` may be queued behind `pred`: both jobs' tasks must be
     /// short for the deep queue.
     pub fn queue_limit(&self, job_id: JobId, pred: TaskKey) -> u32 {
-        let depth = |id: JobId| self.jobs.get(&id).map_or(QUEUED_PER_SLOT, Job::queue_depth);
+        let depth = |id: JobId| {
+            self.jobs
+                .get(&id)
+                .map_or(self.sched.queue_depth, |j| j.queue_depth(&self.sched))
+        };
         depth(job_id).min(depth(pred.job))
     }
 
@@ -786,7 +1103,9 @@ impl State {
         }
         if let Some(n) = self.nodes.get_mut(node as usize) {
             n.release(key, &rt.cores, rt.mem_bytes);
+            n.release_gres(&rt.gres);
         }
+        self.release_licenses(key.job);
     }
 
     /// Re-shares identical environments after the state was loaded from a snapshot (which
@@ -805,6 +1124,17 @@ impl State {
     /// Task (with attempt) currently held on a node, for dispatch.
     pub fn running_task(&self, key: TaskKey) -> Option<&RunningTask> {
         self.jobs.get(&key.job).and_then(|j| j.running.get(&key.index))
+    }
+
+    /// The job a job id names: a job, or one task of an array (array tasks have job ids of
+    /// their own: the array's id plus their position), with its array index.
+    pub fn job_of(&self, id: JobId) -> Option<(&Job, Option<u32>)> {
+        if let Some(j) = self.jobs.get(&id) {
+            return Some((j, None));
+        }
+        let (_, j) = self.jobs.range(..id).next_back()?;
+        let position = id - j.id;
+        (j.is_array() && position < j.total).then(|| (j, Some(j.index_at(position))))
     }
 
     /// Node by name.

@@ -19,6 +19,12 @@ struct JobReq {
     requeue: bool,
     /// 0: none, 1: "gpu", 2: "!gpu".
     constraint: u8,
+    /// Time limit in minutes (0: none).
+    minutes: u64,
+    /// GPUs per task (`gpu` pool).
+    gpus: u32,
+    /// Units of the cluster license `lic` per task.
+    lic: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -33,6 +39,10 @@ enum Event {
     Forget(usize),
     /// Drain (true) or resume (false) node n.
     Drain(usize, bool),
+    /// An admin switches to queue order n and sets the successor queue depth.
+    Configure(usize, u32),
+    /// An admin points partition `batch` at node set n (0: all, 1: gpu, 2: !gpu), up or down.
+    Partition(usize, bool),
 }
 
 fn job_req() -> impl Strategy<Value = JobReq> {
@@ -44,16 +54,24 @@ fn job_req() -> impl Strategy<Value = JobReq> {
         prop::option::of(1u32..=3),
         any::<bool>(),
         0u8..3,
+        0u64..=3,
+        prop_oneof![3 => Just(0u32), 1 => 1u32..=2],
+        prop_oneof![3 => Just(0u32), 1 => 1u32..=2],
     )
-        .prop_map(|(cpus, mem, priority, tasks, limit, requeue, constraint)| JobReq {
-            cpus,
-            mem: mem * 1024,
-            priority,
-            tasks,
-            limit,
-            requeue,
-            constraint,
-        })
+        .prop_map(
+            |(cpus, mem, priority, tasks, limit, requeue, constraint, minutes, gpus, lic)| JobReq {
+                cpus,
+                mem: mem * 1024,
+                priority,
+                tasks,
+                limit,
+                requeue,
+                constraint,
+                minutes,
+                gpus,
+                lic,
+            },
+        )
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -64,6 +82,8 @@ fn event() -> impl Strategy<Value = Event> {
         1 => any::<usize>().prop_map(Event::Replace),
         1 => any::<usize>().prop_map(Event::Forget),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(i, d)| Event::Drain(i, d)),
+        1 => (0usize..3, 0u32..=3).prop_map(|(o, d)| Event::Configure(o, d)),
+        1 => (0usize..3, prop_oneof![4 => Just(true), 1 => Just(false)]).prop_map(|(n, up)| Event::Partition(n, up)),
     ]
 }
 
@@ -73,6 +93,17 @@ fn spec(r: &JobReq) -> JobSpec {
         cpus: r.cpus,
         mem_bytes: r.mem,
         priority: r.priority,
+        time_limit_ms: r.minutes * 60_000,
+        gres: if r.gpus > 0 {
+            BTreeMap::from([("gpu".to_string(), r.gpus)])
+        } else {
+            BTreeMap::new()
+        },
+        licenses: if r.lic > 0 {
+            BTreeMap::from([("lic".to_string(), r.lic)])
+        } else {
+            BTreeMap::new()
+        },
         array: (r.tasks > 1 || r.limit.is_some()).then(|| ArraySpec {
             ranges: vec![IndexRange {
                 start: 1,
@@ -113,6 +144,11 @@ fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
             } else {
                 BTreeMap::new()
             },
+            // GPUs by size: 1 cpu -> 1, 2 -> 2, 3 -> none, 4 -> 1.
+            gres: match cpus % 3 {
+                0 => BTreeMap::new(),
+                n => BTreeMap::from([("gpu".to_string(), n)]),
+            },
             running: vec![],
             // The Replace event models a machine replaced under its name by entries
             // written before names were bound (the path replay still takes).
@@ -123,14 +159,11 @@ fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
 }
 
 /// The jobs' scheduling order: (priority desc, id asc).
+/// Job ids in the configured queue order.
 fn order(state: &State) -> Vec<u64> {
-    let mut ids: Vec<_> = state
-        .jobs
-        .values()
-        .map(|j| (-i64::from(j.spec.priority), j.id))
-        .collect();
+    let mut ids: Vec<_> = state.jobs.values().map(|j| state.sched.queue_key(j)).collect();
     ids.sort();
-    ids.into_iter().map(|(_, id)| id).collect()
+    ids.into_iter().map(|(_, _, id)| id).collect()
 }
 
 fn placed_tasks(state: &State) -> BTreeSet<(TaskKey, u32)> {
@@ -205,16 +238,34 @@ fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCas
     // could use, an earlier job (in scheduling order) that still waits and is not held back
     // by its own array limit.
     let now = placed_tasks(state);
-    // Nothing new is placed on a drained node.
+    // Nothing new is placed on a drained node, outside the job's partitions or in a
+    // partition that is down.
     for (key, _) in now.difference(before) {
         if let Some(rt) = state.running_task(*key) {
             let n = &state.nodes[rt.node as usize];
             prop_assert!(n.drain.is_none(), "task {} placed on drained node {}", key, n.name);
+            let spec = &state.jobs[&key.job].spec;
+            prop_assert!(
+                state.in_partitions(spec, n),
+                "task {} placed outside its partitions on {}",
+                key,
+                n.name
+            );
+            let down = spec
+                .partition
+                .split(',')
+                .filter_map(|p| state.sched.partitions.get(p))
+                .all(|p| p.state == rudel_core::sched::PartitionState::Down);
+            prop_assert!(
+                state.sched.partitions.is_empty() || !down,
+                "task {} placed in a down partition",
+                key
+            );
         }
     }
-    // Priority then FIFO: a task placed in this step never overtakes, on a node that job
-    // could use, an earlier job (in scheduling order) that still waits and is not held
-    // back by its own array limit.
+    // The configured order (priority, FIFO or SJF): a task placed in this step never
+    // overtakes, on a node that job could use, an earlier job in that order that still
+    // waits and is not held back by its own array limit.
     let ord = order(state);
     for (key, _) in now.difference(before) {
         let Some(rt) = state.running_task(*key) else { continue };
@@ -227,10 +278,13 @@ fn check(state: &State, before: &BTreeSet<(TaskKey, u32)>) -> Result<(), TestCas
                 .as_ref()
                 .and_then(|a| a.limit)
                 .is_some_and(|l| e.running.len() as u32 >= l);
-            let could_use =
-                node.could_ever_fit(e.spec.cpus, e.spec.mem_bytes) && node.matches(e.spec.constraint.as_ref());
+            let could_use = node.could_ever_fit(e.spec.cpus, e.spec.mem_bytes)
+                && node.matches(e.spec.constraint.as_ref())
+                && node.could_ever_serve(&e.spec.gres);
+            // A job waiting for licenses holds back no node: nodes are not what it waits for.
+            let for_licenses = state.waiting.contains_key(earlier);
             prop_assert!(
-                !e.has_pending() || limited || !could_use,
+                !e.has_pending() || limited || !could_use || for_licenses,
                 "job {} got a task on {} while job {} (earlier in order, could use that node) still waits",
                 key.job,
                 node.name,
@@ -275,6 +329,14 @@ fn apply_ev(s: &mut State, ended: &mut BTreeSet<u64>, cmd: Command) -> Result<Re
     let before = placed_tasks(s);
     let kills_before: BTreeSet<(TaskKey, u32)> = killing(s);
     let out = s.apply_output(cmd);
+    prop_assert!(
+        out.violations.is_empty(),
+        "the commit refused planned placements: {:?}",
+        out.violations
+    );
+    if let Err(v) = rudel_core::invariants::check_all(s) {
+        prop_assert!(false, "invariant broken: {}", v);
+    }
     let after = placed_tasks(s);
     let mut placed = BTreeSet::new();
     let mut gone = BTreeSet::new();
@@ -351,6 +413,8 @@ proptest! {
         for (i, (cpus, mem)) in nodes.iter().enumerate() {
             apply_ev(&mut s, &mut ended, register(&format!("n{i}"), &format!("u{i}"), *cpus, mem * 1024, now))?;
         }
+        let lic = vec![("licenses".to_string(), "lic:3".to_string())];
+        apply_ev(&mut s, &mut ended, Command::Configure { settings: lic, now_ms: now })?;
         let mut uid_gen = 100;
         let mut submitted: BTreeMap<u64, JobReq> = BTreeMap::new();
         for ev in events {
@@ -359,7 +423,9 @@ proptest! {
             match ev {
                 Event::Submit(r) => {
                     let c = spec(&r).constraint;
-                    let fits = s.nodes.iter().any(|n| n.cpus >= r.cpus && n.mem_bytes >= r.mem && n.matches(c.as_ref()));
+                    let mut sp = spec(&r);
+                    sp.partition = "batch".into();
+                    let fits = s.nodes.iter().any(|n| n.cpus >= r.cpus && n.mem_bytes >= r.mem && n.matches(c.as_ref()) && n.could_ever_serve(&sp.gres) && s.in_partitions(&sp, n));
                     match apply_ev(&mut s, &mut ended, Command::Submit { request_id: String::new(), spec: spec(&r), now_ms: now })? {
                         rudel_core::Response::Submitted { job, .. } => {
                             prop_assert!(fits, "accepted a job no node can hold");
@@ -383,6 +449,24 @@ proptest! {
                     if submitted.is_empty() { continue; }
                     let id = *submitted.keys().nth(i % submitted.len()).unwrap_or(&0);
                     apply_ev(&mut s, &mut ended, Command::Cancel { jobs: vec![id], now_ms: now })?;
+                }
+                Event::Configure(o, depth) => {
+                    let o = rudel_core::sched::Order::ALL[o];
+                    let settings = vec![("order".to_string(), o.as_str().to_string()), ("queue_depth".to_string(), depth.to_string())];
+                    let r = apply_ev(&mut s, &mut ended, Command::Configure { settings, now_ms: now })?;
+                    prop_assert!(matches!(r, Response::Configured { .. }), "{:?}", r);
+                    prop_assert_eq!((s.sched.order, s.sched.queue_depth), (o, depth));
+                    let mut keys: Vec<_> = s.jobs.values().filter(|j| j.has_pending()).map(|j| s.sched.queue_key(j)).collect();
+                    keys.sort();
+                    prop_assert_eq!(s.queue.iter().copied().collect::<Vec<_>>(), keys, "the queue is re-sorted");
+                }
+                Event::Partition(n, up) => {
+                    let nodes = ["ALL", "gpu", "!gpu"][n];
+                    let state = if up { "up" } else { "down" };
+                    let value = format!("nodes={nodes};default=yes;state={state}");
+                    let cmd = Command::Configure { settings: vec![("partition.batch".into(), value)], now_ms: now };
+                    let r = apply_ev(&mut s, &mut ended, cmd)?;
+                    prop_assert!(matches!(r, Response::Configured { .. }), "{:?}", r);
                 }
                 Event::Drain(i, drain) => {
                     let name = s.nodes[i % s.nodes.len()].name.clone();
@@ -415,6 +499,8 @@ proptest! {
             check(&s, &before)?;
         }
         // Every node takes work again, so everything can finish.
+        let all = vec![("partition.batch".to_string(), "nodes=ALL;default=yes;state=up".to_string())];
+        apply_ev(&mut s, &mut ended, Command::Configure { settings: all, now_ms: now })?;
         let names: Vec<String> = s.nodes.iter().map(|n| n.name.clone()).collect();
         apply_ev(&mut s, &mut ended, Command::Resume { nodes: names, now_ms: now })?;
         // Liveness: let every task finish; everything reaches a terminal state.
@@ -487,6 +573,9 @@ fn stale_reports_are_ignored() {
             limit: None,
             requeue: true,
             constraint: 0,
+            minutes: 0,
+            gpus: 0,
+            lic: 0,
         }),
         now_ms: 2,
     });
@@ -534,6 +623,9 @@ fn no_requeue_task_lost_ends_node_fail_and_never_reruns() {
             limit: None,
             requeue: false,
             constraint: 0,
+            minutes: 0,
+            gpus: 0,
+            lic: 0,
         }),
         now_ms: 2,
     });
@@ -556,6 +648,9 @@ fn a_million_task_array_is_small() {
             limit: None,
             requeue: true,
             constraint: 0,
+            minutes: 0,
+            gpus: 0,
+            lic: 0,
         }),
         now_ms: 2,
     });
@@ -580,6 +675,9 @@ fn deepest_queue(ms: u64) -> usize {
         limit: None,
         requeue: true,
         constraint: 0,
+        minutes: 0,
+        gpus: 0,
+        lic: 0,
     };
     s.apply(Command::Submit {
         request_id: String::new(),
@@ -627,6 +725,9 @@ fn successors_go_behind_the_shortest_chain() {
         limit: None,
         requeue,
         constraint: 0,
+        minutes: 0,
+        gpus: 0,
+        lic: 0,
     };
     let submit = |s: &mut State, requeue, now| {
         s.apply(Command::Submit {

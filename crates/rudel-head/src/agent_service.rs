@@ -169,6 +169,12 @@ impl Session {
                 os: reg.os.clone(),
                 address: peer.clone(),
                 labels: reg.labels.clone().into_iter().collect(),
+                gres: reg
+                    .gres
+                    .iter()
+                    .filter(|(k, _)| rudel_core::resources::parse_inventory(&format!("{k}=0")).is_ok())
+                    .map(|(k, v)| (k.clone(), (*v).min(rudel_core::resources::MAX_GRES_UNITS)))
+                    .collect(),
                 running: running.clone(),
                 exclusive: true,
             },
@@ -431,18 +437,16 @@ impl Session {
                 };
                 if self.sent.insert((key, attempt)) {
                     let (out, err) = output_paths(job, key.index, &self.node);
-                    let mut env: HashMap<String, String> =
-                        job.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                    env.insert("RUDEL_JOB_ID".into(), key.job.to_string());
-                    if job.is_array() {
-                        env.insert("RUDEL_ARRAY_INDEX".into(), key.index.to_string());
-                        env.insert("RUDEL_ARRAY_TASKS".into(), job.total.to_string());
-                    }
-                    env.insert("RUDEL_CPUS".into(), rt.cores.len().to_string());
-                    env.insert("RUDEL_NODE".into(), self.node.clone());
-                    env.insert("RUDEL_JOB_NAME".into(), crate::convert::job_name(&job.spec));
-                    env.insert("RUDEL_ATTEMPT".into(), attempt.to_string());
-                    env.insert("RUDEL_RESTART_COUNT".into(), attempt.saturating_sub(1).to_string());
+                    let job_name = crate::convert::job_name(&job.spec);
+                    let placement = rudel_core::task_env::Placement {
+                        key,
+                        attempt,
+                        node: &self.node,
+                        task: rt,
+                        job_name: &job_name,
+                    };
+                    let env: HashMap<String, String> =
+                        rudel_core::task_env::task_env(job, &placement).into_iter().collect();
                     launches.push(pb::LaunchTask {
                         task: Some(to_task_ref(key, attempt)),
                         argv: job.spec.argv.clone(),

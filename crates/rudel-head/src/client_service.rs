@@ -171,7 +171,11 @@ impl pb::rudel_server::Rudel for ClientService {
         self.read_barrier(req.stale).await?;
         let live = {
             let a = self.shared.read();
-            a.state.jobs.get(&req.job_id).map(|j| job_info(&a.state, j, true))
+            a.state.job_of(req.job_id).map(|(j, task)| {
+                let mut info = job_info(&a.state, j, true);
+                info.task_index = task;
+                info
+            })
         };
         if let Some(info) = live {
             return Ok(tonic::Response::new(info));
@@ -192,6 +196,16 @@ impl pb::rudel_server::Rudel for ClientService {
             return Err(Status::invalid_argument(format!(
                 "name between 1 and {MAX_IDS} job ids"
             )));
+        }
+        // An array task's own job id must not cancel its whole array, nor be "unknown".
+        for &id in &ids {
+            if let Some((j, Some(index))) = self.shared.read().state.job_of(id) {
+                return Err(Status::invalid_argument(format!(
+                    "job {id} is task {}_{index} of array job {}: cancelling one array task is not \
+                     supported yet; `rudel cancel {}` cancels the whole array (nothing was cancelled)",
+                    j.id, j.id, j.id
+                )));
+            }
         }
         match self
             .proposer
@@ -481,6 +495,33 @@ impl pb::rudel_server::Rudel for ClientService {
     async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<tonic::Response<pb::HistoryResponse>, Status> {
         let jobs = crate::history_service::history(&self.shared, req.into_inner()).await?;
         Ok(tonic::Response::new(pb::HistoryResponse { jobs }))
+    }
+
+    async fn get_sched_config(
+        &self,
+        _req: Request<pb::GetSchedConfigRequest>,
+    ) -> Result<tonic::Response<pb::SchedConfig>, Status> {
+        let c = self.shared.read().state.sched.clone();
+        Ok(tonic::Response::new(crate::sched_config::to_pb(&c)))
+    }
+
+    async fn set_sched_config(
+        &self,
+        req: Request<pb::SetSchedConfigRequest>,
+    ) -> Result<tonic::Response<pb::SchedConfig>, Status> {
+        crate::auth::require_admin(&req, "config set")?;
+        let current = self.shared.read().state.sched.clone();
+        crate::sched_config::set(&self.proposer, &current, req.into_inner())
+            .await
+            .map(tonic::Response::new)
+    }
+
+    async fn list_partitions(
+        &self,
+        _req: Request<pb::ListPartitionsRequest>,
+    ) -> Result<tonic::Response<pb::ListPartitionsResponse>, Status> {
+        let r = crate::sched_config::partitions(&self.shared.read().state);
+        Ok(tonic::Response::new(r))
     }
 
     async fn campaign(

@@ -59,7 +59,14 @@ pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
                     .map_err(|e| Status::invalid_argument(e.to_string()))?,
             )
         },
+        gres: s.gres.into_iter().collect(),
+        licenses: s.licenses.into_iter().collect(),
+        partition: s.partition,
+        submit_dir: s.submit_dir,
+        submit_host: s.submit_host,
     };
+    rudel_core::resources::check_request("resources", &spec.gres).map_err(Status::invalid_argument)?;
+    rudel_core::resources::check_request("licenses", &spec.licenses).map_err(Status::invalid_argument)?;
     rudel_core::state::validate_spec(&spec).map_err(Status::invalid_argument)?;
     Ok(spec)
 }
@@ -82,6 +89,11 @@ pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
         requeue: s.requeue,
         user: s.user.clone(),
         constraint: s.constraint.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+        gres: s.gres.clone().into_iter().collect(),
+        licenses: s.licenses.clone().into_iter().collect(),
+        partition: s.partition.clone(),
+        submit_dir: s.submit_dir.clone(),
+        submit_host: s.submit_host.clone(),
     }
 }
 
@@ -102,6 +114,7 @@ pub fn output_paths(job: &Job, index: u32, node: &str) -> (Option<String>, Optio
     let name = job_name(spec);
     let vars = PatternVars {
         job: job.id,
+        task_job: job.task_job_id(index),
         index: if job.is_array() { Some(index) } else { None },
         name: &name,
         node,
@@ -135,6 +148,7 @@ pub fn job_info(state: &State, job: &Job, details: bool) -> pb::JobInfo {
     let first_node = nodes.first().cloned().unwrap_or_default();
     let (out, err) = output_paths(job, first_index, &first_node);
     pb::JobInfo {
+        task_index: None,
         id: job.id,
         name: job_name(&job.spec),
         state: st.as_str().into(),
@@ -204,6 +218,11 @@ pub fn node_info(n: &Node) -> pb::NodeInfo {
         running_tasks: n.running.len() as u32,
         address: n.address.clone(),
         labels: n.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        gres: n
+            .gres
+            .iter()
+            .map(|(k, p)| (k.clone(), format!("{}/{}", p.total() - p.available(), p.total())))
+            .collect(),
         reason: match (&n.drain, n.liveness) {
             (_, rudel_core::node::Liveness::Down) => n.down_reason.clone(),
             (Some(r), _) => r.clone(),

@@ -125,5 +125,6 @@ fn job_info_of(j: pb::HistoryJob) -> pb::JobInfo {
             .collect(),
         output_path: String::new(),
         error_path: String::new(),
+        task_index: None,
     }
 }

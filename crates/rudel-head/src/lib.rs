@@ -16,6 +16,7 @@ pub mod orphan_nodes;
 pub mod proposer;
 pub mod raft;
 pub mod reports;
+pub mod sched_config;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

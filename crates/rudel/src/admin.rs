@@ -25,6 +25,9 @@ pub enum AdminCmd {
     /// Hand leadership to another head on purpose (a failover drill): the most
     /// up-to-date follower starts an election; prints the new leader.
     StepDown(StepDownArgs),
+    /// The scheduling configuration (queue order, queue depths, behaviour version):
+    /// `show`, `set NAME=VALUE...`, `apply FILE`.
+    Config(crate::config_cmd::ConfigArgs),
 }
 
 #[derive(Args, Debug)]
@@ -108,6 +111,7 @@ pub async fn admin(a: AdminArgs, head: &str) -> CmdResult {
             }
         },
         AdminCmd::StepDown(s) => step_down(head, s.json).await,
+        AdminCmd::Config(c) => crate::config_cmd::config(c, head).await,
     }
 }
 

@@ -31,6 +31,14 @@ pub struct UpArgs {
     /// Label for --constraint: `gpu` or `rack=a` (repeatable).
     #[arg(long = "label", value_name = "KEY[=VALUE]")]
     pub labels: Vec<String>,
+    /// GPUs this node offers to tasks (`--gpus N` on submit), indices 0..N-1 (default: the
+    /// NVIDIA devices found in /dev; 0 = none). Declaring GPUs a machine lacks is for tests.
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<u32>,
+    /// Another counted resource this node offers, NAME=COUNT (`fpga=2`, `gpu:a100=4`;
+    /// repeatable); tasks ask with `--gres NAME:N`.
+    #[arg(long = "resource", value_name = "NAME=COUNT")]
+    pub resources: Vec<String>,
     /// Delay between SIGTERM and SIGKILL when a task is cancelled or times out.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub kill_grace: String,
@@ -99,6 +107,14 @@ pub struct AgentArgs {
     /// Label for --constraint: `gpu` or `rack=a` (repeatable).
     #[arg(long = "label", value_name = "KEY[=VALUE]")]
     pub labels: Vec<String>,
+    /// GPUs this node offers to tasks (`--gpus N` on submit), indices 0..N-1 (default: the
+    /// NVIDIA devices found in /dev; 0 = none). Declaring GPUs a machine lacks is for tests.
+    #[arg(long, value_name = "N")]
+    pub gpus: Option<u32>,
+    /// Another counted resource this node offers, NAME=COUNT (`fpga=2`, `gpu:a100=4`;
+    /// repeatable); tasks ask with `--gres NAME:N`.
+    #[arg(long = "resource", value_name = "NAME=COUNT")]
+    pub resources: Vec<String>,
     /// Cpus offered (default: all this process may use).
     #[arg(long, value_name = "N")]
     pub cpus: Option<u32>,
@@ -254,10 +270,11 @@ fn agent_config(
     cpus: Option<u32>,
     mem: Option<&str>,
     kill_grace: &str,
-    labels: &[String],
+    offer: Offer<'_>,
 ) -> Result<AgentConfig, Failure> {
     let mut cfg = AgentConfig::new(heads, data);
-    for l in labels {
+    offer.apply(&mut cfg)?;
+    for l in offer.labels {
         let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
         let ok_name = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c));
         if !ok_name || ["cpus", "mem", "arch", "os", "name"].contains(&k) {
@@ -284,6 +301,36 @@ fn agent_config(
         rudel_core::parse::parse_duration(kill_grace).map_err(|e| Failure::usage(anyhow!("--kill-grace: {e}")))?;
     cfg.kill_grace = Duration::from_millis(grace);
     Ok(cfg)
+}
+
+/// What the operator says the node offers beyond cpus and memory: `--label`, `--gpus`,
+/// `--resource`.
+struct Offer<'a> {
+    labels: &'a [String],
+    gpus: Option<u32>,
+    resources: &'a [String],
+}
+
+impl Offer<'_> {
+    /// Declared resources replace detected ones of the same name.
+    fn apply(&self, cfg: &mut AgentConfig) -> Result<(), Failure> {
+        for r in self.resources {
+            let (name, n) =
+                rudel_core::resources::parse_inventory(r).map_err(|e| Failure::usage(anyhow!("--resource: {e}")))?;
+            cfg.gres.insert(name, n);
+        }
+        if let Some(n) = self.gpus {
+            if n > rudel_core::resources::MAX_GRES_UNITS {
+                return Err(Failure::usage(anyhow!(
+                    "--gpus: at most {}",
+                    rudel_core::resources::MAX_GRES_UNITS
+                )));
+            }
+            cfg.gres.insert("gpu".into(), n);
+        }
+        cfg.gres.retain(|_, n| *n > 0);
+        Ok(())
+    }
 }
 
 /// `--task-pids-max`: 0 (no limit) or at least 2 (on cgroup v1 the agent's spawner
@@ -328,7 +375,11 @@ pub async fn up(a: UpArgs) -> CmdResult {
         a.cpus,
         a.mem.as_deref(),
         &a.kill_grace,
-        &a.labels,
+        Offer {
+            labels: &a.labels,
+            gpus: a.gpus,
+            resources: &a.resources,
+        },
     )?;
     cfg.task_pids_max = task_pids_max(a.task_pids_max)?;
     cfg.token = token;
@@ -432,7 +483,12 @@ pub async fn agent(a: AgentArgs, head: &str) -> CmdResult {
         )));
     }
     let data = a.data.unwrap_or_else(|| default_data_dir().join("agent"));
-    let mut cfg = agent_config(heads, data, a.name, a.cpus, a.mem.as_deref(), &a.kill_grace, &a.labels)?;
+    let offer = Offer {
+        labels: &a.labels,
+        gpus: a.gpus,
+        resources: &a.resources,
+    };
+    let mut cfg = agent_config(heads, data, a.name, a.cpus, a.mem.as_deref(), &a.kill_grace, offer)?;
     cfg.task_pids_max = task_pids_max(a.task_pids_max)?;
     let orphan = rudel_core::parse::parse_duration(&a.orphan_timeout)
         .map_err(|e| Failure::usage(anyhow!("--orphan-timeout: {e}")))?;

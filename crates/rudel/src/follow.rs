@@ -195,8 +195,15 @@ fn task_path(j: &pb::JobInfo, index: u32, stderr: bool) -> Option<PathBuf> {
         .map(|t| t.node.clone())
         .or_else(|| j.nodes.first().cloned())
         .unwrap_or_default();
+    // The task's own job id: the array's id plus the task's position (as the head
+    // computes it for `%j`).
+    let position = rudel_core::parse::parse_array(&spec.array)
+        .ok()
+        .and_then(|a| a.position_of(index))
+        .unwrap_or(0);
     let vars = PatternVars {
         job: j.id,
+        task_job: j.id + position,
         index: is_array.then_some(index),
         name: &j.name,
         node: &node,

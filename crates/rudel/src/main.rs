@@ -1,12 +1,14 @@
 //! `rudel`: one binary for the head, the agent, and every client command.
 mod admin;
 mod client;
+mod config_cmd;
 mod daemon;
 mod exec;
 mod follow;
 mod history;
 mod node_cmd;
 mod opts;
+mod partitions_cmd;
 mod show;
 mod slurm;
 mod tokens;
@@ -68,6 +70,8 @@ enum Cmd {
     Logs(follow::LogsArgs),
     /// List compute nodes and their resources.
     Nodes(show::NodesArgs),
+    /// List partitions (queues): state, tier, nodes, limits, load; `*` marks the default.
+    Partitions(partitions_cmd::PartitionsArgs),
     /// Stop placing new work on nodes; running work finishes (state draining, then drained).
     Drain(show::DrainArgs),
     /// Let drained nodes take work again.
@@ -158,6 +162,7 @@ fn main() -> ExitCode {
             Cmd::Wait(a) => follow::wait(a, &head).await,
             Cmd::Logs(a) => follow::logs(a, &head).await,
             Cmd::Nodes(a) => show::nodes(a, &head).await,
+            Cmd::Partitions(a) => partitions_cmd::partitions(a, &head).await,
             Cmd::Drain(a) => show::drain(a, &head).await,
             Cmd::Resume(a) => show::resume(a, &head).await,
             Cmd::Node(a) => node_cmd::node(a, &head).await,

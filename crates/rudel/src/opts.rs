@@ -23,6 +23,9 @@ pub struct SubmitArgs {
     /// Memory per task, e.g. 512M, 4G (a plain number is MiB); enforced as a limit.
     #[arg(long, value_name = "SIZE")]
     pub mem: Option<String>,
+    /// Memory per cpu (the task gets it times --cpus), as Slurm's --mem-per-cpu.
+    #[arg(long, value_name = "SIZE")]
+    pub mem_per_cpu: Option<String>,
     /// Time limit per task, e.g. 30s, 10m, 2h, 1-00:00:00, 90 (minutes).
     #[arg(short = 't', long, value_name = "DURATION")]
     pub time: Option<String>,
@@ -47,7 +50,8 @@ pub struct SubmitArgs {
     /// Set an environment variable for the tasks (repeatable).
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
-    /// Which of your environment variables the tasks get: ALL (default), NONE, or VAR,VAR.
+    /// Which of your environment variables the tasks get (Slurm's --export): ALL (default),
+    /// NONE, VAR,VAR (only those), VAR=val to set one; ALL,VAR=val adds to everything.
     #[arg(long, value_name = "ALL|NONE|VARS")]
     pub export: Option<String>,
     /// Rerun the task elsewhere if its node is lost (at-least-once; the default).
@@ -59,6 +63,21 @@ pub struct SubmitArgs {
     /// Run only on nodes matching this expression, e.g. 'gpu && rack==a', 'mem>=64G || !slow'.
     #[arg(short = 'C', long, value_name = "EXPR")]
     pub constraint: Option<String>,
+    /// GPUs per task: the task gets that many GPUs of its node to itself, named by
+    /// CUDA_VISIBLE_DEVICES (and ROCR_VISIBLE_DEVICES, GPU_DEVICE_ORDINAL, RUDEL_GPUS).
+    #[arg(short = 'G', long, value_name = "N")]
+    pub gpus: Option<u32>,
+    /// Generic resources per task, Slurm's form: gpu:2, gpu:a100:1, fpga (1), a,b.
+    #[arg(long, value_name = "NAME[:TYPE][:N],...")]
+    pub gres: Option<String>,
+    /// Cluster licenses per task, e.g. matlab:2,ansys (declared by an admin:
+    /// `rudel admin config set licenses=matlab:10`); the task waits until they are free.
+    #[arg(short = 'L', long, value_name = "NAME[:N],...")]
+    pub licenses: Option<String>,
+    /// Partitions the job may run in, first preferred (default: the default partition;
+    /// `rudel partitions` lists them). Their defaults apply: time limit, memory per cpu.
+    #[arg(short = 'p', long, value_name = "NAME[,NAME...]")]
+    pub partition: Option<String>,
     /// Client request id (letters, digits and . _ : @ + -; at most 256): a submit repeated
     /// with the same id returns the job of the first one instead of creating a second.
     /// Default: a fresh id. When a submit's outcome is unknown, rudel prints the command
@@ -112,6 +131,11 @@ fn merge(earlier: SubmitArgs, later: SubmitArgs) -> SubmitArgs {
         },
         request_id: later.request_id.or(earlier.request_id),
         constraint: later.constraint.or(earlier.constraint),
+        gpus: later.gpus.or(earlier.gpus),
+        gres: later.gres.or(earlier.gres),
+        licenses: later.licenses.or(earlier.licenses),
+        mem_per_cpu: later.mem_per_cpu.or(earlier.mem_per_cpu),
+        partition: later.partition.or(earlier.partition),
         json: later.json || earlier.json,
         command: later.command,
     }
@@ -138,6 +162,7 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
                 path.display()
             ))
         })?;
+        rudel_core::script::check_script(&script).map_err(|e| usage(format!("{}: {e}", path.display())))?;
         let d = rudel_core::script::directives(&script).map_err(|e| usage(format!("{}: {e}", path.display())))?;
         for w in &d.warnings {
             eprintln!("rudel: warning: {}: {w}", path.display());
@@ -166,9 +191,14 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
     if cpus == 0 {
         return Err(usage("--cpus must be at least 1"));
     }
-    let mem_bytes = match &a.mem {
-        Some(m) => parse::parse_size(m).map_err(|e| usage(format!("--mem: {e}")))?,
-        None => 0,
+    let mem_bytes = match (&a.mem, &a.mem_per_cpu) {
+        (Some(_), Some(_)) => return Err(usage("give --mem (per task) or --mem-per-cpu, not both")),
+        (Some(m), None) => parse::parse_size(m).map_err(|e| usage(format!("--mem: {e}")))?,
+        (None, Some(m)) => parse::parse_size(m)
+            .map_err(|e| usage(format!("--mem-per-cpu: {e}")))?
+            .checked_mul(u64::from(cpus))
+            .ok_or_else(|| usage("--mem-per-cpu times --cpus is too large"))?,
+        (None, None) => 0,
     };
     let time_limit_ms = match &a.time {
         Some(t) => parse::parse_duration(t).map_err(|e| usage(format!("--time: {e}")))?,
@@ -192,7 +222,7 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
     let chdir = match &a.chdir {
         Some(d) if Path::new(d).is_absolute() => PathBuf::from(d),
         Some(d) => cwd.join(d),
-        None => cwd,
+        None => cwd.clone(),
     };
     check_given(&a).map_err(usage)?;
     let mut env = exported_env(a.export.as_deref())?;
@@ -218,11 +248,43 @@ pub fn build_spec(mut a: SubmitArgs, script_mode_allowed: bool) -> Result<(pb::J
         requeue: !a.no_requeue,
         user: user_name(),
         constraint,
+        gres: gres_request(&a)?.into_iter().collect(),
+        licenses: match &a.licenses {
+            Some(l) => rudel_core::resources::parse_licenses(l)
+                .map_err(|e| usage(format!("--licenses: {e}")))?
+                .into_iter()
+                .collect(),
+            None => Default::default(),
+        },
+        partition: a.partition.clone().unwrap_or_default(),
+        submit_dir: cwd.display().to_string(),
+        submit_host: rudel_agent::identity::hostname(),
     };
     // The head checks the same (a gRPC client may bypass this CLI); checking here too
     // means a spec that could never run is not even sent.
     check_spec(&rudel_head::convert::pb_text(&spec)).map_err(usage)?;
     Ok((spec, a))
+}
+
+/// `--gres` and `--gpus` as one per-task request.
+fn gres_request(a: &SubmitArgs) -> Result<rudel_core::resources::GresRequest, Failure> {
+    let mut req = match &a.gres {
+        Some(g) => rudel_core::resources::parse_gres(g).map_err(|e| usage(format!("--gres: {e}")))?,
+        None => Default::default(),
+    };
+    if let Some(n) = a.gpus {
+        if n == 0 || n > rudel_core::resources::MAX_GRES_UNITS {
+            return Err(usage(format!(
+                "--gpus: give 1 to {} GPUs per task",
+                rudel_core::resources::MAX_GRES_UNITS
+            )));
+        }
+        if req.keys().any(|k| rudel_core::resources::serves(k, "gpu")) {
+            return Err(usage("give GPUs with --gpus or with --gres gpu:N, not both"));
+        }
+        req.insert("gpu".into(), n);
+    }
+    Ok(req)
 }
 
 /// Checks the values given as options (on the command line or on one directive line)
@@ -286,23 +348,37 @@ fn user_name() -> String {
 }
 
 fn exported_env(export: Option<&str>) -> Result<BTreeMap<String, String>, Failure> {
-    Ok(match export.map(str::trim) {
-        None | Some("ALL") | Some("all") => all_portable_env(),
-        Some("NONE") | Some("none") => BTreeMap::new(),
-        Some(list) => {
-            let mut m = BTreeMap::new();
-            for item in list.split(',').filter(|s| !s.is_empty()) {
-                let (k, v) = match item.split_once('=') {
-                    Some((k, v)) => (k.to_string(), v.to_string()),
-                    None => (item.to_string(), std::env::var(item).unwrap_or_default()),
-                };
-                limits::check_env_name("--export", &k).map_err(usage)?;
-                limits::check_env(&k, &v).map_err(usage)?;
-                m.insert(k, v);
-            }
-            m
-        }
-    })
+    let Some(list) = export.map(str::trim) else {
+        return Ok(all_portable_env());
+    };
+    // Slurm's semantics: `ALL` (the default) passes the whole environment, `NONE` nothing;
+    // otherwise only the listed variables, `VAR` with its value here and `VAR=val` as
+    // given; `ALL,VAR=val` and `NONE,VAR=val` start from all or nothing.
+    let items: Vec<&str> = list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let mut m = if items.iter().any(|i| i.eq_ignore_ascii_case("ALL")) {
+        all_portable_env()
+    } else {
+        BTreeMap::new()
+    };
+    for item in items
+        .iter()
+        .filter(|i| !i.eq_ignore_ascii_case("ALL") && !i.eq_ignore_ascii_case("NONE"))
+    {
+        let name = item.split_once('=').map_or(*item, |(k, _)| k);
+        limits::check_env_name("--export", name).map_err(usage)?;
+        let (k, v) = match item.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => match std::env::var(item) {
+                Ok(v) => (item.to_string(), v),
+                // Slurm passes nothing for a listed variable that is not set.
+                Err(_) => continue,
+            },
+        };
+        limits::check_env_name("--export", &k).map_err(usage)?;
+        limits::check_env(&k, &v).map_err(usage)?;
+        m.insert(k, v);
+    }
+    Ok(m)
 }
 
 /// This process's environment, without the variables a task could not be given (names

@@ -4,7 +4,8 @@ use rudel_core::parse::{format_duration, format_size};
 use rudel_proto::v1 as pb;
 use serde_json::{json, Value};
 
-use crate::{client, CmdResult};
+use crate::{client, CmdResult, Failure};
+use anyhow::anyhow;
 
 #[derive(Args, Debug)]
 pub struct JobsArgs {
@@ -21,8 +22,8 @@ pub struct JobsArgs {
 
 #[derive(Args, Debug)]
 pub struct ShowArgs {
-    /// Job id.
-    pub id: u64,
+    /// Job id; an array task by its own job id (`SLURM_JOB_ID`) or as ARRAY_INDEX (`41_3`).
+    pub id: String,
     #[arg(long)]
     pub json: bool,
     #[arg(long)]
@@ -31,9 +32,9 @@ pub struct ShowArgs {
 
 #[derive(Args, Debug)]
 pub struct CancelArgs {
-    /// Job ids.
+    /// Job ids (whole jobs and arrays).
     #[arg(required = true)]
-    pub ids: Vec<u64>,
+    pub ids: Vec<String>,
     #[arg(long)]
     pub json: bool,
 }
@@ -131,6 +132,9 @@ pub fn job_json(j: &pb::JobInfo) -> Value {
         "array": spec.array,
         "requeue": spec.requeue,
         "constraint": spec.constraint,
+        "partition": spec.partition,
+        "gres": spec.gres,
+        "licenses": spec.licenses,
         "chdir": spec.chdir,
         "user": spec.user,
         "output": j.output_path,
@@ -199,20 +203,39 @@ fn truncate(s: &str, n: usize) -> String {
 
 /// `rudel show`.
 pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
+    let (id, asked_index) = parse_job_ref(&a.id)?;
     let mut c = client::connect_for(head, a.stale).await?;
     let j = c
         .show_job(pb::ShowJobRequest {
-            job_id: a.id,
+            job_id: id,
             stale: a.stale,
         })
         .await
         .map_err(client::failure)?
         .into_inner();
+    let spec = j.spec.clone().unwrap_or_default();
+    let task = asked_index.or(j.task_index);
+    let task_job = match task {
+        Some(index) => {
+            let position = rudel_core::parse::parse_array(&spec.array)
+                .ok()
+                .and_then(|arr| arr.position_of(index))
+                .ok_or_else(|| Failure::usage(anyhow!("job {} has no array task {index}", j.id)))?;
+            Some((index, j.id + position))
+        }
+        None => None,
+    };
     if a.json {
-        println!("{}", job_json(&j));
+        let mut v = job_json(&j);
+        if let Some((index, job_id)) = task_job {
+            v["task"] = json!({"index": index, "job_id": job_id});
+        }
+        println!("{v}");
         return Ok(0);
     }
-    let spec = j.spec.clone().unwrap_or_default();
+    if let Some((index, job_id)) = task_job {
+        println!("Task {}_{index} (job id {job_id}) of array job {}:", j.id, j.id);
+    }
     println!("JobId={} Name={}", j.id, j.name);
     println!(
         "  State={}{}",
@@ -251,6 +274,14 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
     }
     if !spec.constraint.is_empty() {
         println!("  Constraint={}", spec.constraint);
+    }
+    println!("  Partition={}", spec.partition);
+    if !spec.gres.is_empty() || !spec.licenses.is_empty() {
+        let mut g: Vec<String> = spec.gres.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        g.sort();
+        let mut l: Vec<String> = spec.licenses.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+        l.sort();
+        println!("  Gres={} Licenses={}", g.join(","), l.join(","));
     }
     let counts: Vec<String> = j.counts.iter().map(|c| format!("{}={}", c.state, c.count)).collect();
     println!("  Tasks: {}", counts.join(" "));
@@ -322,8 +353,20 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
 /// `rudel cancel`.
 pub async fn cancel(a: CancelArgs, head: &str) -> CmdResult {
     // Cancelling twice is harmless, so the call may be repeated if leadership moved.
+    let mut job_ids = Vec::with_capacity(a.ids.len());
+    for s in &a.ids {
+        match parse_job_ref(s)? {
+            (id, None) => job_ids.push(id),
+            (id, Some(index)) => {
+                return Err(Failure::usage(anyhow!(
+                    "cancelling one array task ({id}_{index}) is not supported yet; `rudel cancel {id}` \
+                     cancels the whole array (nothing was cancelled)"
+                )))
+            }
+        }
+    }
     let r = client::on_leader(head, |mut c| {
-        let ids = a.ids.clone();
+        let ids = job_ids.clone();
         async move { c.cancel(pb::CancelRequest { job_ids: ids }).await }
     })
     .await?
@@ -430,6 +473,7 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
                     "running_tasks": n.running_tasks, "version": n.version, "arch": n.arch, "os": n.os,
                     "last_seen_ms": n.last_seen_ms, "address": n.address, "reason": n.reason,
                     "labels": n.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                    "gres": gres_json(n),
                 })
             })
             .collect();
@@ -446,17 +490,30 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
         }
     };
     let cw = r.nodes.iter().map(|n| contain(n).len()).max().unwrap_or(0).max(11);
+    let gw = r.nodes.iter().map(|n| gres_text(n).len()).max().unwrap_or(0).max(4);
     println!(
-        "{:<20} {:<11} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} REASON",
-        "NODE", "STATE", "CPUS", "MEM", "MEMLIMIT", "TASKS", "VERSION", "ARCH", "LAST_SEEN", "LABELS", "CONTAINMENT"
+        "{:<20} {:<11} {:>9} {:>15} {:<gw$} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} REASON",
+        "NODE",
+        "STATE",
+        "CPUS",
+        "MEM",
+        "GRES",
+        "MEMLIMIT",
+        "TASKS",
+        "VERSION",
+        "ARCH",
+        "LAST_SEEN",
+        "LABELS",
+        "CONTAINMENT"
     );
     for n in &r.nodes {
         println!(
-            "{:<20} {:<11} {:>9} {:>15} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} {}",
+            "{:<20} {:<11} {:>9} {:>15} {:<gw$} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} {}",
             truncate(&n.name, 20),
             n.state,
             format!("{}/{}", n.cpus_used, n.cpus),
             format!("{}/{}", format_size(n.mem_used), format_size(n.mem_bytes)),
+            gres_text(n),
             n.mem_enforcement,
             n.running_tasks,
             n.version,
@@ -480,4 +537,38 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
         );
     }
     Ok(0)
+}
+
+/// Generic resources of a node as `gpu:1/4,fpga:0/1` (used/total), `-` for none.
+fn gres_text(n: &pb::NodeInfo) -> String {
+    let mut g: Vec<String> = n.gres.iter().map(|(k, v)| format!("{k}:{v}")).collect();
+    g.sort();
+    if g.is_empty() {
+        "-".into()
+    } else {
+        g.join(",")
+    }
+}
+
+/// Generic resources of a node as JSON: {"gpu": {"used": 1, "total": 4}}.
+fn gres_json(n: &pb::NodeInfo) -> Value {
+    let m: serde_json::Map<String, Value> = n
+        .gres
+        .iter()
+        .map(|(k, v)| {
+            let (used, total) = v.split_once('/').unwrap_or(("0", v));
+            let num = |s: &str| s.parse::<u64>().unwrap_or(0);
+            (k.clone(), json!({"used": num(used), "total": num(total)}))
+        })
+        .collect();
+    Value::Object(m)
+}
+
+/// `41` or `41_3` (an array task by its array's id and index).
+fn parse_job_ref(s: &str) -> Result<(u64, Option<u32>), Failure> {
+    let bad = || Failure::usage(anyhow!("bad job id {s:?}: expected ID or ARRAY_INDEX, e.g. 41 or 41_3"));
+    match s.split_once('_') {
+        None => s.parse().map(|id| (id, None)).map_err(|_| bad()),
+        Some((id, index)) => Ok((id.parse().map_err(|_| bad())?, Some(index.parse().map_err(|_| bad())?))),
+    }
 }

@@ -115,13 +115,15 @@ fn environment_workdir_and_output_patterns() {
     let w = c.rudel(&["wait", &id.to_string(), "--timeout", "30s"]);
     assert_eq!(w.code, Some(0), "{w}");
     for i in [3, 4] {
-        let out = std::fs::read_to_string(sub.join(format!("o-{id}-{i}.txt"))).unwrap_or_default();
+        // `%j` is the task's own job id, as in Slurm: the array's id plus the position.
+        let task_job = id + (i - 3) as u64;
+        let out = std::fs::read_to_string(sub.join(format!("o-{task_job}-{i}.txt"))).unwrap_or_default();
         assert_eq!(
             out.trim(),
             format!("id={id} idx={i} cpus=2 node=n1 foo=bar pwd={}", sub.display()),
             "output file of task {i}"
         );
-        let err = std::fs::read_to_string(sub.join(format!("e-{id}-{i}.txt"))).unwrap_or_default();
+        let err = std::fs::read_to_string(sub.join(format!("e-{task_job}-{i}.txt"))).unwrap_or_default();
         assert_eq!(err.trim(), format!("err-{i}"), "error file of task {i}");
     }
     let v = c.show_json(id);
@@ -142,7 +144,7 @@ fn environment_workdir_and_output_patterns() {
         format!("id={id} idx=unset cpus=1")
     );
 
-    // Default array output name: rudel-%j_%a.out.
+    // Default array output name: rudel-%A_%a.out.
     let id = c.submit(&["--array", "1-2", "--", "sh", "-c", "echo task-$RUDEL_ARRAY_INDEX"]);
     let w = c.rudel(&["wait", &id.to_string(), "--timeout", "30s"]);
     assert_eq!(w.code, Some(0), "{w}");

@@ -128,6 +128,7 @@ impl StateMachineStore {
         let applied = match load_snapshot(&db)? {
             Some(s) => {
                 let mut a = serde_json::from_slice::<Applied>(&s.data).map_err(sm_err)?;
+                a.state.sched.check_supported().map_err(sm_err)?;
                 a.state.reintern();
                 a
             }
@@ -227,11 +228,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         {
             let mut a = self.shared.write();
             for e in entries {
+                if let EntryPayload::Normal(cmd) = &e.payload {
+                    if let Err(refused) = a.state.precheck(cmd) {
+                        tracing::error!(index = e.log_id.index, error = %refused, "cannot apply the log");
+                        return Err(sm_err(refused));
+                    }
+                }
                 a.last_applied = Some(e.log_id);
                 match e.payload {
                     EntryPayload::Blank => out.push(Response::Ok),
                     EntryPayload::Normal(cmd) => {
                         let applied = a.state.apply_output(cmd);
+                        for v in &applied.violations {
+                            tracing::error!(index = e.log_id.index, violation = %v, "scheduler bug: placement refused by the commit check");
+                        }
                         a.node_changes.record(&applied.events, e.log_id.index);
                         for ev in &applied.events {
                             if let rudel_core::Event::JobEnded { job, .. } = ev {
@@ -275,6 +285,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let data_len = data.len();
         let mut applied: Applied = serde_json::from_slice(&data).map_err(sm_err)?;
+        if let Err(refused) = applied.state.sched.check_supported() {
+            tracing::error!(error = %refused, "cannot install the leader's snapshot");
+            return Err(sm_err(refused));
+        }
         applied.state.reintern();
         applied.last_applied = meta.last_log_id;
         applied.membership = meta.last_membership.clone();
@@ -304,5 +318,49 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             meta: s.meta,
             snapshot: Box::new(Cursor::new(s.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, Entry};
+    use rudel_core::Command;
+
+    fn entry(index: u64, cmd: Command) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(cmd),
+        }
+    }
+
+    fn configure(name: &str, value: &str) -> Command {
+        Command::Configure {
+            settings: vec![(name.into(), value.into())],
+            now_ms: 5,
+        }
+    }
+
+    /// A head must stop, not apply, an entry that asks for a scheduling behaviour newer
+    /// than its build implements: applying it with older code would silently give another
+    /// state than its peers'.
+    #[tokio::test]
+    async fn an_entry_from_a_newer_scheduling_version_is_refused_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = super::super::store::open(&dir.path().join("raft.redb")).unwrap();
+        let (mut sm, shared) = StateMachineStore::open(db).unwrap();
+        let ok = sm.apply([entry(1, configure("order", "fifo"))]).await.unwrap();
+        assert!(matches!(ok[0], Response::Configured { .. }), "{ok:?}");
+        let newer = (rudel_core::sched::SCHED_VERSION + 1).to_string();
+        let err = sm.apply([entry(2, configure("version", &newer))]).await.unwrap_err();
+        assert!(err.to_string().contains("upgrade this head"), "{err}");
+        let a = shared.read();
+        assert_eq!(
+            a.last_applied.map(|l| l.index),
+            Some(1),
+            "the refused entry is not applied"
+        );
+        assert_eq!(a.state.sched.order, rudel_core::sched::Order::Fifo);
+        assert_eq!(a.state.sched.version, 1);
     }
 }

@@ -1,0 +1,191 @@
+//! The state machine's invariants, one function each, and the typed violation they
+//! report. The scheduler's commit re-checks capacity with the same types; the property
+//! tests call [`check_all`] after every applied command.
+use std::collections::BTreeSet;
+
+use crate::ids::{JobId, NodeId, TaskKey};
+use crate::job::TaskState;
+use crate::state::State;
+
+/// A broken invariant: a bug, never an expected outcome.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    #[error("node {node} would run {cpus} cpus of {capacity} or hold {mem} bytes of {mem_capacity} (task {key})")]
+    OverCommit {
+        node: NodeId,
+        key: TaskKey,
+        cpus: u32,
+        capacity: u32,
+        mem: u64,
+        mem_capacity: u64,
+    },
+    #[error("core {core} of node {node} is given to two tasks")]
+    CoreTwice { node: NodeId, core: u32 },
+    #[error("task {key} was planned but is not the job's next pending task")]
+    NotPending { key: TaskKey },
+    #[error("task {key} cannot queue behind {pred}: {why}")]
+    BadSuccessor {
+        key: TaskKey,
+        pred: TaskKey,
+        why: &'static str,
+    },
+    #[error("node {node} lists task {key}, which the job does not hold there")]
+    NodeTaskMismatch { node: NodeId, key: TaskKey },
+    #[error("job {job}: task counts {counts:?} do not add up to {total} or disagree with its running tasks")]
+    Counts { job: JobId, counts: [u64; 7], total: u64 },
+    #[error("task {key} would take license {license} to {used} of {total}")]
+    LicenseOverGrant {
+        key: TaskKey,
+        license: String,
+        used: u64,
+        total: u64,
+    },
+    #[error("unit {unit} of {pool} on node {node} is given twice or is free while held")]
+    GresTwice { node: NodeId, pool: String, unit: u32 },
+    #[error("licenses in use {used:?} disagree with the running tasks ({held:?}) or exceed {total:?}")]
+    Licenses {
+        used: std::collections::BTreeMap<String, u64>,
+        held: std::collections::BTreeMap<String, u64>,
+        total: std::collections::BTreeMap<String, u64>,
+    },
+    #[error("job {job} runs {running} tasks, above its array limit {limit}")]
+    ArrayLimit { job: JobId, running: u64, limit: u32 },
+}
+
+/// Every invariant, in a fixed order; the first violation found.
+pub fn check_all(s: &State) -> Result<(), Violation> {
+    no_overcommit(s)?;
+    nodes_and_jobs_agree(s)?;
+    counts_add_up(s)?;
+    array_limits_hold(s)?;
+    gres_not_over_granted(s)?;
+    licenses_never_over_granted(s)
+}
+
+/// Each unit of a generic resource is held by at most one task, and marked taken.
+pub fn gres_not_over_granted(s: &State) -> Result<(), Violation> {
+    for (id, n) in s.nodes.iter().enumerate() {
+        let mut seen = BTreeSet::new();
+        for key in n.running.keys() {
+            let Some(rt) = s.running_task(*key) else { continue };
+            for (pool, units) in &rt.gres {
+                for &unit in units {
+                    let free = n.gres.get(pool).and_then(|p| p.free.get(unit as usize)).copied();
+                    if !seen.insert((pool.clone(), unit)) || free != Some(false) {
+                        return Err(Violation::GresTwice {
+                            node: id as NodeId,
+                            pool: pool.clone(),
+                            unit,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Licenses in use are exactly those of tasks holding resources, and never above the
+/// configured counts.
+pub fn licenses_never_over_granted(s: &State) -> Result<(), Violation> {
+    let mut held = std::collections::BTreeMap::<String, u64>::new();
+    for j in s.jobs.values() {
+        let holders = j.running.values().filter(|rt| rt.after.is_none()).count() as u64;
+        for (name, n) in &j.spec.licenses {
+            *held.entry(name.clone()).or_default() += u64::from(*n) * holders;
+        }
+    }
+    held.retain(|_, v| *v > 0);
+    let over = held
+        .iter()
+        .any(|(k, v)| *v > s.sched.licenses.get(k).copied().unwrap_or(0));
+    if held != s.licenses_used || over {
+        return Err(Violation::Licenses {
+            used: s.licenses_used.clone(),
+            held,
+            total: s.sched.licenses.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// No node runs more cpus or memory than it has, and no core is given twice. Successors
+/// share their predecessor's cores and are not counted.
+pub fn no_overcommit(s: &State) -> Result<(), Violation> {
+    for (id, n) in s.nodes.iter().enumerate() {
+        let node = id as NodeId;
+        let (mut cpus, mut mem, mut cores) = (0u32, 0u64, BTreeSet::new());
+        for key in n.running.keys() {
+            let Some(rt) = s.running_task(*key).filter(|rt| rt.after.is_none()) else {
+                continue;
+            };
+            for &core in &rt.cores {
+                if !cores.insert(core) {
+                    return Err(Violation::CoreTwice { node, core });
+                }
+            }
+            cpus += rt.cores.len() as u32;
+            mem += rt.mem_bytes;
+            if cpus > n.cpus || mem > n.mem_bytes {
+                return Err(Violation::OverCommit {
+                    node,
+                    key: *key,
+                    cpus,
+                    capacity: n.cpus,
+                    mem,
+                    mem_capacity: n.mem_bytes,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every task a node lists is held by its job on that node with the same attempt.
+pub fn nodes_and_jobs_agree(s: &State) -> Result<(), Violation> {
+    for (id, n) in s.nodes.iter().enumerate() {
+        for (key, attempt) in &n.running {
+            let ok = s
+                .running_task(*key)
+                .is_some_and(|rt| rt.node as usize == id && rt.attempt == *attempt);
+            if !ok {
+                return Err(Violation::NodeTaskMismatch {
+                    node: id as NodeId,
+                    key: *key,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A job's task counts add up to its size, and its running count is its running records.
+pub fn counts_add_up(s: &State) -> Result<(), Violation> {
+    for j in s.jobs.values() {
+        let sum: u64 = TaskState::ALL.iter().map(|st| j.count(*st)).sum();
+        if sum != j.total || j.count(TaskState::Running) != j.running.len() as u64 {
+            return Err(Violation::Counts {
+                job: j.id,
+                counts: j.counts,
+                total: j.total,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// No array runs more tasks at once than its `%N` limit.
+pub fn array_limits_hold(s: &State) -> Result<(), Violation> {
+    for j in s.jobs.values() {
+        if let Some(limit) = j.spec.array.as_ref().and_then(|a| a.limit) {
+            if j.running.len() as u64 > u64::from(limit) {
+                return Err(Violation::ArrayLimit {
+                    job: j.id,
+                    running: j.running.len() as u64,
+                    limit,
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,321 @@
+//! The scheduling configuration: part of the replicated state, changed only by a log entry
+//! (`Command::Configure`), so every head switches policy at the same log index.
+use serde::{Deserialize, Serialize};
+
+use super::order::Order;
+
+/// The scheduling behaviour this build implements. Scheduling runs inside apply, so it is
+/// part of the consensus protocol: a head that applied an entry with scheduling code other
+/// than its peers' would silently reach another state. Every change to what the scheduler
+/// decides for the same log gets a new version, and a head refuses entries and snapshots
+/// that ask for a newer version than this (see [`SchedConfig::check_supported`]).
+pub const SCHED_VERSION: u32 = 1;
+
+/// Tasks that may wait on an agent behind one running task, for jobs whose tasks are short
+/// ([`crate::job::Job::queue_depth`]): the default and the bound of `short_queue_depth`.
+pub const MAX_QUEUED_PER_SLOT: u32 = 8;
+
+/// The replicated scheduling configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SchedConfig {
+    /// The scheduling behaviour the cluster runs. Raised by an admin once every head runs a
+    /// build that implements it.
+    pub version: u32,
+    /// Which pending job goes first.
+    pub order: Order,
+    /// Tasks that may wait on an agent behind one running task of the same shape (0: none).
+    pub queue_depth: u32,
+    /// The same for jobs whose tasks are short (they end before a report can go through the
+    /// log and a new task come back).
+    pub short_queue_depth: u32,
+    /// Cluster-wide licenses: name → how many may be held at once (`-L matlab:2` takes 2).
+    pub licenses: std::collections::BTreeMap<String, u64>,
+    /// Partitions by name; none = every node is in [`super::DEFAULT_PARTITION`].
+    pub partitions: std::collections::BTreeMap<String, super::Partition>,
+}
+
+impl Default for SchedConfig {
+    fn default() -> Self {
+        SchedConfig {
+            version: 1,
+            order: Order::Priority,
+            queue_depth: 2,
+            short_queue_depth: MAX_QUEUED_PER_SLOT,
+            licenses: std::collections::BTreeMap::new(),
+            partitions: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a configuration change or an entry is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown scheduling setting {key:?}; settings: {}", SchedConfig::KEYS.join(", "))]
+    UnknownKey { key: String },
+    #[error("bad value {value:?} for {key}: {expected}")]
+    BadValue {
+        key: String,
+        value: String,
+        expected: String,
+    },
+    #[error(
+        "this head implements scheduling behaviour version {ours} but the cluster runs version \
+         {wanted} (set by a newer rudel); it stops instead of applying entries differently from \
+         its peers: upgrade this head's rudel binary and start it again"
+    )]
+    NewerVersion { wanted: u32, ours: u32 },
+    #[error(
+        "scheduling behaviour version {wanted} is not implemented by this head (it implements \
+         1 to {ours}); upgrade every head first"
+    )]
+    UnsupportedVersion { wanted: u32, ours: u32 },
+}
+
+impl SchedConfig {
+    /// Setting names, in display order.
+    pub const KEYS: [&'static str; 6] = [
+        "version",
+        "order",
+        "queue_depth",
+        "short_queue_depth",
+        "licenses",
+        "partition.NAME",
+    ];
+
+    /// Refuses a configuration this build cannot run.
+    pub fn check_supported(&self) -> Result<(), ConfigError> {
+        if self.version > SCHED_VERSION {
+            return Err(ConfigError::NewerVersion {
+                wanted: self.version,
+                ours: SCHED_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    /// This configuration with one setting changed; the value is checked.
+    pub fn with(&self, key: &str, value: &str) -> Result<SchedConfig, ConfigError> {
+        let bad = |expected: String| ConfigError::BadValue {
+            key: key.to_string(),
+            value: value.to_string(),
+            expected,
+        };
+        let mut c = self.clone();
+        match key {
+            "version" => {
+                let v: u32 = value
+                    .parse()
+                    .map_err(|_| bad(format!("a number from 1 to {SCHED_VERSION}")))?;
+                if v == 0 || v > SCHED_VERSION {
+                    return Err(ConfigError::UnsupportedVersion {
+                        wanted: v,
+                        ours: SCHED_VERSION,
+                    });
+                }
+                c.version = v;
+            }
+            "order" => {
+                let names: Vec<&str> = Order::ALL.iter().map(|o| o.as_str()).collect();
+                c.order = Order::parse(value).ok_or_else(|| bad(format!("one of {}", names.join(", "))))?;
+            }
+            "queue_depth" | "short_queue_depth" => {
+                let v: u32 = value
+                    .parse()
+                    .ok()
+                    .filter(|v| *v <= MAX_QUEUED_PER_SLOT)
+                    .ok_or_else(|| bad(format!("a number from 0 to {MAX_QUEUED_PER_SLOT}")))?;
+                if key == "queue_depth" {
+                    c.queue_depth = v;
+                } else {
+                    c.short_queue_depth = v;
+                }
+            }
+            "licenses" => {
+                let expected = || "NAME:COUNT[,NAME:COUNT...] (e.g. matlab:10,ansys:2), or empty for none".to_string();
+                c.licenses = if value.trim().is_empty() {
+                    std::collections::BTreeMap::new()
+                } else {
+                    crate::resources::parse_licenses(value)
+                        .map_err(|_| bad(expected()))?
+                        .into_iter()
+                        .map(|(k, v)| (k, u64::from(v)))
+                        .collect()
+                };
+            }
+            _ if key.starts_with("partition.") => {
+                let name = &key["partition.".len()..];
+                super::partition::check_name(name).map_err(&bad)?;
+                if value.trim().is_empty() {
+                    c.partitions.remove(name);
+                } else {
+                    let p = super::Partition::parse(value).map_err(|e| bad(format!(
+                        "{e} (form: nodes=EXPR;default=yes;state=up|drain|down;tier=N;default_time=D;max_time=D;default_mem_per_cpu=SIZE; empty removes it)"
+                    )))?;
+                    c.partitions.insert(name.to_string(), p);
+                }
+            }
+            _ => return Err(ConfigError::UnknownKey { key: key.to_string() }),
+        }
+        Ok(c)
+    }
+
+    /// This configuration with several settings changed, all or nothing.
+    pub fn with_all<'a>(
+        &self,
+        settings: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<SchedConfig, ConfigError> {
+        let c = settings.into_iter().try_fold(self.clone(), |c, (k, v)| c.with(k, v))?;
+        let defaults: Vec<&String> = c.partitions.iter().filter(|(_, p)| p.default).map(|(n, _)| n).collect();
+        if defaults.len() > 1 {
+            return Err(ConfigError::BadValue {
+                key: "partition".into(),
+                value: defaults.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
+                expected: "at most one default partition".into(),
+            });
+        }
+        Ok(c)
+    }
+
+    /// The partitions a job may use, resolved from what it asked (`gpu,batch`; empty: the
+    /// default partition), with the time limit and memory it gets there.
+    pub fn resolve_partitions(&self, asked: &str) -> Result<Vec<String>, String> {
+        if self.partitions.is_empty() {
+            return match asked.trim() {
+                "" | super::DEFAULT_PARTITION => Ok(vec![super::DEFAULT_PARTITION.to_string()]),
+                other => Err(format!(
+                    "no partition {other:?}: this cluster has one partition, {} (an admin adds more with \
+                     `rudel admin config set partition.NAME=nodes=EXPR`)",
+                    super::DEFAULT_PARTITION
+                )),
+            };
+        }
+        let names: Vec<String> = if asked.trim().is_empty() {
+            let d = self.partitions.iter().find(|(_, p)| p.default).map(|(n, _)| n.clone());
+            vec![d.ok_or_else(|| {
+                format!(
+                    "no partition given and no default partition; partitions: {}",
+                    self.partitions.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?]
+        } else {
+            asked
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        for n in &names {
+            match self.partitions.get(n) {
+                None => {
+                    return Err(format!(
+                        "no partition {n:?}; partitions: {}",
+                        self.partitions.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ))
+                }
+                Some(p) if p.state == super::PartitionState::Drain => {
+                    return Err(format!("partition {n} is draining: it takes no new jobs"))
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(names)
+    }
+
+    /// A job's place in the queue: higher partition tiers first, then the order.
+    pub fn queue_key(&self, job: &crate::job::Job) -> super::order::QueueKey {
+        let tier = job
+            .spec
+            .partition
+            .split(',')
+            .filter_map(|p| self.partitions.get(p.trim()))
+            .map(|p| i64::from(p.tier))
+            .max()
+            .unwrap_or(0);
+        let (rank, id) = self.order.key(job);
+        (-tier, rank, id)
+    }
+
+    /// (name, value) of every setting, partitions included (`partition.NAME`).
+    pub fn all_settings(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self.settings().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        v.extend(
+            self.partitions
+                .iter()
+                .map(|(n, p)| (format!("partition.{n}"), p.to_text())),
+        );
+        v
+    }
+
+    /// (name, value) of every plain setting, in display order.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("version", self.version.to_string()),
+            ("order", self.order.as_str().to_string()),
+            ("queue_depth", self.queue_depth.to_string()),
+            ("short_queue_depth", self.short_queue_depth.to_string()),
+            // Partitions come last, one setting each (see `partition_settings`).
+            (
+                "licenses",
+                self.licenses
+                    .iter()
+                    .map(|(k, v)| format!("{k}:{v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_round_trip_and_bad_values_are_refused() {
+        let c = SchedConfig::default()
+            .with_all([("order", "fifo"), ("queue_depth", "0")])
+            .unwrap();
+        assert_eq!((c.order, c.queue_depth), (Order::Fifo, 0));
+        let again = SchedConfig::default()
+            .with_all(c.settings().iter().map(|(k, v)| (*k, v.as_str())))
+            .unwrap();
+        assert_eq!(again, c);
+        let e = c.with("order", "lottery").unwrap_err().to_string();
+        assert!(e.contains("priority, fifo, sjf"), "{e}");
+        let e = c.with("queue_depth", "99").unwrap_err().to_string();
+        assert!(e.contains("0 to 8"), "{e}");
+        let e = c.with("colour", "blue").unwrap_err().to_string();
+        assert!(
+            e.contains("unknown scheduling setting") && e.contains("short_queue_depth"),
+            "{e}"
+        );
+        assert!(matches!(
+            c.with("version", "2"),
+            Err(ConfigError::UnsupportedVersion { wanted: 2, .. })
+        ));
+        assert!(matches!(
+            c.with("version", "0"),
+            Err(ConfigError::UnsupportedVersion { .. })
+        ));
+        // All or nothing.
+        assert!(c.with_all([("order", "sjf"), ("nope", "1")]).is_err());
+    }
+
+    #[test]
+    fn a_newer_version_is_refused_by_this_build() {
+        let newer = SchedConfig {
+            version: SCHED_VERSION + 1,
+            ..SchedConfig::default()
+        };
+        let e = newer.check_supported().unwrap_err().to_string();
+        assert!(e.contains("upgrade this head"), "{e}");
+        assert!(SchedConfig::default().check_supported().is_ok());
+    }
+
+    #[test]
+    fn an_old_state_without_a_config_decodes_to_the_defaults() {
+        let c: SchedConfig = serde_json::from_str("{}").unwrap();
+        assert_eq!(c, SchedConfig::default());
+    }
+}

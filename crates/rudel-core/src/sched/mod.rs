@@ -1,0 +1,10 @@
+//! Scheduling policy: the replicated, versioned configuration and the queue orders it
+//! selects. The pass itself is in [`crate::scheduler`].
+pub mod config;
+pub mod order;
+pub mod partition;
+pub mod plan;
+
+pub use config::{ConfigError, SchedConfig, SCHED_VERSION};
+pub use order::Order;
+pub use partition::{Partition, PartitionState, DEFAULT_PARTITION};

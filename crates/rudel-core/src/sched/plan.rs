@@ -1,0 +1,604 @@
+//! The scheduling pass as a pure function: from a read-only state (and its scheduling
+//! configuration) to a [`Plan`]; [`crate::State::commit`] then applies the plan and checks
+//! every placement again. Deciding apart from applying keeps the policy testable on its
+//! own and lets the same planner later run on the leader only.
+//!
+//! Jobs are considered in the configured queue order. A job with a task that fits nowhere
+//! right now *reserves* every node it could ever use (big enough, matching its constraint)
+//! for the rest of the pass: no job behind it may start there, so nothing later in the
+//! order overtakes it on its nodes (no starvation of big jobs), while nodes it can never
+//! use (say, without the GPU it asks for) stay open to the jobs behind it. Without
+//! constraints and with equal nodes that is plain strict order. A job held back only by
+//! its array limit (`%N`) reserves nothing.
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound::{Excluded, Unbounded};
+
+use crate::constraint::Constraint;
+use crate::ids::{JobId, NodeId, TaskKey};
+use crate::job::Job;
+use crate::node::Node;
+use crate::resources::{choose_pools, GresRequest};
+use crate::sched::partition::{Partition, PartitionState};
+use crate::state::State;
+use serde::{Deserialize, Serialize};
+
+/// What one pass decided, in the order it must be committed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub start: Vec<Placement>,
+    /// The first job in the queue order that could not place a task (its nodes are
+    /// reserved for it).
+    pub blocked: Option<JobId>,
+    /// Jobs that wait for something other than nodes.
+    pub waiting: BTreeMap<JobId, Wait>,
+}
+
+/// Why a job waits, when it is not nodes or order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Wait {
+    /// Its licenses are all held by running tasks. It reserves no nodes meanwhile: they
+    /// are not what it waits for.
+    Licenses,
+    /// Every partition it may run in is down.
+    PartitionDown,
+}
+
+/// One task placed: holding free resources of `node`, or queued on the node's agent
+/// `behind` a task whose cores and memory it takes over when that one ends.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub key: TaskKey,
+    pub attempt: u32,
+    pub node: NodeId,
+    pub behind: Option<TaskKey>,
+    /// The task comes from the job's requeued set (else: the next array position).
+    pub from_requeue: bool,
+}
+
+/// Plans a scheduling pass over `state` (its `sched` configuration decides the order and
+/// how deep tasks queue on agents).
+pub fn plan(state: &State) -> Plan {
+    let mut p = Planner::new(state);
+    // Walk the queue by key rather than collecting it: a pass usually stops early, and the
+    // queue may hold 100k jobs.
+    let mut cursor = None;
+    loop {
+        let next = match cursor {
+            None => state.queue.iter().next(),
+            Some(c) => state.queue.range((Excluded(c), Unbounded)).next(),
+        };
+        let Some(&entry) = next else { break };
+        cursor = Some(entry);
+        let Some(job) = state.jobs.get(&entry.2) else { continue };
+        if !p.plan_job(job) {
+            break;
+        }
+    }
+    p.plan
+}
+
+/// What a task of a job needs from a node.
+struct Shape<'j> {
+    cpus: u32,
+    mem: u64,
+    gres: &'j GresRequest,
+    constraint: Option<&'j Constraint>,
+    /// The partitions it may start in (`None`: no partitions configured).
+    parts: Option<Vec<&'j Partition>>,
+}
+
+impl Shape<'_> {
+    fn in_partitions(&self, n: &Node) -> bool {
+        self.parts.as_ref().is_none_or(|ps| ps.iter().any(|p| p.contains(n)))
+    }
+}
+
+/// A running task with no successor: (chain depth, node, key), in the order predecessors
+/// are chosen (shortest chain first, then node and task order).
+type Tail = (u32, NodeId, TaskKey);
+
+/// Which pending tasks of a job the plan has taken so far.
+#[derive(Clone, Copy, Default)]
+struct Taken {
+    /// The last requeued index taken (requeued tasks go first, in index order).
+    last_requeued: Option<u32>,
+    /// Fresh positions taken after `Job::next_position`.
+    positions: u64,
+    /// Tasks placed in this plan.
+    placed: u64,
+}
+
+/// What one planning pass learns as it goes, so that each placement does not scan the
+/// whole cluster again (a scan per placement made the head's cost per task grow with the
+/// number of nodes: 350 µs per task at 1,000 nodes, `bench/sched-sim`). A pass only ever
+/// takes resources, never frees them, which is what makes these caches valid within it.
+struct Planner<'a> {
+    state: &'a State,
+    plan: Plan,
+    /// Cpus and memory this plan took per node (the state is read-only).
+    used: HashMap<NodeId, (u32, u64)>,
+    /// Units of generic resources this plan took, by (node, pool).
+    gres_used: HashMap<(NodeId, String), u32>,
+    /// Licenses this plan took.
+    licenses_used: BTreeMap<String, u64>,
+    taken: HashMap<JobId, Taken>,
+    /// Nodes kept for a job that could not be placed (see the module docs).
+    reserved: Vec<bool>,
+    /// (cpus, mem) of unconstrained requests that fit on no node in this pass: a request
+    /// at least as large cannot fit either, until the next pass.
+    no_fit: Vec<(u32, u64)>,
+    /// Tasks a successor could queue behind, by shape; built on first use.
+    tails: Option<BTreeMap<(u32, u64), BTreeSet<Tail>>>,
+    /// Nodes with free cpus, most free first (ties: lowest id); built on the second
+    /// placement of a pass (one placement is cheaper with a plain scan).
+    free: Option<BTreeSet<(Reverse<u32>, NodeId)>>,
+    node_picks: u32,
+}
+
+impl<'a> Planner<'a> {
+    fn new(state: &'a State) -> Planner<'a> {
+        Planner {
+            state,
+            plan: Plan::default(),
+            used: HashMap::new(),
+            gres_used: HashMap::new(),
+            licenses_used: BTreeMap::new(),
+            taken: HashMap::new(),
+            reserved: vec![false; state.nodes.len()],
+            no_fit: Vec::new(),
+            tails: None,
+            free: None,
+            node_picks: 0,
+        }
+    }
+
+    /// Places as many tasks of `job` as fit. False when every node is reserved: nothing
+    /// later in the order can start, so the pass ends.
+    fn plan_job(&mut self, job: &Job) -> bool {
+        let (cpus, mem) = (job.spec.cpus, job.spec.mem_bytes);
+        // Only --requeue tasks are queued on agents: if a node is lost, a queued task may or
+        // may not have started, and a --no-requeue task must then end node_fail although it
+        // perhaps never ran. Nor are tasks holding counted resources: a successor takes over
+        // cores and memory only.
+        let queueable = job.spec.requeue && !job.holds_counted_resources();
+        let parts = self.partitions_of(job);
+        if parts.as_ref().is_some_and(Vec::is_empty) {
+            self.plan.waiting.insert(job.id, Wait::PartitionDown);
+            return true;
+        }
+        let shape = Shape {
+            cpus,
+            mem,
+            gres: &job.spec.gres,
+            constraint: job.spec.constraint.as_ref(),
+            parts,
+        };
+        let limit = job
+            .spec
+            .array
+            .as_ref()
+            .and_then(|a| a.limit)
+            .map_or(u64::MAX, u64::from);
+        loop {
+            let taken = self.taken.get(&job.id).copied().unwrap_or_default();
+            if job.running.len() as u64 + taken.placed >= limit {
+                return true;
+            }
+            let Some((index, attempt, from_requeue)) = next_pending(job, &taken) else {
+                return true;
+            };
+            let key = TaskKey { job: job.id, index };
+            if !self.licenses_free(job) {
+                self.plan.waiting.insert(job.id, Wait::Licenses);
+                return true;
+            }
+            let placed = match self.pick_node(&shape) {
+                Some(node) => {
+                    self.hold(key, attempt, node, job, from_requeue, queueable);
+                    true
+                }
+                None if !queueable => false,
+                None => match self.pick_predecessor(job.id, &shape) {
+                    Some((depth, pred)) => {
+                        self.queue_behind(key, attempt, pred, depth, cpus, mem, from_requeue);
+                        true
+                    }
+                    None => false,
+                },
+            };
+            if !placed {
+                self.plan.blocked.get_or_insert(job.id);
+                for (i, n) in self.state.nodes.iter().enumerate() {
+                    if n.could_ever_fit(cpus, mem)
+                        && n.matches(shape.constraint)
+                        && n.could_ever_serve(shape.gres)
+                        && shape.in_partitions(n)
+                    {
+                        self.reserved[i] = true;
+                    }
+                }
+                return !self.reserved.iter().all(|r| *r);
+            }
+            let t = self.taken.entry(job.id).or_default();
+            t.placed += 1;
+            if from_requeue {
+                t.last_requeued = Some(index);
+            } else {
+                t.positions += 1;
+            }
+        }
+    }
+
+    /// Cpus and memory of `node` not held in the state nor taken by this plan.
+    fn free_on(&self, id: NodeId, n: &Node) -> (u32, u64) {
+        let (c, m) = self.used.get(&id).copied().unwrap_or_default();
+        (n.cpus_free().saturating_sub(c), n.mem_free().saturating_sub(m))
+    }
+
+    fn fits(&self, id: NodeId, t: &Shape) -> bool {
+        let Some(n) = self.state.nodes.get(id as usize) else {
+            return false;
+        };
+        let (fc, fm) = self.free_on(id, n);
+        !self.reserved[id as usize]
+            && n.takes_work()
+            && fc >= t.cpus
+            && fm >= t.mem
+            && n.matches(t.constraint)
+            && t.in_partitions(n)
+            && (t.gres.is_empty() || self.gres_choice(id, n, t.gres).is_some())
+    }
+
+    /// The pools of `n` that would serve `req` after what this plan took.
+    fn gres_choice(&self, id: NodeId, n: &Node, req: &GresRequest) -> Option<Vec<(String, u32)>> {
+        choose_pools(&n.gres, req, |pool| {
+            self.gres_used.get(&(id, pool.to_string())).copied().unwrap_or(0)
+        })
+    }
+
+    /// The partitions (not down) a job may start in; `None` when the cluster has none
+    /// configured (every node is in the implicit default partition).
+    fn partitions_of(&self, job: &Job) -> Option<Vec<&'a Partition>> {
+        let parts = &self.state.sched.partitions;
+        if parts.is_empty() {
+            return None;
+        }
+        Some(
+            job.spec
+                .partition
+                .split(',')
+                .filter_map(|p| parts.get(p))
+                .filter(|p| p.state != PartitionState::Down)
+                .collect(),
+        )
+    }
+
+    /// True when the job's licenses for one more task are free.
+    fn licenses_free(&self, job: &Job) -> bool {
+        job.spec.licenses.iter().all(|(name, n)| {
+            let used = self.state.licenses_used.get(name).copied().unwrap_or(0)
+                + self.licenses_used.get(name).copied().unwrap_or(0);
+            let total = self.state.sched.licenses.get(name).copied().unwrap_or(0);
+            used + u64::from(*n) <= total
+        })
+    }
+
+    fn pick_node(&mut self, t: &Shape) -> Option<NodeId> {
+        let (cpus, mem) = (t.cpus, t.mem);
+        // The no-fit cache holds only plain requests: a constraint or a generic resource
+        // makes a request fit fewer nodes, not more.
+        let plain = t.constraint.is_none() && t.gres.is_empty() && t.parts.is_none();
+        if plain && self.no_fit.iter().any(|&(nc, nm)| cpus >= nc && mem >= nm) {
+            return None;
+        }
+        self.node_picks += 1;
+        if self.free.is_none() && self.node_picks > 1 {
+            self.free = Some(self.free_nodes());
+        }
+        let found = match &self.free {
+            // The first node in (most free, lowest id) order that fits; none further down
+            // has enough cpus once one has too few.
+            Some(free) => free
+                .iter()
+                .take_while(|(Reverse(f), _)| *f >= cpus)
+                .find(|&&(_, id)| self.fits(id, t))
+                .map(|&(_, id)| id),
+            None => self.scan_for_node(t),
+        };
+        if found.is_none() && plain {
+            self.no_fit.push((cpus, mem));
+        }
+        found
+    }
+
+    /// The node with the most free cpus that fits the task now (ties: lowest id),
+    /// spreading work over the cluster.
+    fn scan_for_node(&self, t: &Shape) -> Option<NodeId> {
+        let mut best: Option<(u32, NodeId)> = None;
+        for (i, n) in self.state.nodes.iter().enumerate() {
+            let id = i as NodeId;
+            if self.fits(id, t) {
+                let free = self.free_on(id, n).0;
+                if best.is_none_or(|(b, _)| free > b) {
+                    best = Some((free, id));
+                }
+            }
+        }
+        best.map(|(_, id)| id)
+    }
+
+    /// Nodes with a free cpu, in `scan_for_node`'s order of preference.
+    fn free_nodes(&self) -> BTreeSet<(Reverse<u32>, NodeId)> {
+        self.state
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (self.free_on(i as NodeId, n).0, i as NodeId))
+            .filter(|(free, _)| *free > 0)
+            .map(|(free, id)| (Reverse(free), id))
+            .collect()
+    }
+
+    /// Places a task on free resources of `node`; the new holder is a tail of depth 0 if
+    /// a successor may queue behind it.
+    fn hold(&mut self, key: TaskKey, attempt: u32, node: NodeId, job: &Job, from_requeue: bool, queueable: bool) {
+        let (cpus, mem) = (job.spec.cpus, job.spec.mem_bytes);
+        if let Some(n) = self.state.nodes.get(node as usize) {
+            for (pool, units) in self.gres_choice(node, n, &job.spec.gres).unwrap_or_default() {
+                *self.gres_used.entry((node, pool)).or_default() += units;
+            }
+        }
+        for (name, n) in &job.spec.licenses {
+            *self.licenses_used.entry(name.clone()).or_default() += u64::from(*n);
+        }
+        let before = self
+            .state
+            .nodes
+            .get(node as usize)
+            .map_or(0, |n| self.free_on(node, n).0);
+        let u = self.used.entry(node).or_default();
+        u.0 += cpus;
+        u.1 += mem;
+        if let Some(free) = self.free.as_mut() {
+            free.remove(&(Reverse(before), node));
+            let now = before.saturating_sub(cpus);
+            if now > 0 {
+                free.insert((Reverse(now), node));
+            }
+        }
+        if let Some(tails) = self.tails.as_mut().filter(|_| queueable) {
+            tails.entry((cpus, mem)).or_default().insert((0, node, key));
+        }
+        self.plan.start.push(Placement {
+            key,
+            attempt,
+            node,
+            behind: None,
+            from_requeue,
+        });
+    }
+
+    /// Queues a task behind `pred`, which stops being a tail; the new task is one, a step
+    /// deeper.
+    #[allow(clippy::too_many_arguments)]
+    fn queue_behind(
+        &mut self,
+        key: TaskKey,
+        attempt: u32,
+        (node, pred): (NodeId, TaskKey),
+        depth: u32,
+        cpus: u32,
+        mem: u64,
+        from_requeue: bool,
+    ) {
+        if let Some(set) = self.tails.as_mut().and_then(|t| t.get_mut(&(cpus, mem))) {
+            set.remove(&(depth, node, pred));
+            set.insert((depth + 1, node, key));
+        }
+        self.plan.start.push(Placement {
+            key,
+            attempt,
+            node,
+            behind: Some(pred),
+            from_requeue,
+        });
+    }
+
+    /// A running task of the given shape on an up node that has no successor yet and is not
+    /// queued too deep for a task of `job_id` to wait behind it: the one with the shortest
+    /// chain, so queued work spreads over the slots. Taking the first tail found instead
+    /// chained two requeued tasks (low indices sort first) behind one running task while
+    /// the other core ran out of work and idled. Returns (depth, (node, task)).
+    fn pick_predecessor(&mut self, job_id: JobId, t: &Shape) -> Option<(u32, (NodeId, TaskKey))> {
+        let (cpus, mem) = (t.cpus, t.mem);
+        let state = self.state;
+        if self.tails.is_none() {
+            self.tails = Some(self.tails_now());
+        }
+        let tails = self.tails.as_ref()?;
+        let set = tails.get(&(cpus, mem))?;
+        let reserved = &self.reserved;
+        set.iter()
+            .find(|&&(depth, node, key)| {
+                !reserved[node as usize]
+                    && state
+                        .nodes
+                        .get(node as usize)
+                        .is_some_and(|n| n.takes_work() && n.matches(t.constraint) && t.in_partitions(n))
+                    && depth < state.queue_limit(job_id, key)
+            })
+            .map(|&(depth, node, key)| (depth, (node, key)))
+    }
+}
+
+impl Planner<'_> {
+    /// Tails in the state plus the tasks this plan placed so far (all holders: nothing
+    /// is queued behind a task before the tails exist).
+    fn tails_now(&self) -> BTreeMap<(u32, u64), BTreeSet<Tail>> {
+        let mut tails = all_tails(self.state);
+        for p in &self.plan.start {
+            let Some(job) = self.state.jobs.get(&p.key.job) else {
+                continue;
+            };
+            if job.holds_counted_resources() {
+                continue;
+            }
+            let shape = (job.spec.cpus, job.spec.mem_bytes);
+            tails.entry(shape).or_default().insert((0, p.node, p.key));
+        }
+        tails
+    }
+}
+
+/// The next pending task of a job after what the plan took: (array index, attempt, from
+/// the requeue set). Requeued tasks go first, in index order.
+fn next_pending(job: &Job, taken: &Taken) -> Option<(u32, u32, bool)> {
+    let requeued = match taken.last_requeued {
+        None => job.requeued.iter().next(),
+        Some(last) => job.requeued.range((Excluded(last), Unbounded)).next(),
+    };
+    if let Some((&i, &a)) = requeued {
+        return Some((i, a, true));
+    }
+    let position = job.next_position + taken.positions;
+    (position < job.total).then(|| (job.index_at(position), 1, false))
+}
+
+/// Every running task without a successor that is not being killed, by shape.
+fn all_tails(state: &State) -> BTreeMap<(u32, u64), BTreeSet<Tail>> {
+    let mut tails: BTreeMap<(u32, u64), BTreeSet<Tail>> = BTreeMap::new();
+    for (id, n) in state.nodes.iter().enumerate() {
+        for key in n.running.keys() {
+            let Some(rt) = state.running_task(*key) else { continue };
+            let counted = state.jobs.get(&key.job).is_some_and(Job::holds_counted_resources);
+            if rt.successor.is_some() || rt.kill_requested || counted {
+                continue;
+            }
+            tails.entry((rt.cores.len() as u32, rt.mem_bytes)).or_default().insert((
+                state.chain_depth(*key),
+                id as NodeId,
+                *key,
+            ));
+        }
+    }
+    tails
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{Command, NodeRegistration, Response};
+    use crate::invariants::Violation;
+    use crate::job::JobSpec;
+
+    fn cluster(cpus: u32) -> State {
+        let mut s = State::new();
+        let reg = NodeRegistration {
+            name: "n".into(),
+            uid: "u".into(),
+            cpus,
+            mem_bytes: 1 << 30,
+            ..NodeRegistration::default()
+        };
+        s.apply(Command::RegisterNode { reg, now_ms: 1 });
+        s
+    }
+
+    fn submit(s: &mut State, tasks: u32) -> JobId {
+        let spec = JobSpec {
+            argv: vec!["true".into()],
+            cpus: 1,
+            chdir: "/".into(),
+            requeue: true,
+            array: (tasks > 1).then(|| crate::parse::parse_array(&format!("1-{tasks}")).unwrap()),
+            ..JobSpec::default()
+        };
+        match s.apply(Command::Submit {
+            request_id: String::new(),
+            spec,
+            now_ms: 2,
+        }) {
+            Response::Submitted { job, .. } => job,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn planning_reads_only_and_commit_applies_exactly_the_plan() {
+        let mut s = cluster(2);
+        // Fill the node and its agent queue; then take the node down so the queue waits.
+        let job = submit(&mut s, 20);
+        let before = s.clone();
+        let p = plan(&s);
+        assert_eq!(s, before, "planning changes nothing");
+        assert!(p.start.is_empty(), "everything that fits is placed already: {p:?}");
+        assert_eq!(p.blocked, Some(job));
+        assert_eq!(plan(&s), p, "the same state plans the same");
+    }
+
+    #[test]
+    fn commit_refuses_a_plan_that_over_commits_or_places_a_task_twice() {
+        let mut s = cluster(1);
+        let holder = submit(&mut s, 1);
+        assert_eq!(s.jobs[&holder].running.len(), 1);
+        // A no-requeue job waits: the node is full.
+        let spec = JobSpec {
+            argv: vec!["true".into()],
+            cpus: 1,
+            chdir: "/".into(),
+            requeue: false,
+            ..JobSpec::default()
+        };
+        let Response::Submitted { job: waiting, .. } = s.apply(Command::Submit {
+            request_id: String::new(),
+            spec,
+            now_ms: 3,
+        }) else {
+            panic!()
+        };
+        let before = s.clone();
+        let key = TaskKey { job: waiting, index: 0 };
+        let over = Plan {
+            start: vec![Placement {
+                key,
+                attempt: 1,
+                node: 0,
+                behind: None,
+                from_requeue: false,
+            }],
+            ..Plan::default()
+        };
+        let v = s.commit(&over);
+        assert!(matches!(v.as_slice(), [Violation::OverCommit { .. }]), "{v:?}");
+        assert_eq!(s.jobs, before.jobs, "a refused placement changes nothing");
+        assert_eq!(s.nodes, before.nodes);
+        // The holder is not pending: placing it again is refused.
+        let twice = Plan {
+            start: vec![Placement {
+                key: TaskKey { job: holder, index: 0 },
+                attempt: 1,
+                node: 0,
+                behind: None,
+                from_requeue: false,
+            }],
+            ..Plan::default()
+        };
+        let v = s.commit(&twice);
+        assert!(matches!(v.as_slice(), [Violation::NotPending { .. }]), "{v:?}");
+        // A --no-requeue task of another shape may not queue behind the holder either.
+        let behind = Plan {
+            start: vec![Placement {
+                key,
+                attempt: 1,
+                node: 0,
+                behind: Some(TaskKey { job: 999, index: 0 }),
+                from_requeue: false,
+            }],
+            ..Plan::default()
+        };
+        let v = s.commit(&behind);
+        assert!(matches!(v.as_slice(), [Violation::BadSuccessor { .. }]), "{v:?}");
+        assert_eq!(crate::invariants::check_all(&s), Ok(()));
+    }
+}

@@ -1,0 +1,89 @@
+//! The replicated scheduling configuration (`rudel admin config`): the queue order it sets
+//! decides what runs first, bad settings are refused, and it survives a restart.
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, Opts};
+use serde_json::Value;
+
+fn config(c: &Cluster) -> Value {
+    let o = c.rudel_ok(&["admin", "config", "show", "--json"]);
+    serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("config show --json: {e}: {o}"))
+}
+
+/// Runs a blocker on the single cpu, queues a low-priority job then a high-priority one,
+/// releases the blocker and returns the order in which the two ran (from the tasks).
+fn run_order(c: &Cluster, round: &str) -> String {
+    let go = c.work.join(format!("go-{round}"));
+    let blocker = c.submit(&[
+        "--",
+        "sh",
+        "-c",
+        &format!("while [ ! -e {} ]; do sleep 0.05; done", go.display()),
+    ]);
+    c.wait_state(blocker, |v| v["state"] == "running", Duration::from_secs(20));
+    let log = c.work.join(format!("order-{round}"));
+    let low = c.submit(&[
+        "--priority",
+        "0",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo low >> {}", log.display()),
+    ]);
+    let high = c.submit(&[
+        "--priority",
+        "10",
+        "--",
+        "sh",
+        "-c",
+        &format!("echo high >> {}", log.display()),
+    ]);
+    std::fs::write(&go, "").unwrap();
+    for id in [blocker, low, high] {
+        let v = c.wait_finished(id, Duration::from_secs(30));
+        assert_eq!(v["state"], "completed", "{v:#}");
+    }
+    std::fs::read_to_string(&log).unwrap()
+}
+
+#[test]
+fn the_configured_queue_order_decides_what_runs_first_and_survives_a_restart() {
+    let mut c = Cluster::up(Opts::default().cpus(1));
+    let v = config(&c);
+    assert_eq!(v["settings"]["order"], "priority", "{v}");
+    assert_eq!(v["settings"]["version"], "1", "{v}");
+    // No queueing on the agent, so the head's queue alone decides the order.
+    c.rudel_ok(&["admin", "config", "set", "queue_depth=0"]);
+    assert_eq!(run_order(&c, "priority"), "high\nlow\n", "priority order");
+
+    c.rudel_ok(&["admin", "config", "set", "order=fifo"]);
+    assert_eq!(run_order(&c, "fifo"), "low\nhigh\n", "fifo order");
+
+    // Bad settings change nothing and say what is allowed.
+    let bad = c.rudel(&["admin", "config", "set", "order=fifo", "order=lottery"]);
+    assert_eq!(bad.code, Some(2), "{bad}");
+    assert!(bad.stderr.contains("priority, fifo, sjf"), "{bad}");
+    let newer = c.rudel(&["admin", "config", "set", "version=99"]);
+    assert_eq!(newer.code, Some(2), "{newer}");
+    assert!(newer.stderr.contains("upgrade every head"), "{newer}");
+
+    // A file, all or nothing.
+    let file = c.work.join("sched.toml");
+    std::fs::write(&file, "order = \"sjf\"\nshort_queue_depth = 3\n").unwrap();
+    c.rudel_ok(&["admin", "config", "apply", &file.display().to_string()]);
+    std::fs::write(&file, "order = \"fifo\"\nnope = 1\n").unwrap();
+    let bad = c.rudel(&["admin", "config", "apply", &file.display().to_string()]);
+    assert_eq!(bad.code, Some(2), "{bad}");
+    assert!(bad.stderr.contains("unknown scheduling setting"), "{bad}");
+
+    let port = c.port();
+    let code = c.daemon("up").stop(libc::SIGTERM, Duration::from_secs(15));
+    assert_eq!(code, Some(0), "{}", c.logs_tail());
+    c.start_up(Some(port));
+    let v = config(&c);
+    assert_eq!(v["settings"]["order"], "sjf", "{v}");
+    assert_eq!(v["settings"]["queue_depth"], "0", "{v}");
+    assert_eq!(v["settings"]["short_queue_depth"], "3", "{v}");
+}

@@ -1,0 +1,163 @@
+//! Slurm batch scripts under `rudel submit`: the `SLURM_*` environment with Slurm's values,
+//! per-task job ids and output names, `--export` semantics, and options that would change
+//! the job refused rather than dropped. Ground truth is what the tasks write.
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Cluster, Opts};
+
+fn env_file(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn an_array_script_sees_slurms_environment_and_writes_one_file_per_task() {
+    let c = Cluster::up(Opts::default());
+    let script = c.work.join("sweep.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/bash\n\
+         #SBATCH --job-name=sweep\n\
+         #SBATCH --array=1-5:2\n\
+         #SBATCH -o out-%j.txt\n\
+         #SBATCH --mem-per-cpu=64M\n\
+         #SBATCH -c 2\n\
+         #SBATCH --export=ALL,SWEEP_MODE=fast\n\
+         #SBATCH --mail-type=END\n\
+         cd \"$SLURM_SUBMIT_DIR\"\n\
+         env | grep -E '^(SLURM_|SLURMD_|SWEEP_MODE|HOME=)' | sort > env-${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}.txt\n",
+    )
+    .unwrap();
+    let o = c.rudel_ok(&["submit", "--json", &script.display().to_string()]);
+    assert!(o.stderr.contains("ignoring #SBATCH --mail-type END"), "warned: {o}");
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap();
+    let id = v["id"].as_u64().unwrap();
+    let done = c.wait_finished(id, Duration::from_secs(60));
+    assert_eq!(done["state"], "completed", "{done:#}");
+    assert_eq!(done["mem_bytes"], 128 << 20, "--mem-per-cpu times -c: {done:#}");
+    for (position, index) in [(0u64, 1u32), (1, 3), (2, 5)] {
+        let e = env_file(&c.read_work(&format!("env-{id}_{index}.txt")));
+        let task_job = (id + position).to_string();
+        let want = [
+            ("SLURM_JOB_ID", task_job.as_str()),
+            ("SLURM_JOBID", task_job.as_str()),
+            ("SLURM_ARRAY_JOB_ID", &id.to_string()),
+            ("SLURM_ARRAY_TASK_ID", &index.to_string()),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_MAX", "5"),
+            ("SLURM_ARRAY_TASK_STEP", "2"),
+            ("SLURM_JOB_NAME", "sweep"),
+            ("SLURM_SUBMIT_DIR", &c.work.display().to_string()),
+            ("SLURM_CPUS_PER_TASK", "2"),
+            ("SLURM_CPUS_ON_NODE", "2"),
+            ("SLURM_MEM_PER_NODE", "128"),
+            ("SLURM_NTASKS", "1"),
+            ("SLURM_NNODES", "1"),
+            ("SLURM_JOB_NODELIST", "n1"),
+            ("SLURMD_NODENAME", "n1"),
+            ("SLURM_PROCID", "0"),
+            ("SLURM_RESTART_COUNT", "0"),
+            ("SLURM_JOB_PARTITION", "batch"),
+            ("SWEEP_MODE", "fast"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        for (k, v) in want {
+            assert_eq!(e.get(&k), Some(&v), "{k} of task {index}: {e:#?}");
+        }
+        assert!(e.contains_key("HOME"), "ALL exports the environment too: {e:#?}");
+        // `-o out-%j.txt`: one file per task, named by the task's own job id.
+        assert!(
+            c.work.join(format!("out-{}.txt", id + position)).exists(),
+            "out-%j of task {index}"
+        );
+    }
+    // A task's own job id and ARRAY_INDEX both name the task.
+    for (asked, index, job_id) in [((id + 1).to_string(), 3, id + 1), (format!("{id}_5"), 5, id + 2)] {
+        let o = c.rudel_ok(&["show", &asked, "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        assert_eq!(v["id"], id, "{asked}: {v:#}");
+        assert_eq!(
+            v["task"],
+            serde_json::json!({"index": index, "job_id": job_id}),
+            "{asked}"
+        );
+    }
+    let human = c.rudel_ok(&["show", &format!("{id}_3")]);
+    assert!(
+        human.stdout.starts_with(&format!("Task {id}_3 (job id {})", id + 1)),
+        "{human}"
+    );
+    assert_eq!(
+        c.rudel(&["show", &format!("{id}_4")]).code,
+        Some(2),
+        "no task 4 in 1-5:2"
+    );
+    // Cancelling one task is refused (not turned into cancelling the array).
+    for asked in [(id + 1).to_string(), format!("{id}_3")] {
+        let o = c.rudel(&["cancel", &asked]);
+        assert_eq!(o.code, Some(2), "{asked}: {o}");
+        assert!(
+            o.stderr.contains("not supported yet") && o.stderr.contains("nothing was cancelled"),
+            "{o}"
+        );
+    }
+}
+
+#[test]
+fn export_none_and_lists_pass_only_what_they_name() {
+    let c = Cluster::up(Opts::default());
+    let run = |export: &str| {
+        let o = c.rudel_ok(&[
+            "run",
+            "--export",
+            export,
+            "--",
+            "sh",
+            "-c",
+            "echo \"home=${HOME:-unset} a=${EXPORT_A:-unset} b=${EXPORT_B:-unset}\"",
+        ]);
+        o.stdout.trim().to_string()
+    };
+    std::env::set_var("EXPORT_A", "from-shell");
+    assert_eq!(run("NONE"), "home=unset a=unset b=unset");
+    assert_eq!(run("EXPORT_A"), "home=unset a=from-shell b=unset");
+    assert_eq!(run("EXPORT_A,EXPORT_B=given"), "home=unset a=from-shell b=given");
+    let all = run("ALL,EXPORT_B=given");
+    assert!(
+        all.starts_with("home=/") && all.ends_with("a=from-shell b=given"),
+        "{all}"
+    );
+    std::env::remove_var("EXPORT_A");
+}
+
+#[test]
+fn scripts_slurm_would_refuse_or_rudel_cannot_honour_are_refused_with_the_line() {
+    let c = Cluster::up(Opts::default());
+    let cases: [(&str, &str); 5] = [
+        ("#!/bin/sh\r\necho hi\r\n", "DOS line breaks"),
+        ("echo no shebang\n", "first line must start with #!"),
+        (
+            "#!/bin/sh\n#SBATCH -N 2\necho\n",
+            "line 2: #SBATCH -N/--nodes=2: multi-node",
+        ),
+        (
+            "#!/bin/sh\n#SBATCH --dependency=singleton\necho\n",
+            "line 2: #SBATCH --dependency=singleton",
+        ),
+        ("#!/bin/sh\n#SBATCH --frobnicate\necho\n", "unknown #SBATCH option"),
+    ];
+    for (i, (text, why)) in cases.iter().enumerate() {
+        let path = c.work.join(format!("bad{i}.sh"));
+        std::fs::write(&path, text).unwrap();
+        let o = c.rudel(&["submit", &path.display().to_string()]);
+        assert_eq!(o.code, Some(2), "{text:?}: {o}");
+        assert!(o.stderr.contains(why), "{text:?} should say {why:?}: {o}");
+    }
+    assert!(c.jobs_all().is_empty(), "nothing was submitted");
+}
