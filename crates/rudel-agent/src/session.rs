@@ -775,6 +775,7 @@ impl Agent {
                 start_ms: now,
                 end_ms: now,
                 message: "cancelled before it started".into(),
+                usage: Default::default(),
             };
             self.on_results(vec![report], conn)?;
         }
@@ -863,6 +864,7 @@ impl Agent {
                         start_ms: now,
                         end_ms: now,
                         message: e.to_string(),
+                        usage: Default::default(),
                     };
                     self.on_results(vec![report], conn)?;
                 }

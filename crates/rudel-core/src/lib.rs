@@ -27,6 +27,7 @@ pub mod security;
 pub mod serde_pairs;
 pub mod state;
 pub mod task_env;
+pub mod usage;
 
 pub use array::ArraySpec;
 pub use command::{Command, NodeRegistration, Response, TaskOutcome, TaskReport};
@@ -35,3 +36,4 @@ pub use ids::{JobId, NodeId, TaskKey};
 pub use job::{Job, JobSpec, TaskState};
 pub use node::Node;
 pub use state::State;
+pub use usage::{TaskEnd, TaskUsage};

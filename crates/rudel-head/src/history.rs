@@ -28,6 +28,8 @@ use rudel_core::{Job, State, TaskState};
 use rudel_proto::v1 as pb;
 use tokio::sync::watch;
 
+use crate::history_task::{self, TaskRecord};
+
 /// job id -> `pb::HistoryJob` (protobuf bytes).
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("history_jobs");
 /// (end ms, job id): the time index for windows and retention.
@@ -58,13 +60,17 @@ pub enum HistoryError {
     WriterGone,
 }
 
-fn store_err(e: impl Into<redb::Error>) -> HistoryError {
+pub(crate) fn store_err(e: impl Into<redb::Error>) -> HistoryError {
     HistoryError::Store(Box::new(e.into()))
 }
 
 enum Msg {
     /// Records from applied entries up to log index `applied`.
-    Batch { applied: u64, jobs: Vec<pb::HistoryJob> },
+    Batch {
+        applied: u64,
+        tasks: Vec<TaskRecord>,
+        jobs: Vec<pb::HistoryJob>,
+    },
 }
 
 /// A query (see `pb::HistoryRequest`).
@@ -121,6 +127,8 @@ impl History {
             w.open_table(JOBS).map_err(|e| open_err(e.into()))?;
             w.open_table(BY_END).map_err(|e| open_err(e.into()))?;
             w.open_table(META).map_err(|e| open_err(e.into()))?;
+            w.open_table(history_task::TASKS).map_err(|e| open_err(e.into()))?;
+            w.open_table(history_task::USAGE).map_err(|e| open_err(e.into()))?;
         }
         w.commit().map_err(|e| open_err(e.into()))?;
         let db = Arc::new(db);
@@ -151,9 +159,9 @@ impl History {
     }
 
     /// Queues records from entries applied up to `applied` (never blocks on disk).
-    pub fn record(&self, applied: u64, jobs: Vec<pb::HistoryJob>) {
+    pub fn record(&self, applied: u64, tasks: Vec<TaskRecord>, jobs: Vec<pb::HistoryJob>) {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        if tx.send(Msg::Batch { applied, jobs }).is_err() {
+        if tx.send(Msg::Batch { applied, tasks, jobs }).is_err() {
             tracing::error!("history writer stopped; finished jobs are not recorded");
         }
     }
@@ -171,7 +179,7 @@ impl History {
             applied,
             "history: recording finished jobs of a loaded snapshot"
         );
-        self.record(applied, jobs);
+        self.record(applied, Vec::new(), jobs);
     }
 
     /// Waits (at most `wait`) until records up to `index` are committed, so that a query
@@ -185,10 +193,12 @@ impl History {
     pub fn get(&self, job: u64) -> Result<Option<pb::HistoryJob>, HistoryError> {
         let r = self.db.begin_read().map_err(store_err)?;
         let t = r.open_table(JOBS).map_err(store_err)?;
-        match t.get(job).map_err(store_err)? {
-            Some(v) => Ok(Some(decode(job, v.value())?)),
-            None => Ok(None),
-        }
+        let Some(v) = t.get(job).map_err(store_err)? else {
+            return Ok(None);
+        };
+        let mut j = decode(job, v.value())?;
+        history_task::attach(&r, &mut j)?;
+        Ok(Some(j))
     }
 
     /// Records matching `req`, oldest end first (by job id when ids are given).
@@ -203,11 +213,12 @@ impl History {
         let mut out = Vec::new();
         if !f.job_ids.is_empty() {
             for &id in &f.job_ids {
-                if let Some(v) = jobs.get(id).map_err(store_err)? {
-                    let j = decode(id, v.value())?;
-                    if f.matches(&j) && out.len() < f.limit {
-                        out.push(j);
-                    }
+                let Some(mut j) = job_named(&jobs, id)? else {
+                    continue;
+                };
+                if f.matches(&j) && out.len() < f.limit && !out.iter().any(|o: &pb::HistoryJob| o.job_id == j.job_id) {
+                    history_task::attach(&r, &mut j)?;
+                    out.push(j);
                 }
             }
             return Ok(out);
@@ -220,8 +231,9 @@ impl History {
             let Some(v) = jobs.get(id).map_err(store_err)? else {
                 continue;
             };
-            let j = decode(id, v.value())?;
+            let mut j = decode(id, v.value())?;
             if f.matches(&j) {
+                history_task::attach(&r, &mut j)?;
                 out.push(j);
                 if out.len() >= f.limit {
                     break;
@@ -250,8 +262,37 @@ impl History {
 
     /// Writes records synchronously (tests and the benchmark fill the store with this).
     pub fn write_now(&self, applied: u64, jobs: &[pb::HistoryJob]) -> Result<(), HistoryError> {
-        write_batch(&self.db, applied, jobs, redb::Durability::Immediate)
+        self.write_tasks_now(applied, &[], jobs)
     }
+
+    #[cfg(test)]
+    pub(crate) fn db_for_tests(&self) -> &Database {
+        &self.db
+    }
+
+    /// Writes task and job records synchronously (tests and the benchmark).
+    pub fn write_tasks_now(
+        &self,
+        applied: u64,
+        tasks: &[TaskRecord],
+        jobs: &[pb::HistoryJob],
+    ) -> Result<(), HistoryError> {
+        write_batch(&self.db, applied, tasks, jobs, redb::Durability::Immediate)
+    }
+}
+
+/// The record of job `id`, or of the array that task job id `id` belongs to (array tasks
+/// have job ids of their own: the array's id plus their position).
+fn job_named(jobs: &impl ReadableTable<u64, &'static [u8]>, id: u64) -> Result<Option<pb::HistoryJob>, HistoryError> {
+    if let Some(v) = jobs.get(id).map_err(store_err)? {
+        return Ok(Some(decode(id, v.value())?));
+    }
+    let Some(prev) = jobs.range(..id).map_err(store_err)?.next_back() else {
+        return Ok(None);
+    };
+    let (k, v) = prev.map_err(store_err)?;
+    let j = decode(k.value(), v.value())?;
+    Ok((!j.array.is_empty() && id - j.job_id < j.tasks).then_some(j))
 }
 
 fn decode(job: u64, bytes: &[u8]) -> Result<pb::HistoryJob, HistoryError> {
@@ -267,11 +308,13 @@ fn read_applied(db: &Database) -> Result<u64, HistoryError> {
 fn write_batch(
     db: &Database,
     applied: u64,
+    tasks: &[TaskRecord],
     jobs: &[pb::HistoryJob],
     durability: redb::Durability,
 ) -> Result<(), HistoryError> {
     let mut w = db.begin_write().map_err(store_err)?;
     w.set_durability(durability);
+    history_task::write(&w, tasks)?;
     {
         let mut t = w.open_table(JOBS).map_err(store_err)?;
         let mut by_end = w.open_table(BY_END).map_err(store_err)?;
@@ -310,6 +353,7 @@ fn prune(db: &Database, cutoff_ms: u64) -> Result<u64, HistoryError> {
             for k in keys {
                 by_end.remove(k).map_err(store_err)?;
                 t.remove(k.1).map_err(store_err)?;
+                history_task::remove(&w, k.1)?;
             }
         }
         w.commit().map_err(store_err)?;
@@ -337,12 +381,15 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Msg>, written: watch::Sender<u64
         };
         let mut applied = 0;
         let mut jobs = Vec::new();
+        let mut tasks = Vec::new();
         let mut take = |m: Msg| match m {
             Msg::Batch {
                 applied: a,
+                tasks: mut t,
                 jobs: mut j,
             } => {
                 applied = applied.max(a);
+                tasks.append(&mut t);
                 jobs.append(&mut j);
             }
         };
@@ -351,7 +398,7 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Msg>, written: watch::Sender<u64
             while let Ok(m) = rx.try_recv() {
                 take(m);
             }
-            match write_batch(&db, applied, &jobs, redb::Durability::Immediate) {
+            match write_batch(&db, applied, &tasks, &jobs, redb::Durability::Immediate) {
                 Ok(()) => {
                     written.send_if_modified(|w| {
                         let changed = applied > *w;
@@ -412,6 +459,9 @@ pub fn record(state: &State, job: &Job) -> pb::HistoryJob {
                 .and_then(|n| state.nodes.get(n as usize))
                 .map(|n| n.name.clone())
                 .unwrap_or_default(),
+            job_id: job.task_job_id(index),
+            // Usage is in the task rows (history_task.rs), merged in when read.
+            ..Default::default()
         })
         .collect();
     let counts = job.display_counts();
@@ -443,6 +493,8 @@ pub fn record(state: &State, job: &Job) -> pb::HistoryJob {
                 count: n,
             })
             .collect(),
+        // Totals live in history_task.rs's table, merged in when read.
+        ..Default::default()
     }
 }
 
@@ -595,8 +647,8 @@ mod tests {
     #[tokio::test]
     async fn writer_commits_and_reports_progress() {
         let (_d, h) = open();
-        h.record(7, vec![job(1, "a", "completed", 1)]);
-        h.record(9, vec![job(2, "a", "completed", 2)]);
+        h.record(7, Vec::new(), vec![job(1, "a", "completed", 1)]);
+        h.record(9, Vec::new(), vec![job(2, "a", "completed", 2)]);
         h.caught_up(9, Duration::from_secs(5)).await;
         assert_eq!(h.applied(), 9);
         assert_eq!(h.len().unwrap(), 2);

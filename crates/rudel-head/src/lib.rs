@@ -11,6 +11,7 @@ pub mod group_join;
 pub mod heads;
 pub mod history;
 mod history_service;
+pub mod history_task;
 pub mod lock;
 pub mod orphan_nodes;
 pub mod proposer;

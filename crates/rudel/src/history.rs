@@ -112,10 +112,12 @@ pub fn record_json(j: &pb::HistoryJob) -> Value {
         "nodes": j.nodes, "cpus": j.cpus, "mem_bytes": j.mem_bytes,
         "time_limit_ms": j.time_limit_ms, "array": j.array, "work_dir": j.work_dir,
         "tasks": j.tasks, "cancelled": j.cancelled,
+        "max_rss_kb": j.max_rss_kb, "user_cpu_us": j.user_cpu_us, "sys_cpu_us": j.sys_cpu_us,
         "counts": j.counts.iter().map(|c| (c.state.clone(), json!(c.count))).collect::<serde_json::Map<_, _>>(),
         "task_records": j.task_records.iter().map(|t| json!({
             "index": t.index, "state": t.state, "exit_code": t.exit_code, "signal": t.signal,
-            "start_ms": t.start_ms, "end_ms": t.end_ms, "node": t.node,
+            "start_ms": t.start_ms, "end_ms": t.end_ms, "node": t.node, "job_id": t.job_id,
+            "max_rss_kb": t.max_rss_kb, "user_cpu_us": t.user_cpu_us, "sys_cpu_us": t.sys_cpu_us,
         })).collect::<Vec<_>>(),
     })
 }

@@ -225,6 +225,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let mut out = Vec::new();
         let last_index;
         let mut ended = Vec::new();
+        let mut ended_tasks = Vec::new();
         {
             let mut a = self.shared.write();
             for e in entries {
@@ -249,6 +250,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                     ended.push(crate::history::record(&a.state, j));
                                 }
                             }
+                            ended_tasks.extend(crate::history_task::from_event(&a.state, ev));
                         }
                         out.push(applied.response);
                     }
@@ -261,7 +263,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             last_index = a.last_applied.map_or(0, |l| l.index);
         }
         // Always sent (even empty): it moves the store's "applied up to" marker.
-        self.shared.history.record(last_index, ended);
+        self.shared.history.record(last_index, ended_tasks, ended);
         self.shared.changed.send_replace(last_index);
         Ok(out)
     }
@@ -348,7 +350,9 @@ mod tests {
     async fn an_entry_from_a_newer_scheduling_version_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let db = super::super::store::open(&dir.path().join("raft.redb")).unwrap();
-        let (mut sm, shared) = StateMachineStore::open(db).unwrap();
+        let history =
+            crate::history::History::open(&dir.path().join("history.redb"), crate::history::DEFAULT_RETENTION).unwrap();
+        let (mut sm, shared) = StateMachineStore::open(db, history).unwrap();
         let ok = sm.apply([entry(1, configure("order", "fifo"))]).await.unwrap();
         assert!(matches!(ok[0], Response::Configured { .. }), "{ok:?}");
         let newer = (rudel_core::sched::SCHED_VERSION + 1).to_string();

@@ -1,8 +1,10 @@
 //! `sacct`: Slurm's accounting query over rudel's history (Slurm 22.05 output formats).
 //!
-//! Jobs have no steps in rudel, so `-X` (allocations only) changes nothing. Array tasks
-//! that did not complete are shown one per line as `ID_INDEX`; the completed rest of an
-//! array (which has no per-task record: see rudel-head's history.rs) as one `ID_[SPEC]` line.
+//! Jobs have no steps in rudel, so `-X` (allocations only) changes nothing, and the usage
+//! Slurm shows on a job's steps (MaxRSS, TotalCPU, UserCPU, SystemCPU) is on the job's own
+//! line. Array tasks are shown one per line as `ARRAYID_INDEX` with their own job id as
+//! JobIDRaw; tasks past the store's per-job row cap (rudel-head's history_task.rs) that
+//! completed are summed up in one `ID_[SPEC]` line.
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -123,6 +125,8 @@ enum Field {
     MaxRss,
     TotalCpu,
     CpuTime,
+    UserCpu,
+    SystemCpu,
     User,
     Partition,
     Timelimit,
@@ -130,7 +134,7 @@ enum Field {
 }
 
 /// (name as Slurm spells it, field, Slurm's default width).
-const FIELDS: [(&str, Field, usize); 20] = [
+const FIELDS: [(&str, Field, usize); 22] = [
     ("JobID", Field::JobId, 12),
     ("JobIDRaw", Field::JobIdRaw, 12),
     ("JobName", Field::JobName, 10),
@@ -147,6 +151,8 @@ const FIELDS: [(&str, Field, usize); 20] = [
     ("MaxRSS", Field::MaxRss, 10),
     ("TotalCPU", Field::TotalCpu, 10),
     ("CPUTime", Field::CpuTime, 10),
+    ("UserCPU", Field::UserCpu, 10),
+    ("SystemCPU", Field::SystemCpu, 10),
     ("User", Field::User, 9),
     ("Partition", Field::Partition, 10),
     ("Timelimit", Field::Timelimit, 10),
@@ -217,15 +223,13 @@ pub async fn run(a: SacctArgs, head: &str) -> CmdResult {
         .map(|s| state_filter(s).map(str::to_string))
         .collect::<Result<Vec<_>, _>>()
         .map_err(usage)?;
-    let job_ids = a
+    let selectors = a
         .jobs
         .iter()
-        .map(|j| {
-            let id = j.split(['_', '.']).next().unwrap_or(j);
-            id.parse::<u64>().map_err(|_| format!("invalid job id \"{j}\""))
-        })
+        .map(|j| Selector::parse(j))
         .collect::<Result<Vec<_>, _>>()
         .map_err(usage)?;
+    let job_ids: Vec<u64> = selectors.iter().map(|s| s.id).collect();
     let since = match &a.starttime {
         Some(t) => parse_time(t, now).map_err(|e| usage(format!("-S {t}: {e}")))?,
         None if job_ids.is_empty() => midnight(now),
@@ -261,7 +265,11 @@ pub async fn run(a: SacctArgs, head: &str) -> CmdResult {
         .into_iter()
         .filter(|j| users.len() <= 1 || users.contains(&j.user))
         .collect();
-    let rows: Vec<Row> = jobs.iter().flat_map(|j| rows_of(j, now)).collect();
+    let rows: Vec<Row> = jobs
+        .iter()
+        .flat_map(|j| rows_of(j, now))
+        .filter(|r| selectors.is_empty() || selectors.iter().any(|s| s.matches(r)))
+        .collect();
     if a.json {
         println!(
             "{}",
@@ -273,10 +281,64 @@ pub async fn run(a: SacctArgs, head: &str) -> CmdResult {
     Ok(0)
 }
 
+/// One `-j` entry: `ID` (a job, an array, or an array task by its own job id) or
+/// `ARRAYID_INDEX`.
+#[derive(Debug, PartialEq)]
+struct Selector {
+    id: u64,
+    index: Option<u32>,
+}
+
+impl Selector {
+    fn parse(s: &str) -> Result<Selector, String> {
+        let bad = || format!("invalid job id \"{s}\"");
+        // A step suffix (`.batch`, `.0`): rudel jobs have no steps; the job is meant.
+        let s0 = s.split('.').next().unwrap_or(s);
+        let (id, index) = match s0.split_once('_') {
+            Some((id, i)) => (id, Some(i.parse::<u32>().map_err(|_| bad())?)),
+            None => (s0, None),
+        };
+        Ok(Selector {
+            id: id.parse().map_err(|_| bad())?,
+            index,
+        })
+    }
+
+    /// True when the line shows what this entry names (Slurm: an array's id shows all its
+    /// tasks; a task's own id or `ID_INDEX` shows that task).
+    fn matches(&self, r: &Row) -> bool {
+        match self.index {
+            Some(i) => r.job.job_id == self.id && r.task == Some(i),
+            None => r.job.job_id == self.id || r.raw_id == self.id,
+        }
+    }
+}
+
+/// Usage of one line (KiB, µs, µs); None when the agent measured nothing.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Usage {
+    max_rss_kb: u64,
+    user_cpu_us: u64,
+    sys_cpu_us: u64,
+}
+
+impl Usage {
+    fn of(max_rss_kb: u64, user_cpu_us: u64, sys_cpu_us: u64) -> Option<Usage> {
+        (max_rss_kb > 0 || user_cpu_us > 0 || sys_cpu_us > 0).then_some(Usage {
+            max_rss_kb,
+            user_cpu_us,
+            sys_cpu_us,
+        })
+    }
+}
+
 /// One output line: a job, or one task of an array.
 struct Row<'a> {
     job: &'a pb::HistoryJob,
     id: String,
+    /// Slurm's JobIDRaw: the task's own job id for an array task.
+    raw_id: u64,
+    usage: Option<Usage>,
     task: Option<u32>,
     state: String,
     exit: (i32, i32),
@@ -291,6 +353,8 @@ fn rows_of(j: &pb::HistoryJob, _now: u64) -> Vec<Row<'_>> {
         return vec![Row {
             job: j,
             id: j.job_id.to_string(),
+            raw_id: j.job_id,
+            usage: Usage::of(j.max_rss_kb, j.user_cpu_us, j.sys_cpu_us),
             task: None,
             state: j.state.clone(),
             exit,
@@ -305,6 +369,9 @@ fn rows_of(j: &pb::HistoryJob, _now: u64) -> Vec<Row<'_>> {
         .map(|t| Row {
             job: j,
             id: format!("{}_{}", j.job_id, t.index),
+            // Records from before per-task ids were stored have 0 here.
+            raw_id: if t.job_id == 0 { j.job_id } else { t.job_id },
+            usage: Usage::of(t.max_rss_kb, t.user_cpu_us, t.sys_cpu_us),
             task: Some(t.index),
             state: t.state.clone(),
             exit: (t.exit_code.unwrap_or(0), t.signal.unwrap_or(0)),
@@ -323,6 +390,8 @@ fn rows_of(j: &pb::HistoryJob, _now: u64) -> Vec<Row<'_>> {
         rows.push(Row {
             job: j,
             id: format!("{}_[{}]", j.job_id, j.array),
+            raw_id: j.job_id,
+            usage: None,
             task: None,
             state: if all_done { "completed".into() } else { j.state.clone() },
             exit: (0, 0),
@@ -360,7 +429,7 @@ fn value(c: Field, r: &Row, now: u64) -> String {
     let j = r.job;
     match c {
         Field::JobId => r.id.clone(),
-        Field::JobIdRaw => j.job_id.to_string(),
+        Field::JobIdRaw => r.raw_id.to_string(),
         Field::JobName => j.name.clone(),
         Field::State => slurm_state(r),
         Field::ExitCode => format!("{}:{}", r.exit.0, r.exit.1),
@@ -375,9 +444,14 @@ fn value(c: Field, r: &Row, now: u64) -> String {
         Field::AllocCpus => j.cpus.to_string(),
         Field::ReqMem if j.mem_bytes == 0 => "0".into(),
         Field::ReqMem => format!("{}M", j.mem_bytes.div_ceil(1 << 20)),
-        // Not collected yet (see the report of this change): empty as Slurm prints for
-        // jobs without accounting-gathered data.
-        Field::MaxRss | Field::TotalCpu => String::new(),
+        // Empty, as Slurm prints for a job without gathered data (older agents, lost tasks).
+        Field::MaxRss => r.usage.map(|u| kib(u.max_rss_kb)).unwrap_or_default(),
+        Field::TotalCpu => r
+            .usage
+            .map(|u| cpu_time(u.user_cpu_us.saturating_add(u.sys_cpu_us)))
+            .unwrap_or_default(),
+        Field::UserCpu => r.usage.map(|u| cpu_time(u.user_cpu_us)).unwrap_or_default(),
+        Field::SystemCpu => r.usage.map(|u| cpu_time(u.sys_cpu_us)).unwrap_or_default(),
         Field::CpuTime => duration(elapsed_s(r, now) * u64::from(if r.start_ms == 0 { 0 } else { j.cpus })),
         Field::User => j.user.clone(),
         Field::Partition => PARTITION.into(),
@@ -444,7 +518,7 @@ fn row_json(r: &Row, now: u64) -> Value {
     let j = r.job;
     let secs = |ms: u64| ms / 1000;
     json!({
-        "job_id": j.job_id,
+        "job_id": r.raw_id,
         "name": j.name,
         "user": j.user,
         "partition": PARTITION,
@@ -472,9 +546,47 @@ fn row_json(r: &Row, now: u64) -> Value {
             "end": secs(r.end_ms),
             "elapsed": elapsed_s(r, now),
             "limit": if j.time_limit_ms == 0 { Value::Null } else { json!(j.time_limit_ms / 60_000) },
+            "user": cpu_json(r.usage.map_or(0, |u| u.user_cpu_us)),
+            "system": cpu_json(r.usage.map_or(0, |u| u.sys_cpu_us)),
+            "total": cpu_json(r.usage.map_or(0, |u| u.user_cpu_us.saturating_add(u.sys_cpu_us))),
         },
         "working_directory": j.work_dir,
     })
+}
+
+/// A size in KiB as sacct prints MaxRSS (`convert_num_unit` with its default
+/// CONVERT_NUM_UNIT_EXACT): scaled up only while it divides exactly, so `51200` is `50M`
+/// and `51201` is `51201K`.
+pub fn kib(mut n: u64) -> String {
+    if n == 0 {
+        return "0".into();
+    }
+    let mut unit = 0;
+    const UNITS: [char; 5] = ['K', 'M', 'G', 'T', 'P'];
+    while n % 1024 == 0 && unit + 1 < UNITS.len() {
+        n /= 1024;
+        unit += 1;
+    }
+    format!("{n}{}", UNITS[unit])
+}
+
+/// A CPU time as sacct prints TotalCPU/UserCPU/SystemCPU: `MM:SS.mmm` under an hour,
+/// `HH:MM:SS` under a day, `D-HH:MM:SS` beyond.
+pub fn cpu_time(us: u64) -> String {
+    let secs = us / 1_000_000;
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    if d > 0 {
+        format!("{d}-{h:02}:{m:02}:{s:02}")
+    } else if h > 0 {
+        format!("{h:02}:{m:02}:{s:02}")
+    } else {
+        format!("{m:02}:{s:02}.{:03}", us / 1000 % 1000)
+    }
+}
+
+/// Slurm's JSON CPU time: `{"seconds": S, "microseconds": US}`.
+fn cpu_json(us: u64) -> Value {
+    json!({ "seconds": us / 1_000_000, "microseconds": us % 1_000_000 })
 }
 
 /// `code:signal` of a record's worst task.
@@ -688,6 +800,27 @@ mod tests {
         };
         assert_eq!(fit("ab", &c), "   ab");
         assert_eq!(fit("abcdefgh", &c), "abcd+");
+    }
+
+    #[test]
+    fn usage_formats_as_sacct() {
+        assert_eq!(kib(0), "0");
+        assert_eq!(kib(51_201), "51201K");
+        assert_eq!(kib(51_200), "50M");
+        assert_eq!(kib(2 << 20), "2G");
+        assert_eq!(cpu_time(0), "00:00.000");
+        assert_eq!(cpu_time(61_234_567), "01:01.234");
+        assert_eq!(cpu_time(3_723_000_000), "01:02:03");
+        assert_eq!(cpu_time(90_061_000_000), "1-01:01:01");
+    }
+
+    #[test]
+    fn job_selectors() {
+        assert_eq!(Selector::parse("41").unwrap(), Selector { id: 41, index: None });
+        assert_eq!(Selector::parse("41_3").unwrap(), Selector { id: 41, index: Some(3) });
+        assert_eq!(Selector::parse("41.batch").unwrap(), Selector { id: 41, index: None });
+        assert!(Selector::parse("41_x").is_err());
+        assert!(Selector::parse("abc").is_err());
     }
 
     #[test]
