@@ -28,14 +28,15 @@ use rudel_core::{Job, State, TaskState};
 use rudel_proto::v1 as pb;
 use tokio::sync::watch;
 
+use crate::history_index;
 use crate::history_task::{self, TaskRecord};
 
 /// job id -> `pb::HistoryJob` (protobuf bytes).
-const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("history_jobs");
+pub(crate) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("history_jobs");
 /// (end ms, job id): the time index for windows and retention.
 const BY_END: TableDefinition<(u64, u64), ()> = TableDefinition::new("history_by_end");
 /// "applied" -> the log index up to which records are committed.
-const META: TableDefinition<&str, u64> = TableDefinition::new("history_meta");
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("history_meta");
 
 /// Non-completed task records kept per job (the rest are counted only).
 pub const MAX_TASK_RECORDS: usize = 1_000;
@@ -129,8 +130,10 @@ impl History {
             w.open_table(META).map_err(|e| open_err(e.into()))?;
             w.open_table(history_task::TASKS).map_err(|e| open_err(e.into()))?;
             w.open_table(history_task::USAGE).map_err(|e| open_err(e.into()))?;
+            w.open_table(history_index::BY_USER).map_err(|e| open_err(e.into()))?;
         }
         w.commit().map_err(|e| open_err(e.into()))?;
+        history_index::upgrade(&db)?;
         let db = Arc::new(db);
         let applied = read_applied(&db)?;
         let (written_tx, written) = watch::channel(applied);
@@ -223,22 +226,20 @@ impl History {
             }
             return Ok(out);
         }
-        let by_end = r.open_table(BY_END).map_err(store_err)?;
-        let range = by_end.range((f.since_ms, 0)..).map_err(store_err)?;
-        for item in range {
-            let (k, _) = item.map_err(store_err)?;
-            let (_, id) = k.value();
-            let Some(v) = jobs.get(id).map_err(store_err)? else {
-                continue;
-            };
-            let mut j = decode(id, v.value())?;
-            if f.matches(&j) {
-                history_task::attach(&r, &mut j)?;
-                out.push(j);
-                if out.len() >= f.limit {
-                    break;
-                }
-            }
+        // Only the records that ended inside the window are read, through the user's
+        // index when one user is asked for (history_index.rs).
+        let upper = history_index::end_upper(&r, f)?;
+        if !f.user.is_empty() {
+            let by_user = r.open_table(history_index::BY_USER).map_err(store_err)?;
+            let user = f.user.as_str();
+            let range = by_user
+                .range((user, f.since_ms, 0)..=(user, upper, u64::MAX))
+                .map_err(store_err)?;
+            collect(&r, &jobs, f, range.map(|i| i.map(|(k, _)| k.value().2)), &mut out)?;
+        } else {
+            let by_end = r.open_table(BY_END).map_err(store_err)?;
+            let range = by_end.range((f.since_ms, 0)..=(upper, u64::MAX)).map_err(store_err)?;
+            collect(&r, &jobs, f, range.map(|i| i.map(|(k, _)| k.value().1)), &mut out)?;
         }
         Ok(out)
     }
@@ -279,6 +280,31 @@ impl History {
     ) -> Result<(), HistoryError> {
         write_batch(&self.db, applied, tasks, jobs, redb::Durability::Immediate)
     }
+}
+
+/// Appends the records of `ids` (in index order) that match `f`, up to its limit.
+fn collect(
+    r: &redb::ReadTransaction,
+    jobs: &impl ReadableTable<u64, &'static [u8]>,
+    f: &Filter,
+    ids: impl Iterator<Item = Result<u64, redb::StorageError>>,
+    out: &mut Vec<pb::HistoryJob>,
+) -> Result<(), HistoryError> {
+    for id in ids {
+        let id = id.map_err(store_err)?;
+        let Some(v) = jobs.get(id).map_err(store_err)? else {
+            continue;
+        };
+        let mut j = decode(id, v.value())?;
+        if f.matches(&j) {
+            history_task::attach(r, &mut j)?;
+            out.push(j);
+            if out.len() >= f.limit {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The record of job `id`, or of the array that task job id `id` belongs to (array tasks
@@ -323,9 +349,11 @@ fn write_batch(
             if let Some(old) = t.get(j.job_id).map_err(store_err)? {
                 let old = decode(j.job_id, old.value())?;
                 by_end.remove((old.end_ms, old.job_id)).map_err(store_err)?;
+                history_index::remove(&w, &old)?;
             }
             t.insert(j.job_id, j.encode_to_vec().as_slice()).map_err(store_err)?;
             by_end.insert((j.end_ms, j.job_id), ()).map_err(store_err)?;
+            history_index::insert(&w, j)?;
         }
         let mut m = w.open_table(META).map_err(store_err)?;
         let prev = m.get("applied").map_err(store_err)?.map_or(0, |v| v.value());
@@ -352,7 +380,9 @@ fn prune(db: &Database, cutoff_ms: u64) -> Result<u64, HistoryError> {
             n = keys.len();
             for k in keys {
                 by_end.remove(k).map_err(store_err)?;
-                t.remove(k.1).map_err(store_err)?;
+                if let Some(old) = t.remove(k.1).map_err(store_err)? {
+                    history_index::remove(&w, &decode(k.1, old.value())?)?;
+                }
                 history_task::remove(&w, k.1)?;
             }
         }

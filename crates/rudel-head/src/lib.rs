@@ -10,6 +10,7 @@ pub mod exec;
 pub mod group_join;
 pub mod heads;
 pub mod history;
+mod history_index;
 mod history_service;
 pub mod history_task;
 pub mod lock;

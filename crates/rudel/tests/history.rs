@@ -147,8 +147,13 @@ fn sacct_and_history_show_peak_rss_and_cpu_time() {
     assert_eq!(lines.len(), 2, "{lines:?}");
     let rss = kib_of(&lines[0][1]);
     assert!((40 << 10..=200 << 10).contains(&rss), "MaxRSS {rss} KiB: {lines:?}");
+    // Per task, not one number for all: `true` stays far below (its floor is the agent's
+    // own size at fork, kept across exec by the kernel).
     let small_rss = kib_of(&lines[1][1]);
-    assert!(small_rss < 20 << 10, "`true` peaked at {small_rss} KiB: {lines:?}");
+    assert!(
+        small_rss + (30 << 10) < rss,
+        "`true` peaked at {small_rss} KiB: {lines:?}"
+    );
     for f in &lines[0][2..] {
         assert!(is_mm_ss_mmm(f), "CPU time {f:?} is not MM:SS.mmm: {lines:?}");
     }

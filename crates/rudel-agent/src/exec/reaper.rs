@@ -226,6 +226,8 @@ fn finish(inner: &Arc<Inner>, mut task: Task, status: libc::c_int, usage: TaskUs
 /// a child subreaper) or killed as leftovers are not counted, so a task that
 /// backgrounds its real work reports less than it used. `ru_maxrss` is the peak of the
 /// largest single process, not the sum over the tree (as Slurm's MaxRSS per step).
+/// Linux keeps `ru_maxrss` across `execve`, so the agent's own resident size when it
+/// forked the task is a floor (about 12 MiB): a task smaller than that reports the floor.
 fn usage_of(ru: &libc::rusage) -> TaskUsage {
     let us = |t: libc::timeval| (t.tv_sec.max(0) as u64) * 1_000_000 + t.tv_usec.max(0) as u64;
     TaskUsage {
