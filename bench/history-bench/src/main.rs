@@ -63,7 +63,7 @@ fn job(i: u64, a: &Args, now: u64) -> (TaskRecord, pb::HistoryJob) {
     let end = now - span + i * span / a.jobs;
     let run = 1_000 + (i * 7_919) % 7_200_000;
     let start = end - run;
-    let failed = i % 20 == 0;
+    let failed = i.is_multiple_of(20);
     let state = if failed { "failed" } else { "completed" };
     let node = format!("n{}", i % 64);
     let task = pb::HistoryTask {

@@ -563,7 +563,7 @@ pub fn kib(mut n: u64) -> String {
     }
     let mut unit = 0;
     const UNITS: [char; 5] = ['K', 'M', 'G', 'T', 'P'];
-    while n % 1024 == 0 && unit + 1 < UNITS.len() {
+    while n.is_multiple_of(1024) && unit + 1 < UNITS.len() {
         n /= 1024;
         unit += 1;
     }
