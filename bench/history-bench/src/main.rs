@@ -10,8 +10,10 @@
 //! against the 50 ms target.
 //!
 //! ```sh
-//! cargo run --release -p rudel-history-bench -- --jobs 1000000 --runs 7
+//! cargo run --release -p rudel-history-bench -- --jobs 1000000 --runs 7 [--dir DIR]
 //! ```
+//! With `--dir`, the store is left in `DIR/history.redb`: `rudel head --data DIR` then
+//! serves it, for timing `rudel sacct` end to end.
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rudel_head::history::{Filter, History, DEFAULT_RETENTION};
@@ -26,6 +28,9 @@ struct Args {
     users: u64,
     days: u64,
     runs: usize,
+    /// Keep the store here (`DIR/history.redb`, for a head to serve) instead of a
+    /// temporary directory.
+    dir: Option<std::path::PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -34,10 +39,15 @@ fn parse_args() -> Result<Args, String> {
         users: 100,
         days: 30,
         runs: 7,
+        dir: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let val = it.next().ok_or(format!("{flag} needs a value"))?;
+        if flag == "--dir" {
+            a.dir = Some(val.into());
+            continue;
+        }
         let n: u64 = val.parse().map_err(|e| format!("{flag} {val}: {e}"))?;
         match flag.as_str() {
             "--jobs" => a.jobs = n,
@@ -46,7 +56,7 @@ fn parse_args() -> Result<Args, String> {
             "--runs" => a.runs = n as usize,
             _ => {
                 return Err(format!(
-                    "unknown option {flag} (use --jobs N --users N --days N --runs N)"
+                    "unknown option {flag} (use --jobs N --users N --days N --runs N --dir DIR)"
                 ))
             }
         }
@@ -143,7 +153,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let path = dir.path().join("history.redb");
+    let path = a.dir.as_deref().unwrap_or(dir.path()).join("history.redb");
     // Retention longer than the filled span: the writer thread must not prune mid-run.
     let h = match History::open(
         &path,

@@ -32,7 +32,8 @@ pub async fn history(shared: &Arc<SharedState>, req: pb::HistoryRequest) -> Resu
             ..filter_of(&req)
         };
         let a = shared.read();
-        let active = |id: &u64| a.state.jobs.get(id).filter(|j| !j.is_finished());
+        // An array task's own job id names its array (`sacct -j 43` of a running array).
+        let active = |id: &u64| a.state.job_of(*id).map(|(j, _)| j).filter(|j| !j.is_finished());
         let found: Vec<_> = if req.job_ids.is_empty() {
             a.state
                 .jobs
@@ -42,9 +43,11 @@ pub async fn history(shared: &Arc<SharedState>, req: pb::HistoryRequest) -> Resu
                 .filter(|j| f.matches(j))
                 .collect()
         } else {
-            req.job_ids
-                .iter()
-                .filter_map(active)
+            let mut ids: Vec<u64> = req.job_ids.iter().filter_map(active).map(|j| j.id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids.iter()
+                .filter_map(|id| a.state.jobs.get(id))
                 .map(|j| record(&a.state, j))
                 .filter(|j| f.matches(j))
                 .collect()
