@@ -74,8 +74,9 @@ pub fn from_event(state: &State, ev: &Event) -> Option<TaskRecord> {
 }
 
 /// Writes task rows and adds their usage to their jobs' totals (inside the writer's
-/// transaction). A replayed entry re-adds its CPU time: totals may count a task twice
-/// after a head restart between an apply and the commit of its batch (rows do not).
+/// transaction). A task whose row exists already (its entry replayed after a head
+/// restart) is not added again; a task past the row cap has no row to tell, so a replay
+/// can count its CPU time twice in the job's total.
 pub(crate) fn write(w: &WriteTransaction, tasks: &[TaskRecord]) -> Result<(), HistoryError> {
     if tasks.is_empty() {
         return Ok(());

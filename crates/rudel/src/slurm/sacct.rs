@@ -386,14 +386,14 @@ fn rows_of(j: &pb::HistoryJob, _now: u64) -> Vec<Row<'_>> {
         .collect();
     let rest = j.tasks.saturating_sub(rows.len() as u64);
     if rest > 0 {
-        let all_done = j.end_ms > 0;
+        let state = rest_state(j, &rows);
         rows.push(Row {
             job: j,
             id: format!("{}_[{}]", j.job_id, j.array),
             raw_id: j.job_id,
             usage: None,
             task: None,
-            state: if all_done { "completed".into() } else { j.state.clone() },
+            state,
             exit: (0, 0),
             start_ms: j.start_ms,
             end_ms: j.end_ms,
@@ -401,6 +401,23 @@ fn rows_of(j: &pb::HistoryJob, _now: u64) -> Vec<Row<'_>> {
         });
     }
     rows
+}
+
+/// The state of an array's tasks that have no line of their own: the one state the job's
+/// counts leave once the listed tasks are taken out (tasks cancelled before they ran are
+/// `cancelled`, not `completed`), else the job's state.
+fn rest_state(j: &pb::HistoryJob, listed: &[Row]) -> String {
+    let mut left: Vec<(String, u64)> = j.counts.iter().map(|c| (c.state.clone(), c.count)).collect();
+    for r in listed {
+        if let Some(c) = left.iter_mut().find(|(s, _)| *s == r.state) {
+            c.1 = c.1.saturating_sub(1);
+        }
+    }
+    let mut states = left.into_iter().filter(|(_, n)| *n > 0);
+    match (states.next(), states.next()) {
+        (Some((s, _)), None) => s,
+        _ => j.state.clone(),
+    }
 }
 
 /// The state as Slurm prints it.
@@ -812,6 +829,32 @@ mod tests {
         assert_eq!(cpu_time(61_234_567), "01:01.234");
         assert_eq!(cpu_time(3_723_000_000), "01:02:03");
         assert_eq!(cpu_time(90_061_000_000), "1-01:01:01");
+    }
+
+    #[test]
+    fn unlisted_array_tasks_take_the_state_their_counts_leave() {
+        let count = |s: &str, n| pb::StateCount {
+            state: s.into(),
+            count: n,
+        };
+        let task = |i, s: &str| pb::HistoryTask {
+            index: i,
+            state: s.into(),
+            ..Default::default()
+        };
+        let j = pb::HistoryJob {
+            job_id: 5,
+            state: "cancelled".into(),
+            array: "1-4".into(),
+            tasks: 4,
+            end_ms: 9,
+            counts: vec![count("completed", 1), count("failed", 1), count("cancelled", 2)],
+            task_records: vec![task(1, "completed"), task(2, "failed")],
+            ..Default::default()
+        };
+        let rows = rows_of(&j, 10);
+        assert_eq!(rows.len(), 3);
+        assert_eq!((rows[2].id.as_str(), rows[2].state.as_str()), ("5_[1-4]", "cancelled"));
     }
 
     #[test]
