@@ -73,11 +73,30 @@ fn filter_of(r: &pb::HistoryRequest) -> Filter {
 /// `rudel show` of a job no longer in the replicated state.
 pub async fn show_from_history(h: &Arc<History>, job: u64) -> Result<Option<pb::JobInfo>, Status> {
     let h = h.clone();
-    let rec = tokio::task::spawn_blocking(move || h.get(job))
+    // By its own id, or, for an array task's own job id, its array's record.
+    let filter = Filter {
+        job_ids: vec![job],
+        limit: 1,
+        ..Filter::default()
+    };
+    let rec = tokio::task::spawn_blocking(move || h.query_filter(&filter))
         .await
         .map_err(internal)?
         .map_err(internal)?;
-    Ok(rec.map(job_info_of))
+    Ok(rec.into_iter().next().map(|j| {
+        let task = task_named(&j, job);
+        let mut info = job_info_of(j);
+        info.task_index = task;
+        info
+    }))
+}
+
+/// The array index that job id `id` names in array record `j` (None: the job itself).
+fn task_named(j: &pb::HistoryJob, id: u64) -> Option<u32> {
+    if id == j.job_id || j.array.is_empty() {
+        return None;
+    }
+    rudel_core::parse::parse_array(&j.array).ok()?.index_at(id - j.job_id)
 }
 
 /// A history record in the shape `show` prints.
@@ -129,5 +148,27 @@ fn job_info_of(j: pb::HistoryJob) -> pb::JobInfo {
         output_path: String::new(),
         error_path: String::new(),
         task_index: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_job_id_names_its_index() {
+        let j = pb::HistoryJob {
+            job_id: 40,
+            array: "1-9:2".into(),
+            tasks: 5,
+            ..Default::default()
+        };
+        assert_eq!(task_named(&j, 40), None, "the array itself");
+        assert_eq!(task_named(&j, 42), Some(5), "third task: index 5");
+        let plain = pb::HistoryJob {
+            job_id: 7,
+            ..Default::default()
+        };
+        assert_eq!(task_named(&plain, 7), None);
     }
 }
