@@ -130,6 +130,34 @@ fn fill(h: &History, a: &Args, now: u64) -> Result<Duration, String> {
     Ok(t0.elapsed())
 }
 
+/// The writer's cost per ended task: one 10,000-task array's task records written in
+/// commits of 50 (what the writer thread groups under load), on top of the filled store.
+/// Returns microseconds per task.
+fn task_write_cost(h: &History, first_id: u64) -> Result<f64, String> {
+    const TASKS: u32 = 10_000;
+    const GROUP: u32 = 50;
+    let t0 = Instant::now();
+    for start in (0..TASKS).step_by(GROUP as usize) {
+        let batch: Vec<TaskRecord> = (start..start + GROUP)
+            .map(|i| TaskRecord {
+                job: first_id,
+                row: true,
+                task: pb::HistoryTask {
+                    index: i,
+                    state: "completed".into(),
+                    exit_code: Some(0),
+                    job_id: first_id + u64::from(i),
+                    max_rss_kb: 1_500,
+                    user_cpu_us: 700,
+                    ..Default::default()
+                },
+            })
+            .collect();
+        h.write_tasks_now(first_id, &batch, &[]).map_err(|e| e.to_string())?;
+    }
+    Ok(t0.elapsed().as_secs_f64() * 1e6 / f64::from(TASKS))
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -231,6 +259,13 @@ fn main() {
         let med = median(&mut ms);
         worst = worst.max(med);
         println!("{name}: {found} jobs; median {med:.2} ms; runs {} ms", runs.join(", "));
+    }
+    match task_write_cost(&h, a.jobs + 1) {
+        Ok(us) => println!("writer: {us:.1} µs per ended task (task row and usage total, commits of 50 tasks)"),
+        Err(e) => {
+            eprintln!("rudel-history-bench: task rows: {e}");
+            std::process::exit(1);
+        }
     }
     println!("slowest median {worst:.2} ms (target <= 50 ms)");
 }
