@@ -81,6 +81,7 @@ fn finished_round(s: &State, now: u64) -> (Vec<Command>, usize) {
                 start_ms: now - 1000,
                 end_ms: now,
                 message: String::new(),
+                usage: Default::default(),
             });
         }
     }

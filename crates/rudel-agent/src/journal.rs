@@ -429,6 +429,7 @@ pub fn reap_orphans(orphans: &[Orphan], owner: &str) -> Vec<TaskReport> {
                 start_ms: 0,
                 end_ms: now,
                 message: message.to_string(),
+                usage: Default::default(),
             }
         })
         .collect()
@@ -478,6 +479,7 @@ mod tests {
             start_ms: 1,
             end_ms: 2,
             message: String::new(),
+            usage: Default::default(),
         }
     }
 

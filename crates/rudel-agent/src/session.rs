@@ -777,6 +777,7 @@ impl Agent {
                 start_ms: now,
                 end_ms: now,
                 message: "cancelled before it started".into(),
+                usage: Default::default(),
             };
             self.on_results(vec![report], conn)?;
         }
@@ -865,6 +866,7 @@ impl Agent {
                         start_ms: now,
                         end_ms: now,
                         message: e.to_string(),
+                        usage: Default::default(),
                     };
                     self.on_results(vec![report], conn)?;
                 }

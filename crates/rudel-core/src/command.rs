@@ -62,6 +62,9 @@ pub struct TaskReport {
     pub end_ms: u64,
     /// Human-readable detail (why it could not start, why it was killed).
     pub message: String,
+    /// Peak memory and CPU time (accounting only: never decides anything in the apply).
+    #[serde(default)]
+    pub usage: crate::TaskUsage,
 }
 
 /// What an agent says about itself when its session (re)starts.

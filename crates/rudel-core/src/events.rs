@@ -28,6 +28,9 @@ pub enum Event {
         attempt: u32,
         node: NodeId,
         state: TaskState,
+        /// Times, exit status and usage from the report, for the accounting store.
+        #[serde(default)]
+        end: crate::TaskEnd,
     },
     /// Pending tasks of a job ended without running (cancel).
     PendingCancelled { job: JobId, tasks: u64 },

@@ -493,6 +493,7 @@ mod tests {
                 start_ms: now - 5,
                 end_ms: now,
                 message: String::new(),
+                usage: Default::default(),
             }],
             now_ms: now,
         });
@@ -624,6 +625,7 @@ mod tests {
                 start_ms: 1,
                 end_ms: 2_000,
                 message: String::new(),
+                usage: Default::default(),
             }],
             now_ms: 2_000,
         });

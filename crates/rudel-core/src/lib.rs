@@ -31,6 +31,7 @@ pub mod serde_pairs;
 pub mod signal;
 pub mod state;
 pub mod task_env;
+pub mod usage;
 
 pub use array::ArraySpec;
 pub use command::{Command, NodeRegistration, Response, TaskOutcome, TaskReport};
@@ -39,3 +40,4 @@ pub use ids::{JobId, NodeId, TaskKey};
 pub use job::{Job, JobSpec, TaskState};
 pub use node::Node;
 pub use state::State;
+pub use usage::{TaskEnd, TaskUsage};

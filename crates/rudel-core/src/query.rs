@@ -293,6 +293,7 @@ mod tests {
                 start_ms: 6,
                 end_ms: 6,
                 message: "cancelled before it started".into(),
+                usage: Default::default(),
             }],
             now_ms: 6,
         });
@@ -320,6 +321,7 @@ mod tests {
                 start_ms: 2,
                 end_ms: 7,
                 message: String::new(),
+                usage: Default::default(),
             }],
             now_ms: 7,
         });

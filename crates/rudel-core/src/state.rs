@@ -850,6 +850,7 @@ impl State {
                         attempt: r.attempt,
                         node,
                         state: TaskState::Pending,
+                        end: task_end(r, rt.start_ms),
                     });
                     return;
                 }
@@ -878,6 +879,7 @@ impl State {
             attempt: r.attempt,
             node,
             state,
+            end: task_end(r, rt.start_ms),
         });
         self.maybe_finished(id);
     }
@@ -1184,6 +1186,18 @@ fn non_empty(s: &str, default: &str) -> String {
     }
 }
 
+/// What the accounting store records of an ended attempt: the report's fields, copied
+/// (the start as the head recorded it when placing the task).
+fn task_end(r: &TaskReport, start_ms: u64) -> crate::TaskEnd {
+    crate::TaskEnd {
+        exit_code: r.exit_code,
+        signal: r.signal,
+        start_ms,
+        end_ms: r.end_ms.max(start_ms),
+        usage: r.usage,
+    }
+}
+
 /// The report the head makes up for a task whose node lost it.
 pub fn lost_report(key: TaskKey, attempt: u32, now_ms: u64, why: &str) -> TaskReport {
     TaskReport {
@@ -1195,6 +1209,7 @@ pub fn lost_report(key: TaskKey, attempt: u32, now_ms: u64, why: &str) -> TaskRe
         start_ms: now_ms,
         end_ms: now_ms,
         message: why.to_string(),
+        usage: Default::default(),
     }
 }
 

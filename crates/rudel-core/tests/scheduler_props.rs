@@ -398,6 +398,7 @@ fn finish_report(key: TaskKey, attempt: u32, outcome: u8, now: u64) -> TaskRepor
         start_ms: now,
         end_ms: now,
         message: String::new(),
+        usage: Default::default(),
     }
 }
 

@@ -218,15 +218,22 @@ impl pb::rudel_server::Rudel for ClientService {
     async fn show_job(&self, req: Request<pb::ShowJobRequest>) -> Result<tonic::Response<pb::JobInfo>, Status> {
         let req = req.into_inner();
         self.read_barrier(req.stale).await?;
-        let a = self.shared.read();
-        match a.state.job_of(req.job_id) {
-            Some((j, task)) => {
+        let live = {
+            let a = self.shared.read();
+            a.state.job_of(req.job_id).map(|(j, task)| {
                 let mut info = job_info(&a.state, j, true);
                 info.task_index = task;
-                Ok(tonic::Response::new(info))
-            }
+                info
+            })
+        };
+        if let Some(info) = live {
+            return Ok(tonic::Response::new(info));
+        }
+        // Pruned from the replicated state: the accounting store still knows it.
+        match crate::history_service::show_from_history(&self.shared.history, req.job_id).await? {
+            Some(info) => Ok(tonic::Response::new(info)),
             None => Err(Status::not_found(format!(
-                "no job {} (never submitted, or finished long ago)",
+                "no job {} (never submitted, or finished before the history retention)",
                 req.job_id
             ))),
         }
@@ -567,6 +574,11 @@ impl pb::rudel_server::Rudel for ClientService {
         crate::auth::require_admin(&req, "removing a head")?;
         crate::heads::remove(&self.raft, &self.membership_changes, self.head_id, req.into_inner().id).await?;
         Ok(tonic::Response::new(pb::RemoveHeadResponse {}))
+    }
+
+    async fn history(&self, req: Request<pb::HistoryRequest>) -> Result<tonic::Response<pb::HistoryResponse>, Status> {
+        let jobs = crate::history_service::history(&self.shared, req.into_inner()).await?;
+        Ok(tonic::Response::new(pb::HistoryResponse { jobs }))
     }
 
     async fn get_sched_config(

@@ -9,6 +9,10 @@ pub mod enroll_service;
 pub mod exec;
 pub mod group_join;
 pub mod heads;
+pub mod history;
+mod history_index;
+mod history_service;
+pub mod history_task;
 pub mod lock;
 pub mod orphan_nodes;
 pub mod proposer;
@@ -56,6 +60,8 @@ pub struct HeadConfig {
     /// How long the initial join token (printed at first start) can be used; None: until
     /// revoked. Anyone who saw it could join a machine, so it expires by default.
     pub join_token_ttl: Option<Duration>,
+    /// How long finished jobs stay in the accounting store (`history.redb`).
+    pub history_retention: Duration,
 }
 
 /// Default lifetime of the initial join token.
@@ -75,6 +81,7 @@ impl HeadConfig {
             node_timeout: Duration::from_secs(10),
             join: None,
             join_token_ttl: Some(DEFAULT_JOIN_TOKEN_TTL),
+            history_retention: history::DEFAULT_RETENTION,
         }
     }
 }
@@ -90,6 +97,8 @@ pub enum HeadError {
     Store { path: String, source: Box<redb::Error> },
     #[error("raft: {0}")]
     Raft(String),
+    #[error(transparent)]
+    History(#[from] history::HistoryError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("TLS: {0}")]
@@ -147,8 +156,10 @@ impl Head {
             source: Box::new(source),
         })?;
         let log_store = raft::log_store::LogStore::new(db.clone());
+        let history_path = cfg.data_dir.join("history.redb");
+        let history = history::History::open(&history_path, cfg.history_retention)?;
         let (sm, shared) =
-            raft::state_machine::StateMachineStore::open(db).map_err(|e| HeadError::Raft(e.to_string()))?;
+            raft::state_machine::StateMachineStore::open(db, history).map_err(|e| HeadError::Raft(e.to_string()))?;
         let config = raft::raft_config(&cfg.timing).map_err(HeadError::Raft)?;
 
         let listener = tokio::net::TcpListener::bind(cfg.listen)

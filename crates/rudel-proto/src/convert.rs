@@ -36,6 +36,11 @@ pub fn report_from_pb(r: pb::TaskReport) -> Option<TaskReport> {
         start_ms: r.start_ms,
         end_ms: r.end_ms,
         message: r.message,
+        usage: rudel_core::TaskUsage {
+            max_rss_kb: r.max_rss_kb,
+            user_cpu_us: r.user_cpu_us,
+            sys_cpu_us: r.sys_cpu_us,
+        },
     })
 }
 
@@ -49,5 +54,8 @@ pub fn report_to_pb(r: &TaskReport) -> pb::TaskReport {
         start_ms: r.start_ms,
         end_ms: r.end_ms,
         message: r.message.clone(),
+        max_rss_kb: r.usage.max_rss_kb,
+        user_cpu_us: r.usage.user_cpu_us,
+        sys_cpu_us: r.usage.sys_cpu_us,
     }
 }

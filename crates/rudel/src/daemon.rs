@@ -56,6 +56,9 @@ pub struct UpArgs {
     /// `rudel token create`. Nodes that joined keep working after it expires.
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub join_token_ttl: String,
+    /// How long finished jobs stay in the accounting history (`rudel history`, `sacct`), e.g. 30d.
+    #[arg(long, value_name = "DURATION", default_value = "90d")]
+    pub history_retention: String,
 }
 
 #[derive(Args, Debug)]
@@ -85,6 +88,9 @@ pub struct HeadArgs {
     /// `rudel token create`. Nodes that joined keep working after it expires.
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub join_token_ttl: String,
+    /// How long finished jobs stay in the accounting history (`rudel history`, `sacct`), e.g. 30d.
+    #[arg(long, value_name = "DURATION", default_value = "90d")]
+    pub history_retention: String,
 }
 
 #[derive(Args, Debug)]
@@ -205,6 +211,15 @@ async fn rebind_local_node(
         std::fs::write(&file, format!("{name} {uid}\n")).with_context(|| format!("cannot write {}", file.display()))?;
     }
     Ok(())
+}
+
+/// `--history-retention`: a positive duration.
+fn parse_retention(s: &str) -> Result<Duration, Failure> {
+    let ms = rudel_core::parse::parse_duration(s).map_err(|e| Failure::usage(anyhow!("--history-retention: {e}")))?;
+    if ms == 0 {
+        return Err(Failure::usage(anyhow!("--history-retention must be more than 0")));
+    }
+    Ok(Duration::from_millis(ms))
 }
 
 /// `--join-token-ttl`: None for "0"/"never" (no expiry).
@@ -346,6 +361,7 @@ pub async fn up(a: UpArgs) -> CmdResult {
     let mut hcfg = HeadConfig::new(data.join("head"), a.listen);
     hcfg.node_timeout = parse_timeout(&a.node_timeout)?;
     hcfg.join_token_ttl = parse_join_token_ttl(&a.join_token_ttl)?;
+    hcfg.history_retention = parse_retention(&a.history_retention)?;
     let head = Head::start(hcfg).await.context("cannot start the head")?;
     let addr = head.local_addr.to_string();
     let agent_dir = data.join("agent");
@@ -413,6 +429,7 @@ pub async fn head(a: HeadArgs) -> CmdResult {
     }
     cfg.node_timeout = parse_timeout(&a.node_timeout)?;
     cfg.join_token_ttl = parse_join_token_ttl(&a.join_token_ttl)?;
+    cfg.history_retention = parse_retention(&a.history_retention)?;
     let head = Head::start(cfg).await.context("cannot start the head")?;
     println!(
         "rudel head {} listening on {}, data in {}",

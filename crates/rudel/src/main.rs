@@ -5,6 +5,7 @@ mod config_cmd;
 mod daemon;
 mod exec;
 mod follow;
+mod history;
 mod hold_cmd;
 mod node_cmd;
 mod opts;
@@ -97,6 +98,14 @@ enum Cmd {
     /// The Slurm commands (sbatch, squeue, scancel, sinfo, scontrol): `rudel slurm install DIR`
     /// makes them as links to this binary, which answers as the name it is called by.
     Slurm(slurm::SlurmArgs),
+    /// Finished jobs from the accounting history (kept --history-retention on the heads).
+    History(history::HistoryArgs),
+    /// Slurm's sacct (the argv[0] dispatcher runs this for `sacct`).
+    #[command(hide = true, disable_help_flag = true)]
+    Sacct {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// Exit code for bad usage or input (like clap's own usage errors).
@@ -188,6 +197,8 @@ fn main() -> ExitCode {
             Cmd::Login(a) => tokens::login(a, &head).await,
             Cmd::Admin(a) => admin::admin(a, &head).await,
             Cmd::Slurm(a) => slurm::install(a, &head).await,
+            Cmd::History(a) => history::history(a, &head).await,
+            Cmd::Sacct { args } => slurm::sacct::run_args(args, &head).await,
         }
     });
     // Background tasks (e.g. a stream the server still holds) must not keep us alive.

@@ -447,6 +447,7 @@ impl Executor {
                 start_ms: now,
                 end_ms: now,
                 message: "rudel: the agent is shutting down".into(),
+                usage: Default::default(),
             });
             None
         };

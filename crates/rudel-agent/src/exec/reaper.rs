@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rudel_core::{TaskOutcome, TaskReport};
+use rudel_core::{TaskOutcome, TaskReport, TaskUsage};
 use tracing::{error, warn};
 
 use super::{contain, memlimit};
@@ -53,7 +53,7 @@ fn reap_all(inner: &Arc<Inner>) {
     let mut any_task = false;
     loop {
         // SAFETY: plain syscalls on stack values.
-        let (pid, status) = unsafe {
+        let (pid, status, usage) = unsafe {
             let mut info: libc::siginfo_t = std::mem::zeroed();
             let r = libc::waitid(libc::P_ALL, 0, &mut info, libc::WEXITED | libc::WNOHANG | libc::WNOWAIT);
             if r == -1 {
@@ -72,7 +72,8 @@ fn reap_all(inner: &Arc<Inner>) {
                 libc::kill(-pid, libc::SIGKILL);
             }
             let mut status: libc::c_int = 0;
-            let r = libc::wait4(pid, &mut status, libc::WNOHANG, std::ptr::null_mut());
+            let mut ru: libc::rusage = std::mem::zeroed();
+            let r = libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru);
             if r == 0 {
                 // Not reapable although waitid said so: avoid spinning on it.
                 warn!(pid, "child not reapable");
@@ -81,14 +82,14 @@ fn reap_all(inner: &Arc<Inner>) {
             if r != pid {
                 continue;
             }
-            (pid as u32, status)
+            (pid as u32, status, usage_of(&ru))
         };
         let Some(task) = st.tasks.remove(&pid) else {
             continue; // an orphaned descendant of some task
         };
         any_task = true;
         st.by_key.remove(&(task.key, task.attempt));
-        let report = finish(inner, task, status);
+        let report = finish(inner, task, status, usage);
         inner.send_report(report);
     }
     if any_task && st.tasks.is_empty() && st.cgroups_alive == 0 {
@@ -153,7 +154,7 @@ fn signal_name(sig: i32) -> &'static str {
 /// Builds the report of a reaped task leader (state lock held by the caller; the cgroup
 /// cleanup task takes it later) and schedules the
 /// removal of its cgroup.
-fn finish(inner: &Arc<Inner>, mut task: Task, status: libc::c_int) -> TaskReport {
+fn finish(inner: &Arc<Inner>, mut task: Task, status: libc::c_int, usage: TaskUsage) -> TaskReport {
     for h in task.timers.drain(..) {
         h.abort();
     }
@@ -216,5 +217,22 @@ fn finish(inner: &Arc<Inner>, mut task: Task, status: libc::c_int) -> TaskReport
         start_ms: task.start_ms,
         end_ms: now_ms(),
         message,
+        usage,
+    }
+}
+
+/// A reaped leader's resource use. `wait4`'s rusage covers the leader and those of its
+/// descendants it waited for itself; descendants orphaned to the agent (this process is
+/// a child subreaper) or killed as leftovers are not counted, so a task that
+/// backgrounds its real work reports less than it used. `ru_maxrss` is the peak of the
+/// largest single process, not the sum over the tree (as Slurm's MaxRSS per step).
+/// Linux keeps `ru_maxrss` across `execve`, so the agent's own resident size when it
+/// forked the task is a floor (about 12 MiB): a task smaller than that reports the floor.
+fn usage_of(ru: &libc::rusage) -> TaskUsage {
+    let us = |t: libc::timeval| (t.tv_sec.max(0) as u64) * 1_000_000 + t.tv_usec.max(0) as u64;
+    TaskUsage {
+        max_rss_kb: ru.ru_maxrss.max(0) as u64,
+        user_cpu_us: us(ru.ru_utime),
+        sys_cpu_us: us(ru.ru_stime),
     }
 }

@@ -226,6 +226,7 @@ fn report_failure(inner: &Inner, spec: &ExecSpec, start_ms: u64, f: Failure, sin
         start_ms,
         end_ms: now_ms(),
         message: f.reason,
+        usage: Default::default(),
     });
 }
 

@@ -250,6 +250,29 @@ fn exit_code_reported() {
     assert_eq!((r.exit_code, r.signal), (None, Some(libc::SIGUSR1)), "{r:?}");
 }
 
+/// The report carries the reaped leader's rusage: peak RSS of what it touched (a child it
+/// waited for counts), and CPU time.
+#[test]
+fn usage_reported_from_rusage() {
+    // The shell waits for `head | tail`; tail holds the 40 MiB "line" (no newline) in memory.
+    let r = run(|job| spec(job, 0, &["sh", "-c", "head -c 40M /dev/zero | tail >/dev/null"]));
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    assert!(
+        (30 << 10..400 << 10).contains(&r.usage.max_rss_kb),
+        "peak RSS {} KiB: {r:?}",
+        r.usage.max_rss_kb
+    );
+    let r = run(|job| {
+        spec(
+            job,
+            0,
+            &["sh", "-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"],
+        )
+    });
+    assert!(r.usage.user_cpu_us >= 50_000, "a busy loop used {:?}", r.usage);
+    assert!(r.usage.max_rss_kb < 40 << 10, "{:?}", r.usage);
+}
+
 #[test]
 fn spawn_failures_are_reported() {
     let dir = tempfile::tempdir().expect("tempdir");

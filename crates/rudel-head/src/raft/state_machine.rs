@@ -68,14 +68,17 @@ impl NodeChanges {
 pub struct SharedState {
     inner: RwLock<Applied>,
     changed: watch::Sender<u64>,
+    /// This head's accounting store, fed from the applied entries.
+    pub history: Arc<crate::history::History>,
 }
 
 impl SharedState {
-    fn new(applied: Applied) -> Arc<SharedState> {
+    fn new(applied: Applied, history: Arc<crate::history::History>) -> Arc<SharedState> {
         let (changed, _) = watch::channel(0);
         Arc::new(SharedState {
             inner: RwLock::new(applied),
             changed,
+            history,
         })
     }
 
@@ -118,7 +121,10 @@ struct StoredSnapshot {
 
 impl StateMachineStore {
     /// Loads the latest snapshot (if any) as the starting state.
-    pub fn open(db: Arc<Database>) -> SResult<(StateMachineStore, Arc<SharedState>)> {
+    pub fn open(
+        db: Arc<Database>,
+        history: Arc<crate::history::History>,
+    ) -> SResult<(StateMachineStore, Arc<SharedState>)> {
         let applied = match load_snapshot(&db)? {
             Some(s) => {
                 let mut a = serde_json::from_slice::<Applied>(&s.data).map_err(sm_err)?;
@@ -131,7 +137,11 @@ impl StateMachineStore {
                 ..Applied::default()
             },
         };
-        let shared = SharedState::new(applied);
+        let idx = applied.last_applied.map_or(0, |l| l.index);
+        if history.backfill_needed(idx) {
+            history.backfill(&applied.state, idx);
+        }
+        let shared = SharedState::new(applied, history);
         Ok((
             StateMachineStore {
                 shared: shared.clone(),
@@ -214,6 +224,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut out = Vec::new();
         let last_index;
+        let mut ended = Vec::new();
+        let mut ended_tasks = Vec::new();
         {
             let mut a = self.shared.write();
             for e in entries {
@@ -232,6 +244,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                             tracing::error!(index = e.log_id.index, violation = %v, "scheduler bug: placement refused by the commit check");
                         }
                         a.node_changes.record(&applied.events, e.log_id.index);
+                        for ev in &applied.events {
+                            if let rudel_core::Event::JobEnded { job, .. } = ev {
+                                if let Some(j) = a.state.jobs.get(job) {
+                                    ended.push(crate::history::record(&a.state, j));
+                                }
+                            }
+                            ended_tasks.extend(crate::history_task::from_event(&a.state, ev));
+                        }
                         out.push(applied.response);
                     }
                     EntryPayload::Membership(m) => {
@@ -242,6 +262,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
             last_index = a.last_applied.map_or(0, |l| l.index);
         }
+        // Always sent (even empty): it moves the store's "applied up to" marker.
+        self.shared.history.record(last_index, ended_tasks, ended);
         self.shared.changed.send_replace(last_index);
         Ok(out)
     }
@@ -281,6 +303,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         )?;
         let idx = applied.last_applied.map_or(0, |l| l.index);
         applied.node_changes.reset(idx);
+        // Jobs that ended in entries this head never applied (it was behind).
+        self.shared.history.backfill(&applied.state, idx);
         *self.shared.write() = applied;
         self.shared.changed.send_replace(idx);
         tracing::info!(
@@ -326,7 +350,9 @@ mod tests {
     async fn an_entry_from_a_newer_scheduling_version_is_refused_and_changes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let db = super::super::store::open(&dir.path().join("raft.redb")).unwrap();
-        let (mut sm, shared) = StateMachineStore::open(db).unwrap();
+        let history =
+            crate::history::History::open(&dir.path().join("history.redb"), crate::history::DEFAULT_RETENTION).unwrap();
+        let (mut sm, shared) = StateMachineStore::open(db, history).unwrap();
         let ok = sm.apply([entry(1, configure("order", "fifo"))]).await.unwrap();
         assert!(matches!(ok[0], Response::Configured { .. }), "{ok:?}");
         let newer = (rudel_core::sched::SCHED_VERSION + 1).to_string();

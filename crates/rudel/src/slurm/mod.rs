@@ -7,6 +7,7 @@
 //! `$RUDEL_CREDENTIALS` (default: `rudel login`'s, else a local head's).
 mod format;
 mod install;
+pub mod sacct;
 mod sbatch;
 mod scancel;
 mod scontrol;
@@ -91,10 +92,7 @@ pub fn main(name: &str, rt: &tokio::runtime::Runtime) -> ExitCode {
             "scancel" => scancel::scancel(args, &head).await,
             "sinfo" => sinfo::sinfo(args, &head).await,
             "scontrol" => scontrol::scontrol(args, &head).await,
-            // Wired at merge with the accounting branch's sacct.
-            "sacct" => Err(SlurmError::msg(
-                "sacct is not supported yet by this rudel build: use `rudel jobs --all` or `rudel show ID`",
-            )),
+            "sacct" => Ok(sacct::run_args(args.into_iter().map(Into::into).collect(), &head).await?),
             other => Err(SlurmError::msg(format!(
                 "{other} is not supported yet: multi-node jobs and job steps are issue 11. \
                  Submit batch work with sbatch (or `rudel run -- CMD` to run one command and see its output)"
