@@ -279,7 +279,6 @@ fn wait_env_and_refusals_with_slurms_messages_and_exit_codes() {
             &["requeue", "1"][..],
             "scontrol requeue is not supported yet",
         ),
-        ("sacct", &[][..], "sacct is not supported yet"),
     ] {
         let o = s.run(name, args);
         assert_eq!(o.code, Some(1), "{name}: {o}");
@@ -293,6 +292,9 @@ fn wait_env_and_refusals_with_slurms_messages_and_exit_codes() {
         s.ok("squeue", &["-h", "-t", "all", "-o", "%i"]).stdout,
         format!("{id}\n")
     );
+    // sacct answers through its link too (the accounting store's own tests are history.rs).
+    let acct = s.ok("sacct", &["-X", "-P", "-n", "--format=JobID", "-j", &id.to_string()]);
+    assert_eq!(acct.stdout, format!("{id}\n"), "{acct}");
     // Held at submit (-H, from the #SBATCH table), released by scontrol: silent, exit 0.
     let o = s.ok("sbatch", &["--parsable", "-H", "--wrap", "echo released"]);
     let held = o.stdout.trim().to_string();
