@@ -87,7 +87,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn from_pb(r: &pb::HistoryRequest) -> Filter {
+    /// The filter a History request asks for (no limit given: [`DEFAULT_LIMIT`]).
+    pub fn from_pb(r: &pb::HistoryRequest) -> Filter {
         Filter {
             user: r.user.clone(),
             states: r.states.clone(),

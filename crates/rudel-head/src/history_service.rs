@@ -29,7 +29,7 @@ pub async fn history(shared: &Arc<SharedState>, req: pb::HistoryRequest) -> Resu
     if req.include_active {
         let f = Filter {
             limit: usize::MAX,
-            ..filter_of(&req)
+            ..Filter::from_pb(&req)
         };
         let a = shared.read();
         // An array task's own job id names its array (`sacct -j 43` of a running array).
@@ -56,18 +56,6 @@ pub async fn history(shared: &Arc<SharedState>, req: pb::HistoryRequest) -> Resu
     }
     jobs.sort_by_key(|j| j.job_id);
     Ok(jobs)
-}
-
-fn filter_of(r: &pb::HistoryRequest) -> Filter {
-    Filter {
-        user: r.user.clone(),
-        states: r.states.clone(),
-        since_ms: r.since_ms,
-        until_ms: r.until_ms,
-        name: r.name.clone(),
-        job_ids: r.job_ids.clone(),
-        limit: r.limit as usize,
-    }
 }
 
 /// `rudel show` of a job no longer in the replicated state.

@@ -626,21 +626,12 @@ fn from_tm(mut tm: libc::tm) -> Result<u64, String> {
     Ok(t as u64 * 1000)
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` in local time, as Slurm prints times.
+/// `YYYY-MM-DDTHH:MM:SS` in local time, as Slurm prints times (empty for none).
 pub fn local_time(ms: u64) -> String {
     if ms == 0 {
         return String::new();
     }
-    let tm = local_tm((ms / 1000) as i64);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-        tm.tm_year + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec
-    )
+    crate::show::timestamp(ms)
 }
 
 fn midnight(now: u64) -> u64 {
