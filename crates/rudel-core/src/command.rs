@@ -180,6 +180,9 @@ pub enum Command {
         update: JobUpdate,
         now_ms: u64,
     },
+    /// Cancel single tasks of arrays (`scancel 41_3`): running ones are killed, pending
+    /// ones end at once; the rest of each array runs on.
+    CancelTasks { tasks: Vec<TaskKey>, now_ms: u64 },
 }
 
 /// What `rudel update` may change on a job none of whose tasks has started (a started
@@ -243,5 +246,11 @@ pub enum Response {
         changed: Vec<JobId>,
         skipped: Vec<(JobId, String)>,
         unknown: Vec<JobId>,
+    },
+    /// CancelTasks: tasks cancelled (or being killed), already ended, unknown.
+    TasksCancelled {
+        cancelled: Vec<TaskKey>,
+        already_finished: Vec<TaskKey>,
+        unknown: Vec<TaskKey>,
     },
 }

@@ -248,6 +248,8 @@ impl State {
                 Some(Event::TaskPlaced { key, .. })
                 | Some(Event::TaskTookOver { key, .. })
                 | Some(Event::TaskEnded { key, .. }) => Some((key.job, false)),
+                // One array task cancelled before it ran (`afterok:41_3` can never hold).
+                Some(Event::PendingCancelled { job, .. }) => Some((*job, false)),
                 Some(Event::JobEnded { job, .. }) => Some((*job, true)),
                 _ => None,
             };

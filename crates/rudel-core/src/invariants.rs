@@ -59,6 +59,7 @@ pub fn check_all(s: &State) -> Result<(), Violation> {
     no_overcommit(s)?;
     nodes_and_jobs_agree(s)?;
     counts_add_up(s)?;
+    pending_tasks_are_accounted(s)?;
     array_limits_hold(s)?;
     gres_not_over_granted(s)?;
     licenses_never_over_granted(s)?;
@@ -200,6 +201,24 @@ pub fn counts_add_up(s: &State) -> Result<(), Violation> {
     for j in s.jobs.values() {
         let sum: u64 = TaskState::ALL.iter().map(|st| j.count(*st)).sum();
         if sum != j.total || j.count(TaskState::Running) != j.running.len() as u64 {
+            return Err(Violation::Counts {
+                job: j.id,
+                counts: j.counts,
+                total: j.total,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A job's pending count is exactly what it can still dispatch: positions after the
+/// cursor not cancelled before dispatch, plus requeued tasks (a task cancelled alone must
+/// neither run nor be lost from the counts).
+pub fn pending_tasks_are_accounted(s: &State) -> Result<(), Violation> {
+    for j in s.jobs.values() {
+        let fresh = j.total - j.next_position.min(j.total) - j.skipped.len() as u64;
+        let cursor_ok = j.next_position >= j.total || !j.skipped.contains(&j.index_at(j.next_position));
+        if j.count(TaskState::Pending) != fresh + j.requeued.len() as u64 || !cursor_ok {
             return Err(Violation::Counts {
                 job: j.id,
                 counts: j.counts,

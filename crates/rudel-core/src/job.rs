@@ -1,6 +1,6 @@
 //! Jobs and their tasks, stored compactly: pending array tasks are a cursor, and only
 //! tasks that are running or ended other than `completed` have a record of their own.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -216,6 +216,10 @@ pub struct Job {
     /// Where its dependency stands (`Satisfied` also when it has none).
     #[serde(default)]
     pub dep: DepStatus,
+    /// Array indices cancelled before their first dispatch, at positions after
+    /// `next_position` (which never rests on one of them).
+    #[serde(default)]
+    pub skipped: BTreeSet<u32>,
 }
 
 /// Where a job's dependency stands.
@@ -261,6 +265,7 @@ impl Job {
             exited_run_ms: 0,
             held: false,
             dep: DepStatus::Satisfied,
+            skipped: BTreeSet::new(),
         }
     }
 
@@ -369,6 +374,22 @@ impl Job {
             }
         }
         TaskState::Completed
+    }
+
+    /// The dispatch position of an array index (0 for the task of a single-task job).
+    pub fn position_of(&self, index: u32) -> Option<u64> {
+        match &self.spec.array {
+            Some(a) => a.position_of(index),
+            None => (index == 0).then_some(0),
+        }
+    }
+
+    /// Moves the dispatch cursor past indices cancelled before their dispatch, so that
+    /// the planner, which hands out tasks by position, never sees them.
+    pub fn skip_cancelled(&mut self) {
+        while self.next_position < self.total && self.skipped.remove(&self.index_at(self.next_position)) {
+            self.next_position += 1;
+        }
     }
 
     /// Array index at a dispatch position.

@@ -27,6 +27,9 @@ pub fn pending_indices(job: &Job) -> String {
         }
         before += n;
     }
+    for &i in &job.skipped {
+        pieces = pieces.into_iter().flat_map(|p| without(p, i)).collect();
+    }
     pieces.extend(job.requeued.keys().map(|&i| IndexRange {
         start: i,
         end: i,
@@ -46,6 +49,30 @@ pub fn pending_indices(job: &Job) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// `r` without index `i` (cancelled before dispatch): zero, one or two ranges.
+fn without(r: IndexRange, i: u32) -> Vec<IndexRange> {
+    let step = r.step.max(1);
+    if i < r.start || i > r.end || (i - r.start) % step != 0 {
+        return vec![r];
+    }
+    let mut out = Vec::new();
+    if i > r.start {
+        out.push(IndexRange {
+            start: r.start,
+            end: i - step,
+            step,
+        });
+    }
+    if i < r.end {
+        out.push(IndexRange {
+            start: i + step,
+            end: r.end,
+            step,
+        });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -76,6 +103,15 @@ mod tests {
         assert_eq!(pending_indices(&job("1-9:2,20-21", 1, &[1])), "1,3-9:2,20-21");
         assert_eq!(pending_indices(&job("1-9:2,20-21", 5, &[])), "20-21");
         assert_eq!(pending_indices(&job("0-4000000", 3_999_999, &[])), "3999999-4000000");
+    }
+
+    #[test]
+    fn tasks_cancelled_before_dispatch_are_left_out() {
+        let mut j = job("1-9:2,20-23", 1, &[]);
+        j.skipped.extend([5, 21, 23]);
+        assert_eq!(pending_indices(&j), "3,7-9:2,20,22");
+        j.skipped = [3].into();
+        assert_eq!(pending_indices(&j), "5-9:2,20-23");
     }
 
     #[test]

@@ -12,6 +12,8 @@ use crate::node::{Liveness, Node};
 use crate::sched::{ConfigError, SchedConfig};
 use crate::scheduler;
 
+mod cancel_tasks;
+
 /// Request ids remembered for idempotent submit.
 pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
 pub use crate::sched::config::MAX_QUEUED_PER_SLOT;
@@ -149,6 +151,10 @@ impl State {
             Command::Cancel { jobs, now_ms } => {
                 self.advance(now_ms);
                 self.cancel(&jobs)
+            }
+            Command::CancelTasks { tasks, now_ms } => {
+                self.advance(now_ms);
+                self.cancel_tasks(&tasks)
             }
             Command::RegisterNode { reg, now_ms } => {
                 self.advance(now_ms);
@@ -674,6 +680,7 @@ impl State {
             job.move_counts(TaskState::Pending, TaskState::Cancelled, pending);
             job.next_position = job.total;
             job.requeued.clear();
+            job.skipped.clear();
             let key = self.sched.queue_key(job);
             self.queue.remove(&key);
             let mut kills = Vec::new();
@@ -920,6 +927,9 @@ impl State {
             job.requeued.remove(&index);
         } else {
             job.next_position += 1;
+            if !job.skipped.is_empty() {
+                job.skip_cancelled();
+            }
         }
         job.running.insert(index, rt);
         job.move_count(TaskState::Pending, TaskState::Running);

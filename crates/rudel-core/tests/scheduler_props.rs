@@ -51,6 +51,8 @@ enum Event {
     Partition(usize, bool),
     /// Hold (true) or release (false) the n-th submitted job.
     Hold(usize, bool),
+    /// Cancel one task (by position) of the n-th submitted job.
+    CancelTask(usize, u64),
 }
 
 fn job_req() -> impl Strategy<Value = JobReq> {
@@ -154,6 +156,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (0usize..3, 0u32..=3).prop_map(|(o, d)| Event::Configure(o, d)),
         1 => (0usize..3, prop_oneof![4 => Just(true), 1 => Just(false)]).prop_map(|(n, up)| Event::Partition(n, up)),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(i, h)| Event::Hold(i, h)),
+        2 => (any::<usize>(), any::<u64>()).prop_map(|(i, p)| Event::CancelTask(i, p)),
     ]
 }
 
@@ -541,6 +544,22 @@ proptest! {
                     if submitted.is_empty() { continue; }
                     let id = *submitted.keys().nth(i % submitted.len()).unwrap_or(&0);
                     apply_ev(&mut s, &mut ended, Command::Cancel { jobs: vec![id], now_ms: now })?;
+                }
+                Event::CancelTask(i, p) => {
+                    if submitted.is_empty() { continue; }
+                    let id = *submitted.keys().nth(i % submitted.len()).unwrap_or(&0);
+                    let Some(job) = s.jobs.get(&id) else { continue };
+                    let index = job.index_at(p % job.total.max(1));
+                    let was_running = job.running.contains_key(&index);
+                    let key = TaskKey { job: id, index };
+                    let r = apply_ev(&mut s, &mut ended, Command::CancelTasks { tasks: vec![key], now_ms: now })?;
+                    prop_assert!(matches!(r, Response::TasksCancelled { .. }), "{:?}", r);
+                    if let Some(job) = s.jobs.get(&id) {
+                        prop_assert!(!job.has_pending() || !job.skipped.contains(&job.index_at(job.next_position)));
+                        if !was_running {
+                            prop_assert!(!job.running.contains_key(&index), "task {} started in the entry that cancelled it", key);
+                        }
+                    }
                 }
                 Event::Configure(o, depth) => {
                     let o = rudel_core::sched::Order::ALL[o];

@@ -284,45 +284,16 @@ impl pb::rudel_server::Rudel for ClientService {
     }
 
     async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<tonic::Response<pb::CancelResponse>, Status> {
-        let ids = req.into_inner().job_ids;
-        if ids.is_empty() || ids.len() > MAX_IDS {
+        let req = req.into_inner();
+        let named = req.job_ids.len() + req.tasks.len();
+        if named == 0 || named > MAX_IDS {
             return Err(Status::invalid_argument(format!(
-                "name between 1 and {MAX_IDS} job ids"
+                "name between 1 and {MAX_IDS} jobs or array tasks"
             )));
         }
-        self.refuse_array_tasks(&ids, "cancel", "cancelled")?;
-        match self
-            .proposer
-            .propose(Command::Cancel {
-                jobs: ids,
-                now_ms: now_ms(),
-            })
-            .await?
-        {
-            Response::Cancelled {
-                cancelled,
-                already_finished,
-                unknown,
-            } => {
-                if !unknown.is_empty() {
-                    let list: Vec<String> = unknown.iter().map(u64::to_string).collect();
-                    return Err(Status::not_found(format!(
-                        "no such job: {} (other jobs named were {})",
-                        list.join(", "),
-                        if cancelled.is_empty() {
-                            "not changed".to_string()
-                        } else {
-                            format!("cancelled: {cancelled:?}")
-                        }
-                    )));
-                }
-                Ok(tonic::Response::new(pb::CancelResponse {
-                    cancelled,
-                    already_finished,
-                }))
-            }
-            other => Err(Status::internal(format!("unexpected cancel result {other:?}"))),
-        }
+        let targets = crate::cancel::targets(&self.shared.read().state, &req);
+        let r = self.proposer.propose(crate::cancel::command(&targets, now_ms())).await?;
+        crate::cancel::reply(r).map(tonic::Response::new)
     }
 
     type WatchStream = WatchStream;

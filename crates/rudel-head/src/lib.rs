@@ -2,6 +2,7 @@
 //! agents and peer heads, and the dispatch of committed assignments to agents.
 pub mod agent_service;
 pub mod auth;
+pub mod cancel;
 pub mod client_service;
 pub mod convert;
 pub mod credentials;

@@ -415,7 +415,7 @@ pub async fn run(mut a: SubmitArgs, head: &str) -> CmdResult {
         }
         _ = tokio::signal::ctrl_c() => {
             eprintln!("\nrudel: interrupted; cancelling job {id}");
-            let _ = c.cancel(pb::CancelRequest { job_ids: vec![id] }).await;
+            let _ = c.cancel(pb::CancelRequest { job_ids: vec![id], ..Default::default() }).await;
             cleanup(&j);
             Ok(130)
         }

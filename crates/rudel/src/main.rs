@@ -7,6 +7,7 @@ mod exec;
 mod follow;
 mod history;
 mod hold_cmd;
+mod job_refs;
 mod node_cmd;
 mod opts;
 mod partitions_cmd;

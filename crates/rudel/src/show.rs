@@ -32,7 +32,8 @@ pub struct ShowArgs {
 
 #[derive(Args, Debug)]
 pub struct CancelArgs {
-    /// Job ids (whole jobs and arrays).
+    /// Job ids: a whole job or array (41), one array task (41_3, or the task's own job
+    /// id), some array tasks (41_[1-5,9]).
     #[arg(required = true)]
     pub ids: Vec<String>,
     #[arg(long)]
@@ -367,36 +368,41 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
 
 /// `rudel cancel`.
 pub async fn cancel(a: CancelArgs, head: &str) -> CmdResult {
+    let refs = a
+        .ids
+        .iter()
+        .flat_map(|s| crate::job_refs::split_list(s))
+        .map(crate::job_refs::parse)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Failure::usage(anyhow!(e)))?;
+    let req = crate::job_refs::cancel_request(&refs);
     // Cancelling twice is harmless, so the call may be repeated if leadership moved.
-    let mut job_ids = Vec::with_capacity(a.ids.len());
-    for s in &a.ids {
-        match parse_job_ref(s)? {
-            (id, None) => job_ids.push(id),
-            (id, Some(index)) => {
-                return Err(Failure::usage(anyhow!(
-                    "cancelling one array task ({id}_{index}) is not supported yet; `rudel cancel {id}` \
-                     cancels the whole array (nothing was cancelled)"
-                )))
-            }
-        }
-    }
     let r = client::on_leader(head, |mut c| {
-        let ids = job_ids.clone();
-        async move { c.cancel(pb::CancelRequest { job_ids: ids }).await }
+        let req = req.clone();
+        async move { c.cancel(req).await }
     })
     .await?
     .into_inner();
+    let task = |t: &pb::ArrayTask| format!("{}_{}", t.job_id, t.index);
     if a.json {
         println!(
             "{}",
-            json!({"cancelled": r.cancelled, "already_finished": r.already_finished})
+            json!({"cancelled": r.cancelled, "already_finished": r.already_finished,
+                   "cancelled_tasks": r.cancelled_tasks.iter().map(task).collect::<Vec<_>>(),
+                   "finished_tasks": r.finished_tasks.iter().map(task).collect::<Vec<_>>()})
         );
     } else {
         for id in &r.cancelled {
             println!("Cancelled job {id}");
         }
+        for t in &r.cancelled_tasks {
+            println!("Cancelled task {}", task(t));
+        }
         for id in &r.already_finished {
             println!("Job {id} had already finished");
+        }
+        for t in &r.finished_tasks {
+            println!("Task {} had already finished", task(t));
         }
     }
     Ok(0)

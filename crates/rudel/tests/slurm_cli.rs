@@ -159,18 +159,29 @@ fn sbatch_squeue_scancel_sinfo_scontrol_as_a_slurm_user_sees_them() {
     ] {
         assert!(job2.contains(&key), "{key} in:\n{job2}");
     }
-    // A single task cannot be cancelled yet: refused, nothing cancelled.
-    let o = s.run("scancel", &[&format!("{id}_2")]);
-    assert_eq!(o.code, Some(1), "{o}");
-    assert!(
-        o.stderr.starts_with("scancel: error: ") && o.stderr.contains("nothing was cancelled"),
-        "{o}"
-    );
-    s.ok("scancel", &[&id.to_string()]);
+    // A running task and a pending one, cancelled in one call (so that the slot the first
+    // frees cannot go to the second); the rest of the array runs on.
+    s.ok("scancel", &[&format!("{id}_[2-3]")]);
+    let state_of = |t: String| {
+        let text = s.ok("scontrol", &["show", "job", &t]).stdout;
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix("JobState="))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let deadline = std::time::Instant::now() + CLI_TIMEOUT;
+    while state_of(format!("{id}_2")) != "CANCELLED" {
+        assert!(std::time::Instant::now() < deadline, "task 2 was not cancelled");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(state_of(format!("{id}_3")), "CANCELLED");
+    assert_eq!(state_of(format!("{id}_1")), "RUNNING");
+    std::fs::write(work.join("go"), "").unwrap();
     let st = s.squeue_until(&["-h", "-t", "all", "-j", &id.to_string(), "-o", "%T"], |t| {
         t == "CANCELLED\n"
     });
-    assert_eq!(st, "CANCELLED\n");
+    assert_eq!(st, "CANCELLED\n", "the array ends with its worst task state");
+    assert_eq!(state_of(format!("{id}_1")), "COMPLETED");
     assert_eq!(s.ok("squeue", &["-h"]).stdout, "", "nothing left in the queue");
     // Ground truth from the tasks: %A_%a names, --export=ALL,X=1.
     for i in [1, 2] {

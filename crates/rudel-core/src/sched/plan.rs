@@ -185,7 +185,7 @@ impl<'a> Planner<'a> {
             if job.running.len() as u64 + taken.placed >= limit {
                 return true;
             }
-            let Some((index, attempt, from_requeue)) = next_pending(job, &taken) else {
+            let Some((index, attempt, from_requeue, skips)) = next_pending(job, &taken) else {
                 return true;
             };
             let key = TaskKey { job: job.id, index };
@@ -225,7 +225,7 @@ impl<'a> Planner<'a> {
             if from_requeue {
                 t.last_requeued = Some(index);
             } else {
-                t.positions += 1;
+                t.positions += 1 + skips;
             }
         }
     }
@@ -452,17 +452,21 @@ impl Planner<'_> {
 }
 
 /// The next pending task of a job after what the plan took: (array index, attempt, from
-/// the requeue set). Requeued tasks go first, in index order.
-fn next_pending(job: &Job, taken: &Taken) -> Option<(u32, u32, bool)> {
+/// the requeue set, fresh positions stepped over because their tasks were cancelled
+/// before dispatch). Requeued tasks go first, in index order.
+fn next_pending(job: &Job, taken: &Taken) -> Option<(u32, u32, bool, u64)> {
     let requeued = match taken.last_requeued {
         None => job.requeued.iter().next(),
         Some(last) => job.requeued.range((Excluded(last), Unbounded)).next(),
     };
     if let Some((&i, &a)) = requeued {
-        return Some((i, a, true));
+        return Some((i, a, true, 0));
     }
-    let position = job.next_position + taken.positions;
-    (position < job.total).then(|| (job.index_at(position), 1, false))
+    let first = job.next_position + taken.positions;
+    (first..job.total)
+        .map(|p| (p, job.index_at(p)))
+        .find(|(_, i)| !job.skipped.contains(i))
+        .map(|(p, i)| (i, 1, false, p - first))
 }
 
 /// Every running task without a successor that is not being killed, by shape.

@@ -5,6 +5,7 @@ use rudel_proto::v1 as pb;
 
 use super::{format, SlurmError, SlurmResult};
 use crate::client;
+use crate::job_refs::{self, JobRef};
 
 #[derive(Parser, Debug)]
 #[command(name = "scancel", version)]
@@ -30,54 +31,39 @@ struct Args {
     /// Only my jobs.
     #[arg(long)]
     me: bool,
-    /// Job ids: ID, ID_INDEX, ID_[1-3].
+    /// Job ids: ID, ID_INDEX, ID_[1-3] (an array task's own id cancels that task).
     ids: Vec<String>,
-}
-
-/// One id as given: a whole job, or some of an array's tasks.
-#[derive(Debug, PartialEq, Eq)]
-enum Target {
-    Job(u64),
-    Tasks(u64, String),
-}
-
-fn parse_target(s: &str) -> Result<Target, SlurmError> {
-    let bad = || SlurmError::msg(format!("Invalid job id {s}"));
-    match s.split_once('_') {
-        None => s.parse().map(Target::Job).map_err(|_| bad()),
-        Some((id, tasks)) if !tasks.is_empty() => Ok(Target::Tasks(id.parse().map_err(|_| bad())?, tasks.into())),
-        Some(_) => Err(bad()),
-    }
 }
 
 /// `scancel`.
 pub async fn scancel(args: Vec<String>, head: &str) -> SlurmResult {
     let a: Args = super::parse("scancel", args)?;
-    let mut ids = Vec::new();
-    for s in a.ids.iter().flat_map(|s| s.split(',')).filter(|s| !s.is_empty()) {
-        match parse_target(s)? {
-            Target::Job(id) => ids.push(id),
-            Target::Tasks(id, tasks) => {
-                return Err(SlurmError::msg(format!(
-                    "cancelling some tasks of an array ({id}_{tasks}) is not supported yet; `scancel {id}` \
-                     cancels the whole array (nothing was cancelled)"
-                )))
-            }
-        }
-    }
+    let mut refs = a
+        .ids
+        .iter()
+        .flat_map(|s| job_refs::split_list(s))
+        .map(|s| job_refs::parse(s).map_err(|_| SlurmError::msg(format!("Invalid job id {s}"))))
+        .collect::<Result<Vec<_>, _>>()?;
     let filtered = a.user.is_some() || a.state.is_some() || a.name.is_some() || a.partition.is_some() || a.me;
-    if ids.is_empty() && !filtered {
+    if refs.is_empty() && !filtered {
         return Err(SlurmError::msg("No job identification provided"));
     }
     if filtered {
-        ids = select(&a, &ids, head).await?;
+        let named: Vec<u64> = refs.iter().map(JobRef::job).collect();
+        let selected = select(&a, &named, head).await?;
+        if refs.is_empty() {
+            refs = selected.iter().map(|&id| JobRef::Job(id)).collect();
+        } else {
+            refs.retain(|r| selected.contains(&r.job()));
+        }
     }
-    if ids.is_empty() {
+    if refs.is_empty() {
         return Ok(0);
     }
+    let req = job_refs::cancel_request(&refs);
     let r = client::on_leader(head, |mut c| {
-        let ids = ids.clone();
-        async move { c.cancel(pb::CancelRequest { job_ids: ids }).await }
+        let req = req.clone();
+        async move { c.cancel(req).await }
     })
     .await;
     match r {
@@ -86,6 +72,9 @@ pub async fn scancel(args: Vec<String>, head: &str) -> SlurmResult {
             if a.verbose {
                 for id in &r.cancelled {
                     eprintln!("scancel: Terminating job {id}");
+                }
+                for t in &r.cancelled_tasks {
+                    eprintln!("scancel: Terminating job {}_{}", t.job_id, t.index);
                 }
             }
             if !a.quiet && a.verbose {
@@ -99,20 +88,22 @@ pub async fn scancel(args: Vec<String>, head: &str) -> SlurmResult {
         }
         // One unknown id fails the whole call: cancel the others one by one, so that each
         // unknown one is named and the rest still go.
-        Err(_) if ids.len() > 1 => one_by_one(&ids, a.quiet, head).await,
-        Err(f) => report(ids[0], f, a.quiet).map(|()| 0),
+        Err(_) if refs.len() > 1 => one_by_one(&refs, a.quiet, head).await,
+        Err(f) => report(&refs[0], f, a.quiet).map(|()| 0),
     }
 }
 
-async fn one_by_one(ids: &[u64], quiet: bool, head: &str) -> SlurmResult {
+async fn one_by_one(refs: &[JobRef], quiet: bool, head: &str) -> SlurmResult {
     let mut code = 0;
-    for &id in ids {
-        let r = client::on_leader(head, |mut c| async move {
-            c.cancel(pb::CancelRequest { job_ids: vec![id] }).await
+    for one in refs {
+        let req = job_refs::cancel_request(std::slice::from_ref(one));
+        let r = client::on_leader(head, |mut c| {
+            let req = req.clone();
+            async move { c.cancel(req).await }
         })
         .await;
         if let Err(f) = r {
-            if let Err(e) = report(id, f, quiet) {
+            if let Err(e) = report(one, f, quiet) {
                 for l in e.lines {
                     eprintln!("scancel: error: {l}");
                 }
@@ -125,7 +116,12 @@ async fn one_by_one(ids: &[u64], quiet: bool, head: &str) -> SlurmResult {
 
 /// Slurm 22.05 exits 0 for an id it does not know; the message still says so (unless
 /// -q). Any other refusal (one array task by its own id) is an error.
-fn report(id: u64, f: crate::Failure, quiet: bool) -> Result<(), SlurmError> {
+fn report(one: &JobRef, f: crate::Failure, quiet: bool) -> Result<(), SlurmError> {
+    let id = match one {
+        JobRef::Job(id) => id.to_string(),
+        JobRef::Tasks(id, indices) if indices.len() == 1 => format!("{id}_{}", indices[0]),
+        JobRef::Tasks(id, _) => format!("{id}_*"),
+    };
     let text = format!("{:#}", f.error);
     if !text.starts_with("no such job") {
         return Err(SlurmError::msg(format!("Kill job error on job id {id}: {text}")));
@@ -169,17 +165,4 @@ async fn select(a: &Args, ids: &[u64], head: &str) -> Result<Vec<u64>, SlurmErro
         })
         .map(|j| j.id)
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ids_as_slurm_writes_them() {
-        assert_eq!(parse_target("41").unwrap(), Target::Job(41));
-        assert_eq!(parse_target("41_3").unwrap(), Target::Tasks(41, "3".into()));
-        assert_eq!(parse_target("41_[1-3]").unwrap(), Target::Tasks(41, "[1-3]".into()));
-        assert_eq!(parse_target("abc").unwrap_err().lines, ["Invalid job id abc"]);
-    }
 }
