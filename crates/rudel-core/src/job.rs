@@ -178,6 +178,22 @@ pub struct EndedTask {
     pub start_ms: u64,
     pub end_ms: u64,
     pub reason: String,
+    /// Killed for going over its memory limit (Slurm's `OUT_OF_MEMORY`; its state is
+    /// `failed`).
+    #[serde(default)]
+    pub oom: bool,
+}
+
+impl EndedTask {
+    /// The state accounting records: `out_of_memory` for a memory kill (a failure that
+    /// `sacct -s F` does not list, as in Slurm), else the task state.
+    pub fn recorded_state(&self) -> &'static str {
+        if self.oom && self.state == TaskState::Failed {
+            "out_of_memory"
+        } else {
+            self.state.as_str()
+        }
+    }
 }
 
 /// A job and the state of its tasks.
@@ -389,6 +405,18 @@ impl Job {
     pub fn skip_cancelled(&mut self) {
         while self.next_position < self.total && self.skipped.remove(&self.index_at(self.next_position)) {
             self.next_position += 1;
+        }
+    }
+
+    /// The state accounting records for the job: `out_of_memory` when it failed and every
+    /// failed task was a memory kill, else [`Job::state`].
+    pub fn recorded_state(&self) -> &'static str {
+        let state = self.state();
+        let mut failed = self.ended.values().filter(|t| t.state == TaskState::Failed).peekable();
+        if state == TaskState::Failed && failed.peek().is_some() && failed.all(|t| t.oom) {
+            "out_of_memory"
+        } else {
+            state.as_str()
         }
     }
 

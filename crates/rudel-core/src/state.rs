@@ -877,6 +877,7 @@ impl State {
                     start_ms: rt.start_ms,
                     end_ms: r.end_ms.max(rt.start_ms),
                     reason,
+                    oom: !rt.kill_requested && r.outcome == TaskOutcome::OutOfMemory,
                 },
             );
         }

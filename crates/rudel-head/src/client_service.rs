@@ -292,7 +292,10 @@ impl pb::rudel_server::Rudel for ClientService {
             )));
         }
         let targets = crate::cancel::targets(&self.shared.read().state, &req);
-        let r = self.proposer.propose(crate::cancel::command(&targets, now_ms())).await?;
+        let r = self
+            .proposer
+            .propose(crate::cancel::command(&targets, now_ms()))
+            .await?;
         crate::cancel::reply(r).map(tonic::Response::new)
     }
 

@@ -480,7 +480,7 @@ pub fn record(state: &State, job: &Job) -> pb::HistoryJob {
         .take(MAX_TASK_RECORDS)
         .map(|(&index, t)| pb::HistoryTask {
             index,
-            state: t.state.as_str().into(),
+            state: t.recorded_state().into(),
             exit_code: t.exit_code,
             signal: t.signal,
             start_ms: t.start_ms,
@@ -500,7 +500,7 @@ pub fn record(state: &State, job: &Job) -> pb::HistoryJob {
         job_id: job.id,
         name: crate::convert::job_name(&job.spec),
         user: job.spec.user.clone(),
-        state: job.state().as_str().into(),
+        state: job.recorded_state().into(),
         exit_code: status.and_then(|(c, _)| c),
         signal: status.and_then(|(_, s)| s),
         submit_ms: job.submit_ms,

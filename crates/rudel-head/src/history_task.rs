@@ -37,10 +37,10 @@ pub struct TaskRecord {
 pub fn from_event(state: &State, ev: &Event) -> Option<TaskRecord> {
     let Event::TaskEnded {
         key,
+        attempt,
         node,
         state: ts,
         end,
-        ..
     } = ev
     else {
         return None;
@@ -50,12 +50,17 @@ pub fn from_event(state: &State, ev: &Event) -> Option<TaskRecord> {
     }
     let job = state.jobs.get(&key.job)?;
     let own_id = job.task_job_id(key.index);
+    let recorded = job
+        .ended
+        .get(&key.index)
+        .filter(|t| t.attempt == *attempt)
+        .map_or(ts.as_str(), |t| t.recorded_state());
     Some(TaskRecord {
         job: job.id,
         row: own_id - job.id < MAX_TASK_ROWS,
         task: pb::HistoryTask {
             index: key.index,
-            state: ts.as_str().into(),
+            state: recorded.into(),
             exit_code: end.exit_code,
             signal: end.signal,
             start_ms: end.start_ms,

@@ -10,7 +10,8 @@ pub struct HistoryArgs {
     /// Only jobs of this user.
     #[arg(long, short = 'u', value_name = "USER")]
     pub user: Option<String>,
-    /// Only jobs that ended in this state (completed, failed, cancelled, timeout, node_fail); repeatable.
+    /// Only jobs that ended in this state (completed, failed, out_of_memory, cancelled, timeout,
+    /// node_fail); repeatable. A memory kill is recorded as out_of_memory, not failed.
     #[arg(long, short = 's', value_name = "STATE")]
     pub state: Vec<String>,
     /// Only jobs that ended at or after this time (see `sacct -S` for the formats; e.g. 2026-11-28, now-1hour).
@@ -34,11 +35,12 @@ pub struct HistoryArgs {
 }
 
 /// Known state names (`rudel history --state`).
-const STATES: [&str; 7] = [
+const STATES: [&str; 8] = [
     "pending",
     "running",
     "completed",
     "failed",
+    "out_of_memory",
     "cancelled",
     "timeout",
     "node_fail",

@@ -25,7 +25,8 @@ impl JobRef {
 
 /// Parses one id.
 pub fn parse(s: &str) -> Result<JobRef, String> {
-    let bad = |why: &str| format!("bad job id {s:?}: {why} (expected ID, ID_INDEX or ID_[LIST], e.g. 41, 41_3, 41_[1-5,9])");
+    let bad =
+        |why: &str| format!("bad job id {s:?}: {why} (expected ID, ID_INDEX or ID_[LIST], e.g. 41, 41_3, 41_[1-5,9])");
     let Some((id, tasks)) = s.split_once('_') else {
         return s.parse().map(JobRef::Job).map_err(|_| bad("not a number"));
     };
@@ -69,10 +70,9 @@ pub fn cancel_request(refs: &[JobRef]) -> pb::CancelRequest {
     for x in refs {
         match x {
             JobRef::Job(id) => r.job_ids.push(*id),
-            JobRef::Tasks(id, indices) => r.tasks.extend(indices.iter().map(|&index| pb::ArrayTask {
-                job_id: *id,
-                index,
-            })),
+            JobRef::Tasks(id, indices) => r
+                .tasks
+                .extend(indices.iter().map(|&index| pb::ArrayTask { job_id: *id, index })),
         }
     }
     r

@@ -170,6 +170,18 @@ fn memory_limit_is_enforced() {
             "reason should say out of memory ({mode}): {v:#}"
         );
         assert!(v["signal"] == libc::SIGKILL || v["exit_code"] != 0, "{v:#}");
+        // Accounting names a memory kill as Slurm does, and `-s F` does not list it.
+        let sacct = |args: &[&str]| {
+            let mut all = vec!["sacct", "-X", "-P", "-n", "-o", "JobID,State", "-S", "now-1hour"];
+            all.extend_from_slice(args);
+            c.rudel_ok(&all).stdout
+        };
+        assert_eq!(sacct(&["-j", &id.to_string()]), format!("{id}|OUT_OF_MEMORY\n"));
+        assert_eq!(sacct(&["-s", "OOM"]), format!("{id}|OUT_OF_MEMORY\n"));
+        assert!(
+            !sacct(&["-s", "F"]).contains(&id.to_string()),
+            "a memory kill is not FAILED"
+        );
     } else {
         assert!(
             reason.contains("memory") || out.contains("MemoryError"),

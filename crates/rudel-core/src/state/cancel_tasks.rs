@@ -74,6 +74,7 @@ impl State {
                 start_ms: now,
                 end_ms: now,
                 reason: "cancelled before it started".into(),
+                oom: false,
             },
         );
         let pending_left = job.has_pending();
@@ -162,7 +163,10 @@ mod tests {
         let id = array(&mut s, "1-5");
         assert!(s.jobs[&id].running.contains_key(&1));
         let r = cancel(&mut s, id, &[3, 5]);
-        assert!(matches!(r, Response::TasksCancelled { ref cancelled, .. } if cancelled.len() == 2), "{r:?}");
+        assert!(
+            matches!(r, Response::TasksCancelled { ref cancelled, .. } if cancelled.len() == 2),
+            "{r:?}"
+        );
         assert_eq!(crate::pending::pending_indices(&s.jobs[&id]), "2,4");
         let mut ran = Vec::new();
         while let Some(&next) = s.jobs[&id].running.keys().next() {
@@ -202,7 +206,10 @@ mod tests {
         let again = cancel(&mut s, id, &[1]);
         assert!(matches!(again, Response::TasksCancelled { ref cancelled, .. } if cancelled.len() == 1));
         let r = cancel(&mut s, id, &[9]);
-        assert!(matches!(r, Response::TasksCancelled { ref unknown, .. } if unknown.len() == 1), "{r:?}");
+        assert!(
+            matches!(r, Response::TasksCancelled { ref unknown, .. } if unknown.len() == 1),
+            "{r:?}"
+        );
         cancel(&mut s, id, &[2]);
         let r = cancel(&mut s, id, &[2]);
         assert!(

@@ -176,9 +176,7 @@ fn state_filter(s: &str) -> Result<&'static str, String> {
         "NF" | "NODE_FAIL" => "node_fail",
         "PD" | "PENDING" => "pending",
         "R" | "RUNNING" => "running",
-        "OOM" | "OUT_OF_MEMORY" => {
-            return Err("OUT_OF_MEMORY: rudel records memory kills as FAILED with signal 9 (filter -s F)".into())
-        }
+        "OOM" | "OUT_OF_MEMORY" => "out_of_memory",
         other => return Err(format!("unknown state \"{other}\"")),
     })
 }
@@ -380,7 +378,13 @@ fn rows_of(j: &pb::HistoryJob, _now: u64) -> Vec<Row<'_>> {
 fn rest_state(j: &pb::HistoryJob, listed: &[Row]) -> String {
     let mut left: Vec<(String, u64)> = j.counts.iter().map(|c| (c.state.clone(), c.count)).collect();
     for r in listed {
-        if let Some(c) = left.iter_mut().find(|(s, _)| *s == r.state) {
+        // The counts know a memory kill as `failed`.
+        let counted = if r.state == "out_of_memory" {
+            "failed"
+        } else {
+            r.state.as_str()
+        };
+        if let Some(c) = left.iter_mut().find(|(s, _)| s == counted) {
             c.1 = c.1.saturating_sub(1);
         }
     }
@@ -399,6 +403,7 @@ fn slurm_state(r: &Row) -> String {
         "cancelled" => format!("CANCELLED by {}", uid_of(&r.job.user)),
         "timeout" => "TIMEOUT".into(),
         "node_fail" => "NODE_FAIL".into(),
+        "out_of_memory" => "OUT_OF_MEMORY".into(),
         "pending" => "PENDING".into(),
         "running" => "RUNNING".into(),
         other => other.to_ascii_uppercase(),
@@ -859,7 +864,7 @@ mod tests {
     fn states_map_from_slurm_names() {
         assert_eq!(state_filter("CD").unwrap(), "completed");
         assert_eq!(state_filter("cancelled").unwrap(), "cancelled");
-        assert!(state_filter("OOM").is_err());
+        assert_eq!(state_filter("OOM").unwrap(), "out_of_memory");
         assert!(state_filter("BOGUS").is_err());
     }
 }
