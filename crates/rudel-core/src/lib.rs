@@ -25,6 +25,7 @@ pub mod query;
 pub mod resources;
 pub mod sched;
 pub mod scheduler;
+pub mod sbatch_options;
 pub mod script;
 pub mod security;
 pub mod serde_pairs;

@@ -21,6 +21,7 @@ struct Client {
     test_only: bool,
     wrap: Option<String>,
     help: bool,
+    version: bool,
 }
 
 /// The command line split into sbatch's own options, job options (as written) and the
@@ -50,6 +51,7 @@ fn split_command_line(args: &[String]) -> CommandLine {
             "-W" | "--wait" => out.client.wait = true,
             "--test-only" => out.client.test_only = true,
             "-h" | "--help" | "--usage" => out.client.help = true,
+            "-V" | "--version" => out.client.version = true,
             "--wrap" => {
                 out.client.wrap = args.get(i).cloned();
                 i += 1;
@@ -240,6 +242,10 @@ pub async fn sbatch(args: Vec<String>, head: &str) -> SlurmResult {
     let cl = split_command_line(&args);
     if cl.client.help {
         print!("{HELP}");
+        return Ok(0);
+    }
+    if cl.client.version {
+        println!("rudel {} (sbatch of Slurm 22.05's options)", env!("CARGO_PKG_VERSION"));
         return Ok(0);
     }
     if cl.client.test_only {
