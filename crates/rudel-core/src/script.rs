@@ -258,31 +258,35 @@ fn translate_sbatch(
         }
         i += 1;
         // (written form of the option, its row, value attached with `=` or `-Xvalue`)
-        let (written, row, attached): (String, &SbatchOption, Option<String>) = if let Some(long) = word.strip_prefix("--")
-        {
-            let (name, value) = match long.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (long, None),
+        let (written, row, attached): (String, &SbatchOption, Option<String>) =
+            if let Some(long) = word.strip_prefix("--") {
+                let (name, value) = match long.split_once('=') {
+                    Some((n, v)) => (n, Some(v.to_string())),
+                    None => (long, None),
+                };
+                match table::by_long(name) {
+                    Some(r) => (format!("--{name}"), r, value),
+                    None => return Err(unknown(line, word)),
+                }
+            } else if let Some(short) = word.strip_prefix('-').filter(|s| !s.is_empty()) {
+                let mut cs = short.chars();
+                let c = cs.next().unwrap_or('-');
+                let rest = cs.as_str();
+                match table::by_short(c) {
+                    Some(r) => (
+                        format!("-{c}/--{}", r.long),
+                        r,
+                        (!rest.is_empty()).then(|| rest.to_string()),
+                    ),
+                    None => return Err(unknown(line, word)),
+                }
+            } else {
+                return Err(ScriptError::Refused {
+                    line,
+                    option: word.clone(),
+                    reason: "not an option (a directive line holds options only)".into(),
+                });
             };
-            match table::by_long(name) {
-                Some(r) => (format!("--{name}"), r, value),
-                None => return Err(unknown(line, word)),
-            }
-        } else if let Some(short) = word.strip_prefix('-').filter(|s| !s.is_empty()) {
-            let mut cs = short.chars();
-            let c = cs.next().unwrap_or('-');
-            let rest = cs.as_str();
-            match table::by_short(c) {
-                Some(r) => (format!("-{c}/--{}", r.long), r, (!rest.is_empty()).then(|| rest.to_string())),
-                None => return Err(unknown(line, word)),
-            }
-        } else {
-            return Err(ScriptError::Refused {
-                line,
-                option: word.clone(),
-                reason: "not an option (a directive line holds options only)".into(),
-            });
-        };
 
         let value = match (row.arity, attached) {
             (Arity::Value, Some(v)) => Some(v),

@@ -192,7 +192,12 @@ mod tests {
             assert_eq!(e.get(k).map(String::as_str), Some(v), "{k}");
         }
         assert!(!e.contains_key("SLURM_ARRAY_TASK_ID"));
-        for absent in ["SLURM_NTASKS", "SLURM_NPROCS", "SLURM_OPEN_MODE", "SLURM_JOB_DEPENDENCY"] {
+        for absent in [
+            "SLURM_NTASKS",
+            "SLURM_NPROCS",
+            "SLURM_OPEN_MODE",
+            "SLURM_JOB_DEPENDENCY",
+        ] {
             assert!(!e.contains_key(absent), "{absent}: Slurm sets it only when given");
         }
     }

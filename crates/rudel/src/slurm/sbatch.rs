@@ -323,6 +323,26 @@ mod tests {
         assert_eq!(cl.operands, words("- arg"));
     }
 
+    /// The table's `Client` rows are sbatch's own: every one is taken off the command
+    /// line before the job options are translated (none reaches the table's refusal).
+    #[test]
+    fn sbatchs_own_options_are_taken_off_the_command_line() {
+        use rudel_core::sbatch_options::{Treatment, OPTIONS};
+        for o in OPTIONS.iter().filter(|o| o.treatment == Treatment::Client) {
+            let mut forms = vec![format!("--{}", o.long)];
+            forms.extend(o.short.map(|c| format!("-{c}")));
+            for f in forms {
+                let mut args = vec![f.clone()];
+                if o.long == "wrap" {
+                    args.push("true".into());
+                }
+                let cl = split_command_line(&args);
+                assert!(cl.options.is_empty() && cl.operands.is_empty(), "{f}: {cl:?}");
+                assert_ne!(cl.client, Client::default(), "{f}");
+            }
+        }
+    }
+
     #[test]
     fn command_line_beats_environment() {
         let env = |v: &str| match v {
