@@ -50,8 +50,17 @@ fn lookup() -> Option<Login> {
     }
 }
 
-/// Adds the login variables the environment lacks, and the job's uid and gid.
+/// Adds the job's uid and gid and, when the environment was not exported (no `HOME`:
+/// `--export=NONE` or a list without it), the login variables it lacks. An exported
+/// environment is left as it is: Slurm passes it unchanged (a shell without `USER` gives
+/// a job without `USER`, recorded).
 pub fn fill(env: &mut Vec<(String, String)>, login: &Login) {
+    env.retain(|(k, _)| k != "SLURM_JOB_UID" && k != "SLURM_JOB_GID");
+    env.push(("SLURM_JOB_UID".into(), login.uid.to_string()));
+    env.push(("SLURM_JOB_GID".into(), login.gid.to_string()));
+    if env.iter().any(|(k, _)| k == "HOME") {
+        return;
+    }
     let mut set_if_absent = |k: &str, v: &str| {
         if !v.is_empty() && !env.iter().any(|(n, _)| n == k) {
             env.push((k.to_string(), v.to_string()));
@@ -61,9 +70,6 @@ pub fn fill(env: &mut Vec<(String, String)>, login: &Login) {
     set_if_absent("SHELL", &login.shell);
     set_if_absent("USER", &login.name);
     set_if_absent("LOGNAME", &login.name);
-    env.retain(|(k, _)| k != "SLURM_JOB_UID" && k != "SLURM_JOB_GID");
-    env.push(("SLURM_JOB_UID".into(), login.uid.to_string()));
-    env.push(("SLURM_JOB_GID".into(), login.gid.to_string()));
 }
 
 #[cfg(test)]
