@@ -30,7 +30,7 @@ fn an_array_script_sees_slurms_environment_and_writes_one_file_per_task() {
          #SBATCH --export=ALL,SWEEP_MODE=fast\n\
          #SBATCH --mail-type=END\n\
          cd \"$SLURM_SUBMIT_DIR\"\n\
-         env | grep -E '^(SLURM_|SLURMD_|SWEEP_MODE|HOME=)' | sort > env-${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}.txt\n",
+         env | grep -E '^(SLURM_|SLURMD_|SWEEP_MODE|HOME=|ENVIRONMENT=)' | sort > env-${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}.txt\n",
     )
     .unwrap();
     let o = c.rudel_ok(&["submit", "--json", &script.display().to_string()]);
