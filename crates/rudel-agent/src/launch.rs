@@ -75,6 +75,9 @@ pub fn exec_spec(t: pb::LaunchTask, scripts_dir: &Path) -> Result<ExecSpec, Laun
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.push(("PATH".into(), DEFAULT_PATH.into()));
     }
+    if let Some(login) = crate::login_env::current() {
+        crate::login_env::fill(&mut env, login);
+    }
     env.sort();
     let stdout = (!t.stdout_path.is_empty()).then(|| PathBuf::from(&t.stdout_path));
     let stderr = if t.stderr_discard {

@@ -4,6 +4,7 @@ pub mod exec;
 pub mod identity;
 pub mod journal;
 pub mod launch;
+pub mod login_env;
 pub mod session;
 
 pub use exec::DEFAULT_TASK_PIDS_MAX;

@@ -23,6 +23,7 @@ pub mod pattern;
 pub mod pending;
 pub mod query;
 pub mod resources;
+pub mod sbatch_options;
 pub mod sched;
 pub mod scheduler;
 pub mod script;

@@ -214,128 +214,10 @@ fn split_words(s: &str, line: usize) -> Result<Vec<String>, ScriptError> {
     Ok(words)
 }
 
-/// Whether an sbatch option takes a value.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Arity {
-    /// A flag.
-    None,
-    /// Needs a value (`--opt=v`, `--opt v`, `-Xv`, `-X v`).
-    Required,
-    /// Takes a value only as `--opt=v`, like getopt's optional arguments.
-    Optional,
-}
+use crate::sbatch_options::{self as table, Arity, SbatchOption, Treatment};
 
-/// What to do with one sbatch option. Every option either works with Slurm's meaning, or
-/// is refused with the line named; only options that cannot change what runs, where, with
-/// what resources or where its output goes are accepted with a warning ("never succeed
-/// silently": a job that ran without its GPU or its dependency looks done but is not).
-#[derive(Clone, Copy)]
-enum Action {
-    /// Emit the rudel option, with the value if it has one.
-    Map(&'static str, Arity),
-    /// `--nice[=N]`: rudel priority -N (Slurm's default adjustment is 100).
-    Nice,
-    /// `-N`/`-n`/`--ntasks-per-node`: 1 is what every rudel job is; more is refused until
-    /// parallel jobs exist.
-    OneOnly,
-    /// `--open-mode=append|truncate`.
-    OpenMode,
-    /// `--signal=B:SIG@TIME`, checked here so that a refused form names its line.
-    Signal,
-    /// Cannot change what runs: accepted with a warning.
-    Ignore(Arity),
-    /// Would change what runs, where or how: refused, with why.
-    Refuse(Arity, &'static str),
-}
-
-const NOT_YET: &str = "not supported by rudel yet";
-const PARALLEL: &str = "multi-node and multi-task jobs are not supported yet";
-
-/// Short sbatch options: letter, long name, action.
-fn short_option(c: char) -> Option<(&'static str, Action)> {
-    use Action::*;
-    use Arity::{None as Flag, Required as Value};
-    Some(match c {
-        'J' => ("job-name", Map("--name", Value)),
-        'c' => ("cpus-per-task", Map("--cpus", Value)),
-        't' => ("time", Map("--time", Value)),
-        'o' => ("output", Map("--output", Value)),
-        'e' => ("error", Map("--error", Value)),
-        'a' => ("array", Map("--array", Value)),
-        'D' => ("chdir", Map("--chdir", Value)),
-        'C' => ("constraint", Map("--constraint", Value)),
-        'G' => ("gpus", Map("--gpus", Value)),
-        'L' => ("licenses", Map("--licenses", Value)),
-        'p' => ("partition", Map("--partition", Value)),
-        'N' => ("nodes", OneOnly),
-        'n' => ("ntasks", OneOnly),
-        'A' => ("account", Ignore(Value)),
-        'Q' => ("quiet", Ignore(Flag)),
-        'v' => ("verbose", Ignore(Flag)),
-        'b' => ("begin", Map("--begin", Value)),
-        'B' => ("extra-node-info", Refuse(Value, NOT_YET)),
-        'd' => ("dependency", Map("--dependency", Value)),
-        'F' => ("nodefile", Refuse(Value, PARALLEL)),
-        'i' => ("input", Refuse(Value, NOT_YET)),
-        'm' => ("distribution", Refuse(Value, PARALLEL)),
-        'M' => ("clusters", Refuse(Value, "rudel runs one cluster")),
-        'q' => ("qos", Refuse(Value, "rudel has no QOS yet")),
-        'S' => ("core-spec", Refuse(Value, NOT_YET)),
-        'w' => ("nodelist", Refuse(Value, "use --constraint 'name==NODE'")),
-        'x' => ("exclude", Refuse(Value, "use --constraint '!(name==NODE)'")),
-        'H' => ("hold", Map("--hold", Flag)),
-        'k' => ("no-kill", Refuse(Flag, PARALLEL)),
-        'O' => ("overcommit", Refuse(Flag, NOT_YET)),
-        's' => ("oversubscribe", Refuse(Flag, NOT_YET)),
-        'W' => ("wait", Refuse(Flag, "use `rudel wait ID` after submitting")),
-        _ => return None,
-    })
-}
-
-/// Long sbatch options (the short ones' long names included).
-fn long_option(name: &str) -> Option<Action> {
-    use Action::*;
-    use Arity::{None as Flag, Optional, Required as Value};
-    if let Some(a) = "JctoeaDCGLpNnAQvbBdFimMqSwxHkOsW"
-        .chars()
-        .filter_map(short_option)
-        .find(|(long, _)| *long == name)
-    {
-        return Some(a.1);
-    }
-    Some(match name {
-        "mem" => Map("--mem", Value),
-        "mem-per-cpu" => Map("--mem-per-cpu", Value),
-        "requeue" => Map("--requeue", Flag),
-        "no-requeue" => Map("--no-requeue", Flag),
-        "export" => Map("--export", Value),
-        "gres" => Map("--gres", Value),
-        "gpus-per-task" => Map("--gpus", Value),
-        "priority" => Map("--priority", Value),
-        "nice" => Nice,
-        "ntasks-per-node" => OneOnly,
-        "open-mode" => OpenMode,
-        "signal" => Signal,
-        "kill-on-invalid-dep" => Map("--kill-on-invalid-dep", Value),
-        // Bookkeeping and verbosity: nothing about the job changes.
-        "acctg-freq" | "comment" | "mail-type" | "mail-user" | "profile" | "wckey" => Ignore(Value),
-        "parsable" => Ignore(Flag),
-        "cpus-per-gpu" | "gpus-per-node" | "gpus-per-socket" | "mem-per-gpu" | "ntasks-per-core" | "ntasks-per-gpu"
-        | "ntasks-per-socket" | "switches" | "tres-per-task" | "tres-bind" | "gpu-bind" | "cluster-constraint" => {
-            Refuse(Value, PARALLEL)
-        }
-        "cores-per-socket" | "sockets-per-node" | "threads-per-core" | "hint" | "mem-bind" | "cpu-freq"
-        | "gpu-freq" | "mincpus" | "tmp" | "network" | "power" | "prefer" | "reservation" | "resv-ports"
-        | "thread-spec" | "time-min" | "deadline" | "delay-boot" | "export-file" | "container" | "container-id"
-        | "bb" | "bbf" | "burst-buffer" | "batch" | "extra" | "mcs-label" | "gres-flags" | "uid" | "gid"
-        | "cluster" | "wrap" => Refuse(Value, NOT_YET),
-        "exclusive" | "get-user-env" | "propagate" | "reboot" | "spread-job" | "use-min-nodes" | "ignore-pbs" => {
-            Refuse(Optional, NOT_YET)
-        }
-        "contiguous" | "test-only" | "wait-all-nodes" => Refuse(Flag, NOT_YET),
-        _ => return None,
-    })
-}
+/// The refusal of sbatch's own options in an `#SBATCH` line.
+const CLIENT_IN_SCRIPT: &str = "sbatch's own option: give it on sbatch's command line";
 
 fn unknown(line: usize, word: &str) -> ScriptError {
     ScriptError::Refused {
@@ -375,45 +257,40 @@ fn translate_sbatch(
             return Ok(i + 1);
         }
         i += 1;
-        // (written form of the option, action, value attached with `=` or `-Xvalue`)
-        let (written, action, attached): (String, Action, Option<String>) = if let Some(long) = word.strip_prefix("--")
-        {
-            let (name, value) = match long.split_once('=') {
-                Some((n, v)) => (n, Some(v.to_string())),
-                None => (long, None),
-            };
-            let written = format!("--{name}");
-            match long_option(name) {
-                Some(a) => (written, a, value),
-                None => return Err(unknown(line, word)),
-            }
-        } else if let Some(short) = word.strip_prefix('-').filter(|s| !s.is_empty()) {
-            let mut cs = short.chars();
-            let c = cs.next().unwrap_or('-');
-            let rest = cs.as_str();
-            match short_option(c) {
-                Some((long, a)) => {
-                    let written = format!("-{c}/--{long}");
-                    (written, a, (!rest.is_empty()).then(|| rest.to_string()))
+        // (written form of the option, its row, value attached with `=` or `-Xvalue`)
+        let (written, row, attached): (String, &SbatchOption, Option<String>) =
+            if let Some(long) = word.strip_prefix("--") {
+                let (name, value) = match long.split_once('=') {
+                    Some((n, v)) => (n, Some(v.to_string())),
+                    None => (long, None),
+                };
+                match table::by_long(name) {
+                    Some(r) => (format!("--{name}"), r, value),
+                    None => return Err(unknown(line, word)),
                 }
-                None => return Err(unknown(line, word)),
-            }
-        } else {
-            return Err(ScriptError::Refused {
-                line,
-                option: word.clone(),
-                reason: "not an option (a directive line holds options only)".into(),
-            });
-        };
+            } else if let Some(short) = word.strip_prefix('-').filter(|s| !s.is_empty()) {
+                let mut cs = short.chars();
+                let c = cs.next().unwrap_or('-');
+                let rest = cs.as_str();
+                match table::by_short(c) {
+                    Some(r) => (
+                        format!("-{c}/--{}", r.long),
+                        r,
+                        (!rest.is_empty()).then(|| rest.to_string()),
+                    ),
+                    None => return Err(unknown(line, word)),
+                }
+            } else {
+                return Err(ScriptError::Refused {
+                    line,
+                    option: word.clone(),
+                    reason: "not an option (a directive line holds options only)".into(),
+                });
+            };
 
-        let arity = match action {
-            Action::Map(_, a) | Action::Ignore(a) | Action::Refuse(a, _) => a,
-            Action::Nice => Arity::Optional,
-            Action::OneOnly | Action::OpenMode | Action::Signal => Arity::Required,
-        };
-        let value = match (arity, attached) {
-            (Arity::Required, Some(v)) => Some(v),
-            (Arity::Required, None) => match words.get(i) {
+        let value = match (row.arity, attached) {
+            (Arity::Value, Some(v)) => Some(v),
+            (Arity::Value, None) => match words.get(i) {
                 Some(v) => {
                     i += 1;
                     Some(v.clone())
@@ -421,8 +298,8 @@ fn translate_sbatch(
                 None => return Err(ScriptError::MissingValue { line, option: written }),
             },
             (Arity::Optional, v) => v,
-            (Arity::None, None) => None,
-            (Arity::None, Some(v)) => {
+            (Arity::Flag, None) => None,
+            (Arity::Flag, Some(v)) => {
                 return Err(ScriptError::InvalidValue {
                     line,
                     option: written,
@@ -432,12 +309,12 @@ fn translate_sbatch(
             }
         };
 
-        match action {
-            Action::Map(opt, _) => match value {
+        match row.treatment {
+            Treatment::Map(opt) => match value {
                 Some(v) => out.args.push(format!("{opt}={v}")),
                 None => out.args.push(opt.to_string()),
             },
-            Action::Nice => {
+            Treatment::Nice => {
                 let v = value.unwrap_or_else(|| "100".to_string());
                 let prio = v.trim().parse::<i64>().ok().and_then(i64::checked_neg).ok_or_else(|| {
                     ScriptError::InvalidValue {
@@ -449,17 +326,17 @@ fn translate_sbatch(
                 })?;
                 out.args.push(format!("--priority={prio}"));
             }
-            Action::OneOnly => {
+            Treatment::OneOnly => {
                 let v = value.unwrap_or_default();
                 if !matches!(v.trim(), "1" | "1-1") {
                     return Err(ScriptError::Refused {
                         line,
                         option: format!("{written}={v}"),
-                        reason: PARALLEL.into(),
+                        reason: row.why.into(),
                     });
                 }
             }
-            Action::OpenMode => match value.as_deref().map(str::trim) {
+            Treatment::OpenMode => match value.as_deref().map(str::trim) {
                 Some(m @ ("truncate" | "append")) => out.args.push(format!("--open-mode={m}")),
                 other => {
                     return Err(ScriptError::InvalidValue {
@@ -470,7 +347,7 @@ fn translate_sbatch(
                     })
                 }
             },
-            Action::Signal => {
+            Treatment::Signal => {
                 let v = value.unwrap_or_default();
                 if let Err(e) = crate::signal::parse(&v) {
                     return Err(ScriptError::Refused {
@@ -481,7 +358,12 @@ fn translate_sbatch(
                 }
                 out.args.push(format!("--signal={v}"));
             }
-            Action::Ignore(_) => {
+            Treatment::Client if row.long == "parsable" && !stop_at_operand => {
+                out.warnings.push(format!(
+                    "script line {line}: ignoring #SBATCH {written} (give it on sbatch's command line)"
+                ));
+            }
+            Treatment::Ignore => {
                 let shown = match value {
                     Some(v) => format!("{written} {v}"),
                     None => written,
@@ -490,7 +372,11 @@ fn translate_sbatch(
                     "script line {line}: ignoring #SBATCH {shown} (it changes nothing rudel runs)"
                 ));
             }
-            Action::Refuse(_, why) => {
+            Treatment::Client | Treatment::Refuse => {
+                let why = match row.treatment {
+                    Treatment::Client if !stop_at_operand => CLIENT_IN_SCRIPT,
+                    _ => row.why,
+                };
                 let shown = match value {
                     Some(v) => format!("{written}={v}"),
                     None => written,

@@ -60,8 +60,6 @@ fn slurm_vars(job: &Job, p: &Placement) -> Vec<(String, String)> {
         ("SLURM_JOB_PARTITION", first_partition(job).to_string()),
         ("SLURM_CPUS_ON_NODE", cpus.clone()),
         ("SLURM_JOB_CPUS_PER_NODE", cpus),
-        ("SLURM_NTASKS", "1".into()),
-        ("SLURM_NPROCS", "1".into()),
         ("SLURM_NNODES", "1".into()),
         ("SLURM_JOB_NUM_NODES", "1".into()),
         ("SLURM_JOB_NODELIST", p.node.to_string()),
@@ -72,8 +70,22 @@ fn slurm_vars(job: &Job, p: &Placement) -> Vec<(String, String)> {
         ("SLURM_LOCALID", "0".into()),
         ("SLURM_NODEID", "0".into()),
         ("SLURM_GTIDS", "0".into()),
-        ("SLURM_RESTART_COUNT", p.attempt.saturating_sub(1).to_string()),
+        // What `[ "$ENVIRONMENT" = BATCH ]` tests in scripts that also run interactively.
+        ("ENVIRONMENT", "BATCH".into()),
     ];
+    // Slurm 22.05 sets these only when they say something (recorded in
+    // tests/slurm_corpus): a restart count after a requeue, the mode when appending,
+    // the dependency as written. SLURM_NTASKS/SLURM_NPROCS only come with --ntasks,
+    // which rudel does not keep (every job is one task), so they are not set.
+    if p.attempt > 1 {
+        v.push(("SLURM_RESTART_COUNT", (p.attempt - 1).to_string()));
+    }
+    if spec.open_append {
+        v.push(("SLURM_OPEN_MODE", "a".into()));
+    }
+    if let Some(d) = &spec.dependency {
+        v.push(("SLURM_JOB_DEPENDENCY", d.to_string()));
+    }
     // Slurm sets it only when --cpus-per-task was given; more than one cpu says so.
     if spec.cpus > 1 {
         v.push(("SLURM_CPUS_PER_TASK", spec.cpus.to_string()));
@@ -168,7 +180,7 @@ mod tests {
             ("SLURM_CPUS_PER_TASK", "2"),
             ("SLURM_CPUS_ON_NODE", "2"),
             ("SLURM_MEM_PER_NODE", "1024"),
-            ("SLURM_NTASKS", "1"),
+            ("ENVIRONMENT", "BATCH"),
             ("SLURM_JOB_NODELIST", "n1"),
             ("SLURMD_NODENAME", "n1"),
             ("SLURM_PROCID", "0"),
@@ -180,6 +192,33 @@ mod tests {
             assert_eq!(e.get(k).map(String::as_str), Some(v), "{k}");
         }
         assert!(!e.contains_key("SLURM_ARRAY_TASK_ID"));
+        for absent in [
+            "SLURM_NTASKS",
+            "SLURM_NPROCS",
+            "SLURM_OPEN_MODE",
+            "SLURM_JOB_DEPENDENCY",
+        ] {
+            assert!(!e.contains_key(absent), "{absent}: Slurm sets it only when given");
+        }
+    }
+
+    #[test]
+    fn restart_count_open_mode_and_dependency_only_when_they_say_something() {
+        let mut j = job(None);
+        j.spec.open_append = true;
+        j.spec.dependency = Some(crate::deps::parse("afterok:7").unwrap());
+        let rt = RunningTask::new(0, 2, vec![0, 1], 1 << 30, 0, None);
+        let p = Placement {
+            key: TaskKey { job: j.id, index: 0 },
+            attempt: 1,
+            node: "n1",
+            task: &rt,
+            job_name: "train",
+        };
+        let e = task_env(&j, &p);
+        assert!(!e.contains_key("SLURM_RESTART_COUNT"), "first attempt: {e:?}");
+        assert_eq!(e.get("SLURM_OPEN_MODE").map(String::as_str), Some("a"));
+        assert_eq!(e.get("SLURM_JOB_DEPENDENCY").map(String::as_str), Some("afterok:7"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ fn an_array_script_sees_slurms_environment_and_writes_one_file_per_task() {
          #SBATCH --export=ALL,SWEEP_MODE=fast\n\
          #SBATCH --mail-type=END\n\
          cd \"$SLURM_SUBMIT_DIR\"\n\
-         env | grep -E '^(SLURM_|SLURMD_|SWEEP_MODE|HOME=)' | sort > env-${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}.txt\n",
+         env | grep -E '^(SLURM_|SLURMD_|SWEEP_MODE|HOME=|ENVIRONMENT=)' | sort > env-${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}.txt\n",
     )
     .unwrap();
     let o = c.rudel_ok(&["submit", "--json", &script.display().to_string()]);
@@ -57,12 +57,11 @@ fn an_array_script_sees_slurms_environment_and_writes_one_file_per_task() {
             ("SLURM_CPUS_PER_TASK", "2"),
             ("SLURM_CPUS_ON_NODE", "2"),
             ("SLURM_MEM_PER_NODE", "128"),
-            ("SLURM_NTASKS", "1"),
             ("SLURM_NNODES", "1"),
             ("SLURM_JOB_NODELIST", "n1"),
             ("SLURMD_NODENAME", "n1"),
             ("SLURM_PROCID", "0"),
-            ("SLURM_RESTART_COUNT", "0"),
+            ("ENVIRONMENT", "BATCH"),
             ("SLURM_JOB_PARTITION", "batch"),
             ("SWEEP_MODE", "fast"),
         ]
@@ -71,6 +70,10 @@ fn an_array_script_sees_slurms_environment_and_writes_one_file_per_task() {
             assert_eq!(e.get(&k), Some(&v), "{k} of task {index}: {e:#?}");
         }
         assert!(e.contains_key("HOME"), "ALL exports the environment too: {e:#?}");
+        // As Slurm 22.05 (tests/slurm_corpus): no --ntasks, no requeue, no variables for them.
+        for absent in ["SLURM_NTASKS", "SLURM_RESTART_COUNT"] {
+            assert!(!e.contains_key(absent), "{absent}: {e:#?}");
+        }
         // `-o out-%j.txt`: one file per task, named by the task's own job id.
         assert!(
             c.work.join(format!("out-{}.txt", id + position)).exists(),
@@ -105,6 +108,15 @@ fn an_array_script_sees_slurms_environment_and_writes_one_file_per_task() {
     }
 }
 
+/// This user's home directory in the password database.
+fn login_home() -> String {
+    let o = std::process::Command::new("sh")
+        .args(["-c", "getent passwd \"$(id -u)\" | cut -d: -f6"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 #[test]
 fn export_none_and_lists_pass_only_what_they_name() {
     let c = Cluster::up(Opts::default());
@@ -121,9 +133,14 @@ fn export_none_and_lists_pass_only_what_they_name() {
         o.stdout.trim().to_string()
     };
     std::env::set_var("EXPORT_A", "from-shell");
-    assert_eq!(run("NONE"), "home=unset a=unset b=unset");
-    assert_eq!(run("EXPORT_A"), "home=unset a=from-shell b=unset");
-    assert_eq!(run("EXPORT_A,EXPORT_B=given"), "home=unset a=from-shell b=given");
+    // HOME comes from the login environment, as in Slurm 22.05 (tests/slurm_corpus 08, 10).
+    let home = login_home();
+    assert_eq!(run("NONE"), format!("home={home} a=unset b=unset"));
+    assert_eq!(run("EXPORT_A"), format!("home={home} a=from-shell b=unset"));
+    assert_eq!(
+        run("EXPORT_A,EXPORT_B=given"),
+        format!("home={home} a=from-shell b=given")
+    );
     let all = run("ALL,EXPORT_B=given");
     assert!(
         all.starts_with("home=/") && all.ends_with("a=from-shell b=given"),

@@ -21,6 +21,7 @@ struct Client {
     test_only: bool,
     wrap: Option<String>,
     help: bool,
+    version: bool,
 }
 
 /// The command line split into sbatch's own options, job options (as written) and the
@@ -50,6 +51,7 @@ fn split_command_line(args: &[String]) -> CommandLine {
             "-W" | "--wait" => out.client.wait = true,
             "--test-only" => out.client.test_only = true,
             "-h" | "--help" | "--usage" => out.client.help = true,
+            "-V" | "--version" => out.client.version = true,
             "--wrap" => {
                 out.client.wrap = args.get(i).cloned();
                 i += 1;
@@ -242,6 +244,10 @@ pub async fn sbatch(args: Vec<String>, head: &str) -> SlurmResult {
         print!("{HELP}");
         return Ok(0);
     }
+    if cl.client.version {
+        println!("rudel {} (sbatch of Slurm 22.05's options)", env!("CARGO_PKG_VERSION"));
+        return Ok(0);
+    }
     if cl.client.test_only {
         return Err(SlurmError::msg(
             "--test-only is not supported yet (rudel gives no start-time estimate); nothing was submitted",
@@ -315,6 +321,26 @@ mod tests {
         let cl = split_command_line(&words("-Jname -a 1-3 - arg"));
         assert_eq!(cl.options, words("-Jname -a 1-3"));
         assert_eq!(cl.operands, words("- arg"));
+    }
+
+    /// The table's `Client` rows are sbatch's own: every one is taken off the command
+    /// line before the job options are translated (none reaches the table's refusal).
+    #[test]
+    fn sbatchs_own_options_are_taken_off_the_command_line() {
+        use rudel_core::sbatch_options::{Treatment, OPTIONS};
+        for o in OPTIONS.iter().filter(|o| o.treatment == Treatment::Client) {
+            let mut forms = vec![format!("--{}", o.long)];
+            forms.extend(o.short.map(|c| format!("-{c}")));
+            for f in forms {
+                let mut args = vec![f.clone()];
+                if o.long == "wrap" {
+                    args.push("true".into());
+                }
+                let cl = split_command_line(&args);
+                assert!(cl.options.is_empty() && cl.operands.is_empty(), "{f}: {cl:?}");
+                assert_ne!(cl.client, Client::default(), "{f}");
+            }
+        }
     }
 
     #[test]
