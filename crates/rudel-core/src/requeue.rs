@@ -132,6 +132,7 @@ impl State {
         self.emit_requeued(id);
         self.open_if_eligible(id);
         self.relink_dependants(id);
+        self.regate_singletons(id);
         if !changed {
             return Err(Refusal::Skipped(
                 shown,
@@ -178,6 +179,53 @@ impl State {
     }
 }
 
+impl State {
+    /// A requeued job is unfinished again: later `singleton` jobs of its name and user
+    /// that have not started wait for it once more (they took it for ended). A scan of
+    /// the jobs, once per requeue (not per entry).
+    fn regate_singletons(&mut self, x: JobId) {
+        let Some(job) = self.jobs.get(&x) else { return };
+        let (name, user) = (job.spec.name.clone(), job.spec.user.clone());
+        let later: Vec<JobId> = self
+            .jobs
+            .range(x + 1..)
+            .map(|(_, j)| j)
+            .filter(|j| j.spec.name == name && j.spec.user == user && is_singleton(j))
+            .filter(|j| j.start_ms.is_none() && j.running.is_empty() && !j.is_finished())
+            .map(|j| j.id)
+            .collect();
+        for w in later {
+            let target = crate::deps::DepTarget { job: x, index: None };
+            let mut spec = self.deps.spec(w).cloned().unwrap_or(crate::deps::DepSpec {
+                clauses: Vec::new(),
+                any: false,
+            });
+            match spec.clauses.iter_mut().find(|c| c.kind == DepKind::Singleton) {
+                Some(c) if c.targets.contains(&target) => continue,
+                Some(c) => c.targets.push(target),
+                None => spec.clauses.push(crate::deps::DepClause {
+                    kind: DepKind::Singleton,
+                    targets: vec![target],
+                }),
+            }
+            self.dequeue(w);
+            self.deps.resolve(w);
+            self.deps.add(w, spec);
+            if let Some(j) = self.jobs.get_mut(&w) {
+                j.dep = crate::job::DepStatus::Waiting;
+            }
+            self.reevaluate(w);
+        }
+    }
+}
+
+fn is_singleton(job: &Job) -> bool {
+    job.spec
+        .dependency
+        .as_ref()
+        .is_some_and(|d| d.clauses.iter().any(|c| c.kind == DepKind::Singleton))
+}
+
 /// Why a job (or its task `index`) cannot be requeued at all.
 fn refusal(job: &Job, index: Option<u32>) -> Option<String> {
     if !job.spec.requeue {
@@ -186,13 +234,19 @@ fn refusal(job: &Job, index: Option<u32>) -> Option<String> {
             job.id
         ));
     }
+    if job.dep != crate::job::DepStatus::Satisfied {
+        // It ended (cancelled) while it waited: its dependency is no longer tracked.
+        return Some(format!(
+            "job {} never ran: it ended while waiting on its dependency; resubmit it",
+            job.id
+        ));
+    }
     if job.cancelled && !job.is_finished() {
         return Some("the job is being cancelled; requeue it once it ended".into());
     }
-    let unrecorded = index.is_some_and(|i| !job.running.contains_key(&i) && !job.ended.contains_key(&i));
-    if job.cancelled && job.is_array() && unrecorded {
+    if job.cancelled && job.is_array() && index.is_some() {
         // Its tasks cancelled before they ran and those that completed keep no record:
-        // which one this was cannot be told apart.
+        // they cannot be told apart one by one, only requeued all together.
         return Some(format!(
             "array job {} was cancelled: requeue the whole array (`rudel requeue {}`)",
             job.id, job.id

@@ -103,7 +103,7 @@ fn dep_text(r: &JobReq, earlier: &[u64]) -> Option<String> {
 /// kind asks (started, for `after`), and no earlier job of a singleton's name was unfinished
 /// at its start. Checked once per job, in the step it started: a requeued target may run
 /// again later, and a condition that held stays held (as in Slurm).
-fn check_dependency_order(s: &State, checked: &mut BTreeSet<u64>) -> Result<(), TestCaseError> {
+fn check_dependency_order(s: &State, checked: &mut BTreeSet<u64>, ends: &Ends) -> Result<(), TestCaseError> {
     for j in s.jobs.values() {
         let (Some(dep), Some(start)) = (&j.spec.dependency, j.start_ms) else {
             continue;
@@ -114,22 +114,26 @@ fn check_dependency_order(s: &State, checked: &mut BTreeSet<u64>) -> Result<(), 
         for c in &dep.clauses {
             for t in &c.targets {
                 let Some(target) = s.jobs.get(&t.job) else { continue };
-                let ended_ok = target.end_ms.is_some_and(|e| e <= start);
+                // Every end the target had so far (a requeued job ends more than once).
+                let ended = ends.get(&t.job).map_or(&[][..], Vec::as_slice);
+                let ended_with =
+                    |want: Option<bool>| ended.iter().any(|&(e, ok)| e <= start && want.is_none_or(|w| w == ok));
                 let ok = match c.kind {
-                    DepKind::AfterOk => ended_ok && target.state() == TaskState::Completed,
-                    DepKind::AfterNotOk => ended_ok && target.state() != TaskState::Completed,
-                    DepKind::AfterAny => ended_ok,
-                    DepKind::After { .. } => target.start_ms.is_some_and(|t| t <= start) || target.end_ms.is_some(),
+                    DepKind::AfterOk => ended_with(Some(true)),
+                    DepKind::AfterNotOk => ended_with(Some(false)),
+                    DepKind::AfterAny => ended_with(None),
+                    DepKind::After { .. } => target.start_ms.is_some_and(|t| t <= start) || !ended.is_empty(),
                     _ => true,
                 };
                 prop_assert!(
                     ok,
-                    "job {} ({}) started at {} before its target {} allowed it: {:?}",
+                    "job {} ({}) started at {} before its target {} allowed it: {:?} {:?}",
                     j.id,
                     dep,
                     start,
                     t.job,
-                    target.counts
+                    target.counts,
+                    ended
                 );
             }
             if c.kind == DepKind::Singleton {
@@ -147,6 +151,21 @@ fn check_dependency_order(s: &State, checked: &mut BTreeSet<u64>) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Job id -> (end time, all tasks completed) of each time it ended.
+type Ends = BTreeMap<u64, Vec<(u64, bool)>>;
+
+/// Records the ends of this step (a job whose end time is new).
+fn record_ends(s: &State, ends: &mut Ends) {
+    for j in s.jobs.values() {
+        if let Some(e) = j.end_ms {
+            let list = ends.entry(j.id).or_default();
+            if list.last().map(|l| l.0) != Some(e) || list.is_empty() {
+                list.push((e, j.state() == TaskState::Completed));
+            }
+        }
+    }
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -290,10 +309,22 @@ fn check_requeued_runs_again(
                 prop_assert!(rt.requeue && rt.kill_requested, "task {} runs on, not killed", i);
                 continue;
             }
-            prop_assert!(rt.attempt > old_max, "task {} runs again as attempt {} <= {}", i, rt.attempt, old_max);
+            prop_assert!(
+                rt.attempt > old_max,
+                "task {} runs again as attempt {} <= {}",
+                i,
+                rt.attempt,
+                old_max
+            );
         } else if let Some(&a) = now.requeued.get(&i) {
             let was_pending = was.requeued.get(&i) == Some(&a);
-            prop_assert!(was_pending || a > old_max, "task {} requeued as attempt {} <= {}", i, a, old_max);
+            prop_assert!(
+                was_pending || a > old_max,
+                "task {} requeued as attempt {} <= {}",
+                i,
+                a,
+                old_max
+            );
         }
     }
     prop_assert!(!now.is_finished(), "a requeued job is live");
@@ -556,6 +587,7 @@ proptest! {
         let mut uid_gen = 100;
         let mut submitted: BTreeMap<u64, JobReq> = BTreeMap::new();
         let mut dep_checked = BTreeSet::new();
+        let mut ends = Ends::new();
         for ev in events {
             now += 1;
             let before = placed_tasks(&s);
@@ -669,7 +701,8 @@ proptest! {
                 }
             }
             check(&s, &before, &gated_before)?;
-            check_dependency_order(&s, &mut dep_checked)?;
+            record_ends(&s, &mut ends);
+            check_dependency_order(&s, &mut dep_checked, &ends)?;
         }
         // Every node takes work again, so everything can finish.
         let all = vec![("partition.batch".to_string(), "nodes=ALL;default=yes;state=up".to_string())];

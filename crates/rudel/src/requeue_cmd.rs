@@ -33,7 +33,9 @@ pub fn refs(ids: &[String]) -> Result<Vec<pb::RequeueRef>, Failure> {
 /// (`--no-requeue`, nothing to requeue, no longer in the queue); 2 for a bad id.
 pub async fn requeue(a: RequeueArgs, head: &str) -> CmdResult {
     let jobs = refs(&a.ids)?;
-    let r = call(head, pb::RequeueRequest { jobs, hold: a.hold }).await?.into_inner();
+    let r = call(head, pb::RequeueRequest { jobs, hold: a.hold })
+        .await?
+        .into_inner();
     Ok(crate::hold_cmd::report(&r, "Requeued", a.json, &[]))
 }
 

@@ -19,7 +19,11 @@ fn lines_when(c: &Cluster, name: &str, n: usize) -> Vec<String> {
         if lines.len() >= n {
             return lines;
         }
-        assert!(Instant::now() < end, "{name} never had {n} lines: {lines:?}\n{}", c.logs_tail());
+        assert!(
+            Instant::now() < end,
+            "{name} never had {n} lines: {lines:?}\n{}",
+            c.logs_tail()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -52,14 +56,21 @@ fn a_job_runs_again_after_it_completed_and_while_it_runs() {
     let t0 = Instant::now();
     c.rudel_ok(&["requeue", &b.to_string()]);
     let v = c.wait_finished(b, WAIT);
-    assert!(t0.elapsed() < Duration::from_secs(40), "the running attempt was not killed");
+    assert!(
+        t0.elapsed() < Duration::from_secs(40),
+        "the running attempt was not killed"
+    );
     assert_eq!(v["state"], "completed", "{v}");
     assert_eq!(c.read_work("runs-b").lines().collect::<Vec<_>>(), vec!["1 0", "2 1"]);
 
     // `--hold`: pending and held until released, then attempt 3.
     c.rudel_ok(&["requeue", "--hold", &a.to_string()]);
     let v = c.show_json(a);
-    assert_eq!((v["state"].as_str(), v["held"].as_bool()), (Some("pending"), Some(true)), "{v}");
+    assert_eq!(
+        (v["state"].as_str(), v["held"].as_bool()),
+        (Some("pending"), Some(true)),
+        "{v}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(c.read_work("runs-a").lines().count(), 2, "a held job does not run");
     c.rudel_ok(&["release", &a.to_string()]);
@@ -71,7 +82,10 @@ fn a_job_runs_again_after_it_completed_and_while_it_runs() {
     c.wait_finished(n, WAIT);
     let o = c.rudel(&["requeue", &n.to_string()]);
     assert_eq!(o.code, Some(1), "{o}");
-    assert!(o.stderr.contains("presently disabled") && o.stderr.contains("--no-requeue"), "{o}");
+    assert!(
+        o.stderr.contains("presently disabled") && o.stderr.contains("--no-requeue"),
+        "{o}"
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(c.read_work("runs-n").lines().count(), 1);
     let o = c.rudel(&["requeue", "99999"]);
@@ -131,7 +145,10 @@ fn scontrol_requeue_and_requeuehold_through_the_slurm_link() {
     assert_eq!(o.code, Some(0), "{o}");
     let v = c.show_json(a);
     assert_eq!(v["held"], true, "{v}");
-    assert!(v["reason"].as_str().is_some_and(|r| r.starts_with("JobHeldUser")), "{v}");
+    assert!(
+        v["reason"].as_str().is_some_and(|r| r.starts_with("JobHeldUser")),
+        "{v}"
+    );
     let n = c.submit(&["--no-requeue", "--", "true"]);
     c.wait_finished(n, WAIT);
     let o = scontrol(&["requeue", &n.to_string()]);

@@ -23,7 +23,9 @@ pub async fn scontrol(args: Vec<String>, head: &str) -> SlurmResult {
         }
         [verb @ ("hold" | "uhold" | "release"), ids @ ..] => hold(ids, *verb == "release", head).await,
         ["update", pairs @ ..] => update(pairs, head).await,
-        [verb @ ("requeue" | "requeuehold"), ids @ ..] => super::scontrol_requeue::requeue(ids, *verb == "requeuehold", head).await,
+        [verb @ ("requeue" | "requeuehold"), ids @ ..] => {
+            super::scontrol_requeue::requeue(ids, *verb == "requeuehold", head).await
+        }
         [verb @ ("suspend" | "resume" | "top"), ..] => Err(SlurmError::msg(format!(
             "scontrol {verb} is not supported yet by rudel (nothing was changed)"
         ))),
@@ -101,7 +103,10 @@ async fn update(pairs: &[&str], head: &str) -> SlurmResult {
 
 /// A Hold/Update answer as scontrol reports it: nothing on success; each job left as it
 /// was (other than for a reason in `benign`) as an error, exit 1.
-pub(super) fn changed_or_errors(r: Result<tonic::Response<pb::ChangeResponse>, crate::Failure>, benign: &[&str]) -> SlurmResult {
+pub(super) fn changed_or_errors(
+    r: Result<tonic::Response<pb::ChangeResponse>, crate::Failure>,
+    benign: &[&str],
+) -> SlurmResult {
     let r = match r {
         Ok(r) => r.into_inner(),
         Err(f) if format!("{:#}", f.error).starts_with("no ") => {
