@@ -183,6 +183,14 @@ pub enum Command {
     /// Cancel single tasks of arrays (`scancel 41_3`): running ones are killed, pending
     /// ones end at once; the rest of each array runs on.
     CancelTasks { tasks: Vec<TaskKey>, now_ms: u64 },
+    /// Put jobs or array tasks back to pending (`rudel requeue`, `scontrol requeue`):
+    /// running ones are killed first; `hold` also holds them (`scontrol requeuehold`).
+    Requeue {
+        jobs: Vec<crate::requeue::JobRef>,
+        #[serde(default)]
+        hold: bool,
+        now_ms: u64,
+    },
 }
 
 /// What `rudel update` may change on a job none of whose tasks has started (a started

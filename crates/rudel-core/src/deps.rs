@@ -295,6 +295,31 @@ impl DepGraph {
         self.dependants.is_empty() && self.waiting.is_empty()
     }
 
+    /// Jobs still waiting whose spec names `target` (a scan of the waiting jobs: only a
+    /// requeue asks, not the apply of every entry).
+    pub fn waiting_on(&self, target: JobId) -> Vec<JobId> {
+        self.waiting
+            .iter()
+            .filter(|(_, s)| s.clauses.iter().any(|c| c.targets.iter().any(|t| t.job == target)))
+            .map(|(&j, _)| j)
+            .collect()
+    }
+
+    /// Replaces the spec a waiting job waits on (a requeue pins conditions that held).
+    pub fn replace(&mut self, job: JobId, spec: DepSpec) {
+        if let Some(s) = self.waiting.get_mut(&job) {
+            *s = spec;
+        }
+    }
+
+    /// Makes `job` a dependant of `target` again (after the index forgot the target).
+    pub fn link(&mut self, job: JobId, target: JobId) {
+        let list = self.dependants.entry(target).or_default();
+        if !list.contains(&job) {
+            list.push(job);
+        }
+    }
+
     pub fn waiting_len(&self) -> usize {
         self.waiting.len()
     }

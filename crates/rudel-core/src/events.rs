@@ -38,6 +38,8 @@ pub enum Event {
     JobEnded { job: JobId, state: TaskState },
     /// A node's record changed: registered, disconnected, lost, drained, resumed, forgotten.
     NodeChanged { node: NodeId },
+    /// Tasks of the job went back to pending (`rudel requeue`); a finished job is live again.
+    JobRequeued { job: JobId },
 }
 
 impl Event {
@@ -49,16 +51,20 @@ impl Event {
             | Event::KillRequested { node, .. }
             | Event::TaskEnded { node, .. }
             | Event::NodeChanged { node } => Some(node),
-            Event::JobSubmitted { .. } | Event::PendingCancelled { .. } | Event::JobEnded { .. } => None,
+            Event::JobSubmitted { .. }
+            | Event::PendingCancelled { .. }
+            | Event::JobEnded { .. }
+            | Event::JobRequeued { .. } => None,
         }
     }
 
     /// The job this change belongs to, if any.
     pub fn job(&self) -> Option<JobId> {
         match *self {
-            Event::JobSubmitted { job } | Event::PendingCancelled { job, .. } | Event::JobEnded { job, .. } => {
-                Some(job)
-            }
+            Event::JobSubmitted { job }
+            | Event::PendingCancelled { job, .. }
+            | Event::JobEnded { job, .. }
+            | Event::JobRequeued { job } => Some(job),
             Event::TaskPlaced { key, .. }
             | Event::TaskTookOver { key, .. }
             | Event::KillRequested { key, .. }

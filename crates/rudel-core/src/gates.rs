@@ -146,7 +146,7 @@ impl State {
 
     /// Re-evaluates a waiting job's dependency; opens its gate when it holds, cancels it
     /// when it never can and it asked for that.
-    fn reevaluate(&mut self, id: JobId) {
+    pub(crate) fn reevaluate(&mut self, id: JobId) {
         let Some(spec) = self.deps.spec(id).cloned() else {
             return;
         };
@@ -199,7 +199,7 @@ impl State {
     }
 
     /// What a dependency sees of one target.
-    fn target_state(&self, t: DepTarget) -> TargetState {
+    pub(crate) fn target_state(&self, t: DepTarget) -> TargetState {
         // A target pruned from the state ended long ago; its dependants were evaluated
         // when it ended, so only an `after` delay can still ask.
         let Some(job) = self.jobs.get(&t.job) else {

@@ -141,6 +141,10 @@ pub struct RunningTask {
     /// Units of generic resources held (tasks holding any never get successors).
     #[serde(default)]
     pub gres: crate::resources::GresGrant,
+    /// Requeue was asked while it ran (`rudel requeue`): once the kill ends it, the task
+    /// goes back to pending instead of ending `cancelled` (see `requeue.rs`).
+    #[serde(default)]
+    pub requeue: bool,
 }
 
 impl RunningTask {
@@ -163,6 +167,7 @@ impl RunningTask {
             after,
             successor: None,
             gres: Vec::new(),
+            requeue: false,
         }
     }
 }
@@ -236,6 +241,11 @@ pub struct Job {
     /// `next_position` (which never rests on one of them).
     #[serde(default)]
     pub skipped: BTreeSet<u32>,
+    /// The highest attempt number any task of this job was placed with (0 in states
+    /// written before it was kept): a requeued task runs as a higher one, so that a stale
+    /// report of an earlier attempt can never end the new one.
+    #[serde(default)]
+    pub max_attempt: u32,
 }
 
 /// Where a job's dependency stands.
@@ -282,6 +292,7 @@ impl Job {
             held: false,
             dep: DepStatus::Satisfied,
             skipped: BTreeSet::new(),
+            max_attempt: 0,
         }
     }
 

@@ -22,6 +22,7 @@ pub mod parse;
 pub mod pattern;
 pub mod pending;
 pub mod query;
+pub mod requeue;
 pub mod resources;
 pub mod sbatch_options;
 pub mod sched;

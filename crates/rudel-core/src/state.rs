@@ -257,6 +257,10 @@ impl State {
                 self.advance(now_ms);
                 self.update(&jobs, &update).into()
             }
+            Command::Requeue { jobs, hold, now_ms } => {
+                self.advance(now_ms);
+                self.requeue(&jobs, hold).into()
+            }
         }
     }
 
@@ -837,6 +841,12 @@ impl State {
             job.exited_runs += 1;
             job.exited_run_ms += r.end_ms.saturating_sub(rt.start_ms);
         }
+        if rt.requeue {
+            // Above every attempt of the job (a requeue numbers attempts per job).
+            let attempt = (r.attempt + 1).max(job.max_attempt + 1);
+            self.back_to_pending(node, r, &rt, attempt);
+            return;
+        }
         let (state, reason) = if rt.kill_requested {
             (TaskState::Cancelled, "cancelled".to_string())
         } else {
@@ -848,17 +858,8 @@ impl State {
                 TaskOutcome::SpawnFailed => (TaskState::Failed, r.message.clone()),
                 TaskOutcome::OutOfMemory => (TaskState::Failed, non_empty(&r.message, "out of memory")),
                 TaskOutcome::Lost if job.spec.requeue && !job.cancelled => {
-                    job.requeued.insert(r.key.index, r.attempt + 1);
-                    job.move_count(TaskState::Running, TaskState::Pending);
-                    let id = job.id;
-                    self.enqueue(id);
-                    self.emit(Event::TaskEnded {
-                        key: r.key,
-                        attempt: r.attempt,
-                        node,
-                        state: TaskState::Pending,
-                        end: task_end(r, rt.start_ms),
-                    });
+                    let attempt = r.attempt + 1;
+                    self.back_to_pending(node, r, &rt, attempt);
                     return;
                 }
                 TaskOutcome::Lost => (TaskState::NodeFail, non_empty(&r.message, "node lost")),
@@ -892,7 +893,26 @@ impl State {
         self.maybe_finished(id);
     }
 
-    fn maybe_finished(&mut self, id: JobId) {
+    /// An attempt ended and its task runs again (lost with its node, or requeued while it
+    /// ran), as `attempt`.
+    fn back_to_pending(&mut self, node: NodeId, r: &TaskReport, rt: &RunningTask, attempt: u32) {
+        let Some(job) = self.jobs.get_mut(&r.key.job) else {
+            return;
+        };
+        job.requeued.insert(r.key.index, attempt);
+        job.move_count(TaskState::Running, TaskState::Pending);
+        let id = job.id;
+        self.enqueue(id);
+        self.emit(Event::TaskEnded {
+            key: r.key,
+            attempt: r.attempt,
+            node,
+            state: TaskState::Pending,
+            end: task_end(r, rt.start_ms),
+        });
+    }
+
+    pub(crate) fn maybe_finished(&mut self, id: JobId) {
         let now = self.now_ms;
         let Some(job) = self.jobs.get_mut(&id) else { return };
         if !job.is_finished() || job.end_ms.is_some() {
@@ -932,6 +952,7 @@ impl State {
                 job.skip_cancelled();
             }
         }
+        job.max_attempt = job.max_attempt.max(rt.attempt);
         job.running.insert(index, rt);
         job.move_count(TaskState::Pending, TaskState::Running);
         if starts_now {

@@ -53,6 +53,8 @@ enum Event {
     Hold(usize, bool),
     /// Cancel one task (by position) of the n-th submitted job.
     CancelTask(usize, u64),
+    /// Requeue the n-th submitted job (whole, or its task at position m), held or not.
+    Requeue(usize, Option<usize>, bool),
 }
 
 fn job_req() -> impl Strategy<Value = JobReq> {
@@ -101,31 +103,39 @@ fn dep_text(r: &JobReq, earlier: &[u64]) -> Option<String> {
 
 /// A job that started only does so once its dependency held: `after*` targets ended as the
 /// kind asks (started, for `after`), and no earlier job of a singleton's name was unfinished
-/// at its start.
-fn check_dependency_order(s: &State) -> Result<(), TestCaseError> {
+/// at its start. Checked once per job, in the step it started: a requeued target may run
+/// again later, and a condition that held stays held (as in Slurm).
+fn check_dependency_order(s: &State, checked: &mut BTreeSet<u64>, ends: &Ends) -> Result<(), TestCaseError> {
     for j in s.jobs.values() {
         let (Some(dep), Some(start)) = (&j.spec.dependency, j.start_ms) else {
             continue;
         };
+        if !checked.insert(j.id) {
+            continue;
+        }
         for c in &dep.clauses {
             for t in &c.targets {
                 let Some(target) = s.jobs.get(&t.job) else { continue };
-                let ended_ok = target.end_ms.is_some_and(|e| e <= start);
+                // Every end the target had so far (a requeued job ends more than once).
+                let ended = ends.get(&t.job).map_or(&[][..], Vec::as_slice);
+                let ended_with =
+                    |want: Option<bool>| ended.iter().any(|&(e, ok)| e <= start && want.is_none_or(|w| w == ok));
                 let ok = match c.kind {
-                    DepKind::AfterOk => ended_ok && target.state() == TaskState::Completed,
-                    DepKind::AfterNotOk => ended_ok && target.state() != TaskState::Completed,
-                    DepKind::AfterAny => ended_ok,
-                    DepKind::After { .. } => target.start_ms.is_some_and(|t| t <= start) || target.end_ms.is_some(),
+                    DepKind::AfterOk => ended_with(Some(true)),
+                    DepKind::AfterNotOk => ended_with(Some(false)),
+                    DepKind::AfterAny => ended_with(None),
+                    DepKind::After { .. } => target.start_ms.is_some_and(|t| t <= start) || !ended.is_empty(),
                     _ => true,
                 };
                 prop_assert!(
                     ok,
-                    "job {} ({}) started at {} before its target {} allowed it: {:?}",
+                    "job {} ({}) started at {} before its target {} allowed it: {:?} {:?}",
                     j.id,
                     dep,
                     start,
                     t.job,
-                    target.counts
+                    target.counts,
+                    ended
                 );
             }
             if c.kind == DepKind::Singleton {
@@ -145,6 +155,21 @@ fn check_dependency_order(s: &State) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Job id -> (end time, all tasks completed) of each time it ended.
+type Ends = BTreeMap<u64, Vec<(u64, bool)>>;
+
+/// Records the ends of this step (a job whose end time is new).
+fn record_ends(s: &State, ends: &mut Ends) {
+    for j in s.jobs.values() {
+        if let Some(e) = j.end_ms {
+            let list = ends.entry(j.id).or_default();
+            if list.last().map(|l| l.0) != Some(e) || list.is_empty() {
+                list.push((e, j.state() == TaskState::Completed));
+            }
+        }
+    }
+}
+
 fn event() -> impl Strategy<Value = Event> {
     prop_oneof![
         3 => job_req().prop_map(Event::Submit),
@@ -157,6 +182,8 @@ fn event() -> impl Strategy<Value = Event> {
         1 => (0usize..3, prop_oneof![4 => Just(true), 1 => Just(false)]).prop_map(|(n, up)| Event::Partition(n, up)),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(i, h)| Event::Hold(i, h)),
         2 => (any::<usize>(), any::<u64>()).prop_map(|(i, p)| Event::CancelTask(i, p)),
+        2 => (any::<usize>(), prop::option::of(any::<usize>()), prop_oneof![4 => Just(false), 1 => Just(true)])
+            .prop_map(|(i, t, h)| Event::Requeue(i, t, h)),
     ]
 }
 
@@ -249,6 +276,62 @@ fn placed_tasks(state: &State) -> BTreeSet<(TaskKey, u32)> {
                 .map(move |(i, rt)| (TaskKey { job: j.id, index: *i }, rt.attempt))
         })
         .collect()
+}
+
+/// A requeued job runs again with a higher attempt and never two attempts at once: every
+/// task put back is pending (with an attempt above all the job ran) or still running its
+/// old attempt with a kill asked and the requeue marked (it goes back when it ends); no
+/// task has two records.
+fn check_requeued_runs_again(
+    was: &rudel_core::Job,
+    now: &rudel_core::Job,
+    index: Option<u32>,
+    changed: bool,
+) -> Result<(), TestCaseError> {
+    if !changed {
+        prop_assert_eq!(&was.counts, &now.counts, "a refused requeue changed job {}", was.id);
+        return Ok(());
+    }
+    let old_max = was
+        .running
+        .values()
+        .map(|r| r.attempt)
+        .chain(was.ended.values().map(|t| t.attempt))
+        .chain(was.requeued.values().copied())
+        .chain([was.max_attempt, 1])
+        .max()
+        .unwrap_or(1);
+    let indices: Vec<u32> = match index {
+        Some(i) => vec![i],
+        None => (0..was.total).map(|p| was.index_at(p)).collect(),
+    };
+    for i in indices {
+        prop_assert!(!now.ended.contains_key(&i), "requeued task {} keeps an end record", i);
+        if let Some(rt) = now.running.get(&i) {
+            if was.running.get(&i).map(|r| r.attempt) == Some(rt.attempt) {
+                prop_assert!(rt.requeue && rt.kill_requested, "task {} runs on, not killed", i);
+                continue;
+            }
+            prop_assert!(
+                rt.attempt > old_max,
+                "task {} runs again as attempt {} <= {}",
+                i,
+                rt.attempt,
+                old_max
+            );
+        } else if let Some(&a) = now.requeued.get(&i) {
+            let was_pending = was.requeued.get(&i) == Some(&a);
+            prop_assert!(
+                was_pending || a > old_max,
+                "task {} requeued as attempt {} <= {}",
+                i,
+                a,
+                old_max
+            );
+        }
+    }
+    prop_assert!(!now.is_finished(), "a requeued job is live");
+    Ok(())
 }
 
 /// Invariants that must hold after every applied command.
@@ -506,6 +589,8 @@ proptest! {
         apply_ev(&mut s, &mut ended, Command::Configure { settings: lic, now_ms: now })?;
         let mut uid_gen = 100;
         let mut submitted: BTreeMap<u64, JobReq> = BTreeMap::new();
+        let mut dep_checked = BTreeSet::new();
+        let mut ends = Ends::new();
         for ev in events {
             now += 1;
             let before = placed_tasks(&s);
@@ -589,6 +674,23 @@ proptest! {
                         prop_assert!(s.jobs[&id].held, "a job with pending tasks is held");
                     }
                 }
+                Event::Requeue(i, task, hold) => {
+                    if submitted.is_empty() { continue; }
+                    let id = *submitted.keys().nth(i % submitted.len()).unwrap_or(&0);
+                    let Some(job) = s.jobs.get(&id) else { continue };
+                    let index = task.map(|t| job.index_at(t as u64 % job.total));
+                    let was = job.clone();
+                    let cmd = Command::Requeue { jobs: vec![rudel_core::requeue::JobRef { job: id, index }], hold, now_ms: now };
+                    let r = apply_ev(&mut s, &mut ended, cmd)?;
+                    let Response::JobsChanged { changed, .. } = r else {
+                        return Err(TestCaseError::fail(format!("unexpected {r:?}")));
+                    };
+                    if !changed.is_empty() {
+                        prop_assert!(was.spec.requeue, "a --no-requeue job was requeued");
+                        ended.remove(&id);
+                    }
+                    check_requeued_runs_again(&was, &s.jobs[&id], index, !changed.is_empty())?;
+                }
                 Event::Drain(i, drain) => {
                     let name = s.nodes[i % s.nodes.len()].name.clone();
                     let cmd = if drain {
@@ -618,7 +720,8 @@ proptest! {
                 }
             }
             check(&s, &before, &gated_before)?;
-            check_dependency_order(&s)?;
+            record_ends(&s, &mut ends);
+            check_dependency_order(&s, &mut dep_checked, &ends)?;
         }
         // Every node takes work again, so everything can finish.
         let all = vec![("partition.batch".to_string(), "nodes=ALL;default=yes;state=up".to_string())];

@@ -258,6 +258,17 @@ impl pb::rudel_server::Rudel for ClientService {
         self.change_jobs(cmd).await
     }
 
+    async fn requeue(&self, req: Request<pb::RequeueRequest>) -> Result<tonic::Response<pb::ChangeResponse>, Status> {
+        let req = req.into_inner();
+        let jobs = crate::requeue_rpc::refs(&req.jobs)?;
+        self.change_jobs(Command::Requeue {
+            jobs,
+            hold: req.hold,
+            now_ms: now_ms(),
+        })
+        .await
+    }
+
     async fn update(&self, req: Request<pb::UpdateRequest>) -> Result<tonic::Response<pb::ChangeResponse>, Status> {
         let req = req.into_inner();
         check_id_count(&req.job_ids)?;

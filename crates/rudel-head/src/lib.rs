@@ -19,6 +19,7 @@ pub mod orphan_nodes;
 pub mod proposer;
 pub mod raft;
 pub mod reports;
+mod requeue_rpc;
 pub mod sched_config;
 pub mod timers;
 

@@ -55,7 +55,7 @@ fn whole_jobs(ids: &[String], verb: &str) -> Result<Vec<u64>, Failure> {
 
 /// Prints what changed and what did not; exit 1 when some job could not be changed
 /// (`ok_why`: reasons that are not failures, e.g. already held).
-fn report(r: &pb::ChangeResponse, done: &str, json: bool, ok_why: &[&str]) -> u8 {
+pub(crate) fn report(r: &pb::ChangeResponse, done: &str, json: bool, ok_why: &[&str]) -> u8 {
     if json {
         let skipped: Vec<_> = r.skipped.iter().map(|s| json!({"id": s.id, "why": s.why})).collect();
         println!("{}", json!({"changed": r.changed, "skipped": skipped}));

@@ -11,6 +11,7 @@ mod job_refs;
 mod node_cmd;
 mod opts;
 mod partitions_cmd;
+mod requeue_cmd;
 mod show;
 mod slurm;
 mod tokens;
@@ -72,6 +73,8 @@ enum Cmd {
     Release(hold_cmd::HoldArgs),
     /// Change jobs that have not started: --priority, --time, --name.
     Update(hold_cmd::UpdateArgs),
+    /// Put jobs or array tasks (41_3) back to pending to run again; running ones are killed first.
+    Requeue(requeue_cmd::RequeueArgs),
     /// Wait until jobs finish; exit 0 only if every task completed with exit code 0.
     Wait(follow::WaitArgs),
     /// Print a job's output (--follow: keep printing until the job ends).
@@ -185,6 +188,7 @@ fn main() -> ExitCode {
             Cmd::Hold(a) => hold_cmd::hold(a, &head, false).await,
             Cmd::Release(a) => hold_cmd::hold(a, &head, true).await,
             Cmd::Update(a) => hold_cmd::update(a, &head).await,
+            Cmd::Requeue(a) => requeue_cmd::requeue(a, &head).await,
             Cmd::Wait(a) => follow::wait(a, &head).await,
             Cmd::Logs(a) => follow::logs(a, &head).await,
             Cmd::Nodes(a) => show::nodes(a, &head).await,

@@ -287,8 +287,8 @@ fn wait_env_and_refusals_with_slurms_messages_and_exit_codes() {
         ("salloc", &[][..], "salloc is not supported yet"),
         (
             "scontrol",
-            &["requeue", "1"][..],
-            "scontrol requeue is not supported yet",
+            &["suspend", "1"][..],
+            "scontrol suspend is not supported yet",
         ),
     ] {
         let o = s.run(name, args);

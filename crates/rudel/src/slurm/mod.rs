@@ -11,6 +11,7 @@ pub mod sacct;
 mod sbatch;
 mod scancel;
 mod scontrol;
+mod scontrol_requeue;
 mod sinfo;
 mod squeue;
 

@@ -1,6 +1,7 @@
 //! `scontrol show job|node|partition` in Slurm's `Key=Value` layout (the keys scripts
-//! grep for); `hold`/`release`/`update` through the head's Hold and Update calls. The
-//! other changing commands (requeue, suspend, ...) are refused until rudel has them.
+//! grep for); `hold`/`release`/`update` through the head's Hold and Update calls,
+//! `requeue`/`requeuehold` through Requeue (`scontrol_requeue.rs`). The other changing
+//! commands (suspend, ...) are refused until rudel has them.
 use rudel_proto::v1 as pb;
 
 use super::format;
@@ -22,7 +23,10 @@ pub async fn scontrol(args: Vec<String>, head: &str) -> SlurmResult {
         }
         [verb @ ("hold" | "uhold" | "release"), ids @ ..] => hold(ids, *verb == "release", head).await,
         ["update", pairs @ ..] => update(pairs, head).await,
-        [verb @ ("requeue" | "suspend" | "resume" | "top"), ..] => Err(SlurmError::msg(format!(
+        [verb @ ("requeue" | "requeuehold"), ids @ ..] => {
+            super::scontrol_requeue::requeue(ids, *verb == "requeuehold", head).await
+        }
+        [verb @ ("suspend" | "resume" | "top"), ..] => Err(SlurmError::msg(format!(
             "scontrol {verb} is not supported yet by rudel (nothing was changed)"
         ))),
         [verb, ..] => Err(SlurmError::raw(format!("invalid keyword: {verb}"))),
@@ -99,7 +103,10 @@ async fn update(pairs: &[&str], head: &str) -> SlurmResult {
 
 /// A Hold/Update answer as scontrol reports it: nothing on success; each job left as it
 /// was (other than for a reason in `benign`) as an error, exit 1.
-fn changed_or_errors(r: Result<tonic::Response<pb::ChangeResponse>, crate::Failure>, benign: &[&str]) -> SlurmResult {
+pub(super) fn changed_or_errors(
+    r: Result<tonic::Response<pb::ChangeResponse>, crate::Failure>,
+    benign: &[&str],
+) -> SlurmResult {
     let r = match r {
         Ok(r) => r.into_inner(),
         Err(f) if format!("{:#}", f.error).starts_with("no ") => {
