@@ -4,6 +4,7 @@ pub mod exec;
 pub mod identity;
 pub mod journal;
 pub mod launch;
+pub mod output;
 pub mod session;
 
 pub use exec::DEFAULT_TASK_PIDS_MAX;
