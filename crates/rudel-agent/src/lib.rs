@@ -5,6 +5,7 @@ pub mod identity;
 pub mod journal;
 pub mod launch;
 pub mod output;
+pub mod remote_output;
 pub mod session;
 
 pub use exec::DEFAULT_TASK_PIDS_MAX;

@@ -7,6 +7,7 @@ pub mod convert;
 pub mod credentials;
 pub mod enroll_service;
 pub mod exec;
+pub mod output_relay;
 pub mod group_join;
 pub mod heads;
 pub mod history;
