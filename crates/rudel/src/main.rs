@@ -9,6 +9,7 @@ mod history;
 mod hold_cmd;
 mod node_cmd;
 mod opts;
+mod output_stream;
 mod partitions_cmd;
 mod show;
 mod slurm;
