@@ -245,10 +245,7 @@ mod tests {
         f.register(T7, Stream::Stdout, d.path().join("later"));
         assert_eq!(
             f.read_chunk(T7, Stream::Stdout, 0, 10).unwrap(),
-            Chunk {
-                data: vec![],
-                size: 0
-            }
+            Chunk { data: vec![], size: 0 }
         );
     }
 
@@ -275,7 +272,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let f = OutputFiles::new(None, 2);
         for i in 0..3 {
-            f.register(TaskKey { job: 1, index: i }, Stream::Stdout, d.path().join(format!("{i}")));
+            f.register(
+                TaskKey { job: 1, index: i },
+                Stream::Stdout,
+                d.path().join(format!("{i}")),
+            );
         }
         let k = |i| TaskKey { job: 1, index: i };
         assert!(matches!(

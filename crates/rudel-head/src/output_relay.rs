@@ -122,7 +122,11 @@ pub async fn read(
                 job.id
             )));
         }
-        let valid = job.spec.array.as_ref().map_or(index == 0, |a| a.position_of(index).is_some());
+        let valid = job
+            .spec
+            .array
+            .as_ref()
+            .map_or(index == 0, |a| a.position_of(index).is_some());
         if !valid {
             return Err(Status::invalid_argument(format!("job {} has no task {index}", job.id)));
         }
@@ -151,14 +155,15 @@ pub async fn read(
         max_bytes: r.max_bytes.min(1 << 20),
         release: r.release,
     };
-    let mut why = Vec::new();
     // A completed array task's node is not in the replicated state (kept small on purpose):
-    // ask the job's nodes in turn; the one that ran it knows the task.
-    for node in &nodes {
-        match ask(sessions, node, req.clone()).await {
-            Ok(c) if c.unknown_task && nodes.len() > 1 => why.push(format!("{node}: {}", c.error)),
-            Ok(c) if !c.error.is_empty() => return Err(Status::failed_precondition(format!("node {node}: {}", c.error))),
-            Ok(c) => {
+    // ask the job's nodes at once (one bounded wait, not one per node); the one that ran it
+    // knows the task, the others answer "unknown task".
+    let answers = futures::future::join_all(nodes.iter().map(|n| ask(sessions, n, req))).await;
+    let mut why = Vec::new();
+    let mut unreachable = nodes.is_empty();
+    for (node, a) in nodes.iter().zip(answers) {
+        match a {
+            Ok(c) if c.error.is_empty() => {
                 return Ok(pb::ReadOutputResponse {
                     data: c.data,
                     size: c.size,
@@ -166,16 +171,23 @@ pub async fn read(
                     node: node.clone(),
                 })
             }
-            Err(e) => why.push(format!("{node}: {e}")),
+            Ok(c) => why.push(format!("node {node}: {}", c.error)),
+            Err(e) => {
+                unreachable = true;
+                why.push(format!("node {node}: {e}"));
+            }
         }
     }
     if nodes.is_empty() {
         why.push("the node that ran it is not known any more".into());
     }
-    Err(Status::unavailable(format!(
-        "cannot read the output of task {job_id}_{index}: {}",
-        why.join("; ")
-    )))
+    let msg = format!("cannot read the output of task {job_id}_{index}: {}", why.join("; "));
+    // Unavailable (the client may retry while following) only when a node could not be asked.
+    Err(if unreachable {
+        Status::unavailable(msg)
+    } else {
+        Status::failed_precondition(msg)
+    })
 }
 
 /// Sends one read to `node`'s agent and waits for its chunk, at most [`READ_TIMEOUT`].

@@ -8,8 +8,8 @@ use clap::Args;
 use rudel_core::parse;
 use rudel_proto::v1 as pb;
 use rudel_proto::v1::rudel_client::RudelClient;
-use tonic::transport::Channel;
 use tokio::time::Instant;
+use tonic::transport::Channel;
 
 use crate::opts::{build_spec, new_request_id, submit_spec, SubmitArgs};
 use crate::output_stream::{self, Copied, Reader, Sink};
@@ -286,10 +286,8 @@ pub async fn logs(a: LogsArgs, head: &str) -> CmdResult {
     let mut started = 0;
     for i in indices {
         let mut buf = Vec::new();
-        let got = output_stream::copy_task(&mut reader, job_id, i, stderr, false, &mut |d| {
-            buf.extend_from_slice(d)
-        })
-        .await?;
+        let got =
+            output_stream::copy_task(&mut reader, job_id, i, stderr, false, &mut |d| buf.extend_from_slice(d)).await?;
         if got == Copied::Pending {
             continue;
         }

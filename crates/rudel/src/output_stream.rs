@@ -63,7 +63,7 @@ impl Reader {
                     .await
                     .map_err(|e| tonic::Status::unavailable(e.to_string()))?,
             };
-            let s = match tokio::time::timeout_at(deadline, c.read_output(req.clone())).await {
+            let s = match tokio::time::timeout_at(deadline, c.read_output(req)).await {
                 Ok(Ok(r)) => {
                     self.client = Some(c);
                     return Ok(r.into_inner());

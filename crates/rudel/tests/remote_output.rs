@@ -33,7 +33,10 @@ fn read_on_host(cl: &Cluster, host: usize, path: &Path) -> Option<String> {
 
 fn host_of(cl: &Cluster, id: u64) -> usize {
     let j = cl.show_ok(id);
-    let node = j["nodes"][0].as_str().unwrap_or_else(|| panic!("no node in {j}")).to_string();
+    let node = j["nodes"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no node in {j}"))
+        .to_string();
     (1..=2)
         .find(|i| Cluster::node_name(*i) == node)
         .unwrap_or_else(|| panic!("unknown node {node}"))
@@ -59,7 +62,12 @@ fn run_streams_output_from_a_host_whose_tmp_the_client_cannot_see() {
     );
     assert!(!o.timed_out, "rudel run hung: {o}");
     assert_eq!(o.code, Some(3), "run exits with the task's code: {o}");
-    assert!(o.stdout == seq(400000), "stdout differs (len {} vs {})", o.stdout.len(), seq(400000).len());
+    assert!(
+        o.stdout == seq(400000),
+        "stdout differs (len {} vs {})",
+        o.stdout.len(),
+        seq(400000).len()
+    );
     assert!(o.stderr.contains("to-stderr"), "{o}");
     assert!(o.stderr.contains("exit code 3"), "the exit code is said on stderr: {o}");
     // Ground truth: the task ran on an agent host and wrote into that host's /tmp, which the
@@ -70,7 +78,10 @@ fn run_streams_output_from_a_host_whose_tmp_the_client_cannot_see() {
         .trim()
         .parse()
         .unwrap();
-    assert!(!Path::new("/tmp/ran-here").exists() || std::fs::read_to_string("/tmp/ran-here").unwrap().trim() != id.to_string());
+    assert!(
+        !Path::new("/tmp/ran-here").exists()
+            || std::fs::read_to_string("/tmp/ran-here").unwrap().trim() != id.to_string()
+    );
     let host = host_of(&cl, id);
     // The output lived in the agent's data directory and was removed once delivered; never
     // in a predictable directory of the client's /tmp.
@@ -113,7 +124,11 @@ fn logs_follow_a_remote_file_arrays_pending_and_none() {
     let file = work.join(format!("slow-{id}.out"));
     assert!(!file.exists(), "the client cannot see the node's work directory");
     let host = host_of(&cl, id);
-    assert_eq!(read_on_host(&cl, host, &file).as_deref(), Some(want.as_str()), "ground truth on the node");
+    assert_eq!(
+        read_on_host(&cl, host, &file).as_deref(),
+        Some(want.as_str()),
+        "ground truth on the node"
+    );
     // Without -f, after the end: the same bytes.
     assert_eq!(cl.rudel_ok(&["logs", &id.to_string()]).stdout, want);
 
@@ -131,10 +146,14 @@ fn logs_follow_a_remote_file_arrays_pending_and_none() {
     let o = cl.rudel(&["logs", "-f", &arr.to_string()]);
     assert!(o.ok(), "{o}");
     for i in 0..=5 {
-        assert!(o.stdout.contains(&format!("[{i}] hello {i}\n[{i}] bye {i}\n")) || {
-            let lines: Vec<&str> = o.stdout.lines().collect();
-            lines.contains(&format!("[{i}] hello {i}").as_str()) && lines.contains(&format!("[{i}] bye {i}").as_str())
-        }, "task {i} missing: {o}");
+        assert!(
+            o.stdout.contains(&format!("[{i}] hello {i}\n[{i}] bye {i}\n")) || {
+                let lines: Vec<&str> = o.stdout.lines().collect();
+                lines.contains(&format!("[{i}] hello {i}").as_str())
+                    && lines.contains(&format!("[{i}] bye {i}").as_str())
+            },
+            "task {i} missing: {o}"
+        );
     }
     assert_eq!(o.stdout.lines().count(), 12, "{o}");
     let o = cl.rudel_ok(&["logs", &arr.to_string(), "--task", "4"]);
@@ -149,7 +168,10 @@ fn logs_follow_a_remote_file_arrays_pending_and_none() {
     let none = cl.submit(&["--output", "none", "--", "echo", "gone"]);
     cl.wait_finished(none, Duration::from_secs(30));
     let o = cl.rudel(&["logs", &none.to_string()]);
-    assert!(o.ok() && o.stdout.is_empty() && o.stderr.contains("discards its output"), "{o}");
+    assert!(
+        o.ok() && o.stdout.is_empty() && o.stderr.contains("discards its output"),
+        "{o}"
+    );
 
     // The node that holds the file is down: a clear error, in bounded time.
     cl.kill9_agent(host);

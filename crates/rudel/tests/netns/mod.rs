@@ -211,7 +211,7 @@ fn remove_leftovers() {
             let _ = ip(&["netns", "del", name]);
         }
     }
-    mountns::remove_stale(&stale);
+    mountns::remove_stale(stale);
     // Temp dirs `rdl<pid>-XXXXXX` of crashed runs.
     if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
         for e in rd.flatten() {

@@ -90,7 +90,10 @@ pub fn remove_stale(stale: impl Fn(&str) -> bool) {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(prefix) = name.strip_suffix("-mnt") {
             if prefix.starts_with("rdl") && stale(&format!("{prefix}-h0")) {
-                eprintln!("netns harness: removing leftover mount namespaces {}", e.path().display());
+                eprintln!(
+                    "netns harness: removing leftover mount namespaces {}",
+                    e.path().display()
+                );
                 remove(prefix);
             }
         }
