@@ -225,6 +225,15 @@ async fn follow_tasks(
 ) -> Result<(), Failure> {
     use futures::StreamExt;
     let lock = Arc::new(Mutex::new(()));
+    // Job updates (start, end) wake the followers between polls.
+    let (wake_tx, wake_rx) = tokio::sync::watch::channel(0u64);
+    let head_owned = head.to_string();
+    let watcher = tokio::spawn(async move {
+        let _ = watch_until_done(&head_owned, &[id], None, |_| {
+            wake_tx.send_modify(|n| *n += 1);
+        })
+        .await;
+    });
     let jobs: Vec<(u32, bool)> = indices
         .iter()
         .flat_map(|&i| streams.iter().map(move |&e| (i, e)))
@@ -232,17 +241,25 @@ async fn follow_tasks(
     let mut runs = futures::stream::iter(jobs.into_iter().map(|(index, stderr)| {
         let mut reader = Reader::new(head, Some(c.clone()));
         let mut sink = Sink::new(stderr, prefix.then_some(index), lock.clone());
+        let wake = Some(wake_rx.clone());
         async move {
-            let r = output_stream::copy_task(&mut reader, id, index, stderr, true, &mut |d| sink.write(d)).await;
+            let r = output_stream::copy_task(&mut reader, id, index, stderr, true, wake, &mut |d| sink.write(d)).await;
             sink.finish();
             r
         }
     }))
     .buffer_unordered(MAX_FOLLOWED);
+    let mut res = Ok(());
     while let Some(r) = runs.next().await {
-        r?;
+        if let Err(e) = r {
+            res = Err(e);
+            break;
+        }
     }
-    Ok(())
+    drop(runs);
+    // Owned here: stopped whether the followers finished or failed.
+    watcher.abort();
+    res
 }
 
 /// `rudel logs`: output is read through the leader from the agent of the task's node, so
@@ -286,8 +303,10 @@ pub async fn logs(a: LogsArgs, head: &str) -> CmdResult {
     let mut started = 0;
     for i in indices {
         let mut buf = Vec::new();
-        let got =
-            output_stream::copy_task(&mut reader, job_id, i, stderr, false, &mut |d| buf.extend_from_slice(d)).await?;
+        let got = output_stream::copy_task(&mut reader, job_id, i, stderr, false, None, &mut |d| {
+            buf.extend_from_slice(d)
+        })
+        .await?;
         if got == Copied::Pending {
             continue;
         }
@@ -321,7 +340,10 @@ fn end_note(j: &pb::JobInfo) -> Option<String> {
     if j.state == "completed" && j.exit_code.unwrap_or(0) == 0 && j.signal.is_none() {
         return None;
     }
+    // The head's reason often names the code already ("exit code 4"): not twice.
+    let said = j.reason.contains("exit code") || j.reason.contains("signal");
     let status = match (j.exit_code, j.signal) {
+        _ if said => String::new(),
         (_, Some(s)) => format!(" (killed by signal {s})"),
         (Some(c), None) => format!(" (exit code {c})"),
         (None, None) => String::new(),

@@ -92,8 +92,11 @@ pub async fn copy_task(
     index: u32,
     stderr: bool,
     follow: bool,
+    mut wake: Option<tokio::sync::watch::Receiver<u64>>,
     out: &mut (dyn FnMut(&[u8]) + Send),
 ) -> Result<Copied, Failure> {
+    // Polls are cut short by job updates (`wake`), so a follower sees a task's end at once
+    // instead of one poll interval later (`rudel run -- /bin/true` stays a ~10 ms round trip).
     let mut offset = 0u64;
     let mut unreachable_since: Option<Instant> = None;
     loop {
@@ -129,9 +132,22 @@ pub async fn copy_task(
             ("ended", _) => return Ok(Copied::Ended),
             ("pending", false) => return Ok(Copied::Pending),
             (_, false) => return Ok(Copied::Running),
-            ("pending", true) => tokio::time::sleep(PENDING_POLL).await,
-            _ => tokio::time::sleep(RUNNING_POLL).await,
+            ("pending", true) => pause(&mut wake, PENDING_POLL).await,
+            _ => pause(&mut wake, RUNNING_POLL).await,
         }
+    }
+}
+
+/// Waits `d`, or less if a job update arrives on `wake`.
+async fn pause(wake: &mut Option<tokio::sync::watch::Receiver<u64>>, d: Duration) {
+    match wake {
+        Some(w) => {
+            if tokio::time::timeout(d, w.changed()).await.is_ok_and(|r| r.is_err()) {
+                // The watcher is gone (job done or lost): plain polling from here on.
+                *wake = None;
+            }
+        }
+        None => tokio::time::sleep(d).await,
     }
 }
 
