@@ -341,7 +341,7 @@ fn end_note(j: &pb::JobInfo) -> Option<String> {
         return None;
     }
     // The head's reason often names the code already ("exit code 4"): not twice.
-    let said = j.reason.contains("exit code") || j.reason.contains("signal");
+    let said = j.reason.contains("exit code") || j.reason.contains("signal") || j.reason.contains("killed by");
     let status = match (j.exit_code, j.signal) {
         _ if said => String::new(),
         (_, Some(s)) => format!(" (killed by signal {s})"),
