@@ -22,6 +22,32 @@ pub enum LaunchError {
     NoCommand(TaskKey),
     #[error("cannot write the batch script {path}: {source}")]
     Script { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Output(#[from] crate::output::BadAgentPath),
+}
+
+/// Moves output paths under [`crate::output::AGENT_DIR_PREFIX`] into the agent's data
+/// directory (`rudel run`); other paths stay where the job asked.
+pub fn place_outputs(spec: &mut ExecSpec, data_dir: &Path) -> Result<(), LaunchError> {
+    if let Some(p) = spec.stdout.take() {
+        spec.stdout = Some(crate::output::place(p, data_dir)?);
+    }
+    if let StderrTarget::File(p) = &mut spec.stderr {
+        *p = crate::output::place(std::mem::take(p), data_dir)?;
+    }
+    Ok(())
+}
+
+/// Remembers where a task's output goes, so a remote follower can read it by task key.
+pub fn register_outputs(spec: &ExecSpec, files: &crate::output::OutputFiles) {
+    use crate::output::Stream;
+    let abs = |p: &PathBuf| spec.cwd.join(p);
+    if let Some(p) = &spec.stdout {
+        files.register(spec.key, Stream::Stdout, abs(p));
+    }
+    if let StderrTarget::File(p) = &spec.stderr {
+        files.register(spec.key, Stream::Stderr, abs(p));
+    }
 }
 
 /// Writes a job's script once into `scripts_dir` (a copy taken at submit time, like

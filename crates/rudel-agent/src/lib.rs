@@ -5,6 +5,8 @@ pub mod identity;
 pub mod journal;
 pub mod launch;
 pub mod login_env;
+pub mod output;
+pub mod remote_output;
 pub mod session;
 
 pub use exec::DEFAULT_TASK_PIDS_MAX;

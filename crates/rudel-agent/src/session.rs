@@ -21,6 +21,7 @@ use crate::exec::{ExecConfig, ExecSpec, Executor};
 use crate::identity;
 use crate::journal::{self, Journal};
 use crate::launch::exec_spec;
+use crate::output::OutputFiles;
 
 /// How an agent is run.
 #[derive(Clone, Debug)]
@@ -130,6 +131,8 @@ struct Agent {
     next_exec: u32,
     /// Tasks killed after too long without a head: reported as lost, not cancelled.
     abandoned: std::collections::HashSet<(TaskKey, u32)>,
+    /// Output files of tasks launched here, readable by task key for remote followers.
+    outputs: Arc<OutputFiles>,
 }
 
 /// Job id under which `rudel exec` commands run in the executor (never a real job: real ids
@@ -169,7 +172,9 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         containment = exec.containment(),
         unacked = journal.unacked().len(), "agent starting"
     );
+    let outputs = Arc::new(crate::remote_output::open_output_dir(&cfg.data_dir).map_err(dir_err)?);
     let mut agent = Agent {
+        outputs,
         scripts_dir: cfg.data_dir.join("scripts"),
         cfg,
         tls,
@@ -638,6 +643,11 @@ impl Agent {
                 }
             }
             Some(HeadMsg::Exec(e)) => self.exec_start(e, conn),
+            Some(HeadMsg::ReadOutput(r)) => {
+                if let Some(c) = conn {
+                    crate::remote_output::answer(self.outputs.clone(), r, c.tx.clone());
+                }
+            }
             Some(HeadMsg::Ack(a)) => {
                 let done: Vec<_> = a.tasks.iter().map(task_ref).collect();
                 self.journal.ack(&done)?;
@@ -838,11 +848,16 @@ impl Agent {
     fn prepare(&mut self, t: pb::LaunchTask, conn: Option<&Conn>) -> Result<Option<ExecSpec>, AgentError> {
         let task = t.task;
         let after = t.after.as_ref().map(task_ref);
-        match exec_spec(t, &self.scripts_dir) {
+        let placed = exec_spec(t, &self.scripts_dir).and_then(|mut s| {
+            crate::launch::place_outputs(&mut s, &self.cfg.data_dir)?;
+            Ok(s)
+        });
+        match placed {
             Ok(spec) => {
                 if self.is_known(spec.key, spec.attempt) {
                     return Ok(None);
                 }
+                crate::launch::register_outputs(&spec, &self.outputs);
                 match after {
                     Some((pk, pa)) if self.is_live(pk, pa) => {
                         self.waiting.entry((pk, pa)).or_default().push(spec);

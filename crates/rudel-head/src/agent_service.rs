@@ -53,6 +53,8 @@ pub struct SessionHandle {
     pub id: u64,
     stop: oneshot::Sender<()>,
     pub exec: mpsc::UnboundedSender<crate::exec::ExecCall>,
+    /// Output reads (`rudel logs`, `rudel run`) forwarded to the agent.
+    pub output: mpsc::UnboundedSender<crate::output_relay::OutputCall>,
 }
 
 /// Current session per node name.
@@ -143,6 +145,9 @@ struct Session {
     exec_rx: mpsc::UnboundedReceiver<crate::exec::ExecCall>,
     /// `rudel exec` calls sent to the agent, by id, awaiting their result.
     pending_exec: HashMap<u64, oneshot::Sender<pb::ExecResult>>,
+    output_rx: mpsc::UnboundedReceiver<crate::output_relay::OutputCall>,
+    /// Output reads sent to the agent, by id, awaiting their chunk.
+    pending_output: crate::output_relay::Pending,
 }
 
 impl Session {
@@ -194,11 +199,13 @@ impl Session {
         let id = svc.next_session.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (stop_tx, superseded) = oneshot::channel();
         let (exec_tx, exec_rx) = mpsc::unbounded_channel();
+        let (output_tx, output_rx) = mpsc::unbounded_channel();
         if let Ok(mut s) = svc.sessions.lock() {
             let handle = SessionHandle {
                 id,
                 stop: stop_tx,
                 exec: exec_tx,
+                output: output_tx,
             };
             if let Some(old) = s.insert(node.clone(), handle) {
                 let _ = old.stop.send(());
@@ -221,6 +228,8 @@ impl Session {
             acks_rx,
             exec_rx,
             pending_exec: HashMap::new(),
+            output_rx,
+            pending_output: Default::default(),
         };
         let term = s.svc.term();
         s.send(HeadMsg::Welcome(pb::Welcome {
@@ -316,6 +325,10 @@ impl Session {
                     self.pending_exec.insert(call.id, call.reply);
                     self.send(HeadMsg::Exec(pb::ExecCommand { id: call.id, argv: call.argv, timeout_ms: call.timeout_ms }));
                 }
+                Some(call) = self.output_rx.recv() => {
+                    let req = self.pending_output.add(call);
+                    self.send(HeadMsg::ReadOutput(req));
+                }
                 _ = &mut self.superseded => {
                     tracing::info!(node = %self.node, session = self.id, "session replaced by a newer one");
                     break SessionEnd::Replaced;
@@ -401,6 +414,7 @@ impl Session {
                     let _ = reply.send(r);
                 }
             }
+            Some(AgentMsg::OutputChunk(c)) => self.pending_output.answer(c),
             Some(AgentMsg::Register(_)) | None => {
                 tracing::warn!(node = %self.node, "ignoring unexpected message in an established session");
             }

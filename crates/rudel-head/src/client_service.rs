@@ -585,6 +585,15 @@ impl pb::rudel_server::Rudel for ClientService {
             .map(tonic::Response::new)
     }
 
+    async fn read_output(
+        &self,
+        req: Request<pb::ReadOutputRequest>,
+    ) -> Result<tonic::Response<pb::ReadOutputResponse>, Status> {
+        crate::output_relay::read(&self.raft, self.head_id, &self.shared, &self.sessions, req.into_inner())
+            .await
+            .map(tonic::Response::new)
+    }
+
     async fn list_partitions(
         &self,
         _req: Request<pb::ListPartitionsRequest>,

@@ -16,6 +16,7 @@ mod history_service;
 pub mod history_task;
 pub mod lock;
 pub mod orphan_nodes;
+pub mod output_relay;
 pub mod proposer;
 pub mod raft;
 pub mod reports;

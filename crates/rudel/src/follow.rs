@@ -1,16 +1,18 @@
 //! Waiting on jobs and following their output: `rudel wait`, `logs`, `run`.
-use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Args;
 use rudel_core::parse;
-use rudel_core::pattern::{self, PatternVars};
 use rudel_proto::v1 as pb;
+use rudel_proto::v1::rudel_client::RudelClient;
 use tokio::time::Instant;
+use tonic::transport::Channel;
 
 use crate::opts::{build_spec, new_request_id, submit_spec, SubmitArgs};
+use crate::output_stream::{self, Copied, Reader, Sink};
 use crate::{client, CmdResult, Failure};
 
 /// Exit code of `wait` when its --timeout passes (as timeout(1) does).
@@ -33,13 +35,24 @@ pub struct WaitArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(after_help = "\
+Output is read over the network: the client asks the leader head, which asks the agent of the
+task's node over its session; no filesystem needs to be shared with the node. The agent only
+reads files it opened for that task. A task on a node that is down or unreachable gives an
+error after a timeout (with --follow, after 30 s of retrying).
+
+A pending job has no output yet: `logs` says so on stderr and exits 0; `logs -f` waits for it
+to start. A job with `--output none` has nothing to show (said on stderr, exit 0). With
+--follow, every task of an array is followed at once, each line prefixed by `[INDEX] `;
+--task N follows one. Without --follow, the tasks that started are printed one after the
+other under `==> task N <==`.")]
 pub struct LogsArgs {
-    /// Job id.
+    /// Job id (or an array task's own id).
     pub id: u64,
-    /// Keep printing new output until the job ends.
+    /// Keep printing new output until the job's tasks end and their files are drained.
     #[arg(short, long)]
     pub follow: bool,
-    /// Array index of the task (default: all tasks; with --follow, the first).
+    /// Array index of one task (default: all tasks).
     #[arg(long, value_name = "INDEX")]
     pub task: Option<u32>,
     /// Print the error file instead of the output file (when they differ).
@@ -184,42 +197,6 @@ pub async fn wait(a: WaitArgs, head: &str) -> CmdResult {
     Ok(if ok { 0 } else { 1 })
 }
 
-/// Output path of one task, resolved like the head does.
-fn task_path(j: &pb::JobInfo, index: u32, stderr: bool) -> Option<PathBuf> {
-    let spec = j.spec.clone().unwrap_or_default();
-    let is_array = !spec.array.is_empty();
-    let node = j
-        .task_details
-        .iter()
-        .find(|t| t.index == index)
-        .map(|t| t.node.clone())
-        .or_else(|| j.nodes.first().cloned())
-        .unwrap_or_default();
-    // The task's own job id: the array's id plus the task's position (as the head
-    // computes it for `%j`).
-    let position = rudel_core::parse::parse_array(&spec.array)
-        .ok()
-        .and_then(|a| a.position_of(index))
-        .unwrap_or(0);
-    let vars = PatternVars {
-        job: j.id,
-        task_job: j.id + position,
-        index: is_array.then_some(index),
-        name: &j.name,
-        node: &node,
-        user: &spec.user,
-    };
-    let out_pat = if spec.output.is_empty() {
-        pattern::default_output(is_array).to_string()
-    } else {
-        spec.output.clone()
-    };
-    if stderr && !spec.error.is_empty() {
-        return pattern::resolve(&spec.error, &vars, &spec.chdir).map(PathBuf::from);
-    }
-    pattern::resolve(&out_pat, &vars, &spec.chdir).map(PathBuf::from)
-}
-
 fn array_indices(j: &pb::JobInfo) -> Vec<u32> {
     let spec = j.spec.clone().unwrap_or_default();
     match parse::parse_array(&spec.array) {
@@ -228,57 +205,65 @@ fn array_indices(j: &pb::JobInfo) -> Vec<u32> {
     }
 }
 
-/// Copies new bytes of `path` from `offset` to `out`; returns the new offset.
-fn copy_new(path: &Path, offset: u64, out: &mut dyn Write) -> u64 {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return offset;
-    };
-    if f.seek(SeekFrom::Start(offset)).is_err() {
-        return offset;
-    }
-    let mut buf = Vec::new();
-    match f.read_to_end(&mut buf) {
-        Ok(n) if n > 0 => {
-            let _ = out.write_all(&buf);
-            let _ = out.flush();
-            offset + n as u64
-        }
-        _ => offset,
-    }
+fn discards(pattern: &str) -> bool {
+    pattern.trim().eq_ignore_ascii_case("none")
 }
 
-/// Follows files until the job ends: polls the files every 100 ms (they may live on a
-/// shared filesystem, where inotify does not see remote writes).
-async fn follow_files(head: &str, id: u64, files: Vec<(PathBuf, bool)>) -> Result<Option<pb::JobInfo>, Failure> {
-    let mut offsets = vec![0u64; files.len()];
-    let drain = |offsets: &mut Vec<u64>| {
-        for (i, (p, to_stderr)) in files.iter().enumerate() {
-            offsets[i] = if *to_stderr {
-                copy_new(p, offsets[i], &mut std::io::stderr())
-            } else {
-                copy_new(p, offsets[i], &mut std::io::stdout())
-            };
-        }
-    };
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+/// Most tasks of an array followed at the same time (each polls the leader while it runs);
+/// the others start as earlier ones end.
+const MAX_FOLLOWED: usize = 256;
+
+/// Follows `streams` (stderr?) of `indices` concurrently until each task ended and its
+/// files are drained; `prefix`: put `[index] ` before each line.
+async fn follow_tasks(
+    head: &str,
+    c: &RudelClient<Channel>,
+    id: u64,
+    indices: &[u32],
+    streams: &[bool],
+    prefix: bool,
+) -> Result<(), Failure> {
+    use futures::StreamExt;
+    let lock = Arc::new(Mutex::new(()));
+    // Job updates (start, end) wake the followers between polls.
+    let (wake_tx, wake_rx) = tokio::sync::watch::channel(0u64);
     let head_owned = head.to_string();
     let watcher = tokio::spawn(async move {
-        let r = watch_until_done(&head_owned, &[id], None, |_| {}).await;
-        let _ = done_tx.send(r);
+        let _ = watch_until_done(&head_owned, &[id], None, |_| {
+            wake_tx.send_modify(|n| *n += 1);
+        })
+        .await;
     });
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let result = loop {
-        tokio::select! {
-            _ = tick.tick() => drain(&mut offsets),
-            r = &mut done_rx => break r.map_err(|_| Failure::from(anyhow!("lost track of job {id}")))?,
+    let jobs: Vec<(u32, bool)> = indices
+        .iter()
+        .flat_map(|&i| streams.iter().map(move |&e| (i, e)))
+        .collect();
+    let mut runs = futures::stream::iter(jobs.into_iter().map(|(index, stderr)| {
+        let mut reader = Reader::new(head, Some(c.clone()));
+        let mut sink = Sink::new(stderr, prefix.then_some(index), lock.clone());
+        let wake = Some(wake_rx.clone());
+        async move {
+            let r = output_stream::copy_task(&mut reader, id, index, stderr, true, wake, &mut |d| sink.write(d)).await;
+            sink.finish();
+            r
         }
-    };
+    }))
+    .buffer_unordered(MAX_FOLLOWED);
+    let mut res = Ok(());
+    while let Some(r) = runs.next().await {
+        if let Err(e) = r {
+            res = Err(e);
+            break;
+        }
+    }
+    drop(runs);
+    // Owned here: stopped whether the followers finished or failed.
     watcher.abort();
-    drain(&mut offsets);
-    Ok(result?.and_then(|mut v| v.pop()))
+    res
 }
 
-/// `rudel logs`.
+/// `rudel logs`: output is read through the leader from the agent of the task's node, so
+/// no filesystem needs to be shared with it.
 pub async fn logs(a: LogsArgs, head: &str) -> CmdResult {
     let mut c = client::connect(head).await?;
     let j = c
@@ -289,44 +274,53 @@ pub async fn logs(a: LogsArgs, head: &str) -> CmdResult {
         .await
         .map_err(client::failure)?
         .into_inner();
-    let indices = match a.task {
-        Some(t) => vec![t],
-        None => array_indices(&j),
-    };
+    let spec = j.spec.clone().unwrap_or_default();
+    let job_id = j.id;
+    // An array task's own id names one task of its array.
+    let task = j.task_index.or(a.task);
+    let stderr = a.stderr && !spec.error.is_empty();
+    if discards(if stderr { &spec.error } else { &spec.output }) {
+        let what = if stderr { "error" } else { "output" };
+        eprintln!("rudel: job {job_id} discards its {what} (--{what} none): there is nothing to show");
+        return Ok(0);
+    }
+    let all = array_indices(&j);
+    if let Some(t) = task {
+        if !all.contains(&t) {
+            return Err(Failure::usage(anyhow!("job {job_id} has no task {t}")));
+        }
+    }
+    let indices = task.map_or(all, |t| vec![t]);
     if a.follow {
-        let index = indices.first().copied().unwrap_or(0);
-        let Some(path) = task_path(&j, index, a.stderr) else {
-            return Err(Failure::usage(anyhow!(
-                "job {} discards its output (--output none)",
-                a.id
-            )));
-        };
-        follow_files(head, a.id, vec![(path, false)]).await?;
+        if j.state == "pending" {
+            eprintln!("rudel: job {job_id} is pending; waiting for it to start");
+        }
+        follow_tasks(head, &c, job_id, &indices, &[stderr], indices.len() > 1).await?;
         return Ok(0);
     }
     let many = indices.len() > 1;
-    let mut printed = 0;
+    let mut reader = Reader::new(head, Some(c));
+    let mut started = 0;
     for i in indices {
-        let Some(path) = task_path(&j, i, a.stderr) else {
-            return Err(Failure::usage(anyhow!(
-                "job {} discards its output (--output none)",
-                a.id
-            )));
-        };
-        if !path.exists() {
+        let mut buf = Vec::new();
+        let got = output_stream::copy_task(&mut reader, job_id, i, stderr, false, None, &mut |d| {
+            buf.extend_from_slice(d)
+        })
+        .await?;
+        if got == Copied::Pending {
             continue;
         }
+        started += 1;
         if many {
-            println!("==> task {i}: {} <==", path.display());
+            println!("==> task {i} <==");
         }
-        copy_new(&path, 0, &mut std::io::stdout());
-        printed += 1;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&buf);
+        let _ = out.flush();
     }
-    if printed == 0 && j.state != "pending" {
-        eprintln!(
-            "rudel: no output file of job {} found here (looked for {})",
-            a.id, j.output_path
-        );
+    if started == 0 {
+        // Not an error: the job is fine, it has just not produced anything yet.
+        eprintln!("rudel: job {job_id} is pending: no output yet (`rudel logs -f {job_id}` waits for it)");
     }
     Ok(0)
 }
@@ -340,18 +334,41 @@ fn job_exit_code(j: &pb::JobInfo) -> u8 {
     }
 }
 
+/// Why a job ended when it was not a plain exit 0, for stderr: its state, exit code or
+/// signal, and the head's reason (OOM, time limit, node failure, cancelled, ...).
+fn end_note(j: &pb::JobInfo) -> Option<String> {
+    if j.state == "completed" && j.exit_code.unwrap_or(0) == 0 && j.signal.is_none() {
+        return None;
+    }
+    // The head's reason often names the code already ("exit code 4"): not twice.
+    let said = j.reason.contains("exit code") || j.reason.contains("signal") || j.reason.contains("killed by");
+    let status = match (j.exit_code, j.signal) {
+        _ if said => String::new(),
+        (_, Some(s)) => format!(" (killed by signal {s})"),
+        (Some(c), None) => format!(" (exit code {c})"),
+        (None, None) => String::new(),
+    };
+    let reason = if j.reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", j.reason)
+    };
+    Some(format!("rudel: job {} {}{status}{reason}", j.id, j.state))
+}
+
 /// `rudel run`: submit, stream output, exit with the job's code; Ctrl-C cancels the job.
+///
+/// Without --output/--error, the output goes to files in the agent's data directory
+/// (`DATA/output/`), is streamed back through the leader, and is deleted once delivered:
+/// nothing lands in a predictable place on the client's (possibly shared) `/tmp`.
 pub async fn run(mut a: SubmitArgs, head: &str) -> CmdResult {
-    let mut temp_dir = None;
-    if a.output.is_none() {
-        // Like srun: output goes to the terminal, not to files left behind.
-        let dir = std::env::temp_dir().join(format!("rudel-run-{}", unsafe { libc::getuid() }));
-        std::fs::create_dir_all(&dir).map_err(|e| Failure::from(anyhow!("cannot create {}: {e}", dir.display())))?;
-        a.output = Some(dir.join("%j_%a.out").display().to_string());
+    use rudel_agent::output::AGENT_DIR_PREFIX;
+    let on_agent = a.output.is_none();
+    if on_agent {
+        a.output = Some(format!("{AGENT_DIR_PREFIX}%j_%a.out"));
         if a.error.is_none() {
-            a.error = Some(dir.join("%j_%a.err").display().to_string());
+            a.error = Some(format!("{AGENT_DIR_PREFIX}%j_%a.err"));
         }
-        temp_dir = Some(dir);
     }
     let (spec, a) = build_spec(a, false)?;
     let resp = submit_spec(head, spec, a.request_id.clone().unwrap_or_else(new_request_id)).await?;
@@ -365,58 +382,36 @@ pub async fn run(mut a: SubmitArgs, head: &str) -> CmdResult {
         .await
         .map_err(client::failure)?
         .into_inner();
+    let spec = j.spec.clone().unwrap_or_default();
     let indices = array_indices(&j);
-    let cleanup = |j: &pb::JobInfo| {
-        if temp_dir.is_some() {
-            for i in array_indices(j) {
-                for e in [false, true] {
-                    if let Some(p) = task_path(j, i, e) {
-                        let _ = std::fs::remove_file(p);
-                    }
-                }
-            }
-        }
-    };
+    let mut streams = Vec::new();
+    if !discards(&spec.output) {
+        streams.push(false);
+    }
+    if !spec.error.is_empty() && !discards(&spec.error) {
+        streams.push(true);
+    }
     let follow = async {
-        if indices.len() == 1 {
-            let mut files = Vec::new();
-            if let Some(p) = task_path(&j, indices[0], false) {
-                files.push((p, false));
-            }
-            if let Some(p) = task_path(&j, indices[0], true) {
-                if files.first().is_none_or(|(o, _)| *o != p) {
-                    files.push((p, true));
-                }
-            }
-            follow_files(head, id, files).await
-        } else {
-            let fin = watch_until_done(head, &[id], None, |_| {})
-                .await?
-                .and_then(|mut v| v.pop());
-            for i in &indices {
-                if let Some(p) = task_path(&j, *i, false) {
-                    copy_new(&p, 0, &mut std::io::stdout());
-                }
-                if let Some(p) = task_path(&j, *i, true) {
-                    copy_new(&p, 0, &mut std::io::stderr());
-                }
-            }
-            Ok(fin)
-        }
+        follow_tasks(head, &c, id, &indices, &streams, indices.len() > 1).await?;
+        watch_until_done(head, &[id], None, |_| {}).await
     };
     tokio::select! {
         res = follow => {
-            let fin = res?.ok_or_else(|| Failure::from(anyhow!("job {id} vanished while running")))?;
-            cleanup(&fin);
-            if fin.state != "completed" && fin.state != "failed" {
-                eprintln!("rudel: job {id} {}{}", fin.state, if fin.reason.is_empty() { String::new() } else { format!(": {}", fin.reason) });
+            let fin = res?.and_then(|mut v| v.pop()).ok_or_else(|| Failure::from(anyhow!("job {id} vanished while running")))?;
+            if on_agent {
+                let mut reader = Reader::new(head, Some(c.clone()));
+                for i in &indices {
+                    output_stream::release(&mut reader, id, *i).await;
+                }
+            }
+            if let Some(note) = end_note(&fin) {
+                eprintln!("{note}");
             }
             Ok(job_exit_code(&fin))
         }
         _ = tokio::signal::ctrl_c() => {
             eprintln!("\nrudel: interrupted; cancelling job {id}");
             let _ = c.cancel(pb::CancelRequest { job_ids: vec![id], ..Default::default() }).await;
-            cleanup(&j);
             Ok(130)
         }
     }

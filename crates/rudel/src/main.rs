@@ -10,6 +10,7 @@ mod hold_cmd;
 mod job_refs;
 mod node_cmd;
 mod opts;
+mod output_stream;
 mod partitions_cmd;
 mod requeue_cmd;
 mod show;

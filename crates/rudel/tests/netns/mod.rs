@@ -18,9 +18,14 @@
 //! All tests using the subnet serialize: a static mutex within this process, and an
 //! `flock` across processes (two test binaries running at once would share 10.213.0.0/24).
 //! If namespaces cannot be created, [`Net::new`] panics and says why: never a silent pass.
+//!
+//! Opt-in: [`Net::private_fs`] gives a host a filesystem view of its own (see [`mountns`]):
+//! its processes see a private tmpfs on `/tmp` and the work directory, like a separate
+//! machine; hosts without it share the test process's filesystem.
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod mountns;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -206,6 +211,7 @@ fn remove_leftovers() {
             let _ = ip(&["netns", "del", name]);
         }
     }
+    mountns::remove_stale(stale);
     // Temp dirs `rdl<pid>-XXXXXX` of crashed runs.
     if let Ok(rd) = std::fs::read_dir(std::env::temp_dir()) {
         for e in rd.flatten() {
@@ -260,6 +266,8 @@ pub struct Net {
     links: Vec<String>,
     bridge_created: bool,
     started: Vec<Started>,
+    /// Mount namespace file per host with a private filesystem view.
+    mount_ns: BTreeMap<usize, PathBuf>,
     _flock: Option<File>,
     _guard: MutexGuard<'static, ()>,
 }
@@ -341,6 +349,7 @@ impl Net {
             links: Vec::new(),
             bridge_created: false,
             started: Vec::new(),
+            mount_ns: BTreeMap::new(),
             _flock: Some(flock),
             _guard: guard,
         };
@@ -420,10 +429,8 @@ impl Net {
         assert!(host < self.n_hosts, "no host {host}");
         let f = File::create(log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
         let f2 = f.try_clone().unwrap();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns(host)])
-            .args(argv)
-            .current_dir(self.tmp.path())
+        let mut cmd = self.host_command(host, argv);
+        cmd.current_dir(self.tmp.path())
             .env_remove("RUDEL_HEAD")
             .env_remove("RUDEL_DATA")
             .env_remove("RUDEL_CREDENTIALS")
@@ -450,6 +457,26 @@ impl Net {
             log: log.to_path_buf(),
         });
         pid
+    }
+
+    /// Gives host `host` a filesystem view of its own: a private tmpfs on `/tmp` and on each
+    /// of `dirs`. Call before starting the host's processes.
+    pub fn private_fs(&mut self, host: usize, dirs: &[PathBuf]) {
+        assert!(host < self.n_hosts, "no host {host}");
+        let file = mountns::create(&self.prefix, host, dirs);
+        self.mount_ns.insert(host, file);
+    }
+
+    /// `argv` run inside host `host`: its network namespace, and its mount namespace if it
+    /// has a private filesystem (`nsenter` and `ip netns exec` both exec: the pid is the
+    /// process itself).
+    pub fn host_command(&self, host: usize, argv: &[&str]) -> Command {
+        let mut full: Vec<String> = self.mount_ns.get(&host).map(|f| mountns::enter(f)).unwrap_or_default();
+        full.extend(["ip".into(), "netns".into(), "exec".into(), self.ns(host)]);
+        full.extend(argv.iter().map(|s| s.to_string()));
+        let mut cmd = Command::new(&full[0]);
+        cmd.args(&full[1..]);
+        cmd
     }
 
     /// Has the process `pid` (started here) exited? Its exit code (-1: signal).
@@ -534,7 +561,11 @@ impl Net {
         for ns in &self.namespaces {
             kill_all_in_netns(ns);
         }
-        // 3. Namespaces, veths, bridge.
+        // 3. Mount namespaces (their tmpfs go with them), network namespaces, veths, bridge.
+        if !self.mount_ns.is_empty() {
+            mountns::remove(&self.prefix);
+            self.mount_ns.clear();
+        }
         for ns in self.namespaces.drain(..) {
             let o = ip(&["netns", "del", &ns]);
             if !o.ok() {
@@ -611,9 +642,25 @@ impl Cluster {
     /// Starts a head in host 0 and `opts.agents` agents in hosts 1..=N; returns once
     /// `rudel nodes` shows every agent connected.
     pub fn start(opts: ClusterOpts) -> Cluster {
-        let net = Net::new(opts.agents + 1);
+        Self::start_with(opts, false)
+    }
+
+    /// [`Cluster::start`] where every agent host has a filesystem view of its own (private
+    /// `/tmp` and work directory): nothing an agent writes there is visible to the test
+    /// process, the CLI it runs, the head or other agents.
+    pub fn start_private_fs(opts: ClusterOpts) -> Cluster {
+        Self::start_with(opts, true)
+    }
+
+    fn start_with(opts: ClusterOpts, private_fs: bool) -> Cluster {
+        let mut net = Net::new(opts.agents + 1);
         let work = net.tmp.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
+        if private_fs {
+            for i in 1..=opts.agents {
+                net.private_fs(i, std::slice::from_ref(&work));
+            }
+        }
         let head_addr = format!("{}:{HEAD_PORT}", net.ip(0));
         let mut c = Cluster {
             agent_pids: vec![None; opts.agents + 1],
@@ -783,10 +830,10 @@ impl Cluster {
     /// The CLI run inside host `i`'s namespace with the credentials directory `creds`
     /// (a remote user's machine), bounded to 30 s.
     pub fn rudel_on_host(&self, i: usize, creds: &Path, args: &[&str]) -> Out {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.net.ns(i), RUDEL])
-            .args(args)
-            .current_dir(&self.work)
+        let mut argv = vec![RUDEL];
+        argv.extend_from_slice(args);
+        let mut cmd = self.net.host_command(i, &argv);
+        cmd.current_dir(&self.work)
             .env("RUDEL_HEAD", &self.head_addr)
             .env("RUDEL_CREDENTIALS", creds)
             .env_remove("RUDEL_LOG");
