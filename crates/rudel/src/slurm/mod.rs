@@ -13,6 +13,7 @@ mod scancel;
 mod scontrol;
 mod sinfo;
 mod squeue;
+mod srun;
 
 use std::process::ExitCode;
 
@@ -92,6 +93,7 @@ pub fn main(name: &str, rt: &tokio::runtime::Runtime) -> ExitCode {
             "scancel" => scancel::scancel(args, &head).await,
             "sinfo" => sinfo::sinfo(args, &head).await,
             "scontrol" => scontrol::scontrol(args, &head).await,
+            "srun" => srun::srun(args),
             "sacct" => Ok(sacct::run_args(args.into_iter().map(Into::into).collect(), &head).await?),
             other => Err(SlurmError::msg(format!(
                 "{other} is not supported yet: multi-node jobs and job steps are issue 11. \
