@@ -277,12 +277,12 @@ fn wait_env_and_refusals_with_slurms_messages_and_exit_codes() {
         o.stderr.starts_with("squeue: error: Invalid job state specified: XX\n"),
         "{o}"
     );
-    // srun/salloc belong to parallel jobs (issue 11); scontrol's changing verbs are not here yet.
+    // srun outside a job and salloc belong to parallel jobs (issue 11); scontrol's changing verbs are not here yet.
     for (name, args, needle) in [
         (
             "srun",
             &["hostname"][..],
-            "srun is not supported yet: multi-node jobs and job steps are issue 11",
+            "srun outside a batch job (an allocation of its own) is not supported yet",
         ),
         ("salloc", &[][..], "salloc is not supported yet"),
         (

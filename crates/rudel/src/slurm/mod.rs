@@ -14,6 +14,7 @@ mod scontrol;
 mod scontrol_requeue;
 mod sinfo;
 mod squeue;
+mod srun;
 
 use std::process::ExitCode;
 
@@ -93,6 +94,7 @@ pub fn main(name: &str, rt: &tokio::runtime::Runtime) -> ExitCode {
             "scancel" => scancel::scancel(args, &head).await,
             "sinfo" => sinfo::sinfo(args, &head).await,
             "scontrol" => scontrol::scontrol(args, &head).await,
+            "srun" => srun::srun(args),
             "sacct" => Ok(sacct::run_args(args.into_iter().map(Into::into).collect(), &head).await?),
             other => Err(SlurmError::msg(format!(
                 "{other} is not supported yet: multi-node jobs and job steps are issue 11. \

@@ -53,6 +53,13 @@ pub struct SacctArgs {
     /// Jobs of every user (default: yours).
     #[arg(short = 'a', long = "allusers")]
     pub allusers: bool,
+    /// Only jobs of these names (comma-separated).
+    #[arg(long = "name", alias = "jobname", value_name = "NAMES", value_delimiter = ',')]
+    pub name: Vec<String>,
+    /// Clusters to ask: rudel is one cluster, so `all` (workflow managers pass it) is it;
+    /// any other name is refused rather than answered from this cluster.
+    #[arg(short = 'M', long = "clusters", value_name = "CLUSTERS")]
+    pub clusters: Option<String>,
     /// Slurm's JSON shape.
     #[arg(long)]
     pub json: bool,
@@ -199,6 +206,11 @@ pub async fn run(a: SacctArgs, head: &str) -> CmdResult {
         .collect::<Result<Vec<_>, _>>()
         .map_err(usage)?;
     let job_ids: Vec<u64> = selectors.iter().map(|s| s.id).collect();
+    if let Some(c) = a.clusters.as_deref().filter(|c| !c.eq_ignore_ascii_case("all")) {
+        return Err(usage(format!(
+            "-M {c}: rudel answers for its own cluster only; use `-M all` or leave -M out"
+        )));
+    }
     let since = match &a.starttime {
         Some(t) => parse_time(t, now).map_err(|e| usage(format!("-S {t}: {e}")))?,
         None if job_ids.is_empty() => midnight(now),
@@ -233,6 +245,7 @@ pub async fn run(a: SacctArgs, head: &str) -> CmdResult {
         .await?
         .into_iter()
         .filter(|j| users.len() <= 1 || users.contains(&j.user))
+        .filter(|j| a.name.is_empty() || a.name.contains(&j.name))
         .collect();
     let rows: Vec<Row> = jobs
         .iter()
