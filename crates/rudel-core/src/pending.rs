@@ -54,7 +54,7 @@ pub fn pending_indices(job: &Job) -> String {
 /// `r` without index `i` (cancelled before dispatch): zero, one or two ranges.
 fn without(r: IndexRange, i: u32) -> Vec<IndexRange> {
     let step = r.step.max(1);
-    if i < r.start || i > r.end || (i - r.start) % step != 0 {
+    if i < r.start || i > r.end || !(i - r.start).is_multiple_of(step) {
         return vec![r];
     }
     let mut out = Vec::new();

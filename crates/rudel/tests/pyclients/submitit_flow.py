@@ -22,4 +22,6 @@ ex.update_parameters(slurm_additional_parameters={"signal": "B:USR2@90", "depend
 fin = ex.submit(total, folder, n)
 print("final", fin.job_id, flush=True)
 res = [j.result() for j in jobs]
+assert [r["i"] for r in res] == list(range(n)), res
+print("ends", ",".join(str(r["end"]) for r in res), flush=True)
 print(sum(r["sq"] for r in res), fin.result())
