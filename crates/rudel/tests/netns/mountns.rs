@@ -44,7 +44,25 @@ pub fn create(prefix: &str, host: usize, dirs: &[PathBuf]) -> PathBuf {
     }
     let file = holder.join(format!("h{host}"));
     std::fs::write(&file, b"").unwrap_or_else(|e| panic!("cannot create {}: {e}", file.display()));
-    let mut inner = String::from("mount -t tmpfs rdl-tmp /tmp");
+    // The binary under test stays visible where it is, also when the checkout lives in
+    // /tmp (a CI clone): bound aside, then moved back onto the new tmpfs. Without this
+    // every agent of a private host fails with "exec ... No such file or directory".
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_rudel")).parent().map(Path::to_path_buf);
+    let mut inner = String::new();
+    let keep = holder.join(format!("keep-h{host}"));
+    let kept = bin_dir.filter(|b| b.starts_with("/tmp"));
+    if let Some(b) = &kept {
+        std::fs::create_dir_all(&keep).unwrap_or_else(|e| panic!("cannot create {}: {e}", keep.display()));
+        inner.push_str(&format!("mount --bind {} {} && ", quote(b), quote(&keep)));
+    }
+    inner.push_str("mount -t tmpfs rdl-tmp /tmp");
+    if let Some(b) = &kept {
+        inner.push_str(&format!(
+            " && mkdir -p {b} && mount --move {k} {b}",
+            b = quote(b),
+            k = quote(&keep)
+        ));
+    }
     for d in dirs {
         let d = quote(d);
         inner.push_str(&format!(" && mkdir -p {d} && mount -t tmpfs rdl-dir {d}"));
