@@ -431,23 +431,12 @@ fn task_state(job: &Job, index: u32) -> TargetState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, NodeRegistration, Response, TaskOutcome, TaskReport};
+    use crate::command::{Command, Response, TaskOutcome, TaskReport};
     use crate::ids::TaskKey;
     use crate::query::pending_reason;
 
     fn cluster(cpus: u32) -> State {
-        let mut s = State::new();
-        s.apply(Command::RegisterNode {
-            reg: NodeRegistration {
-                name: "n1".into(),
-                uid: "u1".into(),
-                cpus,
-                mem_bytes: 1 << 30,
-                ..NodeRegistration::default()
-            },
-            now_ms: 1_000,
-        });
-        s
+        crate::testkit::one_node(cpus)
     }
 
     fn spec(name: &str) -> JobSpec {

@@ -33,6 +33,8 @@ pub mod serde_pairs;
 pub mod signal;
 pub mod state;
 pub mod task_env;
+#[cfg(test)]
+pub(crate) mod testkit;
 pub mod usage;
 
 pub use array::ArraySpec;

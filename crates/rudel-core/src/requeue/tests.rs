@@ -1,43 +1,20 @@
 use super::*;
-use crate::command::{Command, NodeRegistration, Response, TaskOutcome, TaskReport};
+use crate::command::{Command, Response, TaskOutcome, TaskReport};
 use crate::job::JobSpec;
 
 fn cluster(cpus: u32) -> State {
-    let mut s = State::new();
-    s.apply(Command::RegisterNode {
-        reg: NodeRegistration {
-            name: "n1".into(),
-            uid: "u1".into(),
-            cpus,
-            mem_bytes: 1 << 30,
-            ..NodeRegistration::default()
-        },
-        now_ms: 1_000,
-    });
-    s
+    crate::testkit::one_node(cpus)
 }
 
 fn spec(requeue: bool) -> JobSpec {
     JobSpec {
-        argv: vec!["true".into()],
-        cpus: 1,
-        chdir: "/".into(),
-        user: "u".into(),
         requeue,
-        ..JobSpec::default()
+        ..crate::testkit::spec()
     }
 }
 
 fn submit(s: &mut State, spec: JobSpec) -> JobId {
-    let now = s.now_ms;
-    match s.apply(Command::Submit {
-        request_id: String::new(),
-        spec,
-        now_ms: now,
-    }) {
-        Response::Submitted { job, .. } => job,
-        other => panic!("{other:?}"),
-    }
+    crate::testkit::submit(s, spec)
 }
 
 /// Reports every running holder of `job` ended with `code`.

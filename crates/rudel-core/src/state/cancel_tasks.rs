@@ -89,45 +89,19 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use crate::command::{Command, NodeRegistration, Response, TaskOutcome, TaskReport};
+    use crate::command::{Command, Response, TaskOutcome, TaskReport};
     use crate::events::Event;
     use crate::ids::TaskKey;
     use crate::invariants::check_all;
     use crate::job::{JobSpec, TaskState};
     use crate::state::State;
 
-    fn cluster(cpus: u32) -> State {
-        let mut s = State::new();
-        s.apply(Command::RegisterNode {
-            reg: NodeRegistration {
-                name: "n".into(),
-                uid: "u".into(),
-                cpus,
-                mem_bytes: 1 << 30,
-                ..NodeRegistration::default()
-            },
-            now_ms: 1,
-        });
-        s
-    }
-
     fn array(s: &mut State, spec: &str) -> u64 {
         let spec = JobSpec {
-            argv: vec!["true".into()],
-            cpus: 1,
-            chdir: "/".into(),
-            user: "u".into(),
             array: Some(crate::parse::parse_array(spec).unwrap()),
-            ..JobSpec::default()
+            ..crate::testkit::spec()
         };
-        match s.apply(Command::Submit {
-            request_id: String::new(),
-            spec,
-            now_ms: 2,
-        }) {
-            Response::Submitted { job, .. } => job,
-            other => panic!("{other:?}"),
-        }
+        crate::testkit::submit(s, spec)
     }
 
     fn cancel(s: &mut State, job: u64, indices: &[u32]) -> Response {
@@ -140,7 +114,7 @@ mod tests {
     fn finish(s: &mut State, key: TaskKey) {
         let attempt = s.running_task(key).expect("running").attempt;
         s.apply(Command::Reports {
-            node: "n".into(),
+            node: "n1".into(),
             reports: vec![TaskReport {
                 key,
                 attempt,
@@ -159,7 +133,7 @@ mod tests {
 
     #[test]
     fn a_pending_task_is_never_dispatched_and_the_rest_run() {
-        let mut s = cluster(1);
+        let mut s = crate::testkit::one_node(1);
         let id = array(&mut s, "1-5");
         assert!(s.jobs[&id].running.contains_key(&1));
         let r = cancel(&mut s, id, &[3, 5]);
@@ -183,7 +157,7 @@ mod tests {
 
     #[test]
     fn cancelling_the_next_and_the_last_tasks_moves_the_cursor() {
-        let mut s = cluster(1);
+        let mut s = crate::testkit::one_node(1);
         let id = array(&mut s, "1-3");
         cancel(&mut s, id, &[2, 3]);
         let j = &s.jobs[&id];
@@ -195,7 +169,7 @@ mod tests {
 
     #[test]
     fn running_unknown_and_finished_tasks() {
-        let mut s = cluster(1);
+        let mut s = crate::testkit::one_node(1);
         let id = array(&mut s, "1-2");
         let out = s.apply_output(Command::CancelTasks {
             tasks: vec![TaskKey { job: id, index: 1 }],
