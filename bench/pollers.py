@@ -6,7 +6,7 @@ in one invocation; prints every run, the medians, how many queries the pollers m
 as its last line `ratio with-pollers/alone: X.XX`. Target (issue 10): <= 1.10.
 
 Usage: bench/pollers.py [--tasks 5000] [--runs 3] [--pollers 20] [--rate 10]
-                        [--binary target/release/rudel]
+                        [--binary target/release/rudel] [--sacct-all]
 """
 import argparse
 import os
@@ -57,13 +57,19 @@ def main():
     ap.add_argument("--pollers", type=int, default=20)
     ap.add_argument("--rate", type=float, default=10.0, help="queries per second per poller")
     ap.add_argument("--binary", default="target/release/rudel")
+    ap.add_argument("--sacct-all", action="store_true",
+                    help="poll an unfiltered `sacct -X` (every job and task of the day) instead of "
+                         "snakemake's query by workflow name")
     a = ap.parse_args()
     c = Cluster(os.path.abspath(a.binary), 2)
     try:
         bindir = os.path.join(c.dir, "bin")
         c.rudel("slurm", "install", bindir)
-        cmds = [[os.path.join(bindir, "squeue"), "-h"],
-                [os.path.join(bindir, "sacct"), "-X", "-n", "-P", "-o", "JobID,State"]]
+        # snakemake's Slurm executor asks sacct for its own workflow's jobs by name.
+        sacct = [os.path.join(bindir, "sacct"), "-X", "-n", "-P", "-o", "JobIdRaw,State"]
+        if not a.sacct_all:
+            sacct += ["--name", "poller-workflow", "-S", "now-1hour"]
+        cmds = [[os.path.join(bindir, "squeue"), "-h"], sacct]
         alone, polled = [], []
         for r in range(a.runs):
             alone.append(run_rudel(c, a.tasks, "none"))
