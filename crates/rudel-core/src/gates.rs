@@ -431,7 +431,7 @@ fn task_state(job: &Job, index: u32) -> TargetState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{Command, Response, TaskOutcome, TaskReport};
+    use crate::command::{Command, Response, TaskOutcome};
     use crate::ids::TaskKey;
     use crate::query::pending_reason;
 
@@ -475,17 +475,14 @@ mod tests {
         let attempt = s.running_task(TaskKey { job, index: 0 }).expect("running").attempt;
         s.apply(Command::Reports {
             node: "n1".into(),
-            reports: vec![TaskReport {
-                key: TaskKey { job, index: 0 },
+            reports: vec![crate::testkit::report(
+                TaskKey { job, index: 0 },
                 attempt,
-                outcome: TaskOutcome::Exited,
-                exit_code: Some(code),
-                signal: None,
-                start_ms: now - 5,
-                end_ms: now,
-                message: String::new(),
-                usage: Default::default(),
-            }],
+                TaskOutcome::Exited,
+                code,
+                now - 5,
+                now,
+            )],
             now_ms: now,
         });
     }
@@ -607,17 +604,14 @@ mod tests {
         let attempt = s.running_task(TaskKey { job: arr, index: 1 }).unwrap().attempt;
         s.apply(Command::Reports {
             node: "n1".into(),
-            reports: vec![TaskReport {
-                key: TaskKey { job: arr, index: 1 },
+            reports: vec![crate::testkit::report(
+                TaskKey { job: arr, index: 1 },
                 attempt,
-                outcome: TaskOutcome::Exited,
-                exit_code: Some(0),
-                signal: None,
-                start_ms: 1,
-                end_ms: 2_000,
-                message: String::new(),
-                usage: Default::default(),
-            }],
+                TaskOutcome::Exited,
+                0,
+                1,
+                2_000,
+            )],
             now_ms: 2_000,
         });
         assert_eq!(s.jobs[&b].dep, DepStatus::Satisfied);

@@ -1,7 +1,7 @@
 //! What the state machine's unit tests share: a one-node cluster, a plain job spec, a
 //! submit that must succeed.
-use crate::command::{Command, NodeRegistration, Response};
-use crate::ids::JobId;
+use crate::command::{Command, NodeRegistration, Response, TaskOutcome, TaskReport};
+use crate::ids::{JobId, TaskKey};
 use crate::job::JobSpec;
 use crate::state::State;
 
@@ -42,5 +42,20 @@ pub fn submit(s: &mut State, spec: JobSpec) -> JobId {
     }) {
         Response::Submitted { job, .. } => job,
         other => panic!("{other:?}"),
+    }
+}
+
+/// An agent's report that `key`'s `attempt` ended with `outcome` and exit `code`.
+pub fn report(key: TaskKey, attempt: u32, outcome: TaskOutcome, code: i32, start_ms: u64, end_ms: u64) -> TaskReport {
+    TaskReport {
+        key,
+        attempt,
+        outcome,
+        exit_code: Some(code),
+        signal: None,
+        start_ms,
+        end_ms,
+        message: String::new(),
+        usage: Default::default(),
     }
 }

@@ -24,20 +24,13 @@ fn end_all(s: &mut State, job: JobId, code: i32) {
         .running
         .iter()
         .filter(|(_, rt)| rt.after.is_none() || rt.kill_requested)
-        .map(|(&index, rt)| TaskReport {
-            key: TaskKey { job, index },
-            attempt: rt.attempt,
-            outcome: if rt.kill_requested {
+        .map(|(&index, rt)| {
+            let outcome = if rt.kill_requested {
                 TaskOutcome::Cancelled
             } else {
                 TaskOutcome::Exited
-            },
-            exit_code: Some(code),
-            signal: None,
-            start_ms: now - 5,
-            end_ms: now,
-            message: String::new(),
-            usage: Default::default(),
+            };
+            crate::testkit::report(TaskKey { job, index }, rt.attempt, outcome, code, now - 5, now)
         })
         .collect();
     s.apply(Command::Reports {

@@ -89,7 +89,7 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use crate::command::{Command, Response, TaskOutcome, TaskReport};
+    use crate::command::{Command, Response, TaskOutcome};
     use crate::events::Event;
     use crate::ids::TaskKey;
     use crate::invariants::check_all;
@@ -115,17 +115,7 @@ mod tests {
         let attempt = s.running_task(key).expect("running").attempt;
         s.apply(Command::Reports {
             node: "n1".into(),
-            reports: vec![TaskReport {
-                key,
-                attempt,
-                outcome: TaskOutcome::Exited,
-                exit_code: Some(0),
-                signal: None,
-                start_ms: 3,
-                end_ms: 4,
-                message: String::new(),
-                usage: Default::default(),
-            }],
+            reports: vec![crate::testkit::report(key, attempt, TaskOutcome::Exited, 0, 3, 4)],
             now_ms: 4,
         });
         check_all(s).unwrap();
