@@ -201,11 +201,13 @@ fn every_corpus_script_runs_under_rudel_as_under_slurm() {
         .current_dir(&c.work)
         .env("RUDEL_HEAD", &c.addr)
         .env("RUDEL_CREDENTIALS", c.admin_credentials())
-        .env_remove("RUDEL_LOG")
-        // The corpus was recorded from a login shell, which has SHELL; an exported
-        // environment passes through unchanged (as Slurm does), so a CI runner started
-        // without SHELL would make every job differ in the submitter, not in rudel.
-        .env("SHELL", std::env::var("SHELL").unwrap_or_else(|_| "/bin/bash".into()));
+        .env_remove("RUDEL_LOG");
+    // The corpus was recorded from a login shell, which has these; an exported environment
+    // passes through unchanged (as Slurm does), so a CI runner started without them (`env
+    // -i`) would make every job differ in the submitter, not in rudel.
+    for (k, default) in [("SHELL", "/bin/bash"), ("LANG", "C.UTF-8"), ("TERM", "dumb")] {
+        cmd.env(k, std::env::var(k).unwrap_or_else(|_| default.into()));
+    }
     let start = Instant::now();
     let o = run_bounded(cmd, CORPUS_TIMEOUT);
     assert!(o.ok(), "the corpus driver (python3 record.py) failed: {o}");
