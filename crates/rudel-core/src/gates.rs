@@ -57,7 +57,13 @@ impl State {
         } else if job.spec.begin_ms > self.now_ms {
             Some(Gate::BeginTime)
         } else {
-            None
+            // Only tasks behind an `aftercorr` gate are left: the job waits on them.
+            let corr = job.corr.as_deref().filter(|g| g.held() > 0 && !job.has_pending())?;
+            Some(if corr.waiting.is_empty() {
+                Gate::DependencyNeverSatisfied
+            } else {
+                Gate::Dependency
+            })
         }
     }
 
@@ -75,13 +81,6 @@ impl State {
         let Some(dep) = &spec.dependency else { return Ok(None) };
         let mut resolved = dep.clone();
         for clause in &mut resolved.clauses {
-            if clause.kind == DepKind::AfterCorr {
-                return Err(
-                    "dependency aftercorr is not supported yet (task-by-task array dependencies): \
-                     use afterok on the whole array"
-                        .into(),
-                );
-            }
             if clause.kind == DepKind::Singleton {
                 clause.targets = self.singleton_targets(&spec.name, &spec.user);
                 continue;
@@ -89,6 +88,9 @@ impl State {
             for t in &mut clause.targets {
                 *t = self.dep_target(*t)?;
             }
+        }
+        if let Some(why) = crate::aftercorr::refusal(&resolved) {
+            return Err(why);
         }
         Ok(Some(resolved))
     }
@@ -137,11 +139,14 @@ impl State {
         if job.spec.begin_ms > now {
             self.timers.insert((job.spec.begin_ms, id));
         }
-        if let Some(dep) = dep {
+        let Some(dep) = dep else { return };
+        let (whole, corr) = crate::aftercorr::split(dep, job.is_array());
+        if let Some(whole) = whole {
             job.dep = DepStatus::Waiting;
-            self.deps.add(id, dep);
+            self.deps.add(id, whole);
             self.reevaluate(id);
         }
+        self.gate_corr(id, corr);
     }
 
     /// Re-evaluates a waiting job's dependency; opens its gate when it holds, cancels it
@@ -244,20 +249,26 @@ impl State {
             return (self.changes.len(), touched);
         }
         while from < self.changes.len() {
-            let target = match self.changes.get(from) {
-                Some(Event::TaskPlaced { key, .. })
-                | Some(Event::TaskTookOver { key, .. })
-                | Some(Event::TaskEnded { key, .. }) => Some((key.job, false)),
+            // What `aftercorr` dependants re-check: the one index a task's end names, all
+            // held ones when tasks were cancelled before they ran or the target ended.
+            let (target, ended, corr) = match self.changes.get(from) {
+                Some(Event::TaskPlaced { key, .. }) | Some(Event::TaskTookOver { key, .. }) => {
+                    (Some(key.job), false, None)
+                }
+                Some(Event::TaskEnded { key, .. }) => (Some(key.job), false, Some(Some(key.index))),
                 // One array task cancelled before it ran (`afterok:41_3` can never hold).
-                Some(Event::PendingCancelled { job, .. }) => Some((*job, false)),
-                Some(Event::JobEnded { job, .. }) => Some((*job, true)),
-                _ => None,
+                Some(Event::PendingCancelled { job, .. }) => (Some(*job), false, Some(None)),
+                Some(Event::JobEnded { job, .. }) => (Some(*job), true, Some(None)),
+                _ => (None, false, None),
             };
             from += 1;
-            let Some((target, ended)) = target else { continue };
+            let Some(target) = target else { continue };
             for d in self.deps.dependants(target).to_vec() {
                 touched = true;
                 self.reevaluate(d);
+                if let Some(index) = corr {
+                    self.settle_corr(d, index);
+                }
             }
             if ended {
                 // Its state can no longer change: nobody needs to hear of it again.
@@ -365,7 +376,7 @@ fn hold_refusal(job: &Job, hold: bool) -> Option<String> {
     if job.is_finished() {
         return Some("already finished".into());
     }
-    if !job.has_pending() {
+    if job.count(TaskState::Pending) == 0 {
         return Some("no pending task (its tasks already run)".into());
     }
     match (hold, job.held) {
@@ -411,7 +422,8 @@ fn task_state(job: &Job, index: u32) -> TargetState {
         .array
         .as_ref()
         .and_then(|a| a.position_of(index))
-        .is_some_and(|p| p < job.next_position && !job.requeued.contains_key(&index));
+        .is_some_and(|p| p < job.next_position && !job.requeued.contains_key(&index))
+        && !job.corr.as_deref().is_some_and(|g| g.holds(index));
     if dispatched {
         // Completed tasks of an array keep no record of their own.
         return TargetState::Ended {
@@ -575,13 +587,11 @@ mod tests {
     }
 
     #[test]
-    fn unknown_targets_and_aftercorr_are_refused() {
+    fn unknown_targets_are_refused() {
         let mut s = cluster(4);
         let err = submit(&mut s, after("afterok:99", "b")).unwrap_err();
         assert!(err.contains("unknown job 99"), "{err}");
         let a = submit(&mut s, spec("a")).unwrap();
-        let err = submit(&mut s, after(&format!("aftercorr:{a}"), "b")).unwrap_err();
-        assert!(err.contains("aftercorr"), "{err}");
         let err = submit(&mut s, after(&format!("afterok:{a}_3"), "b")).unwrap_err();
         assert!(err.contains("no array task 3"), "{err}");
         assert_eq!(s.jobs.len(), 1, "nothing was queued");

@@ -212,13 +212,14 @@ pub fn counts_add_up(s: &State) -> Result<(), Violation> {
 }
 
 /// A job's pending count is exactly what it can still dispatch: positions after the
-/// cursor not cancelled before dispatch, plus requeued tasks (a task cancelled alone must
-/// neither run nor be lost from the counts).
+/// cursor not cancelled before dispatch, plus requeued tasks, plus tasks behind an
+/// `aftercorr` gate (a task cancelled alone must neither run nor be lost from the counts).
 pub fn pending_tasks_are_accounted(s: &State) -> Result<(), Violation> {
     for j in s.jobs.values() {
         let fresh = j.total - j.next_position.min(j.total) - j.skipped.len() as u64;
         let cursor_ok = j.next_position >= j.total || !j.skipped.contains(&j.index_at(j.next_position));
-        if j.count(TaskState::Pending) != fresh + j.requeued.len() as u64 || !cursor_ok {
+        let held = j.corr.as_deref().map_or(0, crate::aftercorr::CorrGate::held);
+        if j.count(TaskState::Pending) != fresh + j.requeued.len() as u64 + held || !cursor_ok {
             return Err(Violation::Counts {
                 job: j.id,
                 counts: j.counts,

@@ -246,6 +246,9 @@ pub struct Job {
     /// report of an earlier attempt can never end the new one.
     #[serde(default)]
     pub max_attempt: u32,
+    /// Tasks held back by `aftercorr` until their counterparts complete (see aftercorr.rs).
+    #[serde(default)]
+    pub corr: Option<Box<crate::aftercorr::CorrGate>>,
 }
 
 /// Where a job's dependency stands.
@@ -293,6 +296,7 @@ impl Job {
             dep: DepStatus::Satisfied,
             skipped: BTreeSet::new(),
             max_attempt: 0,
+            corr: None,
         }
     }
 

@@ -35,7 +35,19 @@ pub fn pending_indices(job: &Job) -> String {
         end: i,
         step: 1,
     }));
+    if let Some(g) = job.corr.as_deref() {
+        // Held back by `aftercorr`: pending too. Runs of neighbours become one range, so a
+        // large held array prints as `0-999`, not a thousand numbers.
+        for i in g.waiting.iter().chain(&g.never) {
+            pieces.push(IndexRange {
+                start: *i,
+                end: *i,
+                step: 1,
+            });
+        }
+    }
     pieces.sort_by_key(|p| p.start);
+    let pieces = merge_neighbours(pieces);
     pieces
         .iter()
         .map(|p| {
@@ -49,6 +61,23 @@ pub fn pending_indices(job: &Job) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Joins step-1 ranges that touch (`3`, `4-6`, `7` → `3-7`); input sorted by start.
+fn merge_neighbours(pieces: Vec<IndexRange>) -> Vec<IndexRange> {
+    let mut out: Vec<IndexRange> = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        match out.last_mut() {
+            Some(last)
+                if last.step <= 1 && (p.step <= 1 || p.start == p.end) && p.start == last.end.saturating_add(1) =>
+            {
+                last.end = p.end;
+                last.step = 1;
+            }
+            _ => out.push(p),
+        }
+    }
+    out
 }
 
 /// `r` without index `i` (cancelled before dispatch): zero, one or two ranges.

@@ -19,7 +19,8 @@ pub struct TaskView {
 
 /// Why a job is still pending, Slurm-style (`Resources`, `Priority`, ...); empty otherwise.
 pub fn pending_reason(state: &State, job: &Job) -> String {
-    if !job.has_pending() {
+    let held = job.corr.as_deref().is_some_and(|g| g.held() > 0);
+    if !job.has_pending() && !held {
         return String::new();
     }
     if let Some(gate) = state.gate(job) {

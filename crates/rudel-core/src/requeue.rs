@@ -246,6 +246,14 @@ fn refusal(job: &Job, index: Option<u32>) -> Option<String> {
     if job.cancelled && !job.is_finished() {
         return Some("the job is being cancelled; requeue it once it ended".into());
     }
+    if job.corr.is_some() {
+        // Its held tasks have no dispatch record and its released ones depend on tasks of
+        // another array: a rerun could not honour the pairing, so none is offered.
+        return Some(format!(
+            "job {} has an aftercorr dependency: requeue is not supported for it; resubmit it",
+            job.id
+        ));
+    }
     if job.cancelled && job.is_array() && index.is_some() {
         // Its tasks cancelled before they ran and those that completed keep no record:
         // they cannot be told apart one by one, only requeued all together.

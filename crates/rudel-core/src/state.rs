@@ -685,6 +685,10 @@ impl State {
             job.next_position = job.total;
             job.requeued.clear();
             job.skipped.clear();
+            if let Some(g) = job.corr.as_deref_mut() {
+                g.waiting.clear();
+                g.never.clear();
+            }
             let key = self.sched.queue_key(job);
             self.queue.remove(&key);
             let mut kills = Vec::new();

@@ -69,7 +69,7 @@ fn job_req() -> impl Strategy<Value = JobReq> {
         0u64..=3,
         prop_oneof![3 => Just(0u32), 1 => 1u32..=2],
         prop_oneof![3 => Just(0u32), 1 => 1u32..=2],
-        prop_oneof![2 => Just(None), 1 => (0u8..5, any::<usize>()).prop_map(Some)],
+        prop_oneof![2 => Just(None), 1 => (0u8..6, any::<usize>()).prop_map(Some)],
         prop_oneof![5 => Just(false), 1 => Just(true)],
     )
         .prop_map(
@@ -97,7 +97,7 @@ fn dep_text(r: &JobReq, earlier: &[u64]) -> Option<String> {
         return Some("singleton".into());
     }
     let target = earlier.get(pick % earlier.len().max(1))?;
-    let name = ["afterok", "afterany", "afternotok", "after"][kind as usize];
+    let name = ["afterok", "afterany", "afternotok", "after", "", "aftercorr"][kind as usize];
     Some(format!("{name}:{target}"))
 }
 
@@ -149,6 +149,61 @@ fn check_dependency_order(s: &State, checked: &mut BTreeSet<u64>, ends: &Ends) -
                         );
                     }
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Array tasks seen completed so far (`aftercorr` needs them one by one: completed array
+/// tasks keep no record of their own in the state).
+fn record_completed(s: &State, done: &mut BTreeSet<TaskKey>) {
+    for j in s.jobs.values() {
+        for p in 0..j.next_position.min(j.total) {
+            let index = j.index_at(p);
+            let held = j.corr.as_deref().is_some_and(|g| g.holds(index));
+            let other = j.running.contains_key(&index) || j.requeued.contains_key(&index) || held;
+            if !other && j.ended.get(&index).is_none_or(|t| t.state == TaskState::Completed) {
+                done.insert(TaskKey { job: j.id, index });
+            }
+        }
+    }
+}
+
+/// An `aftercorr` task starts only after its counterpart completed (or, without one, the
+/// whole target): checked for every task placed in this step against what completed up to it.
+fn check_aftercorr_pairs(
+    s: &State,
+    before: &BTreeSet<(TaskKey, u32)>,
+    done: &BTreeSet<TaskKey>,
+    ends: &Ends,
+) -> Result<(), TestCaseError> {
+    for (key, attempt) in placed_tasks(s).difference(before) {
+        let j = &s.jobs[&key.job];
+        let Some(dep) = j.spec.dependency.as_ref().filter(|_| j.is_array()) else {
+            continue;
+        };
+        for c in dep.clauses.iter().filter(|c| c.kind == DepKind::AfterCorr) {
+            for t in &c.targets {
+                let Some(target) = s.jobs.get(&t.job) else { continue };
+                let paired = target
+                    .spec
+                    .array
+                    .as_ref()
+                    .is_some_and(|a| a.position_of(key.index).is_some());
+                let ok = if paired {
+                    done.contains(&TaskKey {
+                        job: t.job,
+                        index: key.index,
+                    })
+                } else {
+                    ends.get(&t.job).is_some_and(|e| e.iter().any(|&(_, ok)| ok))
+                };
+                prop_assert!(
+                    ok,
+                    "{key}/{attempt} ({dep}) started before its counterpart in {} completed",
+                    t.job
+                );
             }
         }
     }
@@ -591,6 +646,7 @@ proptest! {
         let mut submitted: BTreeMap<u64, JobReq> = BTreeMap::new();
         let mut dep_checked = BTreeSet::new();
         let mut ends = Ends::new();
+        let mut corr_done = BTreeSet::new();
         for ev in events {
             now += 1;
             let before = placed_tasks(&s);
@@ -720,7 +776,10 @@ proptest! {
                 }
             }
             check(&s, &before, &gated_before)?;
+            // A counterpart's end releases its task in the same entry: record it first.
             record_ends(&s, &mut ends);
+            record_completed(&s, &mut corr_done);
+            check_aftercorr_pairs(&s, &before, &corr_done, &ends)?;
             check_dependency_order(&s, &mut dep_checked, &ends)?;
         }
         // Every node takes work again, so everything can finish.
@@ -739,7 +798,8 @@ proptest! {
                 // Nothing runs: let held jobs go and cancel those whose dependency can
                 // never hold (they would wait forever, as in Slurm).
                 let held: Vec<u64> = s.jobs.values().filter(|j| j.held && !j.is_finished()).map(|j| j.id).collect();
-                let never: Vec<u64> = s.jobs.values().filter(|j| j.dep == DepStatus::Never && !j.is_finished()).map(|j| j.id).collect();
+                let never_corr = |j: &rudel_core::job::Job| j.corr.as_deref().is_some_and(|g| !g.never.is_empty());
+                let never: Vec<u64> = s.jobs.values().filter(|j| (j.dep == DepStatus::Never || never_corr(j)) && !j.is_finished()).map(|j| j.id).collect();
                 if held.is_empty() && never.is_empty() { break }
                 apply_ev(&mut s, &mut ended, Command::Release { jobs: held, now_ms: now })?;
                 apply_ev(&mut s, &mut ended, Command::Cancel { jobs: never, now_ms: now })?;

@@ -313,3 +313,61 @@ fn update_changes_pending_jobs_only() {
     }
     assert_eq!(c.read_work("order"), "high\nlow\n", "the raised priority ran first");
 }
+
+/// `aftercorr`: task i of B starts once task i of A completed, whatever the other tasks
+/// of A do; the task whose counterpart failed waits with `DependencyNeverSatisfied`.
+/// A's tasks are released one by one by the test (files `go1`..`go3`), so the order is
+/// the test's, and each B task records what it saw of A when it started.
+#[test]
+fn aftercorr_pairs_array_tasks_one_by_one() {
+    let c = Cluster::up(Opts::default().cpus(6));
+    let w = c.work.display().to_string();
+    let a_script = format!(
+        "i=$RUDEL_ARRAY_INDEX; while [ ! -e {w}/go$i ]; do sleep 0.05; done; \
+         echo a$i >> {w}/order; [ $i != 2 ]"
+    );
+    let a = c.submit(&["--array", "1-3", "--", "sh", "-c", &a_script]);
+    let b_script = format!("echo b$RUDEL_ARRAY_INDEX >> {w}/order");
+    let b = c.submit(&[
+        "--array",
+        "1-3",
+        "--dependency",
+        &format!("aftercorr:{a}"),
+        "--",
+        "sh",
+        "-c",
+        &b_script,
+    ]);
+    let order = || std::fs::read_to_string(c.work.join("order")).unwrap_or_default();
+    let wait_for = |line: &str| {
+        let start = std::time::Instant::now();
+        while !order().lines().any(|l| l == line) {
+            assert!(start.elapsed() < T, "{line} never ran; order: {:?}", order());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(order(), "", "no B task starts before its counterpart");
+    assert!(reason(&c, b).starts_with("Dependency"), "{}", reason(&c, b));
+
+    std::fs::write(c.work.join("go3"), "").unwrap();
+    wait_for("b3");
+    assert_eq!(order(), "a3\nb3\n", "b3 runs while a1 and a2 still run");
+    std::fs::write(c.work.join("go2"), "").unwrap();
+    std::fs::write(c.work.join("go1"), "").unwrap();
+    wait_for("b1");
+    let a_done = c.wait_finished(a, T);
+    assert_eq!(a_done["state"], "failed", "{a_done}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!order().contains("b2"), "b2's counterpart failed: {:?}", order());
+    let v = c.show_json(b);
+    assert_eq!(v["counts"], serde_json::json!({"completed": 2, "pending": 1}), "{v}");
+    assert!(
+        reason(&c, b).starts_with("DependencyNeverSatisfied"),
+        "{}",
+        reason(&c, b)
+    );
+    c.rudel_ok(&["cancel", &format!("{b}_2")]);
+    let v = c.wait_finished(b, T);
+    assert_eq!(v["state"], "cancelled", "{v}");
+}

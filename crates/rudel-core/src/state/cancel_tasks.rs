@@ -53,7 +53,11 @@ impl State {
             self.emit(Event::KillRequested { key, attempt, node });
             return Outcome::Cancelled;
         }
-        let requeued = job.requeued.remove(&key.index).is_some();
+        let held = job
+            .corr
+            .as_deref_mut()
+            .is_some_and(|g| g.waiting.remove(&key.index) | g.never.remove(&key.index));
+        let requeued = job.requeued.remove(&key.index).is_some() || held;
         let fresh = !requeued && position >= job.next_position && !job.skipped.contains(&key.index) && !job.cancelled;
         if !requeued && !fresh {
             return Outcome::AlreadyFinished;
