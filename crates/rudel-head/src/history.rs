@@ -81,7 +81,8 @@ pub struct Filter {
     pub states: Vec<String>,
     pub since_ms: u64,
     pub until_ms: u64,
-    pub name: String,
+    /// Any of these names (empty: any name).
+    pub names: Vec<String>,
     pub job_ids: Vec<u64>,
     pub limit: usize,
 }
@@ -94,7 +95,12 @@ impl Filter {
             states: r.states.clone(),
             since_ms: r.since_ms,
             until_ms: r.until_ms,
-            name: r.name.clone(),
+            names: r
+                .names
+                .iter()
+                .chain(Some(&r.name).filter(|n| !n.is_empty()))
+                .cloned()
+                .collect(),
             job_ids: r.job_ids.clone(),
             limit: if r.limit == 0 { DEFAULT_LIMIT } else { r.limit as usize },
         }
@@ -103,7 +109,7 @@ impl Filter {
     /// True when `j` passes every filter except the id list and the end bound.
     pub fn matches(&self, j: &pb::HistoryJob) -> bool {
         (self.user.is_empty() || j.user == self.user)
-            && (self.name.is_empty() || j.name == self.name)
+            && (self.names.is_empty() || self.names.contains(&j.name))
             && (self.states.is_empty() || self.states.iter().any(|s| s.eq_ignore_ascii_case(&j.state)))
             && (self.until_ms == 0 || !self.job_ids.is_empty() || j.submit_ms <= self.until_ms)
     }
@@ -132,6 +138,7 @@ impl History {
             w.open_table(history_task::TASKS).map_err(|e| open_err(e.into()))?;
             w.open_table(history_task::USAGE).map_err(|e| open_err(e.into()))?;
             w.open_table(history_index::BY_USER).map_err(|e| open_err(e.into()))?;
+            w.open_table(history_index::BY_NAME).map_err(|e| open_err(e.into()))?;
         }
         w.commit().map_err(|e| open_err(e.into()))?;
         history_index::upgrade(&db)?;
@@ -227,10 +234,20 @@ impl History {
             }
             return Ok(out);
         }
-        // Only the records that ended inside the window are read, through the user's
-        // index when one user is asked for (history_index.rs).
+        // Only the records that ended inside the window are read, through the names' or
+        // the user's index when names or one user are asked for (history_index.rs):
+        // workflow tools poll by name many times a second.
         let upper = history_index::end_upper(&r, f)?;
-        if !f.user.is_empty() {
+        if !f.names.is_empty() {
+            let by_name = r.open_table(history_index::BY_NAME).map_err(store_err)?;
+            for name in &f.names {
+                let name = name.as_str();
+                let range = by_name
+                    .range((name, f.since_ms, 0)..=(name, upper, u64::MAX))
+                    .map_err(store_err)?;
+                collect(&r, &jobs, f, range.map(|i| i.map(|(k, _)| k.value().2)), &mut out)?;
+            }
+        } else if !f.user.is_empty() {
             let by_user = r.open_table(history_index::BY_USER).map_err(store_err)?;
             let user = f.user.as_str();
             let range = by_user
@@ -640,7 +657,7 @@ mod tests {
         );
         assert_eq!(
             q(Filter {
-                name: "j7".into(),
+                names: vec!["j7".into()],
                 ..Default::default()
             })
             .len(),

@@ -72,6 +72,7 @@ pub async fn history(a: HistoryArgs, head: &str) -> CmdResult {
         job_ids: a.jobs.clone(),
         limit: a.limit,
         include_active: false,
+        names: Vec::new(),
     };
     let jobs = query(head, req).await?;
     if a.json {

@@ -237,6 +237,8 @@ pub async fn run(a: SacctArgs, head: &str) -> CmdResult {
         since_ms: since,
         until_ms: until,
         name: String::new(),
+        // Filtered by the head (its name index): a workflow polls its own jobs by name.
+        names: a.name.clone(),
         job_ids,
         limit: 0,
         include_active: true,
@@ -245,7 +247,6 @@ pub async fn run(a: SacctArgs, head: &str) -> CmdResult {
         .await?
         .into_iter()
         .filter(|j| users.len() <= 1 || users.contains(&j.user))
-        .filter(|j| a.name.is_empty() || a.name.contains(&j.name))
         .collect();
     let rows: Vec<Row> = jobs
         .iter()
