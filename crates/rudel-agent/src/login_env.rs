@@ -51,14 +51,16 @@ fn lookup() -> Option<Login> {
 }
 
 /// Adds the job's uid and gid and, when the environment was not exported (no `HOME`:
-/// `--export=NONE` or a list without it), the login variables it lacks. An exported
-/// environment is left as it is: Slurm passes it unchanged (a shell without `USER` gives
-/// a job without `USER`, recorded).
+/// `--export=NONE` or a list without it) or `--export` was given at all
+/// (`SLURM_GET_USER_ENV`, as sbatch sets it), the login variables it lacks. An environment
+/// exported by default is left as it is: Slurm passes it unchanged (a shell without `USER`
+/// gives a job without `USER`, recorded).
 pub fn fill(env: &mut Vec<(String, String)>, login: &Login) {
     env.retain(|(k, _)| k != "SLURM_JOB_UID" && k != "SLURM_JOB_GID");
     env.push(("SLURM_JOB_UID".into(), login.uid.to_string()));
     env.push(("SLURM_JOB_GID".into(), login.gid.to_string()));
-    if env.iter().any(|(k, _)| k == "HOME") {
+    let merge = env.iter().any(|(k, _)| k == "SLURM_GET_USER_ENV");
+    if !merge && env.iter().any(|(k, _)| k == "HOME") {
         return;
     }
     let mut set_if_absent = |k: &str, v: &str| {
@@ -119,6 +121,23 @@ mod tests {
         };
         assert_eq!(get("HOME"), ["/scratch/ada"]);
         assert_eq!(get("SLURM_JOB_UID"), ["1000"]);
+    }
+
+    #[test]
+    fn any_export_merges_the_missing_login_variables() {
+        let exported = |merge: bool| {
+            let mut env = vec![("HOME".to_string(), "/scratch/ada".to_string())];
+            if merge {
+                env.push(("SLURM_GET_USER_ENV".to_string(), "1".to_string()));
+            }
+            fill(&mut env, &login());
+            env.iter().any(|(k, v)| k == "USER" && v == "ada")
+        };
+        assert!(
+            !exported(false),
+            "the default export passes the shell's environment unchanged"
+        );
+        assert!(exported(true), "--export=ALL,X merges the login environment (Slurm)");
     }
 
     #[test]

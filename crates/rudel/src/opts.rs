@@ -475,6 +475,10 @@ fn exported_env(export: Option<&str>) -> Result<BTreeMap<String, String>, Failur
         limits::check_env(&k, &v).map_err(usage)?;
         m.insert(k, v);
     }
+    // What sbatch hands slurmd for any --export: the value as given, and the request to
+    // merge the user's login environment (the agent adds the login variables a job lacks).
+    m.insert("SLURM_EXPORT_ENV".into(), list.to_string());
+    m.insert("SLURM_GET_USER_ENV".into(), "1".into());
     Ok(m)
 }
 

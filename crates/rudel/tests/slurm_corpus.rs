@@ -48,14 +48,6 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
         "the path of slurm.conf: rudel has none",
     ),
     ("*", "env/*/SLURM_TASK_PID", "being added on main (the lead's SLURM_TASK_PID work)"),
-    ("*", "env/*/SLURM_EXPORT_ENV", "the --export value is applied at submit and not kept"),
-    ("*", "env/*/SLURM_GET_USER_ENV", "the --export value is applied at submit and not kept (as SLURM_EXPORT_ENV)"),
-    (
-        "09-export-all-plus",
-        "env/*/USER",
-        "any --export makes Slurm merge the login environment (USER here, missing in the submitting shell); \
-         rudel adds it only when HOME was not exported, as it does not keep whether --export was given",
-    ),
     ("19-mem-per-cpu", "env/*/SLURM_MEM_PER_CPU", "--mem-per-cpu becomes the job's total at submit: SLURM_MEM_PER_NODE"),
     ("19-mem-per-cpu", "env/*/SLURM_MEM_PER_NODE", "as SLURM_MEM_PER_CPU"),
     ("35-refuse-two-nodes", "*", "Slurm queues -N 2 on a one-node cluster forever (PartitionNodeLimit; the recorder cancelled it); rudel refuses at submit"),
