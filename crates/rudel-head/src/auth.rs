@@ -99,7 +99,9 @@ fn identify(shared: &SharedState, req: &Request<()>, service: &str, roles: &[Rol
 fn socket_caller(uds: &tonic::transport::server::UdsConnectInfo, service: &str) -> Result<Caller, Status> {
     let Some(cred) = uds.peer_cred else {
         tracing::warn!(service, "refused socket request: no peer credentials");
-        return Err(Status::unauthenticated("the kernel gave no peer credentials for this socket connection"));
+        return Err(Status::unauthenticated(
+            "the kernel gave no peer credentials for this socket connection",
+        ));
     };
     let uid = cred.uid();
     let Some(user) = crate::identity::user_name(uid) else {

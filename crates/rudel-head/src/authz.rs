@@ -47,7 +47,12 @@ pub fn check_owner(caller: &Caller, job: u64, owner: &str, verb: &str) -> Result
 
 /// Checks `caller` owns every live job named by `ids` (a job id or an array task's own
 /// id); ids the state does not know are left to the command to report.
-pub fn check_jobs(state: &State, caller: &Caller, ids: impl IntoIterator<Item = u64>, verb: &str) -> Result<(), Status> {
+pub fn check_jobs(
+    state: &State,
+    caller: &Caller,
+    ids: impl IntoIterator<Item = u64>,
+    verb: &str,
+) -> Result<(), Status> {
     if caller.is_admin() {
         return Ok(());
     }
@@ -93,7 +98,10 @@ mod tests {
         assert!(check_owner(&caller("alice", Role::Client), 41, "alice", "cancel").is_ok());
         assert!(check_owner(&caller("root", Role::Admin), 41, "alice", "cancel").is_ok());
         let e = check_owner(&caller("bob", Role::Client), 41, "alice", "cancel").unwrap_err();
-        assert_eq!(e.message(), "cannot cancel job 41: job 41 belongs to alice; you are bob");
+        assert_eq!(
+            e.message(),
+            "cannot cancel job 41: job 41 belongs to alice; you are bob"
+        );
         assert!(check_owner(&caller("bob", Role::Operator), 41, "alice", "cancel").is_err());
         assert!(check_owner(&caller("", Role::Client), 41, "", "cancel").is_err());
     }

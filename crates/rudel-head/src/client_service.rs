@@ -273,7 +273,12 @@ impl pb::rudel_server::Rudel for ClientService {
         let caller = crate::auth::caller(&req)?.clone();
         let req = req.into_inner();
         let jobs = crate::requeue_rpc::refs(&req.jobs)?;
-        crate::authz::check_jobs(&self.shared.read().state, &caller, jobs.iter().map(|r| r.job), "requeue")?;
+        crate::authz::check_jobs(
+            &self.shared.read().state,
+            &caller,
+            jobs.iter().map(|r| r.job),
+            "requeue",
+        )?;
         self.change_jobs(Command::Requeue {
             jobs,
             hold: req.hold,
@@ -287,7 +292,12 @@ impl pb::rudel_server::Rudel for ClientService {
         let req = req.into_inner();
         check_id_count(&req.job_ids)?;
         self.refuse_array_tasks(&req.job_ids, "update", "updated")?;
-        crate::authz::check_jobs(&self.shared.read().state, &caller, req.job_ids.iter().copied(), "update")?;
+        crate::authz::check_jobs(
+            &self.shared.read().state,
+            &caller,
+            req.job_ids.iter().copied(),
+            "update",
+        )?;
         if let Some(n) = &req.name {
             rudel_core::limits::check_name(n).map_err(|e| Status::invalid_argument(e.to_string()))?;
         }

@@ -50,7 +50,9 @@ pub fn bind(data_dir: &Path, port: u16) -> std::io::Result<Vec<(PathBuf, UnixLis
         .and_then(|()| bind_one(&wk));
     match made {
         Ok(l) => out.push((wk, l)),
-        Err(e) => tracing::info!(path = %wk.display(), error = %e, "no well-known socket (local users need RUDEL_SOCKET={})", own.display()),
+        Err(e) => {
+            tracing::info!(path = %wk.display(), error = %e, "no well-known socket (local users need RUDEL_SOCKET={})", own.display())
+        }
     }
     Ok(out)
 }

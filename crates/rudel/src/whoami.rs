@@ -29,7 +29,8 @@ pub async fn whoami(a: WhoamiArgs, head: &str) -> CmdResult {
         return Ok(0);
     }
     let user = if r.user.is_empty() {
-        "(none: this certificate names no user; ask an admin for `rudel token create --role client --user YOU`)".to_string()
+        "(none: this certificate names no user; ask an admin for `rudel token create --role client --user YOU`)"
+            .to_string()
     } else {
         r.user.clone()
     };

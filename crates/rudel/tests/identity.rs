@@ -102,15 +102,26 @@ fn the_socket_names_the_user_and_users_act_only_on_their_own_jobs() {
     let mut cmd = c.command_in(d, &["whoami", "--json"]);
     cmd.env_remove("RUDEL_CREDENTIALS").env("RUDEL_SOCKET", &sock);
     let w = json(&common::run_bounded(cmd, Duration::from_secs(30)));
-    assert_eq!((w["user"].as_str(), w["role"].as_str(), w["transport"].as_str()), (Some("root"), Some("admin"), Some("socket")), "{w}");
+    assert_eq!(
+        (w["user"].as_str(), w["role"].as_str(), w["transport"].as_str()),
+        (Some("root"), Some("admin"), Some("socket")),
+        "{w}"
+    );
 
     // Jobs carry the user the head identified, whatever the client claims ($USER forged).
     let a = submit_as(&c, d, ALICE, &[], &["--", "sleep", "300"]);
     assert_eq!(job_user(&c, a), ALICE);
     let forged = submit_as(&c, d, BOB, &[("USER", ALICE), ("LOGNAME", ALICE)], &["--", "true"]);
-    assert_eq!(job_user(&c, forged), BOB, "a forged $USER must not make bob's job alice's");
+    assert_eq!(
+        job_user(&c, forged),
+        BOB,
+        "a forged $USER must not make bob's job alice's"
+    );
     let o = as_user(&c, d, BOB, &[], &["submit", "--user", ALICE, "--", "true"]);
-    assert!(!o.ok() && o.stderr.contains("only admins may submit as another user"), "{o}");
+    assert!(
+        !o.ok() && o.stderr.contains("only admins may submit as another user"),
+        "{o}"
+    );
 
     // Anyone lists every job (as squeue), with its user.
     let listed = json(&as_user(&c, d, BOB, &[], &["jobs", "--all", "--json"]));
@@ -130,11 +141,20 @@ fn the_socket_names_the_user_and_users_act_only_on_their_own_jobs() {
     ] {
         let o = as_user(&c, d, BOB, &[], &args);
         assert!(!o.ok(), "bob must not {verb} alice's job: {o}");
-        assert!(o.stderr.contains(&format!("cannot {verb} job {a}: {why}")), "{verb}: {o}");
+        assert!(
+            o.stderr.contains(&format!("cannot {verb} job {a}: {why}")),
+            "{verb}: {o}"
+        );
     }
     let logs = c.logs_tail();
-    assert!(logs.contains("not the job's user") && logs.contains(BOB), "refusals are logged with the caller: {logs}");
-    assert!(!common::is_final(c.show_json(a)["state"].as_str().unwrap()), "bob's cancel changed nothing");
+    assert!(
+        logs.contains("not the job's user") && logs.contains(BOB),
+        "refusals are logged with the caller: {logs}"
+    );
+    assert!(
+        !common::is_final(c.show_json(a)["state"].as_str().unwrap()),
+        "bob's cancel changed nothing"
+    );
 
     // Alice sees her own; an operator-only action is refused to her.
     assert!(as_user(&c, d, ALICE, &[], &["show", &id]).ok());
@@ -162,7 +182,15 @@ fn certificates_name_their_user_and_the_claim_in_the_request_is_ignored() {
     let t = json(&c.rudel(&["token", "create", "--role", "client", "--user", ALICE, "--json"]));
     let creds = d.join("alice-creds");
     let cd = creds.display().to_string();
-    let o = c.rudel(&["login", "--token", t["token"].as_str().unwrap(), "--save-to", &cd, "--name", "laptop"]);
+    let o = c.rudel(&[
+        "login",
+        "--token",
+        t["token"].as_str().unwrap(),
+        "--save-to",
+        &cd,
+        "--name",
+        "laptop",
+    ]);
     assert!(o.ok(), "{o}");
 
     // Over TLS with alice's certificate, a request claiming bob still submits as alice.
@@ -175,19 +203,28 @@ fn certificates_name_their_user_and_the_claim_in_the_request_is_ignored() {
         common::run_bounded(cmd, Duration::from_secs(30))
     };
     let w = json(&tls(&["whoami", "--json"], &[]));
-    assert_eq!((w["user"].as_str(), w["role"].as_str(), w["transport"].as_str()), (Some(ALICE), Some("client"), Some("tls")), "{w}");
+    assert_eq!(
+        (w["user"].as_str(), w["role"].as_str(), w["transport"].as_str()),
+        (Some(ALICE), Some("client"), Some("tls")),
+        "{w}"
+    );
     assert_eq!(w["fingerprint"].as_str().map(str::len), Some(64), "{w}");
     let o = tls(&["submit", "--json", "-o", "none", "--", "true"], &[("USER", BOB)]);
     let id = json(&o)["id"].as_u64().unwrap();
     assert_eq!(job_user(&c, id), ALICE, "the certificate decides, not $USER");
     let o = tls(&["submit", "--user", BOB, "--", "true"], &[]);
-    assert!(!o.ok() && o.stderr.contains("only admins may submit as another user"), "{o}");
+    assert!(
+        !o.ok() && o.stderr.contains("only admins may submit as another user"),
+        "{o}"
+    );
 
     // An operator token: drain and resume allowed, other users' jobs still not.
     let t = json(&c.rudel(&["token", "create", "--role", "operator", "--user", CAROL, "--json"]));
     let ocreds = d.join("op-creds");
     let od = ocreds.display().to_string();
-    assert!(c.rudel(&["login", "--token", t["token"].as_str().unwrap(), "--save-to", &od]).ok());
+    assert!(c
+        .rudel(&["login", "--token", t["token"].as_str().unwrap(), "--save-to", &od])
+        .ok());
     let op = |args: &[&str]| {
         let mut cmd = c.command_in(d, args);
         cmd.env("RUDEL_CREDENTIALS", &ocreds);
@@ -197,5 +234,9 @@ fn certificates_name_their_user_and_the_claim_in_the_request_is_ignored() {
     assert!(op(&["drain", &node]).ok());
     assert!(op(&["resume", &node]).ok());
     let o = op(&["show", &id.to_string()]);
-    assert!(o.stderr.contains(&format!("job {id} belongs to {ALICE}; you are {CAROL}")), "{o}");
+    assert!(
+        o.stderr
+            .contains(&format!("job {id} belongs to {ALICE}; you are {CAROL}")),
+        "{o}"
+    );
 }
