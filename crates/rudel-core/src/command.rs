@@ -152,6 +152,9 @@ pub enum Command {
         expires_ms: Option<u64>,
         cert_ttl_ms: u64,
         now_ms: u64,
+        /// The Unix user its client certificates name ("" : none).
+        #[serde(default)]
+        user: String,
     },
     /// Revoke a token and every certificate issued with it.
     RevokeToken { id: u64, now_ms: u64 },

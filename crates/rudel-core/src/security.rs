@@ -23,6 +23,8 @@ pub enum Role {
     Admin,
     /// A head of the Raft group.
     Head,
+    /// A user who may also drain and resume nodes (and otherwise acts as a client).
+    Operator,
 }
 
 impl Role {
@@ -32,6 +34,7 @@ impl Role {
             Role::Client => "client",
             Role::Admin => "admin",
             Role::Head => "head",
+            Role::Operator => "operator",
         }
     }
 }
@@ -50,7 +53,10 @@ impl FromStr for Role {
             "client" => Ok(Role::Client),
             "admin" => Ok(Role::Admin),
             "head" => Ok(Role::Head),
-            _ => Err(format!("unknown role {s:?}: expected agent, client, admin or head")),
+            "operator" => Ok(Role::Operator),
+            _ => Err(format!(
+                "unknown role {s:?}: expected agent, client, operator, admin or head"
+            )),
         }
     }
 }
@@ -80,6 +86,10 @@ pub struct TokenRecord {
     pub revoked_ms: Option<u64>,
     /// Certificates issued with it so far.
     pub uses: u64,
+    /// The Unix user its certificates name ("" for tokens made before users were bound,
+    /// and for agent and head tokens).
+    #[serde(default)]
+    pub user: String,
 }
 
 /// An issued certificate, keyed by the SHA-256 of its DER encoding.
@@ -95,6 +105,9 @@ pub struct CertRecord {
     pub issued_ms: u64,
     pub expires_ms: u64,
     pub revoked_ms: Option<u64>,
+    /// The Unix user the holder acts as (from its token; "" if the token named none).
+    #[serde(default)]
+    pub user: String,
 }
 
 /// A request to record a certificate the leader just signed.
@@ -260,9 +273,17 @@ impl Security {
                 cert_ttl_ms,
                 revoked_ms: None,
                 uses: 0,
+                user: String::new(),
             },
         );
         id
+    }
+
+    /// Names the Unix user the certificates of token `id` act as.
+    pub(crate) fn bind_token_user(&mut self, id: u64, user: String) {
+        if let Some(t) = self.tokens.get_mut(&id) {
+            t.user = user;
+        }
     }
 
     /// Revokes a token and every certificate issued with it; returns the certificates'
@@ -292,9 +313,11 @@ impl Security {
             }
             None => None,
         };
+        let mut user = String::new();
         if let Some(id) = token {
             if let Some(t) = self.tokens.get_mut(&id) {
                 t.uses += 1;
+                user = t.user.clone();
             }
         }
         self.certs
@@ -309,6 +332,7 @@ impl Security {
                 issued_ms: now_ms,
                 expires_ms: g.expires_ms,
                 revoked_ms: None,
+                user,
             },
         );
         Ok(())

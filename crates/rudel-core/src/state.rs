@@ -217,11 +217,13 @@ impl State {
                 expires_ms,
                 cert_ttl_ms,
                 now_ms,
+                user,
             } => {
                 self.advance(now_ms);
                 let id =
                     self.security
                         .create_token(secret_hash, role, description, expires_ms, cert_ttl_ms, self.now_ms);
+                self.security.bind_token_user(id, user);
                 Response::TokenCreated { id }
             }
             Command::RevokeToken { id, now_ms } => {

@@ -1,7 +1,8 @@
-//! Who may call what. Every connection is TLS; a request is let in if the client
-//! certificate it came with was issued by this cluster (fingerprint in the replicated
-//! registry), is neither revoked nor expired, and has a role the service serves.
-//! Refusals are logged with the peer address and returned with the reason.
+//! Who may call what. A TLS request is let in if the client certificate it came with was
+//! issued by this cluster (fingerprint in the replicated registry), is neither revoked nor
+//! expired, and has a role the service serves. A request on the local Unix socket is let
+//! in as the Unix user the kernel names (SO_PEERCRED). Refusals are logged with the peer
+//! address and returned with the reason.
 use std::sync::Arc;
 
 use rudel_core::security::Role;
@@ -20,6 +21,18 @@ pub struct Caller {
     pub fingerprint: String,
     /// The node id an agent certificate is bound to.
     pub node_uid: String,
+    /// The Unix user the caller acts as ("" for a client certificate bound to none).
+    pub user: String,
+    /// Its uid (socket callers only).
+    pub uid: Option<u32>,
+    pub transport: crate::identity::Transport,
+}
+
+impl Caller {
+    /// True for roles that may act on every job.
+    pub fn is_admin(&self) -> bool {
+        matches!(self.role, Role::Admin | Role::Head)
+    }
 }
 
 /// A tonic interceptor admitting callers whose certificate has one of `roles`.
@@ -36,6 +49,9 @@ pub fn require(
 }
 
 fn identify(shared: &SharedState, req: &Request<()>, service: &str, roles: &[Role]) -> Result<Caller, Status> {
+    if let Some(uds) = req.extensions().get::<tonic::transport::server::UdsConnectInfo>() {
+        return socket_caller(uds, service);
+    }
     let peer = req.extensions().get::<PeerInfo>();
     let remote = peer.map_or_else(|| "?".to_string(), |p| p.remote.to_string());
     let refuse = |why: String, status: fn(String) -> Status| {
@@ -71,8 +87,38 @@ fn identify(shared: &SharedState, req: &Request<()>, service: &str, roles: &[Rol
             name: c.name.clone(),
             fingerprint,
             node_uid: c.node_uid.clone(),
+            user: crate::identity::tls_user(c.role, &c.user),
+            uid: None,
+            transport: crate::identity::Transport::Tls,
         }),
     }
+}
+
+/// A caller on the local socket: the kernel's word for its uid, mapped to a name on this
+/// machine. Only the client service is served there (never agent or Raft traffic).
+fn socket_caller(uds: &tonic::transport::server::UdsConnectInfo, service: &str) -> Result<Caller, Status> {
+    let Some(cred) = uds.peer_cred else {
+        tracing::warn!(service, "refused socket request: no peer credentials");
+        return Err(Status::unauthenticated(
+            "the kernel gave no peer credentials for this socket connection",
+        ));
+    };
+    let uid = cred.uid();
+    let Some(user) = crate::identity::user_name(uid) else {
+        tracing::warn!(uid, service, "refused socket request: uid unknown to NSS on the head");
+        return Err(Status::permission_denied(format!(
+            "uid {uid} has no user name on the head's machine (getpwuid); ask an admin to add the user"
+        )));
+    };
+    Ok(Caller {
+        role: crate::identity::socket_role(uid),
+        name: format!("{user}@socket"),
+        fingerprint: String::new(),
+        node_uid: String::new(),
+        user,
+        uid: Some(uid),
+        transport: crate::identity::Transport::Socket,
+    })
 }
 
 /// Metadata key marking a refusal because the caller's certificate was revoked (an agent
@@ -145,12 +191,26 @@ pub fn caller<T>(req: &Request<T>) -> Result<&Caller, Status> {
 /// Refuses callers that are not admins (or heads) for `what`.
 pub fn require_admin<T>(req: &Request<T>, what: &str) -> Result<(), Status> {
     let c = caller(req)?;
-    if matches!(c.role, Role::Admin | Role::Head) {
+    if c.is_admin() {
         return Ok(());
     }
     tracing::warn!(caller = %c.name, role = %c.role, "refused {what}: admin only");
     Err(Status::permission_denied(format!(
         "{what} needs an admin certificate; {} holds a {} certificate",
         c.name, c.role
+    )))
+}
+
+/// Refuses callers that are neither admins nor operators for `what` (drain, resume).
+pub fn require_operator<T>(req: &Request<T>, what: &str) -> Result<(), Status> {
+    let c = caller(req)?;
+    if c.is_admin() || c.role == Role::Operator {
+        return Ok(());
+    }
+    tracing::warn!(caller = %c.name, user = %c.user, role = %c.role, "refused {what}: operators and admins only");
+    Err(Status::permission_denied(format!(
+        "{what} needs an operator or admin; {} is a {} (`rudel token create --role operator --user U` makes operator credentials)",
+        if c.user.is_empty() { &c.name } else { &c.user },
+        c.role
     )))
 }

@@ -171,8 +171,11 @@ fn check_id_count(ids: &[u64]) -> Result<(), Status> {
 #[tonic::async_trait]
 impl pb::rudel_server::Rudel for ClientService {
     async fn submit(&self, req: Request<pb::SubmitRequest>) -> Result<tonic::Response<pb::SubmitResponse>, Status> {
+        let caller = crate::auth::caller(&req)?.clone();
         let req = req.into_inner();
-        let spec = spec_from_pb(req.spec.ok_or_else(|| Status::invalid_argument("missing job spec"))?)?;
+        let mut spec = spec_from_pb(req.spec.ok_or_else(|| Status::invalid_argument("missing job spec"))?)?;
+        // The head decides whose job this is; the user the client put in the spec is ignored.
+        spec.user = crate::authz::submit_user(&caller, &req.as_user)?;
         if !req.request_id.is_empty() {
             rudel_core::limits::check_request_id(&req.request_id)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -216,6 +219,7 @@ impl pb::rudel_server::Rudel for ClientService {
     }
 
     async fn show_job(&self, req: Request<pb::ShowJobRequest>) -> Result<tonic::Response<pb::JobInfo>, Status> {
+        let caller = crate::auth::caller(&req)?.clone();
         let req = req.into_inner();
         self.read_barrier(req.stale).await?;
         let live = {
@@ -226,12 +230,17 @@ impl pb::rudel_server::Rudel for ClientService {
                 info
             })
         };
+        let owner = |info: &pb::JobInfo| info.spec.as_ref().map(|s| s.user.clone()).unwrap_or_default();
         if let Some(info) = live {
+            crate::authz::check_owner(&caller, req.job_id, &owner(&info), "show the details of")?;
             return Ok(tonic::Response::new(info));
         }
         // Pruned from the replicated state: the accounting store still knows it.
         match crate::history_service::show_from_history(&self.shared.history, req.job_id).await? {
-            Some(info) => Ok(tonic::Response::new(info)),
+            Some(info) => {
+                crate::authz::check_owner(&caller, req.job_id, &owner(&info), "show the details of")?;
+                Ok(tonic::Response::new(info))
+            }
             None => Err(Status::not_found(format!(
                 "no job {} (never submitted, or finished before the history retention)",
                 req.job_id
@@ -240,6 +249,7 @@ impl pb::rudel_server::Rudel for ClientService {
     }
 
     async fn hold(&self, req: Request<pb::HoldRequest>) -> Result<tonic::Response<pb::ChangeResponse>, Status> {
+        let caller = crate::auth::caller(&req)?.clone();
         let req = req.into_inner();
         let ids = req.job_ids;
         check_id_count(&ids)?;
@@ -249,6 +259,7 @@ impl pb::rudel_server::Rudel for ClientService {
             ("hold", "held")
         };
         self.refuse_array_tasks(&ids, verb, done)?;
+        crate::authz::check_jobs(&self.shared.read().state, &caller, ids.iter().copied(), verb)?;
         let now_ms = now_ms();
         let cmd = if req.release {
             Command::Release { jobs: ids, now_ms }
@@ -259,8 +270,15 @@ impl pb::rudel_server::Rudel for ClientService {
     }
 
     async fn requeue(&self, req: Request<pb::RequeueRequest>) -> Result<tonic::Response<pb::ChangeResponse>, Status> {
+        let caller = crate::auth::caller(&req)?.clone();
         let req = req.into_inner();
         let jobs = crate::requeue_rpc::refs(&req.jobs)?;
+        crate::authz::check_jobs(
+            &self.shared.read().state,
+            &caller,
+            jobs.iter().map(|r| r.job),
+            "requeue",
+        )?;
         self.change_jobs(Command::Requeue {
             jobs,
             hold: req.hold,
@@ -270,9 +288,16 @@ impl pb::rudel_server::Rudel for ClientService {
     }
 
     async fn update(&self, req: Request<pb::UpdateRequest>) -> Result<tonic::Response<pb::ChangeResponse>, Status> {
+        let caller = crate::auth::caller(&req)?.clone();
         let req = req.into_inner();
         check_id_count(&req.job_ids)?;
         self.refuse_array_tasks(&req.job_ids, "update", "updated")?;
+        crate::authz::check_jobs(
+            &self.shared.read().state,
+            &caller,
+            req.job_ids.iter().copied(),
+            "update",
+        )?;
         if let Some(n) = &req.name {
             rudel_core::limits::check_name(n).map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
@@ -295,6 +320,7 @@ impl pb::rudel_server::Rudel for ClientService {
     }
 
     async fn cancel(&self, req: Request<pb::CancelRequest>) -> Result<tonic::Response<pb::CancelResponse>, Status> {
+        let caller = crate::auth::caller(&req)?.clone();
         let req = req.into_inner();
         let named = req.job_ids.len() + req.tasks.len();
         if named == 0 || named > MAX_IDS {
@@ -302,6 +328,8 @@ impl pb::rudel_server::Rudel for ClientService {
                 "name between 1 and {MAX_IDS} jobs or array tasks"
             )));
         }
+        let ids = req.job_ids.iter().copied().chain(req.tasks.iter().map(|t| t.job_id));
+        crate::authz::check_jobs(&self.shared.read().state, &caller, ids, "cancel")?;
         let targets = crate::cancel::targets(&self.shared.read().state, &req);
         let r = self
             .proposer
@@ -384,7 +412,7 @@ impl pb::rudel_server::Rudel for ClientService {
     }
 
     async fn drain(&self, req: Request<pb::DrainRequest>) -> Result<tonic::Response<pb::DrainResponse>, Status> {
-        crate::auth::require_admin(&req, "drain")?;
+        crate::auth::require_operator(&req, "drain")?;
         let req = req.into_inner();
         let reason = if req.reason.is_empty() {
             "drained by an operator".to_string()
@@ -400,7 +428,7 @@ impl pb::rudel_server::Rudel for ClientService {
     }
 
     async fn resume(&self, req: Request<pb::ResumeRequest>) -> Result<tonic::Response<pb::DrainResponse>, Status> {
-        crate::auth::require_admin(&req, "resume")?;
+        crate::auth::require_operator(&req, "resume")?;
         self.change_nodes(Command::Resume {
             nodes: req.into_inner().nodes,
             now_ms: now_ms(),
@@ -452,12 +480,13 @@ impl pb::rudel_server::Rudel for ClientService {
         };
         let ca = crate::credentials::cluster_ca(&self.shared).map_err(Status::unavailable)?;
         let ttl = (r.ttl_ms > 0).then(|| Duration::from_millis(r.ttl_ms));
+        crate::identity::check_token_user(role, &r.user)?;
         let cert_ttl = if r.cert_ttl_ms > 0 {
             r.cert_ttl_ms
         } else {
             crate::credentials::DEFAULT_CERT_TTL_MS
         };
-        match crate::credentials::create_token(&self.proposer, &ca, role, r.description, ttl, cert_ttl).await {
+        match crate::credentials::create_token(&self.proposer, &ca, role, r.description, ttl, cert_ttl, r.user).await {
             Ok((token, expires)) => {
                 tracing::info!(token = token.id, role = %role, "join token created");
                 Ok(tonic::Response::new(pb::CreateTokenResponse {
@@ -589,6 +618,9 @@ impl pb::rudel_server::Rudel for ClientService {
         &self,
         req: Request<pb::ReadOutputRequest>,
     ) -> Result<tonic::Response<pb::ReadOutputResponse>, Status> {
+        let caller = crate::auth::caller(&req)?.clone();
+        let job = req.get_ref().job_id;
+        crate::authz::check_jobs(&self.shared.read().state, &caller, [job], "read the output of")?;
         crate::output_relay::read(&self.raft, self.head_id, &self.shared, &self.sessions, req.into_inner())
             .await
             .map(tonic::Response::new)
@@ -614,6 +646,17 @@ impl pb::rudel_server::Rudel for ClientService {
             .await
             .map_err(|e| Status::internal(format!("cannot start an election: {e}")))?;
         Ok(tonic::Response::new(pb::CampaignResponse {}))
+    }
+
+    async fn who_am_i(&self, req: Request<pb::WhoAmIRequest>) -> Result<tonic::Response<pb::WhoAmIResponse>, Status> {
+        let c = crate::auth::caller(&req)?;
+        Ok(tonic::Response::new(pb::WhoAmIResponse {
+            user: c.user.clone(),
+            uid: c.uid,
+            role: c.role.to_string(),
+            transport: c.transport.as_str().to_string(),
+            fingerprint: c.fingerprint.clone(),
+        }))
     }
 
     async fn cluster_info(

@@ -109,6 +109,7 @@ pub async fn create_token(
     description: String,
     ttl: Option<Duration>,
     cert_ttl_ms: u64,
+    user: String,
 ) -> Result<(JoinToken, Option<u64>), Response> {
     let fp = ca
         .fingerprint()
@@ -123,6 +124,7 @@ pub async fn create_token(
         expires_ms,
         cert_ttl_ms,
         now_ms: now,
+        user,
     };
     match proposer.propose(cmd).await {
         Ok(Response::TokenCreated { id }) => {
@@ -181,6 +183,7 @@ pub async fn bootstrap(
                 "initial token (printed by the head)".into(),
                 join_token_ttl,
                 DEFAULT_CERT_TTL_MS,
+                String::new(),
             )
             .await
             .map_err(|r| err("join token", format!("{r:?}")))?;

@@ -53,7 +53,7 @@ impl pb::enroll_server::Enroll for EnrollService {
             (t.role, t.cert_ttl_ms)
         };
         match (r.want.as_str(), role) {
-            ("agent", Role::Agent) | ("user", Role::Client | Role::Admin) | ("head", Role::Head) | ("", _) => {}
+            ("agent", Role::Agent) | ("user", Role::Client | Role::Admin | Role::Operator) | ("head", Role::Head) | ("", _) => {}
             ("head", _) => {
                 return Err(refuse(format!(
                     "join token {} is for role {role}; heads join with a head token (`rudel token create --role head`)",

@@ -2,6 +2,7 @@
 //! agents and peer heads, and the dispatch of committed assignments to agents.
 pub mod agent_service;
 pub mod auth;
+pub mod authz;
 pub mod cancel;
 pub mod client_service;
 pub mod convert;
@@ -14,6 +15,8 @@ pub mod history;
 mod history_index;
 mod history_service;
 pub mod history_task;
+pub mod identity;
+pub mod local_socket;
 pub mod lock;
 pub mod orphan_nodes;
 pub mod output_relay;
@@ -134,6 +137,9 @@ pub struct Head {
     pub admin_dir: PathBuf,
     shutdown_tx: watch::Sender<bool>,
     server: JoinHandle<()>,
+    /// The local socket servers and their paths (removed at shutdown).
+    socket_servers: Vec<JoinHandle<()>>,
+    pub socket_paths: Vec<PathBuf>,
     reports: JoinHandle<()>,
     /// Asking the leader to make this (joining) head a voter.
     promote: Option<JoinHandle<()>>,
@@ -271,12 +277,24 @@ impl Head {
             shared: shared.clone(),
         };
 
+        let socket_listeners =
+            local_socket::bind(&cfg.data_dir, local_addr.port()).map_err(|source| HeadError::DataDir {
+                dir: local_socket::data_dir_socket(&cfg.data_dir).display().to_string(),
+                source,
+            })?;
+        let socket_paths: Vec<PathBuf> = socket_listeners.iter().map(|(p, _)| p.clone()).collect();
+        let socket_client = client.clone();
         let incoming = rudel_tls::server::incoming(listener, server_tls, shutdown_rx.clone());
-        let mut stop = shutdown_rx;
-        let users = auth::require(shared.clone(), "client", &[Role::Client, Role::Admin, Role::Head]);
+        let mut stop = shutdown_rx.clone();
+        let users = auth::require(
+            shared.clone(),
+            "client",
+            &[Role::Client, Role::Operator, Role::Admin, Role::Head],
+        );
         let nodes = auth::require(shared.clone(), "agent", &[Role::Agent]);
         let head_check = Arc::new(rudel_tls::server::HeadCertCheck::new(&creds.creds.ca_pem)?);
         let heads = auth::require_head(shared.clone(), head_check);
+        let socket_servers = local_socket::serve(socket_listeners, socket_client, users.clone(), shutdown_rx.clone());
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
@@ -334,6 +352,8 @@ impl Head {
             admin_dir: creds.admin_dir,
             shutdown_tx,
             server,
+            socket_servers,
+            socket_paths,
             reports,
             promote,
             sweeper,
@@ -373,6 +393,7 @@ impl Head {
             description.to_string(),
             Some(ttl),
             credentials::DEFAULT_CERT_TTL_MS,
+            String::new(),
         )
         .await
         .map(|(t, _)| t.to_string())
@@ -425,6 +446,10 @@ impl Head {
     pub async fn shutdown(self) {
         let _ = self.shutdown_tx.send(true);
         let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        local_socket::remove(&self.socket_paths);
+        for s in self.socket_servers {
+            let _ = tokio::time::timeout(Duration::from_secs(1), s).await;
+        }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

@@ -203,6 +203,7 @@ async fn add(head: &str, a: AddHeadArgs) -> CmdResult {
             description: format!("head at {}", a.addr),
             ttl_ms,
             cert_ttl_ms: 0,
+            user: String::new(),
         })
         .await
         .map_err(client::failure)?

@@ -1,4 +1,4 @@
-//! Connecting to a head (always mutual TLS) and turning gRPC errors into messages a user
+//! Connecting to a head (its local Unix socket if there is one, else mutual TLS) and turning gRPC errors into messages a user
 //! can act on.
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -33,6 +33,12 @@ pub fn login_dir() -> PathBuf {
         Some(h) => PathBuf::from(h).join(".config/rudel/credentials"),
         None => PathBuf::from("rudel-credentials"),
     }
+}
+
+/// True if the user named a credentials directory (then TLS with it is used, not the
+/// local socket: the user chose to act as that certificate).
+pub fn credentials_named() -> bool {
+    matches!(CREDENTIALS_DIR.get(), Some(Some(_)))
 }
 
 /// The credentials directories tried, in order.
@@ -73,6 +79,9 @@ pub async fn connect(head: &str) -> anyhow::Result<RudelClient<Channel>> {
 
 /// Connects to any reachable head in `head` (for `--stale` reads and `status`).
 pub async fn connect_any(head: &str) -> anyhow::Result<RudelClient<Channel>> {
+    if let Some(c) = crate::socket::connect(head, credentials_named(), CALL_TIMEOUT, false).await? {
+        return Ok(c);
+    }
     let tls = tls()?;
     let mut last = None;
     for addr in addresses(head) {
@@ -196,6 +205,9 @@ pub async fn connect_until(
     timeout: Duration,
     deadline: tokio::time::Instant,
 ) -> anyhow::Result<RudelClient<Channel>> {
+    if let Some(c) = crate::socket::connect(head, credentials_named(), timeout, true).await? {
+        return Ok(c);
+    }
     let tls = tls()?;
     let addrs = addresses(head);
     if addrs.is_empty() {

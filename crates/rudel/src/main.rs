@@ -15,7 +15,9 @@ mod partitions_cmd;
 mod requeue_cmd;
 mod show;
 mod slurm;
+mod socket;
 mod tokens;
+mod whoami;
 
 use std::process::ExitCode;
 
@@ -94,6 +96,8 @@ enum Cmd {
     Exec(exec::ExecArgs),
     /// The head answering: its id, the leader, Raft term and last applied log index.
     Status(show::StatusArgs),
+    /// Who the head takes you for: user, uid (local socket), role, transport, certificate.
+    Whoami(whoami::WhoamiArgs),
     /// Manage join tokens (admin): create, list, revoke.
     Token(tokens::TokenArgs),
     /// Get user credentials for this machine with a client/admin token (for remote CLIs).
@@ -199,6 +203,7 @@ fn main() -> ExitCode {
             Cmd::Node(a) => node_cmd::node(a, &head).await,
             Cmd::Exec(a) => exec::exec(a, &head).await,
             Cmd::Status(a) => show::status(a, &head).await,
+            Cmd::Whoami(a) => whoami::whoami(a, &head).await,
             Cmd::Token(a) => tokens::token(a, &head).await,
             Cmd::Login(a) => tokens::login(a, &head).await,
             Cmd::Admin(a) => admin::admin(a, &head).await,

@@ -32,6 +32,10 @@ pub struct SubmitArgs {
     /// Job name (default: the command's name).
     #[arg(short = 'J', long, value_name = "NAME")]
     pub name: Option<String>,
+    /// Admins only: submit on behalf of this Unix user (the head refuses it for others;
+    /// without it the job's user is whoever the head identifies the caller as).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
     /// Priority: higher runs first (default 0; may be negative).
     #[arg(long, value_name = "N", allow_hyphen_values = true)]
     pub priority: Option<i32>,
@@ -135,6 +139,7 @@ fn merge(earlier: SubmitArgs, later: SubmitArgs) -> SubmitArgs {
         mem: later.mem.or(earlier.mem),
         time: later.time.or(earlier.time),
         name: later.name.or(earlier.name),
+        user: later.user.or(earlier.user),
         priority: later.priority.or(earlier.priority),
         array: later.array.or(earlier.array),
         output: later.output.or(earlier.output),
@@ -301,7 +306,13 @@ fn finish_spec(a: SubmitArgs, script: String, argv: Vec<String>) -> Result<(pb::
         chdir: chdir.display().to_string(),
         env: env.into_iter().collect(),
         requeue: !a.no_requeue,
-        user: user_name(),
+        user: match &a.user {
+            Some(u) => {
+                set_as_user(u);
+                u.clone()
+            }
+            None => user_name(),
+        },
         constraint,
         gres: gres_request(&a)?.into_iter().collect(),
         licenses: match &a.licenses {
@@ -421,7 +432,16 @@ fn check_directive_lines(d: &rudel_core::script::Directives, path: &Path) -> Res
     Ok(())
 }
 
-/// The submitting user's name: $USER, else the password database, else the uid.
+/// `--user U` of this process's submit: the head honours it for admins only.
+static AS_USER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Asks the head to create this process's job as `user` (admin only; the head refuses
+/// clients with a clear message, never silently submitting as someone else).
+pub fn set_as_user(user: &str) {
+    let _ = AS_USER.set(user.to_string());
+}
+
+/// The submitting user's name (informational: the head decides the job's user): $USER, else the password database, else the uid.
 pub fn user_name() -> String {
     if let Ok(u) = std::env::var("USER") {
         if !u.is_empty() {
@@ -570,6 +590,7 @@ pub async fn submit_spec(head: &str, spec: pb::JobSpec, request_id: String) -> R
     let req = pb::SubmitRequest {
         spec: Some(spec),
         request_id,
+        as_user: AS_USER.get().cloned().unwrap_or_default(),
     };
     check_request_size(&req)?;
     let deadline = Instant::now() + SUBMIT_DEADLINE;

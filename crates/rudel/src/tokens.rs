@@ -33,10 +33,15 @@ pub enum TokenCmd {
 #[derive(Args, Debug)]
 pub struct CreateArgs {
     /// What certificates issued with it may do: agent (a compute node), client (submit,
-    /// list, cancel), admin (also drain, exec, tokens, head membership) or head (a new
-    /// head joining the group with `rudel head --join ADDR --token TOKEN`).
-    #[arg(long, default_value = "agent", value_parser = ["agent", "client", "admin", "head"])]
+    /// list, and act on the user's own jobs), operator (a client that may also drain and
+    /// resume nodes), admin (everything: any job, exec, tokens, head membership) or head (a
+    /// new head joining the group with `rudel head --join ADDR --token TOKEN`).
+    #[arg(long, default_value = "agent", value_parser = ["agent", "client", "operator", "admin", "head"])]
     pub role: String,
+    /// The Unix user its certificates act as (required for client and operator tokens;
+    /// jobs submitted with them run as, and belong to, this user).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
     /// How long the token can be used to join, e.g. 24h; "0" = until revoked.
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub ttl: String,
@@ -107,6 +112,7 @@ async fn create(a: CreateArgs, head: &str) -> CmdResult {
             description: a.description,
             ttl_ms,
             cert_ttl_ms,
+            user: a.user.unwrap_or_default(),
         })
         .await
         .map_err(client::failure)?

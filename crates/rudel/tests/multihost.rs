@@ -720,7 +720,7 @@ fn joining_needs_a_valid_token_and_clients_need_certificates() {
     assert!(refused, "head log:\n{}", cl.head_log_text());
 
     // With a client token, the same user logs in from host 1 and can submit from there.
-    let o = cl.rudel_ok(&["token", "create", "--role", "client", "--json"]);
+    let o = cl.rudel_ok(&["token", "create", "--role", "client", "--user", "root", "--json"]);
     let v: Value = serde_json::from_str(o.stdout.trim()).unwrap();
     let user_token = v["token"].as_str().unwrap().to_string();
     let user = cl.net.tmp.path().join("user-creds");

@@ -43,7 +43,10 @@ fn users_join_with_tokens_and_roles_limit_them() {
     let alice = home.path().join("alice");
 
     // A client token gives a user certificate: submit and read, nothing of an admin's.
-    let (id, token) = create_token(&c, &["--role", "client", "--description", "alice laptop"]);
+    let (id, token) = create_token(
+        &c,
+        &["--role", "client", "--user", "root", "--description", "alice laptop"],
+    );
     let o = login(&c, &token, &alice);
     assert!(o.ok(), "{o}");
     assert!(o.stdout.contains("role client"), "{o}");
@@ -155,7 +158,7 @@ fn clients_without_a_valid_certificate_are_refused() {
     );
 
     // Short-lived certificates expire, with a message saying so.
-    let (_, token) = create_token(&c, &["--role", "client", "--cert-ttl", "2s"]);
+    let (_, token) = create_token(&c, &["--role", "client", "--user", "root", "--cert-ttl", "2s"]);
     let brief = tmp.path().join("brief");
     assert!(login(&c, &token, &brief).ok());
     assert!(as_user(&c, &brief, &["jobs"]).ok());

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Local `rudel submit` latency and sequential rate over the head's Unix socket (peer
+credentials, no TLS) against mutual TLS, in the same sitting, alternating calls so both
+see the same machine load.
+
+Prints, per transport, the median and p90 latency and the sequential rate (calls / total
+time), and as its last line `ratio tls/socket: X.XX` (medians). Targets (issue 12): local
+submit median <= 3 ms, >= 300 sequential submits/s.
+
+Usage: bench/submit_latency.py [--calls 1000] [--binary target/release/rudel]
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from throughput import Cluster  # noqa: E402  (same cluster setup as the throughput bench)
+
+
+def timed(cmd, env, cwd):
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    dt = (time.perf_counter() - t0) * 1000
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr}")
+    return dt
+
+
+def p90(xs):
+    return sorted(xs)[int(len(xs) * 0.9) - 1]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calls", type=int, default=1000)
+    ap.add_argument("--binary", default="target/release/rudel")
+    a = ap.parse_args()
+    binary = os.path.abspath(a.binary)
+    c = Cluster(binary, 2)
+    try:
+        sock = os.path.join(c.dir, "data", "head", "rudel.sock")
+        socket_env = {k: v for k, v in c.env.items() if k != "RUDEL_CREDENTIALS"}
+        socket_env["RUDEL_SOCKET"] = sock
+        tls_env = {k: v for k, v in c.env.items() if k != "RUDEL_SOCKET"}
+        who = subprocess.run([binary, "whoami", "--json"], env=socket_env, capture_output=True, text=True)
+        if '"transport":"socket"' not in who.stdout.replace(" ", ""):
+            sys.exit(f"the socket path is not used: {who.stdout} {who.stderr}")
+        submit = [binary, "submit", "--output", "none", "--", "true"]
+        s, t = [], []
+        for _ in range(a.calls):
+            s.append(timed(submit, socket_env, c.dir))
+            t.append(timed(submit, tls_env, c.dir))
+        for name, xs in (("socket", s), ("tls", t)):
+            rate = len(xs) / (sum(xs) / 1000)
+            print(f"{name}: median {statistics.median(xs):.2f} ms, p90 {p90(xs):.2f} ms, "
+                  f"{rate:.0f} sequential submits/s ({a.calls} calls)")
+        print(f"ratio tls/socket: {statistics.median(t) / statistics.median(s):.2f}")
+    finally:
+        c.stop()
+
+
+if __name__ == "__main__":
+    main()
