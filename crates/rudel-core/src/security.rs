@@ -62,12 +62,24 @@ impl FromStr for Role {
 }
 
 /// The cluster's certificate authority.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaRecord {
     /// Common name of the CA (needed to sign with it again).
     pub name: String,
     pub cert_pem: String,
     pub key_pem: String,
+}
+
+/// Written by hand: the state derives `Debug`, and a debug print of it must not carry the
+/// CA's private key (anyone with it can sign certificates for any role).
+impl std::fmt::Debug for CaRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaRecord")
+            .field("name", &self.name)
+            .field("cert_pem", &format_args!("<{} bytes>", self.cert_pem.len()))
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
 }
 
 /// A join token; the secret itself is never stored, only its SHA-256.
@@ -403,5 +415,24 @@ mod tests {
         s.init_ca(ca.clone()).unwrap();
         let other = CaRecord { name: "y".into(), ..ca };
         assert!(s.init_ca(other).is_err());
+    }
+
+    #[test]
+    fn the_ca_key_never_appears_in_debug_even_inside_the_state() {
+        let key = "-----BEGIN PRIVATE KEY-----\nSECRETBYTES\n-----END PRIVATE KEY-----\n";
+        let mut s = Security::default();
+        s.init_ca(CaRecord {
+            name: "x".into(),
+            cert_pem: "c".into(),
+            key_pem: key.into(),
+        })
+        .unwrap();
+        let state = crate::state::State {
+            security: s,
+            ..crate::state::State::new()
+        };
+        for text in [format!("{state:?}"), format!("{state:#?}")] {
+            assert!(!text.contains("SECRETBYTES") && !text.contains("PRIVATE KEY"), "{text}");
+        }
     }
 }

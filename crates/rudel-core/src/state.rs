@@ -13,6 +13,7 @@ use crate::sched::{ConfigError, SchedConfig};
 use crate::scheduler;
 
 mod cancel_tasks;
+pub mod quota;
 
 /// Request ids remembered for idempotent submit.
 pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
@@ -68,6 +69,9 @@ pub struct State {
     /// (log time, job): a gate of the job may open then (begin time, `after` delay).
     #[serde(default)]
     pub timers: BTreeSet<(u64, JobId)>,
+    /// Unfinished jobs by user, for the queue limits (see `state/quota.rs`).
+    #[serde(default)]
+    pub usage: quota::Usage,
 }
 
 /// Why a submit cannot be accepted; the text goes to the user as is.
@@ -492,6 +496,10 @@ impl State {
             Ok(d) => d,
             Err(reason) => return Response::Rejected { reason },
         };
+        let new_tasks = spec.array.as_ref().map_or(1, crate::array::ArraySpec::len).max(1);
+        if let Err(reason) = self.check_queue_limits(&spec, u64::from(new_tasks)) {
+            return Response::Rejected { reason };
+        }
         let id = self.next_job_id.max(1);
         // One id per task: array task i is job `id + position` (Slurm's per-task job
         // ids, `%j`, `SLURM_JOB_ID`), so no later job may take those.
@@ -499,9 +507,11 @@ impl State {
         self.next_job_id = id.saturating_add(tasks);
         let mut spec = spec;
         spec.env = self.envs.intern(spec.env);
+        let spec_user = spec.user.clone();
         let job = Job::new(id, spec, self.now_ms);
         let tasks = job.total;
         self.emit(Event::JobSubmitted { job: id });
+        self.usage.add(&spec_user, id, tasks);
         self.jobs.insert(id, job);
         self.gate_new(id, dep);
         self.enqueue(id);
@@ -926,6 +936,8 @@ impl State {
         }
         job.end_ms = Some(now);
         let state = job.state();
+        let (user, total) = (job.spec.user.clone(), job.total);
+        self.usage.remove(&user, id, total);
         self.emit(Event::JobEnded { job: id, state });
         self.finished.push_back(id);
         while self.finished.len() > MAX_FINISHED_JOBS {

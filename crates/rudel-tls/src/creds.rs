@@ -14,11 +14,28 @@ pub const CERT_FILE: &str = "cert.pem";
 pub const KEY_FILE: &str = "key.pem";
 
 /// What a party needs for TLS: the CA it trusts and, once it has one, its own identity.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Credentials {
     pub ca_pem: String,
     /// (certificate PEM, private key PEM)
     pub identity: Option<(String, String)>,
+}
+
+/// Written by hand so that a debug log of a config holding credentials never carries
+/// the private key (the derived `Debug` printed the PEM text).
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("ca_pem", &format_args!("<{} bytes>", self.ca_pem.len()))
+            .field(
+                "identity",
+                &self
+                    .identity
+                    .as_ref()
+                    .map(|_| "<certificate and private key: redacted>"),
+            )
+            .finish()
+    }
 }
 
 impl Credentials {
@@ -33,6 +50,7 @@ impl Credentials {
         parse_certs(&ca_pem, "CA certificate")?;
         let (cert, key) = (dir.join(CERT_FILE), dir.join(KEY_FILE));
         let identity = if cert.is_file() && key.is_file() {
+            check_private(&key)?;
             let (c, k) = (read(&cert)?, read(&key)?);
             parse_certs(&c, &cert.display().to_string())?;
             parse_key(&k, &key.display().to_string())?;
@@ -79,6 +97,27 @@ impl Credentials {
             }
         }
     }
+}
+
+/// Refuses a key file that group or others may read: another local user could have
+/// copied the key, and a node that goes on with it would hide that.
+pub fn check_private(p: &Path) -> Result<(), TlsError> {
+    let meta = std::fs::metadata(p).map_err(|source| TlsError::Io {
+        path: p.display().to_string(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(TlsError::Bad {
+            what: p.display().to_string(),
+            detail: format!(
+                "holds a private key but is readable by group or others (mode {mode:o}); \
+                 fix it with `chmod 600 {}`",
+                p.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn read(p: &Path) -> Result<String, TlsError> {
@@ -156,5 +195,61 @@ mod tests {
         assert_eq!(back.fingerprint().unwrap(), Some(issued.fingerprint));
         std::fs::write(d.join(CERT_FILE), "garbage").unwrap();
         assert!(Credentials::load(&d).is_err());
+    }
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    /// Every credential type of this crate, formatted with `{:?}` (and `{}` where it has
+    /// one), carries no private key and no token secret.
+    #[test]
+    fn no_credential_type_prints_a_secret() {
+        let ca = crate::Ca::generate("test ca").unwrap();
+        let key = crate::ca::new_key().unwrap();
+        let key_pem = key.serialize_pem();
+        let issued = ca
+            .issue("agent", "n1", key.public_key_raw(), crate::now_ms() + 60_000, false)
+            .unwrap();
+        let c = Credentials {
+            ca_pem: ca.cert_pem().to_string(),
+            identity: Some((issued.cert_pem.clone(), key_pem.clone())),
+        };
+        let token = crate::JoinToken::generate(&issued.fingerprint);
+        let secret_hex: String = token.secret.iter().map(|b| format!("{b:02x}")).collect();
+        let ca_key = ca.key_pem();
+        let texts = [format!("{c:?}"), format!("{issued:?}"), format!("{token:?}")];
+        for t in &texts {
+            assert!(!t.contains("PRIVATE KEY"), "{t}");
+            assert!(!t.contains(key_pem.lines().nth(1).unwrap()), "{t}");
+            assert!(!t.contains(ca_key.lines().nth(1).unwrap()), "{t}");
+            assert!(!t.contains(&secret_hex), "{t}");
+        }
+    }
+
+    #[test]
+    fn a_key_file_others_can_read_is_refused_with_the_fix() {
+        let ca = crate::Ca::generate("test ca").unwrap();
+        let key = crate::ca::new_key().unwrap();
+        let issued = ca
+            .issue("agent", "n1", key.public_key_raw(), crate::now_ms() + 60_000, false)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let c = Credentials {
+            ca_pem: ca.cert_pem().to_string(),
+            identity: Some((issued.cert_pem.clone(), key.serialize_pem())),
+        };
+        c.save(dir.path()).unwrap();
+        let k = dir.path().join(KEY_FILE);
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Credentials::load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("readable by group or others") && e.contains("chmod 600"),
+            "{e}"
+        );
+        assert!(!e.contains("PRIVATE KEY"), "{e}");
+        std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(Credentials::load(dir.path()).is_ok());
     }
 }

@@ -562,3 +562,23 @@ fn inputs_that_could_never_run_are_refused_at_submit() {
     assert!(o.ok(), "{o}");
     assert!(o.stderr.contains("not passing the environment variable \"A B\""), "{o}");
 }
+
+#[test]
+fn a_billion_task_array_and_nul_bytes_in_the_command_are_refused() {
+    let c = Cluster::up(Opts::default());
+    expect_usage_error(
+        &c,
+        &["submit", "--array", "0-999999999", "--", "true"],
+        &["1000000000 tasks", "10000000"],
+    );
+    // A NUL cannot reach the CLI through argv, but a script directive can carry one into
+    // the job name.
+    let mut nul = b"#!/bin/sh\n#SBATCH --job-name=a".to_vec();
+    nul.push(0);
+    nul.extend_from_slice(b"b\necho hi\n");
+    let s = script(&c, "nulname.sh", &nul);
+    let o = c.rudel(&["submit", &s]);
+    assert_eq!(o.code, Some(2), "{o}");
+    assert!(o.stderr.contains("NUL"), "{o}");
+    assert_nothing_submitted(&c);
+}

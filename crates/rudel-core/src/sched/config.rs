@@ -33,6 +33,9 @@ pub struct SchedConfig {
     pub licenses: std::collections::BTreeMap<String, u64>,
     /// Partitions by name; none = every node is in [`super::DEFAULT_PARTITION`].
     pub partitions: std::collections::BTreeMap<String, super::Partition>,
+    /// Queue limits per user and for the whole queue (`limits.*`).
+    #[serde(default)]
+    pub limits: super::quota::Limits,
 }
 
 impl Default for SchedConfig {
@@ -44,6 +47,7 @@ impl Default for SchedConfig {
             short_queue_depth: MAX_QUEUED_PER_SLOT,
             licenses: std::collections::BTreeMap::new(),
             partitions: std::collections::BTreeMap::new(),
+            limits: super::quota::Limits::default(),
         }
     }
 }
@@ -74,13 +78,14 @@ pub enum ConfigError {
 
 impl SchedConfig {
     /// Setting names, in display order.
-    pub const KEYS: [&'static str; 6] = [
+    pub const KEYS: [&'static str; 7] = [
         "version",
         "order",
         "queue_depth",
         "short_queue_depth",
         "licenses",
         "partition.NAME",
+        "limits.*",
     ];
 
     /// Refuses a configuration this build cannot run.
@@ -154,6 +159,9 @@ impl SchedConfig {
                     )))?;
                     c.partitions.insert(name.to_string(), p);
                 }
+            }
+            _ if key.starts_with("limits.") => {
+                c.limits.set(&key["limits.".len()..], value).map_err(bad)?;
             }
             _ => return Err(ConfigError::UnknownKey { key: key.to_string() }),
         }
@@ -244,6 +252,7 @@ impl SchedConfig {
                 .iter()
                 .map(|(n, p)| (format!("partition.{n}"), p.to_text())),
         );
+        v.extend(self.limits.settings());
         v
     }
 

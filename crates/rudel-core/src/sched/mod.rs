@@ -4,6 +4,7 @@ pub mod config;
 pub mod order;
 pub mod partition;
 pub mod plan;
+pub mod quota;
 
 pub use config::{ConfigError, SchedConfig, SCHED_VERSION};
 pub use order::Order;

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Submit storm: one user ("stormer") runs N concurrent `rudel submit` loops while another
+user ("quiet") submits sequentially; prints the quiet user's median/p90 submit latency idle
+and under the storm, and as its last line `ratio storm/idle (median): X.XX`.
+Target (issue 12): <= 2.00. The user is today's claim, $USER of the CLI.
+
+Jobs are held (`--hold`) so the agent does no work: the benchmark measures admission only.
+
+Usage: bench/submit_storm.py [--clients 20] [--quiet-submits 100] [--binary target/release/rudel]
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from throughput import Cluster  # noqa: E402
+
+
+def submit(c, user):
+    env = dict(c.env, USER=user)
+    t0 = time.perf_counter()
+    r = subprocess.run([c.binary, "submit", "--hold", "--", "/bin/true"], env=env,
+                       capture_output=True, text=True, cwd=c.dir)
+    return time.perf_counter() - t0, r.returncode
+
+
+def quiet_latencies(c, n):
+    lat = []
+    for _ in range(n):
+        dt, rc = submit(c, "quiet")
+        if rc != 0:
+            sys.exit("the quiet user's submit failed")
+        lat.append(dt * 1000)
+    return lat
+
+
+def storm_loop(c, stop, counts, i):
+    while not stop.is_set():
+        _, rc = submit(c, "stormer")
+        counts[i] += 1
+
+
+def describe(lat):
+    q = statistics.quantiles(lat, n=10)
+    return statistics.median(lat), q[8]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--quiet-submits", type=int, default=100)
+    ap.add_argument("--binary", default="target/release/rudel")
+    a = ap.parse_args()
+    c = Cluster(os.path.abspath(a.binary), 2)
+    try:
+        idle = quiet_latencies(c, a.quiet_submits)
+        stop = threading.Event()
+        counts = [0] * a.clients
+        threads = [threading.Thread(target=storm_loop, args=(c, stop, counts, i)) for i in range(a.clients)]
+        for t in threads:
+            t.start()
+        time.sleep(1)
+        t0 = time.perf_counter()
+        storm = quiet_latencies(c, a.quiet_submits)
+        span = time.perf_counter() - t0
+        stop.set()
+        for t in threads:
+            t.join()
+        (im, ip), (sm, sp) = describe(idle), describe(storm)
+        print(f"idle:  median {im:.1f} ms, p90 {ip:.1f} ms")
+        print(f"storm: median {sm:.1f} ms, p90 {sp:.1f} ms "
+              f"({sum(counts)} storm submits, {sum(counts) / (span + 1):.0f}/s)")
+        print(f"ratio storm/idle (median): {sm / im:.2f}")
+    finally:
+        c.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+//! Queue limits in the replicated configuration (`limits.*` settings): how much one user
+//! may have pending and how many pending tasks the whole queue may hold. Checked at the
+//! apply of a submit (see `state/quota.rs`), so every head refuses the same submits.
+//!
+//! Without them one user's runaway workflow fills the queue and every head's memory.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The default bound on pending tasks in the whole queue: far above any real workload
+/// (a 1,000,000-task array submits), low enough that the heads' memory holds it.
+pub const DEFAULT_MAX_PENDING_TASKS: u64 = 10_000_000;
+
+/// Limits of one user (`None`: unlimited).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UserLimits {
+    pub max_pending_tasks: Option<u64>,
+    pub max_pending_jobs: Option<u64>,
+}
+
+/// Every queue limit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Limits {
+    /// Pending tasks the whole queue may hold.
+    pub max_pending_tasks: u64,
+    /// What each user may have, unless overridden in `users`.
+    pub per_user: UserLimits,
+    /// Per-user overrides (`limits.user.alice.max_pending_tasks=...`); a field left `None`
+    /// falls back to `per_user`.
+    pub users: BTreeMap<String, UserLimits>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pending_tasks: DEFAULT_MAX_PENDING_TASKS,
+            per_user: UserLimits::default(),
+            users: BTreeMap::new(),
+        }
+    }
+}
+
+/// The user-limit fields a setting may name.
+const USER_FIELDS: [&str; 2] = ["max_pending_tasks", "max_pending_jobs"];
+
+impl Limits {
+    /// The limits that apply to `user`: an override where set, else the per-user default.
+    pub fn for_user(&self, user: &str) -> UserLimits {
+        let o = self.users.get(user);
+        UserLimits {
+            max_pending_tasks: o.and_then(|o| o.max_pending_tasks).or(self.per_user.max_pending_tasks),
+            max_pending_jobs: o.and_then(|o| o.max_pending_jobs).or(self.per_user.max_pending_jobs),
+        }
+    }
+
+    /// Applies one `limits.*` setting (`key` without the `limits.` prefix). `Err` holds
+    /// what was expected.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "max_pending_tasks" => {
+                self.max_pending_tasks = value.trim().parse().map_err(|_| "a number of tasks".to_string())?;
+            }
+            "max_pending_tasks_per_user" => self.per_user.max_pending_tasks = parse_limit(value)?,
+            "max_pending_jobs_per_user" => self.per_user.max_pending_jobs = parse_limit(value)?,
+            _ if key.starts_with("user.") => {
+                let rest = &key["user.".len()..];
+                let (user, field) = rest
+                    .rsplit_once('.')
+                    .filter(|(u, _)| !u.is_empty())
+                    .ok_or_else(|| format!("limits.user.NAME.FIELD with FIELD one of {}", USER_FIELDS.join(", ")))?;
+                let limit = parse_limit(value)?;
+                let entry = self.users.entry(user.to_string()).or_default();
+                match field {
+                    "max_pending_tasks" => entry.max_pending_tasks = limit,
+                    "max_pending_jobs" => entry.max_pending_jobs = limit,
+                    _ => return Err(format!("FIELD one of {}", USER_FIELDS.join(", "))),
+                }
+                if *entry == UserLimits::default() {
+                    self.users.remove(user);
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "one of limits.max_pending_tasks, limits.max_pending_tasks_per_user, \
+                     limits.max_pending_jobs_per_user, limits.user.NAME.{{{}}}",
+                    USER_FIELDS.join(",")
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// (name, value) of every limit setting, overrides included.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            (
+                "limits.max_pending_tasks".to_string(),
+                self.max_pending_tasks.to_string(),
+            ),
+            (
+                "limits.max_pending_tasks_per_user".to_string(),
+                show_limit(self.per_user.max_pending_tasks),
+            ),
+            (
+                "limits.max_pending_jobs_per_user".to_string(),
+                show_limit(self.per_user.max_pending_jobs),
+            ),
+        ];
+        for (u, l) in &self.users {
+            if let Some(n) = l.max_pending_tasks {
+                v.push((format!("limits.user.{u}.max_pending_tasks"), n.to_string()));
+            }
+            if let Some(n) = l.max_pending_jobs {
+                v.push((format!("limits.user.{u}.max_pending_jobs"), n.to_string()));
+            }
+        }
+        v
+    }
+}
+
+/// A limit value: a number, or `unlimited`/empty for none.
+fn parse_limit(value: &str) -> Result<Option<u64>, String> {
+    match value.trim() {
+        "" | "unlimited" => Ok(None),
+        v => v.parse().map(Some).map_err(|_| "a number, or `unlimited`".to_string()),
+    }
+}
+
+fn show_limit(l: Option<u64>) -> String {
+    l.map_or_else(|| "unlimited".to_string(), |n| n.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_override_wins_over_the_per_user_default_field_by_field() {
+        let mut l = Limits::default();
+        l.set("max_pending_tasks_per_user", "100").unwrap();
+        l.set("max_pending_jobs_per_user", "5").unwrap();
+        l.set("user.alice.max_pending_tasks", "7").unwrap();
+        assert_eq!(
+            l.for_user("alice"),
+            UserLimits {
+                max_pending_tasks: Some(7),
+                max_pending_jobs: Some(5)
+            }
+        );
+        assert_eq!(l.for_user("bob").max_pending_tasks, Some(100));
+        l.set("user.alice.max_pending_tasks", "unlimited").unwrap();
+        assert!(l.users.is_empty(), "an empty override is dropped");
+        assert!(l.set("user.alice.colour", "1").is_err());
+        assert!(l.set("max_pending_tasks", "lots").is_err());
+        assert!(l.set("nope", "1").is_err());
+    }
+
+    #[test]
+    fn settings_round_trip() {
+        let mut l = Limits::default();
+        l.set("max_pending_tasks", "50").unwrap();
+        l.set("user.a.b.max_pending_jobs", "3").unwrap();
+        let mut again = Limits::default();
+        for (k, v) in l.settings() {
+            again.set(&k["limits.".len()..], &v).unwrap();
+        }
+        assert_eq!(again, l);
+    }
+}
