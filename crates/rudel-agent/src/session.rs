@@ -715,6 +715,7 @@ impl Agent {
             time_limit: Some(Duration::from_millis(e.timeout_ms.max(1))),
             warn: None,
             append_output: false,
+            run_as: None,
         };
         self.exec_calls.insert(index, (e.id, out));
         // The result (including a failure to start) arrives through the report channel.
