@@ -478,6 +478,7 @@ impl Session {
                         warn_signal: job.spec.signal.map_or(0, |w| w.signal),
                         warn_before_ms: job.spec.signal.map_or(0, |w| u64::from(w.before_s) * 1_000),
                         append_output: job.spec.open_append,
+                        user: job.spec.user.clone(),
                     });
                 }
                 if rt.kill_requested && self.kill_sent.insert((key, attempt)) {
