@@ -47,7 +47,6 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
         "env/*/SLURM_CONF",
         "the path of slurm.conf: rudel has none",
     ),
-    ("*", "env/*/SLURM_TASK_PID", "being added on main (the lead's SLURM_TASK_PID work)"),
     ("*", "env/*/SLURM_EXPORT_ENV", "the --export value is applied at submit and not kept"),
     ("*", "env/*/SLURM_GET_USER_ENV", "the --export value is applied at submit and not kept (as SLURM_EXPORT_ENV)"),
     (
