@@ -529,6 +529,7 @@ impl Agent {
             mem_bytes: self.cfg.mem_bytes,
             mem_enforcement: self.exec.mem_enforcement().into(),
             containment: self.exec.containment().into(),
+            run_as: self.run_as.describe(),
             version: env!("CARGO_PKG_VERSION").into(),
             arch: std::env::consts::ARCH.into(),
             os: std::env::consts::OS.into(),

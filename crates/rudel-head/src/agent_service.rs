@@ -169,6 +169,7 @@ impl Session {
                 mem_bytes: reg.mem_bytes,
                 mem_enforcement: reg.mem_enforcement.clone(),
                 containment: reg.containment.clone(),
+                run_as: reg.run_as.clone(),
                 version: reg.version.clone(),
                 arch: reg.arch.clone(),
                 os: reg.os.clone(),
