@@ -37,7 +37,10 @@ pub struct User {
 #[derive(Debug)]
 pub enum RunAs {
     /// Running as root: each task as its job's user.
-    JobUser { allow_root: bool, cache: Mutex<HashMap<String, (Instant, Option<User>)>> },
+    JobUser {
+        allow_root: bool,
+        cache: Mutex<HashMap<String, (Instant, Option<User>)>>,
+    },
     /// Not root: every task as the agent's own user.
     AgentUser { name: String },
 }
@@ -194,7 +197,10 @@ mod tests {
             allow_root: true,
             cache: Mutex::default(),
         };
-        assert_eq!(lax.resolve("root", "n1").expect("allowed").expect("a user").creds.uid, 0);
+        assert_eq!(
+            lax.resolve("root", "n1").expect("allowed").expect("a user").creds.uid,
+            0
+        );
         let single = RunAs::AgentUser { name: "ada".into() };
         assert!(single.resolve("anyone", "n1").expect("single-user").is_none());
         assert_eq!(single.describe(), "agent-user:ada");

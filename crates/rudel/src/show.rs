@@ -512,7 +512,13 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
     };
     let cw = r.nodes.iter().map(|n| contain(n).len()).max().unwrap_or(0).max(11);
     let gw = r.nodes.iter().map(|n| gres_text(n).len()).max().unwrap_or(0).max(4);
-    let run_as = |n: &pb::NodeInfo| if n.run_as.is_empty() { "-".to_string() } else { n.run_as.clone() };
+    let run_as = |n: &pb::NodeInfo| {
+        if n.run_as.is_empty() {
+            "-".to_string()
+        } else {
+            n.run_as.clone()
+        }
+    };
     let rw = r.nodes.iter().map(|n| run_as(n).len()).max().unwrap_or(0).max(6);
     println!(
         "{:<20} {:<11} {:>9} {:>15} {:<gw$} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} {:<rw$} REASON",

@@ -59,7 +59,11 @@ fn user_home(cl: &Cluster, uid: u32, gid: u32) -> (PathBuf, PathBuf) {
     std::fs::create_dir_all(&home).expect("mkdir");
     let creds = home.join("creds");
     let st = Command::new("cp")
-        .args(["-r", &cl.admin_credentials().display().to_string(), &creds.display().to_string()])
+        .args([
+            "-r",
+            &cl.admin_credentials().display().to_string(),
+            &creds.display().to_string(),
+        ])
         .status()
         .expect("cp");
     assert!(st.success());
@@ -102,6 +106,11 @@ fn a_job_runs_as_its_user_with_groups_files_and_login() {
     let (uid, gid, sgid) = ensure_user();
     let cl = Cluster::up(Opts::default());
     let (home, creds) = user_home(&cl, uid, gid);
+    assert_eq!(
+        cl.nodes_json()[0]["run_as"],
+        "job-user",
+        "an agent running as root says so"
+    );
     let out = home.join("out.txt");
     let bg = home.join("bg.pid");
     let script = format!(
@@ -110,22 +119,40 @@ fn a_job_runs_as_its_user_with_groups_files_and_login() {
         bg.display()
     );
     let o = out.display().to_string();
-    let id = submit_as(&cl, uid, gid, &home, &creds, &["--export=NONE", "-o", &o, "--", "sh", "-c", &script]);
+    let id = submit_as(
+        &cl,
+        uid,
+        gid,
+        &home,
+        &creds,
+        &["--export=NONE", "-o", &o, "--", "sh", "-c", &script],
+    );
     let v = cl.wait_finished(id, Duration::from_secs(60));
     assert_eq!(v["state"], "completed", "{v:#}\n{}", cl.logs_tail());
     let text = std::fs::read_to_string(&out).expect("output file");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], uid.to_string(), "{text}");
     let groups: Vec<u32> = lines[1].split_whitespace().filter_map(|g| g.parse().ok()).collect();
-    assert!(groups.contains(&gid) && groups.contains(&sgid), "groups {groups:?} ({text})");
+    assert!(
+        groups.contains(&gid) && groups.contains(&sgid),
+        "groups {groups:?} ({text})"
+    );
     assert!(!groups.contains(&0), "root's group leaked: {groups:?}");
-    assert_eq!(lines[2], format!("/home/{USER} {USER}"), "login env from the passwd entry: {text}");
+    assert_eq!(
+        lines[2],
+        format!("/home/{USER} {USER}"),
+        "login env from the passwd entry: {text}"
+    );
     let pids: Vec<&str> = lines[3].split(' ').collect();
     assert_eq!(pids[0], pids[1], "SLURM_TASK_PID is the task's pid: {text}");
     let meta = std::fs::metadata(&out).expect("stat");
     assert_eq!((meta.uid(), meta.gid()), (uid, gid), "output file created by the user");
     // The daemonized process died with the job.
-    let pid: i32 = std::fs::read_to_string(&bg).expect("bg pid").trim().parse().expect("pid");
+    let pid: i32 = std::fs::read_to_string(&bg)
+        .expect("bg pid")
+        .trim()
+        .parse()
+        .expect("pid");
     assert!(
         eventually(Duration::from_secs(10), || proc_stat(pid).is_none_or(|(s, _)| s == 'Z')),
         "setsid sleep {pid} outlived the job"

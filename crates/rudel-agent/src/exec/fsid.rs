@@ -93,7 +93,9 @@ impl FsId {
 impl Drop for FsId {
     fn drop(&mut self) {
         // uid first: it gives back the capabilities needed to restore the rest.
-        let r = set_fsuid(self.uid).and_then(|_| set_fsgid(self.gid)).and_then(|_| set_groups(&self.groups));
+        let r = set_fsuid(self.uid)
+            .and_then(|_| set_fsgid(self.gid))
+            .and_then(|_| set_groups(&self.groups));
         if let Err(e) = r {
             // The next task's files would be opened with the wrong rights: better stop.
             tracing::error!(error = %e, "cannot restore the spawner thread's identity");

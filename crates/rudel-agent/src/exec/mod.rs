@@ -28,9 +28,9 @@ mod fsid;
 pub(crate) mod memlimit;
 mod reaper;
 mod spawn;
-mod vspawn;
 #[cfg(test)]
 mod tests;
+mod vspawn;
 
 pub use vspawn::Creds;
 

@@ -247,7 +247,10 @@ fn launch(
     let fs_id = match spec.run_as.as_ref().map(super::fsid::FsId::assume).transpose() {
         Ok(g) => g,
         Err(e) => {
-            let f = Failure::exec(e.raw_os_error().unwrap_or(libc::EPERM), "cannot take the job's user identity");
+            let f = Failure::exec(
+                e.raw_os_error().unwrap_or(libc::EPERM),
+                "cannot take the job's user identity",
+            );
             report_failure(inner, &spec, start_ms, f, None);
             return None;
         }
@@ -271,7 +274,15 @@ fn launch(
         }
     };
     aff.apply(&spec.cores);
-    let result = match (stack, Plan::new(prog.as_os_str().as_bytes(), spec.cwd.as_os_str().as_bytes(), &spec.argv, &spec.env)) {
+    let result = match (
+        stack,
+        Plan::new(
+            prog.as_os_str().as_bytes(),
+            spec.cwd.as_os_str().as_bytes(),
+            &spec.argv,
+            &spec.env,
+        ),
+    ) {
         (_, Err(_)) => Err(Failure {
             code: 127,
             reason: "rudel: invalid command: an argument, variable or path contains a NUL byte".into(),

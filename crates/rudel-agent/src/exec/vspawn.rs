@@ -103,12 +103,7 @@ pub(crate) struct NulByte;
 
 impl Plan {
     /// `env` must not contain the [`PID_VARS`]: they are added here as slots.
-    pub(crate) fn new(
-        prog: &[u8],
-        cwd: &[u8],
-        argv: &[String],
-        env: &[(String, String)],
-    ) -> Result<Plan, NulByte> {
+    pub(crate) fn new(prog: &[u8], cwd: &[u8], argv: &[String], env: &[(String, String)]) -> Result<Plan, NulByte> {
         let c = |b: &[u8]| CString::new(b).map_err(|_| NulByte);
         let argv = argv.iter().map(|a| c(a.as_bytes())).collect::<Result<Vec<_>, _>>()?;
         let mut envp = Vec::with_capacity(env.len() + PID_VARS.len());
@@ -157,7 +152,6 @@ impl Plan {
         }
         out
     }
-
 }
 
 /// The child's stack: mapped once per spawner thread, with a guard page below it so an
@@ -311,7 +305,13 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         let dfl = [0u64; 4];
         for sig in 1..=64 {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), std::ptr::null_mut::<u64>(), 8usize);
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                );
             }
         }
         for fd in sh.procs_fds {
