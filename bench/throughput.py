@@ -7,9 +7,14 @@ Prints the wall times of every run, the medians, and as its last line
 
 Usage: bench/throughput.py [--tasks 10000] [--runs 3] [--cpus 2] [--output none|files]
                            [--latency 50] [--memory 100000] [--binary target/release/rudel]
+                           [--as-user NAME]
+
+--as-user NAME (run as root): the timed arrays are submitted by that Unix user, so a root
+agent starts every task as NAME (the issue 12 comparison: within 10% of root's ratio).
 """
 import argparse
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -46,8 +51,28 @@ class Cluster:
         self.stop()
         sys.exit(f"rudel up did not become ready; see {self.dir}/up.log")
 
+    def become(self, name):
+        """Later `rudel` calls run as user `name`, with a copy of the admin credentials it owns."""
+        pw = pwd.getpwnam(name)
+        os.chmod(self.dir, 0o711)
+        creds = os.path.join(self.dir, f"creds-{name}")
+        shutil.copytree(os.path.join(self.dir, "data", "head", "client"), creds)
+        for root, dirs, files in os.walk(creds):
+            for f in [root, *[os.path.join(root, x) for x in dirs + files]]:
+                os.chown(f, pw.pw_uid, pw.pw_gid)
+        self.env = dict(self.env, USER=name, HOME=self.dir, RUDEL_CREDENTIALS=creds)
+
+        def drop():
+            os.setgroups([])
+            os.setgid(pw.pw_gid)
+            os.setuid(pw.pw_uid)
+        self.preexec = drop
+
+    preexec = None
+
     def rudel(self, *args, check=True):
-        r = subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True, cwd=self.dir)
+        r = subprocess.run([self.binary, *args], env=self.env, capture_output=True, text=True, cwd=self.dir,
+                           preexec_fn=self.preexec)
         if check and r.returncode != 0:
             sys.exit(f"rudel {' '.join(args)} failed ({r.returncode}): {r.stderr}")
         return r.stdout
@@ -93,6 +118,7 @@ def main():
     ap.add_argument("--output", default="none", help="'none' (discard) or a pattern such as out/%%j_%%a.out")
     ap.add_argument("--latency", type=int, default=50, help="separate submits to time (0 = skip)")
     ap.add_argument("--memory", type=int, default=100000, help="pending tasks for the memory check (0 = skip)")
+    ap.add_argument("--as-user", default=None, help="submit the timed arrays as this Unix user (run as root)")
     ap.add_argument("--binary", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "rudel"))
     a = ap.parse_args()
     binary = os.path.abspath(a.binary)
@@ -116,6 +142,9 @@ def main():
                 c.rudel("run", "--", "/bin/true")
                 rt.append((time.perf_counter() - t0) * 1000)
             print(f"`rudel run -- /bin/true` round trip ({len(rt)} runs): median {statistics.median(rt):.1f} ms")
+        if a.as_user:
+            c.become(a.as_user)
+            print(f"submitting as {a.as_user}")
         rudel_t, xargs_t = [], []
         for i in range(a.runs):
             xargs_t.append(run_xargs(a.tasks, a.cpus))

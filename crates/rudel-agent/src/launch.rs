@@ -1,14 +1,15 @@
 //! Turning a `Launch` from the head into an [`ExecSpec`]: script files, environment,
 //! output targets.
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rudel_core::TaskKey;
 use rudel_proto::v1 as pb;
 
-use crate::exec::{ExecSpec, StderrTarget};
+use crate::exec::{Creds, ExecSpec, StderrTarget};
+use crate::users::RunAs;
 
 /// PATH given to tasks whose environment has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -24,6 +25,8 @@ pub enum LaunchError {
     Script { path: String, source: std::io::Error },
     #[error(transparent)]
     Output(#[from] crate::output::BadAgentPath),
+    #[error(transparent)]
+    User(#[from] crate::users::UserError),
 }
 
 /// Moves output paths under [`crate::output::AGENT_DIR_PREFIX`] into the agent's data
@@ -51,8 +54,9 @@ pub fn register_outputs(spec: &ExecSpec, files: &crate::output::OutputFiles) {
 }
 
 /// Writes a job's script once into `scripts_dir` (a copy taken at submit time, like
-/// sbatch) and returns the argv that runs it.
-fn script_argv(scripts_dir: &Path, job: u64, script: &str) -> Result<Vec<String>, LaunchError> {
+/// sbatch) and returns the argv that runs it. A task run as its user gets a copy only
+/// that user can read (0700, owned by the user): other users' jobs may hold secrets.
+fn script_argv(scripts_dir: &Path, job: u64, script: &str, owner: Option<&Creds>) -> Result<Vec<String>, LaunchError> {
     let path = scripts_dir.join(format!("job-{job}.sh"));
     let err = |source| LaunchError::Script {
         path: path.display().to_string(),
@@ -60,14 +64,21 @@ fn script_argv(scripts_dir: &Path, job: u64, script: &str) -> Result<Vec<String>
     };
     if !path.exists() {
         std::fs::create_dir_all(scripts_dir).map_err(err)?;
+        if owner.is_some() {
+            // Users must reach their own script, but not list the others.
+            std::fs::set_permissions(scripts_dir, std::fs::Permissions::from_mode(0o711)).map_err(err)?;
+        }
         let tmp = scripts_dir.join(format!(".job-{job}.sh.{}", std::process::id()));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o755)
+            .mode(if owner.is_some() { 0o700 } else { 0o755 })
             .open(&tmp)
             .map_err(err)?;
+        if let Some(c) = owner {
+            std::os::unix::fs::fchown(&f, Some(c.uid), Some(c.gid)).map_err(err)?;
+        }
         f.write_all(script.as_bytes()).map_err(err)?;
         drop(f);
         std::fs::rename(&tmp, &path).map_err(err)?;
@@ -80,16 +91,19 @@ fn script_argv(scripts_dir: &Path, job: u64, script: &str) -> Result<Vec<String>
     })
 }
 
-/// Builds what the executor needs from one launched task.
-pub fn exec_spec(t: pb::LaunchTask, scripts_dir: &Path) -> Result<ExecSpec, LaunchError> {
+/// Builds what the executor needs from one launched task, run as the user `run_as`
+/// decides on node `node`.
+pub fn exec_spec(t: pb::LaunchTask, scripts_dir: &Path, run_as: &RunAs, node: &str) -> Result<ExecSpec, LaunchError> {
     let r = t.task.ok_or(LaunchError::NoTask)?;
     let key = TaskKey {
         job: r.job_id,
         index: r.index,
     };
+    let user = run_as.resolve(&t.user, node)?;
+    let creds = user.as_ref().map(|u| &u.creds);
     let argv = if !t.script.is_empty() {
         // For script jobs, argv holds the script's arguments.
-        let mut a = script_argv(scripts_dir, key.job, &t.script)?;
+        let mut a = script_argv(scripts_dir, key.job, &t.script, creds)?;
         a.extend(t.argv);
         a
     } else if !t.argv.is_empty() {
@@ -101,8 +115,13 @@ pub fn exec_spec(t: pb::LaunchTask, scripts_dir: &Path) -> Result<ExecSpec, Laun
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.push(("PATH".into(), DEFAULT_PATH.into()));
     }
-    if let Some(login) = crate::login_env::current() {
-        crate::login_env::fill(&mut env, login);
+    match &user {
+        Some(u) => crate::login_env::fill(&mut env, &u.login),
+        None => {
+            if let Some(login) = crate::login_env::current() {
+                crate::login_env::fill(&mut env, login);
+            }
+        }
     }
     env.sort();
     let stdout = (!t.stdout_path.is_empty()).then(|| PathBuf::from(&t.stdout_path));
@@ -126,12 +145,17 @@ pub fn exec_spec(t: pb::LaunchTask, scripts_dir: &Path) -> Result<ExecSpec, Laun
         time_limit: (t.time_limit_ms > 0).then(|| Duration::from_millis(t.time_limit_ms)),
         warn: (t.warn_signal > 0).then(|| (t.warn_signal, Duration::from_millis(t.warn_before_ms))),
         append_output: t.append_output,
+        run_as: user.map(|u| u.creds),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn single() -> RunAs {
+        RunAs::AgentUser { name: "ada".into() }
+    }
 
     #[test]
     fn script_is_written_once_and_run_by_its_interpreter() {
@@ -146,7 +170,7 @@ mod tests {
             stdout_path: "/tmp/x.out".into(),
             ..Default::default()
         };
-        let spec = exec_spec(t.clone(), d.path()).unwrap();
+        let spec = exec_spec(t.clone(), d.path(), &single(), "n1").unwrap();
         assert_eq!(spec.argv, vec![d.path().join("job-7.sh").display().to_string()]);
         assert_eq!(
             std::fs::read_to_string(d.path().join("job-7.sh")).unwrap(),
@@ -163,7 +187,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert_eq!(exec_spec(plain, d.path()).unwrap().argv[0], "/bin/sh");
+        assert_eq!(exec_spec(plain, d.path(), &single(), "n1").unwrap().argv[0], "/bin/sh");
     }
 
     #[test]
@@ -177,7 +201,7 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(
-            exec_spec(t, Path::new("/tmp")),
+            exec_spec(t, Path::new("/tmp"), &single(), "n1"),
             Err(LaunchError::NoCommand(_))
         ));
     }

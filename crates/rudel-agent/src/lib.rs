@@ -8,6 +8,7 @@ pub mod login_env;
 pub mod output;
 pub mod remote_output;
 pub mod session;
+pub mod users;
 
 pub use exec::DEFAULT_TASK_PIDS_MAX;
 pub use session::{run, AgentConfig, AgentError};

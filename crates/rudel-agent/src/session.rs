@@ -47,6 +47,8 @@ pub struct AgentConfig {
     pub orphan_timeout: Option<Duration>,
     /// Join token, used when the data directory holds no valid certificate yet.
     pub token: Option<String>,
+    /// Run jobs of root (uid 0) when the agent runs as root (`--allow-root-jobs`).
+    pub allow_root_jobs: bool,
 }
 
 impl AgentConfig {
@@ -66,6 +68,7 @@ impl AgentConfig {
             gres: identity::detected_gres().into_iter().collect(),
             orphan_timeout: Some(Duration::from_secs(3600)),
             token: None,
+            allow_root_jobs: false,
         }
     }
 }
@@ -120,6 +123,8 @@ struct Agent {
     exec: Executor,
     journal: Journal,
     scripts_dir: PathBuf,
+    /// Whom tasks run as (the job's user when the agent is root).
+    run_as: crate::users::RunAs,
     /// Highest leader term seen: launches and kills from lower terms are stale.
     term: u64,
     head_index: usize,
@@ -173,9 +178,17 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         unacked = journal.unacked().len(), "agent starting"
     );
     let outputs = Arc::new(crate::remote_output::open_output_dir(&cfg.data_dir).map_err(dir_err)?);
+    let run_as = crate::users::RunAs::detect(cfg.allow_root_jobs);
+    if matches!(run_as, crate::users::RunAs::JobUser { .. }) {
+        // Job users reach their script copies below it (0711: traverse, not list).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o711)).map_err(dir_err)?;
+    }
+    tracing::info!(run_as = %run_as.describe(), allow_root_jobs = cfg.allow_root_jobs, "tasks run as");
     let mut agent = Agent {
         outputs,
         scripts_dir: cfg.data_dir.join("scripts"),
+        run_as,
         cfg,
         tls,
         redirect: None,
@@ -516,6 +529,7 @@ impl Agent {
             mem_bytes: self.cfg.mem_bytes,
             mem_enforcement: self.exec.mem_enforcement().into(),
             containment: self.exec.containment().into(),
+            run_as: self.run_as.describe(),
             version: env!("CARGO_PKG_VERSION").into(),
             arch: std::env::consts::ARCH.into(),
             os: std::env::consts::OS.into(),
@@ -715,6 +729,7 @@ impl Agent {
             time_limit: Some(Duration::from_millis(e.timeout_ms.max(1))),
             warn: None,
             append_output: false,
+            run_as: None,
         };
         self.exec_calls.insert(index, (e.id, out));
         // The result (including a failure to start) arrives through the report channel.
@@ -848,7 +863,7 @@ impl Agent {
     fn prepare(&mut self, t: pb::LaunchTask, conn: Option<&Conn>) -> Result<Option<ExecSpec>, AgentError> {
         let task = t.task;
         let after = t.after.as_ref().map(task_ref);
-        let placed = exec_spec(t, &self.scripts_dir).and_then(|mut s| {
+        let placed = exec_spec(t, &self.scripts_dir, &self.run_as, &self.cfg.name).and_then(|mut s| {
             crate::launch::place_outputs(&mut s, &self.cfg.data_dir)?;
             Ok(s)
         });

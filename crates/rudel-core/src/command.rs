@@ -81,6 +81,9 @@ pub struct NodeRegistration {
     /// How the agent contains tasks (`rudel nodes`); empty from older agents.
     #[serde(default)]
     pub containment: String,
+    /// Whom the agent runs tasks as (`job-user`, `agent-user:NAME`); empty from older agents.
+    #[serde(default)]
+    pub run_as: String,
     pub version: String,
     pub arch: String,
     pub os: String,

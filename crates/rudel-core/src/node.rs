@@ -29,6 +29,9 @@ pub struct Node {
     /// How the agent contains tasks, e.g. `cgroup-v1 (pids.max 1024, memory)`.
     #[serde(default)]
     pub containment: String,
+    /// Whom the agent runs tasks as (`job-user`, `agent-user:NAME`).
+    #[serde(default)]
+    pub run_as: String,
     pub version: String,
     pub arch: String,
     pub os: String,
@@ -70,6 +73,7 @@ impl Node {
             mem_bytes,
             mem_enforcement: String::new(),
             containment: String::new(),
+            run_as: String::new(),
             version: String::new(),
             arch: String::new(),
             os: String::new(),

@@ -772,6 +772,7 @@ impl State {
             n.resize(reg.cpus, reg.mem_bytes);
             n.mem_enforcement = reg.mem_enforcement;
             n.containment = reg.containment;
+            n.run_as = reg.run_as;
             n.version = reg.version;
             n.arch = reg.arch;
             n.os = reg.os;

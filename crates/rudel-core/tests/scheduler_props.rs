@@ -290,6 +290,7 @@ fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
             mem_bytes: mem,
             mem_enforcement: "rlimit".into(),
             containment: String::new(),
+            run_as: String::new(),
             version: "test".into(),
             arch: "x86_64".into(),
             os: "linux".into(),

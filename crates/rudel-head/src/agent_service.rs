@@ -169,6 +169,7 @@ impl Session {
                 mem_bytes: reg.mem_bytes,
                 mem_enforcement: reg.mem_enforcement.clone(),
                 containment: reg.containment.clone(),
+                run_as: reg.run_as.clone(),
                 version: reg.version.clone(),
                 arch: reg.arch.clone(),
                 os: reg.os.clone(),
@@ -478,6 +479,7 @@ impl Session {
                         warn_signal: job.spec.signal.map_or(0, |w| w.signal),
                         warn_before_ms: job.spec.signal.map_or(0, |w| u64::from(w.before_s) * 1_000),
                         append_output: job.spec.open_append,
+                        user: job.spec.user.clone(),
                     });
                 }
                 if rt.kill_requested && self.kill_sent.insert((key, attempt)) {

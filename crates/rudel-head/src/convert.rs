@@ -253,6 +253,7 @@ pub fn node_info(n: &Node) -> pb::NodeInfo {
         mem_used: n.mem_used,
         mem_enforcement: n.mem_enforcement.clone(),
         containment: n.containment.clone(),
+        run_as: n.run_as.clone(),
         version: n.version.clone(),
         arch: n.arch.clone(),
         os: n.os.clone(),

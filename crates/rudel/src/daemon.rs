@@ -133,6 +133,10 @@ pub struct AgentArgs {
     /// non-root agent sets RLIMIT_NPROC instead (per user: best effort).
     #[arg(long, value_name = "N", default_value_t = rudel_agent::DEFAULT_TASK_PIDS_MAX)]
     pub task_pids_max: u64,
+    /// Run jobs whose user is root (uid 0). An agent running as root starts every task as
+    /// its job's user and refuses root's jobs unless this is given.
+    #[arg(long)]
+    pub allow_root_jobs: bool,
     /// Join token (printed by `rudel up`/`rudel head`, or from `rudel token create`). Used
     /// once to get this node's certificate, which is kept in DATA/tls; later starts need
     /// no token (or a new one once the certificate has expired).
@@ -383,6 +387,12 @@ pub async fn up(a: UpArgs) -> CmdResult {
     )?;
     cfg.task_pids_max = task_pids_max(a.task_pids_max)?;
     cfg.token = token;
+    // The single-machine dev cluster: its admin is whoever started it, root included.
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cfg.allow_root_jobs = true;
+        println!("running as root: jobs run as their submitting user, root's jobs allowed (--allow-root-jobs)");
+    }
     println!("rudel is up: head on {addr}, data in {}", data.display());
     println!("  submit with: rudel submit -- echo hello   (or set RUDEL_HEAD={addr} if not the default)");
     print_credentials_hint(&head, custom_data);
@@ -494,6 +504,7 @@ pub async fn agent(a: AgentArgs, head: &str) -> CmdResult {
         .map_err(|e| Failure::usage(anyhow!("--orphan-timeout: {e}")))?;
     cfg.orphan_timeout = (orphan > 0).then(|| Duration::from_millis(orphan));
     cfg.token = a.token;
+    cfg.allow_root_jobs = a.allow_root_jobs;
     let (stop_tx, stop_rx) = watch::channel(false);
     let run = tokio::spawn(rudel_agent::run(cfg, stop_rx));
     finish_agent(run, stop_tx, std::future::pending()).await.map(|_| 0)

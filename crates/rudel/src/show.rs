@@ -490,7 +490,7 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
                 json!({
                     "name": n.name, "state": n.state, "cpus": n.cpus, "cpus_used": n.cpus_used,
                     "mem_bytes": n.mem_bytes, "mem_used": n.mem_used, "mem_enforcement": n.mem_enforcement,
-                    "containment": n.containment,
+                    "containment": n.containment, "run_as": n.run_as,
                     "running_tasks": n.running_tasks, "version": n.version, "arch": n.arch, "os": n.os,
                     "last_seen_ms": n.last_seen_ms, "address": n.address, "reason": n.reason,
                     "labels": n.labels.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
@@ -512,8 +512,16 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
     };
     let cw = r.nodes.iter().map(|n| contain(n).len()).max().unwrap_or(0).max(11);
     let gw = r.nodes.iter().map(|n| gres_text(n).len()).max().unwrap_or(0).max(4);
+    let run_as = |n: &pb::NodeInfo| {
+        if n.run_as.is_empty() {
+            "-".to_string()
+        } else {
+            n.run_as.clone()
+        }
+    };
+    let rw = r.nodes.iter().map(|n| run_as(n).len()).max().unwrap_or(0).max(6);
     println!(
-        "{:<20} {:<11} {:>9} {:>15} {:<gw$} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} REASON",
+        "{:<20} {:<11} {:>9} {:>15} {:<gw$} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} {:<rw$} REASON",
         "NODE",
         "STATE",
         "CPUS",
@@ -525,11 +533,12 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
         "ARCH",
         "LAST_SEEN",
         "LABELS",
-        "CONTAINMENT"
+        "CONTAINMENT",
+        "RUN_AS"
     );
     for n in &r.nodes {
         println!(
-            "{:<20} {:<11} {:>9} {:>15} {:<gw$} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} {}",
+            "{:<20} {:<11} {:>9} {:>15} {:<gw$} {:<10} {:>6} {:<8} {:<8} {:<19}  {:<16} {:<cw$} {:<rw$} {}",
             truncate(&n.name, 20),
             n.state,
             format!("{}/{}", n.cpus_used, n.cpus),
@@ -554,6 +563,7 @@ pub async fn nodes(a: NodesArgs, head: &str) -> CmdResult {
                 }
             },
             contain(n),
+            run_as(n),
             n.reason
         );
     }

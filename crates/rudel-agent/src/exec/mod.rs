@@ -2,7 +2,7 @@
 //! reaps every child and reports each task's end exactly once.
 //!
 //! Threads: one spawner thread (all spawns, so CPU affinity can be set on that one
-//! thread and inherited by the child; `posix_spawn` for the fast path) and one reaper
+//! thread and inherited by the child; every spawn is a `vspawn`, see vspawn.rs) and one reaper
 //! thread (`waitid`/`wait4` on any child: the process is a child subreaper, so orphaned
 //! descendants of tasks are reaped too). Timers (time limit, SIGTERM→SIGKILL escalation)
 //! are tokio tasks owned by the task's entry and aborted when the task is reaped.
@@ -24,11 +24,15 @@ use tokio::task::AbortHandle;
 use tracing::warn;
 
 pub(crate) mod contain;
+mod fsid;
 pub(crate) mod memlimit;
 mod reaper;
 mod spawn;
 #[cfg(test)]
 mod tests;
+mod vspawn;
+
+pub use vspawn::Creds;
 
 use contain::Contain;
 use memlimit::{MemMode, TaskCgroup};
@@ -67,6 +71,8 @@ pub struct ExecSpec {
     pub warn: Option<(i32, Duration)>,
     /// Append to the output files rather than truncate them (`--open-mode=append`).
     pub append_output: bool,
+    /// Run as this user (output files opened as it too); `None` = the agent's user.
+    pub run_as: Option<Creds>,
 }
 
 /// Executor settings.

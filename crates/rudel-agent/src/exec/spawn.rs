@@ -1,19 +1,17 @@
 //! The spawner thread: every task is started here, so the thread's CPU affinity (set per
 //! task) is inherited by the child.
 //!
-//! Fast path (no memory limit): `posix_spawn` (glibc: `clone(CLONE_VM|CLONE_VFORK)`, no
-//! page-table copy) with a new session, an empty signal mask and default dispositions.
-//! On cgroup v1 the spawner thread joins the task's pids cgroup around the spawn (see
-//! contain.rs). Memory-limited tasks, and every task on cgroup v2:
-//! `std::process::Command` with a `pre_exec` hook (a fork) that joins the task's cgroups
-//! or sets `RLIMIT_AS`.
-use std::ffi::{CString, OsStr};
+//! Every task starts through [`vspawn`] (`clone(CLONE_VM|CLONE_VFORK)`, no page-table
+//! copy): new session, signal reset, cgroups or `RLIMIT_AS`, the job's user, and its own
+//! pid in `SLURM_TASK_PID`. On cgroup v1 the spawner thread joins the task's pids cgroup
+//! around the spawn (see contain.rs); memory cgroups and v2 cgroups are joined by the
+//! child. Output files are opened here with the job's user as the thread's filesystem
+//! identity (see [`super::fsid`]), so a user can only write where the user may.
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 
@@ -22,10 +20,8 @@ use tracing::warn;
 
 use super::contain::{self, Contain};
 use super::memlimit::{self, MemMode};
+use super::vspawn::{vspawn, Plan, SpawnError, Stack, Step};
 use super::{errno_text, now_ms, ExecSpec, Inner, StderrTarget, Task, Track};
-
-/// glibc >= 2.26; spelled out in case the libc crate lacks it.
-const POSIX_SPAWN_SETSID: libc::c_int = 0x80;
 
 pub(crate) enum Request {
     Launch {
@@ -38,10 +34,10 @@ pub(crate) enum Request {
 /// The spawner thread's loop.
 pub(crate) fn run(inner: &Arc<Inner>, rx: mpsc::Receiver<Request>, devnull: OwnedFd) {
     let mut aff = Affinity::new();
-    let attr = match SpawnAttr::new() {
-        Ok(a) => Some(a),
+    let stack = match Stack::new() {
+        Ok(s) => Some(s),
         Err(e) => {
-            warn!(errno = e, "posix_spawnattr setup failed; every task will fork");
+            tracing::error!(error = %e, "cannot map the spawn stack; every task will fail to start");
             None
         }
     };
@@ -49,7 +45,7 @@ pub(crate) fn run(inner: &Arc<Inner>, rx: mpsc::Receiver<Request>, devnull: Owne
         match req {
             Request::Stop => break,
             Request::Launch { spec, reply } => {
-                let pid = launch(inner, &mut aff, attr.as_ref(), &devnull, *spec);
+                let pid = launch(inner, &mut aff, stack.as_ref(), &devnull, *spec);
                 let _ = reply.send(pid);
             }
         }
@@ -193,26 +189,6 @@ fn resolve(spec: &ExecSpec) -> Result<PathBuf, i32> {
     Err(if saw_eacces { libc::EACCES } else { libc::ENOENT })
 }
 
-fn cstr(s: &[u8]) -> Result<CString, Failure> {
-    CString::new(s).map_err(|_| Failure {
-        code: 127,
-        reason: "rudel: invalid command: an argument, variable or path contains a NUL byte".into(),
-    })
-}
-
-/// Why an exec-time error happened: a bad working directory or the command itself.
-fn diagnose(spec: &ExecSpec, errno: i32) -> Failure {
-    let cwd_err = match std::fs::metadata(&spec.cwd) {
-        Err(e) => Some(e.raw_os_error().unwrap_or(libc::ENOENT)),
-        Ok(m) if !m.is_dir() => Some(libc::ENOTDIR),
-        Ok(_) => None,
-    };
-    match cwd_err {
-        Some(e) => Failure::exec(e, &format!("cannot change directory to '{}'", spec.cwd.display())),
-        None => Failure::exec(errno, &format!("cannot execute '{}'", spec.argv[0])),
-    }
-}
-
 fn report_failure(inner: &Inner, spec: &ExecSpec, start_ms: u64, f: Failure, sink: Option<&File>) {
     if let Some(mut file) = sink {
         let _ = file.write_all(format!("{}\n", f.reason).as_bytes());
@@ -234,7 +210,7 @@ fn report_failure(inner: &Inner, spec: &ExecSpec, start_ms: u64, f: Failure, sin
 fn launch(
     inner: &Arc<Inner>,
     aff: &mut Affinity,
-    attr: Option<&SpawnAttr>,
+    stack: Option<&Stack>,
     devnull: &OwnedFd,
     mut spec: ExecSpec,
 ) -> Option<u32> {
@@ -266,14 +242,30 @@ fn launch(
         report_failure(inner, &spec, start_ms, f, None);
         return None;
     }
+    // Files are opened, and the program looked up, with the job's user as this thread's
+    // filesystem identity: `-o /root/x` by alice fails with EACCES as it would for her.
+    let fs_id = match spec.run_as.as_ref().map(super::fsid::FsId::assume).transpose() {
+        Ok(g) => g,
+        Err(e) => {
+            let f = Failure::exec(
+                e.raw_os_error().unwrap_or(libc::EPERM),
+                "cannot take the job's user identity",
+            );
+            report_failure(inner, &spec, start_ms, f, None);
+            return None;
+        }
+    };
     let stdio = match open_stdio(&spec) {
         Ok(s) => s,
         Err((f, sink)) => {
+            drop(fs_id);
             report_failure(inner, &spec, start_ms, f, sink.as_ref());
             return None;
         }
     };
-    let prog = match resolve(&spec) {
+    let prog = resolve(&spec);
+    drop(fs_id);
+    let prog = match prog {
         Ok(p) => p,
         Err(errno) => {
             let f = Failure::exec(errno, &format!("cannot execute '{}'", spec.argv[0]));
@@ -282,18 +274,24 @@ fn launch(
         }
     };
     aff.apply(&spec.cores);
-    // v2 cannot move a thread into a cgroup: those tasks join theirs in a forked child.
-    let result = if spec.mem_bytes == 0 && attr.is_some() && !inner.contain.is_v2() {
-        match (attr, Prepared::new(&spec, &prog)) {
-            (Some(attr), Ok(p)) => spawn_fast(inner, attr, devnull, &stdio, &spec, &p, start_ms),
-            (_, Err(f)) => Err(f),
-            (None, Ok(_)) => Err(Failure {
-                code: 127,
-                reason: "rudel: internal error".into(),
-            }),
-        }
-    } else {
-        spawn_forked(inner, devnull, &stdio, &spec, &prog, start_ms)
+    let result = match (
+        stack,
+        Plan::new(
+            prog.as_os_str().as_bytes(),
+            spec.cwd.as_os_str().as_bytes(),
+            &spec.argv,
+            &spec.env,
+        ),
+    ) {
+        (_, Err(_)) => Err(Failure {
+            code: 127,
+            reason: "rudel: invalid command: an argument, variable or path contains a NUL byte".into(),
+        }),
+        (None, Ok(_)) => Err(Failure {
+            code: 127,
+            reason: "rudel: the agent cannot start tasks (no spawn stack)".into(),
+        }),
+        (Some(stack), Ok(plan)) => spawn_task(inner, stack, devnull, &stdio, &spec, plan, start_ms),
     };
     match result {
         Ok(pid) => Some(pid),
@@ -429,123 +427,17 @@ fn register(
     inner.reaper_cv.notify_one();
 }
 
-/// argv/envp/cwd as C strings, and the pointer arrays `posix_spawn` wants.
-struct Prepared {
-    prog: CString,
-    cwd: CString,
-    _argv: Vec<CString>,
-    _envp: Vec<CString>,
-    argv_ptrs: Vec<*mut libc::c_char>,
-    envp_ptrs: Vec<*mut libc::c_char>,
-}
-
-impl Prepared {
-    fn new(spec: &ExecSpec, prog: &Path) -> Result<Prepared, Failure> {
-        let argv = spec
-            .argv
-            .iter()
-            .map(|a| cstr(a.as_bytes()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut envp = Vec::with_capacity(spec.env.len());
-        for (k, v) in &spec.env {
-            let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
-            kv.extend_from_slice(k.as_bytes());
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            envp.push(cstr(&kv)?);
-        }
-        let mut argv_ptrs: Vec<*mut libc::c_char> = argv.iter().map(|c| c.as_ptr() as *mut _).collect();
-        argv_ptrs.push(std::ptr::null_mut());
-        let mut envp_ptrs: Vec<*mut libc::c_char> = envp.iter().map(|c| c.as_ptr() as *mut _).collect();
-        envp_ptrs.push(std::ptr::null_mut());
-        Ok(Prepared {
-            prog: cstr(prog.as_os_str().as_bytes())?,
-            cwd: cstr(spec.cwd.as_os_str().as_bytes())?,
-            _argv: argv,
-            _envp: envp,
-            argv_ptrs,
-            envp_ptrs,
-        })
-    }
-}
-
-/// The spawn attributes, identical for every task: new session, empty signal mask,
-/// default disposition for every signal (the agent ignores SIGPIPE, for example).
-struct SpawnAttr(Box<libc::posix_spawnattr_t>);
-
-impl SpawnAttr {
-    fn new() -> Result<SpawnAttr, i32> {
-        // SAFETY: the attr is initialised before use and destroyed in Drop; the sigsets
-        // are initialised by sigemptyset/sigfillset.
-        unsafe {
-            let mut attr: Box<libc::posix_spawnattr_t> = Box::new(std::mem::zeroed());
-            let r = libc::posix_spawnattr_init(&mut *attr);
-            if r != 0 {
-                return Err(r);
-            }
-            let mut a = SpawnAttr(attr);
-            let mut mask: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut mask);
-            let mut def: libc::sigset_t = std::mem::zeroed();
-            libc::sigfillset(&mut def);
-            libc::sigdelset(&mut def, libc::SIGKILL);
-            libc::sigdelset(&mut def, libc::SIGSTOP);
-            let p: *mut libc::posix_spawnattr_t = &mut *a.0;
-            let flags = POSIX_SPAWN_SETSID | libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
-            for r in [
-                libc::posix_spawnattr_setsigmask(p, &mask),
-                libc::posix_spawnattr_setsigdefault(p, &def),
-                libc::posix_spawnattr_setflags(p, flags as libc::c_short),
-            ] {
-                if r != 0 {
-                    return Err(r);
-                }
-            }
-            Ok(a)
-        }
-    }
-}
-
-impl Drop for SpawnAttr {
-    fn drop(&mut self) {
-        // SAFETY: initialised in new().
-        unsafe { libc::posix_spawnattr_destroy(&mut *self.0) };
-    }
-}
-
-struct FileActions(libc::posix_spawn_file_actions_t);
-
-impl FileActions {
-    fn new() -> Result<FileActions, i32> {
-        // SAFETY: initialised before use, destroyed in Drop.
-        unsafe {
-            let mut fa: libc::posix_spawn_file_actions_t = std::mem::zeroed();
-            let r = libc::posix_spawn_file_actions_init(&mut fa);
-            if r != 0 {
-                return Err(r);
-            }
-            Ok(FileActions(fa))
-        }
-    }
-}
-
-impl Drop for FileActions {
-    fn drop(&mut self) {
-        // SAFETY: initialised in new().
-        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
-    }
-}
-
-fn spawn_fast(
+/// Starts the task through [`vspawn`]: the child joins the task's cgroups (or sets
+/// `RLIMIT_AS`), switches to the job's user and execs. Reports nothing itself.
+fn spawn_task(
     inner: &Arc<Inner>,
-    attr: &SpawnAttr,
+    stack: &Stack,
     devnull: &OwnedFd,
     stdio: &Stdio,
     spec: &ExecSpec,
-    p: &Prepared,
+    mut plan: Plan,
     start_ms: u64,
 ) -> Result<u32, Failure> {
-    let internal = |r: i32| Failure::exec(r, "cannot set up the spawn");
     let null = devnull.as_raw_fd();
     let out = stdio.out.as_ref().map_or(null, |f| f.as_raw_fd());
     let err = match &stdio.err {
@@ -553,81 +445,12 @@ fn spawn_fast(
         ErrFile::SameAsOut => out,
         ErrFile::File(f) => f.as_raw_fd(),
     };
-    let mut fa = FileActions::new().map_err(internal)?;
-    // SAFETY: all pointers are valid NUL-terminated strings / null-terminated arrays
-    // that outlive the call; fa and attr are initialised.
-    unsafe {
-        for r in [
-            libc::posix_spawn_file_actions_adddup2(&mut fa.0, null, 0),
-            libc::posix_spawn_file_actions_adddup2(&mut fa.0, out, 1),
-            libc::posix_spawn_file_actions_adddup2(&mut fa.0, err, 2),
-            libc::posix_spawn_file_actions_addchdir_np(&mut fa.0, p.cwd.as_ptr()),
-        ] {
-            if r != 0 {
-                return Err(internal(r));
-            }
-        }
-        let mut st = inner.lock();
-        if let Some(&pid) = st.by_key.get(&(spec.key, spec.attempt)) {
-            // Launched concurrently by another request: still a no-op.
-            return Ok(pid);
-        }
-        let mut place = Placement::make(inner, &mut st, spec);
-        let mut pid: libc::pid_t = 0;
-        let r = libc::posix_spawn(
-            &mut pid,
-            p.prog.as_ptr(),
-            &fa.0,
-            &*attr.0,
-            p.argv_ptrs.as_ptr(),
-            p.envp_ptrs.as_ptr(),
-        );
-        place.leave(inner);
-        if r != 0 || pid <= 0 {
-            place.undo(inner, &mut st);
-            drop(st);
-            return Err(diagnose(spec, if r != 0 { r } else { libc::EIO }));
-        }
-        let track = place.track(inner, spec, pid as u32);
-        register(inner, &mut st, spec, pid as u32, start_ms, None, track, false);
-        Ok(pid as u32)
-    }
-}
-
-/// Fork path for memory-limited tasks: joins the task cgroup (or sets RLIMIT_AS) before
-/// exec.
-fn spawn_forked(
-    inner: &Arc<Inner>,
-    devnull: &OwnedFd,
-    stdio: &Stdio,
-    spec: &ExecSpec,
-    prog: &Path,
-    start_ms: u64,
-) -> Result<u32, Failure> {
-    let dup =
-        |f: std::io::Result<OwnedFd>| f.map_err(|e| Failure::exec(e.raw_os_error().unwrap_or(libc::EIO), "cannot dup"));
-    let null = || dup(devnull.try_clone());
-    let out: OwnedFd = match &stdio.out {
-        Some(f) => dup(f.try_clone().map(OwnedFd::from))?,
-        None => null()?,
-    };
-    let err: OwnedFd = match &stdio.err {
-        ErrFile::Discard => null()?,
-        ErrFile::SameAsOut => dup(out.try_clone())?,
-        ErrFile::File(f) => dup(f.try_clone().map(OwnedFd::from))?,
-    };
-    let mut cmd = std::process::Command::new(prog);
-    cmd.arg0(&spec.argv[0])
-        .args(&spec.argv[1..])
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))))
-        .current_dir(&spec.cwd)
-        .stdin(null()?)
-        .stdout(out)
-        .stderr(err);
+    plan.stdio = [null, out, err];
+    plan.creds = spec.run_as.clone();
 
     let mut st = inner.lock();
     if let Some(&pid) = st.by_key.get(&(spec.key, spec.attempt)) {
+        // Launched concurrently by another request: still a no-op.
         return Ok(pid);
     }
     // Cgroups are made under the lock so that removal of the (empty) parent cannot race.
@@ -652,7 +475,8 @@ fn spawn_forked(
     if prepared.is_some() && !same_dir {
         st.cgroups_alive += 1;
     }
-    // v2 containment without a memory cgroup in the same directory: the child joins it.
+    // v2 containment without a memory cgroup in the same directory: the child joins it
+    // (v2 cannot move a single thread, so the spawner thread cannot join it for us).
     let v2_procs = match &place.cgroup {
         Some((dir, true)) if !same_dir => {
             match std::fs::OpenOptions::new().write(true).open(dir.join("cgroup.procs")) {
@@ -666,26 +490,18 @@ fn spawn_forked(
         }
         _ => None,
     };
-    let procs_fds: [libc::c_int; 2] = [
+    plan.procs_fds = [
         prepared.as_ref().map_or(-1, memlimit::procs_fd),
         v2_procs.as_ref().map_or(-1, |f| f.as_raw_fd()),
     ];
-    let rlimit: u64 = if prepared.is_some() { 0 } else { spec.mem_bytes };
-    // SAFETY: the hook only makes async-signal-safe syscalls on captured plain values
-    // (no allocation, no locks).
-    unsafe {
-        cmd.pre_exec(move || child_setup(procs_fds, rlimit));
-    }
-    let spawned = cmd.spawn();
+    plan.rlimit_as = if prepared.is_some() { 0 } else { spec.mem_bytes };
+    let spawned = vspawn(&plan, stack);
     place.leave(inner);
     match spawned {
-        Ok(child) => {
-            let pid = child.id();
-            // Dropping a Child neither waits nor kills: the reaper owns it.
-            drop(child);
+        Ok(pid) => {
             let cg = prepared.map(|p| p.cgroup);
             let track = place.track(inner, spec, pid);
-            register(inner, &mut st, spec, pid, start_ms, cg, track, rlimit > 0);
+            register(inner, &mut st, spec, pid, start_ms, cg, track, plan.rlimit_as > 0);
             Ok(pid)
         }
         Err(e) => {
@@ -697,45 +513,31 @@ fn spawn_forked(
             }
             place.undo(inner, &mut st);
             drop(st);
-            Err(diagnose(spec, e.raw_os_error().unwrap_or(libc::EIO)))
+            Err(child_failure(spec, e))
         }
     }
 }
 
-/// Runs in the forked child before exec: async-signal-safe calls only. Writes "0" (this
-/// process) to each open `cgroup.procs` in `procs_fds` (-1 = none).
-fn child_setup(procs_fds: [libc::c_int; 2], rlimit: u64) -> std::io::Result<()> {
-    // SAFETY: plain syscalls on stack values.
-    unsafe {
-        if libc::setsid() == -1 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = libc::SIG_DFL;
-        for sig in 1..=64 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::sigaction(sig, &sa, std::ptr::null_mut());
-            }
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        for fd in procs_fds {
-            if fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        if rlimit > 0 {
-            let rl = libc::rlimit {
-                rlim_cur: rlimit,
-                rlim_max: rlimit,
-            };
-            if libc::setrlimit(libc::RLIMIT_AS, &rl) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-    }
-    Ok(())
+/// The diagnostics of a child that could not exec: which step failed, and why.
+fn child_failure(spec: &ExecSpec, e: SpawnError) -> Failure {
+    let (step, errno) = match e {
+        SpawnError::Clone(errno) => return Failure::exec(errno, "cannot start the task (clone)"),
+        SpawnError::Child(c) => (c.step, c.errno),
+    };
+    let user = || match &spec.run_as {
+        Some(c) => format!("uid {} gid {}", c.uid, c.gid),
+        None => "the agent's user".into(),
+    };
+    let what = match step {
+        Step::Chdir => format!("cannot change directory to '{}'", spec.cwd.display()),
+        Step::Exec | Step::None => format!("cannot execute '{}'", spec.argv[0]),
+        Step::Setsid => "cannot start a new session".into(),
+        Step::Cgroup => "cannot join the task's cgroup".into(),
+        Step::Rlimit => "cannot set the memory limit (RLIMIT_AS)".into(),
+        Step::Setgroups | Step::Setgid | Step::Setuid => format!("cannot switch to {}", user()),
+        Step::Dup => "cannot set up standard input/output".into(),
+    };
+    Failure::exec(errno, &what)
 }
 
 /// The spawner thread's CPU affinity (inherited by children).

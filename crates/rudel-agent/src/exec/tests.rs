@@ -87,6 +87,7 @@ fn spec(job: u64, index: u32, argv: &[&str]) -> ExecSpec {
         time_limit: None,
         warn: None,
         append_output: false,
+        run_as: None,
     }
 }
 
@@ -1092,4 +1093,40 @@ fn cgroups_of_a_dead_agent_are_cleaned_up() {
     contain::clean_stale(home, "rudel-not-this-one", false);
     assert!(live.exists());
     std::fs::remove_dir(&live).expect("rmdir live");
+}
+
+/// vspawn: the child writes its own pid into `SLURM_TASK_PID`/`RUDEL_TASK_PID` (replacing
+/// a value the job brought along), and starts with an empty signal mask and no ignored
+/// signals (the test process ignores SIGPIPE), on the plain and the memory-limited path.
+#[test]
+fn task_pid_set_and_signals_reset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for mem_bytes in [0, 200 << 20] {
+        let out = dir.path().join(format!("o{mem_bytes}"));
+        let (job, mut rx) = new_job();
+        let mut env = base_env();
+        env.push(("SLURM_TASK_PID".into(), "4242".into()));
+        let s = ExecSpec {
+            stdout: Some(out.clone()),
+            env,
+            mem_bytes,
+            ..spec(
+                job,
+                0,
+                &[
+                    "sh",
+                    "-c",
+                    "echo \"$SLURM_TASK_PID $RUDEL_TASK_PID $$\"; exec grep -E '^Sig(Blk|Ign)' /proc/self/status",
+                ],
+            )
+        };
+        let pid = h().exec.launch(s).expect("spawned");
+        let r = recv(&mut rx, 60);
+        assert_eq!(r.exit_code, Some(0), "{r:?}");
+        assert_eq!(
+            read(&out),
+            format!("{pid} {pid} {pid}\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"),
+            "mem_bytes {mem_bytes}"
+        );
+    }
 }

@@ -30,6 +30,9 @@ pub struct Opts {
     pub name: String,
     /// More options for `rudel up`.
     pub up_args: Vec<String>,
+    /// Agents started by the harness run root's jobs (`--allow-root-jobs`): the suite runs
+    /// as root and submits as root. `rudel up` as root allows them by itself.
+    pub root_jobs: bool,
 }
 
 impl Default for Opts {
@@ -40,6 +43,7 @@ impl Default for Opts {
             kill_grace: "2s".into(),
             name: "n1".into(),
             up_args: Vec::new(),
+            root_jobs: true,
         }
     }
 }
@@ -432,6 +436,10 @@ impl Cluster {
             "--token".into(),
             self.join_token(),
         ];
+        let mut args = args;
+        if o.root_jobs {
+            args.push("--allow-root-jobs".into());
+        }
         let d = self.spawn_daemon("agent", &args);
         self.daemons.push(d);
         self.daemons.len() - 1
@@ -457,6 +465,9 @@ impl Cluster {
             token.into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        if o.root_jobs {
+            args.push("--allow-root-jobs".into());
+        }
         let d = self.spawn_daemon("agent", &args);
         self.daemons.push(d);
         self.daemons.len() - 1

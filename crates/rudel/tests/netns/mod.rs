@@ -761,6 +761,8 @@ impl Cluster {
             "1s",
             "--token",
             token,
+            // The suite runs as root and submits as root.
+            "--allow-root-jobs",
         ];
         let pid = self.net.spawn(i, &argv, &log);
         self.agent_pids[i] = Some(pid);
