@@ -4,6 +4,7 @@
 //! feeds it commands carrying the leader's timestamp, so every replica that applies the
 //! same log reaches the same state, and the scheduler can be tested at any scale.
 
+pub mod alloc;
 pub mod array;
 pub mod begin;
 pub mod command;
