@@ -24,6 +24,8 @@ pub enum LaunchError {
     Script { path: String, source: std::io::Error },
     #[error(transparent)]
     Output(#[from] crate::output::BadAgentPath),
+    #[error(transparent)]
+    Hostfile(#[from] crate::hostfile::HostfileError),
 }
 
 /// Moves output paths under [`crate::output::AGENT_DIR_PREFIX`] into the agent's data
@@ -101,6 +103,7 @@ pub fn exec_spec(t: pb::LaunchTask, scripts_dir: &Path) -> Result<ExecSpec, Laun
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.push(("PATH".into(), DEFAULT_PATH.into()));
     }
+    crate::hostfile::prepare(scripts_dir, key.job, &mut env)?;
     if let Some(login) = crate::login_env::current() {
         crate::login_env::fill(&mut env, login);
     }

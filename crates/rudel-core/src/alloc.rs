@@ -241,6 +241,49 @@ impl Allocation {
     }
 }
 
+/// What a multi-node job's script sees of its allocation (over the one-node values of
+/// `task_env.rs`), in Slurm's formats, plus rudel's own: `RUDEL_NODES` (names, comma
+/// separated), `RUDEL_ALLOCATION` ([`Allocation::text`]; the agent writes the hostfile
+/// `RUDEL_HOSTFILE` from it).
+pub fn env_vars(job: &crate::job::Job, a: &Allocation) -> Vec<(String, String)> {
+    let nodes = a.slices.len().to_string();
+    let ntasks = a.ntasks().to_string();
+    let first_cpus = a.slices.first().map_or(0, |s| s.cores.len()).to_string();
+    let mut v: Vec<(&str, String)> = vec![
+        ("SLURM_JOB_NODELIST", a.nodelist()),
+        ("SLURM_NODELIST", a.nodelist()),
+        ("SLURM_NNODES", nodes.clone()),
+        ("SLURM_JOB_NUM_NODES", nodes),
+        ("SLURM_NTASKS", ntasks.clone()),
+        ("SLURM_NPROCS", ntasks),
+        ("SLURM_TASKS_PER_NODE", a.tasks_per_node()),
+        ("SLURM_JOB_CPUS_PER_NODE", a.cpus_per_node()),
+        ("SLURM_CPUS_ON_NODE", first_cpus.clone()),
+        ("RUDEL_CPUS", first_cpus),
+        ("RUDEL_NODES", a.names().join(",")),
+        ("RUDEL_ALLOCATION", a.text()),
+    ];
+    if let Some(t) = job.spec.alloc.as_ref().and_then(|s| s.ntasks_per_node) {
+        v.push(("SLURM_NTASKS_PER_NODE", t.to_string()));
+    }
+    v.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// The Open MPI hostfile for a `RUDEL_ALLOCATION` text (`name:tasks:cpus,...`): `name
+/// slots=tasks` per line; `None` if the text is malformed.
+pub fn hostfile_from_text(text: &str) -> Option<String> {
+    let mut out = String::new();
+    for part in text.split(',') {
+        let mut f = part.split(':');
+        let (name, tasks) = (f.next()?, f.next()?.parse::<u32>().ok()?);
+        if name.is_empty() {
+            return None;
+        }
+        out.push_str(&format!("{name} slots={tasks}\n"));
+    }
+    Some(out)
+}
+
 /// Slurm's run-length form of per-node counts: equal neighbours as `N(xK)`.
 pub fn repeat_counts(counts: impl Iterator<Item = u32>) -> String {
     let mut runs: Vec<(u32, u32)> = Vec::new();
@@ -395,6 +438,8 @@ mod tests {
         assert_eq!(b.cpus_per_node(), "4(x2),2");
         assert_eq!(b.hostfile(), "n1 slots=2\nn2 slots=1\nn3 slots=1\n");
         assert_eq!(b.text(), "n1:2:4,n2:1:4,n3:1:2");
+        assert_eq!(hostfile_from_text(&b.text()).as_deref(), Some(b.hostfile().as_str()));
+        assert_eq!(hostfile_from_text("n1"), None);
     }
 
     #[test]
