@@ -75,7 +75,7 @@ pub struct JobSpec {
     /// A multi-node allocation (`-N`, `-n`, ...; see `alloc.rs`); `None`: one task on
     /// one node.
     #[serde(default)]
-    pub alloc: Option<crate::alloc::AllocSpec>,
+    pub alloc: Option<Box<crate::alloc::AllocSpec>>,
 }
 
 /// State of a task, and (aggregated) of a job.

@@ -75,7 +75,8 @@ pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
         },
         open_append: s.open_append,
         alloc: rudel_core::alloc::AllocSpec::parse_text(&s.allocation)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?,
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .map(Box::new),
     };
     rudel_core::resources::check_request("resources", &spec.gres).map_err(Status::invalid_argument)?;
     rudel_core::resources::check_request("licenses", &spec.licenses).map_err(Status::invalid_argument)?;

@@ -30,7 +30,7 @@ fn cluster(nodes: u32, cpus: u32) -> State {
 
 fn gang(text: &str, requeue: bool) -> JobSpec {
     JobSpec {
-        alloc: AllocSpec::parse_text(text).unwrap(),
+        alloc: AllocSpec::parse_text(text).unwrap().map(Box::new),
         requeue,
         ..spec()
     }

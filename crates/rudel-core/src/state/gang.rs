@@ -146,8 +146,8 @@ impl State {
         };
         let fits = |n: &crate::node::Node| {
             let tasks = n.cpus / spec.cpus.max(1);
-            let by_mem = if per_task_mem > 0 {
-                u32::try_from(n.mem_bytes / per_task_mem).unwrap_or(u32::MAX)
+            let by_mem = if let Some(t) = n.mem_bytes.checked_div(per_task_mem) {
+                u32::try_from(t).unwrap_or(u32::MAX)
             } else if spec.mem_bytes > n.mem_bytes {
                 0
             } else {
