@@ -10,6 +10,10 @@
 //! ```sh
 //! cargo run --release -p rudel-sched-sim -- --nodes 10,100,1000 --tasks-per-node 5
 //! ```
+//!
+//! `--gang K` submits multi-node jobs instead (issue 11): `tasks-per-node × N / K` jobs of
+//! `-N K` (one cpu per node), all submitted in one log entry; each round every running
+//! job ends. The cost is then per job (each holding K nodes).
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -19,12 +23,14 @@ use rudel_core::{Command, JobSpec, NodeRegistration, State, TaskKey, TaskOutcome
 struct Args {
     nodes: Vec<u32>,
     tasks_per_node: u32,
+    gang: u32,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         nodes: vec![10, 100, 1000],
         tasks_per_node: 5,
+        gang: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -37,6 +43,7 @@ fn parse_args() -> Result<Args, String> {
                     .collect::<Result<_, _>>()?
             }
             "--tasks-per-node" => a.tasks_per_node = val.parse().map_err(|e| format!("--tasks-per-node: {e}"))?,
+            "--gang" => a.gang = val.parse().map_err(|e| format!("--gang: {e}"))?,
             _ => return Err(format!("unknown option {flag} (use --nodes A,B,C --tasks-per-node N)")),
         }
     }
@@ -97,11 +104,27 @@ fn finished_round(s: &State, now: u64) -> (Vec<Command>, usize) {
     (cmds, n)
 }
 
-/// Runs one cluster size; returns (apply time, tasks finished, rounds).
-fn simulate(nodes: u32, tasks: u32) -> (Duration, u64, u32) {
-    let mut s = State::new();
-    for i in 0..nodes {
-        s.apply(register(i));
+/// The submits of one cluster size: one array of `tasks` tasks, or (`gang` > 0)
+/// `tasks / gang` jobs of `gang` nodes each.
+fn submits(tasks: u32, gang: u32) -> Vec<Command> {
+    if gang > 0 {
+        let spec = JobSpec {
+            argv: vec!["/bin/true".into()],
+            cpus: 1,
+            chdir: "/".into(),
+            requeue: true,
+            alloc: rudel_core::alloc::AllocSpec::parse_text(&format!("nodes={gang};nodes-given"))
+                .unwrap_or_default()
+                .map(Box::new),
+            ..JobSpec::default()
+        };
+        return (0..tasks / gang)
+            .map(|_| Command::Submit {
+                request_id: String::new(),
+                spec: spec.clone(),
+                now_ms: 2,
+            })
+            .collect();
     }
     let spec = JobSpec {
         argv: vec!["/bin/true".into()],
@@ -118,12 +141,21 @@ fn simulate(nodes: u32, tasks: u32) -> (Duration, u64, u32) {
         }),
         ..JobSpec::default()
     };
-    let t = Instant::now();
-    s.apply(Command::Submit {
+    vec![Command::Submit {
         request_id: String::new(),
         spec,
         now_ms: 2,
-    });
+    }]
+}
+
+/// Runs one cluster size; returns (apply time, tasks or gang jobs finished, rounds).
+fn simulate(nodes: u32, tasks: u32, gang: u32) -> (Duration, u64, u32) {
+    let mut s = State::new();
+    for i in 0..nodes {
+        s.apply(register(i));
+    }
+    let t = Instant::now();
+    s.apply(Command::Batch(submits(tasks, gang)));
     let mut spent = t.elapsed();
     let (mut done, mut rounds, mut now) = (0u64, 0u32, 1_000u64);
     loop {
@@ -151,11 +183,12 @@ fn main() {
     };
     let mut per_task = Vec::new();
     for &n in &args.nodes {
-        let (spent, done, rounds) = simulate(n, n * args.tasks_per_node);
+        let (spent, done, rounds) = simulate(n, n * args.tasks_per_node, args.gang);
         let us = spent.as_secs_f64() * 1e6 / done.max(1) as f64;
         println!(
-            "{n:>6} nodes: {done:>8} tasks in {rounds:>4} rounds, apply {:>9.3} s, {us:>9.2} µs/task",
-            spent.as_secs_f64()
+            "{n:>6} nodes: {done:>8} tasks in {rounds:>4} rounds, apply {:>9.3} s, {us:>9.2} µs/{}",
+            spent.as_secs_f64(),
+            if args.gang > 0 { "job" } else { "task" }
         );
         per_task.push(us);
     }

@@ -27,6 +27,8 @@ pub enum LaunchError {
     Output(#[from] crate::output::BadAgentPath),
     #[error(transparent)]
     User(#[from] crate::users::UserError),
+    #[error(transparent)]
+    Hostfile(#[from] crate::hostfile::HostfileError),
 }
 
 /// Moves output paths under [`crate::output::AGENT_DIR_PREFIX`] into the agent's data
@@ -115,6 +117,7 @@ pub fn exec_spec(t: pb::LaunchTask, scripts_dir: &Path, run_as: &RunAs, node: &s
     if !env.iter().any(|(k, _)| k == "PATH") {
         env.push(("PATH".into(), DEFAULT_PATH.into()));
     }
+    crate::hostfile::prepare(scripts_dir, key.job, &mut env)?;
     match &user {
         Some(u) => crate::login_env::fill(&mut env, &u.login),
         None => {

@@ -1,6 +1,7 @@
 //! rudel-agent: runs on every compute node. Holds a session with the head, runs the
 //! tasks it is given as real processes, and keeps their results until acknowledged.
 pub mod exec;
+pub mod hostfile;
 pub mod identity;
 pub mod journal;
 pub mod launch;

@@ -52,12 +52,15 @@ pub enum Violation {
     GateBroken { job: JobId, why: &'static str },
     #[error("job {job} runs {running} tasks, above its array limit {limit}")]
     ArrayLimit { job: JobId, running: u64, limit: u32 },
+    #[error("allocation of task {key} is not whole: {why}")]
+    PartialAllocation { key: TaskKey, why: &'static str },
 }
 
 /// Every invariant, in a fixed order; the first violation found.
 pub fn check_all(s: &State) -> Result<(), Violation> {
     no_overcommit(s)?;
     nodes_and_jobs_agree(s)?;
+    allocations_are_whole(s)?;
     counts_add_up(s)?;
     pending_tasks_are_accounted(s)?;
     array_limits_hold(s)?;
@@ -152,17 +155,24 @@ pub fn no_overcommit(s: &State) -> Result<(), Violation> {
     for (id, n) in s.nodes.iter().enumerate() {
         let node = id as NodeId;
         let (mut cpus, mut mem, mut cores) = (0u32, 0u64, BTreeSet::new());
-        for key in n.running.keys() {
-            let Some(rt) = s.running_task(*key).filter(|rt| rt.after.is_none()) else {
-                continue;
-            };
-            for &core in &rt.cores {
+        // A node's holders: its own tasks, and slices of multi-node jobs running elsewhere.
+        let own = n.running.keys().filter_map(|key| {
+            let rt = s.running_task(*key).filter(|rt| rt.after.is_none())?;
+            Some((key, &rt.cores, rt.mem_bytes))
+        });
+        let slices = n.slices.keys().filter_map(|key| {
+            let a = s.running_task(*key)?.alloc.as_ref()?;
+            let sl = a.slices.iter().skip(1).find(|sl| sl.node == node)?;
+            Some((key, &sl.cores, sl.mem_bytes))
+        });
+        for (key, held, held_mem) in own.chain(slices) {
+            for &core in held {
                 if !cores.insert(core) {
                     return Err(Violation::CoreTwice { node, core });
                 }
             }
-            cpus += rt.cores.len() as u32;
-            mem += rt.mem_bytes;
+            cpus += held.len() as u32;
+            mem += held_mem;
             if cpus > n.cpus || mem > n.mem_bytes {
                 return Err(Violation::OverCommit {
                     node,
@@ -171,6 +181,66 @@ pub fn no_overcommit(s: &State) -> Result<(), Violation> {
                     capacity: n.cpus,
                     mem,
                     mem_capacity: n.mem_bytes,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A multi-node job holds every slice its allocation lists, and nothing else: its first
+/// slice is its task's own cores on its node, each other slice is listed by its node with
+/// the task's attempt, and every slice a node lists belongs to a running allocation.
+pub fn allocations_are_whole(s: &State) -> Result<(), Violation> {
+    for j in s.jobs.values() {
+        for (&index, rt) in &j.running {
+            let key = TaskKey { job: j.id, index };
+            let bad = |why| Err(Violation::PartialAllocation { key, why });
+            let Some(a) = &rt.alloc else {
+                if j.spec.alloc.is_some() && rt.after.is_none() {
+                    return bad("a multi-node job runs without its allocation");
+                }
+                continue;
+            };
+            let first_ok = a
+                .slices
+                .first()
+                .is_some_and(|f| f.node == rt.node && f.cores == rt.cores && f.mem_bytes == rt.mem_bytes);
+            if !first_ok {
+                return bad("its first slice is not the task's own");
+            }
+            let nodes: BTreeSet<NodeId> = a.slices.iter().map(|sl| sl.node).collect();
+            if nodes.len() != a.slices.len() {
+                return bad("a node holds two slices");
+            }
+            let whole = j.spec.alloc.as_ref().is_some_and(|want| {
+                let k = a.slices.len() as u32;
+                rt.lost_node.is_some() || (k >= want.nodes_min && k <= want.nodes_max)
+            });
+            if !whole {
+                return bad("it holds fewer or more nodes than it asked for");
+            }
+            for sl in a.slices.iter().skip(1) {
+                let listed = s.nodes.get(sl.node as usize).and_then(|n| n.slices.get(&key));
+                if listed != Some(&rt.attempt) {
+                    return bad("a node does not list its slice");
+                }
+            }
+        }
+    }
+    for n in &s.nodes {
+        for (key, attempt) in &n.slices {
+            let held = s.running_task(*key).is_some_and(|rt| {
+                rt.attempt == *attempt
+                    && rt
+                        .alloc
+                        .as_ref()
+                        .is_some_and(|a| a.slices.iter().skip(1).any(|sl| sl.name == n.name))
+            });
+            if !held {
+                return Err(Violation::PartialAllocation {
+                    key: *key,
+                    why: "a node lists a slice no running allocation holds",
                 });
             }
         }

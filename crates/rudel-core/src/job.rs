@@ -72,6 +72,10 @@ pub struct JobSpec {
     /// `--open-mode=append`: output files are appended to, not truncated.
     #[serde(default)]
     pub open_append: bool,
+    /// A multi-node allocation (`-N`, `-n`, ...; see `alloc.rs`); `None`: one task on
+    /// one node.
+    #[serde(default)]
+    pub alloc: Option<Box<crate::alloc::AllocSpec>>,
 }
 
 /// State of a task, and (aggregated) of a job.
@@ -145,6 +149,13 @@ pub struct RunningTask {
     /// goes back to pending instead of ending `cancelled` (see `requeue.rs`).
     #[serde(default)]
     pub requeue: bool,
+    /// Every node's slice of a multi-node allocation (the first is this task's own).
+    #[serde(default)]
+    pub alloc: Option<crate::alloc::Allocation>,
+    /// A node of its allocation other than its own was lost: the task is being killed
+    /// and then ends `node_fail` (or is requeued) with this reason, not `cancelled`.
+    #[serde(default)]
+    pub lost_node: Option<String>,
 }
 
 impl RunningTask {
@@ -168,6 +179,8 @@ impl RunningTask {
             successor: None,
             gres: Vec::new(),
             requeue: false,
+            alloc: None,
+            lost_node: None,
         }
     }
 }
@@ -316,7 +329,8 @@ impl Job {
     /// True when the job's tasks hold something a successor could not take over (generic
     /// resources, licenses): they are never queued on agents, nor queued behind.
     pub fn holds_counted_resources(&self) -> bool {
-        !self.spec.gres.is_empty() || !self.spec.licenses.is_empty()
+        // A multi-node job's slices on other nodes cannot pass to a successor either.
+        !self.spec.gres.is_empty() || !self.spec.licenses.is_empty() || self.spec.alloc.is_some()
     }
 
     /// The job id of one task, as Slurm gives each array task its own: the array's id

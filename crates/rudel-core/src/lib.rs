@@ -5,6 +5,7 @@
 //! same log reaches the same state, and the scheduler can be tested at any scale.
 
 pub mod aftercorr;
+pub mod alloc;
 pub mod array;
 pub mod begin;
 pub mod command;

@@ -60,6 +60,10 @@ pub struct Node {
     /// Generic resources (GPUs, ...) by pool name (`gpu`, `gpu:a100`).
     #[serde(default)]
     pub gres: BTreeMap<String, GresPool>,
+    /// Multi-node jobs holding a slice here while their task runs on another node, with
+    /// the attempt. Apart from `running`, which lists what this node's agent runs.
+    #[serde(default, with = "crate::serde_pairs")]
+    pub slices: BTreeMap<TaskKey, u32>,
 }
 
 impl Node {
@@ -89,6 +93,7 @@ impl Node {
             mem_used: 0,
             running: BTreeMap::new(),
             gres: BTreeMap::new(),
+            slices: BTreeMap::new(),
         }
     }
 
@@ -205,6 +210,31 @@ impl Node {
         if self.running.remove(&key).is_none() {
             return;
         }
+        self.free(cores, mem);
+    }
+
+    /// Takes a slice of a multi-node job whose task runs elsewhere (see
+    /// [`Node::allocate`]); `None`, with nothing changed, if it does not fit.
+    pub fn allocate_slice(&mut self, key: TaskKey, attempt: u32, cpus: u32, mem: u64) -> Option<Vec<u32>> {
+        if !self.fits_now(cpus, mem) {
+            return None;
+        }
+        let cores = take_free(&mut self.free_cores, cpus)?;
+        self.cpus_used += cpus;
+        self.mem_used += mem;
+        self.slices.insert(key, attempt);
+        Some(cores)
+    }
+
+    /// Returns a slice taken by [`Node::allocate_slice`].
+    pub fn release_slice(&mut self, key: TaskKey, cores: &[u32], mem: u64) {
+        if self.slices.remove(&key).is_none() {
+            return;
+        }
+        self.free(cores, mem);
+    }
+
+    fn free(&mut self, cores: &[u32], mem: u64) {
         for c in cores {
             if let Some(slot) = self.free_cores.get_mut(*c as usize) {
                 if !*slot {
@@ -249,7 +279,7 @@ impl Node {
             // Session gone, tasks still held until the node timeout declares it lost.
             Liveness::Disconnected => "unreachable",
             Liveness::Down => "down",
-            Liveness::Up if self.drain.is_some() && self.running.is_empty() => "drained",
+            Liveness::Up if self.drain.is_some() && self.running.is_empty() && self.slices.is_empty() => "drained",
             Liveness::Up if self.drain.is_some() => "draining",
             Liveness::Up if self.cpus_used == 0 && self.running.is_empty() => "idle",
             Liveness::Up if self.cpus_used >= self.cpus => "allocated",

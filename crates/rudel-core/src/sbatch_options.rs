@@ -27,9 +27,6 @@ pub enum Treatment {
     Map(&'static str),
     /// `--nice[=N]`: rudel priority -N (Slurm's default adjustment is 100).
     Nice,
-    /// `-N`/`-n`/`--ntasks-per-node`: 1 is what every rudel job is; more is refused
-    /// until parallel jobs exist.
-    OneOnly,
     /// `--open-mode=append|truncate`.
     OpenMode,
     /// `--signal=B:SIG@TIME`, checked here so that a refused form names its line.
@@ -58,8 +55,9 @@ pub struct SbatchOption {
 }
 
 const NOT_YET: &str = "not supported by rudel yet";
-const PARALLEL: &str = "multi-node and multi-task jobs are not supported yet";
+const PARALLEL: &str = "task layout and per-node options of parallel jobs are not supported yet (issue 11)";
 const SAME: &str = "as in Slurm";
+const ALLOC: &str = "as in Slurm: all nodes granted at once; the script runs on the first (srun steps: issue 11)";
 
 const fn opt(
     long: &'static str,
@@ -78,7 +76,7 @@ const fn opt(
 }
 
 use Arity::{Flag, Optional, Value};
-use Treatment::{Client, Ignore, Map, Nice, OneOnly, OpenMode, Refuse, Signal};
+use Treatment::{Client, Ignore, Map, Nice, OpenMode, Refuse, Signal};
 
 /// Every sbatch option of Slurm 22.05 (and a few of later releases, marked), by long name.
 pub static OPTIONS: &[SbatchOption] = &[
@@ -121,8 +119,14 @@ pub static OPTIONS: &[SbatchOption] = &[
     opt("dependency", Some('d'), Value, Map("--dependency"), SAME),
     opt("distribution", Some('m'), Value, Refuse, PARALLEL),
     opt("error", Some('e'), Value, Map("--error"), SAME),
-    opt("exclude", Some('x'), Value, Refuse, "use --constraint '!(name==NODE)'"),
-    opt("exclusive", None, Optional, Refuse, NOT_YET),
+    opt("exclude", Some('x'), Value, Map("--exclude"), SAME),
+    opt(
+        "exclusive",
+        None,
+        Optional,
+        Map("--exclusive"),
+        "whole nodes; =user and =mcs are refused",
+    ),
     opt("export", None, Value, Map("--export"), SAME),
     opt("export-file", None, Value, Refuse, NOT_YET),
     opt(
@@ -176,12 +180,12 @@ pub static OPTIONS: &[SbatchOption] = &[
     opt("no-kill", Some('k'), Flag, Refuse, PARALLEL),
     opt("no-requeue", None, Flag, Map("--no-requeue"), SAME),
     opt("nodefile", Some('F'), Value, Refuse, PARALLEL),
-    opt("nodelist", Some('w'), Value, Refuse, "use --constraint 'name==NODE'"),
-    opt("nodes", Some('N'), Value, OneOnly, PARALLEL),
-    opt("ntasks", Some('n'), Value, OneOnly, PARALLEL),
+    opt("nodelist", Some('w'), Value, Map("--nodelist"), SAME),
+    opt("nodes", Some('N'), Value, Map("--nodes"), ALLOC),
+    opt("ntasks", Some('n'), Value, Map("--ntasks"), ALLOC),
     opt("ntasks-per-core", None, Value, Refuse, PARALLEL),
     opt("ntasks-per-gpu", None, Value, Refuse, PARALLEL),
-    opt("ntasks-per-node", None, Value, OneOnly, PARALLEL),
+    opt("ntasks-per-node", None, Value, Map("--ntasks-per-node"), ALLOC),
     opt("ntasks-per-socket", None, Value, Refuse, PARALLEL),
     opt("open-mode", None, Value, OpenMode, "append or truncate"),
     opt("output", Some('o'), Value, Map("--output"), SAME),
@@ -287,7 +291,6 @@ impl SbatchOption {
         match self.treatment {
             Map(o) => format!("implemented (`{o}`)"),
             Nice => "implemented (`--priority`)".into(),
-            OneOnly => "implemented for 1; refused above".into(),
             OpenMode | Signal => "implemented".into(),
             Client if self.long == "test-only" => "refused".into(),
             Client => "sbatch itself (refused in `#SBATCH` lines)".into(),
@@ -393,7 +396,7 @@ mod tests {
     fn sample(o: &SbatchOption) -> Option<&'static str> {
         match (o.treatment, o.arity) {
             (_, Arity::Flag) => None,
-            (OneOnly, _) => Some("1"),
+            _ if o.long == "exclusive" => None,
             (Nice, _) => Some("5"),
             (OpenMode, _) => Some("append"),
             (Signal, _) => Some("B:USR1@10"),
@@ -440,10 +443,10 @@ mod tests {
                     let got = outcome(&words, in_script);
                     let at = format!("{words:?} ({})", if in_script { "#SBATCH" } else { "command line" });
                     match o.treatment {
-                        Map(_) | Nice | OneOnly | OpenMode | Signal => {
+                        Map(_) | Nice | OpenMode | Signal => {
                             let (args, warnings) = got.unwrap_or_else(|e| panic!("{at}: {e}"));
                             assert!(warnings.is_empty(), "{at}: {warnings:?}");
-                            assert_eq!(args.is_empty(), o.treatment == OneOnly, "{at}: {args:?}");
+                            assert!(!args.is_empty(), "{at}: {args:?}");
                         }
                         Ignore => {
                             let (args, warnings) = got.unwrap_or_else(|e| panic!("{at}: {e}"));
@@ -466,14 +469,6 @@ mod tests {
                     }
                 }
             }
-        }
-    }
-
-    #[test]
-    fn one_only_options_refuse_more_than_one() {
-        for o in OPTIONS.iter().filter(|o| o.treatment == OneOnly) {
-            let e = directives(&format!("#SBATCH --{}=2\n", o.long)).unwrap_err();
-            assert!(e.to_string().contains(PARALLEL), "--{}: {e}", o.long);
         }
     }
 }

@@ -311,6 +311,14 @@ fn translate_sbatch(
 
         match row.treatment {
             Treatment::Map(opt) => match value {
+                // --exclusive=user|mcs share nodes between a user's jobs: not whole nodes.
+                Some(v) if row.long == "exclusive" => {
+                    return Err(ScriptError::Refused {
+                        line,
+                        option: format!("{written}={v}"),
+                        reason: row.why.into(),
+                    });
+                }
                 Some(v) => out.args.push(format!("{opt}={v}")),
                 None => out.args.push(opt.to_string()),
             },
@@ -325,16 +333,6 @@ fn translate_sbatch(
                     }
                 })?;
                 out.args.push(format!("--priority={prio}"));
-            }
-            Treatment::OneOnly => {
-                let v = value.unwrap_or_default();
-                if !matches!(v.trim(), "1" | "1-1") {
-                    return Err(ScriptError::Refused {
-                        line,
-                        option: format!("{written}={v}"),
-                        reason: row.why.into(),
-                    });
-                }
             }
             Treatment::OpenMode => match value.as_deref().map(str::trim) {
                 Some(m @ ("truncate" | "append")) => out.args.push(format!("--open-mode={m}")),
@@ -551,6 +549,9 @@ mod tests {
         assert_eq!(
             d.args,
             [
+                "--nodes=1",
+                "--ntasks=1",
+                "--ntasks-per-node=1",
                 "--partition=gpu",
                 "--mem-per-cpu=2G",
                 "--gres=gpu:2",
@@ -572,13 +573,11 @@ mod tests {
         }
         assert_eq!(d.warnings.len(), 4, "{w}");
         for (line, why) in [
-            ("#SBATCH -N 2", "multi-node"),
-            ("#SBATCH --ntasks=4", "multi-node"),
+            ("#SBATCH --distribution=cyclic", "issue 11"),
+            ("#SBATCH --exclusive=user", "=user and =mcs are refused"),
             ("#SBATCH --deadline=now+1hour", "not supported by rudel yet"),
-            ("#SBATCH --exclusive", "not supported"),
             ("#SBATCH --signal=TERM@20", "use B:TERM@20"),
             ("#SBATCH --qos=high", "no QOS"),
-            ("#SBATCH -w n1", "name==NODE"),
             ("#SBATCH --frobnicate 3", "unknown #SBATCH option"),
             ("#SBATCH -Z", "unknown #SBATCH option"),
             ("#SBATCH stray", "not an option"),

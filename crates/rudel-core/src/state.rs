@@ -14,6 +14,7 @@ use crate::scheduler;
 
 mod cancel_tasks;
 pub mod quota;
+mod gang;
 
 /// Request ids remembered for idempotent submit.
 pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
@@ -96,7 +97,7 @@ pub fn validate_spec(spec: &JobSpec) -> Result<(), String> {
     if !spec.chdir.starts_with('/') {
         return Err(format!("the working directory must be absolute, got {:?}", spec.chdir));
     }
-    Ok(())
+    gang::validate_alloc(spec)
 }
 
 impl State {
@@ -638,6 +639,9 @@ impl State {
                 }
             ));
         }
+        if let Some(a) = &spec.alloc {
+            return self.check_gang_fits(spec, a);
+        }
         let c = spec.constraint.as_ref();
         if self.nodes.iter().any(|n| {
             n.could_ever_fit(spec.cpus, spec.mem_bytes)
@@ -829,7 +833,11 @@ impl State {
         n.liveness = Liveness::Down;
         n.down_reason = reason.to_string();
         let running: Vec<(TaskKey, u32)> = n.running.iter().map(|(k, a)| (*k, *a)).collect();
+        let slices: Vec<(TaskKey, u32)> = n.slices.iter().map(|(k, a)| (*k, *a)).collect();
         self.node_changed(id);
+        for (key, attempt) in slices {
+            self.slice_lost(key, attempt, format!("node {name} of its allocation lost: {reason}"));
+        }
         let now = self.now_ms;
         for (key, attempt) in running {
             let why = format!("node {name} lost: {reason}");
@@ -850,6 +858,15 @@ impl State {
         let Some(rt) = job.running.remove(&r.key.index) else {
             return;
         };
+        // Killed because a node of its allocation was lost: it ends as lost with that node.
+        let as_lost;
+        let r = match &rt.lost_node {
+            Some(why) => {
+                as_lost = lost_report(r.key, r.attempt, r.end_ms, why);
+                &as_lost
+            }
+            None => r,
+        };
         self.unhold(node, r.key, &rt, r.end_ms);
         let Some(job) = self.jobs.get_mut(&r.key.job) else {
             return;
@@ -864,7 +881,7 @@ impl State {
             self.back_to_pending(node, r, &rt, attempt);
             return;
         }
-        let (state, reason) = if rt.kill_requested {
+        let (state, reason) = if rt.kill_requested && rt.lost_node.is_none() {
             (TaskState::Cancelled, "cancelled".to_string())
         } else {
             match r.outcome {
@@ -957,11 +974,15 @@ impl State {
             node: node_id,
         });
         let now = self.now_ms;
-        let node_name = self
-            .nodes
-            .get(node_id as usize)
-            .map(|n| n.name.clone())
-            .unwrap_or_default();
+        let node_names = match &rt.alloc {
+            Some(a) => a.names(),
+            None => self
+                .nodes
+                .get(node_id as usize)
+                .map(|n| n.name.clone())
+                .into_iter()
+                .collect(),
+        };
         let Some(job) = self.jobs.get_mut(&job_id) else { return };
         if from_requeue {
             job.requeued.remove(&index);
@@ -977,8 +998,10 @@ impl State {
         if starts_now {
             job.start_ms.get_or_insert(now);
         }
-        if job.nodes.len() < MAX_JOB_NODES && !job.nodes.contains(&node_name) {
-            job.nodes.push(node_name);
+        for node_name in node_names {
+            if job.nodes.len() < MAX_JOB_NODES && !job.nodes.contains(&node_name) {
+                job.nodes.push(node_name);
+            }
         }
         if !job.has_pending() {
             self.dequeue(job_id);
@@ -992,10 +1015,17 @@ impl State {
     pub fn commit(&mut self, plan: &crate::sched::plan::Plan) -> Vec<Violation> {
         self.blocked_job = plan.blocked;
         self.waiting.clone_from(&plan.waiting);
-        plan.start.iter().filter_map(|p| self.commit_one(p).err()).collect()
+        plan.start
+            .iter()
+            .filter_map(|p| self.commit_one(p, plan.gangs.get(&p.key)).err())
+            .collect()
     }
 
-    fn commit_one(&mut self, p: &crate::sched::plan::Placement) -> Result<(), Violation> {
+    fn commit_one(
+        &mut self,
+        p: &crate::sched::plan::Placement,
+        gang: Option<&Vec<crate::sched::plan::GangSlice>>,
+    ) -> Result<(), Violation> {
         let key = p.key;
         let not_pending = Violation::NotPending { key };
         let job = self.jobs.get(&key.job).ok_or(not_pending.clone())?;
@@ -1011,8 +1041,21 @@ impl State {
         let gres = job.spec.gres.clone();
         let licenses = job.spec.licenses.clone();
         let now = self.now_ms;
-        let rt = match p.behind {
-            None => {
+        if job.spec.alloc.is_some() != gang.is_some() {
+            return Err(Violation::PartialAllocation {
+                key,
+                why: "a multi-node job placed without its slices, or slices for a plain job",
+            });
+        }
+        let rt = match (p.behind, gang) {
+            (None, Some(slices)) => self.hold_gang(p, slices)?,
+            (Some(_), Some(_)) => {
+                return Err(Violation::PartialAllocation {
+                    key,
+                    why: "a multi-node job cannot queue behind another task",
+                })
+            }
+            (None, None) => {
                 self.check_licenses(key, &licenses)?;
                 let node = self.nodes.get_mut(p.node as usize).ok_or(not_pending)?;
                 let Some((cores, grant)) = node.allocate_with_gres(key, p.attempt, cpus, mem, &gres) else {
@@ -1032,7 +1075,7 @@ impl State {
                 rt.gres = grant;
                 rt
             }
-            Some(pred) => {
+            (Some(pred), None) => {
                 let (cores, pmem) = self.check_successor(key, pred, p.node)?;
                 if let Some(n) = self.nodes.get_mut(p.node as usize) {
                     n.add_successor(key, p.attempt);
@@ -1191,6 +1234,7 @@ impl State {
             n.release(key, &rt.cores, rt.mem_bytes);
             n.release_gres(&rt.gres);
         }
+        self.release_slices(key, rt);
         self.release_licenses(key.job);
     }
 

@@ -23,6 +23,9 @@ pub fn task_env(job: &Job, p: &Placement) -> BTreeMap<String, String> {
     let mut env: BTreeMap<String, String> = job.spec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     env.extend(rudel_vars(job, p));
     env.extend(slurm_vars(job, p));
+    if let Some(a) = &p.task.alloc {
+        env.extend(crate::alloc::env_vars(job, a));
+    }
     env.extend(crate::resources::gpu_env(&p.task.gres));
     env
 }

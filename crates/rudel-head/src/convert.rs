@@ -74,6 +74,9 @@ pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
             Some(rudel_core::signal::parse(&s.signal).map_err(|e| Status::invalid_argument(e.to_string()))?)
         },
         open_append: s.open_append,
+        alloc: rudel_core::alloc::AllocSpec::parse_text(&s.allocation)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .map(Box::new),
     };
     rudel_core::resources::check_request("resources", &spec.gres).map_err(Status::invalid_argument)?;
     rudel_core::resources::check_request("licenses", &spec.licenses).map_err(Status::invalid_argument)?;
@@ -128,6 +131,7 @@ pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
         begin_ms: s.begin_ms,
         signal: s.signal.map(|w| w.to_string()).unwrap_or_default(),
         open_append: s.open_append,
+        allocation: s.alloc.as_ref().map(|a| a.to_text()).unwrap_or_default(),
     }
 }
 

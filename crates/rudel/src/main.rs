@@ -1,5 +1,6 @@
 //! `rudel`: one binary for the head, the agent, and every client command.
 mod admin;
+mod alloc_opts;
 mod client;
 mod config_cmd;
 mod daemon;

@@ -111,6 +111,8 @@ pub struct SubmitArgs {
     /// to retry it safely with its id (and exits 124).
     #[arg(long, value_name = "ID")]
     pub request_id: Option<String>,
+    #[command(flatten)]
+    pub alloc: crate::alloc_opts::AllocArgs,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -171,6 +173,7 @@ fn merge(earlier: SubmitArgs, later: SubmitArgs) -> SubmitArgs {
         mem_per_cpu: later.mem_per_cpu.or(earlier.mem_per_cpu),
         partition: later.partition.or(earlier.partition),
         json: later.json || earlier.json,
+        alloc: later.alloc.over(earlier.alloc),
         command: later.command,
     }
 }
@@ -260,6 +263,7 @@ fn finish_spec(a: SubmitArgs, script: String, argv: Vec<String>) -> Result<(pb::
             .ok_or_else(|| usage("--mem-per-cpu times --cpus is too large"))?,
         (None, None) => 0,
     };
+    let (mem_bytes, allocation) = crate::alloc_opts::allocation(&a, mem_bytes, cpus).map_err(usage)?;
     let time_limit_ms = match &a.time {
         Some(t) => parse::parse_duration(t).map_err(|e| usage(format!("--time: {e}")))?,
         None => 0,
@@ -334,6 +338,7 @@ fn finish_spec(a: SubmitArgs, script: String, argv: Vec<String>) -> Result<(pb::
             Some(sig) => rudel_core::signal::parse(sig).map_err(usage)?.to_string(),
             None => String::new(),
         },
+        allocation,
         open_append: match a.open_mode.as_deref() {
             None | Some("truncate") => false,
             Some("append") => true,

@@ -279,6 +279,10 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
     if !spec.constraint.is_empty() {
         println!("  Constraint={}", spec.constraint);
     }
+    if !spec.allocation.is_empty() {
+        // What it asked for; Nodes= below lists every node granted, the script's first.
+        println!("  Allocation={}", spec.allocation);
+    }
     println!("  Partition={}", spec.partition);
     if !spec.dependency.is_empty() || j.held || spec.begin_ms > 0 {
         println!(

@@ -23,6 +23,10 @@ use crate::sched::partition::{Partition, PartitionState};
 use crate::state::State;
 use serde::{Deserialize, Serialize};
 
+#[path = "gang.rs"]
+mod gang;
+pub use gang::GangSlice;
+
 /// What one pass decided, in the order it must be committed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -32,6 +36,9 @@ pub struct Plan {
     pub blocked: Option<JobId>,
     /// Jobs that wait for something other than nodes.
     pub waiting: BTreeMap<JobId, Wait>,
+    /// The slices of each placed multi-node job, its placement's node first (see
+    /// `gang.rs`).
+    pub gangs: BTreeMap<TaskKey, Vec<GangSlice>>,
 }
 
 /// Why a job waits, when it is not nodes or order.
@@ -174,6 +181,9 @@ impl<'a> Planner<'a> {
             constraint: job.spec.constraint.as_ref(),
             parts,
         };
+        if let Some(a) = job.spec.alloc.as_ref() {
+            return self.plan_gang(job, a, &shape);
+        }
         let limit = job
             .spec
             .array

@@ -141,7 +141,7 @@ impl Row {
             "t" | "statecompact" => format::compact_state(self.state).into(),
             "M" | "timeused" => format::elapsed(self.time_used()),
             "l" | "timelimit" => format::limit(self.time_limit_ms),
-            "D" | "numnodes" => "1".into(),
+            "D" | "numnodes" => self.nodes.len().max(1).to_string(),
             "R" | "reasonlist" => self.reason_list(),
             "r" | "reason" => self.reason.clone(),
             "N" | "nodelist" => self.nodelist(),

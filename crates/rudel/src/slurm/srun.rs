@@ -15,6 +15,8 @@ use super::{SlurmError, SlurmResult};
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Step {
     cpus_per_task: Option<u32>,
+    /// `-n 1` was given (a step of the whole allocation otherwise).
+    one_task: bool,
     command: Vec<String>,
 }
 
@@ -55,7 +57,12 @@ fn check_cpu_bind(v: &str) -> Result<(), SlurmError> {
 
 fn apply(step: &mut Step, opt: &str, v: &str) -> Result<(), SlurmError> {
     match opt {
-        "ntasks" | "nodes" => must_be_one(opt, v),
+        "ntasks" => {
+            must_be_one(opt, v)?;
+            step.one_task = true;
+            Ok(())
+        }
+        "nodes" => must_be_one(opt, v),
         "cpu-bind" => check_cpu_bind(v),
         "cpus-per-task" => {
             let n = v
@@ -148,6 +155,14 @@ pub fn srun(args: Vec<String>) -> SlurmResult {
     if std::env::var_os("SLURM_JOB_ID").is_none() {
         return Err(unsupported("srun outside a batch job (an allocation of its own)"));
     }
+    // In a multi-task allocation a step without -n runs SLURM_NTASKS tasks over every
+    // node; running one here would look done but not be.
+    let tasks = std::env::var("SLURM_NTASKS").ok().and_then(|v| v.parse::<u32>().ok());
+    if let Some(n) = tasks.filter(|n| *n > 1 && !step.one_task) {
+        return Err(unsupported(&format!(
+            "a step of all {n} tasks of this allocation (srun without -n 1)"
+        )));
+    }
     if let (Some(want), Some(have)) = (step.cpus_per_task, allowed_cpus()) {
         if want > have {
             return Err(SlurmError::msg(format!(
@@ -199,6 +214,8 @@ mod tests {
         assert_eq!(s.command, words("python -m x -n 5"));
         let s = parse(&words("-u -N 1 -c 1 -J step -- sh -s")).unwrap();
         assert_eq!(s.command, words("sh -s"));
+        assert!(!s.one_task, "no -n: a step of the whole allocation");
+        assert!(parse(&words("-n 1 true")).unwrap().one_task);
     }
 
     #[test]
