@@ -6,7 +6,7 @@ in one invocation; prints every run, the medians, how many queries the pollers m
 as its last line `ratio with-pollers/alone: X.XX`. Target (issue 10): <= 1.10.
 
 Usage: bench/pollers.py [--tasks 5000] [--runs 3] [--pollers 20] [--rate 10]
-                        [--binary target/release/rudel] [--sacct-all]
+                        [--binary target/release/rudel] [--sacct-all] [--tls]
 """
 import argparse
 import os
@@ -36,7 +36,13 @@ def poller(cmds, env, cwd, rate, stop, counts, i):
 def with_pollers(c, a, cmds):
     stop = threading.Event()
     counts = [0] * a.pollers
-    threads = [threading.Thread(target=poller, args=(cmds, c.env, c.dir, a.rate, stop, counts, i))
+    # Pollers run on the head's machine, as workflow tools do on a login node: without
+    # named credentials the CLI takes the head's Unix socket (no TLS handshake per poll);
+    # --tls keeps them on TLS for comparison.
+    env = dict(c.env)
+    if not a.tls:
+        env.pop("RUDEL_CREDENTIALS", None)
+    threads = [threading.Thread(target=poller, args=(cmds, env, c.dir, a.rate, stop, counts, i))
                for i in range(a.pollers)]
     for t in threads:
         t.start()
@@ -57,6 +63,8 @@ def main():
     ap.add_argument("--pollers", type=int, default=20)
     ap.add_argument("--rate", type=float, default=10.0, help="queries per second per poller")
     ap.add_argument("--binary", default="target/release/rudel")
+    ap.add_argument("--tls", action="store_true",
+                    help="pollers use the TLS credentials instead of the head's Unix socket")
     ap.add_argument("--sacct-all", action="store_true",
                     help="poll an unfiltered `sacct -X` (every job and task of the day) instead of "
                          "snakemake's query by workflow name")

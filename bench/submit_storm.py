@@ -2,7 +2,8 @@
 """Submit storm: one user ("stormer") runs N concurrent `rudel submit` loops while another
 user ("quiet") submits sequentially; prints the quiet user's median/p90 submit latency idle
 and under the storm, and as its last line `ratio storm/idle (median): X.XX`.
-Target (issue 12): <= 2.00. The user is today's claim, $USER of the CLI.
+Target (issue 12): <= 2.00. The head decides the user: the admin credentials submit on each
+user's behalf (`rudel submit --user U`), which the rate limits and quotas count as U's.
 
 Jobs are held (`--hold`) so the agent does no work: the benchmark measures admission only.
 
@@ -21,9 +22,8 @@ from throughput import Cluster  # noqa: E402
 
 
 def submit(c, user):
-    env = dict(c.env, USER=user)
     t0 = time.perf_counter()
-    r = subprocess.run([c.binary, "submit", "--hold", "--", "/bin/true"], env=env,
+    r = subprocess.run([c.binary, "submit", "--user", user, "--hold", "--", "/bin/true"], env=c.env,
                        capture_output=True, text=True, cwd=c.dir)
     return time.perf_counter() - t0, r.returncode
 

@@ -13,8 +13,8 @@ use crate::sched::{ConfigError, SchedConfig};
 use crate::scheduler;
 
 mod cancel_tasks;
-pub mod quota;
 mod gang;
+pub mod quota;
 
 /// Request ids remembered for idempotent submit.
 pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
@@ -498,7 +498,7 @@ impl State {
             Err(reason) => return Response::Rejected { reason },
         };
         let new_tasks = spec.array.as_ref().map_or(1, crate::array::ArraySpec::len).max(1);
-        if let Err(reason) = self.check_queue_limits(&spec, u64::from(new_tasks)) {
+        if let Err(reason) = self.check_queue_limits(&spec, new_tasks) {
             return Response::Rejected { reason };
         }
         let id = self.next_job_id.max(1);

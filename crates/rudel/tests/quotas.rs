@@ -7,11 +7,12 @@ mod common;
 use common::{run_bounded, Cluster, Opts, Out};
 use std::time::Duration;
 
+/// The head decides who submits: the test's admin credentials submit on the user's behalf
+/// (`--user`, admins only), which counts against that user's limits.
 fn submit_as(c: &Cluster, user: &str, args: &[&str]) -> Out {
-    let mut a = vec!["submit", "--json"];
+    let mut a = vec!["submit", "--json", "--user", user];
     a.extend_from_slice(args);
-    let mut cmd = c.command_in(&c.work, &a);
-    cmd.env("USER", user);
+    let cmd = c.command_in(&c.work, &a);
     run_bounded(cmd, Duration::from_secs(30))
 }
 
@@ -53,12 +54,13 @@ fn pending_limits_refuse_with_exact_messages_and_change_nothing() {
     let o = submit_as(&c, "carol", &["--", "true"]);
     assert!(o.stderr.contains("carol has 1 pending jobs (limit 1)"), "{o}");
 
-    // The whole queue: 5 pending, bound 6, an array of 2 crosses it.
+    // The whole queue: 4 pending (alice 2, bob 1, carol 1), bound 6, an array of 3 crosses it.
     let before = job_count(&c);
-    let o = submit_as(&c, "dave", &["--array", "1-2", "--", "true"]);
+    let o = submit_as(&c, "dave", &["--array", "1-3", "--", "true"]);
     assert!(!o.ok(), "{o}");
     assert!(
-        o.stderr.contains("the queue holds 5 pending tasks (limit 6); this job adds 2"),
+        o.stderr
+            .contains("the queue holds 4 pending tasks (limit 6); this job adds 3"),
         "{o}"
     );
     assert_eq!(job_count(&c), before);

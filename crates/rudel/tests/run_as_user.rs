@@ -49,31 +49,22 @@ fn chown_r(p: &Path, uid: u32, gid: u32) {
     assert!(st.success());
 }
 
-/// A directory owned by the user (mode 0700) with a copy of the admin credentials, under
-/// a cluster directory the user may traverse.
-fn user_home(cl: &Cluster, uid: u32, gid: u32) -> (PathBuf, PathBuf) {
+/// A directory owned by the user (mode 0700), under a cluster directory the user may
+/// traverse.
+fn user_home(cl: &Cluster, uid: u32, gid: u32) -> PathBuf {
     for d in [cl.tmp.path(), cl.data.as_path()] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).expect("chmod");
     }
     let home = cl.tmp.path().join("spa");
     std::fs::create_dir_all(&home).expect("mkdir");
-    let creds = home.join("creds");
-    let st = Command::new("cp")
-        .args([
-            "-r",
-            &cl.admin_credentials().display().to_string(),
-            &creds.display().to_string(),
-        ])
-        .status()
-        .expect("cp");
-    assert!(st.success());
     chown_r(&home, uid, gid);
     std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-    (home, creds)
+    home
 }
 
-/// `rudel ARGS` run by the user (its uid, gid and $USER), in `dir`.
-fn rudel_as(cl: &Cluster, uid: u32, gid: u32, dir: &Path, creds: &Path, args: &[&str]) -> Out {
+/// `rudel ARGS` run by the user (its uid, gid and $USER), in `dir`, through the head's
+/// well-known Unix socket: the head knows the user from the kernel (SO_PEERCRED).
+fn rudel_as(cl: &Cluster, uid: u32, gid: u32, dir: &Path, args: &[&str]) -> Out {
     let mut cmd = Command::new(RUDEL);
     cmd.args(args)
         .current_dir(dir)
@@ -82,16 +73,15 @@ fn rudel_as(cl: &Cluster, uid: u32, gid: u32, dir: &Path, creds: &Path, args: &[
         .env("HOME", dir)
         .env("USER", USER)
         .env("RUDEL_HEAD", &cl.addr)
-        .env("RUDEL_CREDENTIALS", creds)
         .uid(uid)
         .gid(gid); // std drops root's supplementary groups when it changes the uid
     run_bounded(cmd, CLI_TIMEOUT)
 }
 
-fn submit_as(cl: &Cluster, uid: u32, gid: u32, dir: &Path, creds: &Path, args: &[&str]) -> u64 {
+fn submit_as(cl: &Cluster, uid: u32, gid: u32, dir: &Path, args: &[&str]) -> u64 {
     let mut a = vec!["submit", "--json"];
     a.extend_from_slice(args);
-    let o = rudel_as(cl, uid, gid, dir, creds, &a);
+    let o = rudel_as(cl, uid, gid, dir, &a);
     assert!(o.ok(), "submit as {USER}: {o}");
     let v: Value = serde_json::from_str(o.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {o}"));
     v["id"].as_u64().expect("id")
@@ -105,7 +95,7 @@ fn task_reason(v: &Value) -> String {
 fn a_job_runs_as_its_user_with_groups_files_and_login() {
     let (uid, gid, sgid) = ensure_user();
     let cl = Cluster::up(Opts::default());
-    let (home, creds) = user_home(&cl, uid, gid);
+    let home = user_home(&cl, uid, gid);
     assert_eq!(
         cl.nodes_json()[0]["run_as"],
         "job-user",
@@ -124,7 +114,6 @@ fn a_job_runs_as_its_user_with_groups_files_and_login() {
         uid,
         gid,
         &home,
-        &creds,
         &["--export=NONE", "-o", &o, "--", "sh", "-c", &script],
     );
     let v = cl.wait_finished(id, Duration::from_secs(60));
@@ -163,8 +152,8 @@ fn a_job_runs_as_its_user_with_groups_files_and_login() {
 fn output_where_the_user_cannot_write_fails_cleanly() {
     let (uid, gid, _) = ensure_user();
     let cl = Cluster::up(Opts::default());
-    let (home, creds) = user_home(&cl, uid, gid);
-    let id = submit_as(&cl, uid, gid, &home, &creds, &["-o", "/root/rudel-spa-x", "--", "true"]);
+    let home = user_home(&cl, uid, gid);
+    let id = submit_as(&cl, uid, gid, &home, &["-o", "/root/rudel-spa-x", "--", "true"]);
     let v = cl.wait_finished(id, Duration::from_secs(60));
     assert_eq!(v["state"], "failed", "{v:#}");
     let reason = task_reason(&v);
@@ -186,9 +175,11 @@ fn root_jobs_are_refused_without_allow_root_jobs_and_unknown_users_named() {
     let v = cl.wait_finished(id, Duration::from_secs(60));
     assert_eq!(v["state"], "failed", "{v:#}");
     assert!(task_reason(&v).contains("jobs as root are refused on node n1"), "{v:#}");
-    // A user the node does not know (the CLI sends $USER).
-    let mut cmd = cl.command_in(&cl.work, &["submit", "--json", "--", "true"]);
-    cmd.env("USER", "rudel-nosuch-user");
+    // A user the node does not know (an admin submits on its behalf).
+    let cmd = cl.command_in(
+        &cl.work,
+        &["submit", "--json", "--user", "rudel-nosuch-user", "--", "true"],
+    );
     let o = run_bounded(cmd, CLI_TIMEOUT);
     assert!(o.ok(), "{o}");
     let v: Value = serde_json::from_str(o.stdout.trim()).expect("json");
