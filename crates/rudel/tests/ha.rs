@@ -234,6 +234,8 @@ impl Group {
             "2",
             "--kill-grace",
             "1s",
+            // The suite runs as root, so its jobs are root's (refused by default).
+            "--allow-root-jobs",
             "--token",
             &token,
         ];
