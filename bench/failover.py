@@ -401,7 +401,7 @@ def main():
         token = open(f"{d1}/join-token").read().strip()
         ag1 = net.spawn(AGENT_HOST, "single-agent",
                         [binary, "agent", "--head", single, "--data", f"{tmp}/single-agent", "--name",
-                         f"host{AGENT_HOST}", "--cpus", str(CPUS), "--token", token], f"{tmp}/single-agent")
+                         f"host{AGENT_HOST}", "--cpus", str(CPUS), "--allow-root-jobs", "--token", token], f"{tmp}/single-agent")
         wait_agent(cli1, f"host{AGENT_HOST}")
         rt1, xt1 = array_runs(cli1, "1-head", a.tasks, a.runs)
         net.stop(ag1)
@@ -427,7 +427,7 @@ def main():
         token = open(f"{data[0]}/join-token").read().strip()
         net.spawn(AGENT_HOST, "agent",
                   [binary, "agent", "--head", ",".join(addrs), "--data", f"{tmp}/agent", "--name",
-                   f"host{AGENT_HOST}", "--cpus", str(CPUS), "--token", token], f"{tmp}/agent")
+                   f"host{AGENT_HOST}", "--cpus", str(CPUS), "--allow-root-jobs", "--token", token], f"{tmp}/agent")
         wait_agent(cli, f"host{AGENT_HOST}")
 
         # ---- 2(ii): replication cost on the 3-head group ----

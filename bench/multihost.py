@@ -116,7 +116,7 @@ def main():
         token = open(token_file).read().strip()
         for i in range(1, a.agents + 1):
             net.spawn(i, [binary, "agent", "--head", head, "--data", f"{tmp}/a{i}", "--name", f"host{i}",
-                          "--cpus", str(a.cpus), "--token", token], log)
+                          "--cpus", str(a.cpus), "--allow-root-jobs", "--token", token], log)
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
