@@ -157,7 +157,8 @@ fn scripts_slurm_would_refuse_or_rudel_cannot_honour_are_refused_with_the_line()
         ("echo no shebang\n", "first line must start with #!"),
         (
             "#!/bin/sh\n#SBATCH -N 2\necho\n",
-            "line 2: #SBATCH -N/--nodes=2: multi-node",
+            // Multi-node jobs exist now; this one-node cluster cannot hold two nodes.
+            "the job asks for 2 nodes; this cluster has 1",
         ),
         (
             "#!/bin/sh\n#SBATCH --deadline=now+1hour\necho\n",
