@@ -5,8 +5,13 @@ the Slurm links, alternating) 10 times a second, as workflow managers do. Altern
 in one invocation; prints every run, the medians, how many queries the pollers made, and
 as its last line `ratio with-pollers/alone: X.XX`. Target (issue 10): <= 1.10.
 
+`--null` adds a third configuration: the same pollers starting `/bin/true` at the same
+rate. On a small machine the processes themselves (fork, exec, dynamic loading) take CPU
+from the tasks whatever they ask; the ratio with-pollers/null-pollers is what rudel's
+queries cost on top of that (client work, socket, head).
+
 Usage: bench/pollers.py [--tasks 5000] [--runs 3] [--pollers 20] [--rate 10]
-                        [--binary target/release/rudel] [--sacct-all] [--tls]
+                        [--binary target/release/rudel] [--sacct-all] [--tls] [--null]
 """
 import argparse
 import os
@@ -25,7 +30,7 @@ def poller(cmds, env, cwd, rate, stop, counts, i):
     n = 0
     while not stop.is_set():
         t0 = time.perf_counter()
-        subprocess.run(cmds[n % 2], env=env, cwd=cwd, capture_output=True)
+        subprocess.run(cmds[n % len(cmds)], env=env, cwd=cwd, capture_output=True)
         n += 1
         rest = period - (time.perf_counter() - t0)
         if rest > 0:
@@ -65,6 +70,9 @@ def main():
     ap.add_argument("--binary", default="target/release/rudel")
     ap.add_argument("--tls", action="store_true",
                     help="pollers use the TLS credentials instead of the head's Unix socket")
+    ap.add_argument("--null", action="store_true",
+                    help="also run with pollers that start /bin/true at the same rate (the cost of "
+                         "the processes alone)")
     ap.add_argument("--sacct-all", action="store_true",
                     help="poll an unfiltered `sacct -X` (every job and task of the day) instead of "
                          "snakemake's query by workflow name")
@@ -78,16 +86,25 @@ def main():
         if not a.sacct_all:
             sacct += ["--name", "poller-workflow", "-S", "now-1hour"]
         cmds = [[os.path.join(bindir, "squeue"), "-h"], sacct]
-        alone, polled = [], []
+        alone, polled, null = [], [], []
         for r in range(a.runs):
             alone.append(run_rudel(c, a.tasks, "none"))
+            line = f"run {r + 1}: alone {alone[-1]:.2f} s"
+            if a.null:
+                dt, queries, span = with_pollers(c, a, [["/bin/true"]])
+                null.append(dt)
+                line += f", with null pollers {dt:.2f} s ({queries / (span + 1):.0f} processes/s)"
             dt, queries, span = with_pollers(c, a, cmds)
             polled.append(dt)
-            print(f"run {r + 1}: alone {alone[-1]:.2f} s, with pollers {dt:.2f} s "
+            print(f"{line}, with pollers {dt:.2f} s "
                   f"({queries} queries over {span + 1:.1f} s: {queries / (span + 1):.0f}/s)", flush=True)
         ma, mp = statistics.median(alone), statistics.median(polled)
         print(f"median: alone {ma:.2f} s ({a.tasks / ma:.0f}/s), with {a.pollers} pollers {mp:.2f} s "
               f"({a.tasks / mp:.0f}/s)")
+        if a.null:
+            mn = statistics.median(null)
+            print(f"median with null pollers (/bin/true): {mn:.2f} s; ratio null-pollers/alone "
+                  f"{mn / ma:.2f}, with-pollers/null-pollers {mp / mn:.2f}")
         print(f"ratio with-pollers/alone: {mp / ma:.2f}")
     finally:
         c.stop()

@@ -76,6 +76,12 @@ pub struct JobSpec {
     /// one node.
     #[serde(default)]
     pub alloc: Option<Box<crate::alloc::AllocSpec>>,
+    /// `--mem-per-cpu` in bytes when memory was asked per cpu (`mem_bytes` is then this
+    /// times `cpus`); 0 otherwise. Only decides which of Slurm's variables the task sees
+    /// (`SLURM_MEM_PER_CPU` instead of `SLURM_MEM_PER_NODE`): scripts that size their
+    /// work from it would otherwise read a per-node total as a per-cpu share.
+    #[serde(default)]
+    pub mem_per_cpu: u64,
 }
 
 /// State of a task, and (aggregated) of a job.

@@ -93,7 +93,9 @@ fn slurm_vars(job: &Job, p: &Placement) -> Vec<(String, String)> {
     if spec.cpus > 1 {
         v.push(("SLURM_CPUS_PER_TASK", spec.cpus.to_string()));
     }
-    if spec.mem_bytes > 0 {
+    if spec.mem_per_cpu > 0 {
+        v.push(("SLURM_MEM_PER_CPU", (spec.mem_per_cpu >> 20).to_string()));
+    } else if spec.mem_bytes > 0 {
         v.push(("SLURM_MEM_PER_NODE", (spec.mem_bytes >> 20).to_string()));
     }
     if let Some(a) = &spec.array {
@@ -222,6 +224,15 @@ mod tests {
         assert!(!e.contains_key("SLURM_RESTART_COUNT"), "first attempt: {e:?}");
         assert_eq!(e.get("SLURM_OPEN_MODE").map(String::as_str), Some("a"));
         assert_eq!(e.get("SLURM_JOB_DEPENDENCY").map(String::as_str), Some("afterok:7"));
+    }
+
+    #[test]
+    fn memory_asked_per_cpu_is_said_per_cpu_as_slurm_does() {
+        let mut j = job(None);
+        j.spec.mem_per_cpu = 512 << 20;
+        let e = env_of(&j, 0);
+        assert_eq!(e.get("SLURM_MEM_PER_CPU").map(String::as_str), Some("512"));
+        assert!(!e.contains_key("SLURM_MEM_PER_NODE"), "{e:?}");
     }
 
     #[test]

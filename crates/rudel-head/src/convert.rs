@@ -74,6 +74,7 @@ pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
             Some(rudel_core::signal::parse(&s.signal).map_err(|e| Status::invalid_argument(e.to_string()))?)
         },
         open_append: s.open_append,
+        mem_per_cpu: s.mem_per_cpu,
         alloc: rudel_core::alloc::AllocSpec::parse_text(&s.allocation)
             .map_err(|e| Status::invalid_argument(e.to_string()))?
             .map(Box::new),
@@ -131,6 +132,7 @@ pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
         begin_ms: s.begin_ms,
         signal: s.signal.map(|w| w.to_string()).unwrap_or_default(),
         open_append: s.open_append,
+        mem_per_cpu: s.mem_per_cpu,
         allocation: s.alloc.as_ref().map(|a| a.to_text()).unwrap_or_default(),
     }
 }

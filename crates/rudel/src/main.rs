@@ -152,7 +152,7 @@ fn main() -> ExitCode {
     if let Some(name) = slurm::invoked_as() {
         // SAFETY: setting a signal disposition to its default has no preconditions.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-        return match client_runtime() {
+        return match client_runtime(name) {
             Ok(rt) => slurm::main(name, &rt),
             Err(e) => {
                 eprintln!("{name}: error: cannot start the async runtime: {e}");
@@ -225,7 +225,12 @@ fn main() -> ExitCode {
 }
 
 /// The runtime of a Slurm command (a client: one worker), with warnings-only logs.
-fn client_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+///
+/// The query commands run on the calling thread: workflow tools start them many times a
+/// second, and a worker thread (its stack, its malloc arena, the wake-ups between it and
+/// the main thread) was a measurable part of each process's cost. The others keep a worker
+/// so a blocking wait (srun's child) never starves the connection they hold.
+fn client_runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUDEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=warn,h2=warn,tower=warn"));
     tracing_subscriber::fmt()
@@ -233,6 +238,9 @@ fn client_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
+    if matches!(name, "squeue" | "sacct" | "sinfo") {
+        return tokio::runtime::Builder::new_current_thread().enable_all().build();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(worker_threads())
         .enable_all()

@@ -263,6 +263,10 @@ fn finish_spec(a: SubmitArgs, script: String, argv: Vec<String>) -> Result<(pb::
             .ok_or_else(|| usage("--mem-per-cpu times --cpus is too large"))?,
         (None, None) => 0,
     };
+    let mem_per_cpu = match &a.mem_per_cpu {
+        Some(m) => parse::parse_size(m).map_err(|e| usage(format!("--mem-per-cpu: {e}")))?,
+        None => 0,
+    };
     let (mem_bytes, allocation) = crate::alloc_opts::allocation(&a, mem_bytes, cpus).map_err(usage)?;
     let time_limit_ms = match &a.time {
         Some(t) => parse::parse_duration(t).map_err(|e| usage(format!("--time: {e}")))?,
@@ -339,6 +343,7 @@ fn finish_spec(a: SubmitArgs, script: String, argv: Vec<String>) -> Result<(pb::
             None => String::new(),
         },
         allocation,
+        mem_per_cpu,
         open_append: match a.open_mode.as_deref() {
             None | Some("truncate") => false,
             Some("append") => true,

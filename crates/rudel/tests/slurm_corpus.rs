@@ -47,8 +47,6 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str)] = &[
         "env/*/SLURM_CONF",
         "the path of slurm.conf: rudel has none",
     ),
-    ("19-mem-per-cpu", "env/*/SLURM_MEM_PER_CPU", "--mem-per-cpu becomes the job's total at submit: SLURM_MEM_PER_NODE"),
-    ("19-mem-per-cpu", "env/*/SLURM_MEM_PER_NODE", "as SLURM_MEM_PER_CPU"),
     ("35-refuse-two-nodes", "*", "Slurm queues -N 2 on a one-node cluster forever (PartitionNodeLimit; the recorder cancelled it); rudel refuses at submit"),
     ("37-stdin-script", "env/*/SLURM_JOB_NAME", "Slurm leaves SLURM_JOB_NAME unset for a script read from stdin; rudel sets \"sbatch\""),
 ];
