@@ -52,15 +52,12 @@ class Cluster:
         sys.exit(f"rudel up did not become ready; see {self.dir}/up.log")
 
     def become(self, name):
-        """Later `rudel` calls run as user `name`, with a copy of the admin credentials it owns."""
+        """Later `rudel` calls run as user `name` through the head's Unix socket, which
+        identifies them by their uid (admin credentials would make the jobs root's)."""
         pw = pwd.getpwnam(name)
         os.chmod(self.dir, 0o711)
-        creds = os.path.join(self.dir, f"creds-{name}")
-        shutil.copytree(os.path.join(self.dir, "data", "head", "client"), creds)
-        for root, dirs, files in os.walk(creds):
-            for f in [root, *[os.path.join(root, x) for x in dirs + files]]:
-                os.chown(f, pw.pw_uid, pw.pw_gid)
-        self.env = dict(self.env, USER=name, HOME=self.dir, RUDEL_CREDENTIALS=creds)
+        self.env = dict(self.env, USER=name, HOME=self.dir)
+        self.env.pop("RUDEL_CREDENTIALS", None)
 
         def drop():
             os.setgroups([])
