@@ -12,6 +12,7 @@ pub mod command;
 pub mod constraint;
 pub mod deps;
 pub mod events;
+pub mod explain;
 pub mod gates;
 pub mod hostlist;
 pub mod ids;

@@ -248,6 +248,14 @@ impl pb::rudel_server::Rudel for ClientService {
         }
     }
 
+    async fn explain(&self, req: Request<pb::ExplainRequest>) -> Result<tonic::Response<pb::ExplainResponse>, Status> {
+        let caller = crate::auth::caller(&req)?.clone();
+        let req = req.into_inner();
+        self.read_barrier(req.stale).await?;
+        let a = self.shared.read();
+        crate::explain_rpc::explain(&a.state, &caller, req.job_id).map(tonic::Response::new)
+    }
+
     async fn hold(&self, req: Request<pb::HoldRequest>) -> Result<tonic::Response<pb::ChangeResponse>, Status> {
         let caller = crate::auth::caller(&req)?.clone();
         let req = req.into_inner();

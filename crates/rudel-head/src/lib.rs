@@ -9,6 +9,7 @@ pub mod convert;
 pub mod credentials;
 pub mod enroll_service;
 pub mod exec;
+mod explain_rpc;
 pub mod group_join;
 pub mod heads;
 pub mod history;

@@ -5,6 +5,7 @@ mod client;
 mod config_cmd;
 mod daemon;
 mod exec;
+mod explain_cmd;
 mod follow;
 mod history;
 mod hold_cmd;
@@ -99,6 +100,9 @@ enum Cmd {
     Status(show::StatusArgs),
     /// Who the head takes you for: user, uid (local socket), role, transport, certificate.
     Whoami(whoami::WhoamiArgs),
+    /// Why a job waits, node by node: what each node lacks now, which job the free nodes
+    /// are kept for, its place in the queue.
+    Explain(explain_cmd::ExplainArgs),
     /// Manage join tokens (admin): create, list, revoke.
     Token(tokens::TokenArgs),
     /// Get user credentials for this machine with a client/admin token (for remote CLIs).
@@ -205,6 +209,7 @@ fn main() -> ExitCode {
             Cmd::Exec(a) => exec::exec(a, &head).await,
             Cmd::Status(a) => show::status(a, &head).await,
             Cmd::Whoami(a) => whoami::whoami(a, &head).await,
+            Cmd::Explain(a) => explain_cmd::explain(a, &head).await,
             Cmd::Token(a) => tokens::token(a, &head).await,
             Cmd::Login(a) => tokens::login(a, &head).await,
             Cmd::Admin(a) => admin::admin(a, &head).await,
