@@ -260,6 +260,10 @@ pub struct Job {
     /// `next_position` (which never rests on one of them).
     #[serde(default)]
     pub skipped: BTreeSet<u32>,
+    /// Its turn in the `round_robin` order (see `state/turns.rs`); 0 before scheduling
+    /// version 2.
+    #[serde(default)]
+    pub turn: u64,
     /// The highest attempt number any task of this job was placed with (0 in states
     /// written before it was kept): a requeued task runs as a higher one, so that a stale
     /// report of an earlier attempt can never end the new one.
@@ -314,6 +318,7 @@ impl Job {
             held: false,
             dep: DepStatus::Satisfied,
             skipped: BTreeSet::new(),
+            turn: 0,
             max_attempt: 0,
             corr: None,
         }

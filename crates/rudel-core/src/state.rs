@@ -15,6 +15,7 @@ use crate::scheduler;
 mod cancel_tasks;
 mod gang;
 pub mod quota;
+pub mod turns;
 
 /// Request ids remembered for idempotent submit.
 pub const MAX_REMEMBERED_REQUESTS: usize = 100_000;
@@ -73,6 +74,9 @@ pub struct State {
     /// Unfinished jobs by user, for the queue limits (see `state/quota.rs`).
     #[serde(default)]
     pub usage: quota::Usage,
+    /// Turn numbers for the `round_robin` order (see `state/turns.rs`).
+    #[serde(default)]
+    pub turns: turns::Turns,
 }
 
 /// Why a submit cannot be accepted; the text goes to the user as is.
@@ -509,7 +513,10 @@ impl State {
         let mut spec = spec;
         spec.env = self.envs.intern(spec.env);
         let spec_user = spec.user.clone();
-        let job = Job::new(id, spec, self.now_ms);
+        let mut job = Job::new(id, spec, self.now_ms);
+        if self.sched.version >= 2 {
+            job.turn = self.turns.assign(&spec_user);
+        }
         let tasks = job.total;
         self.emit(Event::JobSubmitted { job: id });
         self.usage.add(&spec_user, id, tasks);
@@ -1017,7 +1024,14 @@ impl State {
         self.waiting.clone_from(&plan.waiting);
         plan.start
             .iter()
-            .filter_map(|p| self.commit_one(p, plan.gangs.get(&p.key)).err())
+            .filter_map(|p| {
+                let done = self.commit_one(p, plan.gangs.get(&p.key));
+                if done.is_ok() && self.sched.version >= 2 {
+                    let turn = self.jobs.get(&p.key.job).map_or(0, |j| j.turn);
+                    self.turns.started(turn);
+                }
+                done.err()
+            })
             .collect()
     }
 

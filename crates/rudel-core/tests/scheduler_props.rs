@@ -233,7 +233,7 @@ fn event() -> impl Strategy<Value = Event> {
         1 => any::<usize>().prop_map(Event::Replace),
         1 => any::<usize>().prop_map(Event::Forget),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(i, d)| Event::Drain(i, d)),
-        1 => (0usize..3, 0u32..=3).prop_map(|(o, d)| Event::Configure(o, d)),
+        1 => (0usize..rudel_core::sched::Order::ALL.len(), 0u32..=3).prop_map(|(o, d)| Event::Configure(o, d)),
         1 => (0usize..3, prop_oneof![4 => Just(true), 1 => Just(false)]).prop_map(|(n, up)| Event::Partition(n, up)),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(i, h)| Event::Hold(i, h)),
         2 => (any::<usize>(), any::<u64>()).prop_map(|(i, p)| Event::CancelTask(i, p)),
@@ -274,6 +274,8 @@ fn spec(r: &JobReq) -> JobSpec {
             2 => rudel_core::constraint::Constraint::parse("!gpu").ok(),
             _ => None,
         },
+        // Three users, so the round_robin order has turns to give.
+        user: format!("u{}", r.tasks % 3),
         ..JobSpec::default()
     }
 }
@@ -705,7 +707,12 @@ proptest! {
                 }
                 Event::Configure(o, depth) => {
                     let o = rudel_core::sched::Order::ALL[o];
-                    let settings = vec![("order".to_string(), o.as_str().to_string()), ("queue_depth".to_string(), depth.to_string())];
+                    // Version 2 first: round_robin needs it (its turns are numbered from then on).
+                    let settings = vec![
+                        ("version".to_string(), "2".to_string()),
+                        ("order".to_string(), o.as_str().to_string()),
+                        ("queue_depth".to_string(), depth.to_string()),
+                    ];
                     let r = apply_ev(&mut s, &mut ended, Command::Configure { settings, now_ms: now })?;
                     prop_assert!(matches!(r, Response::Configured { .. }), "{:?}", r);
                     prop_assert_eq!((s.sched.order, s.sched.queue_depth), (o, depth));

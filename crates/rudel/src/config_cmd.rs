@@ -27,7 +27,8 @@ pub enum ConfigCmd {
     /// Change settings, all or nothing, e.g. `order=fifo queue_depth=0`.
     ///
     /// Settings: `order` = priority (higher --priority first, then submission order; the
-    /// default) | fifo (submission order) | sjf (shortest time limit first);
+    /// default) | fifo (submission order) | sjf (shortest time limit first) | round_robin
+    /// (one job per user in turn; needs version=2);
     /// `queue_depth` / `short_queue_depth` = 0..8 tasks queued on an agent behind one
     /// running task of the same shape, for ordinary and for short tasks; `version` = the
     /// scheduling behaviour version the cluster runs (raise it only once every head runs

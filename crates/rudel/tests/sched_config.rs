@@ -68,6 +68,12 @@ fn the_configured_queue_order_decides_what_runs_first_and_survives_a_restart() {
     let newer = c.rudel(&["admin", "config", "set", "version=99"]);
     assert_eq!(newer.code, Some(2), "{newer}");
     assert!(newer.stderr.contains("upgrade every head"), "{newer}");
+    // round_robin needs the turns version 2 numbers at submit.
+    let early = c.rudel(&["admin", "config", "set", "order=round_robin"]);
+    assert_eq!(early.code, Some(2), "{early}");
+    assert!(early.stderr.contains("version=2"), "{early}");
+    c.rudel_ok(&["admin", "config", "set", "version=2", "order=round_robin"]);
+    c.rudel_ok(&["admin", "config", "set", "order=fifo"]);
 
     // A file, all or nothing.
     let file = c.work.join("sched.toml");

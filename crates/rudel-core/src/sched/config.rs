@@ -9,7 +9,10 @@ use super::order::Order;
 /// than its peers' would silently reach another state. Every change to what the scheduler
 /// decides for the same log gets a new version, and a head refuses entries and snapshots
 /// that ask for a newer version than this (see [`SchedConfig::check_supported`]).
-pub const SCHED_VERSION: u32 = 1;
+pub const SCHED_VERSION: u32 = 2;
+
+/// The first version that numbers turns for the `round_robin` order at submit.
+pub const TURNS_VERSION: u32 = 2;
 
 /// Tasks that may wait on an agent behind one running task, for jobs whose tasks are short
 /// ([`crate::job::Job::queue_depth`]): the default and the bound of `short_queue_depth`.
@@ -182,6 +185,19 @@ impl SchedConfig {
                 expected: "at most one default partition".into(),
             });
         }
+        // Turns are numbered only from version 2 on (every head must number them alike):
+        // round_robin on a version-1 cluster would order every job as turn 0, silently FIFO.
+        if c.order == Order::RoundRobin && c.version < TURNS_VERSION {
+            return Err(ConfigError::BadValue {
+                key: "order".into(),
+                value: "round_robin".into(),
+                expected: format!(
+                    "scheduling version {TURNS_VERSION} or later first (this cluster runs {}; set \
+                     version={TURNS_VERSION} once every head runs a build that has it)",
+                    c.version
+                ),
+            });
+        }
         Ok(c)
     }
 
@@ -300,9 +316,10 @@ mod tests {
             "{e}"
         );
         assert!(matches!(
-            c.with("version", "2"),
-            Err(ConfigError::UnsupportedVersion { wanted: 2, .. })
+            c.with("version", "3"),
+            Err(ConfigError::UnsupportedVersion { wanted: 3, .. })
         ));
+        assert_eq!(c.with("version", "2").unwrap().version, 2);
         assert!(matches!(
             c.with("version", "0"),
             Err(ConfigError::UnsupportedVersion { .. })

@@ -17,6 +17,9 @@ pub enum Order {
     /// Shortest time limit first (shortest-job-next by what users declare); jobs without a
     /// time limit last; ties in submission order. Priority is ignored.
     Sjf,
+    /// One job per user in turn (the first job of every user, then the second, ...), in
+    /// submission order within a turn; see `state/turns.rs`. Needs scheduling version 2.
+    RoundRobin,
 }
 
 /// Position of a job in the queue: smaller first: (-partition tier, the order's rank, id).
@@ -26,13 +29,14 @@ pub type QueueKey = (i64, i64, JobId);
 
 impl Order {
     /// Every order, for help texts and errors.
-    pub const ALL: [Order; 3] = [Order::Priority, Order::Fifo, Order::Sjf];
+    pub const ALL: [Order; 4] = [Order::Priority, Order::Fifo, Order::Sjf, Order::RoundRobin];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Order::Priority => "priority",
             Order::Fifo => "fifo",
             Order::Sjf => "sjf",
+            Order::RoundRobin => "round_robin",
         }
     }
 
@@ -47,6 +51,7 @@ impl Order {
             Order::Fifo => 0,
             Order::Sjf if job.spec.time_limit_ms == 0 => i64::MAX,
             Order::Sjf => i64::try_from(job.spec.time_limit_ms).unwrap_or(i64::MAX),
+            Order::RoundRobin => i64::try_from(job.turn).unwrap_or(i64::MAX),
         };
         (primary, job.id)
     }
