@@ -377,7 +377,12 @@ impl Group {
             work,
             net,
             log_seq: 0,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            // Every head checks every invariant after every entry it applies
+            // (`check_invariants_held` reads what they logged).
+            env: std::iter::once(("RUDEL_CHECK_INVARIANTS", "1"))
+                .chain(env.iter().copied())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             head_logs: vec![PathBuf::new(); HEADS],
             agents: vec![None; AGENTS],
             agent_logs: vec![PathBuf::new(); AGENTS],
@@ -1019,6 +1024,7 @@ fn a_leader_restarted_at_once_still_reads_what_it_acknowledged() {
         }
     }
     eprintln!("the restarted head led again in {resumed} of 10 rounds");
+    check_invariants_held(&g);
 }
 
 /// A head that was down while the log moved on by more than the leader keeps catches up
@@ -1065,6 +1071,7 @@ fn a_follower_behind_the_kept_log_catches_up_from_a_snapshot() {
     );
     let jobs: Value = serde_json::from_str(o.stdout.trim()).unwrap_or(Value::Null);
     assert_eq!(jobs.as_array().map_or(0, |j| j.len()), 60, "{o}");
+    check_invariants_held(&g);
 }
 
 /// The highest index a head's log says it purged up to (openraft's `purge_log` lines,
@@ -1230,8 +1237,33 @@ fn randomized_faults() {
     check_history(&g, &h);
 }
 
+/// No head logged a violated invariant (`RUDEL_CHECK_INVARIANTS`, set for every head of
+/// the group) or a placement its commit check refused, in any of its runs.
+fn check_invariants_held(g: &Group) {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(g.net.tmp.path()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if !(name.ends_with(".log") && name.contains("head")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        found.extend(
+            text.lines()
+                .filter(|l| l.contains("invariant violated") || l.contains("scheduler bug"))
+                .take(5)
+                .map(|l| format!("{name}: {l}")),
+        );
+    }
+    assert!(
+        found.is_empty(),
+        "heads logged violated invariants:\n{}",
+        found.join("\n")
+    );
+}
+
 /// The checks over a finished history, after healing.
 fn check_history(g: &Group, h: &History) {
+    check_invariants_held(g);
     let ok: Vec<&SubmitOp> = h.ops.iter().filter(|o| matches!(o.outcome, Outcome::Ok(_))).collect();
     let ops = &h.ops;
     let reads = &h.reads;
@@ -1399,7 +1431,10 @@ fn dag_size(default: &str) -> (usize, usize) {
 }
 
 fn run_dag(chains: usize, links: usize) {
-    let mut g = Group::start();
+    // Checking every invariant after every entry is a pass over all jobs: fine for the CI
+    // DAG (120 jobs), minutes of head CPU for 10,000.
+    let check = if chains * links > 1_000 { "0" } else { "1" };
+    let mut g = Group::start_with(&[("RUDEL_CHECK_INVARIANTS", check)], false);
     let truth = g.work.join("dag-truth");
     let env = format!("RDL_TRUTH={}", truth.display());
     let body = r#"echo "$RDL_LINK start" >> "$RDL_TRUTH"; echo "$RDL_LINK end" >> "$RDL_TRUTH""#;
@@ -1472,6 +1507,7 @@ fn run_dag(chains: usize, links: usize) {
     }
     eprintln!("all {} jobs done in {:?}", chains * links, t0.elapsed());
     check_chains(&truth, chains, links);
+    check_invariants_held(&g);
 }
 
 /// Each link started after the previous link of its chain ended, and every link ran.

@@ -56,7 +56,7 @@ fn an_array_script_sees_slurms_environment_and_writes_one_file_per_task() {
             ("SLURM_SUBMIT_DIR", &c.work.display().to_string()),
             ("SLURM_CPUS_PER_TASK", "2"),
             ("SLURM_CPUS_ON_NODE", "2"),
-            ("SLURM_MEM_PER_NODE", "128"),
+            ("SLURM_MEM_PER_CPU", "64"),
             ("SLURM_NNODES", "1"),
             ("SLURM_JOB_NODELIST", "n1"),
             ("SLURMD_NODENAME", "n1"),
@@ -71,7 +71,7 @@ fn an_array_script_sees_slurms_environment_and_writes_one_file_per_task() {
         }
         assert!(e.contains_key("HOME"), "ALL exports the environment too: {e:#?}");
         // As Slurm 22.05 (tests/slurm_corpus): no --ntasks, no requeue, no variables for them.
-        for absent in ["SLURM_NTASKS", "SLURM_RESTART_COUNT"] {
+        for absent in ["SLURM_NTASKS", "SLURM_RESTART_COUNT", "SLURM_MEM_PER_NODE"] {
             assert!(!e.contains_key(absent), "{absent}: {e:#?}");
         }
         // `-o out-%j.txt`: one file per task, named by the task's own job id.

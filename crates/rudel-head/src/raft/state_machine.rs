@@ -243,6 +243,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         for v in &applied.violations {
                             tracing::error!(index = e.log_id.index, violation = %v, "scheduler bug: placement refused by the commit check");
                         }
+                        if checking_invariants() {
+                            if let Err(v) = rudel_core::invariants::check_all(&a.state) {
+                                tracing::error!(index = e.log_id.index, violation = %v, "invariant violated");
+                            }
+                        }
                         a.node_changes.record(&applied.events, e.log_id.index);
                         for ev in &applied.events {
                             if let rudel_core::Event::JobEnded { job, .. } = ev {
@@ -321,6 +326,17 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             snapshot: Box::new(Cursor::new(s.data)),
         }))
     }
+}
+
+/// `RUDEL_CHECK_INVARIANTS=1`: after every applied entry, check every invariant of
+/// rudel-core's state (`invariants::check_all`) and log a violation as an error with the
+/// entry's index. It costs a pass over the whole state per entry, so only the HA and fault
+/// suites turn it on: there the invariants (no over-commit, licenses, whole allocations,
+/// counts) are checked on every head under crashes, splits and failovers, not only in the
+/// property tests of the pure core.
+fn checking_invariants() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("RUDEL_CHECK_INVARIANTS").is_ok_and(|v| v == "1"))
 }
 
 #[cfg(test)]
