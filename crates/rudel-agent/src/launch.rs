@@ -21,7 +21,7 @@ pub enum LaunchError {
     NoTask,
     #[error("launch of {0} has neither a command nor a script")]
     NoCommand(TaskKey),
-    #[error("cannot write the batch script {path}: {source}")]
+    #[error("cannot write {path}: {source}")]
     Script { path: String, source: std::io::Error },
     #[error(transparent)]
     Output(#[from] crate::output::BadAgentPath),
@@ -35,12 +35,40 @@ pub enum LaunchError {
 /// directory (`rudel run`); other paths stay where the job asked.
 pub fn place_outputs(spec: &mut ExecSpec, data_dir: &Path) -> Result<(), LaunchError> {
     if let Some(p) = spec.stdout.take() {
-        spec.stdout = Some(crate::output::place(p, data_dir)?);
+        let placed = crate::output::place(p.clone(), data_dir)?;
+        if placed != p {
+            give_to_user(&placed, spec.run_as.as_ref())?;
+        }
+        spec.stdout = Some(placed);
     }
     if let StderrTarget::File(p) = &mut spec.stderr {
-        *p = crate::output::place(std::mem::take(p), data_dir)?;
+        let placed = crate::output::place(p.clone(), data_dir)?;
+        if placed != *p {
+            give_to_user(&placed, spec.run_as.as_ref())?;
+        }
+        *p = placed;
     }
     Ok(())
+}
+
+/// A `rudel run` output file in the agent's directory, which the job's user cannot create
+/// files in: made here (0600) and handed to the user, who then opens it as usual.
+fn give_to_user(path: &Path, owner: Option<&Creds>) -> Result<(), LaunchError> {
+    let Some(c) = owner else {
+        return Ok(());
+    };
+    let err = |source| LaunchError::Script {
+        path: path.display().to_string(),
+        source,
+    };
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(err)?;
+    std::os::unix::fs::fchown(&f, Some(c.uid), Some(c.gid)).map_err(err)
 }
 
 /// Remembers where a task's output goes, so a remote follower can read it by task key.

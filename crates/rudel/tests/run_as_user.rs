@@ -149,6 +149,26 @@ fn a_job_runs_as_its_user_with_groups_files_and_login() {
 }
 
 #[test]
+fn rudel_run_by_a_user_streams_its_output_from_the_agents_directory() {
+    // `rudel run` output goes to a file in the agent's own directory, where the user may
+    // not create files: the agent creates it and hands it over (it failed with
+    // "Permission denied" before).
+    let (uid, gid, _) = ensure_user();
+    let cl = Cluster::up(Opts::default());
+    let home = user_home(&cl, uid, gid);
+    let o = rudel_as(
+        &cl,
+        uid,
+        gid,
+        &home,
+        &["run", "--", "sh", "-c", "id -un; echo to-err >&2; exit 3"],
+    );
+    assert_eq!(o.code, Some(3), "{o}");
+    assert_eq!(o.stdout.trim(), USER, "{o}");
+    assert!(o.stderr.contains("to-err"), "{o}");
+}
+
+#[test]
 fn output_where_the_user_cannot_write_fails_cleanly() {
     let (uid, gid, _) = ensure_user();
     let cl = Cluster::up(Opts::default());
