@@ -54,6 +54,12 @@ pub enum Violation {
     ArrayLimit { job: JobId, running: u64, limit: u32 },
     #[error("allocation of task {key} is not whole: {why}")]
     PartialAllocation { key: TaskKey, why: &'static str },
+    #[error("running usage of user {user} is {indexed:?} in the index but {counted:?} counted")]
+    RunningUsage {
+        user: String,
+        indexed: crate::state::running::Running,
+        counted: crate::state::running::Running,
+    },
 }
 
 /// Every invariant, in a fixed order; the first violation found.
@@ -66,7 +72,26 @@ pub fn check_all(s: &State) -> Result<(), Violation> {
     array_limits_hold(s)?;
     gres_not_over_granted(s)?;
     licenses_never_over_granted(s)?;
+    running_usage_is_counted(s)?;
     gated_jobs_wait(s)
+}
+
+/// The per-user running index (read by the running limits) equals a recount of the jobs'
+/// running tasks: a drift would block a user wrongly or let one run past a limit.
+pub fn running_usage_is_counted(s: &State) -> Result<(), Violation> {
+    let counted = s.running_recount();
+    let users: BTreeSet<&String> = counted.all().keys().chain(s.running_usage.all().keys()).collect();
+    for user in users {
+        let (indexed, counted) = (s.running_usage.of(user), counted.of(user));
+        if indexed != counted {
+            return Err(Violation::RunningUsage {
+                user: user.clone(),
+                indexed,
+                counted,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A held job, one waiting on its dependency or before its begin time is out of the

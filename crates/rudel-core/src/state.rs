@@ -15,6 +15,7 @@ use crate::scheduler;
 mod cancel_tasks;
 mod gang;
 pub mod quota;
+pub mod running;
 pub mod turns;
 
 /// Request ids remembered for idempotent submit.
@@ -77,6 +78,9 @@ pub struct State {
     /// Turn numbers for the `round_robin` order (see `state/turns.rs`).
     #[serde(default)]
     pub turns: turns::Turns,
+    /// Running tasks and cpus per user, for the running limits (see `state/running.rs`).
+    #[serde(default)]
+    pub running_usage: running::RunningUsage,
 }
 
 /// Why a submit cannot be accepted; the text goes to the user as is.
@@ -865,6 +869,9 @@ impl State {
         let Some(rt) = job.running.remove(&r.key.index) else {
             return;
         };
+        let cpus = running::task_cpus(&rt, job.spec.cpus);
+        let user = job.spec.user.clone();
+        self.running_usage.remove(&user, cpus);
         // Killed because a node of its allocation was lost: it ends as lost with that node.
         let as_lost;
         let r = match &rt.lost_node {
@@ -1000,6 +1007,8 @@ impl State {
             }
         }
         job.max_attempt = job.max_attempt.max(rt.attempt);
+        let cpus = running::task_cpus(&rt, job.spec.cpus);
+        self.running_usage.add(&job.spec.user, cpus);
         job.running.insert(index, rt);
         job.move_count(TaskState::Pending, TaskState::Running);
         if starts_now {
@@ -1259,6 +1268,8 @@ impl State {
             let env = std::mem::take(&mut job.spec.env);
             job.spec.env = self.envs.intern(env);
         }
+        // A snapshot from before the index existed carries none: count it once here.
+        self.running_usage = self.running_recount();
     }
 
     fn running_mut(&mut self, key: TaskKey) -> Option<&mut RunningTask> {

@@ -316,6 +316,27 @@ fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
     }
 }
 
+/// No step takes a user above a running limit: a user over it (the limit was lowered
+/// while tasks ran) may only go down. Counted from the jobs, not from the index.
+fn check_running_limits(s: &State, before: &mut BTreeMap<String, u64>) -> Result<(), TestCaseError> {
+    let now = s.running_recount();
+    for (user, r) in now.all() {
+        if let Some(max) = s.sched.limits.for_user(user).max_running_tasks {
+            let was = before.get(user).copied().unwrap_or(0);
+            prop_assert!(
+                r.tasks <= max || r.tasks <= was,
+                "{} runs {} tasks, limit {}, {} before this step",
+                user,
+                r.tasks,
+                max,
+                was
+            );
+        }
+    }
+    *before = now.all().iter().map(|(u, r)| (u.clone(), r.tasks)).collect();
+    Ok(())
+}
+
 /// The jobs' scheduling order: (priority desc, id asc).
 /// Job ids in the configured queue order.
 fn order(state: &State) -> Vec<u64> {
@@ -648,6 +669,7 @@ proptest! {
         let mut uid_gen = 100;
         let mut submitted: BTreeMap<u64, JobReq> = BTreeMap::new();
         let mut dep_checked = BTreeSet::new();
+        let mut running_before = BTreeMap::new();
         let mut ends = Ends::new();
         let mut corr_done = BTreeSet::new();
         for ev in events {
@@ -712,6 +734,11 @@ proptest! {
                         ("version".to_string(), "2".to_string()),
                         ("order".to_string(), o.as_str().to_string()),
                         ("queue_depth".to_string(), depth.to_string()),
+                        // A running limit per user, or none (depth 0).
+                        (
+                            "limits.max_running_tasks_per_user".to_string(),
+                            if depth == 0 { "unlimited".to_string() } else { (depth + 1).to_string() },
+                        ),
                     ];
                     let r = apply_ev(&mut s, &mut ended, Command::Configure { settings, now_ms: now })?;
                     prop_assert!(matches!(r, Response::Configured { .. }), "{:?}", r);
@@ -789,6 +816,7 @@ proptest! {
             record_completed(&s, &mut corr_done);
             check_aftercorr_pairs(&s, &before, &corr_done, &ends)?;
             check_dependency_order(&s, &mut dep_checked, &ends)?;
+            check_running_limits(&s, &mut running_before)?;
         }
         // Every node takes work again, so everything can finish.
         let all = vec![("partition.batch".to_string(), "nodes=ALL;default=yes;state=up".to_string())];

@@ -70,3 +70,92 @@ fn pending_limits_refuse_with_exact_messages_and_change_nothing() {
     let o = submit_as(&c, "alice", &["--", "true"]);
     assert!(o.ok(), "{o}");
 }
+
+/// The `KEY start end` lines tasks appended to `file`, as (key, start ms, end ms).
+fn spans(text: &str) -> Vec<(String, u64, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.first()?.to_string(), f.get(1)?.parse().ok()?, f.get(2)?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_running_limit_holds_a_users_tasks_back_while_another_user_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::up(Opts::default().cpus(4));
+    // `nobody` must reach the work directory and write the ground truth.
+    for d in [c.tmp.path(), c.work.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let truth_dir = c.work.join("truth");
+    std::fs::create_dir_all(&truth_dir).unwrap();
+    std::fs::set_permissions(&truth_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let truth = truth_dir.join("spans.txt");
+    std::fs::write(&truth, "").unwrap();
+    std::fs::set_permissions(&truth, std::fs::Permissions::from_mode(0o666)).unwrap();
+    c.rudel_ok(&[
+        "admin",
+        "config",
+        "set",
+        "version=2",
+        "limits.user.root.max_running_tasks=1",
+    ]);
+    let body = |tag: &str| {
+        format!(
+            "s=$(date +%s%3N); sleep 1; echo \"{tag} $s $(date +%s%3N)\" >> {}",
+            truth.display()
+        )
+    };
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let o = submit_as(
+            &c,
+            "root",
+            &["-o", "/dev/null", "--", "sh", "-c", &body(&format!("root{i}"))],
+        );
+        assert!(o.ok(), "{o}");
+        ids.push(
+            serde_json::from_str::<serde_json::Value>(o.stdout.trim()).unwrap()["id"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    let o = submit_as(&c, "nobody", &["-o", "/dev/null", "--", "sh", "-c", &body("nobody")]);
+    assert!(o.ok(), "{o}");
+    let other = serde_json::from_str::<serde_json::Value>(o.stdout.trim()).unwrap()["id"]
+        .as_u64()
+        .unwrap();
+
+    let waiting = c.show_json(ids[2]);
+    let reason = waiting["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.starts_with("QOSMaxJobsPerUserLimit: root runs 1 tasks (limit 1)"),
+        "{waiting:#}"
+    );
+    let squeue = c.rudel_ok(&["jobs"]).stdout;
+    assert!(squeue.contains("QOSMaxJobsPerUserLimit"), "{squeue}");
+
+    for id in ids.iter().chain([&other]) {
+        let v = c.wait_finished(*id, Duration::from_secs(60));
+        assert_eq!(v["state"], "completed", "{v:#}");
+    }
+    let spans = spans(&std::fs::read_to_string(&truth).unwrap());
+    assert_eq!(spans.len(), 4, "{spans:?}");
+    let roots: Vec<&(String, u64, u64)> = spans.iter().filter(|s| s.0.starts_with("root")).collect();
+    for a in &roots {
+        for b in &roots {
+            assert!(
+                a.0 == b.0 || a.2 <= b.1 || b.2 <= a.1,
+                "root's tasks overlapped: {spans:?}"
+            );
+        }
+    }
+    let nobody = spans.iter().find(|s| s.0 == "nobody").unwrap();
+    let first_root = roots.iter().map(|r| r.1).min().unwrap();
+    assert!(
+        nobody.1 < first_root + 1_000,
+        "nobody's job waited for root's: {spans:?}"
+    );
+}

@@ -11,7 +11,8 @@ use super::order::Order;
 /// that ask for a newer version than this (see [`SchedConfig::check_supported`]).
 pub const SCHED_VERSION: u32 = 2;
 
-/// The first version that numbers turns for the `round_robin` order at submit.
+/// The first version that numbers turns for the `round_robin` order at submit and
+/// enforces running limits per user in the planner.
 pub const TURNS_VERSION: u32 = 2;
 
 /// Tasks that may wait on an agent behind one running task, for jobs whose tasks are short
@@ -183,6 +184,19 @@ impl SchedConfig {
                 key: "partition".into(),
                 value: defaults.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(","),
                 expected: "at most one default partition".into(),
+            });
+        }
+        // Running limits change what the planner starts: a version-1 head would ignore
+        // them and reach another state than its peers.
+        if c.limits.limits_running() && c.version < TURNS_VERSION {
+            return Err(ConfigError::BadValue {
+                key: "limits".into(),
+                value: "max_running_*".into(),
+                expected: format!(
+                    "scheduling version {TURNS_VERSION} or later first (this cluster runs {}; set \
+                     version={TURNS_VERSION} once every head runs a build that has it)",
+                    c.version
+                ),
             });
         }
         // Turns are numbered only from version 2 on (every head must number them alike):

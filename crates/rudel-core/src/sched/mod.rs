@@ -5,6 +5,7 @@ pub mod order;
 pub mod partition;
 pub mod plan;
 pub mod quota;
+pub mod running_limit;
 
 pub use config::{ConfigError, SchedConfig, SCHED_VERSION};
 pub use order::Order;

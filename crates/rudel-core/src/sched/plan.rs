@@ -49,6 +49,10 @@ pub enum Wait {
     Licenses,
     /// Every partition it may run in is down.
     PartitionDown,
+    /// Its user runs as many tasks as `max_running_tasks` allows.
+    UserRunningTasks,
+    /// Its user's running tasks hold as many cpus as `max_running_cpus` allows.
+    UserRunningCpus,
 }
 
 /// One task placed: holding free resources of `node`, or queued on the node's agent
@@ -141,6 +145,8 @@ struct Planner<'a> {
     /// placement of a pass (one placement is cheaper with a plain scan).
     free: Option<BTreeSet<(Reverse<u32>, NodeId)>>,
     node_picks: u32,
+    /// Running limits per user: what this pass gave each user (see `running_limit.rs`).
+    users: super::running_limit::UserTaken,
 }
 
 impl<'a> Planner<'a> {
@@ -157,6 +163,7 @@ impl<'a> Planner<'a> {
             tails: None,
             free: None,
             node_picks: 0,
+            users: super::running_limit::UserTaken::new(state),
         }
     }
 
@@ -182,7 +189,16 @@ impl<'a> Planner<'a> {
             parts,
         };
         if let Some(a) = job.spec.alloc.as_ref() {
-            return self.plan_gang(job, a, &shape);
+            if let Some(w) = self.users.blocks(self.state, job) {
+                self.plan.waiting.insert(job.id, w);
+                return true;
+            }
+            let before = self.plan.start.len();
+            let more = self.plan_gang(job, a, &shape);
+            if self.plan.start.len() > before {
+                self.users.took(job);
+            }
+            return more;
         }
         let limit = job
             .spec
@@ -199,6 +215,10 @@ impl<'a> Planner<'a> {
                 return true;
             };
             let key = TaskKey { job: job.id, index };
+            if let Some(w) = self.users.blocks(self.state, job) {
+                self.plan.waiting.insert(job.id, w);
+                return true;
+            }
             if !self.licenses_free(job) {
                 self.plan.waiting.insert(job.id, Wait::Licenses);
                 return true;
@@ -230,6 +250,7 @@ impl<'a> Planner<'a> {
                 }
                 return !self.reserved.iter().all(|r| *r);
             }
+            self.users.took(job);
             let t = self.taken.entry(job.id).or_default();
             t.placed += 1;
             if from_requeue {

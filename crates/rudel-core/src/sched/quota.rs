@@ -17,6 +17,10 @@ pub const DEFAULT_MAX_PENDING_TASKS: u64 = 10_000_000;
 pub struct UserLimits {
     pub max_pending_tasks: Option<u64>,
     pub max_pending_jobs: Option<u64>,
+    /// Tasks the user may run at once (the planner holds the rest back, see `sched/plan.rs`).
+    pub max_running_tasks: Option<u64>,
+    /// Cpus the user's running tasks may hold at once.
+    pub max_running_cpus: Option<u64>,
 }
 
 /// Every queue limit.
@@ -43,15 +47,28 @@ impl Default for Limits {
 }
 
 /// The user-limit fields a setting may name.
-const USER_FIELDS: [&str; 2] = ["max_pending_tasks", "max_pending_jobs"];
+const USER_FIELDS: [&str; 4] = [
+    "max_pending_tasks",
+    "max_pending_jobs",
+    "max_running_tasks",
+    "max_running_cpus",
+];
 
 impl Limits {
+    /// True when some running limit is set (the planner then consults the usage index).
+    pub fn limits_running(&self) -> bool {
+        let any = |l: &UserLimits| l.max_running_tasks.is_some() || l.max_running_cpus.is_some();
+        any(&self.per_user) || self.users.values().any(any)
+    }
+
     /// The limits that apply to `user`: an override where set, else the per-user default.
     pub fn for_user(&self, user: &str) -> UserLimits {
         let o = self.users.get(user);
         UserLimits {
             max_pending_tasks: o.and_then(|o| o.max_pending_tasks).or(self.per_user.max_pending_tasks),
             max_pending_jobs: o.and_then(|o| o.max_pending_jobs).or(self.per_user.max_pending_jobs),
+            max_running_tasks: o.and_then(|o| o.max_running_tasks).or(self.per_user.max_running_tasks),
+            max_running_cpus: o.and_then(|o| o.max_running_cpus).or(self.per_user.max_running_cpus),
         }
     }
 
@@ -64,6 +81,8 @@ impl Limits {
             }
             "max_pending_tasks_per_user" => self.per_user.max_pending_tasks = parse_limit(value)?,
             "max_pending_jobs_per_user" => self.per_user.max_pending_jobs = parse_limit(value)?,
+            "max_running_tasks_per_user" => self.per_user.max_running_tasks = parse_limit(value)?,
+            "max_running_cpus_per_user" => self.per_user.max_running_cpus = parse_limit(value)?,
             _ if key.starts_with("user.") => {
                 let rest = &key["user.".len()..];
                 let (user, field) = rest
@@ -75,6 +94,8 @@ impl Limits {
                 match field {
                     "max_pending_tasks" => entry.max_pending_tasks = limit,
                     "max_pending_jobs" => entry.max_pending_jobs = limit,
+                    "max_running_tasks" => entry.max_running_tasks = limit,
+                    "max_running_cpus" => entry.max_running_cpus = limit,
                     _ => return Err(format!("FIELD one of {}", USER_FIELDS.join(", "))),
                 }
                 if *entry == UserLimits::default() {
@@ -84,7 +105,8 @@ impl Limits {
             _ => {
                 return Err(format!(
                     "one of limits.max_pending_tasks, limits.max_pending_tasks_per_user, \
-                     limits.max_pending_jobs_per_user, limits.user.NAME.{{{}}}",
+                     limits.max_pending_jobs_per_user, limits.max_running_tasks_per_user, \
+                     limits.max_running_cpus_per_user, limits.user.NAME.{{{}}}",
                     USER_FIELDS.join(",")
                 ))
             }
@@ -107,13 +129,26 @@ impl Limits {
                 "limits.max_pending_jobs_per_user".to_string(),
                 show_limit(self.per_user.max_pending_jobs),
             ),
+            (
+                "limits.max_running_tasks_per_user".to_string(),
+                show_limit(self.per_user.max_running_tasks),
+            ),
+            (
+                "limits.max_running_cpus_per_user".to_string(),
+                show_limit(self.per_user.max_running_cpus),
+            ),
         ];
         for (u, l) in &self.users {
-            if let Some(n) = l.max_pending_tasks {
-                v.push((format!("limits.user.{u}.max_pending_tasks"), n.to_string()));
-            }
-            if let Some(n) = l.max_pending_jobs {
-                v.push((format!("limits.user.{u}.max_pending_jobs"), n.to_string()));
+            let fields = [
+                l.max_pending_tasks,
+                l.max_pending_jobs,
+                l.max_running_tasks,
+                l.max_running_cpus,
+            ];
+            for (field, limit) in USER_FIELDS.iter().zip(fields) {
+                if let Some(n) = limit {
+                    v.push((format!("limits.user.{u}.{field}"), n.to_string()));
+                }
             }
         }
         v
@@ -146,7 +181,8 @@ mod tests {
             l.for_user("alice"),
             UserLimits {
                 max_pending_tasks: Some(7),
-                max_pending_jobs: Some(5)
+                max_pending_jobs: Some(5),
+                ..UserLimits::default()
             }
         );
         assert_eq!(l.for_user("bob").max_pending_tasks, Some(100));

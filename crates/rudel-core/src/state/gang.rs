@@ -105,6 +105,16 @@ impl State {
         };
         self.release_slices(key, &rt);
         let node = rt.node;
+        // The freed slices no longer count against the user's running cpus.
+        let freed: u64 = rt
+            .alloc
+            .iter()
+            .flat_map(|a| a.slices.iter().skip(1))
+            .map(|s| s.cores.len() as u64)
+            .sum();
+        if let Some(user) = self.jobs.get(&key.job).map(|j| j.spec.user.clone()) {
+            self.running_usage.shrink(&user, freed);
+        }
         if let Some(r) = self.running_mut(key) {
             if let Some(a) = r.alloc.as_mut() {
                 a.slices.truncate(1);

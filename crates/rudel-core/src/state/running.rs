@@ -1,0 +1,80 @@
+//! Running tasks and cpus per user, for the running limits (`limits.max_running_*`):
+//! kept up where a task is placed (`mark_placed`) and where it stops holding its node
+//! (`task_ended`), the only two places a job's running set changes, so the planner reads a
+//! user's usage in O(log users) instead of scanning every running task on every pass.
+//! Tasks queued on a node behind another count from their placement: they are dispatched
+//! and start by themselves.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::job::RunningTask;
+
+/// What one user runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    pub tasks: u64,
+    pub cpus: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunningUsage {
+    by_user: BTreeMap<String, Running>,
+}
+
+/// Cpus a running task holds: all its slices for a multi-node job.
+pub fn task_cpus(rt: &RunningTask, spec_cpus: u32) -> u64 {
+    match &rt.alloc {
+        Some(a) => a.slices.iter().map(|s| s.cores.len() as u64).sum(),
+        None => u64::from(spec_cpus),
+    }
+}
+
+impl RunningUsage {
+    pub fn of(&self, user: &str) -> Running {
+        self.by_user.get(user).copied().unwrap_or_default()
+    }
+
+    pub(crate) fn add(&mut self, user: &str, cpus: u64) {
+        let r = self.by_user.entry(user.to_string()).or_default();
+        r.tasks += 1;
+        r.cpus += cpus;
+    }
+
+    pub(crate) fn remove(&mut self, user: &str, cpus: u64) {
+        if let Some(r) = self.by_user.get_mut(user) {
+            r.tasks = r.tasks.saturating_sub(1);
+            r.cpus = r.cpus.saturating_sub(cpus);
+            if r.tasks == 0 {
+                self.by_user.remove(user);
+            }
+        }
+    }
+
+    /// A running task of `user` gave back `cpus` and goes on (a multi-node job whose other
+    /// nodes were freed while its script is killed).
+    pub(crate) fn shrink(&mut self, user: &str, cpus: u64) {
+        if let Some(r) = self.by_user.get_mut(user) {
+            r.cpus = r.cpus.saturating_sub(cpus);
+        }
+    }
+
+    /// Every user's usage (for the invariant check and `rudel limits`).
+    pub fn all(&self) -> &BTreeMap<String, Running> {
+        &self.by_user
+    }
+}
+
+impl super::State {
+    /// The usage counted from the jobs' running tasks (what the index must equal).
+    pub fn running_recount(&self) -> RunningUsage {
+        let mut u = RunningUsage::default();
+        for j in self.jobs.values() {
+            for rt in j.running.values() {
+                u.add(&j.spec.user, task_cpus(rt, j.spec.cpus));
+            }
+        }
+        u
+    }
+}
