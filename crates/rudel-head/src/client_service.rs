@@ -32,6 +32,8 @@ pub struct ClientService {
     pub sessions: crate::agent_service::SessionTable,
     /// Serializes head-group membership changes made through this head.
     pub membership_changes: Arc<crate::heads::Changes>,
+    /// Per-user submit rate buckets (admission control, see `submit_rate.rs`).
+    pub submit_rate: Arc<crate::submit_rate::SubmitRate>,
 }
 
 /// How long a leader waits for a quorum to confirm it before telling a client that asks
@@ -176,6 +178,11 @@ impl pb::rudel_server::Rudel for ClientService {
         let mut spec = spec_from_pb(req.spec.ok_or_else(|| Status::invalid_argument("missing job spec"))?)?;
         // The head decides whose job this is; the user the client put in the spec is ignored.
         spec.user = crate::authz::submit_user(&caller, &req.as_user)?;
+        let (rate, burst) = {
+            let limits = &self.shared.read().state.sched.limits;
+            (limits.submit_rate_per_user, limits.submit_burst_per_user)
+        };
+        self.submit_rate.check(&spec.user, rate, burst)?;
         if !req.request_id.is_empty() {
             rudel_core::limits::check_request_id(&req.request_id)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;

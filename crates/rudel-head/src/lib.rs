@@ -26,6 +26,7 @@ pub mod raft;
 pub mod reports;
 mod requeue_rpc;
 pub mod sched_config;
+mod submit_rate;
 pub mod timers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -258,6 +259,7 @@ impl Head {
             head_id,
             shutdown: shutdown_rx.clone(),
             membership_changes: Arc::new(heads::Changes::default()),
+            submit_rate: Arc::new(submit_rate::SubmitRate::default()),
         };
         let agents = agent_service::AgentService {
             proposer: proposer.clone(),

@@ -159,3 +159,59 @@ fn a_running_limit_holds_a_users_tasks_back_while_another_user_runs() {
         "nobody's job waited for root's: {spans:?}"
     );
 }
+
+#[test]
+fn the_submit_rate_per_user_refuses_at_once_with_the_wait() {
+    let c = Cluster::head_only(Opts::default());
+    let early = c.rudel(&["admin", "config", "set", "limits.submit_rate_per_user=2"]);
+    assert_eq!(early.code, Some(2), "needs version 2: {early}");
+    c.rudel_ok(&[
+        "admin",
+        "config",
+        "set",
+        "version=2",
+        "limits.submit_rate_per_user=1",
+        "limits.submit_burst_per_user=3",
+    ]);
+    // An array counts once: three submits fill the burst.
+    for args in [
+        &["--array", "1-100", "--", "true"][..],
+        &["--", "true"],
+        &["--", "true"],
+    ] {
+        let o = submit_as(&c, "alice", args);
+        assert!(o.ok(), "{o}");
+    }
+    let before = job_count(&c);
+    let o = submit_as(&c, "alice", &["--", "true"]);
+    assert!(!o.ok(), "{o}");
+    assert!(
+        o.stderr
+            .contains("alice is submitting faster than 1 jobs/s (limit); retry in 0."),
+        "{o}"
+    );
+    assert_eq!(job_count(&c), before, "a refused submit queues nothing");
+    // Another user has a bucket of their own.
+    assert!(submit_as(&c, "bob", &["--", "true"]).ok());
+    // sbatch says it as Slurm does, and fails.
+    let bin = c.tmp.path().join("bin");
+    c.rudel_ok(&["slurm", "install", &bin.display().to_string()]);
+    std::fs::write(c.work.join("j.sh"), "#!/bin/sh\ntrue\n").unwrap();
+    let sbatch = || {
+        let mut s = std::process::Command::new(bin.join("sbatch"));
+        s.arg("j.sh")
+            .current_dir(&c.work)
+            .env("RUDEL_HEAD", &c.addr)
+            .env("RUDEL_CREDENTIALS", c.admin_credentials());
+        run_bounded(s, Duration::from_secs(30))
+    };
+    // The admin's own bucket (burst 3): three pass, the fourth is refused.
+    for _ in 0..3 {
+        let o = sbatch();
+        assert!(o.ok(), "{o}");
+    }
+    let o = sbatch();
+    assert_eq!(o.code, Some(1), "{o}");
+    assert!(o.stderr.contains("sbatch: error: Batch job submission failed: "), "{o}");
+    assert!(o.stderr.contains("is submitting faster than 1 jobs/s"), "{o}");
+}

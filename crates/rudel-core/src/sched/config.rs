@@ -188,10 +188,10 @@ impl SchedConfig {
         }
         // Running limits change what the planner starts: a version-1 head would ignore
         // them and reach another state than its peers.
-        if c.limits.limits_running() && c.version < TURNS_VERSION {
+        if c.limits.needs_version_2() && c.version < TURNS_VERSION {
             return Err(ConfigError::BadValue {
                 key: "limits".into(),
-                value: "max_running_*".into(),
+                value: "max_running_* / submit_*".into(),
                 expected: format!(
                     "scheduling version {TURNS_VERSION} or later first (this cluster runs {}; set \
                      version={TURNS_VERSION} once every head runs a build that has it)",

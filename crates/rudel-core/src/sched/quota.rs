@@ -34,6 +34,11 @@ pub struct Limits {
     /// Per-user overrides (`limits.user.alice.max_pending_tasks=...`); a field left `None`
     /// falls back to `per_user`.
     pub users: BTreeMap<String, UserLimits>,
+    /// Submits per second one user may make (a token bucket on the head that takes the
+    /// call; an array is one submit). `None`: unlimited.
+    pub submit_rate_per_user: Option<u64>,
+    /// How many submits may come at once before the rate applies (default: the rate).
+    pub submit_burst_per_user: Option<u64>,
 }
 
 impl Default for Limits {
@@ -42,6 +47,8 @@ impl Default for Limits {
             max_pending_tasks: DEFAULT_MAX_PENDING_TASKS,
             per_user: UserLimits::default(),
             users: BTreeMap::new(),
+            submit_rate_per_user: None,
+            submit_burst_per_user: None,
         }
     }
 }
@@ -55,6 +62,12 @@ const USER_FIELDS: [&str; 4] = [
 ];
 
 impl Limits {
+    /// True when a setting only version 2 knows is in force (running limits, the submit
+    /// rate): a version-1 head would refuse or ignore it and leave its peers' state.
+    pub fn needs_version_2(&self) -> bool {
+        self.limits_running() || self.submit_rate_per_user.is_some() || self.submit_burst_per_user.is_some()
+    }
+
     /// True when some running limit is set (the planner then consults the usage index).
     pub fn limits_running(&self) -> bool {
         let any = |l: &UserLimits| l.max_running_tasks.is_some() || l.max_running_cpus.is_some();
@@ -83,6 +96,8 @@ impl Limits {
             "max_pending_jobs_per_user" => self.per_user.max_pending_jobs = parse_limit(value)?,
             "max_running_tasks_per_user" => self.per_user.max_running_tasks = parse_limit(value)?,
             "max_running_cpus_per_user" => self.per_user.max_running_cpus = parse_limit(value)?,
+            "submit_rate_per_user" => self.submit_rate_per_user = parse_limit(value)?,
+            "submit_burst_per_user" => self.submit_burst_per_user = parse_limit(value)?,
             _ if key.starts_with("user.") => {
                 let rest = &key["user.".len()..];
                 let (user, field) = rest
@@ -106,7 +121,8 @@ impl Limits {
                 return Err(format!(
                     "one of limits.max_pending_tasks, limits.max_pending_tasks_per_user, \
                      limits.max_pending_jobs_per_user, limits.max_running_tasks_per_user, \
-                     limits.max_running_cpus_per_user, limits.user.NAME.{{{}}}",
+                     limits.max_running_cpus_per_user, limits.submit_rate_per_user, \
+                     limits.submit_burst_per_user, limits.user.NAME.{{{}}}",
                     USER_FIELDS.join(",")
                 ))
             }
@@ -136,6 +152,14 @@ impl Limits {
             (
                 "limits.max_running_cpus_per_user".to_string(),
                 show_limit(self.per_user.max_running_cpus),
+            ),
+            (
+                "limits.submit_rate_per_user".to_string(),
+                show_limit(self.submit_rate_per_user),
+            ),
+            (
+                "limits.submit_burst_per_user".to_string(),
+                show_limit(self.submit_burst_per_user),
             ),
         ];
         for (u, l) in &self.users {

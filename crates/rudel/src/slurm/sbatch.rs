@@ -273,7 +273,11 @@ pub async fn sbatch(args: Vec<String>, head: &str) -> SlurmResult {
     let (mut spec, a) = opts::spec_with_script(a, text, Path::new(&name))?;
     default_output(&mut spec);
     let rid = a.request_id.clone().unwrap_or_else(opts::new_request_id);
-    let resp = opts::submit_spec(head, spec, rid).await?;
+    // Slurm's words for a submit the controller refused (a limit, the rate, a bad spec);
+    // tools match on them.
+    let resp = opts::submit_spec(head, spec, rid)
+        .await
+        .map_err(|f| SlurmError::msg(format!("Batch job submission failed: {:#}", f.error)))?;
     if cl.client.parsable {
         println!("{}", resp.job_id);
     } else {
