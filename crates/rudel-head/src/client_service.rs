@@ -263,6 +263,14 @@ impl pb::rudel_server::Rudel for ClientService {
         crate::explain_rpc::explain(&a.state, &caller, req.job_id).map(tonic::Response::new)
     }
 
+    async fn limits(&self, req: Request<pb::LimitsRequest>) -> Result<tonic::Response<pb::LimitsResponse>, Status> {
+        let caller = crate::auth::caller(&req)?.clone();
+        let req = req.into_inner();
+        self.read_barrier(req.stale).await?;
+        let a = self.shared.read();
+        crate::limits_rpc::limits(&a.state, &caller, &req.user).map(tonic::Response::new)
+    }
+
     async fn hold(&self, req: Request<pb::HoldRequest>) -> Result<tonic::Response<pb::ChangeResponse>, Status> {
         let caller = crate::auth::caller(&req)?.clone();
         let req = req.into_inner();

@@ -17,6 +17,7 @@ mod history_index;
 mod history_service;
 pub mod history_task;
 pub mod identity;
+mod limits_rpc;
 pub mod local_socket;
 pub mod lock;
 pub mod orphan_nodes;

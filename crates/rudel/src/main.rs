@@ -10,6 +10,7 @@ mod follow;
 mod history;
 mod hold_cmd;
 mod job_refs;
+mod limits_cmd;
 mod node_cmd;
 mod opts;
 mod output_stream;
@@ -103,6 +104,9 @@ enum Cmd {
     /// Why a job waits, node by node: what each node lacks now, which job the free nodes
     /// are kept for, its place in the queue.
     Explain(explain_cmd::ExplainArgs),
+    /// Your limits (pending, running, submit rate) next to what you use now; admins may
+    /// ask for any user.
+    Limits(limits_cmd::LimitsArgs),
     /// Manage join tokens (admin): create, list, revoke.
     Token(tokens::TokenArgs),
     /// Get user credentials for this machine with a client/admin token (for remote CLIs).
@@ -210,6 +214,7 @@ fn main() -> ExitCode {
             Cmd::Status(a) => show::status(a, &head).await,
             Cmd::Whoami(a) => whoami::whoami(a, &head).await,
             Cmd::Explain(a) => explain_cmd::explain(a, &head).await,
+            Cmd::Limits(a) => limits_cmd::limits(a, &head).await,
             Cmd::Token(a) => tokens::token(a, &head).await,
             Cmd::Login(a) => tokens::login(a, &head).await,
             Cmd::Admin(a) => admin::admin(a, &head).await,

@@ -136,6 +136,18 @@ fn a_running_limit_holds_a_users_tasks_back_while_another_user_runs() {
     );
     let squeue = c.rudel_ok(&["jobs"]).stdout;
     assert!(squeue.contains("QOSMaxJobsPerUserLimit"), "{squeue}");
+    // `rudel limits` shows the limit next to the usage (the test's admin asks for root).
+    let l: serde_json::Value =
+        serde_json::from_str(&c.rudel_ok(&["limits", "--user", "root", "--json"]).stdout).unwrap();
+    assert_eq!(
+        (l["max_running_tasks"].as_u64(), l["running_tasks"].as_u64()),
+        (Some(1), Some(1)),
+        "{l}"
+    );
+    assert_eq!(l["pending_tasks"], 2, "{l}");
+    assert!(l["max_running_cpus"].is_null(), "unlimited: {l}");
+    let text = c.rudel_ok(&["limits", "--user", "root"]).stdout;
+    assert!(text.contains("running tasks"), "{text}");
 
     for id in ids.iter().chain([&other]) {
         let v = c.wait_finished(*id, Duration::from_secs(60));
