@@ -316,8 +316,9 @@ fn finish_spec(a: SubmitArgs, script: String, argv: Vec<String>) -> Result<(pb::
         requeue: !a.no_requeue,
         user: match &a.user {
             Some(u) => {
-                set_as_user(u);
-                u.clone()
+                let u = as_user_name(u)?;
+                set_as_user(&u);
+                u
             }
             None => user_name(),
         },
@@ -458,9 +459,16 @@ pub fn user_name() -> String {
             return u;
         }
     }
-    // SAFETY: getuid has no preconditions; getpwuid_r writes only into the buffers we own.
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    name_of_uid(uid).unwrap_or_else(|| uid.to_string())
+}
+
+/// The password database's name for `uid` on this machine.
+fn name_of_uid(uid: libc::uid_t) -> Option<String> {
+    // SAFETY: getpwuid_r writes only into the buffers we own; the name is read before they
+    // go out of scope.
     unsafe {
-        let uid = libc::getuid();
         let mut pw: libc::passwd = std::mem::zeroed();
         let mut buf = vec![0 as libc::c_char; 4096];
         let mut out: *mut libc::passwd = std::ptr::null_mut();
@@ -468,9 +476,18 @@ pub fn user_name() -> String {
             && !out.is_null()
             && !pw.pw_name.is_null()
         {
-            return std::ffi::CStr::from_ptr(pw.pw_name).to_string_lossy().into_owned();
+            return Some(std::ffi::CStr::from_ptr(pw.pw_name).to_string_lossy().into_owned());
         }
-        uid.to_string()
+        None
+    }
+}
+
+/// `--user NAME` or, as sbatch's `--uid`, a numeric uid (named from this machine's
+/// password database, since the head and the agents know users by name).
+fn as_user_name(u: &str) -> Result<String, Failure> {
+    match u.parse::<libc::uid_t>() {
+        Ok(uid) => name_of_uid(uid).ok_or_else(|| usage(format!("--uid={u}: no user has uid {u} on this machine"))),
+        Err(_) => Ok(u.to_string()),
     }
 }
 

@@ -227,3 +227,24 @@ fn the_submit_rate_per_user_refuses_at_once_with_the_wait() {
     assert!(o.stderr.contains("sbatch: error: Batch job submission failed: "), "{o}");
     assert!(o.stderr.contains("is submitting faster than 1 jobs/s"), "{o}");
 }
+
+#[test]
+fn sbatch_uid_submits_for_a_user_by_name_or_number() {
+    let c = Cluster::head_only(Opts::default());
+    let bin = c.tmp.path().join("bin");
+    c.rudel_ok(&["slurm", "install", &bin.display().to_string()]);
+    std::fs::write(c.work.join("j.sh"), "#!/bin/sh\ntrue\n").unwrap();
+    let mut users = Vec::new();
+    for uid in ["--uid=nobody", "--uid=65534"] {
+        let mut s = std::process::Command::new(bin.join("sbatch"));
+        s.args(["--parsable", uid, "j.sh"])
+            .current_dir(&c.work)
+            .env("RUDEL_HEAD", &c.addr)
+            .env("RUDEL_CREDENTIALS", c.admin_credentials());
+        let o = run_bounded(s, Duration::from_secs(30));
+        assert!(o.ok(), "{o}");
+        let id: u64 = o.stdout.trim().parse().unwrap_or_else(|e| panic!("{e}: {o}"));
+        users.push(c.show_json(id)["user"].as_str().unwrap_or_default().to_string());
+    }
+    assert_eq!(users, ["nobody", "nobody"]);
+}
