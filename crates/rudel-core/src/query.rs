@@ -71,6 +71,19 @@ pub fn pending_reason(state: &State, job: &Job) -> String {
                 job.spec.user
             );
         }
+        Some(crate::sched::plan::Wait::UserRunningGpus) => {
+            let limit = state
+                .sched
+                .limits
+                .for_user(&job.spec.user)
+                .max_running_gpus
+                .unwrap_or(0);
+            let now = state.running_usage.of(&job.spec.user).gpus;
+            return format!(
+                "QOSMaxGRESPerUser: {}'s running tasks hold {now} GPUs (limit {limit})",
+                job.spec.user
+            );
+        }
         _ => {}
     }
     if state.blocked_job == Some(job.id) {

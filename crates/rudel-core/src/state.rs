@@ -869,9 +869,9 @@ impl State {
         let Some(rt) = job.running.remove(&r.key.index) else {
             return;
         };
-        let cpus = running::task_cpus(&rt, job.spec.cpus);
+        let (cpus, gpus) = (running::task_cpus(&rt, job.spec.cpus), running::task_gpus(&rt));
         let user = job.spec.user.clone();
-        self.running_usage.remove(&user, cpus);
+        self.running_usage.remove(&user, cpus, gpus);
         // Killed because a node of its allocation was lost: it ends as lost with that node.
         let as_lost;
         let r = match &rt.lost_node {
@@ -1007,8 +1007,8 @@ impl State {
             }
         }
         job.max_attempt = job.max_attempt.max(rt.attempt);
-        let cpus = running::task_cpus(&rt, job.spec.cpus);
-        self.running_usage.add(&job.spec.user, cpus);
+        let (cpus, gpus) = (running::task_cpus(&rt, job.spec.cpus), running::task_gpus(&rt));
+        self.running_usage.add(&job.spec.user, cpus, gpus);
         job.running.insert(index, rt);
         job.move_count(TaskState::Pending, TaskState::Running);
         if starts_now {

@@ -39,5 +39,7 @@ pub fn limits(state: &State, caller: &Caller, asked: &str) -> Result<pb::LimitsR
         running_cpus: running.cpus,
         queue_max_pending_tasks: l.max_pending_tasks,
         queue_pending_tasks: state.pending_total(),
+        max_running_gpus: mine.max_running_gpus,
+        running_gpus: running.gpus,
     })
 }

@@ -50,6 +50,8 @@ fn to_json(r: &pb::LimitsResponse) -> serde_json::Value {
         "pending_jobs": r.pending_jobs,
         "running_tasks": r.running_tasks,
         "running_cpus": r.running_cpus,
+        "max_running_gpus": r.max_running_gpus,
+        "running_gpus": r.running_gpus,
         "queue_max_pending_tasks": r.queue_max_pending_tasks,
         "queue_pending_tasks": r.queue_pending_tasks,
     })
@@ -65,6 +67,7 @@ fn text(r: &pb::LimitsResponse) -> String {
         ("pending jobs", r.max_pending_jobs, r.pending_jobs),
         ("running tasks", r.max_running_tasks, r.running_tasks),
         ("running cpus", r.max_running_cpus, r.running_cpus),
+        ("running gpus", r.max_running_gpus, r.running_gpus),
     ];
     let mut out = format!("user {}\n{:<16}{:>12}{:>12}\n", r.user, "", "limit", "in use");
     for (what, max, used) in rows {

@@ -53,6 +53,8 @@ pub enum Wait {
     UserRunningTasks,
     /// Its user's running tasks hold as many cpus as `max_running_cpus` allows.
     UserRunningCpus,
+    /// Its user's running tasks hold as many GPUs as `max_running_gpus` allows.
+    UserRunningGpus,
 }
 
 /// One task placed: holding free resources of `node`, or queued on the node's agent

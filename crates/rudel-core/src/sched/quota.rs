@@ -21,6 +21,8 @@ pub struct UserLimits {
     pub max_running_tasks: Option<u64>,
     /// Cpus the user's running tasks may hold at once.
     pub max_running_cpus: Option<u64>,
+    /// GPUs the user's running tasks may hold at once.
+    pub max_running_gpus: Option<u64>,
 }
 
 /// Every queue limit.
@@ -70,7 +72,9 @@ impl Limits {
 
     /// True when some running limit is set (the planner then consults the usage index).
     pub fn limits_running(&self) -> bool {
-        let any = |l: &UserLimits| l.max_running_tasks.is_some() || l.max_running_cpus.is_some();
+        let any = |l: &UserLimits| {
+            l.max_running_tasks.is_some() || l.max_running_cpus.is_some() || l.max_running_gpus.is_some()
+        };
         any(&self.per_user) || self.users.values().any(any)
     }
 
@@ -82,6 +86,7 @@ impl Limits {
             max_pending_jobs: o.and_then(|o| o.max_pending_jobs).or(self.per_user.max_pending_jobs),
             max_running_tasks: o.and_then(|o| o.max_running_tasks).or(self.per_user.max_running_tasks),
             max_running_cpus: o.and_then(|o| o.max_running_cpus).or(self.per_user.max_running_cpus),
+            max_running_gpus: o.and_then(|o| o.max_running_gpus).or(self.per_user.max_running_gpus),
         }
     }
 
@@ -96,6 +101,7 @@ impl Limits {
             "max_pending_jobs_per_user" => self.per_user.max_pending_jobs = parse_limit(value)?,
             "max_running_tasks_per_user" => self.per_user.max_running_tasks = parse_limit(value)?,
             "max_running_cpus_per_user" => self.per_user.max_running_cpus = parse_limit(value)?,
+            "max_running_gpus_per_user" => self.per_user.max_running_gpus = parse_limit(value)?,
             "submit_rate_per_user" => self.submit_rate_per_user = parse_limit(value)?,
             "submit_burst_per_user" => self.submit_burst_per_user = parse_limit(value)?,
             _ if key.starts_with("user.") => {
@@ -111,6 +117,7 @@ impl Limits {
                     "max_pending_jobs" => entry.max_pending_jobs = limit,
                     "max_running_tasks" => entry.max_running_tasks = limit,
                     "max_running_cpus" => entry.max_running_cpus = limit,
+                    "max_running_gpus" => entry.max_running_gpus = limit,
                     _ => return Err(format!("FIELD one of {}", USER_FIELDS.join(", "))),
                 }
                 if *entry == UserLimits::default() {
@@ -121,7 +128,8 @@ impl Limits {
                 return Err(format!(
                     "one of limits.max_pending_tasks, limits.max_pending_tasks_per_user, \
                      limits.max_pending_jobs_per_user, limits.max_running_tasks_per_user, \
-                     limits.max_running_cpus_per_user, limits.submit_rate_per_user, \
+                     limits.max_running_cpus_per_user, limits.max_running_gpus_per_user, \
+                     limits.submit_rate_per_user, \
                      limits.submit_burst_per_user, limits.user.NAME.{{{}}}",
                     USER_FIELDS.join(",")
                 ))
@@ -152,6 +160,10 @@ impl Limits {
             (
                 "limits.max_running_cpus_per_user".to_string(),
                 show_limit(self.per_user.max_running_cpus),
+            ),
+            (
+                "limits.max_running_gpus_per_user".to_string(),
+                show_limit(self.per_user.max_running_gpus),
             ),
             (
                 "limits.submit_rate_per_user".to_string(),

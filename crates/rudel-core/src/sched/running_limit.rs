@@ -33,6 +33,16 @@ pub fn next_cpus(job: &Job) -> u64 {
     }
 }
 
+/// GPUs one more task of `job` takes (`--gpus N`, `--gres gpu[:type]:N`).
+pub fn next_gpus(job: &Job) -> u64 {
+    job.spec
+        .gres
+        .iter()
+        .filter(|(want, _)| *want == "gpu" || want.starts_with("gpu:"))
+        .map(|(_, n)| u64::from(*n))
+        .sum()
+}
+
 impl UserTaken {
     pub fn new(state: &State) -> UserTaken {
         UserTaken {
@@ -57,10 +67,15 @@ impl UserTaken {
             return Some(Wait::UserRunningTasks);
         }
         let cpus = now.cpus + here.cpus + next_cpus(job);
+        if limits.max_running_cpus.is_some_and(|max| cpus > max) {
+            return Some(Wait::UserRunningCpus);
+        }
+        let wants = next_gpus(job);
+        let gpus = now.gpus + here.gpus + wants;
         limits
-            .max_running_cpus
-            .filter(|max| cpus > *max)
-            .map(|_| Wait::UserRunningCpus)
+            .max_running_gpus
+            .filter(|max| wants > 0 && gpus > *max)
+            .map(|_| Wait::UserRunningGpus)
     }
 
     /// One more task of `job` was placed in this pass.
@@ -69,6 +84,7 @@ impl UserTaken {
             let r = self.taken.entry(job.spec.user.clone()).or_default();
             r.tasks += 1;
             r.cpus += next_cpus(job);
+            r.gpus += next_gpus(job);
         }
     }
 }
@@ -132,6 +148,46 @@ mod tests {
         assert!(crate::query::pending_reason(&s, &s.jobs[&second])
             .starts_with("QOSMaxCpuPerUserLimit: alice's running tasks hold 2 cpus (limit 3)"));
         assert_eq!(s.running_usage.of("alice").cpus, 2);
+    }
+
+    #[test]
+    fn the_running_gpu_limit_counts_gpus_only_for_jobs_asking_for_some() {
+        let mut s = State::new();
+        s.apply(Command::RegisterNode {
+            reg: crate::command::NodeRegistration {
+                name: "g1".into(),
+                uid: "ug1".into(),
+                cpus: 4,
+                mem_bytes: 1 << 30,
+                gres: [("gpu".to_string(), 4)].into(),
+                ..Default::default()
+            },
+            now_ms: 1_000,
+        });
+        configure(&mut s, &[("version", "2"), ("limits.max_running_gpus_per_user", "2")]);
+        let gpu = || JobSpec {
+            gres: [("gpu".to_string(), 1)].into(),
+            ..of("alice", 1)
+        };
+        let jobs: Vec<u64> = (0..3).map(|_| submit(&mut s, gpu())).collect();
+        let cpu_only = submit(&mut s, of("alice", 1));
+        let states: Vec<(bool, String)> = jobs
+            .iter()
+            .map(|j| (running(&s, *j), crate::query::pending_reason(&s, &s.jobs[j])))
+            .collect();
+        assert!(
+            running(&s, jobs[0]) && running(&s, jobs[1]) && !running(&s, jobs[2]),
+            "{states:?}"
+        );
+        assert!(
+            running(&s, cpu_only),
+            "a job without GPUs is not held back by the GPU limit"
+        );
+        assert_eq!(
+            crate::query::pending_reason(&s, &s.jobs[&jobs[2]]),
+            "QOSMaxGRESPerUser: alice's running tasks hold 2 GPUs (limit 2)"
+        );
+        assert_eq!(check_all(&s), Ok(()));
     }
 
     #[test]

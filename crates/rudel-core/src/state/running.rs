@@ -15,12 +15,24 @@ use crate::job::RunningTask;
 pub struct Running {
     pub tasks: u64,
     pub cpus: u64,
+    /// GPUs held (units of pools serving `gpu`).
+    #[serde(default)]
+    pub gpus: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RunningUsage {
     by_user: BTreeMap<String, Running>,
+}
+
+/// GPUs a running task holds.
+pub fn task_gpus(rt: &RunningTask) -> u64 {
+    rt.gres
+        .iter()
+        .filter(|(pool, _)| crate::resources::serves(pool, "gpu"))
+        .map(|(_, units)| units.len() as u64)
+        .sum()
 }
 
 /// Cpus a running task holds: all its slices for a multi-node job.
@@ -36,16 +48,18 @@ impl RunningUsage {
         self.by_user.get(user).copied().unwrap_or_default()
     }
 
-    pub(crate) fn add(&mut self, user: &str, cpus: u64) {
+    pub(crate) fn add(&mut self, user: &str, cpus: u64, gpus: u64) {
         let r = self.by_user.entry(user.to_string()).or_default();
         r.tasks += 1;
         r.cpus += cpus;
+        r.gpus += gpus;
     }
 
-    pub(crate) fn remove(&mut self, user: &str, cpus: u64) {
+    pub(crate) fn remove(&mut self, user: &str, cpus: u64, gpus: u64) {
         if let Some(r) = self.by_user.get_mut(user) {
             r.tasks = r.tasks.saturating_sub(1);
             r.cpus = r.cpus.saturating_sub(cpus);
+            r.gpus = r.gpus.saturating_sub(gpus);
             if r.tasks == 0 {
                 self.by_user.remove(user);
             }
@@ -72,7 +86,7 @@ impl super::State {
         let mut u = RunningUsage::default();
         for j in self.jobs.values() {
             for rt in j.running.values() {
-                u.add(&j.spec.user, task_cpus(rt, j.spec.cpus));
+                u.add(&j.spec.user, task_cpus(rt, j.spec.cpus), task_gpus(rt));
             }
         }
         u
