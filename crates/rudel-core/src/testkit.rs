@@ -59,3 +59,12 @@ pub fn report(key: TaskKey, attempt: u32, outcome: TaskOutcome, code: i32, start
         usage: Default::default(),
     }
 }
+
+/// Applies one `Configure` entry with these settings at the state's time.
+pub fn configure(s: &mut State, settings: &[(&str, &str)]) -> Response {
+    let now = s.now_ms;
+    s.apply(Command::Configure {
+        settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        now_ms: now,
+    })
+}

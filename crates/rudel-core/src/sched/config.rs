@@ -186,25 +186,21 @@ impl SchedConfig {
                 expected: "at most one default partition".into(),
             });
         }
-        // Running limits change what the planner starts: a version-1 head would ignore
-        // them and reach another state than its peers.
-        if c.limits.needs_version_2() && c.version < TURNS_VERSION {
+        // Settings version 1 does not know change what every head decides: a version-1
+        // head would ignore them (running limits, the submit rate) or, for round_robin,
+        // order every job as turn 0 (turns are numbered only from version 2 on), and reach
+        // another state than its peers.
+        let needs_turns = if c.limits.needs_version_2() {
+            Some(("limits", "max_running_* / submit_*"))
+        } else if c.order == Order::RoundRobin {
+            Some(("order", "round_robin"))
+        } else {
+            None
+        };
+        if let Some((key, value)) = needs_turns.filter(|_| c.version < TURNS_VERSION) {
             return Err(ConfigError::BadValue {
-                key: "limits".into(),
-                value: "max_running_* / submit_*".into(),
-                expected: format!(
-                    "scheduling version {TURNS_VERSION} or later first (this cluster runs {}; set \
-                     version={TURNS_VERSION} once every head runs a build that has it)",
-                    c.version
-                ),
-            });
-        }
-        // Turns are numbered only from version 2 on (every head must number them alike):
-        // round_robin on a version-1 cluster would order every job as turn 0, silently FIFO.
-        if c.order == Order::RoundRobin && c.version < TURNS_VERSION {
-            return Err(ConfigError::BadValue {
-                key: "order".into(),
-                value: "round_robin".into(),
+                key: key.into(),
+                value: value.into(),
                 expected: format!(
                     "scheduling version {TURNS_VERSION} or later first (this cluster runs {}; set \
                      version={TURNS_VERSION} once every head runs a build that has it)",

@@ -95,14 +95,7 @@ mod tests {
     use crate::invariants::check_all;
     use crate::job::JobSpec;
     use crate::state::State;
-    use crate::testkit::{one_node, spec, submit};
-
-    fn configure(s: &mut State, settings: &[(&str, &str)]) -> Response {
-        s.apply(Command::Configure {
-            settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            now_ms: s.now_ms,
-        })
-    }
+    use crate::testkit::{configure, one_node, spec, submit};
 
     fn of(user: &str, cpus: u32) -> JobSpec {
         JobSpec {

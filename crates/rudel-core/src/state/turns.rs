@@ -41,14 +41,7 @@ mod tests {
     use crate::ids::{JobId, TaskKey};
     use crate::job::JobSpec;
     use crate::state::State;
-    use crate::testkit::{one_node, spec, submit};
-
-    fn configure(s: &mut State, settings: &[(&str, &str)]) -> Response {
-        s.apply(Command::Configure {
-            settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            now_ms: s.now_ms,
-        })
-    }
+    use crate::testkit::{configure, one_node, spec, submit};
 
     /// The one running job of a one-cpu node ends; returns it.
     fn end_running(s: &mut State) -> JobId {
