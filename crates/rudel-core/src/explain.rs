@@ -71,6 +71,8 @@ pub struct Explanation {
     pub reserved_for: Option<JobId>,
     /// Every node, best verdict first, then by name.
     pub nodes: Vec<NodeVerdict>,
+    /// Under the `multifactor` order: the job's priority and its factors; else empty.
+    pub priority: String,
 }
 
 /// What one task (or one node's slice) of a job asks of a node.
@@ -149,6 +151,7 @@ pub fn explain(state: &State, id: JobId) -> Option<Explanation> {
         queue_position: queue_position(state, job),
         reserved_for,
         nodes,
+        priority: crate::sched::multifactor::explain(state, job),
     })
 }
 

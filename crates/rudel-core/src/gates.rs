@@ -70,7 +70,11 @@ impl State {
     /// The earliest log time at which a timer opens a gate: the leader proposes a `Tick`
     /// then (nothing else would apply an entry when the cluster is idle).
     pub fn next_wake_ms(&self) -> Option<u64> {
-        self.timers.iter().next().map(|&(t, _)| t)
+        let timer = self.timers.iter().next().map(|&(t, _)| t);
+        match (timer, self.fair_wake_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Checks a submitted dependency against the state and resolves it for evaluation:

@@ -264,6 +264,10 @@ pub struct Job {
     /// version 2.
     #[serde(default)]
     pub turn: u64,
+    /// Its `multifactor` priority as the queue holds it (see `sched/multifactor.rs`): set
+    /// when it enters the queue and at re-keying Ticks.
+    #[serde(default)]
+    pub mf_priority: i64,
     /// The highest attempt number any task of this job was placed with (0 in states
     /// written before it was kept): a requeued task runs as a higher one, so that a stale
     /// report of an earlier attempt can never end the new one.
@@ -319,6 +323,7 @@ impl Job {
             dep: DepStatus::Satisfied,
             skipped: BTreeSet::new(),
             turn: 0,
+            mf_priority: 0,
             max_attempt: 0,
             corr: None,
         }

@@ -13,6 +13,7 @@ use crate::sched::{ConfigError, SchedConfig};
 use crate::scheduler;
 
 mod cancel_tasks;
+pub mod fairshare;
 mod gang;
 pub mod quota;
 pub mod running;
@@ -81,6 +82,9 @@ pub struct State {
     /// Running tasks and cpus per user, for the running limits (see `state/running.rs`).
     #[serde(default)]
     pub running_usage: running::RunningUsage,
+    /// Decayed fair-share usage per user (see `state/fairshare.rs`).
+    #[serde(default)]
+    pub fairshare: fairshare::FairShare,
 }
 
 /// Why a submit cannot be accepted; the text goes to the user as is.
@@ -217,6 +221,7 @@ impl State {
             Command::Batch(cmds) => Response::Batch(cmds.into_iter().map(|c| self.apply_one(c)).collect()),
             Command::Tick { now_ms } => {
                 self.advance(now_ms);
+                self.fair_tick();
                 Response::Ok
             }
             Command::InitCa { ca } => match self.security.init_ca(ca) {
@@ -327,8 +332,18 @@ impl State {
         if let Some(reason) = self.partitions_in_use(&next) {
             return Response::Rejected { reason };
         }
-        let reorder = next.order != self.sched.order || next.partitions != self.sched.partitions;
+        let reorder = next.order != self.sched.order
+            || next.partitions != self.sched.partitions
+            || (next.order == crate::sched::Order::Multifactor && next.fair != self.sched.fair);
+        let enable_fair = !self.fair_on() && next.version >= crate::sched::fair::FAIR_VERSION;
         self.sched = next;
+        if enable_fair {
+            self.fair_enable();
+        }
+        if self.fair_on() {
+            // New shares count from this entry on, not from the next Tick.
+            self.fairshare.refresh(&self.sched.fair);
+        }
         if reorder {
             let waiting: Vec<JobId> = self.queue.iter().map(|&(_, _, id)| id).collect();
             self.queue.clear();
@@ -367,6 +382,10 @@ impl State {
     /// Puts a job with pending tasks into the queue at its place in the configured order.
     /// A gated job (held, waiting on a dependency or its begin time) stays out.
     pub(crate) fn enqueue(&mut self, id: JobId) {
+        let multifactor = self.sched.order == crate::sched::Order::Multifactor;
+        if multifactor && self.jobs.get(&id).is_some_and(|j| self.eligible(j)) && !self.fair_prepare_enqueue(id) {
+            return;
+        }
         if let Some(job) = self.jobs.get(&id) {
             if self.eligible(job) {
                 self.queue.insert(self.sched.queue_key(job));
@@ -872,6 +891,9 @@ impl State {
         let (cpus, gpus) = (running::task_cpus(&rt, job.spec.cpus), running::task_gpus(&rt));
         let user = job.spec.user.clone();
         self.running_usage.remove(&user, cpus, gpus);
+        if rt.after.is_none() {
+            self.fair_charge(r.key.job, cpus, gpus, false);
+        }
         // Killed because a node of its allocation was lost: it ends as lost with that node.
         let as_lost;
         let r = match &rt.lost_node {
@@ -1019,7 +1041,11 @@ impl State {
                 job.nodes.push(node_name);
             }
         }
-        if !job.has_pending() {
+        let done = !job.has_pending();
+        if starts_now {
+            self.fair_charge(job_id, cpus, gpus, true);
+        }
+        if done {
             self.dequeue(job_id);
         }
     }
@@ -1243,6 +1269,7 @@ impl State {
                         node,
                     };
                     self.emit(took_over);
+                    self.fair_charge_task(succ, true);
                     if let Some(j) = self.jobs.get_mut(&succ.job) {
                         j.start_ms.get_or_insert(start);
                     }

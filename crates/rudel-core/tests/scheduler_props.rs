@@ -729,9 +729,10 @@ proptest! {
                 }
                 Event::Configure(o, depth) => {
                     let o = rudel_core::sched::Order::ALL[o];
-                    // Version 2 first: round_robin needs it (its turns are numbered from then on).
+                    // The newest version first: round_robin needs 2 (its turns are numbered
+                    // from then on), multifactor 3.
                     let settings = vec![
-                        ("version".to_string(), "2".to_string()),
+                        ("version".to_string(), rudel_core::sched::SCHED_VERSION.to_string()),
                         ("order".to_string(), o.as_str().to_string()),
                         ("queue_depth".to_string(), depth.to_string()),
                         // A running limit per user, or none (depth 0).

@@ -9,7 +9,7 @@ use super::order::Order;
 /// than its peers' would silently reach another state. Every change to what the scheduler
 /// decides for the same log gets a new version, and a head refuses entries and snapshots
 /// that ask for a newer version than this (see [`SchedConfig::check_supported`]).
-pub const SCHED_VERSION: u32 = 2;
+pub const SCHED_VERSION: u32 = 3;
 
 /// The first version that numbers turns for the `round_robin` order at submit and
 /// enforces running limits per user in the planner.
@@ -40,6 +40,9 @@ pub struct SchedConfig {
     /// Queue limits per user and for the whole queue (`limits.*`).
     #[serde(default)]
     pub limits: super::quota::Limits,
+    /// Fair-share accounting and `multifactor` weights (`fairshare.*`, `multifactor.*`).
+    #[serde(default)]
+    pub fair: super::fair::FairConfig,
 }
 
 impl Default for SchedConfig {
@@ -52,7 +55,20 @@ impl Default for SchedConfig {
             licenses: std::collections::BTreeMap::new(),
             partitions: std::collections::BTreeMap::new(),
             limits: super::quota::Limits::default(),
+            fair: super::fair::FairConfig::default(),
         }
+    }
+}
+
+/// The refusal of a setting the cluster's scheduling version does not know yet.
+fn needs_version(key: &str, value: &str, needed: u32, runs: u32) -> ConfigError {
+    ConfigError::BadValue {
+        key: key.into(),
+        value: value.into(),
+        expected: format!(
+            "scheduling version {needed} or later first (this cluster runs {runs}; set \
+             version={needed} once every head runs a build that has it)"
+        ),
     }
 }
 
@@ -82,7 +98,7 @@ pub enum ConfigError {
 
 impl SchedConfig {
     /// Setting names, in display order.
-    pub const KEYS: [&'static str; 7] = [
+    pub const KEYS: [&'static str; 9] = [
         "version",
         "order",
         "queue_depth",
@@ -90,6 +106,8 @@ impl SchedConfig {
         "licenses",
         "partition.NAME",
         "limits.*",
+        "fairshare.*",
+        "multifactor.*",
     ];
 
     /// Refuses a configuration this build cannot run.
@@ -167,6 +185,9 @@ impl SchedConfig {
             _ if key.starts_with("limits.") => {
                 c.limits.set(&key["limits.".len()..], value).map_err(bad)?;
             }
+            _ if key.starts_with("fairshare.") || key.starts_with("multifactor.") => {
+                c.fair.set(key, value).map_err(bad)?;
+            }
             _ => return Err(ConfigError::UnknownKey { key: key.to_string() }),
         }
         Ok(c)
@@ -198,15 +219,20 @@ impl SchedConfig {
             None
         };
         if let Some((key, value)) = needs_turns.filter(|_| c.version < TURNS_VERSION) {
-            return Err(ConfigError::BadValue {
-                key: key.into(),
-                value: value.into(),
-                expected: format!(
-                    "scheduling version {TURNS_VERSION} or later first (this cluster runs {}; set \
-                     version={TURNS_VERSION} once every head runs a build that has it)",
-                    c.version
-                ),
-            });
+            return Err(needs_version(key, value, TURNS_VERSION, c.version));
+        }
+        // Version 2 knows neither the order, nor these settings, nor partition factors.
+        let needs_fair = if c.order == Order::Multifactor {
+            Some(("order", "multifactor"))
+        } else if !c.fair.is_default() {
+            Some(("fairshare/multifactor", "fairshare.* / multifactor.*"))
+        } else if c.partitions.values().any(|p| p.factor != 0) {
+            Some(("partition", "factor=N"))
+        } else {
+            None
+        };
+        if let Some((key, value)) = needs_fair.filter(|_| c.version < super::fair::FAIR_VERSION) {
+            return Err(needs_version(key, value, super::fair::FAIR_VERSION, c.version));
         }
         Ok(c)
     }
@@ -279,6 +305,7 @@ impl SchedConfig {
                 .map(|(n, p)| (format!("partition.{n}"), p.to_text())),
         );
         v.extend(self.limits.settings());
+        v.extend(self.fair.settings());
         v
     }
 
@@ -326,10 +353,10 @@ mod tests {
             "{e}"
         );
         assert!(matches!(
-            c.with("version", "3"),
-            Err(ConfigError::UnsupportedVersion { wanted: 3, .. })
+            c.with("version", "4"),
+            Err(ConfigError::UnsupportedVersion { wanted: 4, .. })
         ));
-        assert_eq!(c.with("version", "2").unwrap().version, 2);
+        assert_eq!(c.with("version", "3").unwrap().version, 3);
         assert!(matches!(
             c.with("version", "0"),
             Err(ConfigError::UnsupportedVersion { .. })

@@ -1,6 +1,9 @@
 //! Scheduling policy: the replicated, versioned configuration and the queue orders it
 //! selects. The pass itself is in [`crate::scheduler`].
 pub mod config;
+pub mod fair;
+pub mod fixed;
+pub mod multifactor;
 pub mod order;
 pub mod partition;
 pub mod plan;

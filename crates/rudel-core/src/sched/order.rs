@@ -20,6 +20,9 @@ pub enum Order {
     /// One job per user in turn (the first job of every user, then the second, ...), in
     /// submission order within a turn; see `state/turns.rs`. Needs scheduling version 2.
     RoundRobin,
+    /// Slurm's multifactor priority (age, fair-share, job size, partition, own priority),
+    /// recomputed at Tick entries; see `sched/multifactor.rs`. Needs scheduling version 3.
+    Multifactor,
 }
 
 /// Position of a job in the queue: smaller first: (-partition tier, the order's rank, id).
@@ -29,7 +32,13 @@ pub type QueueKey = (i64, i64, JobId);
 
 impl Order {
     /// Every order, for help texts and errors.
-    pub const ALL: [Order; 4] = [Order::Priority, Order::Fifo, Order::Sjf, Order::RoundRobin];
+    pub const ALL: [Order; 5] = [
+        Order::Priority,
+        Order::Fifo,
+        Order::Sjf,
+        Order::RoundRobin,
+        Order::Multifactor,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -37,6 +46,7 @@ impl Order {
             Order::Fifo => "fifo",
             Order::Sjf => "sjf",
             Order::RoundRobin => "round_robin",
+            Order::Multifactor => "multifactor",
         }
     }
 
@@ -52,6 +62,9 @@ impl Order {
             Order::Sjf if job.spec.time_limit_ms == 0 => i64::MAX,
             Order::Sjf => i64::try_from(job.spec.time_limit_ms).unwrap_or(i64::MAX),
             Order::RoundRobin => i64::try_from(job.turn).unwrap_or(i64::MAX),
+            // The priority stored when the job entered the queue or was last re-keyed (a
+            // key must not change while the queue holds it).
+            Order::Multifactor => job.mf_priority.saturating_neg(),
         };
         (primary, job.id)
     }

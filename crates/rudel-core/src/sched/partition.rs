@@ -47,6 +47,9 @@ pub struct Partition {
     pub state: PartitionState,
     /// Jobs of a higher tier are considered first, whatever the queue order says.
     pub tier: i32,
+    /// Slurm's PriorityJobFactor: the `multifactor` partition factor is this over the
+    /// highest of all partitions.
+    pub factor: u16,
     /// Time limit given to jobs that set none (0: none).
     pub default_time_ms: u64,
     /// Longest time limit a job may ask for (0: no limit). A job without a time limit gets
@@ -85,6 +88,11 @@ impl Partition {
                     }
                 }
                 "tier" => p.tier = v.parse().map_err(|_| format!("tier: a whole number, got {v:?}"))?,
+                "factor" => {
+                    p.factor = v
+                        .parse()
+                        .map_err(|_| format!("factor: a whole number from 0 to 65535, got {v:?}"))?
+                }
                 "default_time" => p.default_time_ms = dur(v)?,
                 "max_time" => p.max_time_ms = dur(v)?,
                 "default_mem_per_cpu" => {
@@ -93,7 +101,7 @@ impl Partition {
                 }
                 _ => {
                     return Err(format!(
-                        "unknown partition field {k:?}; fields: nodes, default, state, tier, default_time, \
+                        "unknown partition field {k:?}; fields: nodes, default, state, tier, factor, default_time, \
                          max_time, default_mem_per_cpu"
                     ))
                 }
@@ -117,6 +125,9 @@ impl Partition {
         f.push(format!("state={}", self.state.as_str()));
         if self.tier != 0 {
             f.push(format!("tier={}", self.tier));
+        }
+        if self.factor != 0 {
+            f.push(format!("factor={}", self.factor));
         }
         if self.default_time_ms > 0 {
             f.push(format!(

@@ -114,6 +114,7 @@ impl State {
             .sum();
         if let Some(user) = self.jobs.get(&key.job).map(|j| j.spec.user.clone()) {
             self.running_usage.shrink(&user, freed);
+            self.fair_shrink(&user, freed);
         }
         if let Some(r) = self.running_mut(key) {
             if let Some(a) = r.alloc.as_mut() {
