@@ -271,6 +271,14 @@ impl pb::rudel_server::Rudel for ClientService {
         crate::limits_rpc::limits(&a.state, &caller, &req.user).map(tonic::Response::new)
     }
 
+    async fn share(&self, req: Request<pb::ShareRequest>) -> Result<tonic::Response<pb::ShareResponse>, Status> {
+        crate::auth::caller(&req)?;
+        let req = req.into_inner();
+        self.read_barrier(req.stale).await?;
+        let a = self.shared.read();
+        Ok(tonic::Response::new(crate::share_rpc::share(&a.state, &req.users)))
+    }
+
     async fn hold(&self, req: Request<pb::HoldRequest>) -> Result<tonic::Response<pb::ChangeResponse>, Status> {
         let caller = crate::auth::caller(&req)?.clone();
         let req = req.into_inner();

@@ -37,5 +37,6 @@ fn to_pb(e: Explanation, state: &str) -> pb::ExplainResponse {
                 detail: v.detail,
             })
             .collect(),
+        priority: e.priority,
     }
 }

@@ -57,6 +57,7 @@ fn to_json(r: &pb::ExplainResponse) -> serde_json::Value {
         "queue_position": r.queue_position,
         "reserved_for": r.reserved_for,
         "nodes": nodes,
+        "priority": r.priority,
     })
 }
 
@@ -85,6 +86,9 @@ fn text(r: &pb::ExplainResponse) -> String {
     out.push_str(&format!("needs:    {}\n", r.needs));
     if r.queue_position > 0 {
         out.push_str(&format!("queue:    {} in the queue order\n", ordinal(r.queue_position)));
+    }
+    if !r.priority.is_empty() {
+        out.push_str(&format!("priority: {}\n", r.priority));
     }
     if r.reserved_for > 0 {
         out.push_str(&format!(
@@ -158,9 +162,11 @@ mod tests {
                 verdict("b", "busy", "1 of 4 cpus"),
                 verdict("c", "too_small", "has 2 cpus"),
             ],
+            priority: "10500 (queued at 10500)".into(),
         };
         let t = text(&r);
         assert!(t.contains("queue:    2nd in the queue order"), "{t}");
+        assert!(t.contains("priority: 10500 (queued at 10500)"), "{t}");
         let busy = t.find("2 node(s) could run it").unwrap();
         let small = t.find("1 node(s) too small").unwrap();
         assert!(busy < small, "{t}");

@@ -16,6 +16,7 @@ mod opts;
 mod output_stream;
 mod partitions_cmd;
 mod requeue_cmd;
+mod share_cmd;
 mod show;
 mod slurm;
 mod socket;
@@ -107,6 +108,9 @@ enum Cmd {
     /// Your limits (pending, running, submit rate) next to what you use now; admins may
     /// ask for any user.
     Limits(limits_cmd::LimitsArgs),
+    /// Fair-share per user: shares, decayed usage, effective usage, fair-share factor
+    /// (as Slurm's sshare).
+    Share(share_cmd::ShareArgs),
     /// Manage join tokens (admin): create, list, revoke.
     Token(tokens::TokenArgs),
     /// Get user credentials for this machine with a client/admin token (for remote CLIs).
@@ -215,6 +219,7 @@ fn main() -> ExitCode {
             Cmd::Whoami(a) => whoami::whoami(a, &head).await,
             Cmd::Explain(a) => explain_cmd::explain(a, &head).await,
             Cmd::Limits(a) => limits_cmd::limits(a, &head).await,
+            Cmd::Share(a) => share_cmd::share(a, &head).await,
             Cmd::Token(a) => tokens::token(a, &head).await,
             Cmd::Login(a) => tokens::login(a, &head).await,
             Cmd::Admin(a) => admin::admin(a, &head).await,

@@ -316,6 +316,16 @@ impl super::State {
         true
     }
 
+    /// `rudel share`: every user's shares and usage now, with the fair-share factor the
+    /// scheduler uses (the one cached at the last Tick).
+    pub fn share_report(&self) -> Vec<ShareRow> {
+        let mut rows = self.fairshare.rows(&self.sched.fair);
+        for r in &mut rows {
+            r.factor = self.fairshare.factor(&r.user);
+        }
+        rows
+    }
+
     /// The charge rates counted from the running tasks (what the table must hold): the
     /// invariant check of property tests.
     pub fn fair_recount(&self) -> BTreeMap<String, (u64, u64)> {

@@ -15,14 +15,15 @@ mod scontrol_requeue;
 mod sinfo;
 mod squeue;
 mod srun;
+mod sshare;
 
 use std::process::ExitCode;
 
 pub use install::{install, SlurmArgs};
 
 /// The names the binary answers to besides `rudel`.
-pub const COMMANDS: [&str; 8] = [
-    "sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct", "srun", "salloc",
+pub const COMMANDS: [&str; 9] = [
+    "sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct", "srun", "salloc", "sshare",
 ];
 
 /// The Slurm command this process was started as (the file name of argv[0]), if any.
@@ -95,6 +96,7 @@ pub fn main(name: &str, rt: &tokio::runtime::Runtime) -> ExitCode {
             "sinfo" => sinfo::sinfo(args, &head).await,
             "scontrol" => scontrol::scontrol(args, &head).await,
             "srun" => srun::srun(args),
+            "sshare" => sshare::sshare(args, &head).await,
             "sacct" => Ok(sacct::run_args(args.into_iter().map(Into::into).collect(), &head).await?),
             other => Err(SlurmError::msg(format!(
                 "{other} is not supported yet: multi-node jobs and job steps are issue 11. \
