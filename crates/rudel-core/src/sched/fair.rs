@@ -248,7 +248,7 @@ fn parse_milli(value: &str) -> Result<u64, String> {
 }
 
 fn milli_text(m: u64) -> String {
-    if m % 1000 == 0 {
+    if m.is_multiple_of(1000) {
         (m / 1000).to_string()
     } else {
         format!("{}.{:03}", m / 1000, m % 1000)
