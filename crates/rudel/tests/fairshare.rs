@@ -142,4 +142,22 @@ fn a_heavy_user_waits_behind_a_light_users_later_job() {
         "the light user's later job started after the heavy user's: {s:?}"
     );
     assert!(at("blocker") < at("light"), "{s:?}");
+
+    // Slurm's sshare from the same binary: Slurm's headers, one row per user.
+    let bin = c.tmp.path().join("bin");
+    c.rudel_ok(&["slurm", "install", &bin.display().to_string()]);
+    let mut cmd = std::process::Command::new(bin.join("sshare"));
+    cmd.args(["-a", "-P"])
+        .env("RUDEL_HEAD", &c.addr)
+        .env("RUDEL_CREDENTIALS", c.admin_credentials());
+    let o = run_bounded(cmd, CLI_TIMEOUT);
+    assert!(o.ok(), "{o}");
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("Account|User|RawShares|NormShares|RawUsage|EffectvUsage|FairShare"),
+        "{o}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("|root|1|")), "{o}");
+    assert!(lines.iter().any(|l| l.starts_with("|nobody|1|")), "{o}");
 }
