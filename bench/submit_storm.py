@@ -10,8 +10,11 @@ Jobs are held (`--hold`) so the agent does no work: the benchmark measures admis
 `--rate R` first sets the per-user submit rate (`limits.submit_rate_per_user=R`, scheduling
 version 2): the stormer's surplus is then refused at the door instead of filling the log.
 
+`--socket`: every client (storm and quiet) reaches the head through its Unix socket (as
+local users do: no TLS handshake per call) instead of TLS with admin credentials.
+
 Usage: bench/submit_storm.py [--clients 20] [--quiet-submits 100] [--rate R] [--pace 0.05] [--nice]
-                             [--binary target/release/rudel]
+                             [--socket] [--binary target/release/rudel]
 """
 import argparse
 import os
@@ -68,8 +71,13 @@ def main():
                     help="run the storm's client processes at nice 19: on a small machine they then "
                          "stand in for clients on other machines, and the ratio shows the head's "
                          "share rather than this machine's CPU")
+    ap.add_argument("--socket", action="store_true",
+                    help="clients use the head's Unix socket (root: admin, so --user works) instead of TLS")
     a = ap.parse_args()
     c = Cluster(os.path.abspath(a.binary), 2)
+    if a.socket:
+        c.env.pop("RUDEL_CREDENTIALS", None)
+        c.env["RUDEL_SOCKET"] = os.path.join(c.dir, "data", "head", "rudel.sock")
     try:
         if a.rate:
             c.rudel("admin", "config", "set", "version=2", f"limits.submit_rate_per_user={a.rate}")

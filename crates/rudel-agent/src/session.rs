@@ -49,6 +49,8 @@ pub struct AgentConfig {
     pub token: Option<String>,
     /// Run jobs of root (uid 0) when the agent runs as root (`--allow-root-jobs`).
     pub allow_root_jobs: bool,
+    /// Give every task a private `/tmp` (`--private-tmp`; needs root).
+    pub private_tmp: bool,
 }
 
 impl AgentConfig {
@@ -69,6 +71,7 @@ impl AgentConfig {
             orphan_timeout: Some(Duration::from_secs(3600)),
             token: None,
             allow_root_jobs: false,
+            private_tmp: false,
         }
     }
 }
@@ -84,6 +87,8 @@ pub enum AgentError {
     Journal(#[from] journal::JournalError),
     #[error("no head address given")]
     NoHead,
+    #[error("{0}")]
+    PrivateTmp(String),
     #[error("cannot join the cluster: {0}")]
     Enroll(String),
     #[error("{0}")]
@@ -146,6 +151,30 @@ const EXEC_JOB: u64 = u64::MAX;
 /// Most output of one `rudel exec` command sent back.
 const EXEC_OUTPUT_MAX: u64 = 64 * 1024;
 
+/// Where tasks' private `/tmp` directories go (`DATA/job-tmp`), when asked for; refused
+/// where it cannot work: only root makes mount namespaces, and a data directory under
+/// `/tmp` would hide the job scripts the agent keeps there once `/tmp` is covered.
+fn private_tmp_base(cfg: &AgentConfig) -> Result<Option<std::path::PathBuf>, AgentError> {
+    if !cfg.private_tmp {
+        return Ok(None);
+    }
+    // SAFETY: no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(AgentError::PrivateTmp(
+            "--private-tmp needs an agent running as root (it gives each task its own mount namespace)".into(),
+        ));
+    }
+    let data = std::fs::canonicalize(&cfg.data_dir).unwrap_or_else(|_| cfg.data_dir.clone());
+    if data.starts_with("/tmp") {
+        return Err(AgentError::PrivateTmp(format!(
+            "--private-tmp needs a data directory outside /tmp (tasks would not see the job \
+             scripts kept in {}): give --data DIR",
+            data.display()
+        )));
+    }
+    Ok(Some(data.join("job-tmp")))
+}
+
 /// Runs the agent until `shutdown` becomes true; then kills its tasks, journals their
 /// results (reported as lost: the node went away) and returns.
 pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Result<(), AgentError> {
@@ -159,6 +188,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     std::fs::create_dir_all(&cfg.data_dir).map_err(dir_err)?;
     let _lock = identity::lock_data_dir(&cfg.data_dir).map_err(dir_err)?;
     let uid = identity::load_or_create_uid(&cfg.data_dir).map_err(dir_err)?;
+    let private_tmp = private_tmp_base(&cfg)?;
     let Some(tls) = credentials(&cfg, &uid, &mut shutdown).await? else {
         return Ok(());
     };
@@ -166,11 +196,15 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         kill_grace: cfg.kill_grace,
         pids_max: cfg.task_pids_max,
         marker_owner: uid.clone(),
+        private_tmp: private_tmp.clone(),
         ..ExecConfig::default()
     })?;
     let (mut journal, recovered) = Journal::open(&cfg.data_dir)?;
     for lost in journal::reap_orphans(&recovered.orphans, &uid) {
         journal.record_end(&lost)?;
+    }
+    if let Some(base) = &private_tmp {
+        crate::exec::private_tmp::clear(base).map_err(dir_err)?;
     }
     tracing::info!(
         name = %cfg.name, cpus = cfg.cpus, mem = cfg.mem_bytes, mem_limits = exec.mem_enforcement(),

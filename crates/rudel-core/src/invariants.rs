@@ -54,7 +54,7 @@ pub enum Violation {
     ArrayLimit { job: JobId, running: u64, limit: u32 },
     #[error("allocation of task {key} is not whole: {why}")]
     PartialAllocation { key: TaskKey, why: &'static str },
-    #[error("running usage of user {user} is {indexed:?} in the index but {counted:?} counted")]
+    #[error("running usage of {user} is {indexed:?} in the index but {counted:?} counted")]
     RunningUsage {
         user: String,
         indexed: crate::state::running::Running,
@@ -85,7 +85,22 @@ pub fn running_usage_is_counted(s: &State) -> Result<(), Violation> {
         let (indexed, counted) = (s.running_usage.of(user), counted.of(user));
         if indexed != counted {
             return Err(Violation::RunningUsage {
-                user: user.clone(),
+                user: format!("user {user}"),
+                indexed,
+                counted,
+            });
+        }
+    }
+    let accounts: BTreeSet<&String> = counted
+        .all_accounts()
+        .keys()
+        .chain(s.running_usage.all_accounts().keys())
+        .collect();
+    for account in accounts {
+        let (indexed, counted) = (s.running_usage.of_account(account), counted.of_account(account));
+        if indexed != counted {
+            return Err(Violation::RunningUsage {
+                user: format!("account {account}"),
                 indexed,
                 counted,
             });

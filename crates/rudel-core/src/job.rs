@@ -82,6 +82,10 @@ pub struct JobSpec {
     /// work from it would otherwise read a per-node total as a per-cpu share.
     #[serde(default)]
     pub mem_per_cpu: u64,
+    /// The account the job is charged to (`-A/--account`; resolved at submit, see
+    /// `sched/account.rs`); empty: none.
+    #[serde(default)]
+    pub account: String,
 }
 
 /// State of a task, and (aggregated) of a job.

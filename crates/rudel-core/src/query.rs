@@ -44,47 +44,12 @@ pub fn pending_reason(state: &State, job: &Job) -> String {
             want.join(",")
         );
     }
-    match state.waiting.get(&job.id) {
-        Some(crate::sched::plan::Wait::UserRunningTasks) => {
-            let limit = state
-                .sched
-                .limits
-                .for_user(&job.spec.user)
-                .max_running_tasks
-                .unwrap_or(0);
-            let now = state.running_usage.of(&job.spec.user).tasks;
-            return format!(
-                "QOSMaxJobsPerUserLimit: {} runs {now} tasks (limit {limit})",
-                job.spec.user
-            );
-        }
-        Some(crate::sched::plan::Wait::UserRunningCpus) => {
-            let limit = state
-                .sched
-                .limits
-                .for_user(&job.spec.user)
-                .max_running_cpus
-                .unwrap_or(0);
-            let now = state.running_usage.of(&job.spec.user).cpus;
-            return format!(
-                "QOSMaxCpuPerUserLimit: {}'s running tasks hold {now} cpus (limit {limit})",
-                job.spec.user
-            );
-        }
-        Some(crate::sched::plan::Wait::UserRunningGpus) => {
-            let limit = state
-                .sched
-                .limits
-                .for_user(&job.spec.user)
-                .max_running_gpus
-                .unwrap_or(0);
-            let now = state.running_usage.of(&job.spec.user).gpus;
-            return format!(
-                "QOSMaxGRESPerUser: {}'s running tasks hold {now} GPUs (limit {limit})",
-                job.spec.user
-            );
-        }
-        _ => {}
+    if let Some(why) = state
+        .waiting
+        .get(&job.id)
+        .and_then(|w| crate::sched::running_limit::reason(state, job, *w))
+    {
+        return why;
     }
     if state.blocked_job == Some(job.id) {
         return "Resources: waiting for free cpus/memory".into();

@@ -80,7 +80,14 @@ use Treatment::{Client, Ignore, Map, Nice, OpenMode, Refuse, Signal};
 
 /// Every sbatch option of Slurm 22.05 (and a few of later releases, marked), by long name.
 pub static OPTIONS: &[SbatchOption] = &[
-    opt("account", Some('A'), Value, Ignore, "rudel has no accounts to charge"),
+    opt(
+        "account",
+        Some('A'),
+        Value,
+        Map("--account"),
+        "as in Slurm: the job is charged to this account and held to its limits; it must be one \
+         of the user's once an admin declares accounts (`account.NAME=users=...`)",
+    ),
     opt("acctg-freq", None, Value, Ignore, "rudel samples usage at its own rate"),
     opt("array", Some('a'), Value, Map("--array"), SAME),
     opt("batch", None, Value, Refuse, NOT_YET),

@@ -513,7 +513,7 @@ impl State {
         if let Err(reason) = validate_spec(&spec) {
             return Response::Rejected { reason };
         }
-        let spec = match self.place_in_partitions(spec) {
+        let spec = match self.place_in_partitions(spec).and_then(|s| self.charge_account(s)) {
             Ok(s) => s,
             Err(reason) => return Response::Rejected { reason },
         };
@@ -535,14 +535,14 @@ impl State {
         self.next_job_id = id.saturating_add(tasks);
         let mut spec = spec;
         spec.env = self.envs.intern(spec.env);
-        let spec_user = spec.user.clone();
+        let (spec_user, account) = (spec.user.clone(), spec.account.clone());
         let mut job = Job::new(id, spec, self.now_ms);
         if self.sched.version >= 2 {
             job.turn = self.turns.assign(&spec_user);
         }
         let tasks = job.total;
         self.emit(Event::JobSubmitted { job: id });
-        self.usage.add(&spec_user, id, tasks);
+        self.usage.add(&spec_user, &account, id, tasks);
         self.jobs.insert(id, job);
         self.gate_new(id, dep);
         self.enqueue(id);
@@ -605,6 +605,15 @@ impl State {
             ));
         }
         spec.partition = kept.join(",");
+        Ok(spec)
+    }
+
+    /// Resolves the account the job is charged to (from scheduling version 3 on: an
+    /// older head keeps what was asked, and declared accounts need version 3).
+    fn charge_account(&self, mut spec: JobSpec) -> Result<JobSpec, String> {
+        if self.sched.version >= crate::sched::config::ACCOUNTS_VERSION {
+            spec.account = crate::sched::account::resolve(&self.sched.accounts, &spec.user, &spec.account)?;
+        }
         Ok(spec)
     }
 
@@ -889,8 +898,8 @@ impl State {
             return;
         };
         let (cpus, gpus) = (running::task_cpus(&rt, job.spec.cpus), running::task_gpus(&rt));
-        let user = job.spec.user.clone();
-        self.running_usage.remove(&user, cpus, gpus);
+        let (user, account) = (job.spec.user.clone(), job.spec.account.clone());
+        self.running_usage.remove(&user, &account, cpus, gpus);
         if rt.after.is_none() {
             self.fair_charge(r.key.job, cpus, gpus, false);
         }
@@ -990,8 +999,8 @@ impl State {
         }
         job.end_ms = Some(now);
         let state = job.state();
-        let (user, total) = (job.spec.user.clone(), job.total);
-        self.usage.remove(&user, id, total);
+        let (user, account, total) = (job.spec.user.clone(), job.spec.account.clone(), job.total);
+        self.usage.remove(&user, &account, id, total);
         self.emit(Event::JobEnded { job: id, state });
         self.finished.push_back(id);
         while self.finished.len() > MAX_FINISHED_JOBS {
@@ -1030,7 +1039,7 @@ impl State {
         }
         job.max_attempt = job.max_attempt.max(rt.attempt);
         let (cpus, gpus) = (running::task_cpus(&rt, job.spec.cpus), running::task_gpus(&rt));
-        self.running_usage.add(&job.spec.user, cpus, gpus);
+        self.running_usage.add(&job.spec.user, &job.spec.account, cpus, gpus);
         job.running.insert(index, rt);
         job.move_count(TaskState::Pending, TaskState::Running);
         if starts_now {

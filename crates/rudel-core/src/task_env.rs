@@ -86,6 +86,9 @@ fn slurm_vars(job: &Job, p: &Placement) -> Vec<(String, String)> {
     if spec.open_append {
         v.push(("SLURM_OPEN_MODE", "a".into()));
     }
+    if !spec.account.is_empty() {
+        v.push(("SLURM_JOB_ACCOUNT", spec.account.clone()));
+    }
     if let Some(d) = &spec.dependency {
         v.push(("SLURM_JOB_DEPENDENCY", d.to_string()));
     }

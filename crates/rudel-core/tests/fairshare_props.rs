@@ -197,7 +197,7 @@ fn cluster() -> State {
     configure(
         &mut s,
         &[
-            ("version", "3"),
+            ("version", "4"),
             ("order", "multifactor"),
             ("fairshare.half_life_s", "3600"),
             ("multifactor.weight_jobsize", "500"),
@@ -264,7 +264,7 @@ fn simulate(seed: u64, hours: u64) -> [f64; 3] {
     configure(
         &mut s,
         &[
-            ("version", "3"),
+            ("version", "4"),
             ("order", "multifactor"),
             ("fairshare.half_life_s", "3600"),
             ("fairshare.calc_period_s", "60"),
@@ -356,7 +356,7 @@ proptest! {
 fn rekey_cost_of_100k_pending_jobs() {
     let mut s = State::new();
     s.apply(register("n0", 1, 0));
-    configure(&mut s, &[("version", "3"), ("order", "multifactor")], 0);
+    configure(&mut s, &[("version", "4"), ("order", "multifactor")], 0);
     for i in 0..100_000u64 {
         s.apply(Command::Submit {
             request_id: String::new(),

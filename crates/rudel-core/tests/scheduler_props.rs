@@ -316,24 +316,34 @@ fn register(name: &str, uid: &str, cpus: u32, mem: u64, now: u64) -> Command {
     }
 }
 
-/// No step takes a user above a running limit: a user over it (the limit was lowered
-/// while tasks ran) may only go down. Counted from the jobs, not from the index.
+/// No step takes a user or an account above a running limit: one over it (the limit was
+/// lowered while tasks ran) may only go down. Counted from the jobs, not from the index.
 fn check_running_limits(s: &State, before: &mut BTreeMap<String, u64>) -> Result<(), TestCaseError> {
     let now = s.running_recount();
-    for (user, r) in now.all() {
-        if let Some(max) = s.sched.limits.for_user(user).max_running_tasks {
-            let was = before.get(user).copied().unwrap_or(0);
+    let users = now
+        .all()
+        .iter()
+        .map(|(u, r)| (u.clone(), r.tasks, s.sched.limits.for_user(u)));
+    let accounts = now
+        .all_accounts()
+        .iter()
+        .map(|(a, r)| (format!("account {a}"), r.tasks, s.sched.limits.for_account(a)));
+    let mut seen = BTreeMap::new();
+    for (who, tasks, limits) in users.chain(accounts) {
+        if let Some(max) = limits.max_running_tasks {
+            let was = before.get(&who).copied().unwrap_or(0);
             prop_assert!(
-                r.tasks <= max || r.tasks <= was,
+                tasks <= max || tasks <= was,
                 "{} runs {} tasks, limit {}, {} before this step",
-                user,
-                r.tasks,
+                who,
+                tasks,
                 max,
                 was
             );
         }
+        seen.insert(who, tasks);
     }
-    *before = now.all().iter().map(|(u, r)| (u.clone(), r.tasks)).collect();
+    *before = seen;
     Ok(())
 }
 
@@ -730,9 +740,13 @@ proptest! {
                 Event::Configure(o, depth) => {
                     let o = rudel_core::sched::Order::ALL[o];
                     // The newest version first: round_robin needs 2 (its turns are numbered
-                    // from then on), multifactor 3.
+                    // from then on), accounts 3, multifactor 4.
+                    let account_limit = if depth == 0 { "unlimited".to_string() } else { (depth + 2).to_string() };
                     let settings = vec![
                         ("version".to_string(), rudel_core::sched::SCHED_VERSION.to_string()),
+                        // Users u0 and u1 share an account with its own running limit.
+                        ("account.grp".to_string(), "users=u0,u1".to_string()),
+                        ("limits.account.grp.max_running_tasks".to_string(), account_limit),
                         ("order".to_string(), o.as_str().to_string()),
                         ("queue_depth".to_string(), depth.to_string()),
                         // A running limit per user, or none (depth 0).

@@ -82,6 +82,11 @@ fn identify(shared: &SharedState, req: &Request<()>, service: &str, roles: &[Rol
                 Status::permission_denied,
             )
         }
+        Ok(c) if c.role == Role::Head && req.metadata().contains_key(crate::socket_forward::ON_BEHALF) => {
+            let via = c.name.clone();
+            drop(a);
+            forwarded_caller(req, via, fingerprint, &remote)
+        }
         Ok(c) => Ok(Caller {
             role: c.role,
             name: c.name.clone(),
@@ -92,6 +97,29 @@ fn identify(shared: &SharedState, req: &Request<()>, service: &str, roles: &[Rol
             transport: crate::identity::Transport::Tls,
         }),
     }
+}
+
+/// The socket caller a follower head forwarded a call for (only a head certificate is
+/// believed: see `socket_forward`).
+fn forwarded_caller(req: &Request<()>, via: String, fingerprint: String, remote: &str) -> Result<Caller, Status> {
+    let text = req
+        .metadata()
+        .get(crate::socket_forward::ON_BEHALF)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let Some((role, uid, user)) = crate::socket_forward::parse_on_behalf(text) else {
+        tracing::warn!(peer = %remote, head = %via, value = text, "refused forwarded request: bad caller header");
+        return Err(Status::invalid_argument("a forwarded call names no valid caller"));
+    };
+    Ok(Caller {
+        role,
+        name: format!("{user}@socket via {via}"),
+        fingerprint,
+        node_uid: String::new(),
+        user,
+        uid: Some(uid),
+        transport: crate::identity::Transport::Forwarded,
+    })
 }
 
 /// A caller on the local socket: the kernel's word for its uid, mapped to a name on this

@@ -31,6 +31,10 @@ pub fn pb_text(s: &pb::JobSpec) -> SpecText<'_> {
 /// tasks could never start is refused before it reaches the log.
 pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
     check_spec(&pb_text(&s)).map_err(|e| Status::invalid_argument(e.to_string()))?;
+    if !s.account.is_empty() {
+        rudel_core::sched::account::check_name(&s.account)
+            .map_err(|e| Status::invalid_argument(format!("--account: {e}")))?;
+    }
     let array = if s.array.is_empty() {
         None
     } else {
@@ -75,6 +79,7 @@ pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
         },
         open_append: s.open_append,
         mem_per_cpu: s.mem_per_cpu,
+        account: s.account,
         alloc: rudel_core::alloc::AllocSpec::parse_text(&s.allocation)
             .map_err(|e| Status::invalid_argument(e.to_string()))?
             .map(Box::new),
@@ -133,6 +138,7 @@ pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
         signal: s.signal.map(|w| w.to_string()).unwrap_or_default(),
         open_append: s.open_append,
         mem_per_cpu: s.mem_per_cpu,
+        account: s.account.clone(),
         allocation: s.alloc.as_ref().map(|a| a.to_text()).unwrap_or_default(),
     }
 }

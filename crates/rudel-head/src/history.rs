@@ -517,6 +517,7 @@ pub fn record(state: &State, job: &Job) -> pb::HistoryJob {
         job_id: job.id,
         name: crate::convert::job_name(&job.spec),
         user: job.spec.user.clone(),
+        account: job.spec.account.clone(),
         state: job.recorded_state().into(),
         exit_code: status.and_then(|(c, _)| c),
         signal: status.and_then(|(_, s)| s),

@@ -12,6 +12,9 @@ pub enum Transport {
     Socket,
     /// Mutual TLS (identity from the client certificate).
     Tls,
+    /// A follower head's socket, passed on by that head (identity from its peer
+    /// credentials, vouched for by the head's certificate; see `socket_forward`).
+    Forwarded,
 }
 
 impl Transport {
@@ -19,6 +22,7 @@ impl Transport {
         match self {
             Transport::Socket => "socket",
             Transport::Tls => "tls",
+            Transport::Forwarded => "socket via a follower head",
         }
     }
 }

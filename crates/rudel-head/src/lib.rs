@@ -28,6 +28,7 @@ pub mod reports;
 mod requeue_rpc;
 pub mod sched_config;
 mod share_rpc;
+pub mod socket_forward;
 mod submit_rate;
 pub mod timers;
 
@@ -299,7 +300,14 @@ impl Head {
         let nodes = auth::require(shared.clone(), "agent", &[Role::Agent]);
         let head_check = Arc::new(rudel_tls::server::HeadCertCheck::new(&creds.creds.ca_pem)?);
         let heads = auth::require_head(shared.clone(), head_check);
-        let socket_servers = local_socket::serve(socket_listeners, socket_client, users.clone(), shutdown_rx.clone());
+        let leader_link = Arc::new(socket_forward::LeaderLink::new(raft.clone(), head_id, peer_tls.clone()));
+        let socket_servers = local_socket::serve(
+            socket_listeners,
+            socket_client,
+            users.clone(),
+            leader_link,
+            shutdown_rx.clone(),
+        );
         let router = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(10)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))

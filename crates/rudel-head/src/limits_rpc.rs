@@ -41,5 +41,31 @@ pub fn limits(state: &State, caller: &Caller, asked: &str) -> Result<pb::LimitsR
         queue_pending_tasks: state.pending_total(),
         max_running_gpus: mine.max_running_gpus,
         running_gpus: running.gpus,
+        accounts: state
+            .sched
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.users.contains(user))
+            .map(|(name, _)| account(state, name))
+            .collect(),
     })
+}
+
+fn account(state: &State, name: &str) -> pb::AccountLimits {
+    let l = state.sched.limits.for_account(name);
+    let pending = state.pending_of_account(name);
+    let running = state.running_usage.of_account(name);
+    pb::AccountLimits {
+        name: name.to_string(),
+        max_pending_tasks: l.max_pending_tasks,
+        max_pending_jobs: l.max_pending_jobs,
+        max_running_tasks: l.max_running_tasks,
+        max_running_cpus: l.max_running_cpus,
+        max_running_gpus: l.max_running_gpus,
+        pending_tasks: pending.tasks,
+        pending_jobs: pending.jobs,
+        running_tasks: running.tasks,
+        running_cpus: running.cpus,
+        running_gpus: running.gpus,
+    }
 }

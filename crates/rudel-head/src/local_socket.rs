@@ -70,6 +70,7 @@ pub fn serve<I>(
     listeners: Vec<(PathBuf, UnixListener)>,
     client: crate::client_service::ClientService,
     users: I,
+    leader: std::sync::Arc<crate::socket_forward::LeaderLink>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<tokio::task::JoinHandle<()>>
 where
@@ -78,12 +79,14 @@ where
     listeners
         .into_iter()
         .map(|(path, listener)| {
-            let svc = tonic::service::interceptor::InterceptedService::new(
-                rudel_proto::v1::rudel_server::RudelServer::new(client.clone())
+            // A follower passes calls on to the leader (see `socket_forward`).
+            let forwarding = crate::socket_forward::Forwarding {
+                inner: rudel_proto::v1::rudel_server::RudelServer::new(client.clone())
                     .max_decoding_message_size(crate::MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(256 << 20),
-                users.clone(),
-            );
+                link: std::sync::Arc::clone(&leader),
+            };
+            let svc = tonic::service::interceptor::InterceptedService::new(forwarding, users.clone());
             let mut stop = shutdown.clone();
             tokio::spawn(async move {
                 let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);

@@ -47,6 +47,11 @@ pub struct UpArgs {
     /// non-root agent sets RLIMIT_NPROC instead (per user: best effort).
     #[arg(long, value_name = "N", default_value_t = rudel_agent::DEFAULT_TASK_PIDS_MAX)]
     pub task_pids_max: u64,
+    /// Give every task a private /tmp: a fresh directory, bind-mounted on /tmp in the
+    /// task's own mount namespace and removed when the task ends (as Slurm's
+    /// job_container/tmpfs). Needs root and a data directory outside /tmp.
+    #[arg(long)]
+    pub private_tmp: bool,
     /// An agent silent (no heartbeat) or disconnected this long is declared lost: its
     /// --requeue tasks run elsewhere, its --no-requeue tasks end node_fail.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
@@ -133,6 +138,11 @@ pub struct AgentArgs {
     /// non-root agent sets RLIMIT_NPROC instead (per user: best effort).
     #[arg(long, value_name = "N", default_value_t = rudel_agent::DEFAULT_TASK_PIDS_MAX)]
     pub task_pids_max: u64,
+    /// Give every task a private /tmp: a fresh directory, bind-mounted on /tmp in the
+    /// task's own mount namespace and removed when the task ends (as Slurm's
+    /// job_container/tmpfs). Needs root and a data directory outside /tmp.
+    #[arg(long)]
+    pub private_tmp: bool,
     /// Run jobs whose user is root (uid 0). An agent running as root starts every task as
     /// its job's user and refuses root's jobs unless this is given.
     #[arg(long)]
@@ -386,6 +396,7 @@ pub async fn up(a: UpArgs) -> CmdResult {
         },
     )?;
     cfg.task_pids_max = task_pids_max(a.task_pids_max)?;
+    cfg.private_tmp = a.private_tmp;
     cfg.token = token;
     // The single-machine dev cluster: its admin is whoever started it, root included.
     // SAFETY: no preconditions.
@@ -505,6 +516,7 @@ pub async fn agent(a: AgentArgs, head: &str) -> CmdResult {
     cfg.orphan_timeout = (orphan > 0).then(|| Duration::from_millis(orphan));
     cfg.token = a.token;
     cfg.allow_root_jobs = a.allow_root_jobs;
+    cfg.private_tmp = a.private_tmp;
     let (stop_tx, stop_rx) = watch::channel(false);
     let run = tokio::spawn(rudel_agent::run(cfg, stop_rx));
     finish_agent(run, stop_tx, std::future::pending()).await.map(|_| 0)

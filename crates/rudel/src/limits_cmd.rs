@@ -54,6 +54,19 @@ fn to_json(r: &pb::LimitsResponse) -> serde_json::Value {
         "running_gpus": r.running_gpus,
         "queue_max_pending_tasks": r.queue_max_pending_tasks,
         "queue_pending_tasks": r.queue_pending_tasks,
+        "accounts": r.accounts.iter().map(|a| json!({
+            "name": a.name,
+            "max_pending_tasks": a.max_pending_tasks,
+            "max_pending_jobs": a.max_pending_jobs,
+            "max_running_tasks": a.max_running_tasks,
+            "max_running_cpus": a.max_running_cpus,
+            "max_running_gpus": a.max_running_gpus,
+            "pending_tasks": a.pending_tasks,
+            "pending_jobs": a.pending_jobs,
+            "running_tasks": a.running_tasks,
+            "running_cpus": a.running_cpus,
+            "running_gpus": a.running_gpus,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -82,6 +95,25 @@ fn text(r: &pb::LimitsResponse) -> String {
         "{:<16}{} pending tasks of at most {}\n",
         "whole queue", r.queue_pending_tasks, r.queue_max_pending_tasks
     ));
+    for a in &r.accounts {
+        out.push_str(&account_text(a));
+    }
+    out
+}
+
+/// One account's limits (for all its users together) and usage.
+fn account_text(a: &pb::AccountLimits) -> String {
+    let rows = [
+        ("pending tasks", a.max_pending_tasks, a.pending_tasks),
+        ("pending jobs", a.max_pending_jobs, a.pending_jobs),
+        ("running tasks", a.max_running_tasks, a.running_tasks),
+        ("running cpus", a.max_running_cpus, a.running_cpus),
+        ("running gpus", a.max_running_gpus, a.running_gpus),
+    ];
+    let mut out = format!("\naccount {} (all its users)\n", a.name);
+    for (what, max, used) in rows {
+        out.push_str(&format!("{what:<16}{:>12}{used:>12}\n", limit(max)));
+    }
     out
 }
 

@@ -82,6 +82,10 @@ pub struct SubmitArgs {
     /// `rudel partitions` lists them). Their defaults apply: time limit, memory per cpu.
     #[arg(short = 'p', long, value_name = "NAME[,NAME...]")]
     pub partition: Option<String>,
+    /// The account to charge (default: your first account, if an admin declared accounts
+    /// with `rudel admin config set account.NAME=users=...`); its limits apply.
+    #[arg(short = 'A', long, value_name = "NAME")]
+    pub account: Option<String>,
     /// Start only once these jobs reach a state, Slurm's syntax: afterok:ID[:ID...] (ended
     /// completed), afterany, afternotok, after:ID[+MIN] (started), singleton (no other job
     /// of this name and user runs); `,` = all, `?` = any. `ID_INDEX` names one array task.
@@ -172,6 +176,7 @@ fn merge(earlier: SubmitArgs, later: SubmitArgs) -> SubmitArgs {
         licenses: later.licenses.or(earlier.licenses),
         mem_per_cpu: later.mem_per_cpu.or(earlier.mem_per_cpu),
         partition: later.partition.or(earlier.partition),
+        account: later.account.or(earlier.account),
         json: later.json || earlier.json,
         alloc: later.alloc.over(earlier.alloc),
         command: later.command,
@@ -332,6 +337,7 @@ fn finish_spec(a: SubmitArgs, script: String, argv: Vec<String>) -> Result<(pb::
             None => Default::default(),
         },
         partition: a.partition.clone().unwrap_or_default(),
+        account: a.account.clone().unwrap_or_default(),
         submit_dir: cwd.display().to_string(),
         submit_host: rudel_agent::identity::hostname(),
         dependency: dependency_text(&a)?,

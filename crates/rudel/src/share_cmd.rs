@@ -77,8 +77,8 @@ fn to_json(r: &pb::ShareResponse) -> serde_json::Value {
 pub fn disabled_note(r: &pb::ShareResponse) -> Option<String> {
     (!r.enabled).then(|| {
         format!(
-            "fair-share usage is recorded from scheduling version 3 on; this cluster runs version {} \
-             (an admin sets `rudel admin config set version=3` once every head runs a build that has it)",
+            "fair-share usage is recorded from scheduling version 4 on; this cluster runs version {} \
+             (an admin sets `rudel admin config set version=4` once every head runs a build that has it)",
             r.version
         )
     })
@@ -135,6 +135,6 @@ mod tests {
         );
         r.enabled = false;
         r.version = 2;
-        assert!(text(&r).contains("version=3"), "{}", text(&r));
+        assert!(text(&r).contains("version=4"), "{}", text(&r));
     }
 }

@@ -112,7 +112,7 @@ fn count(j: &pb::JobInfo, state: &str) -> u64 {
 /// A job as JSON (stable field names for scripts).
 pub fn job_json(j: &pb::JobInfo) -> Value {
     let spec = j.spec.clone().unwrap_or_default();
-    json!({
+    let mut v = json!({
         "id": j.id,
         "name": j.name,
         "state": j.state,
@@ -148,7 +148,10 @@ pub fn job_json(j: &pb::JobInfo) -> Value {
             "exit_code": t.exit_code, "signal": t.signal, "start_ms": t.start_ms,
             "end_ms": t.end_ms, "reason": t.reason,
         })).collect::<Vec<_>>(),
-    })
+    });
+    // Outside the macro: one more field takes json! past its recursion limit.
+    v["account"] = json!(spec.account);
+    v
 }
 
 /// `rudel jobs`.
@@ -284,6 +287,9 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
         println!("  Allocation={}", spec.allocation);
     }
     println!("  Partition={}", spec.partition);
+    if !spec.account.is_empty() {
+        println!("  Account={}", spec.account);
+    }
     if !spec.dependency.is_empty() || j.held || spec.begin_ms > 0 {
         println!(
             "  Dependency={} Held={} Begin={}",

@@ -72,8 +72,9 @@ pub async fn dial(path: PathBuf, timeout: Duration) -> anyhow::Result<RudelClien
         .max_encoding_message_size(rudel_head::MAX_MESSAGE_BYTES))
 }
 
-/// The socket client if a usable socket is found and its head leads (`need_leader`); an
-/// error only for an explicit `$RUDEL_SOCKET` that does not work.
+/// The socket client if a usable socket is found and its head leads or knows the leader
+/// (`need_leader`: a follower forwards the calls); an error only for an explicit
+/// `$RUDEL_SOCKET` that does not work.
 pub async fn connect(
     head: &str,
     credentials_named: bool,
@@ -93,10 +94,12 @@ pub async fn connect(
             .await
             .map_err(crate::client::status_error)?
             .into_inner();
-        if info.is_leader {
+        // A follower that knows the leader passes socket calls on to it (as the same
+        // user), so a local user needs no certificate on any head's machine.
+        if info.is_leader || !info.leader_addr.is_empty() {
             return Ok(Some(c));
         }
-        tracing::info!(leader = %info.leader_addr, "the local head does not lead; using TLS to reach the leader");
+        tracing::info!("the local head knows no leader; trying TLS");
         Ok::<_, anyhow::Error>(None)
     };
     match attempt.await {

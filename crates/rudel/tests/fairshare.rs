@@ -73,15 +73,15 @@ fn a_heavy_user_waits_behind_a_light_users_later_job() {
     let c = Cluster::up(Opts::default().cpus(1));
     let truth = truth_file(&c);
     let body = |tag: &str, secs: u32| format!("echo \"{tag} $(date +%s%3N)\" >> {}; sleep {secs}", truth.display());
-    // Before version 3 the order is refused with the version it needs.
+    // Before version 4 the order is refused with the version it needs.
     let early = c.rudel(&["admin", "config", "set", "order=multifactor"]);
     assert_eq!(early.code, Some(2), "{early}");
-    assert!(early.stderr.contains("version=3"), "{early}");
+    assert!(early.stderr.contains("version=4"), "{early}");
     c.rudel_ok(&[
         "admin",
         "config",
         "set",
-        "version=3",
+        "version=4",
         "order=multifactor",
         "fairshare.calc_period_s=1",
         "multifactor.weight_age=0",

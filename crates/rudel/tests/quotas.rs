@@ -248,3 +248,130 @@ fn sbatch_uid_submits_for_a_user_by_name_or_number() {
     }
     assert_eq!(users, ["nobody", "nobody"]);
 }
+
+/// Accounts: `root` and `nobody` share `physics`, whose running limit holds for both
+/// together; `daemon` is in no account, may not charge `physics`, and runs beside them.
+/// Ground truth: the tasks' own start and end times.
+#[test]
+fn an_account_limit_holds_for_all_its_users_and_membership_is_checked() {
+    use std::os::unix::fs::PermissionsExt;
+    let c = Cluster::up(Opts::default().cpus(4));
+    for d in [c.tmp.path(), c.work.as_path()] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let truth_dir = c.work.join("truth");
+    std::fs::create_dir_all(&truth_dir).unwrap();
+    std::fs::set_permissions(&truth_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let truth = truth_dir.join("spans.txt");
+    std::fs::write(&truth, "").unwrap();
+    std::fs::set_permissions(&truth, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let early = c.rudel(&["admin", "config", "set", "account.physics=users=root,nobody"]);
+    assert_eq!(early.code, Some(2), "accounts need version 3: {early}");
+    assert!(early.stderr.contains("scheduling version 3"), "{early}");
+    c.rudel_ok(&[
+        "admin",
+        "config",
+        "set",
+        "version=3",
+        "account.physics=users=root,nobody",
+        "limits.account.physics.max_running_tasks=1",
+    ]);
+    let body = |tag: &str| {
+        format!(
+            "s=$(date +%s%3N); sleep 1; echo \"{tag} $s $(date +%s%3N) $SLURM_JOB_ACCOUNT\" >> {}",
+            truth.display()
+        )
+    };
+    let id_of = |o: &Out| {
+        assert!(o.ok(), "{o}");
+        serde_json::from_str::<serde_json::Value>(o.stdout.trim()).unwrap()["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut ids = Vec::new();
+    for (user, tag) in [
+        ("root", "root0"),
+        ("nobody", "nobody0"),
+        ("root", "root1"),
+        ("nobody", "nobody1"),
+    ] {
+        let o = submit_as(&c, user, &["-o", "/dev/null", "--", "sh", "-c", &body(tag)]);
+        ids.push(id_of(&o));
+    }
+    let o = submit_as(&c, "daemon", &["-A", "physics", "--", "true"]);
+    assert!(!o.ok(), "{o}");
+    assert!(
+        o.stderr
+            .contains("daemon may not charge account physics (not one of its users); daemon's accounts: none"),
+        "{o}"
+    );
+    let outsider = id_of(&submit_as(
+        &c,
+        "daemon",
+        &["-o", "/dev/null", "--", "sh", "-c", &body("daemon")],
+    ));
+
+    let waiting = c.show_json(ids[3]);
+    assert_eq!(waiting["account"], "physics", "{waiting:#}");
+    let reason = waiting["reason"].as_str().unwrap_or_default().to_string();
+    assert!(
+        reason.starts_with("AssocGrpJobsLimit: account physics runs 1 tasks (limit 1)"),
+        "{waiting:#}"
+    );
+    let bin = c.tmp.path().join("bin");
+    c.rudel_ok(&["slurm", "install", &bin.display().to_string()]);
+    let mut cmd = std::process::Command::new(bin.join("squeue"));
+    cmd.args(["-A", "physics", "-h", "-o", "%i %a %u"])
+        .env("RUDEL_HEAD", &c.addr)
+        .env("RUDEL_CREDENTIALS", c.admin_credentials());
+    let squeue = run_bounded(cmd, Duration::from_secs(30));
+    assert!(squeue.ok(), "{squeue}");
+    let squeue = squeue.stdout;
+    assert_eq!(squeue.lines().count(), 4, "{squeue}");
+    assert!(squeue.lines().all(|l| l.contains(" physics ")), "{squeue}");
+    let l: serde_json::Value =
+        serde_json::from_str(&c.rudel_ok(&["limits", "--user", "nobody", "--json"]).stdout).unwrap();
+    assert_eq!(l["accounts"][0]["name"], "physics", "{l}");
+    assert_eq!(l["accounts"][0]["max_running_tasks"], 1, "{l}");
+
+    for id in ids.iter().chain([&outsider]) {
+        let v = c.wait_finished(*id, Duration::from_secs(60));
+        assert_eq!(v["state"], "completed", "{v:#}");
+    }
+    let text = std::fs::read_to_string(&truth).unwrap();
+    let spans = spans(&text);
+    assert_eq!(spans.len(), 5, "{text}");
+    let physics: Vec<&(String, u64, u64)> = spans.iter().filter(|s| s.0 != "daemon").collect();
+    for a in &physics {
+        for b in &physics {
+            assert!(
+                a.0 == b.0 || a.2 <= b.1 || b.2 <= a.1,
+                "physics' tasks overlapped: {text}"
+            );
+        }
+    }
+    assert!(
+        text.lines()
+            .filter(|l| !l.starts_with("daemon"))
+            .all(|l| l.ends_with(" physics")),
+        "SLURM_JOB_ACCOUNT: {text}"
+    );
+    let daemon = spans.iter().find(|s| s.0 == "daemon").unwrap();
+    let first = physics.iter().map(|r| r.1).min().unwrap();
+    assert!(daemon.1 < first + 1_000, "daemon's job waited for physics': {text}");
+    let sacct = c
+        .rudel_ok(&[
+            "sacct",
+            "-a",
+            "-X",
+            "-A",
+            "physics",
+            "-n",
+            "-P",
+            "-o",
+            "JobID,Account,User",
+        ])
+        .stdout;
+    assert_eq!(sacct.lines().count(), 4, "{sacct}");
+    assert!(sacct.lines().all(|l| l.contains("|physics|")), "{sacct}");
+}

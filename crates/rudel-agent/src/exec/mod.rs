@@ -26,6 +26,7 @@ use tracing::warn;
 pub(crate) mod contain;
 mod fsid;
 pub(crate) mod memlimit;
+pub mod private_tmp;
 mod reaper;
 mod spawn;
 #[cfg(test)]
@@ -90,6 +91,9 @@ pub struct ExecConfig {
     /// The agent's uid, part of every task's `RUDEL_TASK` marker (see
     /// [`contain::TASK_MARKER`]); empty in tests of the executor.
     pub marker_owner: String,
+    /// Give each task a private `/tmp`: a fresh directory under this one, bind-mounted
+    /// in the task's own mount namespace and removed when it ends (`--private-tmp`).
+    pub private_tmp: Option<PathBuf>,
 }
 
 /// Default of [`ExecConfig::pids_max`]: far above what a normal task runs, low enough
@@ -104,6 +108,7 @@ impl Default for ExecConfig {
             pids_max: DEFAULT_TASK_PIDS_MAX,
             cgroups: true,
             marker_owner: String::new(),
+            private_tmp: None,
         }
     }
 }
@@ -154,6 +159,8 @@ pub(crate) struct Task {
     pub(crate) mem_bytes: u64,
     /// The limit is an address-space rlimit (no OOM detection possible).
     pub(crate) mem_rlimit: bool,
+    /// Its private `/tmp` directory, removed when it ends.
+    pub(crate) private_tmp: Option<PathBuf>,
 }
 
 #[derive(Default)]
@@ -387,7 +394,10 @@ impl Executor {
             MemMode::Rlimit
         };
         let contain = contain::detect(&cfg.cgroup_name, cfg.cgroups);
-        let containment = contain::describe(&contain, &mem, cfg.pids_max);
+        let mut containment = contain::describe(&contain, &mem, cfg.pids_max);
+        if cfg.private_tmp.is_some() {
+            containment.push_str(", private /tmp");
+        }
         tracing::info!(mem_enforcement = mem.name(), %containment, "executor starting");
         let (report_tx, report_rx) = tokio::sync::mpsc::unbounded_channel();
         let (spawn_tx, spawn_rx) = mpsc::channel();

@@ -174,6 +174,10 @@ fn finish(inner: &Arc<Inner>, mut task: Task, status: libc::c_int, usage: TaskUs
     let mut oom = false;
     let mem_dir = task.cgroup.as_ref().map(|c| c.dir.clone());
     kill_leftovers(inner, &task.track, mem_dir.as_deref());
+    if let Some(dir) = task.private_tmp.take() {
+        // Off the reaper thread: a job may leave a large tree behind.
+        inner.rt.spawn_blocking(move || super::private_tmp::remove(&dir));
+    }
     if let Some(cg) = task.cgroup.take() {
         oom = match memlimit::oom_kills(&cg) {
             Some(n) => n > 0,

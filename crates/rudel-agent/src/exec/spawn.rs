@@ -20,6 +20,7 @@ use tracing::warn;
 
 use super::contain::{self, Contain};
 use super::memlimit::{self, MemMode};
+use super::private_tmp;
 use super::vspawn::{vspawn, Plan, SpawnError, Stack, Step};
 use super::{errno_text, now_ms, ExecSpec, Inner, StderrTarget, Task, Track};
 
@@ -401,6 +402,7 @@ fn register(
     cgroup: Option<memlimit::TaskCgroup>,
     track: Track,
     mem_rlimit: bool,
+    private_tmp: Option<PathBuf>,
 ) {
     st.tasks.insert(
         pid,
@@ -414,6 +416,7 @@ fn register(
             track,
             mem_bytes: spec.mem_bytes,
             mem_rlimit,
+            private_tmp,
         },
     );
     st.by_key.insert((spec.key, spec.attempt), pid);
@@ -453,6 +456,11 @@ fn spawn_task(
         // Launched concurrently by another request: still a no-op.
         return Ok(pid);
     }
+    // After the check above: a second launch of a running attempt must not empty its /tmp.
+    let tmp_dir = task_tmp(inner, spec)?;
+    plan.private_tmp = tmp_dir
+        .as_ref()
+        .and_then(|d| std::ffi::CString::new(d.as_os_str().as_bytes()).ok());
     // Cgroups are made under the lock so that removal of the (empty) parent cannot race.
     let mut place = Placement::make(inner, &mut st, spec);
     let cg_root = match &inner.mem {
@@ -501,7 +509,17 @@ fn spawn_task(
         Ok(pid) => {
             let cg = prepared.map(|p| p.cgroup);
             let track = place.track(inner, spec, pid);
-            register(inner, &mut st, spec, pid, start_ms, cg, track, plan.rlimit_as > 0);
+            register(
+                inner,
+                &mut st,
+                spec,
+                pid,
+                start_ms,
+                cg,
+                track,
+                plan.rlimit_as > 0,
+                tmp_dir,
+            );
             Ok(pid)
         }
         Err(e) => {
@@ -513,9 +531,27 @@ fn spawn_task(
             }
             place.undo(inner, &mut st);
             drop(st);
+            if let Some(d) = &tmp_dir {
+                private_tmp::remove(d);
+            }
             Err(child_failure(spec, e))
         }
     }
+}
+
+/// The task's fresh private `/tmp` directory, when the agent gives tasks one.
+fn task_tmp(inner: &Arc<Inner>, spec: &ExecSpec) -> Result<Option<PathBuf>, Failure> {
+    let Some(base) = &inner.cfg.private_tmp else {
+        return Ok(None);
+    };
+    private_tmp::prepare(base, spec.key, spec.attempt)
+        .map(Some)
+        .map_err(|e| {
+            Failure::exec(
+                e.raw_os_error().unwrap_or(libc::EIO),
+                &format!("cannot make the task's private /tmp under {}", base.display()),
+            )
+        })
 }
 
 /// The diagnostics of a child that could not exec: which step failed, and why.
@@ -536,6 +572,8 @@ fn child_failure(spec: &ExecSpec, e: SpawnError) -> Failure {
         Step::Rlimit => "cannot set the memory limit (RLIMIT_AS)".into(),
         Step::Setgroups | Step::Setgid | Step::Setuid => format!("cannot switch to {}", user()),
         Step::Dup => "cannot set up standard input/output".into(),
+        Step::Namespace => "cannot make the task's mount namespace (private /tmp)".into(),
+        Step::Mount => "cannot mount the task's private /tmp".into(),
     };
     Failure::exec(errno, &what)
 }

@@ -41,6 +41,7 @@ fn h() -> &'static Harness {
                 pids_max: PIDS_MAX,
                 cgroups: true,
                 marker_owner: String::new(),
+                private_tmp: None,
             })
             .expect("executor")
         };
@@ -1029,6 +1030,7 @@ fn fallback_in_child() {
             pids_max: PIDS_MAX,
             cgroups: false,
             marker_owner: String::new(),
+            private_tmp: None,
         })
         .expect("start")
     };

@@ -42,11 +42,15 @@ pub(crate) enum Step {
     Dup,
     Chdir,
     Exec,
+    /// `unshare(CLONE_NEWNS)` for a private `/tmp`.
+    Namespace,
+    /// Mounting the private `/tmp`.
+    Mount,
 }
 
 impl Step {
     fn from_u32(v: u32) -> Step {
-        const ALL: [Step; 10] = [
+        const ALL: [Step; 12] = [
             Step::None,
             Step::Setsid,
             Step::Cgroup,
@@ -57,6 +61,8 @@ impl Step {
             Step::Dup,
             Step::Chdir,
             Step::Exec,
+            Step::Namespace,
+            Step::Mount,
         ];
         ALL.get(v as usize).copied().unwrap_or(Step::None)
     }
@@ -95,6 +101,8 @@ pub(crate) struct Plan {
     /// `RLIMIT_AS` in bytes; 0 = none.
     pub(crate) rlimit_as: u64,
     pub(crate) creds: Option<Creds>,
+    /// Bind-mounted on `/tmp` in a new mount namespace (see `private_tmp.rs`).
+    pub(crate) private_tmp: Option<CString>,
 }
 
 /// A NUL byte in the command, an environment variable or a path.
@@ -139,6 +147,7 @@ impl Plan {
             procs_fds: [-1, -1],
             rlimit_as: 0,
             creds: None,
+            private_tmp: None,
         })
     }
 
@@ -219,6 +228,8 @@ struct Shared {
     gid: libc::gid_t,
     groups: *const libc::gid_t,
     ngroups: usize,
+    /// The private `/tmp` source directory; null = none.
+    tmp: *const libc::c_char,
     step: u32,
     errno: i32,
 }
@@ -245,6 +256,7 @@ pub(crate) fn vspawn(plan: &Plan, stack: &Stack) -> Result<u32, SpawnError> {
         gid: plan.creds.as_ref().map_or(0, |c| c.gid),
         groups: plan.creds.as_ref().map_or(std::ptr::null(), |c| c.groups.as_ptr()),
         ngroups: plan.creds.as_ref().map_or(0, |c| c.groups.len()),
+        tmp: plan.private_tmp.as_ref().map_or(std::ptr::null(), |t| t.as_ptr()),
         step: Step::None as u32,
         errno: 0,
     };
@@ -328,6 +340,11 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 fail(sh, Step::Rlimit);
             }
         }
+        // Before the user switch: mounting needs the agent's privileges.
+        let in_cwd = !sh.tmp.is_null();
+        if in_cwd {
+            private_tmp(sh);
+        }
         if sh.switch {
             if libc::syscall(libc::SYS_setgroups, sh.ngroups, sh.groups) != 0 {
                 fail(sh, Step::Setgroups);
@@ -348,14 +365,58 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 libc::syscall(libc::SYS_fcntl, fd, libc::F_SETFD, 0);
             }
         }
-        // After the user switch: the directory must be one the user may enter.
-        if libc::syscall(libc::SYS_chdir, sh.cwd) != 0 {
+        // After the user switch: the directory must be one the user may enter. With a
+        // private /tmp it was entered before /tmp was covered (see `private_tmp`).
+        if !in_cwd && libc::syscall(libc::SYS_chdir, sh.cwd) != 0 {
             fail(sh, Step::Chdir);
         }
         let empty: libc::sigset_t = std::mem::zeroed();
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         libc::syscall(libc::SYS_execve, sh.prog, sh.argv, sh.envp);
         fail(sh, Step::Exec)
+    }
+}
+
+/// Gives the child its own mount namespace with `sh.tmp` on `/tmp`, and enters the
+/// working directory first. Mounts below `/` are made slaves: the bind mount must not
+/// propagate back into the node's namespace (on systemd machines `/` is shared), while
+/// mounts the node makes still reach the task.
+///
+/// The working directory is entered before `/tmp` is covered, so a job submitted from a
+/// directory under `/tmp` still starts there (its cwd keeps the real directory). The
+/// check is the user's: file-system ids switched for the `chdir` (they are per task, not
+/// shared with the parent) and back to root for the mount.
+///
+/// # Safety
+/// Only in the child; `sh` is the parent's `Shared` with a non-null `tmp`.
+unsafe fn private_tmp(sh: &mut Shared) {
+    if libc::syscall(libc::SYS_unshare, libc::CLONE_NEWNS) != 0 {
+        fail(sh, Step::Namespace);
+    }
+    let none = std::ptr::null::<libc::c_char>();
+    let root = c"/".as_ptr();
+    let tmp = c"/tmp".as_ptr();
+    let slave = libc::MS_REC | libc::MS_SLAVE;
+    if libc::syscall(libc::SYS_mount, none, root, none, slave, none) != 0 {
+        fail(sh, Step::Mount);
+    }
+    if sh.switch {
+        if libc::syscall(libc::SYS_setgroups, sh.ngroups, sh.groups) != 0 {
+            fail(sh, Step::Setgroups);
+        }
+        libc::syscall(libc::SYS_setfsgid, sh.gid);
+        libc::syscall(libc::SYS_setfsuid, sh.uid);
+    }
+    let entered = libc::syscall(libc::SYS_chdir, sh.cwd) == 0;
+    if sh.switch {
+        libc::syscall(libc::SYS_setfsuid, 0);
+        libc::syscall(libc::SYS_setfsgid, 0);
+    }
+    if !entered {
+        fail(sh, Step::Chdir);
+    }
+    if libc::syscall(libc::SYS_mount, sh.tmp, tmp, none, libc::MS_BIND, none) != 0 {
+        fail(sh, Step::Mount);
     }
 }
 

@@ -9,11 +9,15 @@ use super::order::Order;
 /// than its peers' would silently reach another state. Every change to what the scheduler
 /// decides for the same log gets a new version, and a head refuses entries and snapshots
 /// that ask for a newer version than this (see [`SchedConfig::check_supported`]).
-pub const SCHED_VERSION: u32 = 3;
+pub const SCHED_VERSION: u32 = 4;
 
 /// The first version that numbers turns for the `round_robin` order at submit and
 /// enforces running limits per user in the planner.
 pub const TURNS_VERSION: u32 = 2;
+
+/// The first version that charges jobs to declared accounts (`account.NAME`) and enforces
+/// account limits.
+pub const ACCOUNTS_VERSION: u32 = 3;
 
 /// Tasks that may wait on an agent behind one running task, for jobs whose tasks are short
 /// ([`crate::job::Job::queue_depth`]): the default and the bound of `short_queue_depth`.
@@ -40,6 +44,9 @@ pub struct SchedConfig {
     /// Queue limits per user and for the whole queue (`limits.*`).
     #[serde(default)]
     pub limits: super::quota::Limits,
+    /// Accounts by name (`account.NAME=users=...`); none = `--account` is only a label.
+    #[serde(default)]
+    pub accounts: std::collections::BTreeMap<String, super::account::Account>,
     /// Fair-share accounting and `multifactor` weights (`fairshare.*`, `multifactor.*`).
     #[serde(default)]
     pub fair: super::fair::FairConfig,
@@ -55,6 +62,7 @@ impl Default for SchedConfig {
             licenses: std::collections::BTreeMap::new(),
             partitions: std::collections::BTreeMap::new(),
             limits: super::quota::Limits::default(),
+            accounts: std::collections::BTreeMap::new(),
             fair: super::fair::FairConfig::default(),
         }
     }
@@ -98,13 +106,14 @@ pub enum ConfigError {
 
 impl SchedConfig {
     /// Setting names, in display order.
-    pub const KEYS: [&'static str; 9] = [
+    pub const KEYS: [&'static str; 10] = [
         "version",
         "order",
         "queue_depth",
         "short_queue_depth",
         "licenses",
         "partition.NAME",
+        "account.NAME",
         "limits.*",
         "fairshare.*",
         "multifactor.*",
@@ -182,6 +191,17 @@ impl SchedConfig {
                     c.partitions.insert(name.to_string(), p);
                 }
             }
+            _ if key.starts_with("account.") => {
+                let name = &key["account.".len()..];
+                super::account::check_name(name).map_err(&bad)?;
+                if value.trim().is_empty() {
+                    c.accounts.remove(name);
+                } else {
+                    let a = super::account::Account::parse(value)
+                        .map_err(|e| bad(format!("{e} (form: users=alice,bob; empty removes it)")))?;
+                    c.accounts.insert(name.to_string(), a);
+                }
+            }
             _ if key.starts_with("limits.") => {
                 c.limits.set(&key["limits.".len()..], value).map_err(bad)?;
             }
@@ -207,34 +227,46 @@ impl SchedConfig {
                 expected: "at most one default partition".into(),
             });
         }
-        // Settings version 1 does not know change what every head decides: a version-1
-        // head would ignore them (running limits, the submit rate) or, for round_robin,
-        // order every job as turn 0 (turns are numbered only from version 2 on), and reach
-        // another state than its peers.
-        let needs_turns = if c.limits.needs_version_2() {
-            Some(("limits", "max_running_* / submit_*"))
-        } else if c.order == Order::RoundRobin {
-            Some(("order", "round_robin"))
-        } else {
-            None
-        };
-        if let Some((key, value)) = needs_turns.filter(|_| c.version < TURNS_VERSION) {
-            return Err(needs_version(key, value, TURNS_VERSION, c.version));
+        if let Some(name) = c.limits.accounts.keys().find(|n| !c.accounts.contains_key(*n)) {
+            return Err(ConfigError::BadValue {
+                key: format!("limits.account.{name}"),
+                value: name.clone(),
+                expected: format!("a declared account (declare it first: account.{name}=users=...)"),
+            });
         }
-        // Version 2 knows neither the order, nor these settings, nor partition factors.
-        let needs_fair = if c.order == Order::Multifactor {
-            Some(("order", "multifactor"))
-        } else if !c.fair.is_default() {
-            Some(("fairshare/multifactor", "fairshare.* / multifactor.*"))
-        } else if c.partitions.values().any(|p| p.factor != 0) {
-            Some(("partition", "factor=N"))
-        } else {
-            None
-        };
-        if let Some((key, value)) = needs_fair.filter(|_| c.version < super::fair::FAIR_VERSION) {
-            return Err(needs_version(key, value, super::fair::FAIR_VERSION, c.version));
-        }
+        c.check_version_covers()?;
         Ok(c)
+    }
+
+    /// Refuses settings that an older scheduling version than the configured one does not
+    /// know: a head of that version would ignore them (running limits, the submit rate,
+    /// accounts, fair-share settings) or, for round_robin, order every job as turn 0 (turns
+    /// are numbered only from version 2 on), and reach another state than its peers.
+    fn check_version_covers(&self) -> Result<(), ConfigError> {
+        let mut needs: Vec<(u32, &str, &str)> = Vec::new();
+        if let Some((v, what)) = self.limits.needs_version() {
+            needs.push((v, "limits", what));
+        }
+        if self.order == Order::RoundRobin {
+            needs.push((TURNS_VERSION, "order", "round_robin"));
+        }
+        if !self.accounts.is_empty() {
+            needs.push((ACCOUNTS_VERSION, "account", "account.NAME"));
+        }
+        let fair = super::fair::FAIR_VERSION;
+        if self.order == Order::Multifactor {
+            needs.push((fair, "order", "multifactor"));
+        }
+        if !self.fair.is_default() {
+            needs.push((fair, "fairshare/multifactor", "fairshare.* / multifactor.*"));
+        }
+        if self.partitions.values().any(|p| p.factor != 0) {
+            needs.push((fair, "partition", "factor=N"));
+        }
+        match needs.into_iter().find(|(v, _, _)| self.version < *v) {
+            None => Ok(()),
+            Some((v, key, value)) => Err(needs_version(key, value, v, self.version)),
+        }
     }
 
     /// The partitions a job may use, resolved from what it asked (`gpu,batch`; empty: the
@@ -304,6 +336,7 @@ impl SchedConfig {
                 .iter()
                 .map(|(n, p)| (format!("partition.{n}"), p.to_text())),
         );
+        v.extend(self.accounts.iter().map(|(n, a)| (format!("account.{n}"), a.to_text())));
         v.extend(self.limits.settings());
         v.extend(self.fair.settings());
         v
@@ -353,16 +386,44 @@ mod tests {
             "{e}"
         );
         assert!(matches!(
-            c.with("version", "4"),
-            Err(ConfigError::UnsupportedVersion { wanted: 4, .. })
+            c.with("version", "5"),
+            Err(ConfigError::UnsupportedVersion { wanted: 5, .. })
         ));
-        assert_eq!(c.with("version", "3").unwrap().version, 3);
+        assert_eq!(c.with("version", "4").unwrap().version, 4);
         assert!(matches!(
             c.with("version", "0"),
             Err(ConfigError::UnsupportedVersion { .. })
         ));
         // All or nothing.
         assert!(c.with_all([("order", "sjf"), ("nope", "1")]).is_err());
+    }
+
+    #[test]
+    fn account_settings_need_version_3_and_limits_a_declared_account() {
+        let c = SchedConfig::default();
+        let e = c
+            .with_all([("account.physics", "users=alice")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scheduling version 3 or later first"), "{e}");
+        let v3 = c.with_all([("version", "3")]).unwrap();
+        let e = v3
+            .with_all([("limits.account.physics.max_running_tasks", "2")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("declare it first: account.physics=users="), "{e}");
+        let ok = v3
+            .with_all([
+                ("account.physics", "users=alice,bob"),
+                ("limits.account.physics.max_running_tasks", "2"),
+            ])
+            .unwrap();
+        // Every setting round-trips, the account before its limits.
+        let again = SchedConfig::default()
+            .with_all(ok.all_settings().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .unwrap();
+        assert_eq!(again, ok);
+        assert!(v3.with("account.bad name", "users=a").is_err());
     }
 
     #[test]

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// The first scheduling version that records fair-share usage and knows `multifactor`.
-pub const FAIR_VERSION: u32 = 3;
+/// The first scheduling version that records fair-share usage and knows `multifactor`
+/// (3 is accounts).
+pub const FAIR_VERSION: u32 = 4;
 
 /// Largest weight (Slurm's weights are 32-bit too).
 pub const MAX_WEIGHT: u64 = u32::MAX as u64;

@@ -1,5 +1,6 @@
 //! Scheduling policy: the replicated, versioned configuration and the queue orders it
 //! selects. The pass itself is in [`crate::scheduler`].
+pub mod account;
 pub mod config;
 pub mod fair;
 pub mod fixed;

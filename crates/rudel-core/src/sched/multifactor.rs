@@ -163,7 +163,7 @@ mod tests {
         let r = configure(
             &mut s,
             &[
-                ("version", "3"),
+                ("version", "4"),
                 ("order", "multifactor"),
                 ("multifactor.weight_age", "1000"),
                 ("multifactor.weight_jobsize", "400"),

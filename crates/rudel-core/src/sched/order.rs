@@ -21,7 +21,7 @@ pub enum Order {
     /// submission order within a turn; see `state/turns.rs`. Needs scheduling version 2.
     RoundRobin,
     /// Slurm's multifactor priority (age, fair-share, job size, partition, own priority),
-    /// recomputed at Tick entries; see `sched/multifactor.rs`. Needs scheduling version 3.
+    /// recomputed at Tick entries; see `sched/multifactor.rs`. Needs scheduling version 4.
     Multifactor,
 }
 

@@ -55,6 +55,12 @@ pub enum Wait {
     UserRunningCpus,
     /// Its user's running tasks hold as many GPUs as `max_running_gpus` allows.
     UserRunningGpus,
+    /// Its account's running tasks are at `limits.account.NAME.max_running_tasks`.
+    AccountRunningTasks,
+    /// ... at the account's `max_running_cpus`.
+    AccountRunningCpus,
+    /// ... at the account's `max_running_gpus`.
+    AccountRunningGpus,
 }
 
 /// One task placed: holding free resources of `node`, or queued on the node's agent

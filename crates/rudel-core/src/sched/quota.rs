@@ -41,6 +41,10 @@ pub struct Limits {
     pub submit_rate_per_user: Option<u64>,
     /// How many submits may come at once before the rate applies (default: the rate).
     pub submit_burst_per_user: Option<u64>,
+    /// Limits per account (`limits.account.physics.max_running_cpus=...`), for all the
+    /// account's jobs together; the account must be declared (`account.NAME`).
+    #[serde(default)]
+    pub accounts: BTreeMap<String, UserLimits>,
 }
 
 impl Default for Limits {
@@ -51,31 +55,73 @@ impl Default for Limits {
             users: BTreeMap::new(),
             submit_rate_per_user: None,
             submit_burst_per_user: None,
+            accounts: BTreeMap::new(),
         }
     }
 }
 
 /// The user-limit fields a setting may name.
-const USER_FIELDS: [&str; 4] = [
+const USER_FIELDS: [&str; 5] = [
     "max_pending_tasks",
     "max_pending_jobs",
     "max_running_tasks",
     "max_running_cpus",
+    "max_running_gpus",
 ];
 
+impl UserLimits {
+    /// The fields in [`USER_FIELDS`] order.
+    fn fields(&self) -> [Option<u64>; 5] {
+        [
+            self.max_pending_tasks,
+            self.max_pending_jobs,
+            self.max_running_tasks,
+            self.max_running_cpus,
+            self.max_running_gpus,
+        ]
+    }
+
+    /// Sets the field named `field` (one of [`USER_FIELDS`]).
+    fn set_field(&mut self, field: &str, limit: Option<u64>) -> Result<(), String> {
+        match field {
+            "max_pending_tasks" => self.max_pending_tasks = limit,
+            "max_pending_jobs" => self.max_pending_jobs = limit,
+            "max_running_tasks" => self.max_running_tasks = limit,
+            "max_running_cpus" => self.max_running_cpus = limit,
+            "max_running_gpus" => self.max_running_gpus = limit,
+            _ => return Err(format!("FIELD one of {}", USER_FIELDS.join(", "))),
+        }
+        Ok(())
+    }
+
+    fn limits_running(&self) -> bool {
+        self.max_running_tasks.is_some() || self.max_running_cpus.is_some() || self.max_running_gpus.is_some()
+    }
+}
+
 impl Limits {
-    /// True when a setting only version 2 knows is in force (running limits, the submit
-    /// rate): a version-1 head would refuse or ignore it and leave its peers' state.
-    pub fn needs_version_2(&self) -> bool {
-        self.limits_running() || self.submit_rate_per_user.is_some() || self.submit_burst_per_user.is_some()
+    /// The scheduling version the limits in force need, with what needs it: a head of an
+    /// older version would refuse or ignore them and leave its peers' state.
+    pub fn needs_version(&self) -> Option<(u32, &'static str)> {
+        if !self.accounts.is_empty() {
+            Some((3, "limits.account.*"))
+        } else if self.limits_running() || self.submit_rate_per_user.is_some() || self.submit_burst_per_user.is_some() {
+            Some((2, "max_running_* / submit_*"))
+        } else {
+            None
+        }
     }
 
     /// True when some running limit is set (the planner then consults the usage index).
     pub fn limits_running(&self) -> bool {
-        let any = |l: &UserLimits| {
-            l.max_running_tasks.is_some() || l.max_running_cpus.is_some() || l.max_running_gpus.is_some()
-        };
-        any(&self.per_user) || self.users.values().any(any)
+        self.per_user.limits_running()
+            || self.users.values().any(UserLimits::limits_running)
+            || self.accounts.values().any(UserLimits::limits_running)
+    }
+
+    /// The limits of account `name` (all unlimited when it has none).
+    pub fn for_account(&self, name: &str) -> UserLimits {
+        self.accounts.get(name).cloned().unwrap_or_default()
     }
 
     /// The limits that apply to `user`: an override where set, else the per-user default.
@@ -104,25 +150,9 @@ impl Limits {
             "max_running_gpus_per_user" => self.per_user.max_running_gpus = parse_limit(value)?,
             "submit_rate_per_user" => self.submit_rate_per_user = parse_limit(value)?,
             "submit_burst_per_user" => self.submit_burst_per_user = parse_limit(value)?,
-            _ if key.starts_with("user.") => {
-                let rest = &key["user.".len()..];
-                let (user, field) = rest
-                    .rsplit_once('.')
-                    .filter(|(u, _)| !u.is_empty())
-                    .ok_or_else(|| format!("limits.user.NAME.FIELD with FIELD one of {}", USER_FIELDS.join(", ")))?;
-                let limit = parse_limit(value)?;
-                let entry = self.users.entry(user.to_string()).or_default();
-                match field {
-                    "max_pending_tasks" => entry.max_pending_tasks = limit,
-                    "max_pending_jobs" => entry.max_pending_jobs = limit,
-                    "max_running_tasks" => entry.max_running_tasks = limit,
-                    "max_running_cpus" => entry.max_running_cpus = limit,
-                    "max_running_gpus" => entry.max_running_gpus = limit,
-                    _ => return Err(format!("FIELD one of {}", USER_FIELDS.join(", "))),
-                }
-                if *entry == UserLimits::default() {
-                    self.users.remove(user);
-                }
+            _ if key.starts_with("user.") => set_override(&mut self.users, "user", &key["user.".len()..], value)?,
+            _ if key.starts_with("account.") => {
+                set_override(&mut self.accounts, "account", &key["account.".len()..], value)?
             }
             _ => {
                 return Err(format!(
@@ -130,8 +160,9 @@ impl Limits {
                      limits.max_pending_jobs_per_user, limits.max_running_tasks_per_user, \
                      limits.max_running_cpus_per_user, limits.max_running_gpus_per_user, \
                      limits.submit_rate_per_user, \
-                     limits.submit_burst_per_user, limits.user.NAME.{{{}}}",
-                    USER_FIELDS.join(",")
+                     limits.submit_burst_per_user, limits.user.NAME.{{{f}}}, \
+                     limits.account.NAME.{{{f}}}",
+                    f = USER_FIELDS.join(",")
                 ))
             }
         }
@@ -174,21 +205,33 @@ impl Limits {
                 show_limit(self.submit_burst_per_user),
             ),
         ];
-        for (u, l) in &self.users {
-            let fields = [
-                l.max_pending_tasks,
-                l.max_pending_jobs,
-                l.max_running_tasks,
-                l.max_running_cpus,
-            ];
-            for (field, limit) in USER_FIELDS.iter().zip(fields) {
-                if let Some(n) = limit {
-                    v.push((format!("limits.user.{u}.{field}"), n.to_string()));
+        for (kind, map) in [("user", &self.users), ("account", &self.accounts)] {
+            for (name, l) in map {
+                for (field, limit) in USER_FIELDS.iter().zip(l.fields()) {
+                    if let Some(n) = limit {
+                        v.push((format!("limits.{kind}.{name}.{field}"), n.to_string()));
+                    }
                 }
             }
         }
         v
     }
+}
+
+/// Sets `NAME.FIELD` (the key after `limits.user.` or `limits.account.`) in `map`; an
+/// override left with no field set is dropped.
+fn set_override(map: &mut BTreeMap<String, UserLimits>, kind: &str, rest: &str, value: &str) -> Result<(), String> {
+    let (name, field) = rest
+        .rsplit_once('.')
+        .filter(|(n, _)| !n.is_empty())
+        .ok_or_else(|| format!("limits.{kind}.NAME.FIELD with FIELD one of {}", USER_FIELDS.join(", ")))?;
+    let limit = parse_limit(value)?;
+    let entry = map.entry(name.to_string()).or_default();
+    let set = entry.set_field(field, limit);
+    if *entry == UserLimits::default() {
+        map.remove(name);
+    }
+    set
 }
 
 /// A limit value: a number, or `unlimited`/empty for none.

@@ -1,6 +1,7 @@
-//! Running limits per user in the planner (`limits.max_running_tasks_per_user`,
-//! `limits.max_running_cpus_per_user`, per-user overrides). A job whose user is at a limit
-//! waits with its own reason and reserves no nodes: the jobs of other users behind it
+//! Running limits per user and per account in the planner
+//! (`limits.max_running_tasks_per_user`, `limits.max_running_cpus_per_user`, per-user
+//! overrides, `limits.account.NAME.max_running_*`). A job whose user or account is at a
+//! limit waits with its own reason and reserves no nodes: the jobs of others behind it
 //! still start (a capped user never blocks the queue's head for everyone).
 use std::collections::HashMap;
 
@@ -10,12 +11,47 @@ use crate::state::State;
 
 use super::plan::Wait;
 
-/// What this pass has given each user so far, on top of what runs.
+/// What this pass has given each user and account so far, on top of what runs.
 #[derive(Default)]
 pub struct UserTaken {
     /// False when no running limit is configured: nothing is checked or counted.
     active: bool,
     taken: HashMap<String, Running>,
+    taken_by_account: HashMap<String, Running>,
+}
+
+/// Which running limit a job is at, if any, for usage `now` (running plus taken in this
+/// pass) and one more task of `job`.
+fn at_limit(limits: &super::quota::UserLimits, now: Running, job: &Job) -> Option<Dimension> {
+    if limits.max_running_tasks.is_some_and(|max| now.tasks >= max) {
+        return Some(Dimension::Tasks);
+    }
+    if limits
+        .max_running_cpus
+        .is_some_and(|max| now.cpus + next_cpus(job) > max)
+    {
+        return Some(Dimension::Cpus);
+    }
+    let wants = next_gpus(job);
+    limits
+        .max_running_gpus
+        .filter(|max| wants > 0 && now.gpus + wants > *max)
+        .map(|_| Dimension::Gpus)
+}
+
+#[derive(Copy, Clone)]
+enum Dimension {
+    Tasks,
+    Cpus,
+    Gpus,
+}
+
+fn plus(a: Running, b: Running) -> Running {
+    Running {
+        tasks: a.tasks + b.tasks,
+        cpus: a.cpus + b.cpus,
+        gpus: a.gpus + b.gpus,
+    }
 }
 
 /// Cpus one more task of `job` takes: its cpus, times its tasks for a multi-node job
@@ -48,45 +84,100 @@ impl UserTaken {
         UserTaken {
             active: state.sched.limits.limits_running(),
             taken: HashMap::new(),
+            taken_by_account: HashMap::new(),
         }
     }
 
-    /// Why one more task of `job` may not start now, if its user is at a running limit.
+    /// Why one more task of `job` may not start now, if its user or account is at a
+    /// running limit.
     pub fn blocks(&self, state: &State, job: &Job) -> Option<Wait> {
         if !self.active {
             return None;
         }
         let user = &job.spec.user;
-        let limits = state.sched.limits.for_user(user);
-        let now = state.running_usage.of(user);
         let here = self.taken.get(user).copied().unwrap_or_default();
-        if limits
-            .max_running_tasks
-            .is_some_and(|max| now.tasks + here.tasks >= max)
-        {
-            return Some(Wait::UserRunningTasks);
+        let now = plus(state.running_usage.of(user), here);
+        if let Some(d) = at_limit(&state.sched.limits.for_user(user), now, job) {
+            return Some(match d {
+                Dimension::Tasks => Wait::UserRunningTasks,
+                Dimension::Cpus => Wait::UserRunningCpus,
+                Dimension::Gpus => Wait::UserRunningGpus,
+            });
         }
-        let cpus = now.cpus + here.cpus + next_cpus(job);
-        if limits.max_running_cpus.is_some_and(|max| cpus > max) {
-            return Some(Wait::UserRunningCpus);
+        let account = &job.spec.account;
+        if account.is_empty() {
+            return None;
         }
-        let wants = next_gpus(job);
-        let gpus = now.gpus + here.gpus + wants;
-        limits
-            .max_running_gpus
-            .filter(|max| wants > 0 && gpus > *max)
-            .map(|_| Wait::UserRunningGpus)
+        let here = self.taken_by_account.get(account).copied().unwrap_or_default();
+        let now = plus(state.running_usage.of_account(account), here);
+        at_limit(&state.sched.limits.for_account(account), now, job).map(|d| match d {
+            Dimension::Tasks => Wait::AccountRunningTasks,
+            Dimension::Cpus => Wait::AccountRunningCpus,
+            Dimension::Gpus => Wait::AccountRunningGpus,
+        })
     }
 
     /// One more task of `job` was placed in this pass.
     pub fn took(&mut self, job: &Job) {
-        if self.active {
-            let r = self.taken.entry(job.spec.user.clone()).or_default();
-            r.tasks += 1;
-            r.cpus += next_cpus(job);
-            r.gpus += next_gpus(job);
+        if !self.active {
+            return;
+        }
+        let one = Running {
+            tasks: 1,
+            cpus: next_cpus(job),
+            gpus: next_gpus(job),
+        };
+        let r = self.taken.entry(job.spec.user.clone()).or_default();
+        *r = plus(*r, one);
+        if !job.spec.account.is_empty() {
+            let r = self.taken_by_account.entry(job.spec.account.clone()).or_default();
+            *r = plus(*r, one);
         }
     }
+}
+
+/// The pending reason of a job held back by a running limit (Slurm's reason names: QOS
+/// limits per user, association group limits per account), with usage and limit.
+pub fn reason(state: &State, job: &Job, wait: Wait) -> Option<String> {
+    let (user, account) = (&job.spec.user, &job.spec.account);
+    let ul = state.sched.limits.for_user(user);
+    let al = state.sched.limits.for_account(account);
+    let u = state.running_usage.of(user);
+    let a = state.running_usage.of_account(account);
+    let n = |l: Option<u64>| l.unwrap_or(0);
+    Some(match wait {
+        Wait::UserRunningTasks => format!(
+            "QOSMaxJobsPerUserLimit: {user} runs {} tasks (limit {})",
+            u.tasks,
+            n(ul.max_running_tasks)
+        ),
+        Wait::UserRunningCpus => format!(
+            "QOSMaxCpuPerUserLimit: {user}'s running tasks hold {} cpus (limit {})",
+            u.cpus,
+            n(ul.max_running_cpus)
+        ),
+        Wait::UserRunningGpus => format!(
+            "QOSMaxGRESPerUser: {user}'s running tasks hold {} GPUs (limit {})",
+            u.gpus,
+            n(ul.max_running_gpus)
+        ),
+        Wait::AccountRunningTasks => format!(
+            "AssocGrpJobsLimit: account {account} runs {} tasks (limit {})",
+            a.tasks,
+            n(al.max_running_tasks)
+        ),
+        Wait::AccountRunningCpus => format!(
+            "AssocGrpCpuLimit: account {account}'s running tasks hold {} cpus (limit {})",
+            a.cpus,
+            n(al.max_running_cpus)
+        ),
+        Wait::AccountRunningGpus => format!(
+            "AssocGrpGRES: account {account}'s running tasks hold {} GPUs (limit {})",
+            a.gpus,
+            n(al.max_running_gpus)
+        ),
+        Wait::Licenses | Wait::PartitionDown => return None,
+    })
 }
 
 #[cfg(test)]
@@ -181,6 +272,71 @@ mod tests {
             "QOSMaxGRESPerUser: alice's running tasks hold 2 GPUs (limit 2)"
         );
         assert_eq!(check_all(&s), Ok(()));
+    }
+
+    #[test]
+    fn an_account_limit_holds_for_all_its_users_together() {
+        let mut s = one_node(8);
+        let r = configure(
+            &mut s,
+            &[
+                ("version", "3"),
+                ("account.physics", "users=alice,bob"),
+                ("limits.account.physics.max_running_tasks", "3"),
+            ],
+        );
+        assert!(!matches!(r, Response::Rejected { .. }), "{r:?}");
+        let a: Vec<u64> = (0..2).map(|_| submit(&mut s, of("alice", 1))).collect();
+        let b: Vec<u64> = (0..2).map(|_| submit(&mut s, of("bob", 1))).collect();
+        let carol = submit(&mut s, of("carol", 1));
+        assert_eq!(s.jobs[&a[0]].spec.account, "physics", "the default account");
+        assert!(running(&s, a[0]) && running(&s, a[1]) && running(&s, b[0]));
+        assert!(!running(&s, b[1]), "physics is at its limit");
+        assert!(running(&s, carol), "carol is in no account");
+        assert_eq!(
+            crate::query::pending_reason(&s, &s.jobs[&b[1]]),
+            "AssocGrpJobsLimit: account physics runs 3 tasks (limit 3)"
+        );
+        assert_eq!(s.running_usage.of_account("physics").tasks, 3);
+        assert_eq!(check_all(&s), Ok(()));
+        // One of physics' tasks ends: bob's waiting job takes its place.
+        let rt = s.jobs[&a[0]].running[&0].clone();
+        let key = crate::ids::TaskKey { job: a[0], index: 0 };
+        let now = s.now_ms + 10;
+        s.apply(Command::Reports {
+            node: s.nodes[rt.node as usize].name.clone(),
+            reports: vec![crate::testkit::report(
+                key,
+                rt.attempt,
+                crate::command::TaskOutcome::Exited,
+                0,
+                rt.start_ms,
+                now,
+            )],
+            now_ms: now,
+        });
+        assert!(running(&s, b[1]));
+        assert_eq!(check_all(&s), Ok(()));
+    }
+
+    #[test]
+    fn the_account_cpu_limit_counts_cpus() {
+        let mut s = one_node(8);
+        configure(
+            &mut s,
+            &[
+                ("version", "3"),
+                ("account.chem", "users=alice"),
+                ("limits.account.chem.max_running_cpus", "3"),
+            ],
+        );
+        let first = submit(&mut s, of("alice", 2));
+        let second = submit(&mut s, of("alice", 2));
+        assert!(running(&s, first) && !running(&s, second));
+        assert_eq!(
+            crate::query::pending_reason(&s, &s.jobs[&second]),
+            "AssocGrpCpuLimit: account chem's running tasks hold 2 cpus (limit 3)"
+        );
     }
 
     #[test]

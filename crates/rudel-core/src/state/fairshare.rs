@@ -1,4 +1,4 @@
-//! Fair-share usage per user, in the replicated state (scheduling version 3 on).
+//! Fair-share usage per user, in the replicated state (scheduling version 4 on).
 //!
 //! Usage is what a user's running tasks held, in cpu-microseconds: allocated cpus (plus
 //! GPUs times `fairshare.gpu_weight`) times the time they ran, measured in the log's own
@@ -174,7 +174,7 @@ fn weight(rt: &RunningTask, spec_cpus: u32) -> (u64, u64) {
 }
 
 impl super::State {
-    /// Fair-share accounting runs from scheduling version 3 on: an older head keeps no
+    /// Fair-share accounting runs from scheduling version 4 on: an older head keeps no
     /// usage, and heads that switched it on at different entries would disagree.
     pub fn fair_on(&self) -> bool {
         self.sched.version >= FAIR_VERSION
@@ -211,7 +211,7 @@ impl super::State {
         }
     }
 
-    /// The cluster switched to version 3: starts charging every task running now.
+    /// The cluster switched to version 4: starts charging every task running now.
     pub(crate) fn fair_enable(&mut self) {
         let now = self.now_ms;
         self.fairshare = FairShare {
@@ -388,7 +388,7 @@ mod tests {
     }
 
     fn v3(s: &mut State, more: &[(&str, &str)]) {
-        let mut all = vec![("version", "3")];
+        let mut all = vec![("version", "4")];
         all.extend_from_slice(more);
         let r = configure(s, &all);
         assert!(!matches!(r, Response::Rejected { .. }), "{r:?}");
@@ -491,16 +491,16 @@ mod tests {
             ("fairshare.user.a", "2"),
             ("multifactor.weight_age", "5"),
         ] {
-            let Response::Rejected { reason } = configure(&mut s, &[("version", "2"), (k, v)]) else {
+            let Response::Rejected { reason } = configure(&mut s, &[("version", "3"), (k, v)]) else {
                 panic!("{k} accepted at version 2")
             };
-            assert!(reason.contains("version=3"), "{reason}");
+            assert!(reason.contains("version=4"), "{reason}");
         }
         let Response::Rejected { reason } = configure(&mut s, &[("partition.p", "factor=3")]) else {
             panic!("a partition factor accepted at version 1")
         };
-        assert!(reason.contains("version=3"), "{reason}");
-        // Nothing is charged before version 3.
+        assert!(reason.contains("version=4"), "{reason}");
+        // Nothing is charged before version 4.
         let j = submit(&mut s, of("a", 1));
         let t = s.now_ms + 1_000;
         end(&mut s, j, t);

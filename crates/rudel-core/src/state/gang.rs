@@ -112,8 +112,12 @@ impl State {
             .flat_map(|a| a.slices.iter().skip(1))
             .map(|s| s.cores.len() as u64)
             .sum();
-        if let Some(user) = self.jobs.get(&key.job).map(|j| j.spec.user.clone()) {
-            self.running_usage.shrink(&user, freed);
+        if let Some((user, account)) = self
+            .jobs
+            .get(&key.job)
+            .map(|j| (j.spec.user.clone(), j.spec.account.clone()))
+        {
+            self.running_usage.shrink(&user, &account, freed);
             self.fair_shrink(&user, freed);
         }
         if let Some(r) = self.running_mut(key) {

@@ -20,31 +20,75 @@ pub struct Usage {
     pub jobs_by_user: BTreeMap<String, BTreeSet<JobId>>,
     pub tasks_by_user: BTreeMap<String, u64>,
     pub open_tasks: u64,
+    /// The same by account (jobs charged to none are not here).
+    pub jobs_by_account: BTreeMap<String, BTreeSet<JobId>>,
+    pub tasks_by_account: BTreeMap<String, u64>,
 }
 
 impl Usage {
-    pub(crate) fn add(&mut self, user: &str, job: JobId, tasks: u64) {
-        self.jobs_by_user.entry(user.to_string()).or_default().insert(job);
-        *self.tasks_by_user.entry(user.to_string()).or_default() += tasks;
+    pub(crate) fn add(&mut self, user: &str, account: &str, job: JobId, tasks: u64) {
+        add_to(&mut self.jobs_by_user, &mut self.tasks_by_user, user, job, tasks);
+        if !account.is_empty() {
+            add_to(
+                &mut self.jobs_by_account,
+                &mut self.tasks_by_account,
+                account,
+                job,
+                tasks,
+            );
+        }
         self.open_tasks = self.open_tasks.saturating_add(tasks);
     }
 
-    pub(crate) fn remove(&mut self, user: &str, job: JobId, tasks: u64) {
-        let Some(set) = self.jobs_by_user.get_mut(user) else {
-            return;
-        };
-        if !set.remove(&job) {
-            // A job submitted before the index existed: never counted.
-            return;
+    pub(crate) fn remove(&mut self, user: &str, account: &str, job: JobId, tasks: u64) {
+        // A job submitted before the index existed was never counted.
+        if remove_from(&mut self.jobs_by_user, &mut self.tasks_by_user, user, job, tasks) {
+            self.open_tasks = self.open_tasks.saturating_sub(tasks);
         }
-        if set.is_empty() {
-            self.jobs_by_user.remove(user);
-            self.tasks_by_user.remove(user);
-        } else if let Some(t) = self.tasks_by_user.get_mut(user) {
-            *t = t.saturating_sub(tasks);
+        if !account.is_empty() {
+            remove_from(
+                &mut self.jobs_by_account,
+                &mut self.tasks_by_account,
+                account,
+                job,
+                tasks,
+            );
         }
-        self.open_tasks = self.open_tasks.saturating_sub(tasks);
     }
+}
+
+fn add_to(
+    jobs: &mut BTreeMap<String, BTreeSet<JobId>>,
+    counts: &mut BTreeMap<String, u64>,
+    who: &str,
+    job: JobId,
+    tasks: u64,
+) {
+    jobs.entry(who.to_string()).or_default().insert(job);
+    *counts.entry(who.to_string()).or_default() += tasks;
+}
+
+/// False when `job` was not counted for `who`.
+fn remove_from(
+    jobs: &mut BTreeMap<String, BTreeSet<JobId>>,
+    counts: &mut BTreeMap<String, u64>,
+    who: &str,
+    job: JobId,
+    tasks: u64,
+) -> bool {
+    let Some(set) = jobs.get_mut(who) else {
+        return false;
+    };
+    if !set.remove(&job) {
+        return false;
+    }
+    if set.is_empty() {
+        jobs.remove(who);
+        counts.remove(who);
+    } else if let Some(t) = counts.get_mut(who) {
+        *t = t.saturating_sub(tasks);
+    }
+    true
 }
 
 /// A user's pending work right now.
@@ -57,8 +101,17 @@ pub struct Pending {
 impl State {
     /// The pending jobs and tasks of `user` (O(the user's unfinished jobs)).
     pub fn pending_of(&self, user: &str) -> Pending {
+        self.pending_in(self.usage.jobs_by_user.get(user))
+    }
+
+    /// The pending jobs and tasks charged to `account`.
+    pub fn pending_of_account(&self, account: &str) -> Pending {
+        self.pending_in(self.usage.jobs_by_account.get(account))
+    }
+
+    fn pending_in(&self, jobs: Option<&BTreeSet<JobId>>) -> Pending {
         let mut p = Pending::default();
-        for id in self.usage.jobs_by_user.get(user).into_iter().flatten() {
+        for id in jobs.into_iter().flatten() {
             let n = self.jobs.get(id).map_or(0, |j| j.count(TaskState::Pending));
             if n > 0 {
                 p.jobs += 1;
@@ -94,24 +147,46 @@ impl State {
             }
         }
         let user = spec.user.as_str();
-        let ul = l.for_user(user);
-        let bound_tasks = self.usage.tasks_by_user.get(user).copied().unwrap_or(0);
-        let bound_jobs = self.usage.jobs_by_user.get(user).map_or(0, |s| s.len() as u64);
-        let over_tasks = ul.max_pending_tasks.filter(|m| bound_tasks.saturating_add(tasks) > *m);
-        let over_jobs = ul.max_pending_jobs.filter(|m| bound_jobs + 1 > *m);
+        let by_user = (&self.usage.jobs_by_user, &self.usage.tasks_by_user);
+        self.check_pending(user, user, &l.for_user(user), by_user, tasks)?;
+        if !spec.account.is_empty() {
+            let a = spec.account.as_str();
+            let by_account = (&self.usage.jobs_by_account, &self.usage.tasks_by_account);
+            self.check_pending(a, &format!("account {a}"), &l.for_account(a), by_account, tasks)?;
+        }
+        Ok(())
+    }
+
+    /// The pending limits of one user or account (`who`, named `label` in the refusal),
+    /// from the index's bounds first and an exact count only near a limit.
+    fn check_pending(
+        &self,
+        who: &str,
+        label: &str,
+        limits: &crate::sched::quota::UserLimits,
+        (jobs, counts): (&BTreeMap<String, BTreeSet<JobId>>, &BTreeMap<String, u64>),
+        tasks: u64,
+    ) -> Result<(), String> {
+        let set = jobs.get(who);
+        let bound_tasks = counts.get(who).copied().unwrap_or(0);
+        let bound_jobs = set.map_or(0, |s| s.len() as u64);
+        let over_tasks = limits
+            .max_pending_tasks
+            .filter(|m| bound_tasks.saturating_add(tasks) > *m);
+        let over_jobs = limits.max_pending_jobs.filter(|m| bound_jobs + 1 > *m);
         if over_tasks.is_none() && over_jobs.is_none() {
             return Ok(());
         }
-        let p = self.pending_of(user);
+        let p = self.pending_in(set);
         if let Some(m) = over_tasks.filter(|m| p.tasks.saturating_add(tasks) > *m) {
             return Err(format!(
-                "{user} has {} pending tasks (limit {m}){}",
+                "{label} has {} pending tasks (limit {m}){}",
                 p.tasks,
                 adds(tasks)
             ));
         }
         if let Some(m) = over_jobs.filter(|m| p.jobs + 1 > *m) {
-            return Err(format!("{user} has {} pending jobs (limit {m})", p.jobs));
+            return Err(format!("{label} has {} pending jobs (limit {m})", p.jobs));
         }
         Ok(())
     }
@@ -175,6 +250,35 @@ mod tests {
         configure(&mut s, "limits.user.alice.max_pending_tasks", "3");
         submit(&mut s, user("alice"));
         assert_eq!(s.pending_of("alice").tasks, 3);
+    }
+
+    #[test]
+    fn an_account_pending_limit_counts_its_members_together_and_asks_membership() {
+        let mut s = one_node(1);
+        configure(&mut s, "version", "3");
+        configure(&mut s, "account.physics", "users=alice,bob");
+        configure(&mut s, "limits.account.physics.max_pending_jobs", "2");
+        submit(&mut s, user("alice"));
+        let b = submit(&mut s, user("bob"));
+        assert_eq!(
+            refused(&mut s, user("alice")),
+            "account physics has 2 pending jobs (limit 2)"
+        );
+        submit(&mut s, user("carol"));
+        let elsewhere = JobSpec {
+            account: "physics".into(),
+            ..user("carol")
+        };
+        assert_eq!(
+            refused(&mut s, elsewhere),
+            "carol may not charge account physics (not one of its users); carol's accounts: none"
+        );
+        s.apply(Command::Cancel {
+            jobs: vec![b],
+            now_ms: s.now_ms,
+        });
+        submit(&mut s, user("alice"));
+        assert_eq!(s.pending_of_account("physics").jobs, 2);
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Running {
 #[serde(default)]
 pub struct RunningUsage {
     by_user: BTreeMap<String, Running>,
+    /// The same by account (tasks of jobs charged to none are not here).
+    #[serde(default)]
+    by_account: BTreeMap<String, Running>,
 }
 
 /// GPUs a running task holds.
@@ -48,35 +51,59 @@ impl RunningUsage {
         self.by_user.get(user).copied().unwrap_or_default()
     }
 
-    pub(crate) fn add(&mut self, user: &str, cpus: u64, gpus: u64) {
-        let r = self.by_user.entry(user.to_string()).or_default();
-        r.tasks += 1;
-        r.cpus += cpus;
-        r.gpus += gpus;
+    pub fn of_account(&self, account: &str) -> Running {
+        self.by_account.get(account).copied().unwrap_or_default()
     }
 
-    pub(crate) fn remove(&mut self, user: &str, cpus: u64, gpus: u64) {
-        if let Some(r) = self.by_user.get_mut(user) {
-            r.tasks = r.tasks.saturating_sub(1);
-            r.cpus = r.cpus.saturating_sub(cpus);
-            r.gpus = r.gpus.saturating_sub(gpus);
-            if r.tasks == 0 {
-                self.by_user.remove(user);
+    pub(crate) fn add(&mut self, user: &str, account: &str, cpus: u64, gpus: u64) {
+        for (map, who) in self.maps(user, account) {
+            let r = map.entry(who.to_string()).or_default();
+            r.tasks += 1;
+            r.cpus += cpus;
+            r.gpus += gpus;
+        }
+    }
+
+    pub(crate) fn remove(&mut self, user: &str, account: &str, cpus: u64, gpus: u64) {
+        for (map, who) in self.maps(user, account) {
+            if let Some(r) = map.get_mut(who) {
+                r.tasks = r.tasks.saturating_sub(1);
+                r.cpus = r.cpus.saturating_sub(cpus);
+                r.gpus = r.gpus.saturating_sub(gpus);
+                if r.tasks == 0 {
+                    map.remove(who);
+                }
             }
         }
     }
 
     /// A running task of `user` gave back `cpus` and goes on (a multi-node job whose other
     /// nodes were freed while its script is killed).
-    pub(crate) fn shrink(&mut self, user: &str, cpus: u64) {
-        if let Some(r) = self.by_user.get_mut(user) {
-            r.cpus = r.cpus.saturating_sub(cpus);
+    pub(crate) fn shrink(&mut self, user: &str, account: &str, cpus: u64) {
+        for (map, who) in self.maps(user, account) {
+            if let Some(r) = map.get_mut(who) {
+                r.cpus = r.cpus.saturating_sub(cpus);
+            }
         }
+    }
+
+    /// The maps a task of `user` charged to `account` counts in.
+    fn maps<'a>(&'a mut self, user: &'a str, account: &'a str) -> Vec<(&'a mut BTreeMap<String, Running>, &'a str)> {
+        let mut v = vec![(&mut self.by_user, user)];
+        if !account.is_empty() {
+            v.push((&mut self.by_account, account));
+        }
+        v
     }
 
     /// Every user's usage (for the invariant check and `rudel limits`).
     pub fn all(&self) -> &BTreeMap<String, Running> {
         &self.by_user
+    }
+
+    /// Every account's usage.
+    pub fn all_accounts(&self) -> &BTreeMap<String, Running> {
+        &self.by_account
     }
 }
 
@@ -86,7 +113,7 @@ impl super::State {
         let mut u = RunningUsage::default();
         for j in self.jobs.values() {
             for rt in j.running.values() {
-                u.add(&j.spec.user, task_cpus(rt, j.spec.cpus), task_gpus(rt));
+                u.add(&j.spec.user, &j.spec.account, task_cpus(rt, j.spec.cpus), task_gpus(rt));
             }
         }
         u

@@ -53,6 +53,9 @@ pub struct SacctArgs {
     /// Jobs of every user (default: yours).
     #[arg(short = 'a', long = "allusers")]
     pub allusers: bool,
+    /// Only jobs charged to these accounts (comma-separated).
+    #[arg(short = 'A', long = "accounts", value_name = "ACCOUNTS", value_delimiter = ',')]
+    pub accounts: Vec<String>,
     /// Only jobs of these names (comma-separated).
     #[arg(long = "name", alias = "jobname", value_name = "NAMES", value_delimiter = ',')]
     pub name: Vec<String>,
@@ -247,6 +250,7 @@ pub async fn run(a: SacctArgs, head: &str) -> CmdResult {
         .await?
         .into_iter()
         .filter(|j| users.len() <= 1 || users.contains(&j.user))
+        .filter(|j| a.accounts.is_empty() || a.accounts.contains(&j.account))
         .collect();
     let rows: Vec<Row> = jobs
         .iter()
@@ -464,7 +468,7 @@ fn value(c: Field, r: &Row, now: u64) -> String {
         Field::Partition => PARTITION.into(),
         Field::Timelimit if j.time_limit_ms == 0 => "UNLIMITED".into(),
         Field::Timelimit => duration(j.time_limit_ms.div_ceil(1000)),
-        Field::Account => String::new(),
+        Field::Account => j.account.clone(),
     }
 }
 
@@ -528,6 +532,7 @@ fn row_json(r: &Row, now: u64) -> Value {
         "job_id": r.raw_id,
         "name": j.name,
         "user": j.user,
+        "account": j.account,
         "partition": PARTITION,
         "nodes": if r.node.is_empty() { "None assigned".to_string() } else { r.node.join(",") },
         "state": { "current": slurm_state(r).split(' ').next().unwrap_or(""), "reason": "None" },

@@ -303,8 +303,13 @@ fn job_record(j: &pb::JobInfo, index: Option<u32>) -> String {
         user_with_uid(&spec.user)
     ));
     s.push_str(&format!(
-        "   Priority={} Nice=0 Account=(null) QOS=(null)\n",
-        spec.priority
+        "   Priority={} Nice=0 Account={} QOS=(null)\n",
+        spec.priority,
+        if spec.account.is_empty() {
+            "(null)"
+        } else {
+            &spec.account
+        }
     ));
     s.push_str(&format!(
         "   JobState={slurm_state} Reason={reason_code} Dependency=(null)\n"

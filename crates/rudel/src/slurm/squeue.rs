@@ -40,6 +40,9 @@ struct Args {
     /// Partitions (comma-separated).
     #[arg(short = 'p', long = "partition")]
     partitions: Option<String>,
+    /// Accounts (comma-separated).
+    #[arg(short = 'A', long = "account")]
+    accounts: Option<String>,
     /// One line per array task.
     #[arg(short = 'r', long = "array")]
     array: bool,
@@ -73,6 +76,8 @@ pub struct Row {
     pub state: &'static str,
     pub reason: String,
     pub partition: String,
+    /// `%a`: the account charged, empty for none.
+    pub account: String,
     pub cpus: u32,
     pub nodes: Vec<String>,
     pub start_ms: u64,
@@ -148,7 +153,8 @@ impl Row {
             "P" | "partition" => self.partition.clone(),
             "C" | "numcpus" => self.cpus.to_string(),
             "c" | "mincpus" => self.cpus.to_string(),
-            "a" | "account" => "(null)".into(),
+            "a" | "account" if self.account.is_empty() => "(null)".into(),
+            "a" | "account" => self.account.clone(),
             "V" | "submittime" => format::time_or(self.submit_ms, "N/A"),
             "S" | "starttime" => format::time_or(self.start_ms, "N/A"),
             "e" | "endtime" => self.end_time(),
@@ -254,6 +260,7 @@ fn base_row(j: &pb::JobInfo) -> Row {
             "None".into()
         },
         partition: spec.partition.clone(),
+        account: spec.account.clone(),
         cpus: spec.cpus,
         nodes: j.nodes.clone(),
         start_ms: j.start_ms,
@@ -374,6 +381,7 @@ struct Filter {
     users: Option<Vec<String>>,
     names: Option<Vec<String>>,
     partitions: Option<Vec<String>>,
+    accounts: Option<Vec<String>>,
     /// (job id, array index).
     ids: Option<Vec<(u64, Option<u32>)>>,
 }
@@ -419,13 +427,14 @@ impl Filter {
             .partitions
             .as_ref()
             .is_none_or(|p| r.partition.split(',').any(|x| p.iter().any(|y| y == x)));
+        let account_ok = self.accounts.as_ref().is_none_or(|a| a.contains(&r.account));
         let id_ok = self.ids.as_ref().is_none_or(|ids| {
             ids.iter().any(|(id, ix)| match ix {
                 None => *id == r.array_job_id || *id == r.job_id,
                 Some(i) => *id == r.array_job_id && r.array_task == i.to_string(),
             })
         });
-        state_ok && user_ok && name_ok && part_ok && id_ok
+        state_ok && user_ok && name_ok && part_ok && account_ok && id_ok
     }
 }
 
@@ -439,6 +448,7 @@ fn row_json(r: &Row) -> Value {
         "array_task_string": if r.is_array { r.array_task.clone() } else { String::new() },
         "name": r.name,
         "user_name": r.user,
+        "account": r.account,
         "job_state": r.state,
         "state_reason": r.reason,
         "partition": r.partition,
@@ -482,6 +492,7 @@ pub async fn squeue(args: Vec<String>, head: &str) -> SlurmResult {
         users,
         names: list(&a.names),
         partitions: list(&a.partitions),
+        accounts: list(&a.accounts),
         ids,
     };
     let items = if let Some(f) = &a.fields {
@@ -667,6 +678,7 @@ mod tests {
             users: None,
             names: None,
             partitions: None,
+            accounts: None,
             ids,
         };
         assert_eq!(r.iter().filter(|x| f(Some(vec!["RUNNING"]), None).keeps(x)).count(), 1);

@@ -271,7 +271,7 @@ impl Cluster {
         c
     }
 
-    fn spawn_daemon(&mut self, role: &str, args: &[String]) -> Daemon {
+    pub fn spawn_daemon(&mut self, role: &str, args: &[String]) -> Daemon {
         self.log_seq += 1;
         let log = self.tmp.path().join(format!("{role}-{}.log", self.log_seq));
         let f = File::create(&log).unwrap();
