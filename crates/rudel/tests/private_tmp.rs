@@ -15,8 +15,8 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Starts an agent with `--private-tmp` whose data directory is outside `/tmp` (under
-/// cargo's target directory); returns once it is idle.
+/// Starts an agent with `--private-tmp` whose data directory is outside `/tmp` (in
+/// `/var/tmp`); returns once it is idle.
 fn start_agent(c: &mut Cluster, data: &Path) {
     let token = c.join_token();
     let i = c.spawn_agent("pt", data, &token, &["--private-tmp"]);
@@ -34,10 +34,17 @@ fn start_agent(c: &mut Cluster, data: &Path) {
 fn each_task_has_its_own_tmp_and_it_is_removed_at_the_end() {
     assert!(is_root(), "this test needs root (mount namespaces); CI runs as root");
     let mut c = Cluster::head_only(Opts::default().cpus(2));
+    // Outside /tmp whatever the checkout's path (CI may clone under /tmp).
     let data = tempfile::Builder::new()
-        .prefix("private-tmp-agent")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .prefix("rudel-private-tmp-agent")
+        .tempdir_in("/var/tmp")
         .unwrap();
+    let real = std::fs::canonicalize(data.path()).unwrap();
+    assert!(
+        !real.starts_with("/tmp"),
+        "/var/tmp is /tmp on this machine: {}",
+        real.display()
+    );
     start_agent(&mut c, data.path());
     let node = c.nodes_json().into_iter().find(|n| n["name"] == "pt").unwrap();
     assert!(
