@@ -83,9 +83,7 @@ fn text(r: &pb::LimitsResponse) -> String {
         ("running gpus", r.max_running_gpus, r.running_gpus),
     ];
     let mut out = format!("user {}\n{:<16}{:>12}{:>12}\n", r.user, "", "limit", "in use");
-    for (what, max, used) in rows {
-        out.push_str(&format!("{what:<16}{:>12}{used:>12}\n", limit(max)));
-    }
+    out.push_str(&rows_text(&rows));
     let rate = match r.submit_rate {
         Some(rate) => format!("{rate} jobs/s (burst {})", r.submit_burst.unwrap_or(rate)),
         None => "unlimited".into(),
@@ -110,11 +108,14 @@ fn account_text(a: &pb::AccountLimits) -> String {
         ("running cpus", a.max_running_cpus, a.running_cpus),
         ("running gpus", a.max_running_gpus, a.running_gpus),
     ];
-    let mut out = format!("\naccount {} (all its users)\n", a.name);
-    for (what, max, used) in rows {
-        out.push_str(&format!("{what:<16}{:>12}{used:>12}\n", limit(max)));
-    }
-    out
+    format!("\naccount {} (all its users)\n{}", a.name, rows_text(&rows))
+}
+
+/// One line per (what, limit, in use).
+fn rows_text(rows: &[(&str, Option<u64>, u64)]) -> String {
+    rows.iter()
+        .map(|(what, max, used)| format!("{what:<16}{:>12}{used:>12}\n", limit(*max)))
+        .collect()
 }
 
 #[cfg(test)]

@@ -81,11 +81,10 @@ fn spans(text: &str) -> Vec<(String, u64, u64)> {
         .collect()
 }
 
-#[test]
-fn a_running_limit_holds_a_users_tasks_back_while_another_user_runs() {
+/// A ground-truth file every user's tasks may append to, in a work directory `nobody`
+/// can reach.
+fn shared_truth(c: &Cluster) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let c = Cluster::up(Opts::default().cpus(4));
-    // `nobody` must reach the work directory and write the ground truth.
     for d in [c.tmp.path(), c.work.as_path()] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
     }
@@ -95,6 +94,13 @@ fn a_running_limit_holds_a_users_tasks_back_while_another_user_runs() {
     let truth = truth_dir.join("spans.txt");
     std::fs::write(&truth, "").unwrap();
     std::fs::set_permissions(&truth, std::fs::Permissions::from_mode(0o666)).unwrap();
+    truth
+}
+
+#[test]
+fn a_running_limit_holds_a_users_tasks_back_while_another_user_runs() {
+    let c = Cluster::up(Opts::default().cpus(4));
+    let truth = shared_truth(&c);
     c.rudel_ok(&[
         "admin",
         "config",
@@ -254,17 +260,8 @@ fn sbatch_uid_submits_for_a_user_by_name_or_number() {
 /// Ground truth: the tasks' own start and end times.
 #[test]
 fn an_account_limit_holds_for_all_its_users_and_membership_is_checked() {
-    use std::os::unix::fs::PermissionsExt;
     let c = Cluster::up(Opts::default().cpus(4));
-    for d in [c.tmp.path(), c.work.as_path()] {
-        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711)).unwrap();
-    }
-    let truth_dir = c.work.join("truth");
-    std::fs::create_dir_all(&truth_dir).unwrap();
-    std::fs::set_permissions(&truth_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let truth = truth_dir.join("spans.txt");
-    std::fs::write(&truth, "").unwrap();
-    std::fs::set_permissions(&truth, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let truth = shared_truth(&c);
     let early = c.rudel(&["admin", "config", "set", "account.physics=users=root,nobody"]);
     assert_eq!(early.code, Some(2), "accounts need version 3: {early}");
     assert!(early.stderr.contains("scheduling version 3"), "{early}");
