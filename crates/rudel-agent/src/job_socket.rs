@@ -69,6 +69,53 @@ pub trait TaskTable: Send + Sync {
     fn task_uid(&self, key: TaskKey, attempt: u32) -> Option<u32>;
 }
 
+/// The uids of the tasks this agent has started and not yet seen end: the session adds a
+/// task when it spawns it and removes it on its report, the socket reads it.
+#[derive(Debug, Default)]
+pub struct LiveTasks(std::sync::Mutex<std::collections::HashMap<(TaskKey, u32), u32>>);
+
+impl LiveTasks {
+    pub fn insert(&self, key: TaskKey, attempt: u32, uid: u32) {
+        // A poisoned lock only means a reader panicked; the map itself stays consistent.
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((key, attempt), uid);
+    }
+
+    pub fn remove(&self, key: TaskKey, attempt: u32) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&(key, attempt));
+    }
+}
+
+impl TaskTable for LiveTasks {
+    fn task_uid(&self, key: TaskKey, attempt: u32) -> Option<u32> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(key, attempt))
+            .copied()
+    }
+}
+
+/// Binds the job socket in `data_dir` and serves it in the background; the socket path to
+/// give tasks, or None (logged) when it cannot be bound: tasks then get no
+/// [`SOCKET_ENV`], and whatever needs the socket says so instead of hanging.
+pub fn start(data_dir: &Path, owner: String, tasks: Arc<LiveTasks>) -> Option<PathBuf> {
+    let path = socket_path(data_dir);
+    match bind(&path) {
+        Ok(l) => {
+            tokio::spawn(serve(l, owner, tasks));
+            tracing::info!(path = %path.display(), "job socket listening");
+            Some(path)
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot bind the job socket: job steps unavailable on this node");
+            None
+        }
+    }
+}
+
 /// A request from a job process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]

@@ -138,6 +138,9 @@ struct Agent {
     abandoned: std::collections::HashSet<(TaskKey, u32)>,
     /// Output files of tasks launched here, readable by task key for remote followers.
     outputs: Arc<OutputFiles>,
+    /// Tasks the job socket answers for, and its path for the tasks' environment.
+    live: Arc<crate::job_socket::LiveTasks>,
+    job_socket: Option<PathBuf>,
 }
 
 /// Job id under which `rudel exec` commands run in the executor (never a real job: real ids
@@ -185,7 +188,11 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o711)).map_err(dir_err)?;
     }
     tracing::info!(run_as = %run_as.describe(), allow_root_jobs = cfg.allow_root_jobs, "tasks run as");
+    let live = Arc::new(crate::job_socket::LiveTasks::default());
+    let job_socket = crate::job_socket::start(&cfg.data_dir, uid.clone(), live.clone());
     let mut agent = Agent {
+        live,
+        job_socket,
         outputs,
         scripts_dir: cfg.data_dir.join("scripts"),
         run_as,
@@ -577,6 +584,9 @@ impl Agent {
             }
             self.start_all(next)?;
         }
+        for r in &batch {
+            self.live.remove(r.key, r.attempt);
+        }
         for r in &mut batch {
             if self.abandoned.remove(&(r.key, r.attempt)) {
                 r.outcome = TaskOutcome::Lost;
@@ -839,6 +849,12 @@ impl Agent {
         let mut started = Vec::with_capacity(specs.len());
         for spec in specs {
             let (key, attempt) = (spec.key, spec.attempt);
+            // SAFETY: plain syscall.
+            let uid = spec
+                .run_as
+                .as_ref()
+                .map_or_else(|| unsafe { libc::getuid() }, |c| c.uid);
+            self.live.insert(key, attempt, uid);
             if let Some(pid) = self.exec.launch(spec) {
                 started.push((key, attempt, pid));
             }
@@ -865,6 +881,11 @@ impl Agent {
         let after = t.after.as_ref().map(task_ref);
         let placed = exec_spec(t, &self.scripts_dir, &self.run_as, &self.cfg.name).and_then(|mut s| {
             crate::launch::place_outputs(&mut s, &self.cfg.data_dir)?;
+            if let Some(p) = &self.job_socket {
+                s.env.retain(|(k, _)| k != crate::job_socket::SOCKET_ENV);
+                s.env
+                    .push((crate::job_socket::SOCKET_ENV.into(), p.display().to_string()));
+            }
             Ok(s)
         });
         match placed {
