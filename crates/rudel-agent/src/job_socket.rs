@@ -35,6 +35,22 @@ pub const SOCKET_ENV: &str = "RUDEL_AGENT_SOCKET";
 /// Longest request line accepted: a step request carries argv and options, never data.
 const MAX_REQUEST: u64 = 64 * 1024;
 
+/// How long a step request may wait for the head's answer: the head answers at once, so
+/// this only bounds a lost connection.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request the agent passes on to the head for an identified caller; `reply` gets the
+/// head's refusal ("" = accepted) or the agent's reason it could not ask.
+#[derive(Debug)]
+pub struct Forward {
+    pub caller: Caller,
+    pub argv: Vec<String>,
+    pub reply: tokio::sync::oneshot::Sender<String>,
+}
+
+/// Where requests for the head go (the agent's session).
+pub type ToHead = tokio::sync::mpsc::UnboundedSender<Forward>;
+
 /// How long a client may take to send its request: a connection that sends nothing must
 /// not keep a task of the agent waiting forever.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -101,11 +117,11 @@ impl TaskTable for LiveTasks {
 /// Binds the job socket in `data_dir` and serves it in the background; the socket path to
 /// give tasks, or None (logged) when it cannot be bound: tasks then get no
 /// [`SOCKET_ENV`], and whatever needs the socket says so instead of hanging.
-pub fn start(data_dir: &Path, owner: String, tasks: Arc<LiveTasks>) -> Option<PathBuf> {
+pub fn start(data_dir: &Path, owner: String, tasks: Arc<LiveTasks>, to_head: ToHead) -> Option<PathBuf> {
     let path = socket_path(data_dir);
     match bind(&path) {
         Ok(l) => {
-            tokio::spawn(serve(l, owner, tasks));
+            tokio::spawn(serve(l, owner, tasks, to_head));
             tracing::info!(path = %path.display(), "job socket listening");
             Some(path)
         }
@@ -228,7 +244,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 
 /// Serves the job socket until the listener fails. Each connection is handled on its own
 /// task, so a slow client never delays another.
-pub async fn serve(listener: UnixListener, owner: String, tasks: Arc<dyn TaskTable>) {
+pub async fn serve(listener: UnixListener, owner: String, tasks: Arc<dyn TaskTable>, to_head: ToHead) {
     let owner: Arc<str> = owner.into();
     loop {
         let stream = match listener.accept().await {
@@ -239,9 +255,9 @@ pub async fn serve(listener: UnixListener, owner: String, tasks: Arc<dyn TaskTab
                 continue;
             }
         };
-        let (owner, tasks) = (owner.clone(), tasks.clone());
+        let (owner, tasks, to_head) = (owner.clone(), tasks.clone(), to_head.clone());
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &owner, tasks.as_ref(), Path::new("/proc")).await {
+            if let Err(e) = handle(stream, &owner, tasks.as_ref(), Path::new("/proc"), &to_head).await {
                 tracing::debug!(error = %e, "job socket: connection ended");
             }
         });
@@ -249,7 +265,13 @@ pub async fn serve(listener: UnixListener, owner: String, tasks: Arc<dyn TaskTab
 }
 
 /// One connection: identify, read one request, answer it.
-async fn handle(stream: UnixStream, owner: &str, tasks: &dyn TaskTable, proc_root: &Path) -> std::io::Result<()> {
+async fn handle(
+    stream: UnixStream,
+    owner: &str,
+    tasks: &dyn TaskTable,
+    proc_root: &Path,
+    to_head: &ToHead,
+) -> std::io::Result<()> {
     let caller = match stream.peer_cred() {
         Ok(c) => match c.pid() {
             Some(pid) if pid > 0 => identify(pid as u32, c.uid(), owner, proc_root, tasks),
@@ -258,15 +280,16 @@ async fn handle(stream: UnixStream, owner: &str, tasks: &dyn TaskTable, proc_roo
         Err(_) => Err(CallerError::NoPeer),
     };
     let (rd, mut wr) = stream.into_split();
-    let reply = match caller {
-        Err(e) => {
+    // The request is read even from a refused caller: closing before it is sent would
+    // hand the client a broken pipe instead of the reason.
+    let request = read_request(rd).await;
+    let reply = match (caller, request) {
+        (Err(e), _) => {
             tracing::info!(error = %e, "job socket: caller refused");
             Reply::error(e.to_string())
         }
-        Ok(c) => match read_request(rd).await {
-            Ok(req) => answer(&c, req),
-            Err(msg) => Reply::error(msg),
-        },
+        (Ok(_), Err(msg)) => Reply::error(msg),
+        (Ok(c), Ok(req)) => answer(&c, req, to_head).await,
     };
     let mut line = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
     line.push(b'\n');
@@ -291,11 +314,26 @@ async fn read_request(rd: tokio::net::unix::OwnedReadHalf) -> Result<Request, St
 }
 
 /// Answers an identified caller.
-fn answer(c: &Caller, req: Request) -> Reply {
+async fn answer(c: &Caller, req: Request, to_head: &ToHead) -> Reply {
     match req {
         Request::Whoami => Reply::of(c),
-        // Refused, never dropped: the head side of steps does not exist yet.
-        Request::Step { .. } => Reply::error("job steps through the agent are not supported yet (issue 11)"),
+        Request::Step { argv } => match ask_head(*c, argv, to_head).await {
+            e if e.is_empty() => Reply::of(c),
+            e => Reply::error(e),
+        },
+    }
+}
+
+/// Passes a step request to the head through the session; its refusal, "" if accepted.
+async fn ask_head(caller: Caller, argv: Vec<String>, to_head: &ToHead) -> String {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    if to_head.send(Forward { caller, argv, reply }).is_err() {
+        return "the agent is shutting down".into();
+    }
+    match tokio::time::timeout(HEAD_TIMEOUT, rx).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => "the connection to the head was lost before it answered".into(),
+        Err(_) => format!("no answer from the head within {} s", HEAD_TIMEOUT.as_secs()),
     }
 }
 

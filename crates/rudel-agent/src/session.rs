@@ -141,6 +141,9 @@ struct Agent {
     /// Tasks the job socket answers for, and its path for the tasks' environment.
     live: Arc<crate::job_socket::LiveTasks>,
     job_socket: Option<PathBuf>,
+    /// Step requests sent to the head, by id, awaiting its answer.
+    pending_steps: HashMap<u64, tokio::sync::oneshot::Sender<String>>,
+    next_step_request: u64,
 }
 
 /// Job id under which `rudel exec` commands run in the executor (never a real job: real ids
@@ -189,10 +192,13 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     }
     tracing::info!(run_as = %run_as.describe(), allow_root_jobs = cfg.allow_root_jobs, "tasks run as");
     let live = Arc::new(crate::job_socket::LiveTasks::default());
-    let job_socket = crate::job_socket::start(&cfg.data_dir, uid.clone(), live.clone());
+    let (to_head, mut step_requests) = tokio::sync::mpsc::unbounded_channel();
+    let job_socket = crate::job_socket::start(&cfg.data_dir, uid.clone(), live.clone(), to_head);
     let mut agent = Agent {
         live,
         job_socket,
+        pending_steps: HashMap::new(),
+        next_step_request: 0,
         outputs,
         scripts_dir: cfg.data_dir.join("scripts"),
         run_as,
@@ -232,6 +238,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
             connecting = Some(Box::pin(connect(target, agent.tls.clone(), agent.register_message())));
         }
         tokio::select! {
+            Some(f) = step_requests.recv() => agent.step_request(f, conn.as_ref()),
             Some(first) = reports.recv() => {
                 let mut batch = vec![first];
                 while let Ok(r) = reports.try_recv() {
@@ -672,6 +679,11 @@ impl Agent {
                     crate::remote_output::answer(self.outputs.clone(), r, c.tx.clone());
                 }
             }
+            Some(HeadMsg::StepReply(r)) => {
+                if let Some(reply) = self.pending_steps.remove(&r.id) {
+                    let _ = reply.send(r.error);
+                }
+            }
             Some(HeadMsg::Ack(a)) => {
                 let done: Vec<_> = a.tasks.iter().map(task_ref).collect();
                 self.journal.ack(&done)?;
@@ -817,6 +829,30 @@ impl Agent {
             self.on_results(vec![report], conn)?;
         }
         Ok(found)
+    }
+
+    /// Passes a job process's step request to the head (answered by a StepReply), or
+    /// answers at once that there is no head to ask.
+    fn step_request(&mut self, f: crate::job_socket::Forward, conn: Option<&Conn>) {
+        // Answers lost with an earlier connection are dropped: their callers were told.
+        self.pending_steps.retain(|_, tx| !tx.is_closed());
+        let Some(c) = conn else {
+            let _ = f.reply.send("the agent has no connection to the head right now".into());
+            return;
+        };
+        self.next_step_request += 1;
+        let id = self.next_step_request;
+        let req = pb::StepRequest {
+            id,
+            task: Some(to_task_ref(f.caller.key, f.caller.attempt)),
+            uid: f.caller.uid,
+            argv: f.argv,
+        };
+        if c.send(AgentMsg::StepRequest(req)) {
+            self.pending_steps.insert(id, f.reply);
+        } else {
+            let _ = f.reply.send("the connection to the head was lost".into());
+        }
     }
 
     /// Running here, or queued here behind another task.

@@ -27,6 +27,7 @@ pub mod raft;
 pub mod reports;
 mod requeue_rpc;
 pub mod sched_config;
+pub mod steps;
 mod submit_rate;
 pub mod timers;
 

@@ -23,7 +23,7 @@ fn ask_cmd(request: &str) -> String {
 /// Sends `request` from this test process (outside every task) and returns the reply.
 fn ask_from_outside(socket: &str, request: &str) -> String {
     use std::io::{BufRead, Write};
-    let mut s = std::os::unix::net::UnixStream::connect(socket).expect("connect job socket");
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {socket}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(format!("{request}\n").as_bytes()).unwrap();
     let mut line = String::new();
@@ -49,7 +49,8 @@ fn job_processes_are_identified_by_the_agent_and_others_refused() {
     std::fs::write(c.work.join("probe.sh"), script).unwrap();
     let id = c.submit(&["probe.sh"]);
     let step_file = c.work.join("step.txt");
-    assert!(common::eventually(WAIT, || std::fs::read_to_string(&step_file).is_ok_and(|s| s.ends_with('\n'))));
+    assert!(common::eventually(WAIT, || std::fs::read_to_string(&step_file)
+        .is_ok_and(|s| s.ends_with('\n'))));
 
     let want = format!("{{\"job\":{id},\"index\":0,\"attempt\":");
     for f in ["whoami.txt", "whoami-child.txt"] {
@@ -57,7 +58,11 @@ fn job_processes_are_identified_by_the_agent_and_others_refused() {
         assert!(r.starts_with(&want) && !r.contains("error"), "{f}: {r}");
     }
     let r = c.read_work("step.txt");
-    assert!(r.contains("not supported yet"), "a step is refused loudly: {r}");
+    // Forwarded to the head, which found the task running on n1 and still refused it.
+    assert!(
+        r.contains("is running on node n1, but job steps") && r.contains("not supported yet"),
+        "{r}"
+    );
 
     // The test process is no task: refused, with the reason.
     let sock = c.read_work("sock.txt").trim().to_string();

@@ -117,9 +117,18 @@ async fn ask(env: &[&str], table: Table, request: &str) -> Reply {
     let path = socket_path(dir.path());
     let listener = bind(&path).unwrap();
     let root = proc_root.path().to_path_buf();
+    // A stand-in head that refuses every step, naming the task it was asked for.
+    let (to_head, mut from_agent) = tokio::sync::mpsc::unbounded_channel::<Forward>();
+    tokio::spawn(async move {
+        while let Some(f) = from_agent.recv().await {
+            let _ = f
+                .reply
+                .send(format!("head: no step {:?} for job {}", f.argv, f.caller.key.job));
+        }
+    });
     let server = tokio::spawn(async move {
         let (s, _) = listener.accept().await.unwrap();
-        handle(s, "me", &table, &root).await.unwrap();
+        handle(s, "me", &table, &root, &to_head).await.unwrap();
     });
     let mut c = UnixStream::connect(&path).await.unwrap();
     c.write_all(request.as_bytes()).await.unwrap();
@@ -148,7 +157,7 @@ async fn refusals_over_the_socket_say_why() {
     assert!(r.error.unwrap().contains("not part of a rudel task"));
     let t = || Table(HashMap::from([((9, 2, 0), uid)]));
     let r = ask(&["RUDEL_TASK=9.2.0@me"], t(), "{\"op\":\"step\",\"argv\":[\"true\"]}\n").await;
-    assert!(r.error.unwrap().contains("not supported yet"));
+    assert_eq!(r.error.unwrap(), "head: no step [\"true\"] for job 9");
     let r = ask(&["RUDEL_TASK=9.2.0@me"], t(), "garbage\n").await;
     assert!(r.error.unwrap().starts_with("bad request"));
     let r = ask(&["RUDEL_TASK=9.2.0@me"], t(), "{\"op\":\"whoami\"}").await;
