@@ -3,6 +3,7 @@
 pub mod exec;
 pub mod hostfile;
 pub mod identity;
+pub mod job_socket;
 pub mod journal;
 pub mod launch;
 pub mod login_env;

@@ -143,6 +143,12 @@ struct Agent {
     abandoned: std::collections::HashSet<(TaskKey, u32)>,
     /// Output files of tasks launched here, readable by task key for remote followers.
     outputs: Arc<OutputFiles>,
+    /// Tasks the job socket answers for, and its path for the tasks' environment.
+    live: Arc<crate::job_socket::LiveTasks>,
+    job_socket: Option<PathBuf>,
+    /// Step requests sent to the head, by id, awaiting its answer.
+    pending_steps: HashMap<u64, tokio::sync::oneshot::Sender<String>>,
+    next_step_request: u64,
 }
 
 /// Job id under which `rudel exec` commands run in the executor (never a real job: real ids
@@ -219,7 +225,14 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o711)).map_err(dir_err)?;
     }
     tracing::info!(run_as = %run_as.describe(), allow_root_jobs = cfg.allow_root_jobs, "tasks run as");
+    let live = Arc::new(crate::job_socket::LiveTasks::default());
+    let (to_head, mut step_requests) = tokio::sync::mpsc::unbounded_channel();
+    let job_socket = crate::job_socket::start(&cfg.data_dir, uid.clone(), live.clone(), to_head);
     let mut agent = Agent {
+        live,
+        job_socket,
+        pending_steps: HashMap::new(),
+        next_step_request: 0,
         outputs,
         scripts_dir: cfg.data_dir.join("scripts"),
         run_as,
@@ -259,6 +272,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
             connecting = Some(Box::pin(connect(target, agent.tls.clone(), agent.register_message())));
         }
         tokio::select! {
+            Some(f) = step_requests.recv() => agent.step_request(f, conn.as_ref()),
             Some(first) = reports.recv() => {
                 let mut batch = vec![first];
                 while let Ok(r) = reports.try_recv() {
@@ -611,6 +625,9 @@ impl Agent {
             }
             self.start_all(next)?;
         }
+        for r in &batch {
+            self.live.remove(r.key, r.attempt);
+        }
         for r in &mut batch {
             if self.abandoned.remove(&(r.key, r.attempt)) {
                 r.outcome = TaskOutcome::Lost;
@@ -694,6 +711,11 @@ impl Agent {
             Some(HeadMsg::ReadOutput(r)) => {
                 if let Some(c) = conn {
                     crate::remote_output::answer(self.outputs.clone(), r, c.tx.clone());
+                }
+            }
+            Some(HeadMsg::StepReply(r)) => {
+                if let Some(reply) = self.pending_steps.remove(&r.id) {
+                    let _ = reply.send(r.error);
                 }
             }
             Some(HeadMsg::Ack(a)) => {
@@ -843,6 +865,30 @@ impl Agent {
         Ok(found)
     }
 
+    /// Passes a job process's step request to the head (answered by a StepReply), or
+    /// answers at once that there is no head to ask.
+    fn step_request(&mut self, f: crate::job_socket::Forward, conn: Option<&Conn>) {
+        // Answers lost with an earlier connection are dropped: their callers were told.
+        self.pending_steps.retain(|_, tx| !tx.is_closed());
+        let Some(c) = conn else {
+            let _ = f.reply.send("the agent has no connection to the head right now".into());
+            return;
+        };
+        self.next_step_request += 1;
+        let id = self.next_step_request;
+        let req = pb::StepRequest {
+            id,
+            task: Some(to_task_ref(f.caller.key, f.caller.attempt)),
+            uid: f.caller.uid,
+            argv: f.argv,
+        };
+        if c.send(AgentMsg::StepRequest(req)) {
+            self.pending_steps.insert(id, f.reply);
+        } else {
+            let _ = f.reply.send("the connection to the head was lost".into());
+        }
+    }
+
     /// Running here, or queued here behind another task.
     fn is_live(&self, key: TaskKey, attempt: u32) -> bool {
         self.exec.running().iter().any(|(k, a, _)| *k == key && *a == attempt)
@@ -873,6 +919,12 @@ impl Agent {
         let mut started = Vec::with_capacity(specs.len());
         for spec in specs {
             let (key, attempt) = (spec.key, spec.attempt);
+            // SAFETY: plain syscall.
+            let uid = spec
+                .run_as
+                .as_ref()
+                .map_or_else(|| unsafe { libc::getuid() }, |c| c.uid);
+            self.live.insert(key, attempt, uid);
             if let Some(pid) = self.exec.launch(spec) {
                 started.push((key, attempt, pid));
             }
@@ -899,6 +951,11 @@ impl Agent {
         let after = t.after.as_ref().map(task_ref);
         let placed = exec_spec(t, &self.scripts_dir, &self.run_as, &self.cfg.name).and_then(|mut s| {
             crate::launch::place_outputs(&mut s, &self.cfg.data_dir)?;
+            if let Some(p) = &self.job_socket {
+                s.env.retain(|(k, _)| k != crate::job_socket::SOCKET_ENV);
+                s.env
+                    .push((crate::job_socket::SOCKET_ENV.into(), p.display().to_string()));
+            }
             Ok(s)
         });
         match placed {

@@ -416,6 +416,10 @@ impl Session {
                 }
             }
             Some(AgentMsg::OutputChunk(c)) => self.pending_output.answer(c),
+            Some(AgentMsg::StepRequest(r)) => {
+                let error = crate::steps::check(&self.svc.shared.read().state, &self.node, &r);
+                self.send(HeadMsg::StepReply(pb::StepReply { id: r.id, error }));
+            }
             Some(AgentMsg::Register(_)) | None => {
                 tracing::warn!(node = %self.node, "ignoring unexpected message in an established session");
             }

@@ -29,6 +29,7 @@ mod requeue_rpc;
 pub mod sched_config;
 mod share_rpc;
 pub mod socket_forward;
+pub mod steps;
 mod submit_rate;
 pub mod timers;
 

@@ -1,0 +1,346 @@
+//! The agent's job socket: how a process inside a job (the batch script, or the `srun`
+//! it runs) asks rudel for something without holding cluster credentials (issue 11,
+//! step 1 of job steps).
+//!
+//! The agent listens on a local Unix socket whose path tasks get as
+//! [`SOCKET_ENV`]. The file mode lets every local user connect: who may ask for what is
+//! decided from the peer credentials (`SO_PEERCRED`), never from the file mode. A caller is
+//! accepted only if
+//! - its pid carries this agent's `RUDEL_TASK` marker (`job.index.attempt@owner`, the owner
+//!   being this agent's uid, so two agents on one machine never answer for each other),
+//! - that attempt is live on this agent, and
+//! - the caller's uid is the uid the task runs as.
+//!
+//! The marker is read from `/proc/PID/environ`. A process can rewrite its own initial
+//! environment, so the marker alone would let a user's process outside any job pose as one
+//! of the same user's jobs; the uid check keeps it from posing as anyone else's job, which
+//! is the boundary that matters (a user may already act on their own jobs through the head).
+//!
+//! Wire format: one JSON request line, one JSON reply line, then the agent closes. Requests
+//! are bounded in size and time so a stuck or hostile client cannot hold the agent.
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rudel_core::ids::TaskKey;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::exec::contain::TASK_MARKER;
+
+/// Environment variable giving tasks the path of the job socket.
+pub const SOCKET_ENV: &str = "RUDEL_AGENT_SOCKET";
+
+/// Longest request line accepted: a step request carries argv and options, never data.
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// How long a step request may wait for the head's answer: the head answers at once, so
+/// this only bounds a lost connection.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A request the agent passes on to the head for an identified caller; `reply` gets the
+/// head's refusal ("" = accepted) or the agent's reason it could not ask.
+#[derive(Debug)]
+pub struct Forward {
+    pub caller: Caller,
+    pub argv: Vec<String>,
+    pub reply: tokio::sync::oneshot::Sender<String>,
+}
+
+/// Where requests for the head go (the agent's session).
+pub type ToHead = tokio::sync::mpsc::UnboundedSender<Forward>;
+
+/// How long a client may take to send its request: a connection that sends nothing must
+/// not keep a task of the agent waiting forever.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a caller or a request was refused; the text goes back to the caller.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CallerError {
+    #[error("cannot read the peer credentials of the connection")]
+    NoPeer,
+    #[error("process {0} is not part of a rudel task on this node (no {TASK_MARKER} in its environment)")]
+    NotATask(u32),
+    #[error("process {pid} belongs to a task of another agent ({marker})")]
+    OtherAgent { pid: u32, marker: String },
+    #[error("task {0} is not running on this node")]
+    NotRunning(String),
+    #[error("uid {caller} may not act for task {task}, which runs as uid {owner}")]
+    WrongUser { caller: u32, task: String, owner: u32 },
+}
+
+/// A process identified as part of a live task on this agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub pid: u32,
+    pub uid: u32,
+    pub key: TaskKey,
+    pub attempt: u32,
+}
+
+/// The agent's view of its live tasks, as the job socket needs it.
+pub trait TaskTable: Send + Sync {
+    /// The uid the attempt runs as, if it is live on this agent.
+    fn task_uid(&self, key: TaskKey, attempt: u32) -> Option<u32>;
+}
+
+/// The uids of the tasks this agent has started and not yet seen end: the session adds a
+/// task when it spawns it and removes it on its report, the socket reads it.
+#[derive(Debug, Default)]
+pub struct LiveTasks(std::sync::Mutex<std::collections::HashMap<(TaskKey, u32), u32>>);
+
+impl LiveTasks {
+    pub fn insert(&self, key: TaskKey, attempt: u32, uid: u32) {
+        // A poisoned lock only means a reader panicked; the map itself stays consistent.
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((key, attempt), uid);
+    }
+
+    pub fn remove(&self, key: TaskKey, attempt: u32) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&(key, attempt));
+    }
+}
+
+impl TaskTable for LiveTasks {
+    fn task_uid(&self, key: TaskKey, attempt: u32) -> Option<u32> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(key, attempt))
+            .copied()
+    }
+}
+
+/// Binds the job socket in `data_dir` and serves it in the background; the socket path to
+/// give tasks, or None (logged) when it cannot be bound: tasks then get no
+/// [`SOCKET_ENV`], and whatever needs the socket says so instead of hanging.
+pub fn start(data_dir: &Path, owner: String, tasks: Arc<LiveTasks>, to_head: ToHead) -> Option<PathBuf> {
+    let path = socket_path(data_dir);
+    match bind(&path) {
+        Ok(l) => {
+            tokio::spawn(serve(l, owner, tasks, to_head));
+            tracing::info!(path = %path.display(), "job socket listening");
+            Some(path)
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot bind the job socket: job steps unavailable on this node");
+            None
+        }
+    }
+}
+
+/// A request from a job process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Which task the caller belongs to (answered by the agent itself).
+    Whoami,
+    /// Start a job step; forwarded to the head (see docs/parallel-jobs.md).
+    Step { argv: Vec<String> },
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Reply {
+    fn error(msg: impl Into<String>) -> Reply {
+        Reply {
+            job: None,
+            index: None,
+            attempt: None,
+            error: Some(msg.into()),
+        }
+    }
+
+    fn of(c: &Caller) -> Reply {
+        Reply {
+            job: Some(c.key.job),
+            index: Some(c.key.index),
+            attempt: Some(c.attempt),
+            error: None,
+        }
+    }
+}
+
+/// Parses a `RUDEL_TASK` value `job.index.attempt@owner`; None unless `owner` matches.
+pub fn parse_marker(value: &str, owner: &str) -> Option<(TaskKey, u32)> {
+    let (ids, by) = value.split_once('@')?;
+    if by != owner {
+        return None;
+    }
+    let mut it = ids.split('.');
+    let job = it.next()?.parse().ok()?;
+    let index = it.next()?.parse().ok()?;
+    let attempt = it.next()?.parse().ok()?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some((TaskKey { job, index }, attempt))
+}
+
+/// The `RUDEL_TASK` value in a NUL-separated environment block.
+fn marker_in(environ: &[u8]) -> Option<String> {
+    let prefix = format!("{TASK_MARKER}=");
+    environ
+        .split(|&b| b == 0)
+        .find_map(|v| v.strip_prefix(prefix.as_bytes()))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Identifies the process `pid` (running as `uid`) as part of a live task of the agent
+/// `owner`. `proc_root` is `/proc` (a directory in tests).
+pub fn identify(
+    pid: u32,
+    uid: u32,
+    owner: &str,
+    proc_root: &Path,
+    tasks: &dyn TaskTable,
+) -> Result<Caller, CallerError> {
+    let environ = std::fs::read(proc_root.join(pid.to_string()).join("environ")).unwrap_or_default();
+    let marker = marker_in(&environ).ok_or(CallerError::NotATask(pid))?;
+    let (key, attempt) = parse_marker(&marker, owner).ok_or_else(|| CallerError::OtherAgent {
+        pid,
+        marker: marker.clone(),
+    })?;
+    let task = format!("{}.{} (attempt {attempt})", key.job, key.index);
+    let owner_uid = tasks
+        .task_uid(key, attempt)
+        .ok_or_else(|| CallerError::NotRunning(task.clone()))?;
+    if owner_uid != uid {
+        return Err(CallerError::WrongUser {
+            caller: uid,
+            task,
+            owner: owner_uid,
+        });
+    }
+    Ok(Caller { pid, uid, key, attempt })
+}
+
+/// Binds the job socket at `path` (a stale file from an earlier agent is replaced) with a
+/// mode every local user can connect through: see the module doc for who is answered.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(l)
+}
+
+/// Serves the job socket until the listener fails. Each connection is handled on its own
+/// task, so a slow client never delays another.
+pub async fn serve(listener: UnixListener, owner: String, tasks: Arc<dyn TaskTable>, to_head: ToHead) {
+    let owner: Arc<str> = owner.into();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "job socket: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (owner, tasks, to_head) = (owner.clone(), tasks.clone(), to_head.clone());
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, &owner, tasks.as_ref(), Path::new("/proc"), &to_head).await {
+                tracing::debug!(error = %e, "job socket: connection ended");
+            }
+        });
+    }
+}
+
+/// One connection: identify, read one request, answer it.
+async fn handle(
+    stream: UnixStream,
+    owner: &str,
+    tasks: &dyn TaskTable,
+    proc_root: &Path,
+    to_head: &ToHead,
+) -> std::io::Result<()> {
+    let caller = match stream.peer_cred() {
+        Ok(c) => match c.pid() {
+            Some(pid) if pid > 0 => identify(pid as u32, c.uid(), owner, proc_root, tasks),
+            _ => Err(CallerError::NoPeer),
+        },
+        Err(_) => Err(CallerError::NoPeer),
+    };
+    let (rd, mut wr) = stream.into_split();
+    // The request is read even from a refused caller: closing before it is sent would
+    // hand the client a broken pipe instead of the reason.
+    let request = read_request(rd).await;
+    let reply = match (caller, request) {
+        (Err(e), _) => {
+            tracing::info!(error = %e, "job socket: caller refused");
+            Reply::error(e.to_string())
+        }
+        (Ok(_), Err(msg)) => Reply::error(msg),
+        (Ok(c), Ok(req)) => answer(&c, req, to_head).await,
+    };
+    let mut line = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
+    line.push(b'\n');
+    wr.write_all(&line).await?;
+    wr.shutdown().await
+}
+
+/// Reads one bounded request line within [`REQUEST_TIMEOUT`].
+async fn read_request(rd: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
+    use tokio::io::AsyncReadExt;
+    let mut line = String::new();
+    let mut r = BufReader::new(rd.take(MAX_REQUEST));
+    match tokio::time::timeout(REQUEST_TIMEOUT, r.read_line(&mut line)).await {
+        Err(_) => return Err("no request within 5 s".into()),
+        Ok(Err(e)) => return Err(format!("cannot read request: {e}")),
+        Ok(Ok(_)) => {}
+    }
+    if !line.ends_with('\n') {
+        return Err(format!("request not a single line of at most {MAX_REQUEST} bytes"));
+    }
+    serde_json::from_str(line.trim_end()).map_err(|e| format!("bad request: {e}"))
+}
+
+/// Answers an identified caller.
+async fn answer(c: &Caller, req: Request, to_head: &ToHead) -> Reply {
+    match req {
+        Request::Whoami => Reply::of(c),
+        Request::Step { argv } => match ask_head(*c, argv, to_head).await {
+            e if e.is_empty() => Reply::of(c),
+            e => Reply::error(e),
+        },
+    }
+}
+
+/// Passes a step request to the head through the session; its refusal, "" if accepted.
+async fn ask_head(caller: Caller, argv: Vec<String>, to_head: &ToHead) -> String {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    if to_head.send(Forward { caller, argv, reply }).is_err() {
+        return "the agent is shutting down".into();
+    }
+    match tokio::time::timeout(HEAD_TIMEOUT, rx).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(_)) => "the connection to the head was lost before it answered".into(),
+        Err(_) => format!("no answer from the head within {} s", HEAD_TIMEOUT.as_secs()),
+    }
+}
+
+/// Where an agent with data directory `data_dir` puts its job socket.
+pub fn socket_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("job.sock")
+}
+
+#[cfg(test)]
+mod tests;
