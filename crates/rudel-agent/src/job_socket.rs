@@ -28,6 +28,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::exec::contain::TASK_MARKER;
+use crate::steps::StepEvent;
 
 /// Environment variable giving tasks the path of the job socket.
 pub const SOCKET_ENV: &str = "RUDEL_AGENT_SOCKET";
@@ -37,15 +38,19 @@ const MAX_REQUEST: u64 = 64 * 1024;
 
 /// How long a step request may wait for the head's answer: the head answers at once, so
 /// this only bounds a lost connection.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A request the agent passes on to the head for an identified caller; `reply` gets the
-/// head's refusal ("" = accepted) or the agent's reason it could not ask.
+/// What a connection asks the agent's session to do for an identified caller.
 #[derive(Debug)]
-pub struct Forward {
-    pub caller: Caller,
-    pub argv: Vec<String>,
-    pub reply: tokio::sync::oneshot::Sender<String>,
+pub enum Forward {
+    /// Run a step: the session asks the head and sends what happens to `events`.
+    Run {
+        caller: Caller,
+        step: RunStep,
+        events: tokio::sync::mpsc::UnboundedSender<StepEvent>,
+    },
+    /// Kill step `step` of the caller's job (srun's Ctrl-C twice, --kill-on-bad-exit).
+    Kill { job: u64, step: u32 },
 }
 
 /// Where requests for the head go (the agent's session).
@@ -114,16 +119,30 @@ impl TaskTable for LiveTasks {
     }
 }
 
-/// Binds the job socket in `data_dir` and serves it in the background; the socket path to
-/// give tasks, or None (logged) when it cannot be bound: tasks then get no
-/// [`SOCKET_ENV`], and whatever needs the socket says so instead of hanging.
-pub fn start(data_dir: &Path, owner: String, tasks: Arc<LiveTasks>, to_head: ToHead) -> Option<PathBuf> {
+/// The served job socket; [`JobSocket::stop`] ends it and every connection.
+pub struct JobSocket {
+    pub path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl JobSocket {
+    /// Stops serving (open connections are dropped) and waits until the server is gone.
+    pub async fn stop(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+/// Binds the job socket in `data_dir` and serves it in the background, or None (logged)
+/// when it cannot be bound: tasks then get no [`SOCKET_ENV`], and whatever needs the
+/// socket says so instead of hanging.
+pub fn start(data_dir: &Path, owner: String, tasks: Arc<LiveTasks>, to_head: ToHead) -> Option<JobSocket> {
     let path = socket_path(data_dir);
     match bind(&path) {
         Ok(l) => {
-            tokio::spawn(serve(l, owner, tasks, to_head));
+            let task = tokio::spawn(serve(l, owner, tasks, to_head));
             tracing::info!(path = %path.display(), "job socket listening");
-            Some(path)
+            Some(JobSocket { path, task })
         }
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %e, "cannot bind the job socket: job steps unavailable on this node");
@@ -138,8 +157,37 @@ pub fn start(data_dir: &Path, owner: String, tasks: Arc<LiveTasks>, to_head: ToH
 pub enum Request {
     /// Which task the caller belongs to (answered by the agent itself).
     Whoami,
-    /// Start a job step; forwarded to the head (see docs/parallel-jobs.md).
-    Step { argv: Vec<String> },
+    /// Start a job step and follow it (see docs/parallel-jobs.md): the connection then
+    /// carries [`StepEvent`] lines to the caller and [`Control`] lines from it.
+    Run(RunStep),
+}
+
+/// A step as srun asks for it (0 / empty = not given).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunStep {
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub ntasks: u32,
+    #[serde(default)]
+    pub nodes: u32,
+    #[serde(default)]
+    pub ntasks_per_node: u32,
+    #[serde(default)]
+    pub cpus_per_task: u32,
+    #[serde(default)]
+    pub nodelist: Vec<String>,
+    #[serde(default)]
+    pub env: std::collections::HashMap<String, String>,
+    #[serde(default)]
+    pub cwd: String,
+}
+
+/// What srun may send while its step runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Control {
+    /// Kill every task of the step.
+    Kill,
 }
 
 /// The answer to one request.
@@ -242,11 +290,13 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(l)
 }
 
-/// Serves the job socket until the listener fails. Each connection is handled on its own
-/// task, so a slow client never delays another.
+/// Serves the job socket until aborted. Each connection is handled on its own task, so a
+/// slow client never delays another; the tasks belong to this one (dropped with it).
 pub async fn serve(listener: UnixListener, owner: String, tasks: Arc<dyn TaskTable>, to_head: ToHead) {
     let owner: Arc<str> = owner.into();
+    let mut conns = tokio::task::JoinSet::new();
     loop {
+        while conns.try_join_next().is_some() {}
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
             Err(e) => {
@@ -256,7 +306,7 @@ pub async fn serve(listener: UnixListener, owner: String, tasks: Arc<dyn TaskTab
             }
         };
         let (owner, tasks, to_head) = (owner.clone(), tasks.clone(), to_head.clone());
-        tokio::spawn(async move {
+        conns.spawn(async move {
             if let Err(e) = handle(stream, &owner, tasks.as_ref(), Path::new("/proc"), &to_head).await {
                 tracing::debug!(error = %e, "job socket: connection ended");
             }
@@ -280,28 +330,103 @@ async fn handle(
         Err(_) => Err(CallerError::NoPeer),
     };
     let (rd, mut wr) = stream.into_split();
+    let mut rd = BufReader::new(rd);
     // The request is read even from a refused caller: closing before it is sent would
     // hand the client a broken pipe instead of the reason.
-    let request = read_request(rd).await;
+    let request = read_request(&mut rd).await;
     let reply = match (caller, request) {
         (Err(e), _) => {
             tracing::info!(error = %e, "job socket: caller refused");
             Reply::error(e.to_string())
         }
         (Ok(_), Err(msg)) => Reply::error(msg),
-        (Ok(c), Ok(req)) => answer(&c, req, to_head).await,
+        (Ok(c), Ok(Request::Whoami)) => Reply::of(&c),
+        (Ok(c), Ok(Request::Run(step))) => return follow_step(c, step, rd, wr, to_head).await,
     };
-    let mut line = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
+    write_line(&mut wr, &reply).await?;
+    wr.shutdown().await
+}
+
+async fn write_line<T: Serialize>(wr: &mut tokio::net::unix::OwnedWriteHalf, v: &T) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(v).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
     line.push(b'\n');
-    wr.write_all(&line).await?;
+    wr.write_all(&line).await
+}
+
+/// Runs a step for `c` and streams what happens to it until its last task ended, the head
+/// refused it, or the caller hung up (which kills the step: see `Origins::abandoned`).
+async fn follow_step(
+    c: Caller,
+    step: RunStep,
+    mut rd: BufReader<tokio::net::unix::OwnedReadHalf>,
+    mut wr: tokio::net::unix::OwnedWriteHalf,
+    to_head: &ToHead,
+) -> std::io::Result<()> {
+    let (events, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    if to_head
+        .send(Forward::Run {
+            caller: c,
+            step,
+            events,
+        })
+        .is_err()
+    {
+        return write_line(
+            &mut wr,
+            &StepEvent::Refused {
+                error: "the agent is shutting down".into(),
+            },
+        )
+        .await;
+    }
+    let mut started: Option<(u32, u32)> = None;
+    let mut ended = 0u32;
+    let mut line = String::new();
+    let answer = tokio::time::sleep(HEAD_TIMEOUT);
+    tokio::pin!(answer);
+    loop {
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                match &ev {
+                    StepEvent::Started { step, ntasks, .. } => started = Some((*step, *ntasks)),
+                    StepEvent::Ended { .. } => ended += 1,
+                    StepEvent::Refused { .. } => {
+                        write_line(&mut wr, &ev).await?;
+                        break;
+                    }
+                    StepEvent::Output { .. } => {}
+                }
+                write_line(&mut wr, &ev).await?;
+                if started.is_some_and(|(_, n)| ended >= n) {
+                    break;
+                }
+            }
+            n = rd.read_line(&mut line) => {
+                match n {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if let (Ok(Control::Kill), Some((step, _))) = (serde_json::from_str(line.trim_end()), started) {
+                    let _ = to_head.send(Forward::Kill { job: c.key.job, step });
+                }
+                line.clear();
+            }
+            _ = &mut answer, if started.is_none() => {
+                let error = format!("no answer from the head within {} s", HEAD_TIMEOUT.as_secs());
+                write_line(&mut wr, &StepEvent::Refused { error }).await?;
+                break;
+            }
+        }
+    }
     wr.shutdown().await
 }
 
 /// Reads one bounded request line within [`REQUEST_TIMEOUT`].
-async fn read_request(rd: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
+async fn read_request(rd: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> Result<Request, String> {
     use tokio::io::AsyncReadExt;
     let mut line = String::new();
-    let mut r = BufReader::new(rd.take(MAX_REQUEST));
+    let mut r = rd.take(MAX_REQUEST);
     match tokio::time::timeout(REQUEST_TIMEOUT, r.read_line(&mut line)).await {
         Err(_) => return Err("no request within 5 s".into()),
         Ok(Err(e)) => return Err(format!("cannot read request: {e}")),
@@ -311,30 +436,6 @@ async fn read_request(rd: tokio::net::unix::OwnedReadHalf) -> Result<Request, St
         return Err(format!("request not a single line of at most {MAX_REQUEST} bytes"));
     }
     serde_json::from_str(line.trim_end()).map_err(|e| format!("bad request: {e}"))
-}
-
-/// Answers an identified caller.
-async fn answer(c: &Caller, req: Request, to_head: &ToHead) -> Reply {
-    match req {
-        Request::Whoami => Reply::of(c),
-        Request::Step { argv } => match ask_head(*c, argv, to_head).await {
-            e if e.is_empty() => Reply::of(c),
-            e => Reply::error(e),
-        },
-    }
-}
-
-/// Passes a step request to the head through the session; its refusal, "" if accepted.
-async fn ask_head(caller: Caller, argv: Vec<String>, to_head: &ToHead) -> String {
-    let (reply, rx) = tokio::sync::oneshot::channel();
-    if to_head.send(Forward { caller, argv, reply }).is_err() {
-        return "the agent is shutting down".into();
-    }
-    match tokio::time::timeout(HEAD_TIMEOUT, rx).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(_)) => "the connection to the head was lost before it answered".into(),
-        Err(_) => format!("no answer from the head within {} s", HEAD_TIMEOUT.as_secs()),
-    }
 }
 
 /// Where an agent with data directory `data_dir` puts its job socket.

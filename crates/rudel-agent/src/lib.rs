@@ -10,6 +10,7 @@ pub mod login_env;
 pub mod output;
 pub mod remote_output;
 pub mod session;
+pub mod steps;
 pub mod users;
 
 pub use exec::DEFAULT_TASK_PIDS_MAX;

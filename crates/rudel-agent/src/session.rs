@@ -146,8 +146,12 @@ struct Agent {
     /// Tasks the job socket answers for, and its path for the tasks' environment.
     live: Arc<crate::job_socket::LiveTasks>,
     job_socket: Option<PathBuf>,
-    /// Step requests sent to the head, by id, awaiting its answer.
-    pending_steps: HashMap<u64, tokio::sync::oneshot::Sender<String>>,
+    /// The job socket's server, stopped with the agent.
+    job_socket_server: Option<crate::job_socket::JobSocket>,
+    /// The srun processes here following their steps.
+    origins: crate::steps::Origins,
+    /// This node's tasks of job steps.
+    step_tasks: crate::steps::StepTasks,
     next_step_request: u64,
 }
 
@@ -230,8 +234,10 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     let job_socket = crate::job_socket::start(&cfg.data_dir, uid.clone(), live.clone(), to_head);
     let mut agent = Agent {
         live,
-        job_socket,
-        pending_steps: HashMap::new(),
+        job_socket: job_socket.as_ref().map(|j| j.path.clone()),
+        job_socket_server: job_socket,
+        origins: Default::default(),
+        step_tasks: Default::default(),
         next_step_request: 0,
         outputs,
         scripts_dir: cfg.data_dir.join("scripts"),
@@ -257,6 +263,9 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     let mut backoff = Duration::from_millis(100);
     let mut next_attempt = Instant::now();
     let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+    // How often step tasks' output is read and sent on: srun shows output this late.
+    let mut step_tick = tokio::time::interval(Duration::from_millis(50));
+    step_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // When the session with the head was lost (None while connected).
     let mut alone_since: Option<Instant> = None;
     let mut connecting: Option<Connecting> = None;
@@ -273,6 +282,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         }
         tokio::select! {
             Some(f) = step_requests.recv() => agent.step_request(f, conn.as_ref()),
+            _ = step_tick.tick() => agent.step_tick(conn.as_ref()),
             Some(first) = reports.recv() => {
                 let mut batch = vec![first];
                 while let Ok(r) = reports.try_recv() {
@@ -288,6 +298,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
                 }
                 None => {
                     tracing::warn!("session with head lost; tasks keep running, reconnecting");
+                    agent.origins.head_lost();
                     agent.redirect = conn.as_mut().and_then(|c| c.leader.take());
                     conn = None;
                     alone_since.get_or_insert_with(Instant::now);
@@ -586,7 +597,7 @@ impl Agent {
                 .running()
                 .into_iter()
                 .map(|(k, a, _)| (k, a))
-                .filter(|(k, _)| k.job != EXEC_JOB)
+                .filter(|(k, _)| k.job != EXEC_JOB && k.job != crate::steps::STEP_JOB)
                 .chain(self.waiting.values().flatten().map(|s| (s.key, s.attempt)))
                 .map(|(k, a)| to_task_ref(k, a))
                 .collect(),
@@ -608,9 +619,13 @@ impl Agent {
     }
 
     fn on_results(&mut self, batch: Vec<TaskReport>, conn: Option<&Conn>) -> Result<(), AgentError> {
-        let (execs, mut batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.key.job == EXEC_JOB);
+        let (execs, batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.key.job == EXEC_JOB);
         for r in execs {
             self.exec_done(r, conn);
+        }
+        let (steps, mut batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.key.job == crate::steps::STEP_JOB);
+        for r in steps {
+            self.step_task_done(&r, conn);
         }
         if batch.is_empty() {
             return Ok(());
@@ -713,9 +728,13 @@ impl Agent {
                     crate::remote_output::answer(self.outputs.clone(), r, c.tx.clone());
                 }
             }
-            Some(HeadMsg::StepReply(r)) => {
-                if let Some(reply) = self.pending_steps.remove(&r.id) {
-                    let _ = reply.send(r.error);
+            Some(HeadMsg::StepReply(r)) => self.origins.answered(r),
+            Some(HeadMsg::StepOutput(o)) => self.origins.output(o),
+            Some(HeadMsg::StepTaskEnd(e)) => self.origins.ended(e),
+            Some(HeadMsg::StepLaunch(l)) => self.step_launch(l, conn),
+            Some(HeadMsg::StepSignal(s)) => {
+                for key in self.step_tasks.keys_of(s.job, Some(s.step)) {
+                    self.exec.kill(key, 1);
                 }
             }
             Some(HeadMsg::Ack(a)) => {
@@ -740,7 +759,7 @@ impl Agent {
         );
         self.waiting.clear();
         for (k, a) in running {
-            if k.job != EXEC_JOB {
+            if k.job != EXEC_JOB && k.job != crate::steps::STEP_JOB {
                 self.abandoned.insert((k, a));
             }
             self.exec.kill(k, a);
@@ -865,27 +884,99 @@ impl Agent {
         Ok(found)
     }
 
-    /// Passes a job process's step request to the head (answered by a StepReply), or
-    /// answers at once that there is no head to ask.
+    /// Passes a job process's step request (or its kill) to the head; a request is
+    /// answered by a StepReply, or refused at once when there is no head to ask.
     fn step_request(&mut self, f: crate::job_socket::Forward, conn: Option<&Conn>) {
-        // Answers lost with an earlier connection are dropped: their callers were told.
-        self.pending_steps.retain(|_, tx| !tx.is_closed());
+        use crate::job_socket::Forward;
+        use crate::steps::StepEvent;
+        let (caller, step, events) = match f {
+            Forward::Run { caller, step, events } => (caller, step, events),
+            Forward::Kill { job, step } => {
+                if let Some(c) = conn {
+                    c.send(AgentMsg::StepSignal(pb::StepSignal {
+                        job,
+                        step,
+                        signal: libc::SIGKILL,
+                    }));
+                }
+                return;
+            }
+        };
         let Some(c) = conn else {
-            let _ = f.reply.send("the agent has no connection to the head right now".into());
+            let error = "the agent has no connection to the head right now".into();
+            let _ = events.send(StepEvent::Refused { error });
             return;
         };
         self.next_step_request += 1;
         let id = self.next_step_request;
         let req = pb::StepRequest {
             id,
-            task: Some(to_task_ref(f.caller.key, f.caller.attempt)),
-            uid: f.caller.uid,
-            argv: f.argv,
+            task: Some(to_task_ref(caller.key, caller.attempt)),
+            uid: caller.uid,
+            argv: step.argv,
+            ntasks: step.ntasks,
+            nodes: step.nodes,
+            ntasks_per_node: step.ntasks_per_node,
+            cpus_per_task: step.cpus_per_task,
+            nodelist: step.nodelist,
+            env: step.env,
+            cwd: step.cwd,
         };
         if c.send(AgentMsg::StepRequest(req)) {
-            self.pending_steps.insert(id, f.reply);
+            self.origins.waiting(id, caller.key.job, events);
         } else {
-            let _ = f.reply.send("the connection to the head was lost".into());
+            let _ = events.send(StepEvent::Refused {
+                error: "the connection to the head was lost".into(),
+            });
+        }
+    }
+
+    /// Starts this node's share of a step the head launched.
+    fn step_launch(&mut self, l: pb::StepLaunch, conn: Option<&Conn>) {
+        let cx = crate::steps::LaunchCtx {
+            exec: &self.exec,
+            run_as: &self.run_as,
+            dir: self.cfg.data_dir.join("steps"),
+            node: &self.cfg.name,
+            job_socket: self.job_socket.as_deref(),
+        };
+        let failed = self.step_tasks.launch(l, &cx);
+        if let Some(c) = conn {
+            for e in failed {
+                c.send(AgentMsg::StepTaskEnd(e));
+            }
+        }
+    }
+
+    /// Sends step tasks' new output, and kills steps whose srun here hung up.
+    fn step_tick(&mut self, conn: Option<&Conn>) {
+        let Some(c) = conn else { return };
+        for (job, step) in self.origins.abandoned() {
+            tracing::info!(job, step, "srun of the step is gone; killing the step");
+            c.send(AgentMsg::StepSignal(pb::StepSignal {
+                job,
+                step,
+                signal: libc::SIGKILL,
+            }));
+        }
+        if self.step_tasks.is_empty() {
+            return;
+        }
+        for o in self.step_tasks.drain() {
+            c.send(AgentMsg::StepOutput(o));
+        }
+    }
+
+    /// A step task ended: its last output, then its end, to the head.
+    fn step_task_done(&mut self, r: &TaskReport, conn: Option<&Conn>) {
+        let Some((out, end)) = self.step_tasks.ended(r, &self.cfg.name) else {
+            return;
+        };
+        if let Some(c) = conn {
+            for o in out {
+                c.send(AgentMsg::StepOutput(o));
+            }
+            c.send(AgentMsg::StepTaskEnd(end));
         }
     }
 
@@ -1008,6 +1099,9 @@ impl Agent {
             tracing::info!(tasks = running, "stopping: killing running tasks");
         }
         self.exec.shutdown().await;
+        if let Some(j) = self.job_socket_server.take() {
+            j.stop().await;
+        }
         let mut batch = Vec::new();
         while let Ok(r) = reports.try_recv() {
             batch.push(r);

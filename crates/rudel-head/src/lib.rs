@@ -29,6 +29,7 @@ mod requeue_rpc;
 pub mod sched_config;
 mod share_rpc;
 pub mod socket_forward;
+mod step_relay;
 pub mod steps;
 mod submit_rate;
 pub mod timers;
@@ -275,6 +276,7 @@ impl Head {
             sessions,
             next_session: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             shutdown: shutdown_rx.clone(),
+            steps: Default::default(),
         };
         let sweeper = tokio::spawn(orphan_nodes::sweep(agents.clone()));
         let timers = tokio::spawn(timers::run(agents.clone()));

@@ -1,8 +1,10 @@
-//! Job steps (issue 11), first part: the agent's job socket. A process inside a running
-//! task reaches its agent through `$RUDEL_AGENT_SOCKET` and is told which task it belongs
-//! to (learnt from the kernel's peer credentials and the task's marker, not from anything
-//! it says); a process outside every task is refused, and so is a step request, which the
-//! head cannot serve yet. Ground truth is what the tasks record themselves.
+//! Job steps (issue 11): the agent's job socket and `srun` across an allocation's nodes.
+//! A process inside a running task reaches its agent through `$RUDEL_AGENT_SOCKET` and is
+//! told which task it belongs to (learnt from the kernel's peer credentials and the task's
+//! marker, not from anything it says); a process outside every task is refused. `srun`
+//! in a batch script starts its tasks on the allocation's nodes through the agents, with
+//! Slurm's environment, output, exit codes and kills. Ground truth is what the tasks
+//! record themselves.
 mod common;
 
 use std::time::Duration;
@@ -36,7 +38,7 @@ fn job_processes_are_identified_by_the_agent_and_others_refused() {
     let mut c = Cluster::up(Opts::default());
     let _n2 = c.start_named_agent("n2");
     let whoami = ask_cmd(r#"{"op":"whoami"}"#);
-    let step = ask_cmd(r#"{"op":"step","argv":["true"]}"#);
+    let step = ask_cmd(r#"{"op":"run","argv":["true"],"nodelist":["n9"]}"#);
     let script = format!(
         "#!/bin/sh\n#SBATCH -N 2\n\
          echo \"$RUDEL_AGENT_SOCKET\" > sock.txt\n\
@@ -58,9 +60,10 @@ fn job_processes_are_identified_by_the_agent_and_others_refused() {
         assert!(r.starts_with(&want) && !r.contains("error"), "{f}: {r}");
     }
     let r = c.read_work("step.txt");
-    // Forwarded to the head, which found the task running on n1 and still refused it.
+    // Forwarded to the head, which found the task running on n1 and refused a node
+    // outside its allocation.
     assert!(
-        r.contains("is running on node n1, but job steps") && r.contains("not supported yet"),
+        r.contains("\"event\":\"refused\"") && r.contains("n9 is not in the allocation"),
         "{r}"
     );
 
@@ -75,4 +78,129 @@ fn job_processes_are_identified_by_the_agent_and_others_refused() {
     assert_eq!(v["state"], "completed", "{v}");
     // Once the task has ended its marker no longer opens the socket (a leftover process
     // holding it would be refused): checked in the agent's unit tests (NotRunning).
+}
+
+/// Three agents on this host (n1 from `rudel up`, n2, n3), the Slurm commands installed.
+fn three_nodes() -> (Cluster, std::path::PathBuf) {
+    let mut c = Cluster::up(Opts::default().up_args(&["--node-timeout", "3s"]));
+    c.start_named_agent("n2");
+    c.start_named_agent("n3");
+    let bin = c.tmp.path().join("bin");
+    c.rudel_ok(&["slurm", "install", &bin.display().to_string()]);
+    (c, bin)
+}
+
+#[test]
+fn srun_runs_a_step_on_every_node_of_the_allocation() {
+    let (c, bin) = three_nodes();
+    let srun = bin.join("srun").display().to_string();
+    // Each task records its own view; srun's output, exit codes and refusals are kept.
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N 3 -n 6\n\
+         {srun} -l sh -c 'echo \"$SLURM_PROCID $SLURM_LOCALID $SLURM_NODEID $SLURMD_NODENAME $SLURM_STEP_ID $SLURM_NTASKS $SLURM_STEP_NODELIST $SLURM_STEP_TASKS_PER_NODE\" > task-$SLURM_PROCID.txt; echo out-$SLURM_PROCID; echo err-$SLURM_PROCID >&2' > step0.out 2> step0.err; echo \"exit=$?\" > step0.code\n\
+         {srun} -n 3 -N 3 sh -c 'exit $SLURM_PROCID' 2> step1.err; echo \"exit=$?\" > step1.code\n\
+         {srun} -w n9 true 2> step2.err; echo \"exit=$?\" > step2.code\n\
+         {srun} --ntasks-per-node=1 --nodes=2 --nodelist=n2,n3 --ntasks=2 --kill-on-bad-exit --mpi=none --cpu-bind=none sh -c 'echo $SLURMD_NODENAME:$SLURM_NODEID' > step3.out; echo \"exit=$?\" > step3.code\n"
+    );
+    std::fs::write(c.work.join("steps.sh"), script).unwrap();
+    let id = c.submit(&["steps.sh"]);
+    let v = c.wait_finished(id, WAIT);
+    assert_eq!(v["state"], "completed", "{v}");
+
+    // Ranks 0-5 in blocks of two per node, each with Slurm's step variables.
+    for rank in 0..6u32 {
+        let got = c.read_work(&format!("task-{rank}.txt"));
+        let node = rank / 2;
+        let want = format!("{rank} {} {node} n{} 0 6 n[1-3] 2(x3)\n", rank % 2, node + 1);
+        assert_eq!(got, want, "task {rank}");
+    }
+    let mut out: Vec<String> = c.read_work("step0.out").lines().map(String::from).collect();
+    out.sort();
+    assert_eq!(
+        out,
+        (0..6).map(|r| format!("{r}: out-{r}")).collect::<Vec<_>>(),
+        "--label"
+    );
+    let mut err: Vec<String> = c.read_work("step0.err").lines().map(String::from).collect();
+    err.sort();
+    assert_eq!(err, (0..6).map(|r| format!("{r}: err-{r}")).collect::<Vec<_>>());
+    assert_eq!(c.read_work("step0.code"), "exit=0\n");
+
+    // The highest task exit code is srun's; failing tasks are named as Slurm names them.
+    assert_eq!(c.read_work("step1.code"), "exit=2\n");
+    let e = c.read_work("step1.err");
+    assert!(e.contains("srun: error: n2: task 1: Exited with exit code 1"), "{e}");
+    assert!(e.contains("srun: error: n3: task 2: Exited with exit code 2"), "{e}");
+
+    // A node outside the allocation: refused, nothing run.
+    assert_eq!(c.read_work("step2.code"), "exit=1\n");
+    let e = c.read_work("step2.err");
+    assert!(
+        e.contains("Unable to create step for job") && e.contains("n9 is not in the allocation"),
+        "{e}"
+    );
+
+    // Open MPI's daemon launch line: one task on each listed node, node ids 0 and 1.
+    let mut out: Vec<String> = c.read_work("step3.out").lines().map(String::from).collect();
+    out.sort();
+    assert_eq!(out, vec!["n2:0", "n3:1"], "{out:?}");
+    assert_eq!(c.read_work("step3.code"), "exit=0\n");
+}
+
+#[test]
+fn a_failing_task_ends_the_step_with_kill_on_bad_exit_and_cancel_kills_every_node() {
+    let (c, bin) = three_nodes();
+    let srun = bin.join("srun").display().to_string();
+    let tag = common::marker(7100);
+    // Rank 1 fails at once; the others would sleep for long: -K must end them.
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N 3 -n 3\n\
+         date +%s.%N > k.start\n\
+         {srun} -K sh -c 'if [ $SLURM_PROCID = 1 ]; then exit 3; fi; sleep 60; : {tag}-k' 2> k.err; echo \"exit=$?\" > k.code\n\
+         date +%s.%N > k.end\n\
+         {srun} sh -c 'echo $$ > pid-$SLURM_PROCID.txt; sleep 600; : {tag}-c'\n"
+    );
+    std::fs::write(c.work.join("k.sh"), script).unwrap();
+    let id = c.submit(&["k.sh"]);
+    let code = common::wait_file(&c.work.join("k.code"), WAIT);
+    let took: f64 =
+        c.read_work("k.end").trim().parse::<f64>().unwrap() - c.read_work("k.start").trim().parse::<f64>().unwrap();
+    assert!(took < 20.0, "-K ended the step after {took:.1} s");
+    assert_ne!(code, "exit=0\n", "{code}");
+    let e = c.read_work("k.err");
+    assert!(
+        e.contains("n2: task 1: Exited with exit code 3") && e.contains("Terminating StepId="),
+        "{e}"
+    );
+    assert!(
+        common::eventually(Duration::from_secs(10), || common::procs_matching(&format!("{tag}-k"))
+            .is_empty()),
+        "-K left tasks running"
+    );
+
+    // The second step runs on all three nodes; cancelling the job ends all of it.
+    for r in 0..3 {
+        common::wait_file(&c.work.join(format!("pid-{r}.txt")), WAIT);
+    }
+    let tasks = |t: &str| -> Vec<(i32, String)> {
+        common::procs_matching(t)
+            .into_iter()
+            .filter(|(_, cmd)| cmd.starts_with("sh -c"))
+            .collect()
+    };
+    // Three tasks (srun's own command line names the tag too, and is not one).
+    assert_eq!(
+        tasks(&format!("{tag}-c")).len(),
+        3,
+        "{:?}",
+        common::procs_matching(&format!("{tag}-c"))
+    );
+    c.rudel_ok(&["cancel", &id.to_string()]);
+    let v = c.wait_finished(id, WAIT);
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert!(
+        common::eventually(WAIT, || common::procs_matching(&format!("{tag}-c")).is_empty()),
+        "step tasks outlived the job: {:?}",
+        common::procs_matching(&format!("{tag}-c"))
+    );
 }

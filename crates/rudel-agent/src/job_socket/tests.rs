@@ -98,19 +98,23 @@ fn another_user_posing_with_a_marker_is_refused() {
 fn requests_round_trip_as_json_lines() {
     let r: Request = serde_json::from_str(r#"{"op":"whoami"}"#).unwrap();
     assert_eq!(r, Request::Whoami);
-    let r: Request = serde_json::from_str(r#"{"op":"step","argv":["true"]}"#).unwrap();
+    let r: Request = serde_json::from_str(r#"{"op":"run","argv":["true"],"ntasks":2}"#).unwrap();
     assert_eq!(
         r,
-        Request::Step {
-            argv: vec!["true".into()]
-        }
+        Request::Run(RunStep {
+            argv: vec!["true".into()],
+            ntasks: 2,
+            ..Default::default()
+        })
     );
+    let c: Control = serde_json::from_str(r#"{"op":"kill"}"#).unwrap();
+    assert_eq!(c, Control::Kill);
     assert!(serde_json::from_str::<Request>(r#"{"op":"rm_rf"}"#).is_err());
 }
 
 /// Over a real socket, against a fake /proc holding this test process's pid: who connects
 /// is learnt from SO_PEERCRED, not from anything the client says.
-async fn ask(env: &[&str], table: Table, request: &str) -> Reply {
+async fn ask(env: &[&str], table: Table, request: &str) -> serde_json::Value {
     let me = std::process::id();
     let proc_root = fake_proc(me, env);
     let dir = tempfile::tempdir().unwrap();
@@ -121,9 +125,10 @@ async fn ask(env: &[&str], table: Table, request: &str) -> Reply {
     let (to_head, mut from_agent) = tokio::sync::mpsc::unbounded_channel::<Forward>();
     tokio::spawn(async move {
         while let Some(f) = from_agent.recv().await {
-            let _ = f
-                .reply
-                .send(format!("head: no step {:?} for job {}", f.argv, f.caller.key.job));
+            if let Forward::Run { caller, step, events } = f {
+                let error = format!("head: no step {:?} for job {}", step.argv, caller.key.job);
+                let _ = events.send(StepEvent::Refused { error });
+            }
         }
     });
     let server = tokio::spawn(async move {
@@ -146,22 +151,24 @@ async fn whoami_over_the_socket_names_the_callers_task() {
     let uid = unsafe { libc::getuid() };
     let t = Table(HashMap::from([((9, 2, 0), uid)]));
     let r = ask(&["RUDEL_TASK=9.2.0@me"], t, "{\"op\":\"whoami\"}\n").await;
-    assert_eq!((r.job, r.index, r.attempt, r.error), (Some(9), Some(2), Some(0), None));
+    assert_eq!(r, serde_json::json!({"job": 9, "index": 2, "attempt": 0}));
 }
 
 #[tokio::test]
 async fn refusals_over_the_socket_say_why() {
     // SAFETY: plain syscall.
     let uid = unsafe { libc::getuid() };
+    let err = |r: serde_json::Value| r["error"].as_str().unwrap_or_default().to_string();
     let r = ask(&["PATH=/bin"], Table(HashMap::new()), "{\"op\":\"whoami\"}\n").await;
-    assert!(r.error.unwrap().contains("not part of a rudel task"));
+    assert!(err(r).contains("not part of a rudel task"));
     let t = || Table(HashMap::from([((9, 2, 0), uid)]));
-    let r = ask(&["RUDEL_TASK=9.2.0@me"], t(), "{\"op\":\"step\",\"argv\":[\"true\"]}\n").await;
-    assert_eq!(r.error.unwrap(), "head: no step [\"true\"] for job 9");
+    let r = ask(&["RUDEL_TASK=9.2.0@me"], t(), "{\"op\":\"run\",\"argv\":[\"true\"]}\n").await;
+    assert_eq!(r["event"], "refused");
+    assert_eq!(err(r), "head: no step [\"true\"] for job 9");
     let r = ask(&["RUDEL_TASK=9.2.0@me"], t(), "garbage\n").await;
-    assert!(r.error.unwrap().starts_with("bad request"));
+    assert!(err(r).starts_with("bad request"));
     let r = ask(&["RUDEL_TASK=9.2.0@me"], t(), "{\"op\":\"whoami\"}").await;
-    assert!(r.error.unwrap().contains("single line"));
+    assert!(err(r).contains("single line"));
 }
 
 #[test]
