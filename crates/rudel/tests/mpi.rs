@@ -135,7 +135,8 @@ fn mpirun_in_a_batch_script_starts_its_ranks_on_every_host_through_srun() {
     let d = shared.0.display();
     let body = format!(
         "export PATH={d}/bin:$PATH\n\
-         mpirun {d}/hello > {d}/mpirun.out 2> {d}/mpirun.err; echo \"exit=$?\" >> {d}/mpirun.out"
+         mpirun {d}/hello > {d}/mpirun.out 2> {d}/mpirun.err; echo \"exit=$?\" >> {d}/mpirun.out\n\
+         srun {d}/hello > {d}/srun.out 2> {d}/srun.err; echo \"exit=$?\" >> {d}/srun.out"
     );
     let id = submit_script(&cl, &shared.0, "mpirun.sh", &body);
     let v = cl.wait_finished(id, WAIT);
@@ -163,6 +164,12 @@ fn mpirun_in_a_batch_script_starts_its_ranks_on_every_host_through_srun() {
     hosts.sort();
     assert_eq!(ips, hosts, "one rank on each host: {out}");
     assert!(out.contains("exit=0"), "{out}\n{err}");
+    let sout = std::fs::read_to_string(shared.0.join("srun.out")).unwrap_or_default();
+    let serr = std::fs::read_to_string(shared.0.join("srun.err")).unwrap_or_default();
+    // Direct launch needs a PMI server, which rudel does not provide yet: Open MPI itself
+    // refuses, loudly, rather than running three singletons of size 1.
+    assert!(!sout.contains("exit=0") && !sout.contains("size 1"), "{sout}\n{serr}");
+    assert!(serr.contains("direct launched"), "{serr}");
 }
 
 #[test]
