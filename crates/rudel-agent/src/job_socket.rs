@@ -51,6 +51,12 @@ pub enum Forward {
     },
     /// Kill step `step` of the caller's job (srun's Ctrl-C twice, --kill-on-bad-exit).
     Kill { job: u64, step: u32 },
+    /// A `rudel kv` call for the caller's job; the head's answer goes to `reply`.
+    Kv {
+        caller: Caller,
+        call: KvCall,
+        reply: tokio::sync::oneshot::Sender<Reply>,
+    },
 }
 
 /// Where requests for the head go (the agent's session).
@@ -80,22 +86,44 @@ pub enum CallerError {
 pub struct Caller {
     pub pid: u32,
     pub uid: u32,
+    /// The task (for a task of a step: its job and its executor index on this node).
     pub key: TaskKey,
     pub attempt: u32,
+    /// A task of a job step started on this node, not the job's own task.
+    pub step_task: bool,
 }
 
 /// The agent's view of its live tasks, as the job socket needs it.
 pub trait TaskTable: Send + Sync {
     /// The uid the attempt runs as, if it is live on this agent.
     fn task_uid(&self, key: TaskKey, attempt: u32) -> Option<u32>;
+    /// The job and uid of the step task with executor index `index`, if live here.
+    fn step_task(&self, _index: u32) -> Option<(u64, u32)> {
+        None
+    }
 }
 
 /// The uids of the tasks this agent has started and not yet seen end: the session adds a
 /// task when it spawns it and removes it on its report, the socket reads it.
 #[derive(Debug, Default)]
-pub struct LiveTasks(std::sync::Mutex<std::collections::HashMap<(TaskKey, u32), u32>>);
+pub struct LiveTasks(
+    std::sync::Mutex<std::collections::HashMap<(TaskKey, u32), u32>>,
+    /// Step tasks: executor index -> (job, uid).
+    std::sync::Mutex<std::collections::HashMap<u32, (u64, u32)>>,
+);
 
 impl LiveTasks {
+    pub fn insert_step(&self, index: u32, job: u64, uid: u32) {
+        self.1
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(index, (job, uid));
+    }
+
+    pub fn remove_step(&self, index: u32) {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).remove(&index);
+    }
+
     pub fn insert(&self, key: TaskKey, attempt: u32, uid: u32) {
         // A poisoned lock only means a reader panicked; the map itself stays consistent.
         self.0
@@ -116,6 +144,10 @@ impl TaskTable for LiveTasks {
             .unwrap_or_else(|e| e.into_inner())
             .get(&(key, attempt))
             .copied()
+    }
+
+    fn step_task(&self, index: u32) -> Option<(u64, u32)> {
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).get(&index).copied()
     }
 }
 
@@ -160,7 +192,26 @@ pub enum Request {
     /// Start a job step and follow it (see docs/parallel-jobs.md): the connection then
     /// carries [`StepEvent`] lines to the caller and [`Control`] lines from it.
     Run(RunStep),
+    /// `rudel kv`: answered by the head for the caller's job.
+    Kv(KvCall),
 }
+
+/// One `rudel kv` call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvCall {
+    /// `put`, `get`, `wait` or `incr`.
+    pub kv: String,
+    pub key: String,
+    #[serde(default)]
+    pub value: String,
+    /// How long `wait` may wait (0: [`KV_WAIT_DEFAULT`]).
+    #[serde(default)]
+    pub timeout_s: u64,
+}
+
+/// How long `rudel kv wait` waits by default: long enough for any rendezvous, bounded so
+/// a forgotten waiter never holds a connection forever.
+pub const KV_WAIT_DEFAULT: Duration = Duration::from_secs(3600);
 
 /// A step as srun asks for it (0 / empty = not given).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,15 +252,37 @@ pub struct Reply {
     pub attempt: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `rudel kv`: whether the key exists, and its value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub found: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 impl Reply {
-    fn error(msg: impl Into<String>) -> Reply {
+    pub fn error(msg: impl Into<String>) -> Reply {
         Reply {
             job: None,
             index: None,
             attempt: None,
             error: Some(msg.into()),
+            found: None,
+            value: None,
+        }
+    }
+
+    /// The head's answer to a `rudel kv` call.
+    pub fn kv(r: rudel_proto::v1::KvReply) -> Reply {
+        if !r.error.is_empty() {
+            return Reply::error(r.error);
+        }
+        Reply {
+            job: None,
+            index: None,
+            attempt: None,
+            error: None,
+            found: Some(r.found),
+            value: r.found.then_some(r.value),
         }
     }
 
@@ -219,6 +292,8 @@ impl Reply {
             index: Some(c.key.index),
             attempt: Some(c.attempt),
             error: None,
+            found: None,
+            value: None,
         }
     }
 }
@@ -263,10 +338,22 @@ pub fn identify(
         pid,
         marker: marker.clone(),
     })?;
-    let task = format!("{}.{} (attempt {attempt})", key.job, key.index);
-    let owner_uid = tasks
-        .task_uid(key, attempt)
-        .ok_or_else(|| CallerError::NotRunning(task.clone()))?;
+    let step = (key.job == crate::steps::STEP_JOB)
+        .then(|| tasks.step_task(key.index))
+        .flatten();
+    let (task, owner_uid, key) = match step {
+        Some((job, owner)) => (
+            format!("of a step of job {job} (local {})", key.index),
+            Some(owner),
+            TaskKey { job, index: key.index },
+        ),
+        None => (
+            format!("{}.{} (attempt {attempt})", key.job, key.index),
+            tasks.task_uid(key, attempt),
+            key,
+        ),
+    };
+    let owner_uid = owner_uid.ok_or_else(|| CallerError::NotRunning(task.clone()))?;
     if owner_uid != uid {
         return Err(CallerError::WrongUser {
             caller: uid,
@@ -274,7 +361,13 @@ pub fn identify(
             owner: owner_uid,
         });
     }
-    Ok(Caller { pid, uid, key, attempt })
+    Ok(Caller {
+        pid,
+        uid,
+        key,
+        attempt,
+        step_task: step.is_some(),
+    })
 }
 
 /// Binds the job socket at `path` (a stale file from an earlier agent is replaced) with a
@@ -341,7 +434,11 @@ async fn handle(
         }
         (Ok(_), Err(msg)) => Reply::error(msg),
         (Ok(c), Ok(Request::Whoami)) => Reply::of(&c),
+        (Ok(c), Ok(Request::Run(_))) if c.step_task => {
+            Reply::error("srun inside a job step is not supported: run srun from the batch script")
+        }
         (Ok(c), Ok(Request::Run(step))) => return follow_step(c, step, rd, wr, to_head).await,
+        (Ok(c), Ok(Request::Kv(call))) => kv(c, call, to_head).await,
     };
     write_line(&mut wr, &reply).await?;
     wr.shutdown().await
@@ -351,6 +448,27 @@ async fn write_line<T: Serialize>(wr: &mut tokio::net::unix::OwnedWriteHalf, v: 
     let mut line = serde_json::to_vec(v).unwrap_or_else(|_| b"{\"error\":\"internal\"}".to_vec());
     line.push(b'\n');
     wr.write_all(&line).await
+}
+
+/// Passes a `rudel kv` call to the head and waits (bounded) for its answer.
+async fn kv(caller: Caller, call: KvCall, to_head: &ToHead) -> Reply {
+    let limit = if call.kv == "wait" {
+        match call.timeout_s {
+            0 => KV_WAIT_DEFAULT,
+            s => Duration::from_secs(s),
+        }
+    } else {
+        HEAD_TIMEOUT
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    if to_head.send(Forward::Kv { caller, call, reply }).is_err() {
+        return Reply::error("the agent is shutting down");
+    }
+    match tokio::time::timeout(limit, rx).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => Reply::error("the agent lost its connection to the head before it answered"),
+        Err(_) => Reply::error(format!("timed out after {} s", limit.as_secs())),
+    }
 }
 
 /// Runs a step for `c` and streams what happens to it until its last task ended, the head

@@ -152,6 +152,8 @@ struct Agent {
     origins: crate::steps::Origins,
     /// This node's tasks of job steps.
     step_tasks: crate::steps::StepTasks,
+    /// `rudel kv` calls sent to the head, by request id.
+    pending_kv: HashMap<u64, tokio::sync::oneshot::Sender<crate::job_socket::Reply>>,
     next_step_request: u64,
 }
 
@@ -238,6 +240,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         job_socket_server: job_socket,
         origins: Default::default(),
         step_tasks: Default::default(),
+        pending_kv: HashMap::new(),
         next_step_request: 0,
         outputs,
         scripts_dir: cfg.data_dir.join("scripts"),
@@ -299,6 +302,8 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
                 None => {
                     tracing::warn!("session with head lost; tasks keep running, reconnecting");
                     agent.origins.head_lost();
+                    // Their connections answer that the head was lost.
+                    agent.pending_kv.clear();
                     agent.redirect = conn.as_mut().and_then(|c| c.leader.take());
                     conn = None;
                     alone_since.get_or_insert_with(Instant::now);
@@ -729,6 +734,11 @@ impl Agent {
                 }
             }
             Some(HeadMsg::StepReply(r)) => self.origins.answered(r),
+            Some(HeadMsg::KvReply(r)) => {
+                if let Some(tx) = self.pending_kv.remove(&r.id) {
+                    let _ = tx.send(crate::job_socket::Reply::kv(r));
+                }
+            }
             Some(HeadMsg::StepOutput(o)) => self.origins.output(o),
             Some(HeadMsg::StepTaskEnd(e)) => self.origins.ended(e),
             Some(HeadMsg::StepLaunch(l)) => self.step_launch(l, conn),
@@ -901,6 +911,7 @@ impl Agent {
                 }
                 return;
             }
+            Forward::Kv { caller, call, reply } => return self.kv_request(caller, call, reply, conn),
         };
         let Some(c) = conn else {
             let error = "the agent has no connection to the head right now".into();
@@ -931,6 +942,38 @@ impl Agent {
         }
     }
 
+    /// Passes a `rudel kv` call to the head (answered by a KvReply).
+    fn kv_request(
+        &mut self,
+        caller: crate::job_socket::Caller,
+        call: crate::job_socket::KvCall,
+        reply: tokio::sync::oneshot::Sender<crate::job_socket::Reply>,
+        conn: Option<&Conn>,
+    ) {
+        use crate::job_socket::Reply;
+        let Some(c) = conn else {
+            let _ = reply.send(Reply::error("the agent has no connection to the head right now"));
+            return;
+        };
+        self.pending_kv.retain(|_, tx| !tx.is_closed());
+        self.next_step_request += 1;
+        let id = self.next_step_request;
+        let req = pb::KvRequest {
+            id,
+            job: caller.key.job,
+            step_task: caller.step_task,
+            task: Some(to_task_ref(caller.key, caller.attempt)),
+            op: call.kv,
+            key: call.key,
+            value: call.value,
+        };
+        if c.send(AgentMsg::KvRequest(req)) {
+            self.pending_kv.insert(id, reply);
+        } else {
+            let _ = reply.send(Reply::error("the connection to the head was lost"));
+        }
+    }
+
     /// Starts this node's share of a step the head launched.
     fn step_launch(&mut self, l: pb::StepLaunch, conn: Option<&Conn>) {
         let cx = crate::steps::LaunchCtx {
@@ -939,6 +982,7 @@ impl Agent {
             dir: self.cfg.data_dir.join("steps"),
             node: &self.cfg.name,
             job_socket: self.job_socket.as_deref(),
+            live: &self.live,
         };
         let failed = self.step_tasks.launch(l, &cx);
         if let Some(c) = conn {
@@ -969,6 +1013,7 @@ impl Agent {
 
     /// A step task ended: its last output, then its end, to the head.
     fn step_task_done(&mut self, r: &TaskReport, conn: Option<&Conn>) {
+        self.live.remove_step(r.key.index);
         let Some((out, end)) = self.step_tasks.ended(r, &self.cfg.name) else {
             return;
         };

@@ -171,6 +171,8 @@ pub struct LaunchCtx<'a> {
     pub dir: PathBuf,
     pub node: &'a str,
     pub job_socket: Option<&'a Path>,
+    /// Where the job socket learns that a step task is live (so `rudel kv` works in it).
+    pub live: &'a crate::job_socket::LiveTasks,
 }
 
 impl StepTasks {
@@ -247,6 +249,9 @@ impl StepTasks {
                 append_output: false,
                 run_as: creds.clone(),
             };
+            // SAFETY: plain syscall.
+            let uid = creds.as_ref().map_or_else(|| unsafe { libc::getuid() }, |c| c.uid);
+            cx.live.insert_step(index, l.job, uid);
             self.tasks.insert(
                 index,
                 StepTask {

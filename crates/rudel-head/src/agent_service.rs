@@ -47,6 +47,8 @@ pub struct AgentService {
     pub shutdown: watch::Receiver<bool>,
     /// Job steps being relayed (see `steps.rs`).
     pub steps: Arc<crate::steps::Steps>,
+    /// The job-scoped key-value stores (`rudel kv`, see `kv.rs`).
+    pub kv: Arc<crate::kv::Kv>,
 }
 
 /// The live session of one node: its id, the sender that stops it, and where to hand it
@@ -426,6 +428,7 @@ impl Session {
             Some(AgentMsg::StepOutput(o)) => crate::step_relay::on_output(&self.svc, o),
             Some(AgentMsg::StepTaskEnd(e)) => crate::step_relay::on_task_end(&self.svc, e),
             Some(AgentMsg::StepSignal(s)) => crate::step_relay::on_signal(&self.svc, s),
+            Some(AgentMsg::KvRequest(r)) => crate::step_relay::on_kv(&self.svc, &self.node, r),
             Some(AgentMsg::Register(_)) | None => {
                 tracing::warn!(node = %self.node, "ignoring unexpected message in an established session");
             }

@@ -110,9 +110,36 @@ pub fn on_signal(svc: &AgentService, s: pb::StepSignal) {
     }
 }
 
+/// A `rudel kv` request from `node`'s agent: answered now, or when its key is put.
+pub fn on_kv(svc: &AgentService, node: &str, r: pb::KvRequest) {
+    let checked = crate::kv::check(&svc.shared.read().state, node, &r);
+    let outcome = match checked {
+        Ok(()) => svc.kv.request(node, &r),
+        Err(error) => crate::kv::Outcome {
+            reply: Some(pb::KvReply {
+                id: r.id,
+                error,
+                ..Default::default()
+            }),
+            wake: Vec::new(),
+        },
+    };
+    if let Some(reply) = outcome.reply {
+        send_to(svc, node, HeadMsg::KvReply(reply));
+    }
+    for (w, reply) in outcome.wake {
+        send_to(svc, &w.node, HeadMsg::KvReply(reply));
+    }
+}
+
 /// Kills the steps of allocations that ended (the job finished, was cancelled or lost a
-/// node): their tasks on other nodes would otherwise outlive the job.
+/// node): their tasks on other nodes would otherwise outlive the job. Drops the key-value
+/// stores of jobs that ended, answering their waiters.
 pub fn reap(svc: &AgentService) {
+    let woken = svc.kv.reap(&svc.shared.read().state);
+    for (w, reply) in woken {
+        send_to(svc, &w.node, HeadMsg::KvReply(reply));
+    }
     let kills = svc.steps.reap(&svc.shared.read().state);
     for (node, job, step) in kills {
         tracing::info!(job, step, node = %node, "killing a step whose allocation ended");

@@ -204,3 +204,54 @@ fn a_failing_task_ends_the_step_with_kill_on_bad_exit_and_cancel_kills_every_nod
         common::procs_matching(&format!("{tag}-c"))
     );
 }
+
+#[test]
+fn rudel_kv_makes_a_barrier_of_64_tasks_and_a_rendezvous() {
+    let mut c = Cluster::up(Opts::default().cpus(16).up_args(&["--node-timeout", "3s"]));
+    for n in ["n2", "n3", "n4"] {
+        c.start_named_agent(n);
+    }
+    let bin = c.tmp.path().join("bin");
+    c.rudel_ok(&["slurm", "install", &bin.display().to_string()]);
+    let srun = bin.join("srun").display().to_string();
+    let rudel = env!("CARGO_BIN_EXE_rudel");
+    // Every task records when it arrived and when it passed the barrier (its own clock
+    // readings), the count it drew, and the address rank 0 published.
+    let task = format!(
+        "date +%s%N > arrive-$SLURM_PROCID; n=$({rudel} kv incr arrived) || exit 9; \
+         if [ \"$n\" = 64 ]; then {rudel} kv put go yes; fi; \
+         {rudel} kv wait go > /dev/null || exit 8; date +%s%N > pass-$SLURM_PROCID; echo $n > n-$SLURM_PROCID; \
+         if [ $SLURM_PROCID = 0 ]; then {rudel} kv put addr $SLURMD_NODENAME:29500; fi; \
+         {rudel} kv wait addr > addr-$SLURM_PROCID"
+    );
+    let script = format!("#!/bin/sh\n#SBATCH -N 4 -n 64\n{srun} sh -c '{task}'; echo \"exit=$?\" > kv.code\n");
+    std::fs::write(c.work.join("kv.sh"), script).unwrap();
+    let id = c.submit(&["kv.sh"]);
+    let v = c.wait_finished(id, Duration::from_secs(120));
+    assert_eq!(v["state"], "completed", "{v}");
+    assert_eq!(c.read_work("kv.code"), "exit=0\n");
+    let num = |f: String| -> u128 { c.read_work(&f).trim().parse().unwrap() };
+    let mut drawn: Vec<u32> = (0..64).map(|r| num(format!("n-{r}")) as u32).collect();
+    drawn.sort();
+    assert_eq!(drawn, (1..=64).collect::<Vec<_>>(), "incr hands out 1..64 exactly once");
+    let last_arrival = (0..64).map(|r| num(format!("arrive-{r}"))).max().unwrap();
+    let first_pass = (0..64).map(|r| num(format!("pass-{r}"))).min().unwrap();
+    assert!(
+        first_pass >= last_arrival,
+        "a task passed the barrier before the last one arrived"
+    );
+    for r in 0..64 {
+        assert_eq!(c.read_work(&format!("addr-{r}")), "n1:29500\n", "rank {r}");
+    }
+
+    // The store belonged to that job: another job sees none of it; outside a job, refused.
+    let probe = format!("#!/bin/sh\n{rudel} kv get go > probe.out 2>&1; echo \"exit=$?\" >> probe.out\n");
+    std::fs::write(c.work.join("probe.sh"), probe).unwrap();
+    let id = c.submit(&["probe.sh"]);
+    c.wait_finished(id, WAIT);
+    let p = c.read_work("probe.out");
+    assert!(p.contains("no such key") && p.contains("exit=1"), "{p}");
+    let out = c.rudel(&["kv", "get", "go"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("inside a running job"), "{}", out.stderr);
+}

@@ -49,9 +49,29 @@ fn a_task_process_of_the_right_user_is_identified() {
             pid: 42,
             uid: 1000,
             key: TaskKey { job: 7, index: 0 },
-            attempt: 1
+            attempt: 1,
+            step_task: false,
         }
     );
+}
+
+#[test]
+fn a_task_of_a_step_is_identified_as_its_job() {
+    let live = LiveTasks::default();
+    live.insert_step(3, 7, 1000);
+    let marker = format!("RUDEL_TASK={}.3.1@me", crate::steps::STEP_JOB);
+    let d = fake_proc(42, &[&marker]);
+    let c = identify(42, 1000, "me", d.path(), &live).unwrap();
+    assert_eq!((c.key.job, c.step_task), (7, true));
+    assert!(matches!(
+        identify(42, 1001, "me", d.path(), &live),
+        Err(CallerError::WrongUser { .. })
+    ));
+    live.remove_step(3);
+    assert!(matches!(
+        identify(42, 1000, "me", d.path(), &live),
+        Err(CallerError::NotRunning(_))
+    ));
 }
 
 #[test]
