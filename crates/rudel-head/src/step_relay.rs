@@ -106,7 +106,7 @@ pub fn on_task_end(svc: &AgentService, e: pb::StepTaskEnd) {
 /// srun asked to kill its step (or is gone): to every node of the step.
 pub fn on_signal(svc: &AgentService, s: pb::StepSignal) {
     for node in svc.steps.nodes(s.job, s.step) {
-        send_to(svc, &node, HeadMsg::StepSignal(s.clone()));
+        send_to(svc, &node, HeadMsg::StepSignal(s));
     }
 }
 
