@@ -255,3 +255,65 @@ fn rudel_kv_makes_a_barrier_of_64_tasks_and_a_rendezvous() {
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("inside a running job"), "{}", out.stderr);
 }
+
+#[test]
+fn srun_outside_a_job_allocates_runs_one_step_and_releases() {
+    let (c, bin) = three_nodes();
+    let srun = bin.join("srun").display().to_string();
+    // Like `srun -N3 -l hostname`, from the user's shell: no job yet.
+    let o = common::run_bounded(
+        {
+            let mut k = std::process::Command::new(&srun);
+            k.args([
+                "-N",
+                "3",
+                "-l",
+                "sh",
+                "-c",
+                "echo $SLURMD_NODENAME $SLURM_NTASKS; exit $SLURM_NODEID",
+            ])
+            .current_dir(&c.work)
+            .env("RUDEL_HEAD", &c.addr)
+            .env("RUDEL_CREDENTIALS", c.admin_credentials())
+            .env_remove("SLURM_JOB_ID");
+            k
+        },
+        WAIT,
+    );
+    let mut lines: Vec<&str> = o.stdout.lines().collect();
+    lines.sort();
+    assert_eq!(lines, vec!["0: n1 3", "1: n2 3", "2: n3 3"], "{o:?}");
+    assert_eq!(o.code, Some(2), "the highest task exit code: {o:?}");
+
+    // salloc runs its command once, on the first node, with the allocation around it.
+    let salloc = bin.join("salloc").display().to_string();
+    let o = common::run_bounded(
+        {
+            let mut k = std::process::Command::new(&salloc);
+            k.args([
+                "-N",
+                "2",
+                "sh",
+                "-c",
+                &format!("echo $SLURM_JOB_NODELIST; {srun} hostname | wc -l"),
+            ])
+            .current_dir(&c.work)
+            .env("RUDEL_HEAD", &c.addr)
+            .env("RUDEL_CREDENTIALS", c.admin_credentials())
+            .env_remove("SLURM_JOB_ID");
+            k
+        },
+        WAIT,
+    );
+    assert_eq!(
+        o.stdout.split_whitespace().collect::<Vec<_>>(),
+        vec!["n[1-2]", "2"],
+        "{o:?}"
+    );
+    assert_eq!(o.code, Some(0), "{o:?}");
+    // The allocation was a job, and it is over: every node is free again.
+    assert!(common::eventually(WAIT, || c
+        .nodes_json()
+        .iter()
+        .all(|n| n["state"] == "idle")));
+}

@@ -15,6 +15,7 @@ mod scontrol_requeue;
 mod sinfo;
 mod squeue;
 mod srun;
+mod srun_alloc;
 mod srun_step;
 mod sshare;
 
@@ -96,7 +97,8 @@ pub fn main(name: &str, rt: &tokio::runtime::Runtime) -> ExitCode {
             "scancel" => scancel::scancel(args, &head).await,
             "sinfo" => sinfo::sinfo(args, &head).await,
             "scontrol" => scontrol::scontrol(args, &head).await,
-            "srun" => srun::srun(args).await,
+            "srun" => srun::srun(args, &head).await,
+            "salloc" => srun_alloc::salloc(args, &head).await,
             "sshare" => sshare::sshare(args, &head).await,
             "sacct" => Ok(sacct::run_args(args.into_iter().map(Into::into).collect(), &head).await?),
             other => Err(SlurmError::msg(format!(

@@ -15,6 +15,7 @@ use super::{SlurmError, SlurmResult};
 /// What the step asks for, from srun's options (0 / empty = not given).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Step {
+    pub job_name: Option<String>,
     pub cpus_per_task: Option<u32>,
     pub ntasks: u32,
     pub nodes: u32,
@@ -80,8 +81,9 @@ fn apply(step: &mut Step, opt: &str, v: &str) -> Result<(), SlurmError> {
                 "--mpi={v} (no PMI server; use mpirun from the batch script)"
             )))
         }
-        // A step's name shows only in step accounting, which rudel does not keep per step.
-        "job-name" => {}
+        // A step's name shows only in step accounting, which rudel does not keep per step;
+        // outside a job it names the allocation's job.
+        "job-name" => step.job_name = Some(v.to_string()),
         _ => return Err(unsupported(&format!("--{opt}"))),
     }
     Ok(())
@@ -178,14 +180,12 @@ fn in_place(step: &Step) -> bool {
     one_task && step.nodes <= 1 && step.ntasks_per_node <= 1 && only_here && !step.label
 }
 
-/// `srun`: runs the step in place or across the allocation.
-pub async fn srun(args: Vec<String>) -> SlurmResult {
+/// `srun`: runs the step in place or across the allocation; outside a job, first gets an
+/// allocation of its own (`super::srun_alloc`).
+pub async fn srun(args: Vec<String>, head: &str) -> SlurmResult {
     let step = parse(&args)?;
     let Ok(job) = std::env::var("SLURM_JOB_ID") else {
-        return Err(SlurmError::msg(
-            "srun outside a batch job (an allocation of its own) is not supported yet: \
-             submit a batch script (sbatch -N.. -n..) whose srun starts the step. Nothing was run",
-        ));
+        return super::srun_alloc::run(&step, &args, head).await;
     };
     if in_place(&step) {
         if let (Some(want), Some(have)) = (step.cpus_per_task, allowed_cpus()) {

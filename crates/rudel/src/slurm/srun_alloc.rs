@@ -1,0 +1,112 @@
+//! `srun` outside a job: an allocation of its own, one step in it, released at the end
+//! (`srun -N2 hostname`), as Slurm's srun does. The allocation is a job whose command is
+//! this same `srun` with the same arguments: inside it, that srun runs the step across
+//! the allocation's nodes (`srun_step.rs`); its output is streamed back and its exit code
+//! is this srun's, as `rudel run` does for any job.
+use clap::Parser;
+
+use super::srun::Step;
+use super::{SlurmError, SlurmResult};
+
+/// `rudel run`'s options, parsed from the allocation's words.
+#[derive(Parser, Debug)]
+struct RunLine {
+    #[command(flatten)]
+    a: crate::opts::SubmitArgs,
+}
+
+/// The path this srun was started by (a link named `srun`: the name picks the command,
+/// so the binary's resolved path would not do).
+fn own_path() -> Result<String, SlurmError> {
+    let a0 = std::env::args().next().unwrap_or_else(|| "srun".into());
+    if a0.contains('/') {
+        return std::path::absolute(&a0)
+            .map(|p| p.display().to_string())
+            .map_err(|e| SlurmError::msg(format!("cannot resolve {a0}: {e}")));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(&a0))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
+        .ok_or_else(|| SlurmError::msg(format!("cannot find {a0} on PATH to run it inside the allocation")))
+}
+
+/// The allocation's options: the step's shape, as Slurm sizes srun's own allocation.
+fn alloc_words(step: &Step) -> Vec<String> {
+    let mut w = vec!["run".to_string()];
+    let mut opt = |k: &str, v: String| {
+        w.push(k.to_string());
+        w.push(v);
+    };
+    if step.nodes > 0 {
+        opt("--nodes", step.nodes.to_string());
+    }
+    if step.ntasks > 0 {
+        opt("--ntasks", step.ntasks.to_string());
+    }
+    if step.ntasks_per_node > 0 {
+        opt("--ntasks-per-node", step.ntasks_per_node.to_string());
+    }
+    if let Some(c) = step.cpus_per_task {
+        opt("--cpus", c.to_string());
+    }
+    for n in &step.nodelist {
+        opt("--nodelist", n.clone());
+    }
+    opt(
+        "--name",
+        step.job_name.clone().unwrap_or_else(|| step.command[0].clone()),
+    );
+    w
+}
+
+/// `salloc [-N ..] [-n ..] CMD`: an allocation running CMD on its first node with the
+/// allocation in its environment (its `srun` then starts steps), output streamed, exit code
+/// CMD's. Without CMD Slurm starts an interactive shell, which needs a terminal rudel does
+/// not forward yet: refused, nothing allocated.
+pub async fn salloc(args: Vec<String>, head: &str) -> SlurmResult {
+    let step = super::srun::parse(&args).map_err(|e| {
+        if e.lines.first().is_some_and(|l| l.contains("No command")) {
+            SlurmError::msg(
+                "salloc without a command (an interactive shell) is not supported yet: \
+                 give the command to run in the allocation (salloc -N2 ./job.sh). Nothing was allocated",
+            )
+        } else {
+            e
+        }
+    })?;
+    let mut words = alloc_words(&step);
+    words.push("--".into());
+    words.extend(step.command.iter().cloned());
+    let line = RunLine::try_parse_from(&words).map_err(|e| SlurmError::msg(format!("{e}")))?;
+    Ok(crate::follow::run(line.a, head).await?)
+}
+
+/// Allocates, runs `args` as the step inside, streams its output, returns its exit code.
+pub async fn run(step: &Step, args: &[String], head: &str) -> SlurmResult {
+    let mut words = alloc_words(step);
+    words.push("--".into());
+    words.push(own_path()?);
+    words.extend(args.iter().cloned());
+    let line = RunLine::try_parse_from(&words).map_err(|e| SlurmError::msg(format!("{e}")))?;
+    let code = crate::follow::run(line.a, head).await?;
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allocation_is_sized_like_the_step() {
+        let s = super::super::srun::parse(&["-N".into(), "2".into(), "-n4".into(), "-l".into(), "hostname".into()])
+            .unwrap();
+        let w = alloc_words(&s);
+        assert_eq!(w, ["run", "--nodes", "2", "--ntasks", "4", "--name", "hostname"]);
+        let mut words = w;
+        words.extend(["--".into(), "/x/srun".into(), "hostname".into()]);
+        let line = RunLine::try_parse_from(&words).unwrap();
+        assert_eq!(line.a.alloc.nodes.as_deref(), Some("2"));
+    }
+}
