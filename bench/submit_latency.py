@@ -7,6 +7,10 @@ Prints, per transport, the median and p90 latency and the sequential rate (calls
 time), and as its last line `ratio tls/socket: X.XX` (medians). Targets (issue 12): local
 submit median <= 3 ms, >= 300 sequential submits/s.
 
+`/bin/true`, started the same way in the same alternation, is the baseline: what starting
+any process costs this harness on this machine. Its median and the ratio socket/true are
+printed too (`ratio socket/true: X.XX`).
+
 Usage: bench/submit_latency.py [--calls 1000] [--binary target/release/rudel]
 """
 import argparse
@@ -49,14 +53,18 @@ def main():
         if '"transport":"socket"' not in who.stdout.replace(" ", ""):
             sys.exit(f"the socket path is not used: {who.stdout} {who.stderr}")
         submit = [binary, "submit", "--output", "none", "--", "true"]
-        s, t = [], []
+        s, t, base = [], [], []
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         for _ in range(a.calls):
             s.append(timed(submit, socket_env, c.dir))
             t.append(timed(submit, tls_env, c.dir))
-        for name, xs in (("socket", s), ("tls", t)):
+            base.append(timed(["/bin/true"], socket_env, c.dir))
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        for name, xs in (("/bin/true", base), ("socket", s), ("tls", t)):
             rate = len(xs) / (sum(xs) / 1000)
             print(f"{name}: median {statistics.median(xs):.2f} ms, p90 {p90(xs):.2f} ms, "
-                  f"{rate:.0f} sequential submits/s ({a.calls} calls)")
+                  f"{rate:.0f} sequential calls/s ({a.calls} calls)")
+        print(f"ratio socket/true: {statistics.median(s) / statistics.median(base):.2f}")
         print(f"ratio tls/socket: {statistics.median(t) / statistics.median(s):.2f}")
     finally:
         c.stop()

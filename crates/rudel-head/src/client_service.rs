@@ -34,6 +34,8 @@ pub struct ClientService {
     pub membership_changes: Arc<crate::heads::Changes>,
     /// Per-user submit rate buckets (admission control, see `submit_rate.rs`).
     pub submit_rate: Arc<crate::submit_rate::SubmitRate>,
+    /// Where submits are proposed: concurrent ones share a log entry (`submit_batch.rs`).
+    pub submits: crate::submit_batch::SubmitBatcher,
 }
 
 /// How long a leader waits for a quorum to confirm it before telling a client that asks
@@ -174,6 +176,7 @@ fn check_id_count(ids: &[u64]) -> Result<(), Status> {
 impl pb::rudel_server::Rudel for ClientService {
     async fn submit(&self, req: Request<pb::SubmitRequest>) -> Result<tonic::Response<pb::SubmitResponse>, Status> {
         let caller = crate::auth::caller(&req)?.clone();
+        let bytes = prost::Message::encoded_len(req.get_ref());
         let req = req.into_inner();
         let mut spec = spec_from_pb(req.spec.ok_or_else(|| Status::invalid_argument("missing job spec"))?)?;
         // The head decides whose job this is; the user the client put in the spec is ignored.
@@ -192,7 +195,7 @@ impl pb::rudel_server::Rudel for ClientService {
             spec,
             now_ms: now_ms(),
         };
-        match self.proposer.propose(cmd).await? {
+        match self.submits.propose(cmd, bytes).await? {
             Response::Submitted { job, tasks, duplicate } => {
                 if !duplicate {
                     tracing::debug!(job, tasks, "job submitted");

@@ -418,14 +418,29 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The writer thread: commits queued batches together; prunes now and then.
+/// Makes the unsynced marker commits durable (an empty synced commit).
+fn sync_marker(db: &Database, sync: &mut crate::history_sync::MarkerSync) {
+    match write_batch(db, 0, &[], &[], redb::Durability::Immediate) {
+        Ok(()) => sync.committed(redb::Durability::Immediate, std::time::Instant::now()),
+        Err(e) => tracing::warn!(error = %e, "history: syncing the applied marker failed"),
+    }
+}
+
+/// The writer thread: commits queued batches together (synced when they hold records,
+/// see `history_sync`); prunes now and then.
 fn writer(db: Arc<Database>, rx: mpsc::Receiver<Msg>, written: watch::Sender<u64>, retention: Duration) {
     let mut last_prune: Option<std::time::Instant> = None;
+    let mut sync = crate::history_sync::MarkerSync::new(std::time::Instant::now());
     loop {
-        let first = match rx.recv_timeout(PRUNE_EVERY) {
+        let first = match rx.recv_timeout(sync.wait(PRUNE_EVERY, std::time::Instant::now())) {
             Ok(m) => Some(m),
             Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                if sync.pending() {
+                    sync_marker(&db, &mut sync);
+                }
+                return;
+            }
         };
         let mut applied = 0;
         let mut jobs = Vec::new();
@@ -446,8 +461,10 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Msg>, written: watch::Sender<u64
             while let Ok(m) = rx.try_recv() {
                 take(m);
             }
-            match write_batch(&db, applied, &tasks, &jobs, redb::Durability::Immediate) {
+            let durability = sync.durability(!tasks.is_empty() || !jobs.is_empty(), std::time::Instant::now());
+            match write_batch(&db, applied, &tasks, &jobs, durability) {
                 Ok(()) => {
+                    sync.committed(durability, std::time::Instant::now());
                     written.send_if_modified(|w| {
                         let changed = applied > *w;
                         *w = (*w).max(applied);
@@ -456,6 +473,8 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Msg>, written: watch::Sender<u64
                 }
                 Err(e) => tracing::error!(error = %e, jobs = jobs.len(), "history: recording finished jobs failed"),
             }
+        } else if sync.pending() {
+            sync_marker(&db, &mut sync);
         }
         if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
             last_prune = Some(std::time::Instant::now());

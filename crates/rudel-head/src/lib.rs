@@ -15,6 +15,7 @@ pub mod heads;
 pub mod history;
 mod history_index;
 mod history_service;
+mod history_sync;
 pub mod history_task;
 pub mod identity;
 pub mod kv;
@@ -32,6 +33,7 @@ mod share_rpc;
 pub mod socket_forward;
 mod step_relay;
 pub mod steps;
+pub mod submit_batch;
 mod submit_rate;
 pub mod timers;
 
@@ -149,6 +151,8 @@ pub struct Head {
     socket_servers: Vec<JoinHandle<()>>,
     pub socket_paths: Vec<PathBuf>,
     reports: JoinHandle<()>,
+    /// Commits concurrent submits together (see `submit_batch`).
+    submit_batcher: JoinHandle<()>,
     /// Asking the leader to make this (joining) head a voter.
     promote: Option<JoinHandle<()>>,
     /// Declares nodes without a session lost (see `orphan_nodes`).
@@ -256,8 +260,12 @@ impl Head {
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let reports = tokio::spawn(reports::run(proposer.clone(), reports_rx));
 
+        let (submits, submit_batcher) =
+            submit_batch::SubmitBatcher::start(proposer.clone(), submit_batch::BatchLimits::default());
+
         let sessions: agent_service::SessionTable = Arc::new(Mutex::new(HashMap::new()));
         let client = client_service::ClientService {
+            submits,
             sessions: sessions.clone(),
             proposer: proposer.clone(),
             shared: shared.clone(),
@@ -373,6 +381,7 @@ impl Head {
             socket_servers,
             socket_paths,
             reports,
+            submit_batcher,
             promote,
             sweeper,
             timers,
@@ -472,6 +481,7 @@ impl Head {
             tracing::warn!(error = %e, "raft shutdown");
         }
         self.reports.abort();
+        self.submit_batcher.abort();
         self.sweeper.abort();
         self.timers.abort();
         if let Some(p) = self.promote {

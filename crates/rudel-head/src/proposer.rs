@@ -8,7 +8,7 @@ use tonic::Status;
 use crate::raft::Raft;
 
 /// Why a command was not committed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ProposeError {
     #[error("this head is not the leader{}", .leader.as_ref().map(|l| format!("; the leader is {l}")).unwrap_or_else(|| "; no leader is known (no quorum?)".into()))]
     NotLeader { leader: Option<String> },

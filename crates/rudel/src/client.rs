@@ -199,6 +199,22 @@ pub async fn connect_with_timeout(head: &str, timeout: Duration) -> anyhow::Resu
     connect_until(head, timeout, tokio::time::Instant::now() + LEADER_WAIT).await
 }
 
+/// Connects for a write whose refusal by a head that does not lead is retried by the
+/// caller (see [`is_not_leader`]): the local socket is used without first asking its head
+/// who leads. That question was a second round trip in every local `rudel submit` (issue
+/// 12); when it matters (no leader known), the write itself is refused as "not the
+/// leader" and the retry asks it, through [`connect_until`], as before.
+pub async fn connect_for_retried_write(
+    head: &str,
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+) -> anyhow::Result<RudelClient<Channel>> {
+    if let Some(c) = crate::socket::connect(head, credentials_named(), timeout, false).await? {
+        return Ok(c);
+    }
+    connect_until(head, timeout, deadline).await
+}
+
 /// [`connect_with_timeout`] with an explicit deadline for finding the leader.
 pub async fn connect_until(
     head: &str,

@@ -17,6 +17,7 @@ mod opts;
 mod output_stream;
 mod partitions_cmd;
 mod requeue_cmd;
+mod runtime;
 mod share_cmd;
 mod show;
 mod slurm;
@@ -134,6 +135,20 @@ enum Cmd {
     },
 }
 
+impl Cmd {
+    /// Daemons and the commands that stream keep worker threads; the rest are one-shot
+    /// calls (see `runtime`).
+    fn shape(&self) -> runtime::Shape {
+        match self {
+            Cmd::Up(_) | Cmd::Head(_) | Cmd::Agent(_) | Cmd::Run(_) | Cmd::Wait(_) | Cmd::Logs(_) => {
+                runtime::Shape::Workers
+            }
+            Cmd::Exec(_) | Cmd::Admin(_) | Cmd::Slurm(_) => runtime::Shape::Workers,
+            _ => runtime::Shape::OneShot,
+        }
+    }
+}
+
 /// Exit code for bad usage or input (like clap's own usage errors).
 pub const EXIT_USAGE: u8 = 2;
 
@@ -184,11 +199,7 @@ fn main() -> ExitCode {
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     init_tracing(&cli.command);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads())
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime::build(cli.command.shape()) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rudel: cannot start the async runtime: {e}");
@@ -259,12 +270,9 @@ fn client_runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
         .with_target(false)
         .init();
     if matches!(name, "squeue" | "sacct" | "sinfo") {
-        return tokio::runtime::Builder::new_current_thread().enable_all().build();
+        return runtime::build(runtime::Shape::OneShot);
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(worker_threads())
-        .enable_all()
-        .build()
+    runtime::build(runtime::Shape::Workers)
 }
 
 fn init_tracing(cmd: &Cmd) {
@@ -279,15 +287,4 @@ fn init_tracing(cmd: &Cmd) {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .init();
-}
-
-/// Runtime worker threads: $RUDEL_WORKERS, else 1. Per-task work is short and the tasks
-/// themselves need the cores; one worker avoids most cross-thread wake-ups (measured: they
-/// were a quarter of the agent's CPU time with one worker per core).
-fn worker_threads() -> usize {
-    std::env::var("RUDEL_WORKERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|n| *n > 0)
-        .unwrap_or(1)
 }

@@ -575,7 +575,13 @@ pub fn new_request_id() -> String {
             }
         })
         .collect();
-    format!("{host}-{}-{t:x}-{:08x}", std::process::id(), rand::random::<u32>())
+    // From the OS directly: `rand::random` seeds a ChaCha generator first, whose CPU
+    // feature probe (cpuid, a trap to the hypervisor in a VM) was a measurable part of a
+    // `rudel submit`. Host, pid and time already make the id unique; these bits guard
+    // against a clock that repeats, so an unlikely getrandom failure leaves them zero.
+    let mut salt = [0u8; 4];
+    let _ = rand::RngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut salt);
+    format!("{host}-{}-{t:x}-{:08x}", std::process::id(), u32::from_le_bytes(salt))
 }
 
 /// Exit code when a submit's outcome is unknown (it may have reached the head, no answer
@@ -630,9 +636,19 @@ pub async fn submit_spec(head: &str, spec: pb::JobSpec, request_id: String) -> R
     let mut backoff = client::Backoff::default();
     // The last error after which the job may exist.
     let mut unknown: Option<String> = None;
+    let mut first = true;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let mut c = match client::connect_until(head, left.max(Duration::from_millis(1)), deadline).await {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        // The first try skips asking the local head who leads; a refusal as "not the
+        // leader" brings us back here, where the retries ask.
+        let connected = if std::mem::take(&mut first) {
+            client::connect_for_retried_write(head, left, deadline).await
+        } else {
+            client::connect_until(head, left, deadline).await
+        };
+        let mut c = match connected {
             Ok(c) => c,
             Err(e) if unknown.is_none() => {
                 return Err(Failure::from(e.context("nothing was submitted")));
