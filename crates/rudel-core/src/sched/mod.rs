@@ -14,3 +14,4 @@ pub mod running_limit;
 pub use config::{ConfigError, SchedConfig, SCHED_VERSION};
 pub use order::Order;
 pub use partition::{Partition, PartitionState, DEFAULT_PARTITION};
+pub use plan::backfill::{self, BackfillConfig, BackfillMode, Reservation};
