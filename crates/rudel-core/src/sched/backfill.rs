@@ -142,6 +142,11 @@ impl Planner<'_> {
         s.version >= BACKFILL_VERSION && s.backfill.mode == BackfillMode::Easy
     }
 
+    /// True for the job the last pass reserved for, under backfill.
+    pub(super) fn holds_reservation(&self, job: JobId) -> bool {
+        self.backfill_on() && self.state.reservation.as_ref().is_some_and(|r| r.job == job)
+    }
+
     /// Log time at which a task of `job` started now ends at the latest (`None`: no limit).
     pub(super) fn end_of(&self, job: &Job) -> Option<u64> {
         let limit = job.spec.time_limit_ms;
@@ -381,6 +386,10 @@ impl Planner<'_> {
             let Some(rt) = self.state.running_task(*key) else {
                 continue;
             };
+            if rt.after.is_some() {
+                // Queued behind a holder: its time is in that holder's chain.
+                continue;
+            }
             if let Some(end) = self.chain_end(*key) {
                 out.push((end.max(now), id, rt.cores.len() as u32, rt.mem_bytes));
             }

@@ -197,7 +197,9 @@ impl<'a> Planner<'a> {
         // may not have started, and a --no-requeue task must then end node_fail although it
         // perhaps never ran. Nor are tasks holding counted resources: a successor takes over
         // cores and memory only.
-        let queueable = job.spec.requeue && !job.holds_counted_resources();
+        // Under backfill the reserved job waits for free resources: queued behind a task
+        // it would start when that chain ends, perhaps long after its expected start.
+        let queueable = job.spec.requeue && !job.holds_counted_resources() && !self.holds_reservation(job.id);
         let parts = self.partitions_of(job);
         if parts.as_ref().is_some_and(Vec::is_empty) {
             self.plan.waiting.insert(job.id, Wait::PartitionDown);
