@@ -1,6 +1,7 @@
 //! Scheduling policy: the replicated, versioned configuration and the queue orders it
 //! selects. The pass itself is in [`crate::scheduler`].
 pub mod account;
+pub mod backfill_explain;
 pub mod config;
 pub mod fair;
 pub mod fixed;
