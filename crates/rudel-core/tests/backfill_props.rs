@@ -155,7 +155,13 @@ fn report(key: TaskKey, attempt: u32, now: u64) -> TaskReport {
     }
 }
 
-fn run(nodes: &[u32], plans: Vec<JobPlan>, queue_depth: u32, tick_ms: u64) -> Result<usize, TestCaseError> {
+fn run(
+    nodes: &[u32],
+    plans: Vec<JobPlan>,
+    queue_depth: u32,
+    tick_ms: u64,
+    interval_s: u64,
+) -> Result<usize, TestCaseError> {
     let mut sim = Sim {
         s: State::new(),
         plans: plans.clone(),
@@ -175,12 +181,14 @@ fn run(nodes: &[u32], plans: Vec<JobPlan>, queue_depth: u32, tick_ms: u64) -> Re
         sim.apply(Command::RegisterNode { reg, now_ms: 1 })?;
     }
     let qd = queue_depth.to_string();
+    let interval = interval_s.to_string();
     let settings = [
         ("version", "5"),
         ("order", "fifo"),
         ("backfill", "easy"),
         ("queue_depth", qd.as_str()),
         ("short_queue_depth", qd.as_str()),
+        ("backfill.interval_s", interval.as_str()),
     ];
     let r = sim.apply(Command::Configure {
         settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
@@ -252,8 +260,9 @@ proptest! {
         plans in prop::collection::vec(job_plan(), 1..40),
         queue_depth in 0..=2u32,
         tick_ms in 10_000..300_000u64,
+        interval_s in prop_oneof![Just(0u64), Just(30), Just(600)],
     ) {
-        run(&nodes, plans, queue_depth, tick_ms)?;
+        run(&nodes, plans, queue_depth, tick_ms, interval_s)?;
     }
 }
 
@@ -270,6 +279,111 @@ fn a_fixed_workload_makes_and_keeps_promises() {
         requeue: false,
     };
     let plans = vec![p(0, 1, 10), p(0, 2, 5), p(0, 1, 20), p(0, 1, 5), p(MIN, 1, 3)];
-    let promised = run(&[2], plans, 0, 30_000).unwrap();
+    let promised = run(&[2], plans, 0, 30_000, 0).unwrap();
     assert!(promised >= 1, "no reservation was ever made");
+}
+
+/// The cost of one planning pass with backfill on a large queue: 1,000 nodes of 16 cpus,
+/// 15,000 running tasks with limits from 10 to 150 minutes, 10,000 pending jobs (the first
+/// a whole node, then 1 to 4 cpus with limits up to 5 hours). Prints the pass time with
+/// `backfill=easy` and `off`. Run: `cargo test --release -p rudel-core --test
+/// backfill_props -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn pass_cost_with_backfill_on_a_large_queue() {
+    use std::time::Instant;
+    let mut s = State::new();
+    for i in 0..1_000 {
+        let reg = NodeRegistration {
+            name: format!("n{i}"),
+            uid: format!("n{i}"),
+            cpus: 16,
+            mem_bytes: 64 << 30,
+            ..NodeRegistration::default()
+        };
+        s.apply(Command::RegisterNode { reg, now_ms: 1 });
+    }
+    let set = |s: &mut State, kv: &[(&str, &str)]| {
+        let r = s.apply(Command::Configure {
+            settings: kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            now_ms: 1,
+        });
+        assert!(matches!(r, Response::Configured { .. }), "{r:?}");
+    };
+    set(
+        &mut s,
+        &[("version", "5"), ("queue_depth", "0"), ("short_queue_depth", "0")],
+    );
+    let submit = |s: &mut State, cpus: u32, limit_min: u64, array: Option<&str>| {
+        let spec = JobSpec {
+            argv: vec!["true".into()],
+            cpus,
+            chdir: "/".into(),
+            user: "u".into(),
+            time_limit_ms: limit_min * MIN,
+            array: array.map(|a| rudel_core::parse::parse_array(a).unwrap()),
+            ..JobSpec::default()
+        };
+        let now = s.now_ms;
+        let r = s.apply(Command::Submit {
+            request_id: String::new(),
+            spec,
+            now_ms: now,
+        });
+        assert!(matches!(r, Response::Submitted { .. }), "{r:?}");
+    };
+    for k in 1..=15u64 {
+        submit(&mut s, 1, 10 * k, Some("1-1000"));
+    }
+    let running: usize = s.jobs.values().map(|j| j.running.len()).sum();
+    assert_eq!(running, 15_000);
+    submit(&mut s, 16, 60, None);
+    let mut seed = 7u64;
+    let mut rnd = |n: u64| {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    for i in 0..9_999 {
+        let (cpus, limit) = (1 + rnd(4) as u32, 1 + rnd(300));
+        submit(&mut s, cpus, limit, None);
+    }
+    assert_eq!(
+        s.queue.len(),
+        10_000
+            - s.jobs
+                .values()
+                .filter(|j| j.spec.cpus < 16 && !j.running.is_empty() && j.spec.array.is_none())
+                .count()
+    );
+    let runs = [
+        ("easy", "500", "0", "estimate computed afresh"),
+        ("easy", "500", "30", "estimate reused"),
+        ("easy", "1", "0", "estimate only"),
+        ("off", "500", "30", "time-less reservation"),
+    ];
+    for (mode, max_jobs, interval, what) in runs {
+        let kv = [
+            ("backfill", mode),
+            ("backfill.max_jobs", max_jobs),
+            ("backfill.interval_s", interval),
+        ];
+        set(&mut s, &kv);
+        let mut times = Vec::new();
+        let mut placed = 0;
+        for _ in 0..50 {
+            let t = Instant::now();
+            let p = rudel_core::sched::plan::plan(&s);
+            times.push(t.elapsed());
+            placed = p.start.len();
+        }
+        times.sort();
+        println!(
+            "backfill={mode} ({what}): one pass over {} pending jobs, 1,000 nodes, 15,000 running: p50 {:?}, p99 {:?}, max {:?}; {placed} placed (max_jobs {})",
+            s.queue.len(),
+            times[times.len() / 2],
+            times[times.len() * 99 / 100],
+            times[times.len() - 1],
+            s.sched.backfill.max_jobs,
+        );
+    }
 }

@@ -31,6 +31,9 @@ pub const BACKFILL_VERSION: u32 = 5;
 /// Slurm's `bf_max_job_test` default.
 pub const DEFAULT_MAX_JOBS: u32 = 500;
 
+/// Slurm's `bf_interval` default (seconds).
+pub const DEFAULT_INTERVAL_S: u64 = 30;
+
 /// Most `distribute` calls one estimate of a multi-node job makes before it gives up
 /// (the job then reserves all its nodes, as without backfill): a bound on the pass.
 const MAX_GANG_TRIES: u32 = 256;
@@ -64,6 +67,9 @@ pub struct BackfillConfig {
     pub mode: BackfillMode,
     /// Most jobs one pass considers after the reservation is made.
     pub max_jobs: u32,
+    /// Log seconds a reservation's expected start is reused before it is computed again
+    /// (Slurm's `bf_interval`); a reservation that no longer fits is recomputed at once.
+    pub interval_s: u64,
 }
 
 impl Default for BackfillConfig {
@@ -71,6 +77,7 @@ impl Default for BackfillConfig {
         BackfillConfig {
             mode: BackfillMode::Off,
             max_jobs: DEFAULT_MAX_JOBS,
+            interval_s: DEFAULT_INTERVAL_S,
         }
     }
 }
@@ -95,7 +102,15 @@ impl BackfillConfig {
                     .filter(|v| (1..=1_000_000).contains(v))
                     .ok_or("a number from 1 to 1000000")?;
             }
-            _ => return Err("backfill or backfill.max_jobs".into()),
+            "backfill.interval_s" => {
+                self.interval_s = value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|v| *v <= 86_400)
+                    .ok_or("seconds from 0 (every pass) to 86400")?;
+            }
+            _ => return Err("backfill, backfill.max_jobs or backfill.interval_s".into()),
         }
         Ok(())
     }
@@ -104,6 +119,7 @@ impl BackfillConfig {
         vec![
             ("backfill".into(), self.mode.as_str().into()),
             ("backfill.max_jobs".into(), self.max_jobs.to_string()),
+            ("backfill.interval_s".into(), self.interval_s.to_string()),
         ]
     }
 
@@ -122,6 +138,12 @@ pub struct Reservation {
     pub start_ms: Option<u64>,
     /// The nodes it is expected to start on (with `start_ms`), else every node it could use.
     pub nodes: Vec<NodeId>,
+    /// (cpus, memory) it needs on each of `nodes` (with `start_ms`).
+    #[serde(default)]
+    pub need: Vec<(u32, u64)>,
+    /// Log time the expected start was computed (it is reused for `backfill.interval_s`).
+    #[serde(default)]
+    pub computed_ms: u64,
 }
 
 /// The reserved job's expected start and, per node it needs, what is left over at that
@@ -189,20 +211,33 @@ impl Planner<'_> {
         if self.plan.reservation.is_some() {
             return true;
         }
+        if let Some(done) = self.reuse_reservation(job, could_use) {
+            return done;
+        }
         let estimate = if shape.gres.is_empty() {
             self.expected_start(job, shape, alloc, could_use)
         } else {
             // Generic resources are not in the estimate: keep every node it could use.
             None
         };
-        let reservation = match estimate {
-            Some((start, need)) => {
-                let nodes = need.keys().copied().collect::<std::collections::BTreeSet<_>>();
-                self.window = Some(Window { start, spare: need });
+        let now = self.state.now_ms;
+        let window = estimate.and_then(|(start, need)| {
+            let need: Vec<(NodeId, (u32, u64))> = need
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
+                .collect();
+            Some((start, self.spare_at(start, &need)?, need))
+        });
+        let reservation = match window {
+            Some((start, spare, need)) => {
+                self.window = Some(Window { start, spare });
                 Reservation {
                     job: job.id,
                     start_ms: Some(start),
-                    nodes: nodes.into_iter().collect(),
+                    nodes: need.iter().map(|(id, _)| *id).collect(),
+                    need: need.iter().map(|(_, n)| *n).collect(),
+                    computed_ms: now,
                 }
             }
             None => {
@@ -217,11 +252,84 @@ impl Planner<'_> {
                     job: job.id,
                     start_ms: None,
                     nodes,
+                    need: Vec::new(),
+                    computed_ms: now,
                 }
             }
         };
         self.plan.reservation = Some(reservation);
         !self.reserved.iter().all(|r| *r)
+    }
+
+    /// Keeps the last pass's reservation for the same job while it is younger than
+    /// `backfill.interval_s` and still fits (its nodes up, what they free by its start
+    /// still enough): computing the estimate sorts every running task's end on the nodes
+    /// the job could use, too much for every log entry. A kept start is never later than
+    /// a fresh one would be (tasks only end earlier than their limits), so keeping it is
+    /// safe; it is just less eager to backfill until it is computed again. Returns what
+    /// `backfill_block` returns, or `None` to compute afresh.
+    fn reuse_reservation(&mut self, job: &Job, could_use: &[bool]) -> Option<bool> {
+        let r = self.state.reservation.as_ref().filter(|r| r.job == job.id)?;
+        let now = self.state.now_ms;
+        let interval = self.state.sched.backfill.interval_s.saturating_mul(1_000);
+        if now >= r.computed_ms.saturating_add(interval) {
+            return None;
+        }
+        let r = r.clone();
+        match r.start_ms {
+            // Unknown: every node it could use stays reserved, as when it was computed.
+            None => {
+                for i in 0..self.state.nodes.len() {
+                    if could_use.get(i).copied().unwrap_or(false) {
+                        self.reserved[i] = true;
+                    }
+                }
+            }
+            Some(start) => {
+                if start <= now || r.need.len() != r.nodes.len() {
+                    return None;
+                }
+                let need: Vec<(NodeId, (u32, u64))> = r.nodes.iter().copied().zip(r.need.iter().copied()).collect();
+                let usable = need.iter().all(|(id, _)| {
+                    self.state.nodes.get(*id as usize).is_some_and(|n| n.takes_work())
+                        && could_use.get(*id as usize).copied().unwrap_or(false)
+                });
+                if !usable {
+                    return None;
+                }
+                let spare = self.spare_at(start, &need)?;
+                self.window = Some(Window { start, spare });
+            }
+        }
+        self.plan.reservation = Some(r);
+        Some(!self.reserved.iter().all(|r| *r))
+    }
+
+    /// What each of the reserved job's nodes has left at `start` once the job's share is
+    /// taken, if tasks end at their limits; `None` when a node would not have its share.
+    fn spare_at(&self, start: u64, need: &[(NodeId, (u32, u64))]) -> Option<HashMap<NodeId, (u32, u64)>> {
+        let mut cap: HashMap<NodeId, (u32, u64)> = HashMap::new();
+        let mut releases = Vec::new();
+        for (id, _) in need {
+            let n = self.state.nodes.get(*id as usize)?;
+            cap.insert(*id, self.free_on(*id, n));
+            self.releases_on(*id, n, &mut releases);
+        }
+        self.plan_releases(&cap, &mut releases);
+        for (t, id, c, m) in releases {
+            if t <= start {
+                if let Some(x) = cap.get_mut(&id) {
+                    x.0 = x.0.saturating_add(c);
+                    x.1 = x.1.saturating_add(m);
+                }
+            }
+        }
+        need.iter()
+            .map(|(id, (c, m))| {
+                let (fc, fm) = cap.get(id).copied().unwrap_or_default();
+                (fc >= *c && fm >= *m).then(|| (*id, (fc - c, fm - m)))
+            })
+            .collect()
     }
 
     /// Counts one more job considered after the reservation; true once the pass has
@@ -235,8 +343,8 @@ impl Planner<'_> {
     }
 
     /// The earliest log time at which the job's request fits if tasks end at their
-    /// limits, with the per-node spare left at that time after the job's share (the
-    /// job's nodes only). `None`: never, as far as the limits tell.
+    /// limits, with what it needs of each node then. `None`: never, as far as the limits
+    /// tell.
     fn expected_start(
         &self,
         job: &Job,
@@ -281,14 +389,7 @@ impl Planner<'_> {
                 }
             };
             if let Some(need) = fit {
-                let spare = need
-                    .into_iter()
-                    .map(|(id, (c, m))| {
-                        let (fc, fm) = cap.get(&id).copied().unwrap_or_default();
-                        (id, (fc.saturating_sub(c), fm.saturating_sub(m)))
-                    })
-                    .collect();
-                return Some((t, spare));
+                return Some((t, need));
             }
             t = releases.get(i)?.0;
         }

@@ -110,7 +110,7 @@ pub enum ConfigError {
 
 impl SchedConfig {
     /// Setting names, in display order.
-    pub const KEYS: [&'static str; 12] = [
+    pub const KEYS: [&'static str; 13] = [
         "version",
         "order",
         "queue_depth",
@@ -123,6 +123,7 @@ impl SchedConfig {
         "multifactor.*",
         "backfill",
         "backfill.max_jobs",
+        "backfill.interval_s",
     ];
 
     /// Refuses a configuration this build cannot run.
@@ -211,7 +212,7 @@ impl SchedConfig {
             _ if key.starts_with("limits.") => {
                 c.limits.set(&key["limits.".len()..], value).map_err(bad)?;
             }
-            "backfill" | "backfill.max_jobs" => c.backfill.set(key, value).map_err(bad)?,
+            "backfill" | "backfill.max_jobs" | "backfill.interval_s" => c.backfill.set(key, value).map_err(bad)?,
             _ if key.starts_with("fairshare.") || key.starts_with("multifactor.") => {
                 c.fair.set(key, value).map_err(bad)?;
             }
