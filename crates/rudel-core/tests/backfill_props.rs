@@ -343,18 +343,11 @@ fn pass_cost_with_backfill_on_a_large_queue() {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         (seed >> 33) % n
     };
-    for i in 0..9_999 {
+    for _ in 0..9_999 {
         let (cpus, limit) = (1 + rnd(4) as u32, 1 + rnd(300));
         submit(&mut s, cpus, limit, None);
     }
-    assert_eq!(
-        s.queue.len(),
-        10_000
-            - s.jobs
-                .values()
-                .filter(|j| j.spec.cpus < 16 && !j.running.is_empty() && j.spec.array.is_none())
-                .count()
-    );
+    assert_eq!(s.queue.len(), 10_000, "everything waits behind the whole-node job");
     let runs = [
         ("easy", "500", "0", "estimate computed afresh"),
         ("easy", "500", "30", "estimate reused"),

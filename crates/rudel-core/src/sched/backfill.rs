@@ -157,6 +157,9 @@ pub(super) struct Window {
 /// A release of cpus and memory on a node at a log time.
 type Release = (u64, NodeId, u32, u64);
 
+/// (cpus, memory) per node.
+type PerNode = HashMap<NodeId, (u32, u64)>;
+
 impl Planner<'_> {
     /// True when the cluster runs time-based backfill.
     pub(super) fn backfill_on(&self) -> bool {
@@ -351,7 +354,7 @@ impl Planner<'_> {
         shape: &Shape,
         alloc: Option<&AllocSpec>,
         could_use: &[bool],
-    ) -> Option<(u64, HashMap<NodeId, (u32, u64)>)> {
+    ) -> Option<(u64, PerNode)> {
         let mut cap: HashMap<NodeId, (u32, u64)> = HashMap::new();
         let mut releases: Vec<Release> = Vec::new();
         for (i, n) in self.state.nodes.iter().enumerate() {
