@@ -370,6 +370,17 @@ impl Planner<'_> {
         let mut tries = 0u32;
         let mut i = 0;
         let mut t = now;
+        // For a multi-node job: tasks that fit per node, and how many nodes and tasks
+        // that makes, kept up per release so `distribute` runs only once they could do.
+        let mut gang = alloc.map(|a| {
+            let per: HashMap<NodeId, u32> = cap
+                .iter()
+                .map(|(id, c)| (*id, self.tasks_at(job, a, shape, *id, Some(*c))))
+                .collect();
+            let nodes = per.values().filter(|k| **k >= a.ntasks_per_node.unwrap_or(1)).count();
+            let tasks: u64 = per.values().map(|k| u64::from(*k)).sum();
+            (a, per, nodes, tasks)
+        });
         loop {
             // Everything released by `t` is back; then: does the job fit?
             let group_start = i;
@@ -378,12 +389,25 @@ impl Planner<'_> {
                 if let Some(x) = cap.get_mut(&node) {
                     x.0 = x.0.saturating_add(c);
                     x.1 = x.1.saturating_add(m);
+                    if let Some((a, per, nodes, tasks)) = gang.as_mut() {
+                        let min = a.ntasks_per_node.unwrap_or(1);
+                        let new = self.tasks_at(job, a, shape, node, Some(*x));
+                        let old = per.insert(node, new).unwrap_or(0);
+                        *tasks = (*tasks + u64::from(new)).saturating_sub(u64::from(old));
+                        *nodes = (*nodes + usize::from(new >= min)).saturating_sub(usize::from(old >= min));
+                    }
                 }
                 i += 1;
             }
-            let fit = match alloc {
+            let fit = match &gang {
                 None => self.single_fit(shape, &cap, &releases[group_start..i], t == now),
-                Some(a) => {
+                Some((a, _, nodes, tasks)) => {
+                    let enough = *nodes >= (a.nodes_min as usize).max(a.nodelist.len()).max(1)
+                        && *tasks >= u64::from(a.ntasks.unwrap_or(0));
+                    if !enough {
+                        t = releases.get(i)?.0;
+                        continue;
+                    }
                     tries += 1;
                     if tries > MAX_GANG_TRIES {
                         return None;
@@ -420,6 +444,28 @@ impl Planner<'_> {
         Some(HashMap::from([(found, (shape.cpus, shape.mem))]))
     }
 
+    /// How many tasks of a multi-node job fit on node `id` with `cap` free there.
+    fn tasks_at(&self, job: &Job, a: &AllocSpec, shape: &Shape, id: NodeId, cap: Option<(u32, u64)>) -> u32 {
+        let (Some(n), Some((fc, fm))) = (self.state.nodes.get(id as usize), cap) else {
+            return 0;
+        };
+        let c = shape.cpus.max(1);
+        if a.exclusive {
+            let idle = fc >= n.cpus && fm >= n.mem_bytes;
+            return if idle { n.cpus / c } else { 0 };
+        }
+        let by_cpus = fc / c;
+        if a.mem_per_cpu > 0 {
+            let per_task = a.mem_per_cpu.saturating_mul(u64::from(c));
+            return by_cpus.min(u32::try_from(fm / per_task.max(1)).unwrap_or(u32::MAX));
+        }
+        if job.spec.mem_bytes > fm {
+            0
+        } else {
+            by_cpus
+        }
+    }
+
     /// The slices a multi-node job would get with `cap` free per node, if it fits.
     fn gang_fit(
         &self,
@@ -428,26 +474,7 @@ impl Planner<'_> {
         shape: &Shape,
         cap: &HashMap<NodeId, (u32, u64)>,
     ) -> Option<HashMap<NodeId, (u32, u64)>> {
-        let tasks_at = |id: NodeId| -> u32 {
-            let (Some(n), Some(&(fc, fm))) = (self.state.nodes.get(id as usize), cap.get(&id)) else {
-                return 0;
-            };
-            let c = shape.cpus.max(1);
-            if a.exclusive {
-                let idle = fc >= n.cpus && fm >= n.mem_bytes;
-                return if idle { n.cpus / c } else { 0 };
-            }
-            let by_cpus = fc / c;
-            if a.mem_per_cpu > 0 {
-                let per_task = a.mem_per_cpu.saturating_mul(u64::from(c));
-                return by_cpus.min(u32::try_from(fm / per_task.max(1)).unwrap_or(u32::MAX));
-            }
-            if job.spec.mem_bytes > fm {
-                0
-            } else {
-                by_cpus
-            }
-        };
+        let tasks_at = |id: NodeId| self.tasks_at(job, a, shape, id, cap.get(&id).copied());
         let mut caps: Vec<(NodeId, u32)> = Vec::new();
         for name in &a.nodelist {
             let id = *self.state.node_by_name.get(name)?;

@@ -160,3 +160,39 @@ fn the_reserved_job_starts_when_the_limit_ends() {
     assert!(running(&s, big));
     assert_eq!(s.reservation, None);
 }
+
+#[test]
+fn a_multi_node_job_expects_to_start_when_its_last_node_frees() {
+    let mut s = cluster(2, 2, "easy");
+    submit(&mut s, 1, 10 * MIN, 1_000);
+    submit(&mut s, 1, 30 * MIN, 1_000);
+    let spec = JobSpec {
+        argv: vec!["true".into()],
+        cpus: 1,
+        chdir: "/".into(),
+        time_limit_ms: MIN,
+        alloc: Some(Box::new(crate::alloc::AllocSpec {
+            nodes_min: 2,
+            nodes_max: 2,
+            nodes_given: true,
+            ntasks: Some(4),
+            ntasks_per_node: Some(2),
+            ..crate::alloc::AllocSpec::default()
+        })),
+        ..JobSpec::default()
+    };
+    let Response::Submitted { job: gang, .. } = s.apply(Command::Submit {
+        request_id: String::new(),
+        spec,
+        now_ms: 1_000,
+    }) else {
+        panic!()
+    };
+    let r = s.reservation.clone().expect("reserved");
+    assert_eq!((r.job, r.start_ms, r.nodes), (gang, Some(1_000 + 30 * MIN), vec![0, 1]));
+    assert_eq!(r.need, vec![(2, 0), (2, 0)]);
+    // A 1-cpu job of 20 minutes ends before: it backfills; one of 40 does not.
+    let fits = submit(&mut s, 1, 20 * MIN, 1_000);
+    let late = submit(&mut s, 1, 40 * MIN, 1_000);
+    assert!(running(&s, fits) && !running(&s, late));
+}
