@@ -12,7 +12,7 @@ use crate::exec::{Creds, ExecSpec, StderrTarget};
 use crate::users::RunAs;
 
 /// PATH given to tasks whose environment has none.
-const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Why a launch could not be prepared (the task is then reported as failed to start).
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +53,7 @@ pub fn place_outputs(spec: &mut ExecSpec, data_dir: &Path) -> Result<(), LaunchE
 
 /// A `rudel run` output file in the agent's directory, which the job's user cannot create
 /// files in: made here (0600) and handed to the user, who then opens it as usual.
-fn give_to_user(path: &Path, owner: Option<&Creds>) -> Result<(), LaunchError> {
+pub fn give_to_user(path: &Path, owner: Option<&Creds>) -> Result<(), LaunchError> {
     let Some(c) = owner else {
         return Ok(());
     };

@@ -3,12 +3,14 @@
 pub mod exec;
 pub mod hostfile;
 pub mod identity;
+pub mod job_socket;
 pub mod journal;
 pub mod launch;
 pub mod login_env;
 pub mod output;
 pub mod remote_output;
 pub mod session;
+pub mod steps;
 pub mod users;
 
 pub use exec::DEFAULT_TASK_PIDS_MAX;

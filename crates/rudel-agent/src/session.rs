@@ -143,6 +143,18 @@ struct Agent {
     abandoned: std::collections::HashSet<(TaskKey, u32)>,
     /// Output files of tasks launched here, readable by task key for remote followers.
     outputs: Arc<OutputFiles>,
+    /// Tasks the job socket answers for, and its path for the tasks' environment.
+    live: Arc<crate::job_socket::LiveTasks>,
+    job_socket: Option<PathBuf>,
+    /// The job socket's server, stopped with the agent.
+    job_socket_server: Option<crate::job_socket::JobSocket>,
+    /// The srun processes here following their steps.
+    origins: crate::steps::Origins,
+    /// This node's tasks of job steps.
+    step_tasks: crate::steps::StepTasks,
+    /// `rudel kv` calls sent to the head, by request id.
+    pending_kv: HashMap<u64, tokio::sync::oneshot::Sender<crate::job_socket::Reply>>,
+    next_step_request: u64,
 }
 
 /// Job id under which `rudel exec` commands run in the executor (never a real job: real ids
@@ -219,7 +231,17 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o711)).map_err(dir_err)?;
     }
     tracing::info!(run_as = %run_as.describe(), allow_root_jobs = cfg.allow_root_jobs, "tasks run as");
+    let live = Arc::new(crate::job_socket::LiveTasks::default());
+    let (to_head, mut step_requests) = tokio::sync::mpsc::unbounded_channel();
+    let job_socket = crate::job_socket::start(&cfg.data_dir, uid.clone(), live.clone(), to_head);
     let mut agent = Agent {
+        live,
+        job_socket: job_socket.as_ref().map(|j| j.path.clone()),
+        job_socket_server: job_socket,
+        origins: Default::default(),
+        step_tasks: Default::default(),
+        pending_kv: HashMap::new(),
+        next_step_request: 0,
         outputs,
         scripts_dir: cfg.data_dir.join("scripts"),
         run_as,
@@ -244,6 +266,9 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     let mut backoff = Duration::from_millis(100);
     let mut next_attempt = Instant::now();
     let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+    // How often step tasks' output is read and sent on: srun shows output this late.
+    let mut step_tick = tokio::time::interval(Duration::from_millis(50));
+    step_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // When the session with the head was lost (None while connected).
     let mut alone_since: Option<Instant> = None;
     let mut connecting: Option<Connecting> = None;
@@ -259,6 +284,8 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
             connecting = Some(Box::pin(connect(target, agent.tls.clone(), agent.register_message())));
         }
         tokio::select! {
+            Some(f) = step_requests.recv() => agent.step_request(f, conn.as_ref()),
+            _ = step_tick.tick() => agent.step_tick(conn.as_ref()),
             Some(first) = reports.recv() => {
                 let mut batch = vec![first];
                 while let Ok(r) = reports.try_recv() {
@@ -274,6 +301,9 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
                 }
                 None => {
                     tracing::warn!("session with head lost; tasks keep running, reconnecting");
+                    agent.origins.head_lost();
+                    // Their connections answer that the head was lost.
+                    agent.pending_kv.clear();
                     agent.redirect = conn.as_mut().and_then(|c| c.leader.take());
                     conn = None;
                     alone_since.get_or_insert_with(Instant::now);
@@ -572,7 +602,7 @@ impl Agent {
                 .running()
                 .into_iter()
                 .map(|(k, a, _)| (k, a))
-                .filter(|(k, _)| k.job != EXEC_JOB)
+                .filter(|(k, _)| k.job != EXEC_JOB && k.job != crate::steps::STEP_JOB)
                 .chain(self.waiting.values().flatten().map(|s| (s.key, s.attempt)))
                 .map(|(k, a)| to_task_ref(k, a))
                 .collect(),
@@ -594,9 +624,13 @@ impl Agent {
     }
 
     fn on_results(&mut self, batch: Vec<TaskReport>, conn: Option<&Conn>) -> Result<(), AgentError> {
-        let (execs, mut batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.key.job == EXEC_JOB);
+        let (execs, batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.key.job == EXEC_JOB);
         for r in execs {
             self.exec_done(r, conn);
+        }
+        let (steps, mut batch): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| r.key.job == crate::steps::STEP_JOB);
+        for r in steps {
+            self.step_task_done(&r, conn);
         }
         if batch.is_empty() {
             return Ok(());
@@ -610,6 +644,9 @@ impl Agent {
                 }
             }
             self.start_all(next)?;
+        }
+        for r in &batch {
+            self.live.remove(r.key, r.attempt);
         }
         for r in &mut batch {
             if self.abandoned.remove(&(r.key, r.attempt)) {
@@ -696,6 +733,20 @@ impl Agent {
                     crate::remote_output::answer(self.outputs.clone(), r, c.tx.clone());
                 }
             }
+            Some(HeadMsg::StepReply(r)) => self.origins.answered(r),
+            Some(HeadMsg::KvReply(r)) => {
+                if let Some(tx) = self.pending_kv.remove(&r.id) {
+                    let _ = tx.send(crate::job_socket::Reply::kv(r));
+                }
+            }
+            Some(HeadMsg::StepOutput(o)) => self.origins.output(o),
+            Some(HeadMsg::StepTaskEnd(e)) => self.origins.ended(e),
+            Some(HeadMsg::StepLaunch(l)) => self.step_launch(l, conn),
+            Some(HeadMsg::StepSignal(s)) => {
+                for key in self.step_tasks.keys_of(s.job, Some(s.step)) {
+                    self.exec.kill(key, 1);
+                }
+            }
             Some(HeadMsg::Ack(a)) => {
                 let done: Vec<_> = a.tasks.iter().map(task_ref).collect();
                 self.journal.ack(&done)?;
@@ -718,7 +769,7 @@ impl Agent {
         );
         self.waiting.clear();
         for (k, a) in running {
-            if k.job != EXEC_JOB {
+            if k.job != EXEC_JOB && k.job != crate::steps::STEP_JOB {
                 self.abandoned.insert((k, a));
             }
             self.exec.kill(k, a);
@@ -843,6 +894,137 @@ impl Agent {
         Ok(found)
     }
 
+    /// Passes a job process's step request (or its kill) to the head; a request is
+    /// answered by a StepReply, or refused at once when there is no head to ask.
+    fn step_request(&mut self, f: crate::job_socket::Forward, conn: Option<&Conn>) {
+        use crate::job_socket::Forward;
+        use crate::steps::StepEvent;
+        let (caller, step, events) = match f {
+            Forward::Run { caller, step, events } => (caller, step, events),
+            Forward::Kill { job, step } => {
+                if let Some(c) = conn {
+                    c.send(AgentMsg::StepSignal(pb::StepSignal {
+                        job,
+                        step,
+                        signal: libc::SIGKILL,
+                    }));
+                }
+                return;
+            }
+            Forward::Kv { caller, call, reply } => return self.kv_request(caller, call, reply, conn),
+        };
+        let Some(c) = conn else {
+            let error = "the agent has no connection to the head right now".into();
+            let _ = events.send(StepEvent::Refused { error });
+            return;
+        };
+        self.next_step_request += 1;
+        let id = self.next_step_request;
+        let req = pb::StepRequest {
+            id,
+            task: Some(to_task_ref(caller.key, caller.attempt)),
+            uid: caller.uid,
+            argv: step.argv,
+            ntasks: step.ntasks,
+            nodes: step.nodes,
+            ntasks_per_node: step.ntasks_per_node,
+            cpus_per_task: step.cpus_per_task,
+            nodelist: step.nodelist,
+            env: step.env,
+            cwd: step.cwd,
+        };
+        if c.send(AgentMsg::StepRequest(req)) {
+            self.origins.waiting(id, caller.key.job, events);
+        } else {
+            let _ = events.send(StepEvent::Refused {
+                error: "the connection to the head was lost".into(),
+            });
+        }
+    }
+
+    /// Passes a `rudel kv` call to the head (answered by a KvReply).
+    fn kv_request(
+        &mut self,
+        caller: crate::job_socket::Caller,
+        call: crate::job_socket::KvCall,
+        reply: tokio::sync::oneshot::Sender<crate::job_socket::Reply>,
+        conn: Option<&Conn>,
+    ) {
+        use crate::job_socket::Reply;
+        let Some(c) = conn else {
+            let _ = reply.send(Reply::error("the agent has no connection to the head right now"));
+            return;
+        };
+        self.pending_kv.retain(|_, tx| !tx.is_closed());
+        self.next_step_request += 1;
+        let id = self.next_step_request;
+        let req = pb::KvRequest {
+            id,
+            job: caller.key.job,
+            step_task: caller.step_task,
+            task: Some(to_task_ref(caller.key, caller.attempt)),
+            op: call.kv,
+            key: call.key,
+            value: call.value,
+        };
+        if c.send(AgentMsg::KvRequest(req)) {
+            self.pending_kv.insert(id, reply);
+        } else {
+            let _ = reply.send(Reply::error("the connection to the head was lost"));
+        }
+    }
+
+    /// Starts this node's share of a step the head launched.
+    fn step_launch(&mut self, l: pb::StepLaunch, conn: Option<&Conn>) {
+        let cx = crate::steps::LaunchCtx {
+            exec: &self.exec,
+            run_as: &self.run_as,
+            dir: self.cfg.data_dir.join("steps"),
+            node: &self.cfg.name,
+            job_socket: self.job_socket.as_deref(),
+            live: &self.live,
+        };
+        let failed = self.step_tasks.launch(l, &cx);
+        if let Some(c) = conn {
+            for e in failed {
+                c.send(AgentMsg::StepTaskEnd(e));
+            }
+        }
+    }
+
+    /// Sends step tasks' new output, and kills steps whose srun here hung up.
+    fn step_tick(&mut self, conn: Option<&Conn>) {
+        let Some(c) = conn else { return };
+        for (job, step) in self.origins.abandoned() {
+            tracing::info!(job, step, "srun of the step is gone; killing the step");
+            c.send(AgentMsg::StepSignal(pb::StepSignal {
+                job,
+                step,
+                signal: libc::SIGKILL,
+            }));
+        }
+        if self.step_tasks.is_empty() {
+            return;
+        }
+        for o in self.step_tasks.drain() {
+            c.send(AgentMsg::StepOutput(o));
+        }
+    }
+
+    /// A step task ended: its last output, then its end, to the head.
+    fn step_task_done(&mut self, r: &TaskReport, conn: Option<&Conn>) {
+        self.live.remove_step(r.key.index);
+        let Some((out, end)) = self.step_tasks.ended(r, &self.cfg.name) else {
+            return;
+        };
+        if let Some(c) = conn {
+            for o in out {
+                c.send(AgentMsg::StepOutput(o));
+            }
+            c.send(AgentMsg::StepTaskEnd(end));
+        }
+    }
+
     /// Running here, or queued here behind another task.
     fn is_live(&self, key: TaskKey, attempt: u32) -> bool {
         self.exec.running().iter().any(|(k, a, _)| *k == key && *a == attempt)
@@ -873,6 +1055,12 @@ impl Agent {
         let mut started = Vec::with_capacity(specs.len());
         for spec in specs {
             let (key, attempt) = (spec.key, spec.attempt);
+            // SAFETY: plain syscall.
+            let uid = spec
+                .run_as
+                .as_ref()
+                .map_or_else(|| unsafe { libc::getuid() }, |c| c.uid);
+            self.live.insert(key, attempt, uid);
             if let Some(pid) = self.exec.launch(spec) {
                 started.push((key, attempt, pid));
             }
@@ -899,6 +1087,11 @@ impl Agent {
         let after = t.after.as_ref().map(task_ref);
         let placed = exec_spec(t, &self.scripts_dir, &self.run_as, &self.cfg.name).and_then(|mut s| {
             crate::launch::place_outputs(&mut s, &self.cfg.data_dir)?;
+            if let Some(p) = &self.job_socket {
+                s.env.retain(|(k, _)| k != crate::job_socket::SOCKET_ENV);
+                s.env
+                    .push((crate::job_socket::SOCKET_ENV.into(), p.display().to_string()));
+            }
             Ok(s)
         });
         match placed {
@@ -951,6 +1144,9 @@ impl Agent {
             tracing::info!(tasks = running, "stopping: killing running tasks");
         }
         self.exec.shutdown().await;
+        if let Some(j) = self.job_socket_server.take() {
+            j.stop().await;
+        }
         let mut batch = Vec::new();
         while let Ok(r) = reports.try_recv() {
             batch.push(r);

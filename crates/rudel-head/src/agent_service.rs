@@ -45,6 +45,10 @@ pub struct AgentService {
     pub next_session: Arc<std::sync::atomic::AtomicU64>,
     /// Stops every session when the head shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// Job steps being relayed (see `steps.rs`).
+    pub steps: Arc<crate::steps::Steps>,
+    /// The job-scoped key-value stores (`rudel kv`, see `kv.rs`).
+    pub kv: Arc<crate::kv::Kv>,
 }
 
 /// The live session of one node: its id, the sender that stops it, and where to hand it
@@ -55,6 +59,8 @@ pub struct SessionHandle {
     pub exec: mpsc::UnboundedSender<crate::exec::ExecCall>,
     /// Output reads (`rudel logs`, `rudel run`) forwarded to the agent.
     pub output: mpsc::UnboundedSender<crate::output_relay::OutputCall>,
+    /// Messages for this agent from outside its session (job steps of other nodes).
+    pub to_agent: mpsc::UnboundedSender<Result<pb::HeadMessage, Status>>,
 }
 
 /// Current session per node name.
@@ -207,6 +213,7 @@ impl Session {
                 stop: stop_tx,
                 exec: exec_tx,
                 output: output_tx,
+                to_agent: out.clone(),
             };
             if let Some(old) = s.insert(node.clone(), handle) {
                 let _ = old.stop.send(());
@@ -306,6 +313,7 @@ impl Session {
                         break SessionEnd::Revoked(denied.to_string());
                     }
                     self.dispatch();
+                    crate::step_relay::reap(&self.svc);
                 }
                 Some(keys) = self.acks_rx.recv() => {
                     self.send(HeadMsg::Ack(pb::Ack { tasks: keys.into_iter().map(|(k, a)| to_task_ref(k, a)).collect() }));
@@ -416,6 +424,11 @@ impl Session {
                 }
             }
             Some(AgentMsg::OutputChunk(c)) => self.pending_output.answer(c),
+            Some(AgentMsg::StepRequest(r)) => crate::step_relay::on_request(&self.svc, &self.node, self.svc.term(), r),
+            Some(AgentMsg::StepOutput(o)) => crate::step_relay::on_output(&self.svc, o),
+            Some(AgentMsg::StepTaskEnd(e)) => crate::step_relay::on_task_end(&self.svc, e),
+            Some(AgentMsg::StepSignal(s)) => crate::step_relay::on_signal(&self.svc, s),
+            Some(AgentMsg::KvRequest(r)) => crate::step_relay::on_kv(&self.svc, &self.node, r),
             Some(AgentMsg::Register(_)) | None => {
                 tracing::warn!(node = %self.node, "ignoring unexpected message in an established session");
             }

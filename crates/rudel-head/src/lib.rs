@@ -17,6 +17,7 @@ mod history_index;
 mod history_service;
 pub mod history_task;
 pub mod identity;
+pub mod kv;
 mod limits_rpc;
 pub mod local_socket;
 pub mod lock;
@@ -29,6 +30,8 @@ mod requeue_rpc;
 pub mod sched_config;
 mod share_rpc;
 pub mod socket_forward;
+mod step_relay;
+pub mod steps;
 mod submit_rate;
 pub mod timers;
 
@@ -274,6 +277,8 @@ impl Head {
             sessions,
             next_session: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             shutdown: shutdown_rx.clone(),
+            steps: Default::default(),
+            kv: Default::default(),
         };
         let sweeper = tokio::spawn(orphan_nodes::sweep(agents.clone()));
         let timers = tokio::spawn(timers::run(agents.clone()));

@@ -10,6 +10,7 @@ mod follow;
 mod history;
 mod hold_cmd;
 mod job_refs;
+mod kv_cmd;
 mod limits_cmd;
 mod node_cmd;
 mod opts;
@@ -111,6 +112,9 @@ enum Cmd {
     /// Fair-share per user: shares, decayed usage, effective usage, fair-share factor
     /// (as Slurm's sshare).
     Share(share_cmd::ShareArgs),
+    /// The job's key-value store, from inside a running job: put, get, wait, incr
+    /// (rendezvous and barriers between a job's tasks; deleted with the job).
+    Kv(kv_cmd::KvArgs),
     /// Manage join tokens (admin): create, list, revoke.
     Token(tokens::TokenArgs),
     /// Get user credentials for this machine with a client/admin token (for remote CLIs).
@@ -220,6 +224,7 @@ fn main() -> ExitCode {
             Cmd::Explain(a) => explain_cmd::explain(a, &head).await,
             Cmd::Limits(a) => limits_cmd::limits(a, &head).await,
             Cmd::Share(a) => share_cmd::share(a, &head).await,
+            Cmd::Kv(a) => kv_cmd::kv(a).await,
             Cmd::Token(a) => tokens::token(a, &head).await,
             Cmd::Login(a) => tokens::login(a, &head).await,
             Cmd::Admin(a) => admin::admin(a, &head).await,

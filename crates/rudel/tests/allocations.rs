@@ -27,7 +27,7 @@ fn env_of(text: &str) -> std::collections::BTreeMap<String, String> {
 }
 
 /// Submits a script whose directives ask for an allocation; it records its environment,
-/// its hostfile and what `srun` without `-n 1` did.
+/// its hostfile and what `srun` without `-n 1` did (a step of every task).
 fn submit_recording(c: &Cluster, tag: &str, directives: &str) -> u64 {
     let bin = c.tmp.path().join("bin");
     let script = format!(
@@ -71,9 +71,12 @@ fn the_script_runs_once_on_the_first_node_and_sees_its_whole_allocation() {
     }
     assert!(!env.contains_key("SLURM_NTASKS_PER_NODE"), "not asked: {env:?}");
     assert_eq!(c.read_work("hosts-a.txt"), "n1 slots=2\nn2 slots=2\nn3 slots=2\n");
-    // A step of all six tasks cannot run yet: refused loudly, never run as one task.
+    // A step of all six tasks runs on every node (tests/steps.rs has the details).
     let srun = c.read_work("srun-a.txt");
-    assert!(srun.contains("issue 11") && !srun.contains("exit=0"), "{srun}");
+    let mut hosts: Vec<&str> = srun.lines().filter(|l| !l.contains('=') && !l.contains("ok")).collect();
+    hosts.sort();
+    assert_eq!(hosts.len(), 6, "{srun}");
+    assert!(srun.contains("exit=0"), "{srun}");
     assert!(srun.contains("one-task-ok"), "srun -n 1 still runs: {srun}");
 
     let b = submit_recording(&c, "b", "#SBATCH -N 2 --ntasks-per-node 2");

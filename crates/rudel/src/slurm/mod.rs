@@ -15,6 +15,7 @@ mod scontrol_requeue;
 mod sinfo;
 mod squeue;
 mod srun;
+mod srun_step;
 mod sshare;
 
 use std::process::ExitCode;
@@ -95,7 +96,7 @@ pub fn main(name: &str, rt: &tokio::runtime::Runtime) -> ExitCode {
             "scancel" => scancel::scancel(args, &head).await,
             "sinfo" => sinfo::sinfo(args, &head).await,
             "scontrol" => scontrol::scontrol(args, &head).await,
-            "srun" => srun::srun(args),
+            "srun" => srun::srun(args).await,
             "sshare" => sshare::sshare(args, &head).await,
             "sacct" => Ok(sacct::run_args(args.into_iter().map(Into::into).collect(), &head).await?),
             other => Err(SlurmError::msg(format!(

@@ -1,54 +1,64 @@
-//! `srun` inside a batch job: one task on the job's own node and cores, which is what
-//! workflow managers do in their job scripts (snakemake's Slurm executor runs every rule as
-//! `srun -n1 --cpu-bind=q --cpus-per-task=N --nodes=1 CMD`). A rudel job is one task on one
-//! node, so such a step is the command run in place: it keeps the job's cpuset, cgroup
-//! (memory limit), time limit and output files, and its exit code is srun's, as Slurm's.
+//! `srun` inside a batch job (docs/parallel-jobs.md).
 //!
-//! Anything that would change what runs or where (more tasks or nodes, more cpus than the
-//! job holds, GPUs, an allocation of its own outside a job) is refused, naming issue 11
-//! (multi-node jobs and job steps), never dropped.
+//! A step of one task on this node (what workflow managers run in their job scripts:
+//! snakemake's Slurm executor runs every rule as `srun -n1 --cpu-bind=q --cpus-per-task=N
+//! --nodes=1 CMD`) is the command run in place: it keeps the job's cpuset, cgroup, time
+//! limit, output files and stdin, and its exit code is srun's, as Slurm's.
+//!
+//! Any other step (several tasks, other nodes) is started by rudel on the allocation's
+//! nodes through the agents (`srun_step.rs`): asked for through the agent's job socket,
+//! laid out and relayed by the head. Anything srun cannot honour is refused, never dropped.
 use std::ffi::OsString;
 
 use super::{SlurmError, SlurmResult};
 
-/// What the step asks for, from srun's options.
+/// What the step asks for, from srun's options (0 / empty = not given).
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Step {
-    cpus_per_task: Option<u32>,
-    /// `-n 1` was given (a step of the whole allocation otherwise).
-    one_task: bool,
-    command: Vec<String>,
+pub(super) struct Step {
+    pub cpus_per_task: Option<u32>,
+    pub ntasks: u32,
+    pub nodes: u32,
+    pub ntasks_per_node: u32,
+    pub nodelist: Vec<String>,
+    pub label: bool,
+    pub kill_on_bad_exit: bool,
+    pub command: Vec<String>,
 }
 
 /// Options that take a value, long and short.
-const VALUED: [(&str, Option<char>); 5] = [
+const VALUED: [(&str, Option<char>); 8] = [
     ("ntasks", Some('n')),
     ("nodes", Some('N')),
     ("cpus-per-task", Some('c')),
     ("cpu-bind", None),
     ("job-name", Some('J')),
+    ("ntasks-per-node", None),
+    ("nodelist", Some('w')),
+    ("mpi", None),
 ];
 
 fn unsupported(what: &str) -> SlurmError {
     SlurmError::msg(format!(
-        "{what} is not supported yet: srun runs one task inside a batch job, on the job's own \
-         node and cpus; multi-node jobs and job steps are issue 11. Nothing was run"
+        "{what} is not supported yet by rudel's srun (docs/parallel-jobs.md lists what is). Nothing was run"
     ))
 }
 
-/// The count of a `-n`/`-N` value, which must be 1 (`1`, `1-1`).
-fn must_be_one(opt: &str, v: &str) -> Result<(), SlurmError> {
-    let one = v == "1" || v.split_once('-').is_some_and(|(a, b)| a == "1" && b == "1");
-    if one {
-        Ok(())
-    } else {
-        Err(unsupported(&format!("--{opt}={v}")))
-    }
+fn count(opt: &str, v: &str) -> Result<u32, SlurmError> {
+    // `-N 2-2` style ranges: a step takes exactly its minimum.
+    let first = v.split_once('-').map_or(v, |(a, _)| a);
+    first
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| SlurmError::msg(format!("Invalid --{opt} argument: {v}")))
 }
 
-/// `--cpu-bind`: only the verbosity words; the task is already bound to the job's cores.
+/// `--cpu-bind`: the verbosity words and `none`; each task already runs on the
+/// allocation's cores of its node.
 fn check_cpu_bind(v: &str) -> Result<(), SlurmError> {
-    if v.split(',').all(|w| matches!(w, "q" | "quiet" | "v" | "verbose")) {
+    if v.split(',')
+        .all(|w| matches!(w, "q" | "quiet" | "v" | "verbose" | "none" | "no"))
+    {
         Ok(())
     } else {
         Err(unsupported(&format!("--cpu-bind={v}")))
@@ -57,30 +67,41 @@ fn check_cpu_bind(v: &str) -> Result<(), SlurmError> {
 
 fn apply(step: &mut Step, opt: &str, v: &str) -> Result<(), SlurmError> {
     match opt {
-        "ntasks" => {
-            must_be_one(opt, v)?;
-            step.one_task = true;
-            Ok(())
-        }
-        "nodes" => must_be_one(opt, v),
-        "cpu-bind" => check_cpu_bind(v),
-        "cpus-per-task" => {
-            let n = v
-                .parse::<u32>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| SlurmError::msg(format!("Invalid --cpus-per-task argument: {v}")))?;
-            step.cpus_per_task = Some(n);
-            Ok(())
+        "ntasks" => step.ntasks = count(opt, v)?,
+        "nodes" => step.nodes = count(opt, v)?,
+        "ntasks-per-node" => step.ntasks_per_node = count(opt, v)?,
+        "cpus-per-task" => step.cpus_per_task = Some(count(opt, v)?),
+        "nodelist" => step.nodelist.push(v.to_string()),
+        "cpu-bind" => check_cpu_bind(v)?,
+        // Open MPI's daemons are launched with --mpi=none; rudel has no PMI plugin to pick.
+        "mpi" if v == "none" => {}
+        "mpi" => {
+            return Err(unsupported(&format!(
+                "--mpi={v} (no PMI server; use mpirun from the batch script)"
+            )))
         }
         // A step's name shows only in step accounting, which rudel does not keep per step.
-        "job-name" => Ok(()),
-        _ => Err(unsupported(&format!("--{opt}"))),
+        "job-name" => {}
+        _ => return Err(unsupported(&format!("--{opt}"))),
     }
+    Ok(())
+}
+
+/// Flags without a value; true if `w` was one.
+fn flag(step: &mut Step, w: &str) -> Result<bool, SlurmError> {
+    match w {
+        // Output is passed on as the tasks write it (line by line per task).
+        "-u" | "--unbuffered" => {}
+        "-l" | "--label" => step.label = true,
+        "-K" | "--kill-on-bad-exit" | "--kill-on-bad-exit=1" => step.kill_on_bad_exit = true,
+        "--kill-on-bad-exit=0" => step.kill_on_bad_exit = false,
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// Parses srun's command line: options up to the first other word, which starts the command.
-fn parse(args: &[String]) -> Result<Step, SlurmError> {
+pub(super) fn parse(args: &[String]) -> Result<Step, SlurmError> {
     let mut step = Step::default();
     let mut i = 0;
     while i < args.len() {
@@ -94,8 +115,7 @@ fn parse(args: &[String]) -> Result<Step, SlurmError> {
             step.command = args[i - 1..].to_vec();
             break;
         }
-        // Output is written as the program writes it: rudel does not buffer a step.
-        if w == "-u" || w == "--unbuffered" {
+        if flag(&mut step, w)? {
             continue;
         }
         let (opt, inline) = match w.strip_prefix("--") {
@@ -149,30 +169,36 @@ fn allowed_cpus() -> Option<u32> {
     }
 }
 
-/// `srun`: checks the step fits the job, then becomes the command.
-pub fn srun(args: Vec<String>) -> SlurmResult {
+/// True if the step is one task on this very node, which runs in place.
+fn in_place(step: &Step) -> bool {
+    let here = std::env::var("SLURMD_NODENAME").unwrap_or_default();
+    let job_tasks = std::env::var("SLURM_NTASKS").ok().and_then(|v| v.parse::<u32>().ok());
+    let one_task = step.ntasks == 1 || (step.ntasks == 0 && job_tasks.is_none_or(|n| n <= 1));
+    let only_here = step.nodelist.is_empty() || step.nodelist.iter().all(|n| *n == here);
+    one_task && step.nodes <= 1 && step.ntasks_per_node <= 1 && only_here && !step.label
+}
+
+/// `srun`: runs the step in place or across the allocation.
+pub async fn srun(args: Vec<String>) -> SlurmResult {
     let step = parse(&args)?;
-    if std::env::var_os("SLURM_JOB_ID").is_none() {
-        return Err(unsupported("srun outside a batch job (an allocation of its own)"));
-    }
-    // In a multi-task allocation a step without -n runs SLURM_NTASKS tasks over every
-    // node; running one here would look done but not be.
-    let tasks = std::env::var("SLURM_NTASKS").ok().and_then(|v| v.parse::<u32>().ok());
-    if let Some(n) = tasks.filter(|n| *n > 1 && !step.one_task) {
-        return Err(unsupported(&format!(
-            "a step of all {n} tasks of this allocation (srun without -n 1)"
-        )));
-    }
-    if let (Some(want), Some(have)) = (step.cpus_per_task, allowed_cpus()) {
-        if want > have {
-            return Err(SlurmError::msg(format!(
-                "Unable to create step for job {}: More processors requested than permitted \
-                 (--cpus-per-task={want}, the job holds {have})",
-                std::env::var("SLURM_JOB_ID").unwrap_or_default()
-            )));
+    let Ok(job) = std::env::var("SLURM_JOB_ID") else {
+        return Err(SlurmError::msg(
+            "srun outside a batch job (an allocation of its own) is not supported yet: \
+             submit a batch script (sbatch -N.. -n..) whose srun starts the step. Nothing was run",
+        ));
+    };
+    if in_place(&step) {
+        if let (Some(want), Some(have)) = (step.cpus_per_task, allowed_cpus()) {
+            if want > have {
+                return Err(SlurmError::msg(format!(
+                    "Unable to create step for job {job}: More processors requested than permitted \
+                     (--cpus-per-task={want}, the job holds {have})"
+                )));
+            }
         }
+        return exec(&step);
     }
-    exec(&step)
+    super::srun_step::run(&job, step).await
 }
 
 /// Replaces this process with the step's command, with the step's Slurm variables.
@@ -212,27 +238,40 @@ mod tests {
         let s = parse(&words("-n1 --cpu-bind=q --cpus-per-task=2 --nodes=1 python -m x -n 5")).unwrap();
         assert_eq!(s.cpus_per_task, Some(2));
         assert_eq!(s.command, words("python -m x -n 5"));
+        assert_eq!((s.ntasks, s.nodes), (1, 1));
         let s = parse(&words("-u -N 1 -c 1 -J step -- sh -s")).unwrap();
         assert_eq!(s.command, words("sh -s"));
-        assert!(!s.one_task, "no -n: a step of the whole allocation");
-        assert!(parse(&words("-n 1 true")).unwrap().one_task);
+        assert_eq!(s.ntasks, 0, "no -n: a step of the whole allocation");
     }
 
     #[test]
-    fn what_would_change_the_step_is_refused() {
+    fn open_mpis_daemon_line_parses() {
+        let s = parse(&words(
+            "--ntasks-per-node=1 --kill-on-bad-exit --mpi=none --cpu-bind=none --nodes=2 --nodelist=n2,n3 --ntasks=2 orted -mca x y",
+        ))
+        .unwrap();
+        assert_eq!((s.ntasks, s.nodes, s.ntasks_per_node), (2, 2, 1));
+        assert_eq!(s.nodelist, vec!["n2,n3".to_string()]);
+        assert!(s.kill_on_bad_exit);
+        assert_eq!(s.command, words("orted -mca x y"));
+        let s = parse(&words("-l -K -w n1 -n 3 hostname")).unwrap();
+        assert!(s.label && s.kill_on_bad_exit);
+    }
+
+    #[test]
+    fn what_srun_cannot_honour_is_refused() {
         for bad in [
-            "-n2 true",
-            "--ntasks=4 true",
-            "-N 2 true",
             "--cpu-bind=cores true",
             "--gpus=1 true",
             "--mem=1G true",
-            "-w n2 true",
+            "--mpi=pmix true",
+            "--multi-prog x",
         ] {
             let e = parse(&words(bad)).unwrap_err();
             assert!(e.lines[0].contains("not supported yet"), "{bad}: {e:?}");
         }
         assert!(parse(&words("-n1")).unwrap_err().lines[0].contains("No command"));
         assert!(parse(&words("-c 0 true")).unwrap_err().lines[0].contains("--cpus-per-task"));
+        assert!(parse(&words("-n x true")).unwrap_err().lines[0].contains("--ntasks"));
     }
 }

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Job step launch time: `srun -N N -n N true` inside an allocation of N nodes, from srun's
+start to its exit, against the same N `true` processes started locally by `xargs -P N`
+(the baseline, measured in the same run). Nodes are agents on loopback ("simulated
+nodes": real agents and processes, one machine), started with `rudel up` plus N-1 agents.
+
+Prints per N the median and each run of both, and `ratio srun/local` (medians).
+
+Usage: bench/srun_launch.py [--nodes 1,8,64] [--runs 20] [--binary target/release/rudel]
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from throughput import Cluster  # noqa: E402
+
+
+def start_agents(cl, n):
+    token = open(os.path.join(cl.dir, "data", "head", "join-token")).read().strip()
+    procs = []
+    for i in range(2, n + 1):
+        data = os.path.join(cl.dir, f"agent-{i}")
+        log = open(os.path.join(cl.dir, f"agent-{i}.log"), "w")
+        procs.append(subprocess.Popen(
+            [cl.binary, "agent", "--head", cl.addr, "--token", token, "--name", f"n{i}", "--data", data,
+             "--cpus", "1", "--allow-root-jobs"], stdout=log, stderr=subprocess.STDOUT, env=cl.env))
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        out = cl.rudel("nodes", "--json")
+        if out.count('"idle"') >= n:
+            return procs
+        time.sleep(0.2)
+    sys.exit(f"only {out.count(chr(34) + 'idle' + chr(34))} of {n} nodes idle; see {cl.dir}")
+
+
+def srun_runs(cl, n, runs):
+    """Runs srun `runs` times inside one job of n nodes; the job records each duration."""
+    bin_dir = os.path.join(cl.dir, "bin")
+    cl.rudel("slurm", "install", bin_dir)
+    out = os.path.join(cl.dir, f"srun-{n}.txt")
+    script = os.path.join(cl.dir, f"srun-{n}.sh")
+    with open(script, "w") as f:
+        f.write(f"#!/bin/sh\n#SBATCH -N {n} -n {n}\n"
+                f"for i in $(seq {runs}); do s=$(date +%s%N); {bin_dir}/srun -N {n} -n {n} true || exit 1; "
+                f"e=$(date +%s%N); echo $(( (e - s) / 1000 )) >> {out}; done\n")
+    job = cl.rudel("submit", "--output", "none", script).strip().split()[-1]
+    r = subprocess.run([cl.binary, "wait", job], env=cl.env, capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        sys.exit(f"job {job} failed: {r.stdout} {r.stderr}; see {cl.dir}")
+    return [int(x) / 1000 for x in open(out).read().split()]
+
+
+def local_runs(n, runs):
+    xs = []
+    for _ in range(runs):
+        s = time.perf_counter()
+        subprocess.run(f"seq {n} | xargs -P {n} -n 1 true", shell=True, check=True)
+        xs.append((time.perf_counter() - s) * 1000)
+    return xs
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nodes", default="1,8,64")
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--binary", default="target/release/rudel")
+    a = ap.parse_args()
+    binary = os.path.abspath(a.binary)
+    print(f"load average: {os.getloadavg()}")
+    for n in [int(x) for x in a.nodes.split(",")]:
+        cl = Cluster(binary, 1)
+        agents = []
+        try:
+            agents = start_agents(cl, n)
+            s = srun_runs(cl, n, a.runs)
+            loc = local_runs(n, a.runs)
+        finally:
+            for p in agents:
+                p.terminate()
+            for p in agents:
+                p.wait(30)
+            cl.stop()
+        ms, ml = statistics.median(s), statistics.median(loc)
+        print(f"N={n}: srun median {ms:.1f} ms (runs: {', '.join(f'{x:.1f}' for x in s)})")
+        print(f"N={n}: local xargs median {ml:.1f} ms (runs: {', '.join(f'{x:.1f}' for x in loc)})")
+        print(f"N={n}: ratio srun/local: {ms / ml:.2f}")
+
+
+if __name__ == "__main__":
+    main()

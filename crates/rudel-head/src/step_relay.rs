@@ -1,0 +1,156 @@
+//! The head's relay of job steps between agents (see `steps.rs`): launches go from the
+//! asking agent's request to every node of the step, output and task ends come back to
+//! the asking agent, kills go out to the step's nodes. Every message names its node's
+//! current session; a node without one is reported to the step's srun, never waited for.
+use rudel_proto::v1 as pb;
+use rudel_proto::v1::head_message::Msg as HeadMsg;
+
+use crate::agent_service::AgentService;
+use crate::steps;
+
+/// Sends `msg` to `node`'s current session; false if the node has none.
+fn send_to(svc: &AgentService, node: &str, msg: HeadMsg) -> bool {
+    let Ok(sessions) = svc.sessions.lock() else {
+        return false;
+    };
+    sessions
+        .get(node)
+        .is_some_and(|h| h.to_agent.send(Ok(pb::HeadMessage { msg: Some(msg) })).is_ok())
+}
+
+/// A step request from `node`'s agent: refused, or answered and launched on its nodes.
+pub fn on_request(svc: &AgentService, node: &str, term: u64, r: pb::StepRequest) {
+    let planned = steps::plan(&svc.shared.read().state, node, &r);
+    let p = match planned {
+        Ok(p) => p,
+        Err(error) => {
+            tracing::info!(node, error = %error, "step refused");
+            send_to(
+                svc,
+                node,
+                HeadMsg::StepReply(pb::StepReply {
+                    id: r.id,
+                    error,
+                    ..Default::default()
+                }),
+            );
+            return;
+        }
+    };
+    let step = svc.steps.begin(&p, node);
+    tracing::info!(job = p.task.job, step, ntasks = p.ntasks, nodes = %p.nodelist, "step starting");
+    let task_nodes = p
+        .parts
+        .iter()
+        .flat_map(|part| part.ranks.iter().map(|_| part.name.clone()))
+        .collect();
+    send_to(
+        svc,
+        node,
+        HeadMsg::StepReply(pb::StepReply {
+            id: r.id,
+            error: String::new(),
+            step,
+            ntasks: p.ntasks,
+            nodelist: p.nodelist.clone(),
+            task_nodes,
+        }),
+    );
+    for (i, part) in p.parts.iter().enumerate() {
+        let launch = pb::StepLaunch {
+            job: p.task.job,
+            step,
+            user: p.user.clone(),
+            argv: r.argv.clone(),
+            env: steps::node_env(&r.env, &p, step, i, r.cpus_per_task),
+            cwd: r.cwd.clone(),
+            ranks: part.ranks.clone(),
+            cores: part.cores.clone(),
+            mem_bytes: part.mem_bytes,
+            term,
+        };
+        if !send_to(svc, &part.name, HeadMsg::StepLaunch(launch)) {
+            // The step's srun learns at once that these tasks never start.
+            for &rank in &part.ranks {
+                on_task_end(
+                    svc,
+                    pb::StepTaskEnd {
+                        job: p.task.job,
+                        step,
+                        rank,
+                        exit_code: None,
+                        signal: None,
+                        error: format!("node {} has no session with the head", part.name),
+                        node: part.name.clone(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Output of a step task: to the agent whose srun waits for it.
+pub fn on_output(svc: &AgentService, o: pb::StepOutput) {
+    if let Some(origin) = svc.steps.origin(o.job, o.step) {
+        send_to(svc, &origin, HeadMsg::StepOutput(o));
+    }
+}
+
+/// A step task ended: to the agent whose srun waits for it.
+pub fn on_task_end(svc: &AgentService, e: pb::StepTaskEnd) {
+    if let Some(origin) = svc.steps.task_ended(e.job, e.step) {
+        send_to(svc, &origin, HeadMsg::StepTaskEnd(e));
+    }
+}
+
+/// srun asked to kill its step (or is gone): to every node of the step.
+pub fn on_signal(svc: &AgentService, s: pb::StepSignal) {
+    for node in svc.steps.nodes(s.job, s.step) {
+        send_to(svc, &node, HeadMsg::StepSignal(s));
+    }
+}
+
+/// A `rudel kv` request from `node`'s agent: answered now, or when its key is put.
+pub fn on_kv(svc: &AgentService, node: &str, r: pb::KvRequest) {
+    let checked = crate::kv::check(&svc.shared.read().state, node, &r);
+    let outcome = match checked {
+        Ok(()) => svc.kv.request(node, &r),
+        Err(error) => crate::kv::Outcome {
+            reply: Some(pb::KvReply {
+                id: r.id,
+                error,
+                ..Default::default()
+            }),
+            wake: Vec::new(),
+        },
+    };
+    if let Some(reply) = outcome.reply {
+        send_to(svc, node, HeadMsg::KvReply(reply));
+    }
+    for (w, reply) in outcome.wake {
+        send_to(svc, &w.node, HeadMsg::KvReply(reply));
+    }
+}
+
+/// Kills the steps of allocations that ended (the job finished, was cancelled or lost a
+/// node): their tasks on other nodes would otherwise outlive the job. Drops the key-value
+/// stores of jobs that ended, answering their waiters.
+pub fn reap(svc: &AgentService) {
+    let woken = svc.kv.reap(&svc.shared.read().state);
+    for (w, reply) in woken {
+        send_to(svc, &w.node, HeadMsg::KvReply(reply));
+    }
+    let kills = svc.steps.reap(&svc.shared.read().state);
+    for (node, job, step) in kills {
+        tracing::info!(job, step, node = %node, "killing a step whose allocation ended");
+        send_to(
+            svc,
+            &node,
+            HeadMsg::StepSignal(pb::StepSignal {
+                job,
+                step,
+                signal: libc::SIGKILL,
+            }),
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! Job steps (issue 11): the agent's job socket and `srun` across an allocation's nodes.
+//! A process inside a running task reaches its agent through `$RUDEL_AGENT_SOCKET` and is
+//! told which task it belongs to (learnt from the kernel's peer credentials and the task's
+//! marker, not from anything it says); a process outside every task is refused. `srun`
+//! in a batch script starts its tasks on the allocation's nodes through the agents, with
+//! Slurm's environment, output, exit codes and kills. Ground truth is what the tasks
+//! record themselves.
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, Opts};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A python3 one-liner that sends `request` to the job socket and prints the reply line.
+fn ask_cmd(request: &str) -> String {
+    format!(
+        "/usr/bin/python3 -c 'import os,socket,sys; s=socket.socket(socket.AF_UNIX); \
+         s.connect(os.environ[\"RUDEL_AGENT_SOCKET\"]); s.sendall(sys.argv[1].encode()+b\"\\n\"); \
+         print(s.makefile().readline().strip())' '{request}'"
+    )
+}
+
+/// Sends `request` from this test process (outside every task) and returns the reply.
+fn ask_from_outside(socket: &str, request: &str) -> String {
+    use std::io::{BufRead, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect {socket}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("{request}\n").as_bytes()).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).unwrap();
+    line
+}
+
+#[test]
+fn job_processes_are_identified_by_the_agent_and_others_refused() {
+    let mut c = Cluster::up(Opts::default());
+    let _n2 = c.start_named_agent("n2");
+    let whoami = ask_cmd(r#"{"op":"whoami"}"#);
+    let step = ask_cmd(r#"{"op":"run","argv":["true"],"nodelist":["n9"]}"#);
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N 2\n\
+         echo \"$RUDEL_AGENT_SOCKET\" > sock.txt\n\
+         {whoami} > whoami.txt\n\
+         sh -c '{whoami_esc}' > whoami-child.txt\n\
+         {step} > step.txt\n\
+         while [ ! -e release ]; do sleep 0.1; done\n",
+        whoami_esc = whoami.replace('\'', "'\\''"),
+    );
+    std::fs::write(c.work.join("probe.sh"), script).unwrap();
+    let id = c.submit(&["probe.sh"]);
+    let step_file = c.work.join("step.txt");
+    assert!(common::eventually(WAIT, || std::fs::read_to_string(&step_file)
+        .is_ok_and(|s| s.ends_with('\n'))));
+
+    let want = format!("{{\"job\":{id},\"index\":0,\"attempt\":");
+    for f in ["whoami.txt", "whoami-child.txt"] {
+        let r = c.read_work(f);
+        assert!(r.starts_with(&want) && !r.contains("error"), "{f}: {r}");
+    }
+    let r = c.read_work("step.txt");
+    // Forwarded to the head, which found the task running on n1 and refused a node
+    // outside its allocation.
+    assert!(
+        r.contains("\"event\":\"refused\"") && r.contains("n9 is not in the allocation"),
+        "{r}"
+    );
+
+    // The test process is no task: refused, with the reason.
+    let sock = c.read_work("sock.txt").trim().to_string();
+    assert!(!sock.is_empty(), "tasks are given RUDEL_AGENT_SOCKET");
+    let r = ask_from_outside(&sock, r#"{"op":"whoami"}"#);
+    assert!(r.contains("is not part of a rudel task on this node"), "{r}");
+
+    std::fs::write(c.work.join("release"), b"").unwrap();
+    let v = c.wait_finished(id, WAIT);
+    assert_eq!(v["state"], "completed", "{v}");
+    // Once the task has ended its marker no longer opens the socket (a leftover process
+    // holding it would be refused): checked in the agent's unit tests (NotRunning).
+}
+
+/// Three agents on this host (n1 from `rudel up`, n2, n3), the Slurm commands installed.
+fn three_nodes() -> (Cluster, std::path::PathBuf) {
+    let mut c = Cluster::up(Opts::default().up_args(&["--node-timeout", "3s"]));
+    c.start_named_agent("n2");
+    c.start_named_agent("n3");
+    let bin = c.tmp.path().join("bin");
+    c.rudel_ok(&["slurm", "install", &bin.display().to_string()]);
+    (c, bin)
+}
+
+#[test]
+fn srun_runs_a_step_on_every_node_of_the_allocation() {
+    let (c, bin) = three_nodes();
+    let srun = bin.join("srun").display().to_string();
+    // Each task records its own view; srun's output, exit codes and refusals are kept.
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N 3 -n 6\n\
+         {srun} -l sh -c 'echo \"$SLURM_PROCID $SLURM_LOCALID $SLURM_NODEID $SLURMD_NODENAME $SLURM_STEP_ID $SLURM_NTASKS $SLURM_STEP_NODELIST $SLURM_STEP_TASKS_PER_NODE\" > task-$SLURM_PROCID.txt; echo out-$SLURM_PROCID; echo err-$SLURM_PROCID >&2' > step0.out 2> step0.err; echo \"exit=$?\" > step0.code\n\
+         {srun} -n 3 -N 3 sh -c 'exit $SLURM_PROCID' 2> step1.err; echo \"exit=$?\" > step1.code\n\
+         {srun} -w n9 true 2> step2.err; echo \"exit=$?\" > step2.code\n\
+         {srun} --ntasks-per-node=1 --nodes=2 --nodelist=n2,n3 --ntasks=2 --kill-on-bad-exit --mpi=none --cpu-bind=none sh -c 'echo $SLURMD_NODENAME:$SLURM_NODEID' > step3.out; echo \"exit=$?\" > step3.code\n"
+    );
+    std::fs::write(c.work.join("steps.sh"), script).unwrap();
+    let id = c.submit(&["steps.sh"]);
+    let v = c.wait_finished(id, WAIT);
+    assert_eq!(v["state"], "completed", "{v}");
+
+    // Ranks 0-5 in blocks of two per node, each with Slurm's step variables.
+    for rank in 0..6u32 {
+        let got = c.read_work(&format!("task-{rank}.txt"));
+        let node = rank / 2;
+        let want = format!("{rank} {} {node} n{} 0 6 n[1-3] 2(x3)\n", rank % 2, node + 1);
+        assert_eq!(got, want, "task {rank}");
+    }
+    let mut out: Vec<String> = c.read_work("step0.out").lines().map(String::from).collect();
+    out.sort();
+    assert_eq!(
+        out,
+        (0..6).map(|r| format!("{r}: out-{r}")).collect::<Vec<_>>(),
+        "--label"
+    );
+    let mut err: Vec<String> = c.read_work("step0.err").lines().map(String::from).collect();
+    err.sort();
+    assert_eq!(err, (0..6).map(|r| format!("{r}: err-{r}")).collect::<Vec<_>>());
+    assert_eq!(c.read_work("step0.code"), "exit=0\n");
+
+    // The highest task exit code is srun's; failing tasks are named as Slurm names them.
+    assert_eq!(c.read_work("step1.code"), "exit=2\n");
+    let e = c.read_work("step1.err");
+    assert!(e.contains("srun: error: n2: task 1: Exited with exit code 1"), "{e}");
+    assert!(e.contains("srun: error: n3: task 2: Exited with exit code 2"), "{e}");
+
+    // A node outside the allocation: refused, nothing run.
+    assert_eq!(c.read_work("step2.code"), "exit=1\n");
+    let e = c.read_work("step2.err");
+    assert!(
+        e.contains("Unable to create step for job") && e.contains("n9 is not in the allocation"),
+        "{e}"
+    );
+
+    // Open MPI's daemon launch line: one task on each listed node, node ids 0 and 1.
+    let mut out: Vec<String> = c.read_work("step3.out").lines().map(String::from).collect();
+    out.sort();
+    assert_eq!(out, vec!["n2:0", "n3:1"], "{out:?}");
+    assert_eq!(c.read_work("step3.code"), "exit=0\n");
+}
+
+#[test]
+fn a_failing_task_ends_the_step_with_kill_on_bad_exit_and_cancel_kills_every_node() {
+    let (c, bin) = three_nodes();
+    let srun = bin.join("srun").display().to_string();
+    let tag = common::marker(7100);
+    // Rank 1 fails at once; the others would sleep for long: -K must end them.
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N 3 -n 3\n\
+         date +%s.%N > k.start\n\
+         {srun} -K sh -c 'if [ $SLURM_PROCID = 1 ]; then exit 3; fi; sleep 60; : {tag}-k' 2> k.err; echo \"exit=$?\" > k.code\n\
+         date +%s.%N > k.end\n\
+         {srun} sh -c 'echo $$ > pid-$SLURM_PROCID.txt; sleep 600; : {tag}-c'\n"
+    );
+    std::fs::write(c.work.join("k.sh"), script).unwrap();
+    let id = c.submit(&["k.sh"]);
+    let code = common::wait_file(&c.work.join("k.code"), WAIT);
+    let took: f64 =
+        c.read_work("k.end").trim().parse::<f64>().unwrap() - c.read_work("k.start").trim().parse::<f64>().unwrap();
+    assert!(took < 20.0, "-K ended the step after {took:.1} s");
+    assert_ne!(code, "exit=0\n", "{code}");
+    let e = c.read_work("k.err");
+    assert!(
+        e.contains("n2: task 1: Exited with exit code 3") && e.contains("Terminating StepId="),
+        "{e}"
+    );
+    assert!(
+        common::eventually(Duration::from_secs(10), || common::procs_matching(&format!("{tag}-k"))
+            .is_empty()),
+        "-K left tasks running"
+    );
+
+    // The second step runs on all three nodes; cancelling the job ends all of it.
+    for r in 0..3 {
+        common::wait_file(&c.work.join(format!("pid-{r}.txt")), WAIT);
+    }
+    let tasks = |t: &str| -> Vec<(i32, String)> {
+        common::procs_matching(t)
+            .into_iter()
+            .filter(|(_, cmd)| cmd.starts_with("sh -c"))
+            .collect()
+    };
+    // Three tasks (srun's own command line names the tag too, and is not one).
+    assert_eq!(
+        tasks(&format!("{tag}-c")).len(),
+        3,
+        "{:?}",
+        common::procs_matching(&format!("{tag}-c"))
+    );
+    c.rudel_ok(&["cancel", &id.to_string()]);
+    let v = c.wait_finished(id, WAIT);
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert!(
+        common::eventually(WAIT, || common::procs_matching(&format!("{tag}-c")).is_empty()),
+        "step tasks outlived the job: {:?}",
+        common::procs_matching(&format!("{tag}-c"))
+    );
+}
+
+#[test]
+fn rudel_kv_makes_a_barrier_of_64_tasks_and_a_rendezvous() {
+    let mut c = Cluster::up(Opts::default().cpus(16).up_args(&["--node-timeout", "3s"]));
+    for n in ["n2", "n3", "n4"] {
+        c.start_named_agent(n);
+    }
+    let bin = c.tmp.path().join("bin");
+    c.rudel_ok(&["slurm", "install", &bin.display().to_string()]);
+    let srun = bin.join("srun").display().to_string();
+    let rudel = env!("CARGO_BIN_EXE_rudel");
+    // Every task records when it arrived and when it passed the barrier (its own clock
+    // readings), the count it drew, and the address rank 0 published.
+    let task = format!(
+        "date +%s%N > arrive-$SLURM_PROCID; n=$({rudel} kv incr arrived) || exit 9; \
+         if [ \"$n\" = 64 ]; then {rudel} kv put go yes; fi; \
+         {rudel} kv wait go > /dev/null || exit 8; date +%s%N > pass-$SLURM_PROCID; echo $n > n-$SLURM_PROCID; \
+         if [ $SLURM_PROCID = 0 ]; then {rudel} kv put addr $SLURMD_NODENAME:29500; fi; \
+         {rudel} kv wait addr > addr-$SLURM_PROCID"
+    );
+    let script = format!("#!/bin/sh\n#SBATCH -N 4 -n 64\n{srun} sh -c '{task}'; echo \"exit=$?\" > kv.code\n");
+    std::fs::write(c.work.join("kv.sh"), script).unwrap();
+    let id = c.submit(&["kv.sh"]);
+    let v = c.wait_finished(id, Duration::from_secs(120));
+    assert_eq!(v["state"], "completed", "{v}");
+    assert_eq!(c.read_work("kv.code"), "exit=0\n");
+    let num = |f: String| -> u128 { c.read_work(&f).trim().parse().unwrap() };
+    let mut drawn: Vec<u32> = (0..64).map(|r| num(format!("n-{r}")) as u32).collect();
+    drawn.sort();
+    assert_eq!(drawn, (1..=64).collect::<Vec<_>>(), "incr hands out 1..64 exactly once");
+    let last_arrival = (0..64).map(|r| num(format!("arrive-{r}"))).max().unwrap();
+    let first_pass = (0..64).map(|r| num(format!("pass-{r}"))).min().unwrap();
+    assert!(
+        first_pass >= last_arrival,
+        "a task passed the barrier before the last one arrived"
+    );
+    for r in 0..64 {
+        assert_eq!(c.read_work(&format!("addr-{r}")), "n1:29500\n", "rank {r}");
+    }
+
+    // The store belonged to that job: another job sees none of it; outside a job, refused.
+    let probe = format!("#!/bin/sh\n{rudel} kv get go > probe.out 2>&1; echo \"exit=$?\" >> probe.out\n");
+    std::fs::write(c.work.join("probe.sh"), probe).unwrap();
+    let id = c.submit(&["probe.sh"]);
+    c.wait_finished(id, WAIT);
+    let p = c.read_work("probe.out");
+    assert!(p.contains("no such key") && p.contains("exit=1"), "{p}");
+    let out = c.rudel(&["kv", "get", "go"]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("inside a running job"), "{}", out.stderr);
+}
