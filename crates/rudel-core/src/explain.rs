@@ -73,6 +73,10 @@ pub struct Explanation {
     pub nodes: Vec<NodeVerdict>,
     /// Under the `multifactor` order: the job's priority and its factors; else empty.
     pub priority: String,
+    /// Under backfill: the reserved job's expected start (log time), if known.
+    pub reserved_start_ms: Option<u64>,
+    /// Under backfill: whether and why this job may start before the reserved one.
+    pub backfill: String,
 }
 
 /// What one task (or one node's slice) of a job asks of a node.
@@ -131,11 +135,17 @@ pub fn explain(state: &State, id: JobId) -> Option<Explanation> {
     let need = Need::of(job);
     let reserved_for = state.blocked_job.filter(|b| *b != id);
     let reserving = reserved_for.and_then(|b| state.jobs.get(&b)).map(Need::of);
+    let backfill = crate::sched::backfill_explain::note(state, job);
     let mut nodes: Vec<NodeVerdict> = state
         .nodes
         .iter()
-        .map(|n| {
-            let (verdict, detail) = judge(state, n, &need, reserving.as_ref());
+        .enumerate()
+        .map(|(i, n)| {
+            // Under backfill the reservation keeps only the nodes it needs, and those
+            // only from jobs that would still run at its expected start.
+            let kept = crate::sched::backfill_explain::keeps_node(state, i as crate::ids::NodeId, job);
+            let reserving = reserving.as_ref().filter(|_| kept != Some(false));
+            let (verdict, detail) = judge(state, n, &need, reserving);
             NodeVerdict {
                 node: n.name.clone(),
                 verdict,
@@ -152,6 +162,8 @@ pub fn explain(state: &State, id: JobId) -> Option<Explanation> {
         reserved_for,
         nodes,
         priority: crate::sched::multifactor::explain(state, job),
+        reserved_start_ms: backfill.0,
+        backfill: backfill.1,
     })
 }
 

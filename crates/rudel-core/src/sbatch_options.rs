@@ -231,7 +231,7 @@ pub static OPTIONS: &[SbatchOption] = &[
         None,
         Flag,
         Client,
-        "refused: rudel gives no start-time estimate yet",
+        "refused, nothing submitted: rudel estimates a start only for the job its backfill reserved for (`squeue --start`)",
     ),
     opt("thread-spec", None, Value, Refuse, NOT_YET),
     opt("threads-per-core", None, Value, Refuse, NOT_YET),

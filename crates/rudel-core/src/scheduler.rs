@@ -8,6 +8,7 @@ use crate::state::State;
 pub fn schedule(state: &mut State) -> (usize, Vec<Violation>) {
     if state.queue.is_empty() {
         state.blocked_job = None;
+        state.reservation = None;
         return (0, Vec::new());
     }
     let plan = crate::sched::plan::plan(state);

@@ -85,6 +85,9 @@ pub struct State {
     /// Decayed fair-share usage per user (see `state/fairshare.rs`).
     #[serde(default)]
     pub fairshare: fairshare::FairShare,
+    /// Under `backfill=easy`: the last pass's reservation (see `sched/backfill.rs`).
+    #[serde(default)]
+    pub reservation: Option<crate::sched::Reservation>,
 }
 
 /// Why a submit cannot be accepted; the text goes to the user as is.
@@ -1066,6 +1069,7 @@ impl State {
     pub fn commit(&mut self, plan: &crate::sched::plan::Plan) -> Vec<Violation> {
         self.blocked_job = plan.blocked;
         self.waiting.clone_from(&plan.waiting);
+        self.reservation.clone_from(&plan.reservation);
         plan.start
             .iter()
             .filter_map(|p| {

@@ -193,7 +193,12 @@ pub fn job_info(state: &State, job: &Job, details: bool) -> pb::JobInfo {
     let nodes = query::job_nodes(job);
     let first_node = nodes.first().cloned().unwrap_or_default();
     let (out, err) = output_paths(job, first_index, &first_node);
+    let (expected_start_ms, sched_nodes) = rudel_core::sched::backfill_explain::expected_start(state, job)
+        .filter(|_| st == TaskState::Pending)
+        .unwrap_or_default();
     pb::JobInfo {
+        expected_start_ms,
+        sched_nodes,
         task_index: None,
         held: job.held,
         pending_indices: rudel_core::pending::pending_indices(job),

@@ -38,5 +38,7 @@ fn to_pb(e: Explanation, state: &str) -> pb::ExplainResponse {
             })
             .collect(),
         priority: e.priority,
+        reserved_start_ms: e.reserved_start_ms.unwrap_or(0),
+        backfill: e.backfill,
     }
 }

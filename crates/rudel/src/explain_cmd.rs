@@ -58,6 +58,8 @@ fn to_json(r: &pb::ExplainResponse) -> serde_json::Value {
         "reserved_for": r.reserved_for,
         "nodes": nodes,
         "priority": r.priority,
+        "reserved_start_ms": if r.reserved_start_ms > 0 { json!(r.reserved_start_ms) } else { serde_json::Value::Null },
+        "backfill": r.backfill,
     })
 }
 
@@ -90,12 +92,7 @@ fn text(r: &pb::ExplainResponse) -> String {
     if !r.priority.is_empty() {
         out.push_str(&format!("priority: {}\n", r.priority));
     }
-    if r.reserved_for > 0 {
-        out.push_str(&format!(
-            "reserved: nodes it could use are kept for job {} (first in the queue that fits nowhere)\n",
-            r.reserved_for
-        ));
-    }
+    out.push_str(&reservation_text(r));
     let mut groups: BTreeMap<usize, (&str, Vec<&pb::NodeVerdict>)> = BTreeMap::new();
     for n in &r.nodes {
         // The head sends nodes best verdict first: keep that order for the groups.
@@ -121,6 +118,31 @@ fn text(r: &pb::ExplainResponse) -> String {
                 nodes.len() - SHOWN_PER_VERDICT
             ));
         }
+    }
+    out
+}
+
+/// The reservation this job waits behind (or holds), and under backfill whether it may
+/// start before it.
+fn reservation_text(r: &pb::ExplainResponse) -> String {
+    let mut out = String::new();
+    let start = if r.reserved_start_ms > 0 {
+        format!(", expected start {}", crate::show::timestamp(r.reserved_start_ms))
+    } else {
+        String::new()
+    };
+    if r.reserved_for > 0 && r.backfill.is_empty() {
+        out.push_str(&format!(
+            "reserved: nodes it could use are kept for job {} (first in the queue that fits nowhere)\n",
+            r.reserved_for
+        ));
+    } else if r.reserved_for > 0 {
+        out.push_str(&format!("reserved: for job {}{start}\n", r.reserved_for));
+    } else if !r.backfill.is_empty() && !start.is_empty() {
+        out.push_str(&format!("reserved: for this job{start}\n"));
+    }
+    if !r.backfill.is_empty() {
+        out.push_str(&format!("backfill: {}\n", r.backfill));
     }
     out
 }
@@ -163,6 +185,8 @@ mod tests {
                 verdict("c", "too_small", "has 2 cpus"),
             ],
             priority: "10500 (queued at 10500)".into(),
+            reserved_start_ms: 0,
+            backfill: String::new(),
         };
         let t = text(&r);
         assert!(t.contains("queue:    2nd in the queue order"), "{t}");

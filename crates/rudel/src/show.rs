@@ -151,6 +151,13 @@ pub fn job_json(j: &pb::JobInfo) -> Value {
     });
     // Outside the macro: one more field takes json! past its recursion limit.
     v["account"] = json!(spec.account);
+    // Under backfill=easy, for the reserved job: the log time it is expected to start by.
+    v["expected_start_ms"] = if j.expected_start_ms > 0 {
+        json!(j.expected_start_ms)
+    } else {
+        Value::Null
+    };
+    v["sched_nodes"] = json!(j.sched_nodes);
     v
 }
 
@@ -326,6 +333,14 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
         timestamp(j.end_ms),
         elapsed(&j)
     );
+    if j.expected_start_ms > 0 {
+        // The backfill reservation: by then if running tasks end at their time limits.
+        println!(
+            "  ExpectedStart={} SchedNodes={}",
+            timestamp(j.expected_start_ms),
+            j.sched_nodes.join(",")
+        );
+    }
     println!("  WorkDir={}", spec.chdir);
     println!(
         "  StdOut={}",

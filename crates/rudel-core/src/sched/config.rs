@@ -9,7 +9,7 @@ use super::order::Order;
 /// than its peers' would silently reach another state. Every change to what the scheduler
 /// decides for the same log gets a new version, and a head refuses entries and snapshots
 /// that ask for a newer version than this (see [`SchedConfig::check_supported`]).
-pub const SCHED_VERSION: u32 = 4;
+pub const SCHED_VERSION: u32 = 5;
 
 /// The first version that numbers turns for the `round_robin` order at submit and
 /// enforces running limits per user in the planner.
@@ -50,6 +50,9 @@ pub struct SchedConfig {
     /// Fair-share accounting and `multifactor` weights (`fairshare.*`, `multifactor.*`).
     #[serde(default)]
     pub fair: super::fair::FairConfig,
+    /// Time-based backfill (`backfill`, `backfill.max_jobs`; see `sched/backfill.rs`).
+    #[serde(default)]
+    pub backfill: super::BackfillConfig,
 }
 
 impl Default for SchedConfig {
@@ -64,6 +67,7 @@ impl Default for SchedConfig {
             limits: super::quota::Limits::default(),
             accounts: std::collections::BTreeMap::new(),
             fair: super::fair::FairConfig::default(),
+            backfill: super::BackfillConfig::default(),
         }
     }
 }
@@ -106,7 +110,7 @@ pub enum ConfigError {
 
 impl SchedConfig {
     /// Setting names, in display order.
-    pub const KEYS: [&'static str; 10] = [
+    pub const KEYS: [&'static str; 13] = [
         "version",
         "order",
         "queue_depth",
@@ -117,6 +121,9 @@ impl SchedConfig {
         "limits.*",
         "fairshare.*",
         "multifactor.*",
+        "backfill",
+        "backfill.max_jobs",
+        "backfill.interval_s",
     ];
 
     /// Refuses a configuration this build cannot run.
@@ -205,6 +212,7 @@ impl SchedConfig {
             _ if key.starts_with("limits.") => {
                 c.limits.set(&key["limits.".len()..], value).map_err(bad)?;
             }
+            "backfill" | "backfill.max_jobs" | "backfill.interval_s" => c.backfill.set(key, value).map_err(bad)?,
             _ if key.starts_with("fairshare.") || key.starts_with("multifactor.") => {
                 c.fair.set(key, value).map_err(bad)?;
             }
@@ -262,6 +270,13 @@ impl SchedConfig {
         }
         if self.partitions.values().any(|p| p.factor != 0) {
             needs.push((fair, "partition", "factor=N"));
+        }
+        if !self.backfill.is_default() {
+            needs.push((
+                super::backfill::BACKFILL_VERSION,
+                "backfill",
+                "backfill / backfill.max_jobs",
+            ));
         }
         match needs.into_iter().find(|(v, _, _)| self.version < *v) {
             None => Ok(()),
@@ -339,6 +354,7 @@ impl SchedConfig {
         v.extend(self.accounts.iter().map(|(n, a)| (format!("account.{n}"), a.to_text())));
         v.extend(self.limits.settings());
         v.extend(self.fair.settings());
+        v.extend(self.backfill.settings());
         v
     }
 
@@ -386,10 +402,10 @@ mod tests {
             "{e}"
         );
         assert!(matches!(
-            c.with("version", "5"),
-            Err(ConfigError::UnsupportedVersion { wanted: 5, .. })
+            c.with("version", "6"),
+            Err(ConfigError::UnsupportedVersion { wanted: 6, .. })
         ));
-        assert_eq!(c.with("version", "4").unwrap().version, 4);
+        assert_eq!(c.with("version", "5").unwrap().version, 5);
         assert!(matches!(
             c.with("version", "0"),
             Err(ConfigError::UnsupportedVersion { .. })

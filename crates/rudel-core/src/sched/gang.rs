@@ -38,6 +38,12 @@ impl Planner<'_> {
         let (required, caps) = self.gang_candidates(job, a, shape);
         let Some(shares) = distribute(a, required, &caps) else {
             self.plan.blocked.get_or_insert(job.id);
+            if self.backfill_on() {
+                let could_use: Vec<bool> = (self.state.nodes.iter())
+                    .map(|n| self.could_ever_serve(n, job, a, shape))
+                    .collect();
+                return self.backfill_block(job, shape, Some(a), &could_use);
+            }
             for (i, n) in self.state.nodes.iter().enumerate() {
                 if self.could_ever_serve(n, job, a, shape) {
                     self.reserved[i] = true;
@@ -57,8 +63,10 @@ impl Planner<'_> {
         let Some(first) = slices.first().map(|s| s.node) else {
             return true;
         };
+        let end = self.end_of(job);
         for s in &slices {
             self.take(s.node, s.cpus, s.mem);
+            self.window_took(s.node, s.cpus, s.mem, end);
         }
         for (name, n) in &job.spec.licenses {
             *self.licenses_used.entry(name.clone()).or_default() += u64::from(*n);
@@ -144,6 +152,12 @@ impl Planner<'_> {
             return 0;
         }
         let (fc, fm) = self.free_on(id, n);
+        // Under backfill, a node kept for the reserved job gives a job that ends after its
+        // expected start only what will be spare then.
+        let (fc, fm) = match self.window_cap(id, shape.end) {
+            Some((c, m)) => (fc.min(c), fm.min(m)),
+            None => (fc, fm),
+        };
         let c = shape.cpus.max(1);
         if a.exclusive {
             let idle = fc == n.cpus && n.running.is_empty() && n.slices.is_empty();

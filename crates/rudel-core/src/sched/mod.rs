@@ -1,6 +1,7 @@
 //! Scheduling policy: the replicated, versioned configuration and the queue orders it
 //! selects. The pass itself is in [`crate::scheduler`].
 pub mod account;
+pub mod backfill_explain;
 pub mod config;
 pub mod fair;
 pub mod fixed;
@@ -14,3 +15,4 @@ pub mod running_limit;
 pub use config::{ConfigError, SchedConfig, SCHED_VERSION};
 pub use order::Order;
 pub use partition::{Partition, PartitionState, DEFAULT_PARTITION};
+pub use plan::backfill::{self, BackfillConfig, BackfillMode, Reservation};

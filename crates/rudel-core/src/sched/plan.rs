@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
 mod gang;
 pub use gang::GangSlice;
 
+#[path = "backfill.rs"]
+pub mod backfill;
+
 /// What one pass decided, in the order it must be committed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -39,6 +42,8 @@ pub struct Plan {
     /// The slices of each placed multi-node job, its placement's node first (see
     /// `gang.rs`).
     pub gangs: BTreeMap<TaskKey, Vec<GangSlice>>,
+    /// Under `backfill=easy`: the blocked job's expected start (see `backfill.rs`).
+    pub reservation: Option<backfill::Reservation>,
 }
 
 /// Why a job waits, when it is not nodes or order.
@@ -90,7 +95,7 @@ pub fn plan(state: &State) -> Plan {
         let Some(&entry) = next else { break };
         cursor = Some(entry);
         let Some(job) = state.jobs.get(&entry.2) else { continue };
-        if !p.plan_job(job) {
+        if !p.plan_job(job) || p.backfill_exhausted() {
             break;
         }
     }
@@ -105,6 +110,8 @@ struct Shape<'j> {
     constraint: Option<&'j Constraint>,
     /// The partitions it may start in (`None`: no partitions configured).
     parts: Option<Vec<&'j Partition>>,
+    /// Log time a task started now ends by its limit (`None`: no limit); see `backfill.rs`.
+    end: Option<u64>,
 }
 
 impl Shape<'_> {
@@ -144,9 +151,10 @@ struct Planner<'a> {
     taken: HashMap<JobId, Taken>,
     /// Nodes kept for a job that could not be placed (see the module docs).
     reserved: Vec<bool>,
-    /// (cpus, mem) of unconstrained requests that fit on no node in this pass: a request
-    /// at least as large cannot fit either, until the next pass.
-    no_fit: Vec<(u32, u64)>,
+    /// (cpus, mem, end) of unconstrained requests that fit on no node in this pass: a
+    /// request at least as large, ending no earlier, cannot fit either, until the next
+    /// pass (the end matters once a backfill window exists; before, it is 0).
+    no_fit: Vec<(u32, u64, u64)>,
     /// Tasks a successor could queue behind, by shape; built on first use.
     tails: Option<BTreeMap<(u32, u64), BTreeSet<Tail>>>,
     /// Nodes with free cpus, most free first (ties: lowest id); built on the second
@@ -155,6 +163,10 @@ struct Planner<'a> {
     node_picks: u32,
     /// Running limits per user: what this pass gave each user (see `running_limit.rs`).
     users: super::running_limit::UserTaken,
+    /// Under backfill: the reserved job's expected start and what its nodes have spare.
+    window: Option<backfill::Window>,
+    /// Jobs considered since the reservation was made (bounded by `backfill.max_jobs`).
+    backfill_seen: u32,
 }
 
 impl<'a> Planner<'a> {
@@ -172,6 +184,8 @@ impl<'a> Planner<'a> {
             free: None,
             node_picks: 0,
             users: super::running_limit::UserTaken::new(state),
+            window: None,
+            backfill_seen: 0,
         }
     }
 
@@ -183,7 +197,9 @@ impl<'a> Planner<'a> {
         // may not have started, and a --no-requeue task must then end node_fail although it
         // perhaps never ran. Nor are tasks holding counted resources: a successor takes over
         // cores and memory only.
-        let queueable = job.spec.requeue && !job.holds_counted_resources();
+        // Under backfill the reserved job waits for free resources: queued behind a task
+        // it would start when that chain ends, perhaps long after its expected start.
+        let queueable = job.spec.requeue && !job.holds_counted_resources() && !self.holds_reservation(job.id);
         let parts = self.partitions_of(job);
         if parts.as_ref().is_some_and(Vec::is_empty) {
             self.plan.waiting.insert(job.id, Wait::PartitionDown);
@@ -195,6 +211,7 @@ impl<'a> Planner<'a> {
             gres: &job.spec.gres,
             constraint: job.spec.constraint.as_ref(),
             parts,
+            end: self.end_of(job),
         };
         if let Some(a) = job.spec.alloc.as_ref() {
             if let Some(w) = self.users.blocks(self.state, job) {
@@ -247,6 +264,17 @@ impl<'a> Planner<'a> {
             };
             if !placed {
                 self.plan.blocked.get_or_insert(job.id);
+                if self.backfill_on() {
+                    let could_use: Vec<bool> = (self.state.nodes.iter())
+                        .map(|n| {
+                            n.could_ever_fit(cpus, mem)
+                                && n.matches(shape.constraint)
+                                && n.could_ever_serve(shape.gres)
+                                && shape.in_partitions(n)
+                        })
+                        .collect();
+                    return self.backfill_block(job, &shape, None, &could_use);
+                }
                 for (i, n) in self.state.nodes.iter().enumerate() {
                     if n.could_ever_fit(cpus, mem)
                         && n.matches(shape.constraint)
@@ -287,6 +315,9 @@ impl<'a> Planner<'a> {
             && n.matches(t.constraint)
             && t.in_partitions(n)
             && (t.gres.is_empty() || self.gres_choice(id, n, t.gres).is_some())
+            && self
+                .window_cap(id, t.end)
+                .is_none_or(|(c, m)| c >= t.cpus && m >= t.mem)
     }
 
     /// The pools of `n` that would serve `req` after what this plan took.
@@ -328,7 +359,16 @@ impl<'a> Planner<'a> {
         // The no-fit cache holds only plain requests: a constraint or a generic resource
         // makes a request fit fewer nodes, not more.
         let plain = t.constraint.is_none() && t.gres.is_empty() && t.parts.is_none();
-        if plain && self.no_fit.iter().any(|&(nc, nm)| cpus >= nc && mem >= nm) {
+        let end = match (&self.window, t.end) {
+            (None, _) => 0,
+            (Some(_), e) => e.unwrap_or(u64::MAX),
+        };
+        if plain
+            && self
+                .no_fit
+                .iter()
+                .any(|&(nc, nm, ne)| cpus >= nc && mem >= nm && end >= ne)
+        {
             return None;
         }
         self.node_picks += 1;
@@ -346,7 +386,7 @@ impl<'a> Planner<'a> {
             None => self.scan_for_node(t),
         };
         if found.is_none() && plain {
-            self.no_fit.push((cpus, mem));
+            self.no_fit.push((cpus, mem, end));
         }
         found
     }
@@ -406,6 +446,8 @@ impl<'a> Planner<'a> {
                 free.insert((Reverse(now), node));
             }
         }
+        let end = self.end_of(job);
+        self.window_took(node, cpus, mem, end);
         if let Some(tails) = self.tails.as_mut().filter(|_| queueable) {
             tails.entry((cpus, mem)).or_default().insert((0, node, key));
         }
@@ -458,9 +500,11 @@ impl<'a> Planner<'a> {
         let tails = self.tails.as_ref()?;
         let set = tails.get(&(cpus, mem))?;
         let reserved = &self.reserved;
+        let window = self.window.as_ref();
         set.iter()
             .find(|&&(depth, node, key)| {
                 !reserved[node as usize]
+                    && window.is_none_or(|w| !w.spare.contains_key(&node))
                     && state
                         .nodes
                         .get(node as usize)

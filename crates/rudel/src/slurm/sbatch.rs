@@ -250,7 +250,8 @@ pub async fn sbatch(args: Vec<String>, head: &str) -> SlurmResult {
     }
     if cl.client.test_only {
         return Err(SlurmError::msg(
-            "--test-only is not supported yet (rudel gives no start-time estimate); nothing was submitted",
+            "--test-only is not supported yet (rudel estimates a start time only for the job its backfill \
+             scheduler reserved for: see `squeue --start`); nothing was submitted",
         ));
     }
     let from_env = translate(&env_options(|v| std::env::var(v).ok()), "SBATCH_* environment")?;

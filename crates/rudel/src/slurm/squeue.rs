@@ -54,9 +54,15 @@ struct Args {
     _all: bool,
     #[arg(long)]
     json: bool,
+    /// Expected start times of pending jobs (`--format` START_FORMAT, pending only,
+    /// sorted by start time), as Slurm's.
+    #[arg(long)]
+    start: bool,
 }
 
 const DEFAULT_FORMAT: &str = "%.18i %.9P %.8j %.8u %.2t %.10M %.6D %R";
+/// Slurm's `--start` format (squeue(1)).
+const START_FORMAT: &str = "%.18i %.9P %.8j %.8u %.2t %.19S %.6D %20Y %R";
 const LONG_FORMAT: &str = "%.18i %.9P %.8j %.8u %.8T %.10M %.9l %.6D %R";
 
 /// One line of squeue: a job, an array task, or an array's pending tasks.
@@ -80,6 +86,8 @@ pub struct Row {
     pub account: String,
     pub cpus: u32,
     pub nodes: Vec<String>,
+    /// For a pending job under backfill: the nodes it is expected to start on.
+    pub sched_nodes: Vec<String>,
     pub start_ms: u64,
     pub end_ms: u64,
     pub submit_ms: u64,
@@ -96,7 +104,8 @@ pub struct Row {
 
 impl Row {
     fn time_used(&self) -> u64 {
-        if self.start_ms == 0 {
+        // A pending line's start is an expected one: nothing has run yet.
+        if self.start_ms == 0 || self.state == "PENDING" {
             return 0;
         }
         let end = if self.end_ms > 0 {
@@ -150,6 +159,8 @@ impl Row {
             "R" | "reasonlist" => self.reason_list(),
             "r" | "reason" => self.reason.clone(),
             "N" | "nodelist" => self.nodelist(),
+            "Y" | "schednodes" if self.sched_nodes.is_empty() => "(null)".into(),
+            "Y" | "schednodes" => rudel_core::hostlist::compress(&self.sched_nodes),
             "P" | "partition" => self.partition.clone(),
             "C" | "numcpus" => self.cpus.to_string(),
             "c" | "mincpus" => self.cpus.to_string(),
@@ -202,6 +213,7 @@ fn header(key: &str) -> Option<String> {
             "R" | "reasonlist" => "NODELIST(REASON)",
             "r" | "reason" => "REASON",
             "N" | "nodelist" => "NODELIST",
+            "Y" | "schednodes" => "SCHEDNODES",
             "P" | "partition" => "PARTITION",
             "C" | "numcpus" => "CPUS",
             "c" | "mincpus" => "MIN_CPUS",
@@ -263,7 +275,17 @@ fn base_row(j: &pb::JobInfo) -> Row {
         account: spec.account.clone(),
         cpus: spec.cpus,
         nodes: j.nodes.clone(),
-        start_ms: j.start_ms,
+        sched_nodes: if state == "PENDING" {
+            j.sched_nodes.clone()
+        } else {
+            Vec::new()
+        },
+        // A pending job's start time is its expected start (under backfill), as Slurm's.
+        start_ms: if state == "PENDING" {
+            j.expected_start_ms
+        } else {
+            j.start_ms
+        },
         end_ms: j.end_ms,
         submit_ms: j.submit_ms,
         time_limit_ms: spec.time_limit_ms,
@@ -341,7 +363,8 @@ pub fn rows(j: &pb::JobInfo, expand: bool) -> Vec<Row> {
                 array_task: format!("{}{limit}", j.pending_indices),
                 is_array: true,
                 state: "PENDING",
-                start_ms: 0,
+                start_ms: j.expected_start_ms,
+                sched_nodes: j.sched_nodes.clone(),
                 end_ms: 0,
                 nodes: Vec::new(),
                 reason: pending_reason(j),
@@ -477,6 +500,7 @@ pub async fn squeue(args: Vec<String>, head: &str) -> SlurmResult {
     }
     let states = match &a.states {
         Some(s) => Some(format::parse_states(s).map_err(SlurmError::msg)?.unwrap_or_default()),
+        None if a.start => Some(vec!["PENDING"]),
         None => None,
     };
     let ids = match &a.jobs {
@@ -499,7 +523,16 @@ pub async fn squeue(args: Vec<String>, head: &str) -> SlurmResult {
         format::parse_fields(f)
     } else {
         let fmt = a.format.clone().or_else(|| std::env::var("SQUEUE_FORMAT").ok());
-        let fmt = fmt.unwrap_or_else(|| if a.long { LONG_FORMAT } else { DEFAULT_FORMAT }.into());
+        let fmt = fmt.unwrap_or_else(|| {
+            if a.start {
+                START_FORMAT
+            } else if a.long {
+                LONG_FORMAT
+            } else {
+                DEFAULT_FORMAT
+            }
+            .into()
+        });
         format::parse_percent(&fmt).map_err(SlurmError::msg)?
     };
     // Finished jobs only when asked for (a state filter naming them, or job ids).
@@ -532,6 +565,10 @@ pub async fn squeue(args: Vec<String>, head: &str) -> SlurmResult {
         .filter(|r| filter.keeps(r))
         .collect();
     sort_as_slurm(&mut lines);
+    if a.start {
+        // --sort=S: by expected start; unknown (N/A) ones after, in the usual order.
+        lines.sort_by_key(|r| if r.start_ms == 0 { u64::MAX } else { r.start_ms });
+    }
     if a.json {
         let v: Vec<Value> = lines.iter().map(row_json).collect();
         println!(

@@ -1,0 +1,597 @@
+//! Time-based backfill (EASY): the first job in the queue order that cannot start gets a
+//! *reservation* at its expected start, the earliest log time at which its whole request
+//! fits if every running task ends exactly at its time limit. A job further down may then
+//! start out of order on a node the reservation needs only if its own limit ends by that
+//! time, or if it fits in what the node will have left over at that time after the
+//! reserved job's share. Jobs without a time limit never take reserved capacity.
+//!
+//! Why this cannot delay the reserved job: everything the pass lets start on its nodes is
+//! gone by the expected start, or fits beside it; tasks only ever end earlier than their
+//! limits, so the next pass's estimate is no later (`tests/backfill_props.rs` checks it).
+//! When the estimate is unknown (a task on a node the job needs has no limit), the job
+//! reserves every node it could ever use, as with `backfill=off`.
+//!
+//! Only the log's time (`State::now_ms`, the entry's timestamp) is used, never a
+//! replica's clock, so every head decides alike. Cost per pass: one estimate (a sort of
+//! the running tasks' ends on the nodes the job could use), then at most
+//! `backfill.max_jobs` further jobs, each a cheap fit check.
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Planner, Shape};
+use crate::alloc::{distribute, AllocSpec};
+use crate::ids::{JobId, NodeId, TaskKey};
+use crate::job::Job;
+use crate::node::Node;
+
+/// The first scheduling version that knows `backfill=easy`.
+pub const BACKFILL_VERSION: u32 = 5;
+
+/// Slurm's `bf_max_job_test` default.
+pub const DEFAULT_MAX_JOBS: u32 = 500;
+
+/// Slurm's `bf_interval` default (seconds).
+pub const DEFAULT_INTERVAL_S: u64 = 30;
+
+/// Most `distribute` calls one estimate of a multi-node job makes before it gives up
+/// (the job then reserves all its nodes, as without backfill): a bound on the pass.
+const MAX_GANG_TRIES: u32 = 256;
+
+/// How jobs may start out of order.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackfillMode {
+    /// The first blocked job reserves every node it could ever use, whatever the time
+    /// limits (the behaviour before version 5).
+    #[default]
+    Off,
+    /// EASY: the first blocked job reserves capacity at its expected start; others may
+    /// start before it if they do not delay that start.
+    Easy,
+}
+
+impl BackfillMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackfillMode::Off => "off",
+            BackfillMode::Easy => "easy",
+        }
+    }
+}
+
+/// `backfill` and `backfill.max_jobs` of [`super::SchedConfig`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BackfillConfig {
+    pub mode: BackfillMode,
+    /// Most jobs one pass considers after the reservation is made.
+    pub max_jobs: u32,
+    /// Log seconds a reservation's expected start is reused before it is computed again
+    /// (Slurm's `bf_interval`); a reservation that no longer fits is recomputed at once.
+    pub interval_s: u64,
+}
+
+impl Default for BackfillConfig {
+    fn default() -> Self {
+        BackfillConfig {
+            mode: BackfillMode::Off,
+            max_jobs: DEFAULT_MAX_JOBS,
+            interval_s: DEFAULT_INTERVAL_S,
+        }
+    }
+}
+
+impl BackfillConfig {
+    /// Sets `backfill` or `backfill.max_jobs`; `Err` is the expected form.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "backfill" => {
+                self.mode = match value.trim() {
+                    "off" => BackfillMode::Off,
+                    "easy" => BackfillMode::Easy,
+                    "conservative" => return Err("off or easy (conservative backfill is not implemented yet)".into()),
+                    _ => return Err("off or easy".into()),
+                }
+            }
+            "backfill.max_jobs" => {
+                self.max_jobs = value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|v| (1..=1_000_000).contains(v))
+                    .ok_or("a number from 1 to 1000000")?;
+            }
+            "backfill.interval_s" => {
+                self.interval_s = value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|v| *v <= 86_400)
+                    .ok_or("seconds from 0 (every pass) to 86400")?;
+            }
+            _ => return Err("backfill, backfill.max_jobs or backfill.interval_s".into()),
+        }
+        Ok(())
+    }
+
+    pub fn settings(&self) -> Vec<(String, String)> {
+        vec![
+            ("backfill".into(), self.mode.as_str().into()),
+            ("backfill.max_jobs".into(), self.max_jobs.to_string()),
+            ("backfill.interval_s".into(), self.interval_s.to_string()),
+        ]
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == BackfillConfig::default()
+    }
+}
+
+/// The reservation of the last pass, kept in the replicated state for `rudel show`,
+/// `squeue --start` and `rudel explain`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reservation {
+    pub job: JobId,
+    /// Log time by which the job is expected to start; `None`: unknown (a task it waits
+    /// for has no time limit).
+    pub start_ms: Option<u64>,
+    /// The nodes it is expected to start on (with `start_ms`), else every node it could use.
+    pub nodes: Vec<NodeId>,
+    /// (cpus, memory) it needs on each of `nodes` (with `start_ms`).
+    #[serde(default)]
+    pub need: Vec<(u32, u64)>,
+    /// Log time the expected start was computed (it is reused for `backfill.interval_s`).
+    #[serde(default)]
+    pub computed_ms: u64,
+}
+
+/// The reserved job's expected start and, per node it needs, what is left over at that
+/// time once its share is taken: a later job whose limit runs past `start` may use only
+/// that much there (and takes it from what is left).
+pub(super) struct Window {
+    pub start: u64,
+    pub spare: HashMap<NodeId, (u32, u64)>,
+}
+
+/// A release of cpus and memory on a node at a log time.
+type Release = (u64, NodeId, u32, u64);
+
+/// (cpus, memory) per node.
+type PerNode = HashMap<NodeId, (u32, u64)>;
+
+impl Planner<'_> {
+    /// True when the cluster runs time-based backfill.
+    pub(super) fn backfill_on(&self) -> bool {
+        let s = &self.state.sched;
+        s.version >= BACKFILL_VERSION && s.backfill.mode == BackfillMode::Easy
+    }
+
+    /// True for the job the last pass reserved for, under backfill.
+    pub(super) fn holds_reservation(&self, job: JobId) -> bool {
+        self.backfill_on() && self.state.reservation.as_ref().is_some_and(|r| r.job == job)
+    }
+
+    /// Log time at which a task of `job` started now ends at the latest (`None`: no limit).
+    pub(super) fn end_of(&self, job: &Job) -> Option<u64> {
+        let limit = job.spec.time_limit_ms;
+        (limit > 0).then(|| self.state.now_ms.saturating_add(limit))
+    }
+
+    /// What a task ending at `end` may still take of node `id` when the node is kept for
+    /// the reserved job (`None`: no bound beyond the free resources).
+    pub(super) fn window_cap(&self, id: NodeId, end: Option<u64>) -> Option<(u32, u64)> {
+        let w = self.window.as_ref()?;
+        let spare = w.spare.get(&id)?;
+        match end {
+            Some(e) if e <= w.start => None,
+            _ => Some(*spare),
+        }
+    }
+
+    /// Records that a task ending at `end` took `cpus`/`mem` of node `id`.
+    pub(super) fn window_took(&mut self, id: NodeId, cpus: u32, mem: u64, end: Option<u64>) {
+        let Some(w) = self.window.as_mut() else { return };
+        if end.is_some_and(|e| e <= w.start) {
+            return;
+        }
+        if let Some(s) = w.spare.get_mut(&id) {
+            s.0 = s.0.saturating_sub(cpus);
+            s.1 = s.1.saturating_sub(mem);
+        }
+    }
+
+    /// The first blocked job under backfill: reserves its expected start (or, unknown,
+    /// every node it could ever use: `could_use[i]` for node `i`). Returns false when the pass should end. Later blocked
+    /// jobs reserve nothing (EASY protects the first one only).
+    pub(super) fn backfill_block(
+        &mut self,
+        job: &Job,
+        shape: &Shape,
+        alloc: Option<&AllocSpec>,
+        could_use: &[bool],
+    ) -> bool {
+        if self.plan.reservation.is_some() {
+            return true;
+        }
+        if let Some(done) = self.reuse_reservation(job, could_use) {
+            return done;
+        }
+        let estimate = if shape.gres.is_empty() {
+            self.expected_start(job, shape, alloc, could_use)
+        } else {
+            // Generic resources are not in the estimate: keep every node it could use.
+            None
+        };
+        let now = self.state.now_ms;
+        let window = estimate.and_then(|(start, need)| {
+            let need: Vec<(NodeId, (u32, u64))> = need
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into_iter()
+                .collect();
+            Some((start, self.spare_at(start, &need)?, need))
+        });
+        let reservation = match window {
+            Some((start, spare, need)) => {
+                self.window = Some(Window { start, spare });
+                Reservation {
+                    job: job.id,
+                    start_ms: Some(start),
+                    nodes: need.iter().map(|(id, _)| *id).collect(),
+                    need: need.iter().map(|(_, n)| *n).collect(),
+                    computed_ms: now,
+                }
+            }
+            None => {
+                let mut nodes = Vec::new();
+                for i in 0..self.state.nodes.len() {
+                    if could_use.get(i).copied().unwrap_or(false) {
+                        self.reserved[i] = true;
+                        nodes.push(i as NodeId);
+                    }
+                }
+                Reservation {
+                    job: job.id,
+                    start_ms: None,
+                    nodes,
+                    need: Vec::new(),
+                    computed_ms: now,
+                }
+            }
+        };
+        self.plan.reservation = Some(reservation);
+        !self.reserved.iter().all(|r| *r)
+    }
+
+    /// Keeps the last pass's reservation for the same job while it is younger than
+    /// `backfill.interval_s` and still fits (its nodes up, what they free by its start
+    /// still enough): computing the estimate sorts every running task's end on the nodes
+    /// the job could use, too much for every log entry. A kept start is never later than
+    /// a fresh one would be (tasks only end earlier than their limits), so keeping it is
+    /// safe; it is just less eager to backfill until it is computed again. Returns what
+    /// `backfill_block` returns, or `None` to compute afresh.
+    fn reuse_reservation(&mut self, job: &Job, could_use: &[bool]) -> Option<bool> {
+        let r = self.state.reservation.as_ref().filter(|r| r.job == job.id)?;
+        let now = self.state.now_ms;
+        let interval = self.state.sched.backfill.interval_s.saturating_mul(1_000);
+        if now >= r.computed_ms.saturating_add(interval) {
+            return None;
+        }
+        let r = r.clone();
+        match r.start_ms {
+            // Unknown: every node it could use stays reserved, as when it was computed.
+            None => {
+                for i in 0..self.state.nodes.len() {
+                    if could_use.get(i).copied().unwrap_or(false) {
+                        self.reserved[i] = true;
+                    }
+                }
+            }
+            Some(start) => {
+                if start <= now || r.need.len() != r.nodes.len() {
+                    return None;
+                }
+                let need: Vec<(NodeId, (u32, u64))> = r.nodes.iter().copied().zip(r.need.iter().copied()).collect();
+                let usable = need.iter().all(|(id, _)| {
+                    self.state.nodes.get(*id as usize).is_some_and(|n| n.takes_work())
+                        && could_use.get(*id as usize).copied().unwrap_or(false)
+                });
+                if !usable {
+                    return None;
+                }
+                let spare = self.spare_at(start, &need)?;
+                self.window = Some(Window { start, spare });
+            }
+        }
+        self.plan.reservation = Some(r);
+        Some(!self.reserved.iter().all(|r| *r))
+    }
+
+    /// What each of the reserved job's nodes has left at `start` once the job's share is
+    /// taken, if tasks end at their limits; `None` when a node would not have its share.
+    fn spare_at(&self, start: u64, need: &[(NodeId, (u32, u64))]) -> Option<HashMap<NodeId, (u32, u64)>> {
+        let mut cap: HashMap<NodeId, (u32, u64)> = HashMap::new();
+        let mut releases = Vec::new();
+        for (id, _) in need {
+            let n = self.state.nodes.get(*id as usize)?;
+            cap.insert(*id, self.free_on(*id, n));
+            self.releases_on(*id, n, &mut releases);
+        }
+        self.plan_releases(&cap, &mut releases);
+        for (t, id, c, m) in releases {
+            if t <= start {
+                if let Some(x) = cap.get_mut(&id) {
+                    x.0 = x.0.saturating_add(c);
+                    x.1 = x.1.saturating_add(m);
+                }
+            }
+        }
+        need.iter()
+            .map(|(id, (c, m))| {
+                let (fc, fm) = cap.get(id).copied().unwrap_or_default();
+                (fc >= *c && fm >= *m).then(|| (*id, (fc - c, fm - m)))
+            })
+            .collect()
+    }
+
+    /// Counts one more job considered after the reservation; true once the pass has
+    /// looked at `backfill.max_jobs` of them.
+    pub(super) fn backfill_exhausted(&mut self) -> bool {
+        if self.plan.reservation.is_none() {
+            return false;
+        }
+        self.backfill_seen += 1;
+        self.backfill_seen > self.state.sched.backfill.max_jobs
+    }
+
+    /// The earliest log time at which the job's request fits if tasks end at their
+    /// limits, with what it needs of each node then. `None`: never, as far as the limits
+    /// tell.
+    fn expected_start(
+        &self,
+        job: &Job,
+        shape: &Shape,
+        alloc: Option<&AllocSpec>,
+        could_use: &[bool],
+    ) -> Option<(u64, PerNode)> {
+        let mut cap: HashMap<NodeId, (u32, u64)> = HashMap::new();
+        let mut releases: Vec<Release> = Vec::new();
+        for (i, n) in self.state.nodes.iter().enumerate() {
+            let id = i as NodeId;
+            if n.takes_work() && could_use.get(i).copied().unwrap_or(false) {
+                cap.insert(id, self.free_on(id, n));
+                self.releases_on(id, n, &mut releases);
+            }
+        }
+        self.plan_releases(&cap, &mut releases);
+        releases.sort_unstable();
+        let now = self.state.now_ms;
+        let mut tries = 0u32;
+        let mut i = 0;
+        let mut t = now;
+        // For a multi-node job: tasks that fit per node, and how many nodes and tasks
+        // that makes, kept up per release so `distribute` runs only once they could do.
+        let mut gang = alloc.map(|a| {
+            let per: HashMap<NodeId, u32> = cap
+                .iter()
+                .map(|(id, c)| (*id, self.tasks_at(job, a, shape, *id, Some(*c))))
+                .collect();
+            let nodes = per.values().filter(|k| **k >= a.ntasks_per_node.unwrap_or(1)).count();
+            let tasks: u64 = per.values().map(|k| u64::from(*k)).sum();
+            (a, per, nodes, tasks)
+        });
+        loop {
+            // Everything released by `t` is back; then: does the job fit?
+            let group_start = i;
+            while i < releases.len() && releases[i].0 <= t {
+                let (_, node, c, m) = releases[i];
+                if let Some(x) = cap.get_mut(&node) {
+                    x.0 = x.0.saturating_add(c);
+                    x.1 = x.1.saturating_add(m);
+                    if let Some((a, per, nodes, tasks)) = gang.as_mut() {
+                        let min = a.ntasks_per_node.unwrap_or(1);
+                        let new = self.tasks_at(job, a, shape, node, Some(*x));
+                        let old = per.insert(node, new).unwrap_or(0);
+                        *tasks = (*tasks + u64::from(new)).saturating_sub(u64::from(old));
+                        *nodes = (*nodes + usize::from(new >= min)).saturating_sub(usize::from(old >= min));
+                    }
+                }
+                i += 1;
+            }
+            let fit = match &gang {
+                None => self.single_fit(shape, &cap, &releases[group_start..i], t == now),
+                Some((a, _, nodes, tasks)) => {
+                    let enough = *nodes >= (a.nodes_min as usize).max(a.nodelist.len()).max(1)
+                        && *tasks >= u64::from(a.ntasks.unwrap_or(0));
+                    if !enough {
+                        t = releases.get(i)?.0;
+                        continue;
+                    }
+                    tries += 1;
+                    if tries > MAX_GANG_TRIES {
+                        return None;
+                    }
+                    self.gang_fit(job, a, shape, &cap)
+                }
+            };
+            if let Some(need) = fit {
+                return Some((t, need));
+            }
+            t = releases.get(i)?.0;
+        }
+    }
+
+    /// A node where one task fits with `cap` (only the nodes just released are checked,
+    /// except at the first look).
+    fn single_fit(
+        &self,
+        shape: &Shape,
+        cap: &HashMap<NodeId, (u32, u64)>,
+        released: &[Release],
+        first: bool,
+    ) -> Option<HashMap<NodeId, (u32, u64)>> {
+        let fits = |id: &NodeId| cap.get(id).is_some_and(|&(c, m)| c >= shape.cpus && m >= shape.mem);
+        let found = if first {
+            let mut ids: Vec<NodeId> = cap.keys().copied().collect();
+            ids.sort_unstable();
+            ids.into_iter().find(fits)
+        } else {
+            let mut ids: Vec<NodeId> = released.iter().map(|r| r.1).collect();
+            ids.sort_unstable();
+            ids.into_iter().find(fits)
+        }?;
+        Some(HashMap::from([(found, (shape.cpus, shape.mem))]))
+    }
+
+    /// How many tasks of a multi-node job fit on node `id` with `cap` free there.
+    fn tasks_at(&self, job: &Job, a: &AllocSpec, shape: &Shape, id: NodeId, cap: Option<(u32, u64)>) -> u32 {
+        let (Some(n), Some((fc, fm))) = (self.state.nodes.get(id as usize), cap) else {
+            return 0;
+        };
+        let c = shape.cpus.max(1);
+        if a.exclusive {
+            let idle = fc >= n.cpus && fm >= n.mem_bytes;
+            return if idle { n.cpus / c } else { 0 };
+        }
+        let by_cpus = fc / c;
+        if a.mem_per_cpu > 0 {
+            let per_task = a.mem_per_cpu.saturating_mul(u64::from(c));
+            return by_cpus.min(u32::try_from(fm / per_task.max(1)).unwrap_or(u32::MAX));
+        }
+        if job.spec.mem_bytes > fm {
+            0
+        } else {
+            by_cpus
+        }
+    }
+
+    /// The slices a multi-node job would get with `cap` free per node, if it fits.
+    fn gang_fit(
+        &self,
+        job: &Job,
+        a: &AllocSpec,
+        shape: &Shape,
+        cap: &HashMap<NodeId, (u32, u64)>,
+    ) -> Option<HashMap<NodeId, (u32, u64)>> {
+        let tasks_at = |id: NodeId| self.tasks_at(job, a, shape, id, cap.get(&id).copied());
+        let mut caps: Vec<(NodeId, u32)> = Vec::new();
+        for name in &a.nodelist {
+            let id = *self.state.node_by_name.get(name)?;
+            caps.push((id, tasks_at(id)));
+        }
+        let required = caps.len();
+        let mut rest: Vec<NodeId> = cap.keys().copied().collect();
+        rest.sort_unstable();
+        for id in rest {
+            let Some(n) = self.state.nodes.get(id as usize) else {
+                continue;
+            };
+            if a.nodelist.contains(&n.name) || a.exclude.contains(&n.name) {
+                continue;
+            }
+            let k = tasks_at(id);
+            if k > 0 {
+                caps.push((id, k));
+            }
+        }
+        let shares = distribute(a, required, &caps)?;
+        Some(
+            shares
+                .into_iter()
+                .filter_map(|(id, tasks)| {
+                    let n = self.state.nodes.get(id as usize)?;
+                    let cpus = if a.exclusive { n.cpus } else { tasks * shape.cpus };
+                    Some((id, (cpus, super::gang::slice_mem(job, a, cpus))))
+                })
+                .collect(),
+        )
+    }
+
+    /// When the tasks holding resources on node `id` give them back, if every one ends
+    /// at its time limit (a chain of successors: when the last of it ends). Tasks
+    /// without a limit never do.
+    fn releases_on(&self, id: NodeId, n: &Node, out: &mut Vec<Release>) {
+        let now = self.state.now_ms;
+        for key in n.running.keys() {
+            let Some(rt) = self.state.running_task(*key) else {
+                continue;
+            };
+            if rt.after.is_some() {
+                // Queued behind a holder: its time is in that holder's chain.
+                continue;
+            }
+            if let Some(end) = self.chain_end(*key) {
+                out.push((end.max(now), id, rt.cores.len() as u32, rt.mem_bytes));
+            }
+        }
+        for key in n.slices.keys() {
+            let Some(rt) = self.state.running_task(*key) else {
+                continue;
+            };
+            let Some(slice) = rt.alloc.as_ref().and_then(|a| a.slices.iter().find(|s| s.node == id)) else {
+                continue;
+            };
+            if let Some(end) = self.task_end(*key) {
+                out.push((end.max(now), id, slice.cores.len() as u32, slice.mem_bytes));
+            }
+        }
+    }
+
+    /// The latest end of a running task by its limit.
+    fn task_end(&self, key: TaskKey) -> Option<u64> {
+        let rt = self.state.running_task(key)?;
+        let limit = self.state.jobs.get(&key.job)?.spec.time_limit_ms;
+        (limit > 0).then(|| rt.start_ms.saturating_add(limit))
+    }
+
+    /// The latest end of a holder and the successors queued behind it: each successor
+    /// starts when the one ahead ends and runs at most its own limit.
+    fn chain_end(&self, key: TaskKey) -> Option<u64> {
+        let mut end = self.task_end(key)?.max(self.state.now_ms);
+        let mut cur = self.state.running_task(key)?.successor;
+        let mut depth = 0;
+        while let Some(s) = cur {
+            depth += 1;
+            if depth > crate::state::MAX_QUEUED_PER_SLOT + 1 {
+                return None;
+            }
+            let limit = self.state.jobs.get(&s.job)?.spec.time_limit_ms;
+            if limit == 0 {
+                return None;
+            }
+            end = end.saturating_add(limit);
+            cur = self.state.running_task(s)?.successor;
+        }
+        Some(end)
+    }
+
+    /// Releases of what this pass placed before the blocked job. A task queued behind
+    /// another lengthens a chain whose end is already counted: its node is then taken as
+    /// never freeing (safe: the job then just cannot count on that node this pass).
+    fn plan_releases(&self, cap: &HashMap<NodeId, (u32, u64)>, out: &mut Vec<Release>) {
+        let mut never: Vec<NodeId> = Vec::new();
+        for p in &self.plan.start {
+            let Some(job) = self.state.jobs.get(&p.key.job) else {
+                continue;
+            };
+            if p.behind.is_some() {
+                never.push(p.node);
+                continue;
+            }
+            let Some(end) = self.end_of(job) else { continue };
+            match self.plan.gangs.get(&p.key) {
+                Some(slices) => out.extend(slices.iter().map(|s| (end, s.node, s.cpus, s.mem))),
+                None => out.push((end, p.node, job.spec.cpus, job.spec.mem_bytes)),
+            }
+        }
+        if !never.is_empty() {
+            out.retain(|r| !never.contains(&r.1));
+        }
+        out.retain(|r| cap.contains_key(&r.1));
+    }
+}
+
+#[cfg(test)]
+#[path = "backfill_tests.rs"]
+mod tests;
