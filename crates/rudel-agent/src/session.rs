@@ -231,6 +231,9 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o711)).map_err(dir_err)?;
     }
     tracing::info!(run_as = %run_as.describe(), allow_root_jobs = cfg.allow_root_jobs, "tasks run as");
+    // Output files of step tasks of an earlier run of this agent: their steps ended with
+    // it (nothing follows them any more), so they would only fill the disk.
+    let _ = std::fs::remove_dir_all(cfg.data_dir.join("steps"));
     let live = Arc::new(crate::job_socket::LiveTasks::default());
     let (to_head, mut step_requests) = tokio::sync::mpsc::unbounded_channel();
     let job_socket = crate::job_socket::start(&cfg.data_dir, uid.clone(), live.clone(), to_head);
@@ -741,6 +744,13 @@ impl Agent {
             }
             Some(HeadMsg::StepOutput(o)) => self.origins.output(o),
             Some(HeadMsg::StepTaskEnd(e)) => self.origins.ended(e),
+            Some(HeadMsg::StepLaunch(l)) if l.term < self.term => {
+                tracing::warn!(
+                    term = l.term,
+                    highest = self.term,
+                    "ignoring a step launch from a stale leader"
+                );
+            }
             Some(HeadMsg::StepLaunch(l)) => self.step_launch(l, conn),
             Some(HeadMsg::StepSignal(s)) => {
                 for key in self.step_tasks.keys_of(s.job, Some(s.step)) {

@@ -122,9 +122,10 @@ fn submit_script(cl: &Cluster, shared: &Path, name: &str, body: &str) -> u64 {
     cl.submit(&[&script.display().to_string()])
 }
 
-#[test]
-fn mpirun_in_a_batch_script_starts_its_ranks_on_every_host_through_srun() {
-    let shared = build("hello");
+/// The program built for test `tag`, and three agent hosts with the Slurm commands in the
+/// shared directory's `bin`.
+fn setup(tag: &str) -> (Shared, Cluster) {
+    let shared = build(tag);
     let cl = Cluster::start_private_fs(ClusterOpts {
         agents: 3,
         cpus: 2,
@@ -132,6 +133,12 @@ fn mpirun_in_a_batch_script_starts_its_ranks_on_every_host_through_srun() {
     });
     let bin = shared.0.join("bin");
     cl.rudel_ok(&["slurm", "install", &bin.display().to_string()]);
+    (shared, cl)
+}
+
+#[test]
+fn mpirun_in_a_batch_script_starts_its_ranks_on_every_host_through_srun() {
+    let (shared, cl) = setup("hello");
     let d = shared.0.display();
     let body = format!(
         "export PATH={d}/bin:$PATH\n\
@@ -174,14 +181,7 @@ fn mpirun_in_a_batch_script_starts_its_ranks_on_every_host_through_srun() {
 
 #[test]
 fn a_rank_that_dies_takes_the_job_down_and_leaves_nothing_behind() {
-    let shared = build("abort");
-    let cl = Cluster::start_private_fs(ClusterOpts {
-        agents: 3,
-        cpus: 2,
-        node_timeout: Some("3s".into()),
-    });
-    let bin = shared.0.join("bin");
-    cl.rudel_ok(&["slurm", "install", &bin.display().to_string()]);
+    let (shared, cl) = setup("abort");
     let d = shared.0.display();
     // Rank 2 aborts after the allreduce; the others would wait 60 s.
     let body = format!(

@@ -9,43 +9,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::signal::unix::{signal, SignalKind};
 
+// What the agent sends, one JSON line each.
+use rudel_agent::steps::StepEvent as Event;
+
 use super::srun::Step;
 use super::{SlurmError, SlurmResult};
-
-/// What the agent sends (see rudel-agent's `steps::StepEvent`).
-#[derive(Debug, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-enum Event {
-    Started {
-        step: u32,
-        ntasks: u32,
-        nodelist: String,
-        task_nodes: Vec<String>,
-    },
-    Output {
-        rank: u32,
-        stream: u8,
-        data: String,
-    },
-    Ended {
-        rank: u32,
-        node: String,
-        #[serde(default)]
-        exit_code: Option<i32>,
-        #[serde(default)]
-        signal: Option<i32>,
-        #[serde(default)]
-        error: String,
-    },
-    Refused {
-        error: String,
-    },
-}
 
 /// The request line for the agent.
 fn request(step: &Step) -> Result<String, SlurmError> {
