@@ -4,11 +4,13 @@
 //! a later job is never ahead of an earlier one), tasks end exactly at their limits (the
 //! worst case a reservation must survive) or earlier, unlimited tasks end whenever, and
 //! the leader's Tick entries come between.
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 use rudel_core::alloc::AllocSpec;
-use rudel_core::{Command, JobId, JobSpec, NodeRegistration, Response, State, TaskKey, TaskOutcome, TaskReport};
+use rudel_core::{Command, JobId, JobSpec, NodeRegistration, Response, State, TaskKey};
 
 const MIN: u64 = 60_000;
 
@@ -141,20 +143,6 @@ fn check_reserved_start_kept(sim: &mut Sim) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn report(key: TaskKey, attempt: u32, now: u64) -> TaskReport {
-    TaskReport {
-        key,
-        attempt,
-        outcome: TaskOutcome::Exited,
-        exit_code: Some(0),
-        signal: None,
-        start_ms: now,
-        end_ms: now,
-        message: String::new(),
-        usage: Default::default(),
-    }
-}
-
 fn run(
     nodes: &[u32],
     plans: Vec<JobPlan>,
@@ -243,7 +231,7 @@ fn run(
         let Some(node) = node else { continue };
         sim.apply(Command::Reports {
             node,
-            reports: vec![report(key, attempt, at)],
+            reports: vec![common::exited(key, attempt, at)],
             now_ms: at,
         })?;
     }

@@ -2,10 +2,12 @@
 //! per invariant: the charge rates equal what running tasks hold, the multifactor order is
 //! respected, replicas applying the same log reach the same usage and priorities, and
 //! fair-share delivers each user its share on a long random workload.
+mod common;
+
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
-use rudel_core::{Command, JobId, JobSpec, NodeRegistration, Response, State, TaskKey, TaskOutcome, TaskReport};
+use rudel_core::{Command, JobId, JobSpec, NodeRegistration, Response, State, TaskKey};
 
 const USERS: [&str; 3] = ["a", "b", "c"];
 
@@ -46,20 +48,6 @@ fn configure(s: &mut State, settings: &[(&str, &str)], now: u64) {
         now_ms: now,
     });
     assert!(matches!(r, Response::Configured { .. }), "{r:?}");
-}
-
-fn end_report(key: TaskKey, attempt: u32, now: u64) -> TaskReport {
-    TaskReport {
-        key,
-        attempt,
-        outcome: TaskOutcome::Exited,
-        exit_code: Some(0),
-        signal: None,
-        start_ms: now,
-        end_ms: now,
-        message: String::new(),
-        usage: Default::default(),
-    }
 }
 
 /// Running tasks that hold their node (not queued behind another), oldest key first.
@@ -158,7 +146,7 @@ fn command(s: &State, st: &Step, submitted: &[JobId]) -> Option<Command> {
             let (key, attempt, node) = r.get(i % r.len().max(1))?.clone();
             Command::Reports {
                 node,
-                reports: vec![end_report(key, attempt, now + dt)],
+                reports: vec![common::exited(key, attempt, now + dt)],
                 now_ms: now + dt,
             }
         }
@@ -323,7 +311,7 @@ fn simulate(seed: u64, hours: u64) -> [f64; 3] {
         }
         s.apply(Command::Reports {
             node,
-            reports: vec![end_report(key, attempt, t)],
+            reports: vec![common::exited(key, attempt, t)],
             now_ms: t,
         });
     }
@@ -369,7 +357,7 @@ fn rekey_cost_of_100k_pending_jobs() {
     let t = s.now_ms + 60_000;
     s.apply(Command::Reports {
         node,
-        reports: vec![end_report(key, attempt, t)],
+        reports: vec![common::exited(key, attempt, t)],
         now_ms: t,
     });
     let queued = s.queue.len();

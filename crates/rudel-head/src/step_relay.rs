@@ -136,11 +136,14 @@ pub fn on_kv(svc: &AgentService, node: &str, r: pb::KvRequest) {
 /// node): their tasks on other nodes would otherwise outlive the job. Drops the key-value
 /// stores of jobs that ended, answering their waiters.
 pub fn reap(svc: &AgentService) {
-    let woken = svc.kv.reap(&svc.shared.read().state);
+    // One read of the state for both; the lock is released before anything is sent.
+    let (woken, kills) = {
+        let applied = svc.shared.read();
+        (svc.kv.reap(&applied.state), svc.steps.reap(&applied.state))
+    };
     for (w, reply) in woken {
         send_to(svc, &w.node, HeadMsg::KvReply(reply));
     }
-    let kills = svc.steps.reap(&svc.shared.read().state);
     for (node, job, step) in kills {
         tracing::info!(job, step, node = %node, "killing a step whose allocation ended");
         send_to(
