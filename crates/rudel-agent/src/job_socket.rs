@@ -231,6 +231,9 @@ pub struct RunStep {
     pub env: std::collections::HashMap<String, String>,
     #[serde(default)]
     pub cwd: String,
+    /// srun's PMI-1 server port on this node; 0 = none (`--mpi=none`).
+    #[serde(default)]
+    pub pmi_port: u16,
 }
 
 /// What srun may send while its step runs.

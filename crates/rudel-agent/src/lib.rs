@@ -8,6 +8,7 @@ pub mod journal;
 pub mod launch;
 pub mod login_env;
 pub mod output;
+pub mod pmi;
 pub mod remote_output;
 pub mod session;
 pub mod steps;

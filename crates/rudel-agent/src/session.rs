@@ -155,6 +155,8 @@ struct Agent {
     /// `rudel kv` calls sent to the head, by request id.
     pending_kv: HashMap<u64, tokio::sync::oneshot::Sender<crate::job_socket::Reply>>,
     next_step_request: u64,
+    /// The PMI library MPI ranks of steps load (None: steps with PMI are refused here).
+    pmi_library: Option<PathBuf>,
 }
 
 /// Job id under which `rudel exec` commands run in the executor (never a real job: real ids
@@ -245,6 +247,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         step_tasks: Default::default(),
         pending_kv: HashMap::new(),
         next_step_request: 0,
+        pmi_library: crate::pmi::library(&cfg.data_dir),
         outputs,
         scripts_dir: cfg.data_dir.join("scripts"),
         run_as,
@@ -942,6 +945,7 @@ impl Agent {
             nodelist: step.nodelist,
             env: step.env,
             cwd: step.cwd,
+            pmi_port: u32::from(step.pmi_port),
         };
         if c.send(AgentMsg::StepRequest(req)) {
             self.origins.waiting(id, caller.key.job, events);
@@ -993,6 +997,7 @@ impl Agent {
             node: &self.cfg.name,
             job_socket: self.job_socket.as_deref(),
             live: &self.live,
+            pmi_library: self.pmi_library.as_deref(),
         };
         let failed = self.step_tasks.launch(l, &cx);
         if let Some(c) = conn {

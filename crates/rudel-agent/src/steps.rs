@@ -173,6 +173,8 @@ pub struct LaunchCtx<'a> {
     pub job_socket: Option<&'a Path>,
     /// Where the job socket learns that a step task is live (so `rudel kv` works in it).
     pub live: &'a crate::job_socket::LiveTasks,
+    /// The PMI library for steps with PMI (`crate::pmi`).
+    pub pmi_library: Option<&'a Path>,
 }
 
 impl StepTasks {
@@ -215,6 +217,10 @@ impl StepTasks {
             base.retain(|(k, _)| k != crate::job_socket::SOCKET_ENV);
             base.push((crate::job_socket::SOCKET_ENV.into(), p.display().to_string()));
         }
+        let pmi_library = match crate::pmi::library_for(&base, cx.pmi_library, cx.node) {
+            Ok(lib) => lib,
+            Err(e) => return failed(e),
+        };
         let creds = user.map(|u| u.creds);
         let mut ends = Vec::new();
         for (local, &rank) in l.ranks.iter().enumerate() {
@@ -233,6 +239,9 @@ impl StepTasks {
             env.push(("SLURM_PROCID".into(), rank.to_string()));
             env.push(("SLURM_LOCALID".into(), local.to_string()));
             env.push(("RUDEL_STEP_TASK".into(), rank.to_string()));
+            if let Some(lib) = pmi_library {
+                crate::pmi::add_task_env(&mut env, rank, lib);
+            }
             env.sort();
             let spec = ExecSpec {
                 key: TaskKey { job: STEP_JOB, index },

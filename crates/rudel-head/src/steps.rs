@@ -226,6 +226,30 @@ pub struct Planned {
     pub parts: Vec<NodePart>,
     pub ntasks: u32,
     pub nodelist: String,
+    /// `host:port` of srun's PMI server, if the step has one.
+    pub pmi: Option<String>,
+}
+
+/// Where the tasks of a step reach srun's PMI server: the asking node's address as the head
+/// sees it (the address the node's agent connects from, which its peers can reach too).
+fn pmi_addr(state: &State, node: &str, port: u32) -> Result<Option<String>, String> {
+    if port == 0 {
+        return Ok(None);
+    }
+    let port = u16::try_from(port).map_err(|_| format!("bad PMI port {port}"))?;
+    let address = state.node(node).map(|n| n.address.as_str()).unwrap_or_default();
+    let ip = address
+        .parse::<std::net::SocketAddr>()
+        .map(|a| a.ip())
+        .or_else(|_| address.parse::<std::net::IpAddr>())
+        .map_err(|_| {
+            format!(
+                "the head does not know the address of node {node} ({address:?}), so the step's \
+                 tasks could not reach srun's PMI server; run srun --mpi=none for programs that \
+                 do not use MPI"
+            )
+        })?;
+    Ok(Some(std::net::SocketAddr::new(ip, port).to_string()))
 }
 
 /// Checks a step request and lays it out.
@@ -254,6 +278,7 @@ pub fn plan(state: &State, node: &str, r: &pb::StepRequest) -> Result<Planned, S
         ntasks: parts.iter().map(|p| p.ranks.len() as u32).sum(),
         nodelist: rudel_core::hostlist::compress(&names),
         parts,
+        pmi: pmi_addr(state, node, r.pmi_port)?,
     })
 }
 
@@ -297,6 +322,17 @@ pub fn node_env(
     set("RUDEL_NODE", part.name.clone());
     if cpus_per_task > 0 {
         set("SLURM_CPUS_PER_TASK", cpus_per_task.to_string());
+    }
+    if let Some(addr) = &p.pmi {
+        // PMI-1 in "port" mode (MPICH's client, and rudel's libpmi for Open MPI); the
+        // agent adds PMI_ID/PMI_RANK per task and the library path. FLUX_JOB_ID selects
+        // Open MPI's PMI-1 component; it must be a number, unique per step of the job.
+        set("PMI_PORT", addr.clone());
+        set("PMI_SIZE", ntasks);
+        set(
+            "FLUX_JOB_ID",
+            (p.task.job.wrapping_mul(1024).wrapping_add(u64::from(step)) % (1 << 31)).to_string(),
+        );
     }
     env
 }

@@ -81,17 +81,24 @@ fn build(tag: &str) -> Shared {
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0).unwrap();
     std::fs::write(dir.0.join("hello.c"), HELLO).unwrap();
-    let o = Command::new("mpicc")
-        .arg("-o")
-        .arg(dir.0.join("hello"))
-        .arg(dir.0.join("hello.c"))
-        .output()
-        .unwrap_or_else(|e| panic!("mpicc (Debian's libopenmpi-dev) is needed: {e}"));
-    assert!(
-        o.status.success(),
-        "mpicc failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    // Both MPIs by their own compiler wrappers (`mpicc` is whichever the alternatives
+    // system picked): Open MPI's `hello`, MPICH's `hello_mpich`.
+    for (cc, out, pkg) in [
+        ("mpicc.openmpi", "hello", "libopenmpi-dev"),
+        ("mpicc.mpich", "hello_mpich", "libmpich-dev"),
+    ] {
+        let o = Command::new(cc)
+            .arg("-o")
+            .arg(dir.0.join(out))
+            .arg(dir.0.join("hello.c"))
+            .output()
+            .unwrap_or_else(|e| panic!("{cc} (Debian's {pkg}, installed by .ci/run) is needed: {e}"));
+        assert!(
+            o.status.success(),
+            "{cc} failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     dir
 }
 
@@ -100,6 +107,11 @@ fn build(tag: &str) -> Shared {
 const OMPI_ENV: &str = "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
     OMPI_MCA_btl=self,tcp OMPI_MCA_pml=ob1 OMPI_MCA_btl_tcp_if_include=eth0 \
     OMPI_MCA_oob_tcp_if_include=eth0 OMPI_MCA_plm=slurm OMPI_MCA_ras=slurm";
+
+/// For ranks srun starts itself: only the choice of `eth0` between hosts. Ranks on one
+/// host talk through shared memory (each test host has its own `/dev/shm`).
+const DIRECT_ENV: &str = "export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
+    OMPI_MCA_btl_tcp_if_include=eth0 OMPI_MCA_oob_tcp_if_include=eth0";
 
 /// The ranks' lines, sorted.
 fn rank_lines(text: &str) -> Vec<String> {
@@ -113,18 +125,72 @@ fn rank_lines(text: &str) -> Vec<String> {
 }
 
 fn submit_script(cl: &Cluster, shared: &Path, name: &str, body: &str) -> u64 {
+    submit_shaped(cl, shared, name, "-N 3 --ntasks-per-node 1", OMPI_ENV, body)
+}
+
+fn submit_shaped(cl: &Cluster, shared: &Path, name: &str, shape: &str, env: &str, body: &str) -> u64 {
     let script = shared.join(name);
-    std::fs::write(
-        &script,
-        format!("#!/bin/sh\n#SBATCH -N 3 --ntasks-per-node 1\n{OMPI_ENV}\n{body}\n"),
-    )
-    .unwrap();
+    std::fs::write(&script, format!("#!/bin/sh\n#SBATCH {shape}\n{env}\n{body}\n")).unwrap();
     cl.submit(&[&script.display().to_string()])
+}
+
+/// The output file `name` of the shared directory ("" if absent).
+fn read(shared: &Shared, name: &str) -> String {
+    std::fs::read_to_string(shared.0.join(name)).unwrap_or_default()
+}
+
+/// `(rank, size, sum, ip)` of each rank line, by rank.
+fn ranks_of(text: &str) -> Vec<(u32, u32, u32, String)> {
+    let mut v: Vec<(u32, u32, u32, String)> = text
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            match w.as_slice() {
+                ["rank", r, "size", s, "sum", m, "ip", ip] => {
+                    Some((r.parse().ok()?, s.parse().ok()?, m.parse().ok()?, ip.to_string()))
+                }
+                _ => None,
+            }
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Asserts the 6 ranks of a `-N 3 -n 6` step: each saw size 6 and the sum 0+..+5, and
+/// ranks 2h and 2h+1 share host h's address, a different one per pair.
+fn assert_six_ranks_two_per_host(cl: &Cluster, what: &str, out: &str, err: &str) {
+    let ranks = ranks_of(out);
+    let shape: Vec<(u32, u32, u32)> = ranks.iter().map(|r| (r.0, r.1, r.2)).collect();
+    let want: Vec<(u32, u32, u32)> = (0..6).map(|r| (r, 6, 15)).collect();
+    assert_eq!(shape, want, "{what}: out: {out}\nerr: {err}");
+    let mut pairs: Vec<String> = ranks
+        .chunks(2)
+        .map(|p| {
+            assert_eq!(
+                p[0].3, p[1].3,
+                "{what}: ranks {} and {} on one host: {out}",
+                p[0].0, p[1].0
+            );
+            p[0].3.clone()
+        })
+        .collect();
+    pairs.sort();
+    let mut hosts: Vec<String> = (1..=3).map(|h| cl.net.ip(h)).collect();
+    hosts.sort();
+    assert_eq!(pairs, hosts, "{what}: two ranks on each host: {out}");
 }
 
 /// The program built for test `tag`, and three agent hosts with the Slurm commands in the
 /// shared directory's `bin`.
 fn setup(tag: &str) -> (Shared, Cluster) {
+    // Agents find the PMI library next to their binary (cargo builds it with the workspace).
+    let lib = Path::new(env!("CARGO_BIN_EXE_rudel")).with_file_name("librudel_pmi.so");
+    assert!(
+        lib.is_file(),
+        "{} is missing: cargo build --release -p rudel-pmi",
+        lib.display()
+    );
     let shared = build(tag);
     let cl = Cluster::start_private_fs(ClusterOpts {
         agents: 3,
@@ -142,8 +208,8 @@ fn mpirun_in_a_batch_script_starts_its_ranks_on_every_host_through_srun() {
     let d = shared.0.display();
     let body = format!(
         "export PATH={d}/bin:$PATH\n\
-         mpirun {d}/hello > {d}/mpirun.out 2> {d}/mpirun.err; echo \"exit=$?\" >> {d}/mpirun.out\n\
-         srun {d}/hello > {d}/srun.out 2> {d}/srun.err; echo \"exit=$?\" >> {d}/srun.out"
+         mpirun.openmpi {d}/hello > {d}/mpirun.out 2> {d}/mpirun.err; echo \"exit=$?\" >> {d}/mpirun.out\n\
+         srun --mpi=none {d}/hello > {d}/srun.out 2> {d}/srun.err; echo \"exit=$?\" >> {d}/srun.out"
     );
     let id = submit_script(&cl, &shared.0, "mpirun.sh", &body);
     let v = cl.wait_finished(id, WAIT);
@@ -173,10 +239,30 @@ fn mpirun_in_a_batch_script_starts_its_ranks_on_every_host_through_srun() {
     assert!(out.contains("exit=0"), "{out}\n{err}");
     let sout = std::fs::read_to_string(shared.0.join("srun.out")).unwrap_or_default();
     let serr = std::fs::read_to_string(shared.0.join("srun.err")).unwrap_or_default();
-    // Direct launch needs a PMI server, which rudel does not provide yet: Open MPI itself
-    // refuses, loudly, rather than running three singletons of size 1.
+    // Direct launch without PMI (--mpi=none): Open MPI itself refuses, loudly, rather
+    // than running three singletons of size 1.
     assert!(!sout.contains("exit=0") && !sout.contains("size 1"), "{sout}\n{serr}");
     assert!(serr.contains("direct launched"), "{serr}");
+}
+
+#[test]
+fn srun_starts_open_mpi_and_mpich_ranks_itself_through_its_pmi_server() {
+    let (shared, cl) = setup("direct");
+    let d = shared.0.display();
+    let body = format!(
+        "export PATH={d}/bin:$PATH\n\
+         srun {d}/hello > {d}/ompi.out 2> {d}/ompi.err; echo \"exit=$?\" >> {d}/ompi.out\n\
+         srun --mpi=pmi1 {d}/hello_mpich > {d}/mpich.out 2> {d}/mpich.err; echo \"exit=$?\" >> {d}/mpich.out"
+    );
+    let id = submit_shaped(&cl, &shared.0, "direct.sh", "-N 3 -n 6", DIRECT_ENV, &body);
+    let v = cl.wait_finished(id, WAIT);
+    let (out, err) = (read(&shared, "ompi.out"), read(&shared, "ompi.err"));
+    assert_eq!(v["state"], "completed", "{v}\nout: {out}\nerr: {err}");
+    assert_six_ranks_two_per_host(&cl, "Open MPI", &out, &err);
+    assert!(out.contains("exit=0"), "{out}\n{err}");
+    let (out, err) = (read(&shared, "mpich.out"), read(&shared, "mpich.err"));
+    assert_six_ranks_two_per_host(&cl, "MPICH", &out, &err);
+    assert!(out.contains("exit=0"), "{out}\n{err}");
 }
 
 #[test]
@@ -187,8 +273,10 @@ fn a_rank_that_dies_takes_the_job_down_and_leaves_nothing_behind() {
     let body = format!(
         "export PATH={d}/bin:$PATH\n\
          date +%s > {d}/start\n\
-         mpirun {d}/hello 2 > {d}/abort.out 2> {d}/abort.err; echo \"exit=$?\" >> {d}/abort.out\n\
-         date +%s > {d}/end"
+         mpirun.openmpi {d}/hello 2 > {d}/abort.out 2> {d}/abort.err; echo \"exit=$?\" >> {d}/abort.out\n\
+         date +%s > {d}/end\n\
+         srun {d}/hello 2 > {d}/direct.out 2> {d}/direct.err; echo \"exit=$?\" >> {d}/direct.out\n\
+         date +%s > {d}/direct.end"
     );
     let id = submit_script(&cl, &shared.0, "abort.sh", &body);
     let v = cl.wait_finished(id, WAIT);
@@ -208,6 +296,20 @@ fn a_rank_that_dies_takes_the_job_down_and_leaves_nothing_behind() {
     assert!(
         took < 30,
         "the job took {took} s after rank 2 died (the others sleep 60 s)"
+    );
+    // Started by srun itself: the dead rank's PMI connection closes without finalize,
+    // and srun kills the step.
+    let (dout, derr) = (read(&shared, "direct.out"), read(&shared, "direct.err"));
+    assert_eq!(rank_lines(&dout).len(), 3, "{dout}\n{derr}");
+    assert!(!dout.contains("exit=0"), "srun must fail: {dout}\n{derr}");
+    assert!(
+        derr.contains("task 2: ") && derr.contains("without PMI_Finalize"),
+        "{derr}"
+    );
+    let took = secs("direct.end").saturating_sub(secs("end"));
+    assert!(
+        took < 30,
+        "srun took {took} s after rank 2 died (the others sleep 60 s)"
     );
     // No orted or rank left on any host.
     for host in 1..=3 {

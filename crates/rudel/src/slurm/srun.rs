@@ -23,7 +23,33 @@ pub(super) struct Step {
     pub nodelist: Vec<String>,
     pub label: bool,
     pub kill_on_bad_exit: bool,
+    pub mpi: Mpi,
     pub command: Vec<String>,
+}
+
+/// `--mpi`: whether the step's tasks get a PMI server (srun's, PMI-1).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mpi {
+    /// PMI-1, Slurm's always-present PMI: MPICH speaks it natively, Open MPI through
+    /// rudel's library (docs/parallel-jobs.md).
+    #[default]
+    Pmi1,
+    /// No PMI: Open MPI's own daemons (`orted`) are launched this way by mpirun.
+    None,
+}
+
+impl Mpi {
+    fn parse(v: &str) -> Result<Mpi, SlurmError> {
+        match v {
+            "none" => Ok(Mpi::None),
+            "pmi1" | "pmi" => Ok(Mpi::Pmi1),
+            other => Err(SlurmError::msg(format!(
+                "--mpi={other} is not supported by rudel's srun: it serves PMI-1 (--mpi=pmi1, the \
+                 default; Open MPI and MPICH programs started by srun use it) or nothing \
+                 (--mpi=none). Nothing was run"
+            ))),
+        }
+    }
 }
 
 /// Options that take a value, long and short.
@@ -74,13 +100,7 @@ fn apply(step: &mut Step, opt: &str, v: &str) -> Result<(), SlurmError> {
         "cpus-per-task" => step.cpus_per_task = Some(count(opt, v)?),
         "nodelist" => step.nodelist.push(v.to_string()),
         "cpu-bind" => check_cpu_bind(v)?,
-        // Open MPI's daemons are launched with --mpi=none; rudel has no PMI plugin to pick.
-        "mpi" if v == "none" => {}
-        "mpi" => {
-            return Err(unsupported(&format!(
-                "--mpi={v} (no PMI server; use mpirun from the batch script)"
-            )))
-        }
+        "mpi" => step.mpi = Mpi::parse(v)?,
         // A step's name shows only in step accounting, which rudel does not keep per step;
         // outside a job it names the allocation's job.
         "job-name" => step.job_name = Some(v.to_string()),
@@ -105,6 +125,10 @@ fn flag(step: &mut Step, w: &str) -> Result<bool, SlurmError> {
 /// Parses srun's command line: options up to the first other word, which starts the command.
 pub(super) fn parse(args: &[String]) -> Result<Step, SlurmError> {
     let mut step = Step::default();
+    // Slurm's srun reads the default of --mpi from SLURM_MPI_TYPE.
+    if let Ok(v) = std::env::var("SLURM_MPI_TYPE") {
+        step.mpi = Mpi::parse(&v)?;
+    }
     let mut i = 0;
     while i < args.len() {
         let w = &args[i];
@@ -253,6 +277,7 @@ mod tests {
         assert_eq!((s.ntasks, s.nodes, s.ntasks_per_node), (2, 2, 1));
         assert_eq!(s.nodelist, vec!["n2,n3".to_string()]);
         assert!(s.kill_on_bad_exit);
+        assert_eq!(s.mpi, Mpi::None, "mpirun's daemons get no PMI");
         assert_eq!(s.command, words("orted -mca x y"));
         let s = parse(&words("-l -K -w n1 -n 3 hostname")).unwrap();
         assert!(s.label && s.kill_on_bad_exit);
@@ -264,12 +289,17 @@ mod tests {
             "--cpu-bind=cores true",
             "--gpus=1 true",
             "--mem=1G true",
-            "--mpi=pmix true",
             "--multi-prog x",
         ] {
             let e = parse(&words(bad)).unwrap_err();
             assert!(e.lines[0].contains("not supported yet"), "{bad}: {e:?}");
         }
+        let e = parse(&words("--mpi=pmix true")).unwrap_err();
+        assert!(
+            e.lines[0].contains("--mpi=pmix is not supported") && e.lines[0].contains("PMI-1"),
+            "{e:?}"
+        );
+        assert_eq!(parse(&words("--mpi=pmi1 true")).unwrap().mpi, Mpi::Pmi1);
         assert!(parse(&words("-n1")).unwrap_err().lines[0].contains("No command"));
         assert!(parse(&words("-c 0 true")).unwrap_err().lines[0].contains("--cpus-per-task"));
         assert!(parse(&words("-n x true")).unwrap_err().lines[0].contains("--ntasks"));

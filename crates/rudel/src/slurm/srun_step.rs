@@ -16,18 +16,32 @@ use tokio::signal::unix::{signal, SignalKind};
 // What the agent sends, one JSON line each.
 use rudel_agent::steps::StepEvent as Event;
 
-use super::srun::Step;
+use super::pmi_server::PmiServer;
+use super::srun::{Mpi, Step};
 use super::{SlurmError, SlurmResult};
 
-/// The request line for the agent.
-fn request(step: &Step) -> Result<String, SlurmError> {
+/// Variables of an enclosing step's PMI: the head sets them anew for a step with PMI, and
+/// a step without must not inherit them (mpirun's daemons would take them as their own).
+const PMI_VARS: [&str; 6] = [
+    "PMI_PORT",
+    "PMI_ID",
+    "PMI_RANK",
+    "PMI_SIZE",
+    "FLUX_JOB_ID",
+    "FLUX_PMI_LIBRARY_PATH",
+];
+
+/// The request line for the agent; `pmi_port` 0 = no PMI server.
+fn request(step: &Step, pmi_port: u16) -> Result<String, SlurmError> {
     let cwd = std::env::current_dir()
         .map_err(|e| SlurmError::msg(format!("cannot read the working directory: {e}")))?
         .display()
         .to_string();
     // The step inherits srun's environment, as Slurm's default --export=ALL; the marker
     // of this task is the executor's to set on the step's own tasks.
-    let env: HashMap<String, String> = std::env::vars().filter(|(k, _)| k != "RUDEL_TASK").collect();
+    let env: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k != "RUDEL_TASK" && !PMI_VARS.contains(&k.as_str()))
+        .collect();
     let v = serde_json::json!({
         "op": "run",
         "argv": step.command,
@@ -38,6 +52,7 @@ fn request(step: &Step) -> Result<String, SlurmError> {
         "nodelist": step.nodelist,
         "env": env,
         "cwd": cwd,
+        "pmi_port": pmi_port,
     });
     Ok(format!("{v}\n"))
 }
@@ -151,8 +166,17 @@ pub async fn run(job: &str, step: Step) -> SlurmResult {
     let stream = UnixStream::connect(&sock)
         .await
         .map_err(|e| SlurmError::msg(format!("cannot reach the agent at {sock}: {e}. Nothing was run")))?;
+    let mut pmi = match step.mpi {
+        Mpi::Pmi1 => Some(
+            PmiServer::start(format!("rudel-{job}"))
+                .await
+                .map_err(|e| SlurmError::msg(format!("cannot start the step's PMI server: {e}. Nothing was run")))?,
+        ),
+        Mpi::None => None,
+    };
     let (rd, mut wr) = stream.into_split();
-    wr.write_all(request(&step)?.as_bytes())
+    let port = pmi.as_ref().map_or(0, PmiServer::port);
+    wr.write_all(request(&step, port)?.as_bytes())
         .await
         .map_err(|e| SlurmError::msg(format!("cannot send the step to the agent: {e}")))?;
     let mut lines = BufReader::new(rd).lines();
@@ -171,9 +195,13 @@ pub async fn run(job: &str, step: Step) -> SlurmResult {
     loop {
         let kill = tokio::select! {
             line = lines.next_line() => match line {
-                Ok(Some(l)) => on_event(&l, &mut out, &mut p, step.kill_on_bad_exit)?,
+                Ok(Some(l)) => on_event(&l, &mut out, &mut p, step.kill_on_bad_exit, pmi.as_ref())?,
                 Ok(None) | Err(_) => break,
             },
+            a = pmi_abort(&mut pmi), if !p.killed => {
+                eprintln!("srun: error: task {}: {}; killing the step", a.rank, a.what);
+                true
+            }
             _ = int.recv() => {
                 let again = last_int.is_some_and(|t| t.elapsed() < Duration::from_secs(1));
                 last_int = Some(Instant::now());
@@ -201,8 +229,22 @@ pub async fn run(job: &str, step: Step) -> SlurmResult {
     Ok(p.worst)
 }
 
+/// The PMI server's next reason to kill the step; pending without a server.
+async fn pmi_abort(pmi: &mut Option<PmiServer>) -> super::pmi_server::Abort {
+    match pmi {
+        Some(s) => s.abort().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Handles one event line; true if the step must be killed now.
-fn on_event(line: &str, out: &mut Lines, p: &mut Progress, kill_on_bad_exit: bool) -> Result<bool, SlurmError> {
+fn on_event(
+    line: &str,
+    out: &mut Lines,
+    p: &mut Progress,
+    kill_on_bad_exit: bool,
+    pmi: Option<&PmiServer>,
+) -> Result<bool, SlurmError> {
     use base64::Engine;
     let ev: Event =
         serde_json::from_str(line).map_err(|e| SlurmError::msg(format!("bad message from the agent: {e}")))?;
@@ -215,6 +257,9 @@ fn on_event(line: &str, out: &mut Lines, p: &mut Progress, kill_on_bad_exit: boo
         } => {
             p.step = Some(step);
             p.ntasks = ntasks;
+            if let Some(s) = pmi {
+                s.started(&task_nodes);
+            }
             out.width = ntasks.saturating_sub(1).to_string().len();
             tracing::debug!(step, ntasks, %nodelist, ?task_nodes, "step started");
             Ok(false)

@@ -657,8 +657,11 @@ impl Cluster {
         let work = net.tmp.path().join("work");
         std::fs::create_dir_all(&work).unwrap();
         if private_fs {
+            // /dev/shm too: MPI ranks of one host meet there, and two hosts sharing it
+            // (and a host name) would open each other's shared-memory segments.
+            let dirs = [work.clone(), PathBuf::from("/dev/shm")];
             for i in 1..=opts.agents {
-                net.private_fs(i, std::slice::from_ref(&work));
+                net.private_fs(i, &dirs);
             }
         }
         let head_addr = format!("{}:{HEAD_PORT}", net.ip(0));
