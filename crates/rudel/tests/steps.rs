@@ -100,8 +100,17 @@ fn srun_runs_a_step_on_every_node_of_the_allocation() {
          {srun} -l sh -c 'echo \"$SLURM_PROCID $SLURM_LOCALID $SLURM_NODEID $SLURMD_NODENAME $SLURM_STEP_ID $SLURM_NTASKS $SLURM_STEP_NODELIST $SLURM_STEP_TASKS_PER_NODE\" > task-$SLURM_PROCID.txt; echo out-$SLURM_PROCID; echo err-$SLURM_PROCID >&2' > step0.out 2> step0.err; echo \"exit=$?\" > step0.code\n\
          {srun} -n 3 -N 3 sh -c 'exit $SLURM_PROCID' 2> step1.err; echo \"exit=$?\" > step1.code\n\
          {srun} -w n9 true 2> step2.err; echo \"exit=$?\" > step2.code\n\
-         {srun} --ntasks-per-node=1 --nodes=2 --nodelist=n2,n3 --ntasks=2 --kill-on-bad-exit --mpi=none --cpu-bind=none sh -c 'echo $SLURMD_NODENAME:$SLURM_NODEID' > step3.out; echo \"exit=$?\" > step3.code\n"
+         {srun} --ntasks-per-node=1 --nodes=2 --nodelist=n2,n3 --ntasks=2 --kill-on-bad-exit --mpi=none --cpu-bind=none sh -c 'echo $SLURMD_NODENAME:$SLURM_NODEID' > step3.out; echo \"exit=$?\" > step3.code\n\
+         {srun} -l --multi-prog multi.conf > step4.out 2> step4.err; echo \"exit=$?\" > step4.code\n\
+         {srun} -n 6 --multi-prog partial.conf 2> step5.err; echo \"exit=$?\" > step5.code\n"
     );
+    // Slurm's MULTIPLE PROGRAM CONFIGURATION: a program per rank, %t rank, %o offset.
+    std::fs::write(
+        c.work.join("multi.conf"),
+        "# a comment\n4-5 sh -c 'echo \"last %t on $SLURMD_NODENAME\"'\n0,2-3 echo first offset:%o\n* echo other:%t\n",
+    )
+    .unwrap();
+    std::fs::write(c.work.join("partial.conf"), "0-4 true\n").unwrap();
     std::fs::write(c.work.join("steps.sh"), script).unwrap();
     let id = c.submit(&["steps.sh"]);
     let v = c.wait_finished(id, WAIT);
@@ -145,6 +154,24 @@ fn srun_runs_a_step_on_every_node_of_the_allocation() {
     out.sort();
     assert_eq!(out, vec!["n2:0", "n3:1"], "{out:?}");
     assert_eq!(c.read_work("step3.code"), "exit=0\n");
+
+    // --multi-prog over the allocation's 6 tasks: each rank ran its line, on its node.
+    let mut out: Vec<String> = c.read_work("step4.out").lines().map(String::from).collect();
+    out.sort();
+    let want = [
+        "0: first offset:0",
+        "1: other:1",
+        "2: first offset:1",
+        "3: first offset:2",
+        "4: last 4 on n3",
+        "5: last 5 on n3",
+    ];
+    assert_eq!(out, want, "{}", c.read_work("step4.err"));
+    assert_eq!(c.read_work("step4.code"), "exit=0\n");
+    // A file that leaves a task without a program: refused before anything runs.
+    assert_eq!(c.read_work("step5.code"), "exit=1\n");
+    let e = c.read_work("step5.err");
+    assert!(e.contains("partial.conf invalid: no program for task 5 of 6"), "{e}");
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! `$RUDEL_CREDENTIALS` (default: `rudel login`'s, else a local head's).
 mod format;
 mod install;
+mod multi_prog;
 mod pmi_server;
 pub mod sacct;
 mod sbatch;

@@ -23,6 +23,8 @@ pub(super) struct Step {
     pub nodelist: Vec<String>,
     pub label: bool,
     pub kill_on_bad_exit: bool,
+    /// `--multi-prog`: the command's first word is a configuration file (`multi_prog.rs`).
+    pub multi_prog: bool,
     pub mpi: Mpi,
     pub command: Vec<String>,
 }
@@ -117,6 +119,7 @@ fn flag(step: &mut Step, w: &str) -> Result<bool, SlurmError> {
         "-l" | "--label" => step.label = true,
         "-K" | "--kill-on-bad-exit" | "--kill-on-bad-exit=1" => step.kill_on_bad_exit = true,
         "--kill-on-bad-exit=0" => step.kill_on_bad_exit = false,
+        "--multi-prog" => step.multi_prog = true,
         _ => return Ok(false),
     }
     Ok(true)
@@ -211,6 +214,14 @@ pub async fn srun(args: Vec<String>, head: &str) -> SlurmResult {
     let Ok(job) = std::env::var("SLURM_JOB_ID") else {
         return super::srun_alloc::run(&step, &args, head).await;
     };
+    let mut step = step;
+    if step.multi_prog {
+        // Read here, on srun's node; without -n the allocation's task count is the step's.
+        let ntasks = Some(step.ntasks)
+            .filter(|n| *n > 0)
+            .or_else(|| std::env::var("SLURM_NTASKS").ok().and_then(|v| v.parse().ok()));
+        step.command = super::multi_prog::command(&step.command[0], ntasks)?;
+    }
     if in_place(&step) {
         if let (Some(want), Some(have)) = (step.cpus_per_task, allowed_cpus()) {
             if want > have {
@@ -285,12 +296,7 @@ mod tests {
 
     #[test]
     fn what_srun_cannot_honour_is_refused() {
-        for bad in [
-            "--cpu-bind=cores true",
-            "--gpus=1 true",
-            "--mem=1G true",
-            "--multi-prog x",
-        ] {
+        for bad in ["--cpu-bind=cores true", "--gpus=1 true", "--mem=1G true"] {
             let e = parse(&words(bad)).unwrap_err();
             assert!(e.lines[0].contains("not supported yet"), "{bad}: {e:?}");
         }
