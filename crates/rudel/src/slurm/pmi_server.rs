@@ -74,9 +74,14 @@ impl Drop for PmiServer {
 }
 
 impl PmiServer {
-    /// Listens on every address of this node (the head tells ranks which one to use).
+    /// Listens on every address of this node (the head tells ranks which one to use):
+    /// IPv6 and IPv4 where the kernel has IPv6 (a node the head sees over IPv6 must be
+    /// reachable there too), else IPv4 alone.
     pub async fn start(kvsname: String) -> std::io::Result<PmiServer> {
-        let listener = TcpListener::bind(("0.0.0.0", 0)).await?;
+        let listener = match TcpListener::bind(("::", 0)).await {
+            Ok(l) => l,
+            Err(_) => TcpListener::bind(("0.0.0.0", 0)).await?,
+        };
         let port = listener.local_addr()?.port();
         let (layout_tx, layout_rx) = watch::channel(None);
         let (abort_tx, aborts) = mpsc::unbounded_channel();
