@@ -231,6 +231,9 @@ pub struct RunStep {
     pub env: std::collections::HashMap<String, String>,
     #[serde(default)]
     pub cwd: String,
+    /// The step's name for accounting (srun -J); empty: the command's basename.
+    #[serde(default)]
+    pub name: String,
 }
 
 /// What srun may send while its step runs.

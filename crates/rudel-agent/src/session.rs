@@ -942,6 +942,7 @@ impl Agent {
             nodelist: step.nodelist,
             env: step.env,
             cwd: step.cwd,
+            name: step.name,
         };
         if c.send(AgentMsg::StepRequest(req)) {
             self.origins.waiting(id, caller.key.job, events);

@@ -38,6 +38,7 @@ fn request(step: &Step) -> Result<String, SlurmError> {
         "nodelist": step.nodelist,
         "env": env,
         "cwd": cwd,
+        "name": step.job_name.clone().unwrap_or_default(),
     });
     Ok(format!("{v}\n"))
 }
