@@ -757,13 +757,46 @@ mod tests {
     #[tokio::test]
     async fn writer_commits_and_reports_progress() {
         let (_d, h) = open();
-        h.record(7, Vec::new(), vec![job(1, "a", "completed", 1)]);
-        h.record(9, Vec::new(), vec![job(2, "a", "completed", 2)]);
+        // Ended now: the writer's first retention pass (right after its first commit)
+        // would delete records ended at 1970 and make this test flaky.
+        let now = now_ms();
+        h.record(7, Vec::new(), vec![job(1, "a", "completed", now)]);
+        h.record(9, Vec::new(), vec![job(2, "a", "completed", now)]);
         h.caught_up(9, Duration::from_secs(5)).await;
         assert_eq!(h.applied(), 9);
         assert_eq!(h.len().unwrap(), 2);
         assert!(!h.backfill_needed(9));
         assert!(h.backfill_needed(10));
+    }
+
+    #[test]
+    fn steps_are_attached_to_their_job_rewritten_idempotently_and_pruned_with_it() {
+        let (_d, h) = open();
+        let step = |n: u32, state: &str| pb::HistoryStep {
+            step: n,
+            state: state.into(),
+            ..Default::default()
+        };
+        h.write_steps_now(
+            1,
+            &[
+                (1, step(1, "failed")),
+                (1, step(0, "completed")),
+                (2, step(0, "completed")),
+            ],
+        )
+        .unwrap();
+        // A replayed entry writes the same row again.
+        h.write_steps_now(2, &[(1, step(1, "failed"))]).unwrap();
+        h.write_now(3, &[job(1, "a", "completed", 100), job(2, "a", "completed", 300)])
+            .unwrap();
+        let got = h.get(1).unwrap().unwrap();
+        let ids: Vec<(u32, &str)> = got.steps.iter().map(|s| (s.step, s.state.as_str())).collect();
+        assert_eq!(ids, [(0, "completed"), (1, "failed")], "by step id, once each");
+        assert_eq!(h.steps(2).unwrap().len(), 1);
+        assert_eq!(h.prune(200).unwrap(), 1);
+        assert!(h.steps(1).unwrap().is_empty(), "steps go with their job");
+        assert_eq!(h.steps(2).unwrap().len(), 1);
     }
 
     #[test]
