@@ -234,6 +234,9 @@ pub struct RunStep {
     /// srun's PMI-1 server port on this node; 0 = none (`--mpi=none`).
     #[serde(default)]
     pub pmi_port: u16,
+    /// The step's name for accounting (srun -J); empty: the command's basename.
+    #[serde(default)]
+    pub name: String,
 }
 
 /// What srun may send while its step runs.

@@ -946,6 +946,7 @@ impl Agent {
             env: step.env,
             cwd: step.cwd,
             pmi_port: u32::from(step.pmi_port),
+            name: step.name,
         };
         if c.send(AgentMsg::StepRequest(req)) {
             self.origins.waiting(id, caller.key.job, events);

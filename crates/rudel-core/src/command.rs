@@ -197,6 +197,14 @@ pub enum Command {
         hold: bool,
         now_ms: u64,
     },
+    /// A job step ended (appended by the leader that relayed it): recorded in accounting,
+    /// at most [`crate::steps::MAX_STEPS_PER_JOB`] per job. `version` is
+    /// [`crate::steps::STEP_RECORD_VERSION`] of the leader's build.
+    StepEnded {
+        version: u32,
+        record: crate::steps::StepRecord,
+        now_ms: u64,
+    },
 }
 
 /// What `rudel update` may change on a job none of whose tasks has started (a started

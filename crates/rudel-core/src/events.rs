@@ -40,6 +40,8 @@ pub enum Event {
     NodeChanged { node: NodeId },
     /// Tasks of the job went back to pending (`rudel requeue`); a finished job is live again.
     JobRequeued { job: JobId },
+    /// A step of the job ended and is recorded (accounting only).
+    StepEnded { record: Box<crate::steps::StepRecord> },
 }
 
 impl Event {
@@ -54,7 +56,8 @@ impl Event {
             Event::JobSubmitted { .. }
             | Event::PendingCancelled { .. }
             | Event::JobEnded { .. }
-            | Event::JobRequeued { .. } => None,
+            | Event::JobRequeued { .. }
+            | Event::StepEnded { .. } => None,
         }
     }
 
@@ -69,6 +72,7 @@ impl Event {
             | Event::TaskTookOver { key, .. }
             | Event::KillRequested { key, .. }
             | Event::TaskEnded { key, .. } => Some(key.job),
+            Event::StepEnded { ref record } => Some(record.job),
             Event::NodeChanged { .. } => None,
         }
     }

@@ -60,6 +60,8 @@ pub enum Violation {
         indexed: crate::state::running::Running,
         counted: crate::state::running::Running,
     },
+    #[error("job {job} holds {recorded} step records, above the cap {cap}")]
+    StepCap { job: JobId, recorded: u32, cap: u32 },
 }
 
 /// Every invariant, in a fixed order; the first violation found.
@@ -73,7 +75,22 @@ pub fn check_all(s: &State) -> Result<(), Violation> {
     gres_not_over_granted(s)?;
     licenses_never_over_granted(s)?;
     running_usage_is_counted(s)?;
+    steps_within_cap(s)?;
     gated_jobs_wait(s)
+}
+
+/// No job holds more step records than `steps::MAX_STEPS_PER_JOB`: a job running steps
+/// without end must not grow accounting (and every head's store) without bound.
+pub fn steps_within_cap(s: &State) -> Result<(), Violation> {
+    let cap = crate::steps::MAX_STEPS_PER_JOB;
+    match s.jobs.values().find(|j| j.steps_recorded > cap) {
+        Some(j) => Err(Violation::StepCap {
+            job: j.id,
+            recorded: j.steps_recorded,
+            cap,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The per-user running index (read by the running limits) equals a recount of the jobs'

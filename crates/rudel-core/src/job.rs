@@ -280,6 +280,15 @@ pub struct Job {
     /// Tasks held back by `aftercorr` until their counterparts complete (see aftercorr.rs).
     #[serde(default)]
     pub corr: Option<Box<crate::aftercorr::CorrGate>>,
+    /// Step records accepted for this job (at most `steps::MAX_STEPS_PER_JOB`), ends
+    /// past the cap, and the id after the highest recorded step (a new leader numbers on
+    /// from it: step ids are never reused within a job). See `steps.rs`.
+    #[serde(default)]
+    pub steps_recorded: u32,
+    #[serde(default)]
+    pub steps_dropped: u64,
+    #[serde(default)]
+    pub next_step: u32,
 }
 
 /// Where a job's dependency stands.
@@ -330,6 +339,9 @@ impl Job {
             mf_priority: 0,
             max_attempt: 0,
             corr: None,
+            steps_recorded: 0,
+            steps_dropped: 0,
+            next_step: 0,
         }
     }
 

@@ -35,6 +35,7 @@ pub mod security;
 pub mod serde_pairs;
 pub mod signal;
 pub mod state;
+pub mod steps;
 pub mod task_env;
 #[cfg(test)]
 pub(crate) mod testkit;

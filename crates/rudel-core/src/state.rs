@@ -16,6 +16,7 @@ mod cancel_tasks;
 pub mod fairshare;
 mod gang;
 pub mod quota;
+mod record_step;
 pub mod running;
 pub mod turns;
 
@@ -284,6 +285,10 @@ impl State {
                 self.advance(now_ms);
                 self.requeue(&jobs, hold).into()
             }
+            Command::StepEnded { record, now_ms, .. } => {
+                self.advance(now_ms);
+                self.record_step(record)
+            }
         }
     }
 
@@ -309,6 +314,12 @@ impl State {
                 Ok(())
             }
             Command::Batch(cmds) => cmds.iter().try_for_each(|c| self.precheck(c)),
+            Command::StepEnded { version, .. } if *version > crate::steps::STEP_RECORD_VERSION => {
+                Err(ConfigError::NewerStepRecord {
+                    wanted: *version,
+                    ours: crate::steps::STEP_RECORD_VERSION,
+                })
+            }
             _ => Ok(()),
         }
     }

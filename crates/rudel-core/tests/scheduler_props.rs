@@ -55,6 +55,8 @@ enum Event {
     CancelTask(usize, u64),
     /// Requeue the n-th submitted job (whole, or its task at position m), held or not.
     Requeue(usize, Option<usize>, bool),
+    /// A step of the n-th submitted job (or of a job id that never existed) ended.
+    StepEnded(usize, u32, bool),
 }
 
 fn job_req() -> impl Strategy<Value = JobReq> {
@@ -239,6 +241,8 @@ fn event() -> impl Strategy<Value = Event> {
         2 => (any::<usize>(), any::<u64>()).prop_map(|(i, p)| Event::CancelTask(i, p)),
         2 => (any::<usize>(), prop::option::of(any::<usize>()), prop_oneof![4 => Just(false), 1 => Just(true)])
             .prop_map(|(i, t, h)| Event::Requeue(i, t, h)),
+        1 => (any::<usize>(), 0u32..4, prop_oneof![5 => Just(true), 1 => Just(false)])
+            .prop_map(|(i, st, known)| Event::StepEnded(i, st, known)),
     ]
 }
 
@@ -796,6 +800,31 @@ proptest! {
                         ended.remove(&id);
                     }
                     check_requeued_runs_again(&was, &s.jobs[&id], index, !changed.is_empty())?;
+                }
+                Event::StepEnded(i, step, known) => {
+                    // A step record belongs to an existing job and changes nothing but
+                    // that job's step counts (accounting never moves scheduling).
+                    let id = if known && !submitted.is_empty() {
+                        *submitted.keys().nth(i % submitted.len()).unwrap_or(&0)
+                    } else {
+                        u64::MAX - 1
+                    };
+                    let was = s.jobs.get(&id).cloned();
+                    let record = rudel_core::steps::StepRecord {
+                        job: id, step, name: "true".into(), nodelist: "n0".into(), ntasks: 1, cpus: 1,
+                        start_ms: now, end_ms: now, state: rudel_core::steps::StepState::Completed, exit_code: 0, signal: 0,
+                    };
+                    let cmd = Command::StepEnded { version: rudel_core::steps::STEP_RECORD_VERSION, record, now_ms: now };
+                    let r = apply_ev(&mut s, &mut ended, cmd)?;
+                    match (&was, s.jobs.get(&id)) {
+                        (None, _) => prop_assert!(matches!(r, Response::Rejected { .. }), "a step of no job: {:?}", r),
+                        (Some(w), Some(j)) => {
+                            prop_assert_eq!(r, Response::Ok);
+                            prop_assert_eq!(j.steps_recorded, w.steps_recorded + 1);
+                            prop_assert!(j.next_step > step);
+                        }
+                        (Some(_), None) => prop_assert!(false, "recording a step removed job {}", id),
+                    }
                 }
                 Event::Drain(i, drain) => {
                     let name = s.nodes[i % s.nodes.len()].name.clone();

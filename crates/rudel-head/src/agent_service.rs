@@ -49,6 +49,8 @@ pub struct AgentService {
     pub steps: Arc<crate::steps::Steps>,
     /// The job-scoped key-value stores (`rudel kv`, see `kv.rs`).
     pub kv: Arc<crate::kv::Kv>,
+    /// Ended steps on their way into the log (see `step_records.rs`).
+    pub step_records: crate::step_records::Sender,
 }
 
 /// The live session of one node: its id, the sender that stops it, and where to hand it

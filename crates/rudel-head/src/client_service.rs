@@ -237,12 +237,14 @@ impl pb::rudel_server::Rudel for ClientService {
             a.state.job_of(req.job_id).map(|(j, task)| {
                 let mut info = job_info(&a.state, j, true);
                 info.task_index = task;
+                info.steps_dropped = j.steps_dropped;
                 info
             })
         };
         let owner = |info: &pb::JobInfo| info.spec.as_ref().map(|s| s.user.clone()).unwrap_or_default();
-        if let Some(info) = live {
+        if let Some(mut info) = live {
             crate::authz::check_owner(&caller, req.job_id, &owner(&info), "show the details of")?;
+            info.steps = crate::history_service::steps_of(&self.shared, info.id).await?;
             return Ok(tonic::Response::new(info));
         }
         // Pruned from the replicated state: the accounting store still knows it.

@@ -199,6 +199,9 @@ pub fn job_info(state: &State, job: &Job, details: bool) -> pb::JobInfo {
     pb::JobInfo {
         expected_start_ms,
         sched_nodes,
+        // Filled from the accounting store by ShowJob only (`history_service::steps_of`).
+        steps: Vec::new(),
+        steps_dropped: job.steps_dropped,
         task_index: None,
         held: job.held,
         pending_indices: rudel_core::pending::pending_indices(job),

@@ -29,6 +29,7 @@ use rudel_proto::v1 as pb;
 use tokio::sync::watch;
 
 use crate::history_index;
+use crate::history_step::{self, StepRow};
 use crate::history_task::{self, TaskRecord};
 
 /// job id -> `pb::HistoryJob` (protobuf bytes).
@@ -70,6 +71,7 @@ enum Msg {
     Batch {
         applied: u64,
         tasks: Vec<TaskRecord>,
+        steps: Vec<StepRow>,
         jobs: Vec<pb::HistoryJob>,
     },
 }
@@ -137,6 +139,7 @@ impl History {
             w.open_table(META).map_err(|e| open_err(e.into()))?;
             w.open_table(history_task::TASKS).map_err(|e| open_err(e.into()))?;
             w.open_table(history_task::USAGE).map_err(|e| open_err(e.into()))?;
+            w.open_table(history_step::STEPS).map_err(|e| open_err(e.into()))?;
             w.open_table(history_index::BY_USER).map_err(|e| open_err(e.into()))?;
             w.open_table(history_index::BY_NAME).map_err(|e| open_err(e.into()))?;
         }
@@ -171,8 +174,21 @@ impl History {
 
     /// Queues records from entries applied up to `applied` (never blocks on disk).
     pub fn record(&self, applied: u64, tasks: Vec<TaskRecord>, jobs: Vec<pb::HistoryJob>) {
+        self.record_all(applied, tasks, Vec::new(), jobs)
+    }
+
+    /// [`History::record`] with ended job steps.
+    pub fn record_all(&self, applied: u64, tasks: Vec<TaskRecord>, steps: Vec<StepRow>, jobs: Vec<pb::HistoryJob>) {
         let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        if tx.send(Msg::Batch { applied, tasks, jobs }).is_err() {
+        if tx
+            .send(Msg::Batch {
+                applied,
+                tasks,
+                steps,
+                jobs,
+            })
+            .is_err()
+        {
             tracing::error!("history writer stopped; finished jobs are not recorded");
         }
     }
@@ -208,7 +224,7 @@ impl History {
             return Ok(None);
         };
         let mut j = decode(job, v.value())?;
-        history_task::attach(&r, &mut j)?;
+        attach(&r, &mut j)?;
         Ok(Some(j))
     }
 
@@ -228,7 +244,7 @@ impl History {
                     continue;
                 };
                 if f.matches(&j) && out.len() < f.limit && !out.iter().any(|o: &pb::HistoryJob| o.job_id == j.job_id) {
-                    history_task::attach(&r, &mut j)?;
+                    attach(&r, &mut j)?;
                     out.push(j);
                 }
             }
@@ -296,8 +312,25 @@ impl History {
         tasks: &[TaskRecord],
         jobs: &[pb::HistoryJob],
     ) -> Result<(), HistoryError> {
-        write_batch(&self.db, applied, tasks, jobs, redb::Durability::Immediate)
+        write_batch(&self.db, applied, tasks, &[], jobs, redb::Durability::Immediate)
     }
+
+    /// The ended steps of `job` (also of a job still running), by step id.
+    pub fn steps(&self, job: u64) -> Result<Vec<pb::HistoryStep>, HistoryError> {
+        let r = self.db.begin_read().map_err(store_err)?;
+        history_step::of(&r, job)
+    }
+
+    /// Writes step rows synchronously (tests).
+    pub fn write_steps_now(&self, applied: u64, steps: &[StepRow]) -> Result<(), HistoryError> {
+        write_batch(&self.db, applied, &[], steps, &[], redb::Durability::Immediate)
+    }
+}
+
+/// Adds what is stored beside a job record: its task rows and usage, its steps.
+fn attach(r: &redb::ReadTransaction, j: &mut pb::HistoryJob) -> Result<(), HistoryError> {
+    history_task::attach(r, j)?;
+    history_step::attach(r, j)
 }
 
 /// Appends the records of `ids` (in index order) that match `f`, up to its limit.
@@ -315,7 +348,7 @@ fn collect(
         };
         let mut j = decode(id, v.value())?;
         if f.matches(&j) {
-            history_task::attach(r, &mut j)?;
+            attach(r, &mut j)?;
             out.push(j);
             if out.len() >= f.limit {
                 break;
@@ -353,12 +386,14 @@ fn write_batch(
     db: &Database,
     applied: u64,
     tasks: &[TaskRecord],
+    steps: &[StepRow],
     jobs: &[pb::HistoryJob],
     durability: redb::Durability,
 ) -> Result<(), HistoryError> {
     let mut w = db.begin_write().map_err(store_err)?;
     w.set_durability(durability);
     history_task::write(&w, tasks)?;
+    history_step::write(&w, steps)?;
     {
         let mut t = w.open_table(JOBS).map_err(store_err)?;
         let mut by_end = w.open_table(BY_END).map_err(store_err)?;
@@ -402,6 +437,7 @@ fn prune(db: &Database, cutoff_ms: u64) -> Result<u64, HistoryError> {
                     history_index::remove(&w, &decode(k.1, old.value())?)?;
                 }
                 history_task::remove(&w, k.1)?;
+                history_step::remove(&w, k.1)?;
             }
         }
         w.commit().map_err(store_err)?;
@@ -420,7 +456,7 @@ fn now_ms() -> u64 {
 
 /// Makes the unsynced marker commits durable (an empty synced commit).
 fn sync_marker(db: &Database, sync: &mut crate::history_sync::MarkerSync) {
-    match write_batch(db, 0, &[], &[], redb::Durability::Immediate) {
+    match write_batch(db, 0, &[], &[], &[], redb::Durability::Immediate) {
         Ok(()) => sync.committed(redb::Durability::Immediate, std::time::Instant::now()),
         Err(e) => tracing::warn!(error = %e, "history: syncing the applied marker failed"),
     }
@@ -445,14 +481,17 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Msg>, written: watch::Sender<u64
         let mut applied = 0;
         let mut jobs = Vec::new();
         let mut tasks = Vec::new();
+        let mut steps = Vec::new();
         let mut take = |m: Msg| match m {
             Msg::Batch {
                 applied: a,
                 tasks: mut t,
+                steps: mut s,
                 jobs: mut j,
             } => {
                 applied = applied.max(a);
                 tasks.append(&mut t);
+                steps.append(&mut s);
                 jobs.append(&mut j);
             }
         };
@@ -461,8 +500,9 @@ fn writer(db: Arc<Database>, rx: mpsc::Receiver<Msg>, written: watch::Sender<u64
             while let Ok(m) = rx.try_recv() {
                 take(m);
             }
-            let durability = sync.durability(!tasks.is_empty() || !jobs.is_empty(), std::time::Instant::now());
-            match write_batch(&db, applied, &tasks, &jobs, durability) {
+            let records = !tasks.is_empty() || !steps.is_empty() || !jobs.is_empty();
+            let durability = sync.durability(records, std::time::Instant::now());
+            match write_batch(&db, applied, &tasks, &steps, &jobs, durability) {
                 Ok(()) => {
                     sync.committed(durability, std::time::Instant::now());
                     written.send_if_modified(|w| {
@@ -561,7 +601,9 @@ pub fn record(state: &State, job: &Job) -> pb::HistoryJob {
                 count: n,
             })
             .collect(),
-        // Totals live in history_task.rs's table, merged in when read.
+        steps_dropped: job.steps_dropped,
+        // Totals live in history_task.rs's table, steps in history_step.rs's, merged in
+        // when read.
         ..Default::default()
     }
 }
@@ -715,13 +757,46 @@ mod tests {
     #[tokio::test]
     async fn writer_commits_and_reports_progress() {
         let (_d, h) = open();
-        h.record(7, Vec::new(), vec![job(1, "a", "completed", 1)]);
-        h.record(9, Vec::new(), vec![job(2, "a", "completed", 2)]);
+        // Ended now: the writer's first retention pass (right after its first commit)
+        // would delete records ended at 1970 and make this test flaky.
+        let now = now_ms();
+        h.record(7, Vec::new(), vec![job(1, "a", "completed", now)]);
+        h.record(9, Vec::new(), vec![job(2, "a", "completed", now)]);
         h.caught_up(9, Duration::from_secs(5)).await;
         assert_eq!(h.applied(), 9);
         assert_eq!(h.len().unwrap(), 2);
         assert!(!h.backfill_needed(9));
         assert!(h.backfill_needed(10));
+    }
+
+    #[test]
+    fn steps_are_attached_to_their_job_rewritten_idempotently_and_pruned_with_it() {
+        let (_d, h) = open();
+        let step = |n: u32, state: &str| pb::HistoryStep {
+            step: n,
+            state: state.into(),
+            ..Default::default()
+        };
+        h.write_steps_now(
+            1,
+            &[
+                (1, step(1, "failed")),
+                (1, step(0, "completed")),
+                (2, step(0, "completed")),
+            ],
+        )
+        .unwrap();
+        // A replayed entry writes the same row again.
+        h.write_steps_now(2, &[(1, step(1, "failed"))]).unwrap();
+        h.write_now(3, &[job(1, "a", "completed", 100), job(2, "a", "completed", 300)])
+            .unwrap();
+        let got = h.get(1).unwrap().unwrap();
+        let ids: Vec<(u32, &str)> = got.steps.iter().map(|s| (s.step, s.state.as_str())).collect();
+        assert_eq!(ids, [(0, "completed"), (1, "failed")], "by step id, once each");
+        assert_eq!(h.steps(2).unwrap().len(), 1);
+        assert_eq!(h.prune(200).unwrap(), 1);
+        assert!(h.steps(1).unwrap().is_empty(), "steps go with their job");
+        assert_eq!(h.steps(2).unwrap().len(), 1);
     }
 
     #[test]

@@ -31,31 +31,58 @@ pub async fn history(shared: &Arc<SharedState>, req: pb::HistoryRequest) -> Resu
             limit: usize::MAX,
             ..Filter::from_pb(&req)
         };
-        let a = shared.read();
-        // An array task's own job id names its array (`sacct -j 43` of a running array).
-        let active = |id: &u64| a.state.job_of(*id).map(|(j, _)| j).filter(|j| !j.is_finished());
-        let found: Vec<_> = if req.job_ids.is_empty() {
-            a.state
-                .jobs
-                .values()
-                .filter(|j| !j.is_finished())
-                .map(|j| record(&a.state, j))
-                .filter(|j| f.matches(j))
-                .collect()
-        } else {
-            let mut ids: Vec<u64> = req.job_ids.iter().filter_map(active).map(|j| j.id).collect();
-            ids.sort_unstable();
-            ids.dedup();
-            ids.iter()
-                .filter_map(|id| a.state.jobs.get(id))
-                .map(|j| record(&a.state, j))
-                .filter(|j| f.matches(j))
-                .collect()
+        let mut found = {
+            let a = shared.read();
+            // An array task's own job id names its array (`sacct -j 43` of a running array).
+            let active = |id: &u64| a.state.job_of(*id).map(|(j, _)| j).filter(|j| !j.is_finished());
+            let found: Vec<_> = if req.job_ids.is_empty() {
+                a.state
+                    .jobs
+                    .values()
+                    .filter(|j| !j.is_finished())
+                    .map(|j| record(&a.state, j))
+                    .filter(|j| f.matches(j))
+                    .collect()
+            } else {
+                let mut ids: Vec<u64> = req.job_ids.iter().filter_map(active).map(|j| j.id).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids.iter()
+                    .filter_map(|id| a.state.jobs.get(id))
+                    .map(|j| record(&a.state, j))
+                    .filter(|j| f.matches(j))
+                    .collect()
+            };
+            found
         };
+        // Steps of running jobs that already ended are in the store (read without the
+        // state lock held).
+        let h = shared.history.clone();
+        found = tokio::task::spawn_blocking(move || {
+            for j in &mut found {
+                j.steps = h.steps(j.job_id)?;
+            }
+            Ok::<_, crate::history::HistoryError>(found)
+        })
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
         jobs.extend(found);
     }
     jobs.sort_by_key(|j| j.job_id);
     Ok(jobs)
+}
+
+/// The ended steps of a job still in the replicated state, once the store has what this
+/// head applied (a step that just ended is shown).
+pub async fn steps_of(shared: &Arc<SharedState>, job: u64) -> Result<Vec<pb::HistoryStep>, Status> {
+    let applied = shared.read().last_applied.map_or(0, |l| l.index);
+    shared.history.caught_up(applied, CATCH_UP_WAIT).await;
+    let h = shared.history.clone();
+    tokio::task::spawn_blocking(move || h.steps(job))
+        .await
+        .map_err(internal)?
+        .map_err(internal)
 }
 
 /// `rudel show` of a job no longer in the replicated state.
@@ -118,6 +145,8 @@ fn job_info_of(j: pb::HistoryJob) -> pb::JobInfo {
         start_ms: j.start_ms,
         end_ms: j.end_ms,
         reason,
+        steps: j.steps,
+        steps_dropped: j.steps_dropped,
         task_details: j
             .task_records
             .into_iter()

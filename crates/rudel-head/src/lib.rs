@@ -15,6 +15,7 @@ pub mod heads;
 pub mod history;
 mod history_index;
 mod history_service;
+pub mod history_step;
 mod history_sync;
 pub mod history_task;
 pub mod identity;
@@ -31,6 +32,8 @@ mod requeue_rpc;
 pub mod sched_config;
 mod share_rpc;
 pub mod socket_forward;
+mod step_acct;
+mod step_records;
 mod step_relay;
 pub mod steps;
 pub mod submit_batch;
@@ -151,6 +154,8 @@ pub struct Head {
     socket_servers: Vec<JoinHandle<()>>,
     pub socket_paths: Vec<PathBuf>,
     reports: JoinHandle<()>,
+    /// Commits ended job steps to the log (see `step_records`).
+    step_records: JoinHandle<()>,
     /// Commits concurrent submits together (see `submit_batch`).
     submit_batcher: JoinHandle<()>,
     /// Asking the leader to make this (joining) head a voter.
@@ -259,6 +264,8 @@ impl Head {
         let _ = peer_tls.set(rudel_tls::client::client_config(&creds.creds)?);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let reports = tokio::spawn(reports::run(proposer.clone(), reports_rx));
+        let (step_records_tx, step_records_rx) = mpsc::channel(step_records::QUEUE);
+        let step_records = tokio::spawn(step_records::run(proposer.clone(), step_records_rx));
 
         let (submits, submit_batcher) =
             submit_batch::SubmitBatcher::start(proposer.clone(), submit_batch::BatchLimits::default());
@@ -287,6 +294,7 @@ impl Head {
             shutdown: shutdown_rx.clone(),
             steps: Default::default(),
             kv: Default::default(),
+            step_records: step_records_tx,
         };
         let sweeper = tokio::spawn(orphan_nodes::sweep(agents.clone()));
         let timers = tokio::spawn(timers::run(agents.clone()));
@@ -381,6 +389,7 @@ impl Head {
             socket_servers,
             socket_paths,
             reports,
+            step_records,
             submit_batcher,
             promote,
             sweeper,
@@ -481,6 +490,7 @@ impl Head {
             tracing::warn!(error = %e, "raft shutdown");
         }
         self.reports.abort();
+        self.step_records.abort();
         self.submit_batcher.abort();
         self.sweeper.abort();
         self.timers.abort();

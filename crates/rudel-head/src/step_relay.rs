@@ -37,7 +37,15 @@ pub fn on_request(svc: &AgentService, node: &str, term: u64, r: pb::StepRequest)
             return;
         }
     };
-    let step = svc.steps.begin(&p, node);
+    let floor = svc.shared.read().state.jobs.get(&p.task.job).map_or(0, |j| j.next_step);
+    let acct = crate::step_acct::StepAcct::new(
+        crate::step_acct::step_name(&r),
+        p.nodelist.clone(),
+        p.ntasks,
+        r.cpus_per_task,
+        crate::proposer::now_ms(),
+    );
+    let step = svc.steps.begin(&p, node, acct, floor);
     tracing::info!(job = p.task.job, step, ntasks = p.ntasks, nodes = %p.nodelist, "step starting");
     let task_nodes = p
         .parts
@@ -96,15 +104,20 @@ pub fn on_output(svc: &AgentService, o: pb::StepOutput) {
     }
 }
 
-/// A step task ended: to the agent whose srun waits for it.
+/// A step task ended: to the agent whose srun waits for it; after the step's last task,
+/// its record goes to accounting.
 pub fn on_task_end(svc: &AgentService, e: pb::StepTaskEnd) {
-    if let Some(origin) = svc.steps.task_ended(e.job, e.step) {
+    if let Some((origin, record)) = svc.steps.task_ended(&e, crate::proposer::now_ms()) {
         send_to(svc, &origin, HeadMsg::StepTaskEnd(e));
+        if let Some(r) = record {
+            crate::step_records::send(&svc.step_records, r);
+        }
     }
 }
 
 /// srun asked to kill its step (or is gone): to every node of the step.
 pub fn on_signal(svc: &AgentService, s: pb::StepSignal) {
+    svc.steps.kill_requested(s.job, s.step);
     for node in svc.steps.nodes(s.job, s.step) {
         send_to(svc, &node, HeadMsg::StepSignal(s));
     }
@@ -137,10 +150,16 @@ pub fn on_kv(svc: &AgentService, node: &str, r: pb::KvRequest) {
 /// stores of jobs that ended, answering their waiters.
 pub fn reap(svc: &AgentService) {
     // One read of the state for both; the lock is released before anything is sent.
-    let (woken, kills) = {
+    let (woken, (kills, records)) = {
         let applied = svc.shared.read();
-        (svc.kv.reap(&applied.state), svc.steps.reap(&applied.state))
+        (
+            svc.kv.reap(&applied.state),
+            svc.steps.reap(&applied.state, crate::proposer::now_ms()),
+        )
     };
+    for r in records {
+        crate::step_records::send(&svc.step_records, r);
+    }
     for (w, reply) in woken {
         send_to(svc, &w.node, HeadMsg::KvReply(reply));
     }

@@ -343,6 +343,8 @@ struct LiveStep {
     origin: String,
     nodes: Vec<String>,
     remaining: u32,
+    /// For its accounting record when it ends (see `step_acct.rs`).
+    acct: crate::step_acct::StepAcct,
 }
 
 /// The steps of one running allocation (one attempt of one task).
@@ -365,8 +367,10 @@ impl Steps {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a new step of the allocation and returns its id (0, 1, ... per attempt).
-    pub fn begin(&self, p: &Planned, origin: &str) -> u32 {
+    /// Records a new step of the allocation and returns its id (0, 1, ... per attempt,
+    /// never below `floor`: the job's next step id in the replicated state, so that a new
+    /// leader does not reuse the id of a step already in accounting).
+    pub fn begin(&self, p: &Planned, origin: &str, acct: crate::step_acct::StepAcct, floor: u32) -> u32 {
         let mut t = self.lock();
         let a = t.entry(p.task).or_default();
         if a.attempt != p.attempt {
@@ -375,6 +379,7 @@ impl Steps {
                 ..Default::default()
             };
         }
+        a.next = a.next.max(floor);
         let step = a.next;
         a.next += 1;
         a.live.insert(
@@ -383,9 +388,22 @@ impl Steps {
                 origin: origin.to_string(),
                 nodes: p.parts.iter().map(|p| p.name.clone()).collect(),
                 remaining: p.ntasks,
+                acct,
             },
         );
         step
+    }
+
+    /// The step is being killed on request (srun's Ctrl-C or `-K`, srun gone).
+    pub fn kill_requested(&self, job: u64, step: u32) {
+        let mut t = self.lock();
+        if let Some(s) = t
+            .iter_mut()
+            .find(|(k, _)| k.job == job)
+            .and_then(|(_, a)| a.live.get_mut(&step))
+        {
+            s.acct.kill_requested();
+        }
     }
 
     /// The node whose srun waits for step `step` of job `job`'s allocation.
@@ -397,17 +415,25 @@ impl Steps {
             .map(|s| s.origin.clone())
     }
 
-    /// One task of the step ended: its srun's node; the step is forgotten after its last.
-    pub fn task_ended(&self, job: u64, step: u32) -> Option<String> {
+    /// One task of the step ended: its srun's node, and the step's accounting record
+    /// after its last task (the step is then forgotten).
+    pub fn task_ended(
+        &self,
+        e: &pb::StepTaskEnd,
+        now_ms: u64,
+    ) -> Option<(String, Option<rudel_core::steps::StepRecord>)> {
         let mut t = self.lock();
-        let a = t.iter_mut().find(|(k, _)| k.job == job).map(|(_, a)| a)?;
-        let s = a.live.get_mut(&step)?;
+        let a = t.iter_mut().find(|(k, _)| k.job == e.job).map(|(_, a)| a)?;
+        let s = a.live.get_mut(&e.step)?;
         let origin = s.origin.clone();
+        s.acct.task_ended(e);
         s.remaining = s.remaining.saturating_sub(1);
+        let mut record = None;
         if s.remaining == 0 {
-            a.live.remove(&step);
+            record = Some(s.acct.record(e.job, e.step, now_ms, None));
+            a.live.remove(&e.step);
         }
-        Some(origin)
+        Some((origin, record))
     }
 
     /// The nodes running step `step` of job `job`.
@@ -421,13 +447,15 @@ impl Steps {
     }
 
     /// Forgets the steps of allocations that no longer run and returns what to kill:
-    /// (node, job, step) for each node of each such step.
-    pub fn reap(&self, state: &State) -> Vec<(String, u64, u32)> {
+    /// (node, job, step) for each node of each such step; and the accounting records of
+    /// those steps (cut short with their allocation).
+    pub fn reap(&self, state: &State, now_ms: u64) -> (Vec<(String, u64, u32)>, Vec<rudel_core::steps::StepRecord>) {
         let mut t = self.lock();
         if t.is_empty() {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let mut kill = Vec::new();
+        let mut records = Vec::new();
         t.retain(|key, a| {
             let alive = state
                 .jobs
@@ -435,13 +463,20 @@ impl Steps {
                 .and_then(|j| j.running.get(&key.index))
                 .is_some_and(|rt| rt.attempt == a.attempt && !rt.kill_requested);
             if !alive {
+                let ended_as = state
+                    .jobs
+                    .get(&key.job)
+                    .and_then(|j| j.ended.get(&key.index))
+                    .filter(|t| t.attempt == a.attempt)
+                    .map(|t| t.state);
                 for (step, s) in &a.live {
                     kill.extend(s.nodes.iter().map(|n| (n.clone(), key.job, *step)));
+                    records.push(s.acct.record(key.job, *step, now_ms, Some(ended_as)));
                 }
             }
             alive
         });
-        kill
+        (kill, records)
     }
 }
 

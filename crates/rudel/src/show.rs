@@ -158,6 +158,19 @@ pub fn job_json(j: &pb::JobInfo) -> Value {
         Value::Null
     };
     v["sched_nodes"] = json!(j.sched_nodes);
+    // Ended job steps (srun), as the accounting store holds them.
+    v["steps"] = j
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "step": s.step, "name": s.name, "state": s.state, "exit_code": s.exit_code,
+                "signal": s.signal, "start_ms": s.start_ms, "end_ms": s.end_ms,
+                "nodelist": s.nodelist, "ntasks": s.ntasks, "cpus": s.cpus,
+            })
+        })
+        .collect();
+    v["steps_dropped"] = json!(j.steps_dropped);
     v
 }
 
@@ -388,7 +401,39 @@ pub async fn show(a: ShowArgs, head: &str) -> CmdResult {
             println!("  ... {} more (see --json)", interesting.len() - 50);
         }
     }
+    print_steps(&j);
     Ok(0)
+}
+
+/// The job's ended steps (`srun`), first 50, as `sacct` names them (`ID.N`).
+fn print_steps(j: &pb::JobInfo) {
+    if j.steps.is_empty() {
+        return;
+    }
+    println!(
+        "  {:<12} {:<16} {:<10} {:>6} {:>6}  NODES",
+        "STEP", "NAME", "STATE", "TASKS", "EXIT"
+    );
+    for s in j.steps.iter().take(50) {
+        println!(
+            "  {:<12} {:<16} {:<10} {:>6} {:>6}  {}",
+            format!("{}.{}", j.id, s.step),
+            truncate(&s.name, 16),
+            s.state,
+            s.ntasks,
+            format!("{}:{}", s.exit_code, s.signal),
+            s.nodelist
+        );
+    }
+    if j.steps.len() > 50 {
+        println!("  ... {} more steps (sacct -j {} shows them)", j.steps.len() - 50, j.id);
+    }
+    if j.steps_dropped > 0 {
+        println!(
+            "  {} more steps ended past the per-job record cap (counted, not recorded)",
+            j.steps_dropped
+        );
+    }
 }
 
 /// `rudel cancel`.

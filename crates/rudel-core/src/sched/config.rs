@@ -106,6 +106,12 @@ pub enum ConfigError {
          1 to {ours}); upgrade every head first"
     )]
     UnsupportedVersion { wanted: u32, ours: u32 },
+    #[error(
+        "this head implements step records of version {ours} but the log holds one of version \
+         {wanted} (written by a newer rudel); it stops instead of applying it differently from \
+         its peers: upgrade this head's rudel binary and start it again"
+    )]
+    NewerStepRecord { wanted: u32, ours: u32 },
 }
 
 impl SchedConfig {

@@ -226,6 +226,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let last_index;
         let mut ended = Vec::new();
         let mut ended_tasks = Vec::new();
+        let mut ended_steps = Vec::new();
         {
             let mut a = self.shared.write();
             for e in entries {
@@ -256,6 +257,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                                 }
                             }
                             ended_tasks.extend(crate::history_task::from_event(&a.state, ev));
+                            ended_steps.extend(crate::history_step::from_event(ev));
                         }
                         out.push(applied.response);
                     }
@@ -268,7 +270,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             last_index = a.last_applied.map_or(0, |l| l.index);
         }
         // Always sent (even empty): it moves the store's "applied up to" marker.
-        self.shared.history.record(last_index, ended_tasks, ended);
+        self.shared
+            .history
+            .record_all(last_index, ended_tasks, ended_steps, ended);
         self.shared.changed.send_replace(last_index);
         Ok(out)
     }

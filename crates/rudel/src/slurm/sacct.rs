@@ -1,8 +1,11 @@
 //! `sacct`: Slurm's accounting query over rudel's history (Slurm 22.05 output formats).
 //!
-//! Jobs have no steps in rudel, so `-X` (allocations only) changes nothing, and the usage
-//! Slurm shows on a job's steps (MaxRSS, TotalCPU, UserCPU, SystemCPU) is on the job's own
-//! line. Array tasks are shown one per line as `ARRAYID_INDEX` with their own job id as
+//! A job's line is followed by its steps', as Slurm's: `ID.batch` (the batch script, or
+//! the command of `rudel submit`, derived from the job's own record) and `ID.0`, `ID.1`,
+//! ... (srun steps, recorded by the head when they end; see rudel-core steps.rs). `-X`
+//! shows the job lines only; `-j ID.0` / `-j ID.batch` only that step. The usage Slurm
+//! shows on a job's steps (MaxRSS, TotalCPU, UserCPU, SystemCPU) is measured per task of
+//! the job, so it is on the job's line and its batch line. Array tasks are shown one per line as `ARRAYID_INDEX` with their own job id as
 //! JobIDRaw; tasks past the store's per-job row cap (rudel-head's history_task.rs) that
 //! completed are summed up in one `ID_[SPEC]` line.
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,7 +23,7 @@ const PARTITION: &str = "rudel";
 #[derive(Parser, Debug)]
 #[command(name = "sacct", about = "Show finished and running jobs (Slurm-compatible)")]
 pub struct SacctArgs {
-    /// Allocations only (rudel jobs have no steps: accepted, changes nothing).
+    /// Allocations only: no step lines (`ID.batch`, `ID.0`, ...).
     #[arg(short = 'X', long = "allocations")]
     pub allocations: bool,
     /// Fields separated by '|' with no trailing '|'.
@@ -102,6 +105,7 @@ enum Field {
     Submit,
     NodeList,
     AllocCpus,
+    NTasks,
     ReqMem,
     MaxRss,
     TotalCpu,
@@ -115,7 +119,7 @@ enum Field {
 }
 
 /// (name as Slurm spells it, field, Slurm's default width).
-const FIELDS: [(&str, Field, usize); 22] = [
+const FIELDS: [(&str, Field, usize); 23] = [
     ("JobID", Field::JobId, 12),
     ("JobIDRaw", Field::JobIdRaw, 12),
     ("JobName", Field::JobName, 10),
@@ -128,6 +132,7 @@ const FIELDS: [(&str, Field, usize); 22] = [
     ("Submit", Field::Submit, 19),
     ("NodeList", Field::NodeList, 15),
     ("AllocCPUS", Field::AllocCpus, 10),
+    ("NTasks", Field::NTasks, 8),
     ("ReqMem", Field::ReqMem, 10),
     ("MaxRSS", Field::MaxRss, 10),
     ("TotalCPU", Field::TotalCpu, 10),
@@ -256,11 +261,37 @@ pub async fn run(a: SacctArgs, head: &str) -> CmdResult {
         .iter()
         .flat_map(|j| rows_of(j, now))
         .filter(|r| selectors.is_empty() || selectors.iter().any(|s| s.matches(r)))
+        .filter(|r| !(a.allocations && r.step.is_some()))
         .collect();
     if a.json {
+        // Slurm's JSON lists a job's steps inside the job (`steps`), not as jobs.
+        let jobs: Vec<Value> = rows
+            .iter()
+            .filter(|r| r.step.is_none())
+            .map(|r| {
+                let mut v = row_json(r, now);
+                v["steps"] = Value::Array(
+                    rows.iter()
+                        .filter(|s| s.step.is_some() && std::ptr::eq(s.job, r.job) && s.task == r.task)
+                        .map(|s| step_json(s, now))
+                        .collect(),
+                );
+                v
+            })
+            .collect();
+        // A step selector alone (`-j 41.0`) still shows that step, inside its job.
+        let orphans: Vec<Value> = rows
+            .iter()
+            .filter(|s| s.step.is_some() && !rows.iter().any(|r| r.step.is_none() && std::ptr::eq(s.job, r.job)))
+            .map(|s| {
+                let mut v = row_json(s, now);
+                v["steps"] = Value::Array(vec![step_json(s, now)]);
+                v
+            })
+            .collect();
         println!(
             "{}",
-            json!({ "jobs": rows.iter().map(|r| row_json(r, now)).collect::<Vec<_>>() })
+            json!({ "jobs": jobs.into_iter().chain(orphans).collect::<Vec<_>>() })
         );
         return Ok(0);
     }
@@ -269,18 +300,51 @@ pub async fn run(a: SacctArgs, head: &str) -> CmdResult {
 }
 
 /// One `-j` entry: `ID` (a job, an array, or an array task by its own job id) or
-/// `ARRAYID_INDEX`.
+/// `ARRAYID_INDEX`, optionally with a step (`ID.batch`, `ID.0`).
 #[derive(Debug, PartialEq)]
 struct Selector {
     id: u64,
     index: Option<u32>,
+    step: Option<StepId>,
+}
+
+/// Which step of a job a line shows.
+#[derive(Clone, Debug, PartialEq)]
+enum StepId {
+    /// The batch script (`ID.batch`).
+    Batch,
+    /// An srun step (`ID.N`).
+    Srun(u32),
+    /// A step rudel never has (`ID.extern`, `ID.interactive`): selects no line.
+    Other(String),
+}
+
+impl StepId {
+    fn parse(s: &str) -> StepId {
+        match s {
+            "batch" => StepId::Batch,
+            _ => s.parse().map_or_else(|_| StepId::Other(s.to_string()), StepId::Srun),
+        }
+    }
+
+    fn suffix(&self) -> String {
+        match self {
+            StepId::Batch => "batch".into(),
+            StepId::Srun(n) => n.to_string(),
+            StepId::Other(s) => s.clone(),
+        }
+    }
 }
 
 impl Selector {
     fn parse(s: &str) -> Result<Selector, String> {
         let bad = || format!("invalid job id \"{s}\"");
-        // A step suffix (`.batch`, `.0`): rudel jobs have no steps; the job is meant.
-        let s0 = s.split('.').next().unwrap_or(s);
+        // A step suffix (`.batch`, `.0`) names that step only.
+        let (s0, step) = match s.split_once('.') {
+            Some((j, st)) if !st.is_empty() => (j, Some(StepId::parse(st))),
+            Some(_) => return Err(bad()),
+            None => (s, None),
+        };
         let (id, index) = match s0.split_once('_') {
             Some((id, i)) => (id, Some(i.parse::<u32>().map_err(|_| bad())?)),
             None => (s0, None),
@@ -288,16 +352,19 @@ impl Selector {
         Ok(Selector {
             id: id.parse().map_err(|_| bad())?,
             index,
+            step,
         })
     }
 
     /// True when the line shows what this entry names (Slurm: an array's id shows all its
-    /// tasks; a task's own id or `ID_INDEX` shows that task).
+    /// tasks; a task's own id or `ID_INDEX` shows that task; a job's id shows its steps
+    /// too, `ID.N` only that step).
     fn matches(&self, r: &Row) -> bool {
-        match self.index {
+        let job = match self.index {
             Some(i) => r.job.job_id == self.id && r.task == Some(i),
             None => r.job.job_id == self.id || r.raw_id == self.id,
-        }
+        };
+        job && (self.step.is_none() || self.step == r.step)
     }
 }
 
@@ -332,23 +399,83 @@ struct Row<'a> {
     start_ms: u64,
     end_ms: u64,
     node: Vec<String>,
+    /// None: a job (or array task) line; Some: one of its steps.
+    step: Option<StepId>,
+    /// The step's name, tasks and cpus (steps only).
+    step_name: String,
+    ntasks: u32,
+    cpus: u32,
+}
+
+/// The job's own line (not an array).
+fn job_row(j: &pb::HistoryJob) -> Row<'_> {
+    Row {
+        job: j,
+        id: j.job_id.to_string(),
+        raw_id: j.job_id,
+        usage: Usage::of(j.max_rss_kb, j.user_cpu_us, j.sys_cpu_us),
+        task: None,
+        state: j.state.clone(),
+        exit: (j.exit_code.unwrap_or(0), j.signal.unwrap_or(0)),
+        start_ms: j.start_ms,
+        end_ms: j.end_ms,
+        node: j.nodes.clone(),
+        step: None,
+        step_name: String::new(),
+        ntasks: 0,
+        cpus: j.cpus,
+    }
+}
+
+/// The batch step of a job that started: the script on the job's first node, from the
+/// job's own record (Slurm: `ID.batch`, JobName `batch`, one task, the script's exit
+/// code; a job killed at its time limit shows its batch step CANCELLED).
+fn batch_row<'a>(j: &'a pb::HistoryJob) -> Option<Row<'a>> {
+    if j.start_ms == 0 {
+        return None;
+    }
+    let mut r = job_row(j);
+    r.id = format!("{}.batch", j.job_id);
+    r.step = Some(StepId::Batch);
+    r.step_name = "batch".into();
+    r.ntasks = 1;
+    r.node = j.nodes.first().cloned().into_iter().collect();
+    if r.state == "timeout" {
+        r.state = "cancelled".into();
+    }
+    Some(r)
+}
+
+/// The lines of a job's recorded srun steps, by step id.
+fn step_rows(j: &pb::HistoryJob) -> impl Iterator<Item = Row<'_>> {
+    j.steps.iter().map(move |s| Row {
+        job: j,
+        id: format!("{}.{}", j.job_id, s.step),
+        raw_id: j.job_id,
+        usage: None,
+        task: None,
+        state: s.state.clone(),
+        exit: (s.exit_code, s.signal),
+        start_ms: s.start_ms,
+        end_ms: s.end_ms,
+        node: if s.nodelist.is_empty() {
+            Vec::new()
+        } else {
+            vec![s.nodelist.clone()]
+        },
+        step: Some(StepId::Srun(s.step)),
+        step_name: s.name.clone(),
+        ntasks: s.ntasks,
+        cpus: s.cpus,
+    })
 }
 
 fn rows_of(j: &pb::HistoryJob, _now: u64) -> Vec<Row<'_>> {
-    let exit = (j.exit_code.unwrap_or(0), j.signal.unwrap_or(0));
     if j.array.is_empty() {
-        return vec![Row {
-            job: j,
-            id: j.job_id.to_string(),
-            raw_id: j.job_id,
-            usage: Usage::of(j.max_rss_kb, j.user_cpu_us, j.sys_cpu_us),
-            task: None,
-            state: j.state.clone(),
-            exit,
-            start_ms: j.start_ms,
-            end_ms: j.end_ms,
-            node: j.nodes.clone(),
-        }];
+        let mut rows = vec![job_row(j)];
+        rows.extend(batch_row(j));
+        rows.extend(step_rows(j));
+        return rows;
     }
     let mut rows: Vec<Row> = j
         .task_records
@@ -369,6 +496,10 @@ fn rows_of(j: &pb::HistoryJob, _now: u64) -> Vec<Row<'_>> {
             } else {
                 vec![t.node.clone()]
             },
+            step: None,
+            step_name: String::new(),
+            ntasks: 0,
+            cpus: j.cpus,
         })
         .collect();
     let rest = j.tasks.saturating_sub(rows.len() as u64);
@@ -385,8 +516,14 @@ fn rows_of(j: &pb::HistoryJob, _now: u64) -> Vec<Row<'_>> {
             start_ms: j.start_ms,
             end_ms: j.end_ms,
             node: j.nodes.clone(),
+            step: None,
+            step_name: String::new(),
+            ntasks: 0,
+            cpus: j.cpus,
         });
     }
+    // Steps of an array's tasks are recorded under the array's id.
+    rows.extend(step_rows(j));
     rows
 }
 
@@ -418,6 +555,7 @@ fn slurm_state(r: &Row) -> String {
     match r.state.as_str() {
         "completed" => "COMPLETED".into(),
         "failed" => "FAILED".into(),
+        "cancelled" if r.step.is_some() => "CANCELLED".into(),
         "cancelled" => format!("CANCELLED by {}", uid_of(&r.job.user)),
         "timeout" => "TIMEOUT".into(),
         "node_fail" => "NODE_FAIL".into(),
@@ -441,6 +579,7 @@ fn value(c: Field, r: &Row, now: u64) -> String {
     match c {
         Field::JobId => r.id.clone(),
         Field::JobIdRaw => r.raw_id.to_string(),
+        Field::JobName if r.step.is_some() => r.step_name.clone(),
         Field::JobName => j.name.clone(),
         Field::State => slurm_state(r),
         Field::ExitCode => format!("{}:{}", r.exit.0, r.exit.1),
@@ -452,7 +591,10 @@ fn value(c: Field, r: &Row, now: u64) -> String {
         Field::NodeList if r.node.is_empty() => "None assigned".into(),
         Field::NodeList => r.node.join(","),
         Field::AllocCpus if r.start_ms == 0 => "0".into(),
-        Field::AllocCpus => j.cpus.to_string(),
+        Field::AllocCpus => r.cpus.to_string(),
+        // Slurm leaves it empty on the allocation's line.
+        Field::NTasks if r.step.is_none() => String::new(),
+        Field::NTasks => r.ntasks.to_string(),
         Field::ReqMem if j.mem_bytes == 0 => "0".into(),
         Field::ReqMem => format!("{}M", j.mem_bytes.div_ceil(1 << 20)),
         // Empty, as Slurm prints for a job without gathered data (older agents, lost tasks).
@@ -463,7 +605,9 @@ fn value(c: Field, r: &Row, now: u64) -> String {
             .unwrap_or_default(),
         Field::UserCpu => r.usage.map(|u| cpu_time(u.user_cpu_us)).unwrap_or_default(),
         Field::SystemCpu => r.usage.map(|u| cpu_time(u.sys_cpu_us)).unwrap_or_default(),
-        Field::CpuTime => duration(elapsed_s(r, now) * u64::from(if r.start_ms == 0 { 0 } else { j.cpus })),
+        Field::CpuTime => duration(elapsed_s(r, now) * u64::from(if r.start_ms == 0 { 0 } else { r.cpus })),
+        // Slurm prints these on the job's line only.
+        Field::User | Field::Partition | Field::Timelimit if r.step.is_some() => String::new(),
         Field::User => j.user.clone(),
         Field::Partition => PARTITION.into(),
         Field::Timelimit if j.time_limit_ms == 0 => "UNLIMITED".into(),
@@ -564,6 +708,39 @@ fn row_json(r: &Row, now: u64) -> Value {
         },
         "working_directory": j.work_dir,
     })
+}
+
+/// A step inside its job's JSON (`steps`), in Slurm's shape.
+fn step_json(r: &Row, now: u64) -> Value {
+    let secs = |ms: u64| ms / 1000;
+    let id = r.step.as_ref().map(StepId::suffix).unwrap_or_default();
+    json!({
+        "step": { "id": format!("{}.{id}", r.job.job_id), "name": value(Field::JobName, r, now) },
+        "state": slurm_state(r).split(' ').next().unwrap_or(""),
+        "exit_code": {
+            "status": match (r.state.as_str(), r.exit) {
+                ("completed", _) => "SUCCESS",
+                (_, (_, s)) if s != 0 => "SIGNALED",
+                _ if r.end_ms == 0 => "PENDING",
+                _ => "FAILED",
+            },
+            "return_code": r.exit.0,
+            "signal": { "signal_id": r.exit.1 },
+        },
+        "nodes": { "range": r.node.join(","), "count": r.node.iter().map(|n| expand_count(n)).sum::<usize>() },
+        "tasks": { "count": r.ntasks },
+        "CPU": { "count": r.cpus },
+        "time": {
+            "start": secs(r.start_ms),
+            "end": secs(r.end_ms),
+            "elapsed": elapsed_s(r, now),
+        },
+    })
+}
+
+/// Nodes a compressed hostlist names (1 if it cannot be read).
+fn expand_count(list: &str) -> usize {
+    rudel_core::hostlist::expand(list).map_or(1, |v| v.len())
 }
 
 /// A size in KiB as sacct prints MaxRSS (`convert_num_unit` with its default
@@ -845,11 +1022,70 @@ mod tests {
 
     #[test]
     fn job_selectors() {
-        assert_eq!(Selector::parse("41").unwrap(), Selector { id: 41, index: None });
-        assert_eq!(Selector::parse("41_3").unwrap(), Selector { id: 41, index: Some(3) });
-        assert_eq!(Selector::parse("41.batch").unwrap(), Selector { id: 41, index: None });
+        let sel = |id, index, step| Selector { id, index, step };
+        assert_eq!(Selector::parse("41").unwrap(), sel(41, None, None));
+        assert_eq!(Selector::parse("41_3").unwrap(), sel(41, Some(3), None));
+        assert_eq!(Selector::parse("41.batch").unwrap(), sel(41, None, Some(StepId::Batch)));
+        assert_eq!(Selector::parse("41.2").unwrap(), sel(41, None, Some(StepId::Srun(2))));
+        assert_eq!(
+            Selector::parse("41.extern").unwrap(),
+            sel(41, None, Some(StepId::Other("extern".into())))
+        );
+        assert!(Selector::parse("41.").is_err());
         assert!(Selector::parse("41_x").is_err());
         assert!(Selector::parse("abc").is_err());
+    }
+
+    #[test]
+    fn a_job_line_is_followed_by_its_batch_and_srun_steps() {
+        let step = |n, st: &str, code, name: &str| pb::HistoryStep {
+            step: n,
+            name: name.into(),
+            state: st.into(),
+            exit_code: code,
+            start_ms: 2_000,
+            end_ms: 3_000,
+            nodelist: "n[1-2]".into(),
+            ntasks: 2,
+            cpus: 2,
+            ..Default::default()
+        };
+        let j = pb::HistoryJob {
+            job_id: 41,
+            name: "job.sh".into(),
+            state: "timeout".into(),
+            start_ms: 1_000,
+            end_ms: 9_000,
+            nodes: vec!["n1".into(), "n2".into()],
+            cpus: 4,
+            signal: Some(9),
+            steps: vec![step(0, "completed", 0, "true"), step(1, "failed", 3, "sh")],
+            ..Default::default()
+        };
+        let rows = rows_of(&j, 10_000);
+        let show = |f: Field| rows.iter().map(|r| value(f, r, 10_000)).collect::<Vec<_>>();
+        assert_eq!(show(Field::JobId), ["41", "41.batch", "41.0", "41.1"]);
+        assert_eq!(show(Field::JobName), ["job.sh", "batch", "true", "sh"]);
+        assert_eq!(show(Field::State), ["TIMEOUT", "CANCELLED", "COMPLETED", "FAILED"]);
+        assert_eq!(show(Field::ExitCode), ["0:9", "0:9", "0:0", "3:0"]);
+        assert_eq!(show(Field::NodeList), ["n1,n2", "n1", "n[1-2]", "n[1-2]"]);
+        assert_eq!(show(Field::NTasks), ["", "1", "2", "2"]);
+        assert_eq!(show(Field::Elapsed), ["00:00:08", "00:00:08", "00:00:01", "00:00:01"]);
+        let one = Selector::parse("41.1").unwrap();
+        assert_eq!(rows.iter().filter(|r| one.matches(r)).count(), 1);
+        let batch = Selector::parse("41.batch").unwrap();
+        assert_eq!(
+            rows.iter()
+                .filter(|r| batch.matches(r))
+                .map(|r| r.id.as_str())
+                .collect::<Vec<_>>(),
+            ["41.batch"]
+        );
+        let pending = pb::HistoryJob {
+            job_id: 42,
+            ..Default::default()
+        };
+        assert_eq!(rows_of(&pending, 0).len(), 1, "no batch step before the job starts");
     }
 
     #[test]

@@ -53,6 +53,7 @@ fn request(step: &Step, pmi_port: u16) -> Result<String, SlurmError> {
         "env": env,
         "cwd": cwd,
         "pmi_port": pmi_port,
+        "name": step.job_name.clone().unwrap_or_default(),
     });
     Ok(format!("{v}\n"))
 }
