@@ -27,7 +27,7 @@ def start_agents(cl, n):
         log = open(os.path.join(cl.dir, f"agent-{i}.log"), "w")
         procs.append(subprocess.Popen(
             [cl.binary, "agent", "--head", cl.addr, "--token", token, "--name", f"n{i}", "--data", data,
-             "--cpus", "1", "--allow-root-jobs"], stdout=log, stderr=subprocess.STDOUT, env=cl.env))
+             "--cpus", "1", "--mem", "256M", "--allow-root-jobs"], stdout=log, stderr=subprocess.STDOUT, env=cl.env))
     deadline = time.time() + 120
     while time.time() < deadline:
         out = cl.rudel("nodes", "--json")

@@ -313,34 +313,57 @@ struct LiveStep {
 #[derive(Debug, Default)]
 struct AllocSteps {
     attempt: u32,
-    next: u32,
     live: HashMap<u32, LiveStep>,
 }
 
-/// Every step the leader relays, by the task that holds the allocation.
+/// Every step the leader relays, by the task that holds the allocation, and the next
+/// step id of each job.
+///
+/// Step ids count per job, across its attempts and array tasks, never per allocation:
+/// messages name a step by (job, step) only, and a requeued job's first step numbered 0
+/// again was taken for the dead attempt's step 0 — the old `srun`'s kill (sent as its
+/// script was killed) killed the new attempt's step, and the old tasks' ends were counted
+/// as the new step's (`tests/step_node_loss.rs`, a host cut off under a step).
+#[derive(Debug, Default)]
+struct Table {
+    allocs: HashMap<TaskKey, AllocSteps>,
+    next: HashMap<u64, u32>,
+}
+
 #[derive(Debug, Default)]
 pub struct Steps {
-    inner: Mutex<HashMap<TaskKey, AllocSteps>>,
+    inner: Mutex<Table>,
+}
+
+impl Table {
+    /// Step `step` of job `job`, in whichever of the job's allocations runs it.
+    fn step(&self, job: u64, step: u32) -> Option<&LiveStep> {
+        self.allocs
+            .iter()
+            .filter(|(k, _)| k.job == job)
+            .find_map(|(_, a)| a.live.get(&step))
+    }
 }
 
 impl Steps {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskKey, AllocSteps>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // A poisoned lock only means a holder panicked; the table stays consistent.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a new step of the allocation and returns its id (0, 1, ... per attempt).
+    /// Records a new step of the allocation and returns its id (0, 1, ... per job).
     pub fn begin(&self, p: &Planned, origin: &str) -> u32 {
         let mut t = self.lock();
-        let a = t.entry(p.task).or_default();
+        let next = t.next.entry(p.task.job).or_default();
+        let step = *next;
+        *next = next.wrapping_add(1);
+        let a = t.allocs.entry(p.task).or_default();
         if a.attempt != p.attempt {
             *a = AllocSteps {
                 attempt: p.attempt,
                 ..Default::default()
             };
         }
-        let step = a.next;
-        a.next += 1;
         a.live.insert(
             step,
             LiveStep {
@@ -355,16 +378,17 @@ impl Steps {
     /// The node whose srun waits for step `step` of job `job`'s allocation.
     pub fn origin(&self, job: u64, step: u32) -> Option<String> {
         let t = self.lock();
-        t.iter()
-            .find(|(k, _)| k.job == job)
-            .and_then(|(_, a)| a.live.get(&step))
-            .map(|s| s.origin.clone())
+        t.step(job, step).map(|s| s.origin.clone())
     }
 
     /// One task of the step ended: its srun's node; the step is forgotten after its last.
     pub fn task_ended(&self, job: u64, step: u32) -> Option<String> {
         let mut t = self.lock();
-        let a = t.iter_mut().find(|(k, _)| k.job == job).map(|(_, a)| a)?;
+        let a = t
+            .allocs
+            .iter_mut()
+            .find(|(k, a)| k.job == job && a.live.contains_key(&step))
+            .map(|(_, a)| a)?;
         let s = a.live.get_mut(&step)?;
         let origin = s.origin.clone();
         s.remaining = s.remaining.saturating_sub(1);
@@ -377,22 +401,21 @@ impl Steps {
     /// The nodes running step `step` of job `job`.
     pub fn nodes(&self, job: u64, step: u32) -> Vec<String> {
         let t = self.lock();
-        t.iter()
-            .find(|(k, _)| k.job == job)
-            .and_then(|(_, a)| a.live.get(&step))
-            .map(|s| s.nodes.clone())
-            .unwrap_or_default()
+        t.step(job, step).map(|s| s.nodes.clone()).unwrap_or_default()
     }
 
     /// Forgets the steps of allocations that no longer run and returns what to kill:
     /// (node, job, step) for each node of each such step.
     pub fn reap(&self, state: &State) -> Vec<(String, u64, u32)> {
         let mut t = self.lock();
-        if t.is_empty() {
+        // A job's step ids are kept while it may run again (pending, running, requeued).
+        t.next
+            .retain(|job, _| state.jobs.get(job).is_some_and(|j| !j.is_finished()));
+        if t.allocs.is_empty() {
             return Vec::new();
         }
         let mut kill = Vec::new();
-        t.retain(|key, a| {
+        t.allocs.retain(|key, a| {
             let alive = state
                 .jobs
                 .get(&key.job)
