@@ -252,6 +252,8 @@ def main():
     binary = os.path.abspath(a.binary)
     if not a.loopback and os.geteuid() != 0:
         sys.exit("network-namespace hosts need root (or use --loopback)")
+    if not a.loopback and (binary + "/").startswith("/tmp/"):
+        sys.exit(f"{binary} is under /tmp, which each host hides behind its own tmpfs: copy it elsewhere")
     # Outside /tmp: the agents' hosts have a private /tmp.
     shared = tempfile.mkdtemp(prefix="rudel-mpibench-", dir="/var/tmp")
     os.chmod(shared, 0o755)

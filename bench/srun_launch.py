@@ -87,7 +87,7 @@ def main():
         ms, ml = statistics.median(s), statistics.median(loc)
         print(f"N={n}: srun median {ms:.1f} ms (runs: {', '.join(f'{x:.1f}' for x in s)})")
         print(f"N={n}: local xargs median {ml:.1f} ms (runs: {', '.join(f'{x:.1f}' for x in loc)})")
-        print(f"N={n}: ratio srun/local: {ms / ml:.2f}")
+        print(f"N={n}: ratio srun/local: {ms / ml:.2f} (load average after: {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

@@ -460,6 +460,39 @@ mod tests {
         (name.to_string(), v.to_vec())
     }
 
+    fn planned(job: u64, index: u32, attempt: u32, node: &str) -> Planned {
+        Planned {
+            task: TaskKey { job, index },
+            attempt,
+            user: "u".into(),
+            parts: vec![NodePart {
+                name: node.into(),
+                ranks: vec![0],
+                cores: vec![0],
+                mem_bytes: 0,
+            }],
+            ntasks: 1,
+            nodelist: node.into(),
+        }
+    }
+
+    #[test]
+    fn step_ids_are_never_reused_within_a_job() {
+        let steps = Steps::default();
+        assert_eq!(steps.begin(&planned(7, 0, 1, "n1"), "n1"), 0);
+        assert_eq!(steps.begin(&planned(7, 0, 1, "n1"), "n1"), 1);
+        // The requeued attempt and another array task of the job go on counting: a stale
+        // message about attempt 1's step 0 can never name one of theirs.
+        assert_eq!(steps.begin(&planned(7, 0, 2, "n2"), "n2"), 2);
+        assert_eq!(steps.begin(&planned(7, 1, 1, "n3"), "n3"), 3);
+        assert_eq!(steps.begin(&planned(8, 0, 1, "n1"), "n1"), 0);
+        assert_eq!(steps.nodes(7, 2), vec!["n2".to_string()]);
+        assert_eq!(steps.nodes(7, 3), vec!["n3".to_string()]);
+        assert_eq!(steps.origin(7, 3).as_deref(), Some("n3"));
+        assert_eq!(steps.task_ended(7, 3).as_deref(), Some("n3"));
+        assert!(steps.nodes(7, 3).is_empty(), "its only task ended");
+    }
+
     #[test]
     fn without_options_the_allocation_layout_is_used() {
         let a = alloc(&[("n1", 2, 2), ("n2", 2, 2), ("n3", 1, 2)]);
