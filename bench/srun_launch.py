@@ -27,7 +27,7 @@ def start_agents(cl, n):
         log = open(os.path.join(cl.dir, f"agent-{i}.log"), "w")
         procs.append(subprocess.Popen(
             [cl.binary, "agent", "--head", cl.addr, "--token", token, "--name", f"n{i}", "--data", data,
-             "--cpus", "1", "--allow-root-jobs"], stdout=log, stderr=subprocess.STDOUT, env=cl.env))
+             "--cpus", "1", "--mem", "256M", "--allow-root-jobs"], stdout=log, stderr=subprocess.STDOUT, env=cl.env))
     deadline = time.time() + 120
     while time.time() < deadline:
         out = cl.rudel("nodes", "--json")
@@ -87,7 +87,7 @@ def main():
         ms, ml = statistics.median(s), statistics.median(loc)
         print(f"N={n}: srun median {ms:.1f} ms (runs: {', '.join(f'{x:.1f}' for x in s)})")
         print(f"N={n}: local xargs median {ml:.1f} ms (runs: {', '.join(f'{x:.1f}' for x in loc)})")
-        print(f"N={n}: ratio srun/local: {ms / ml:.2f}")
+        print(f"N={n}: ratio srun/local: {ms / ml:.2f} (load average after: {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

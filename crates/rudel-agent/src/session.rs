@@ -615,6 +615,12 @@ impl Agent {
             unacked: self.journal.unacked().iter().map(report_to_pb).collect(),
             labels: self.cfg.labels.clone().into_iter().collect(),
             gres: self.cfg.gres.clone().into_iter().collect(),
+            steps: self
+                .step_tasks
+                .running_steps()
+                .into_iter()
+                .map(|(job, step)| pb::StepRef { job, step })
+                .collect(),
         }
     }
 

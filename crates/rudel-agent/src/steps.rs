@@ -313,6 +313,16 @@ impl StepTasks {
         Some((out, end))
     }
 
+    /// The steps with tasks here, for the head at registration: a node cut off while its
+    /// job was lost kept running its step tasks forever once back, as the head's kill
+    /// had nowhere to go (`tests/step_node_loss.rs`).
+    pub fn running_steps(&self) -> Vec<(u64, u32)> {
+        let mut v: Vec<(u64, u32)> = self.tasks.values().map(|t| (t.job, t.step)).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// Executor keys of the tasks of step `step` of job `job` (every step if None).
     pub fn keys_of(&self, job: u64, step: Option<u32>) -> Vec<TaskKey> {
         self.tasks

@@ -264,6 +264,19 @@ impl Session {
             tracing::info!(node = %s.node, tasks = kills.len(), "killing tasks the cluster no longer places on this node");
             s.send(HeadMsg::Kill(pb::Kill { tasks: kills, term }));
         }
+        // Step tasks of steps this leader does not relay to this node: their allocation
+        // ended (or a leader change lost the relay) while the node was out of reach, and
+        // the kill sent then had no session to go to. Without this they ran on forever.
+        for st in &reg.steps {
+            if !s.svc.steps.nodes(st.job, st.step).contains(&s.node) {
+                tracing::info!(node = %s.node, job = st.job, step = st.step, "killing a step the head no longer relays");
+                s.send(HeadMsg::StepSignal(pb::StepSignal {
+                    job: st.job,
+                    step: st.step,
+                    signal: libc::SIGKILL,
+                }));
+            }
+        }
         let unacked: Vec<_> = reg.unacked.into_iter().filter_map(report_from_pb).collect();
         // Tasks that ended while we were apart are not launched again: their results are
         // on the way to the log.

@@ -351,37 +351,60 @@ struct LiveStep {
 #[derive(Debug, Default)]
 struct AllocSteps {
     attempt: u32,
-    next: u32,
     live: HashMap<u32, LiveStep>,
 }
 
-/// Every step the leader relays, by the task that holds the allocation.
+/// Every step the leader relays, by the task that holds the allocation, and the next
+/// step id of each job.
+///
+/// Step ids count per job, across its attempts and array tasks, never per allocation:
+/// messages name a step by (job, step) only, and a requeued job's first step numbered 0
+/// again was taken for the dead attempt's step 0 — the old `srun`'s kill (sent as its
+/// script was killed) killed the new attempt's step, and the old tasks' ends were counted
+/// as the new step's (`tests/step_node_loss.rs`, a host cut off under a step).
+#[derive(Debug, Default)]
+struct Table {
+    allocs: HashMap<TaskKey, AllocSteps>,
+    next: HashMap<u64, u32>,
+}
+
 #[derive(Debug, Default)]
 pub struct Steps {
-    inner: Mutex<HashMap<TaskKey, AllocSteps>>,
+    inner: Mutex<Table>,
+}
+
+impl Table {
+    /// Step `step` of job `job`, in whichever of the job's allocations runs it.
+    fn step(&self, job: u64, step: u32) -> Option<&LiveStep> {
+        self.allocs
+            .iter()
+            .filter(|(k, _)| k.job == job)
+            .find_map(|(_, a)| a.live.get(&step))
+    }
 }
 
 impl Steps {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TaskKey, AllocSteps>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // A poisoned lock only means a holder panicked; the table stays consistent.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records a new step of the allocation and returns its id (0, 1, ... per attempt,
-    /// never below `floor`: the job's next step id in the replicated state, so that a new
-    /// leader does not reuse the id of a step already in accounting).
+    /// Records a new step of the allocation and returns its id (0, 1, ... per job, never
+    /// below `floor`: the job's next step id in the replicated state, so that a new leader
+    /// does not reuse the id of a step already in accounting).
     pub fn begin(&self, p: &Planned, origin: &str, acct: crate::step_acct::StepAcct, floor: u32) -> u32 {
         let mut t = self.lock();
-        let a = t.entry(p.task).or_default();
+        let next = t.next.entry(p.task.job).or_default();
+        *next = (*next).max(floor);
+        let step = *next;
+        *next = next.wrapping_add(1);
+        let a = t.allocs.entry(p.task).or_default();
         if a.attempt != p.attempt {
             *a = AllocSteps {
                 attempt: p.attempt,
                 ..Default::default()
             };
         }
-        a.next = a.next.max(floor);
-        let step = a.next;
-        a.next += 1;
         a.live.insert(
             step,
             LiveStep {
@@ -398,9 +421,10 @@ impl Steps {
     pub fn kill_requested(&self, job: u64, step: u32) {
         let mut t = self.lock();
         if let Some(s) = t
+            .allocs
             .iter_mut()
-            .find(|(k, _)| k.job == job)
-            .and_then(|(_, a)| a.live.get_mut(&step))
+            .filter(|(k, _)| k.job == job)
+            .find_map(|(_, a)| a.live.get_mut(&step))
         {
             s.acct.kill_requested();
         }
@@ -409,10 +433,7 @@ impl Steps {
     /// The node whose srun waits for step `step` of job `job`'s allocation.
     pub fn origin(&self, job: u64, step: u32) -> Option<String> {
         let t = self.lock();
-        t.iter()
-            .find(|(k, _)| k.job == job)
-            .and_then(|(_, a)| a.live.get(&step))
-            .map(|s| s.origin.clone())
+        t.step(job, step).map(|s| s.origin.clone())
     }
 
     /// One task of the step ended: its srun's node, and the step's accounting record
@@ -423,7 +444,11 @@ impl Steps {
         now_ms: u64,
     ) -> Option<(String, Option<rudel_core::steps::StepRecord>)> {
         let mut t = self.lock();
-        let a = t.iter_mut().find(|(k, _)| k.job == e.job).map(|(_, a)| a)?;
+        let a = t
+            .allocs
+            .iter_mut()
+            .find(|(k, a)| k.job == e.job && a.live.contains_key(&e.step))
+            .map(|(_, a)| a)?;
         let s = a.live.get_mut(&e.step)?;
         let origin = s.origin.clone();
         s.acct.task_ended(e);
@@ -439,11 +464,7 @@ impl Steps {
     /// The nodes running step `step` of job `job`.
     pub fn nodes(&self, job: u64, step: u32) -> Vec<String> {
         let t = self.lock();
-        t.iter()
-            .find(|(k, _)| k.job == job)
-            .and_then(|(_, a)| a.live.get(&step))
-            .map(|s| s.nodes.clone())
-            .unwrap_or_default()
+        t.step(job, step).map(|s| s.nodes.clone()).unwrap_or_default()
     }
 
     /// Forgets the steps of allocations that no longer run and returns what to kill:
@@ -451,12 +472,15 @@ impl Steps {
     /// those steps (cut short with their allocation).
     pub fn reap(&self, state: &State, now_ms: u64) -> (Vec<(String, u64, u32)>, Vec<rudel_core::steps::StepRecord>) {
         let mut t = self.lock();
-        if t.is_empty() {
+        // A job's step ids are kept while it may run again (pending, running, requeued).
+        t.next
+            .retain(|job, _| state.jobs.get(job).is_some_and(|j| !j.is_finished()));
+        if t.allocs.is_empty() {
             return (Vec::new(), Vec::new());
         }
         let mut kill = Vec::new();
         let mut records = Vec::new();
-        t.retain(|key, a| {
+        t.allocs.retain(|key, a| {
             let alive = state
                 .jobs
                 .get(&key.job)
@@ -506,6 +530,39 @@ mod tests {
 
     fn r(name: &str, v: &[u32]) -> (String, Vec<u32>) {
         (name.to_string(), v.to_vec())
+    }
+
+    fn planned(job: u64, index: u32, attempt: u32, node: &str) -> Planned {
+        Planned {
+            task: TaskKey { job, index },
+            attempt,
+            user: "u".into(),
+            parts: vec![NodePart {
+                name: node.into(),
+                ranks: vec![0],
+                cores: vec![0],
+                mem_bytes: 0,
+            }],
+            ntasks: 1,
+            nodelist: node.into(),
+        }
+    }
+
+    #[test]
+    fn step_ids_are_never_reused_within_a_job() {
+        let steps = Steps::default();
+        assert_eq!(steps.begin(&planned(7, 0, 1, "n1"), "n1"), 0);
+        assert_eq!(steps.begin(&planned(7, 0, 1, "n1"), "n1"), 1);
+        // The requeued attempt and another array task of the job go on counting: a stale
+        // message about attempt 1's step 0 can never name one of theirs.
+        assert_eq!(steps.begin(&planned(7, 0, 2, "n2"), "n2"), 2);
+        assert_eq!(steps.begin(&planned(7, 1, 1, "n3"), "n3"), 3);
+        assert_eq!(steps.begin(&planned(8, 0, 1, "n1"), "n1"), 0);
+        assert_eq!(steps.nodes(7, 2), vec!["n2".to_string()]);
+        assert_eq!(steps.nodes(7, 3), vec!["n3".to_string()]);
+        assert_eq!(steps.origin(7, 3).as_deref(), Some("n3"));
+        assert_eq!(steps.task_ended(7, 3).as_deref(), Some("n3"));
+        assert!(steps.nodes(7, 3).is_empty(), "its only task ended");
     }
 
     #[test]

@@ -938,6 +938,17 @@ impl Cluster {
         }
     }
 
+    /// Host i dies the way a machine does: its agent and every process living in its
+    /// namespace (tasks, step tasks, scripts) get SIGKILL at once; nothing of it is left.
+    pub fn kill_host(&mut self, i: usize) {
+        if self.agent_pids[i].is_some() {
+            self.kill9_agent(i);
+        }
+        kill_all_in_netns(&self.net.ns(i));
+        let left = self.net.procs_in(i);
+        assert!(left.is_empty(), "host {i} still runs {left:?} after SIGKILL");
+    }
+
     /// Kills host i's agent with SIGKILL and reaps it.
     pub fn kill9_agent(&mut self, i: usize) {
         let pid = self.agent_pids[i].take().expect("agent not running");
