@@ -545,23 +545,40 @@ mod tests {
             }],
             ntasks: 1,
             nodelist: node.into(),
+            pmi: None,
         }
+    }
+
+    fn begin(steps: &Steps, p: &Planned, origin: &str, floor: u32) -> u32 {
+        let acct = crate::step_acct::StepAcct::new("x".into(), origin.into(), 1, 1, 0);
+        steps.begin(p, origin, acct, floor)
     }
 
     #[test]
     fn step_ids_are_never_reused_within_a_job() {
         let steps = Steps::default();
-        assert_eq!(steps.begin(&planned(7, 0, 1, "n1"), "n1"), 0);
-        assert_eq!(steps.begin(&planned(7, 0, 1, "n1"), "n1"), 1);
+        assert_eq!(begin(&steps, &planned(7, 0, 1, "n1"), "n1", 0), 0);
+        assert_eq!(begin(&steps, &planned(7, 0, 1, "n1"), "n1", 0), 1);
         // The requeued attempt and another array task of the job go on counting: a stale
         // message about attempt 1's step 0 can never name one of theirs.
-        assert_eq!(steps.begin(&planned(7, 0, 2, "n2"), "n2"), 2);
-        assert_eq!(steps.begin(&planned(7, 1, 1, "n3"), "n3"), 3);
-        assert_eq!(steps.begin(&planned(8, 0, 1, "n1"), "n1"), 0);
+        assert_eq!(begin(&steps, &planned(7, 0, 2, "n2"), "n2", 0), 2);
+        assert_eq!(begin(&steps, &planned(7, 1, 1, "n3"), "n3", 0), 3);
+        assert_eq!(begin(&steps, &planned(8, 0, 1, "n1"), "n1", 0), 0);
+        // A new leader starts from the replicated floor (ids already in accounting).
+        assert_eq!(begin(&steps, &planned(9, 0, 1, "n1"), "n1", 5), 5);
         assert_eq!(steps.nodes(7, 2), vec!["n2".to_string()]);
         assert_eq!(steps.nodes(7, 3), vec!["n3".to_string()]);
         assert_eq!(steps.origin(7, 3).as_deref(), Some("n3"));
-        assert_eq!(steps.task_ended(7, 3).as_deref(), Some("n3"));
+        let end = pb::StepTaskEnd {
+            job: 7,
+            step: 3,
+            exit_code: Some(0),
+            node: "n3".into(),
+            ..Default::default()
+        };
+        let (origin, record) = steps.task_ended(&end, 1).unwrap();
+        assert_eq!(origin, "n3");
+        assert!(record.is_some(), "its only task ended: the step's record");
         assert!(steps.nodes(7, 3).is_empty(), "its only task ended");
     }
 
