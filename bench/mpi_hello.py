@@ -17,10 +17,13 @@ Both sides use the same Open MPI transport: `btl=self,tcp`, `pml=ob1` (TCP over 
 between the hosts, over `lo` for the baseline). Each rank checks the allreduce (sum of
 ranks = 3); a run whose output is not the 3 expected lines fails the benchmark.
 
+`--launch srun` runs `srun ./hello` in the batch script instead: the ranks are started by
+rudel's srun itself through its PMI-1 server (docs/parallel-jobs.md), no mpirun or orted.
+
 Prints the median and each run of both, and `ratio rudel/local` (medians). One warm-up
 run of each side is not counted.
 
-Usage: sudo bench/mpi_hello.py [--runs 10] [--binary target/release/rudel] [--loopback]
+Usage: sudo bench/mpi_hello.py [--runs 10] [--binary target/release/rudel] [--loopback] [--launch mpirun|srun]
 """
 import argparse
 import os
@@ -212,7 +215,7 @@ class Hosts:
 def baseline_run(hello, tmp):
     env = dict(os.environ, **OMPI_COMMON, OMPI_MCA_btl_tcp_if_include="lo", OMPI_MCA_oob_tcp_if_include="lo")
     s = time.perf_counter()
-    r = subprocess.run(["mpirun", "--oversubscribe", "-np", "3", "--host", "localhost:3", hello],
+    r = subprocess.run(["mpirun.openmpi", "--oversubscribe", "-np", "3", "--host", "localhost:3", hello],
                        env=env, capture_output=True, text=True, timeout=120, cwd=tmp)
     took = (time.perf_counter() - s) * 1000
     if r.returncode != 0:
@@ -221,17 +224,19 @@ def baseline_run(hello, tmp):
     return took
 
 
-def rudel_run(hosts, shared, n, loopback):
+def rudel_run(hosts, shared, n, loopback, launch):
     iface = "lo" if loopback else "eth0"
-    env = dict(OMPI_COMMON, OMPI_MCA_btl_tcp_if_include=iface, OMPI_MCA_oob_tcp_if_include=iface,
-               OMPI_MCA_plm="slurm", OMPI_MCA_ras="slurm")
+    env = dict(OMPI_COMMON, OMPI_MCA_btl_tcp_if_include=iface, OMPI_MCA_oob_tcp_if_include=iface)
+    if launch == "mpirun":
+        env.update(OMPI_MCA_plm="slurm", OMPI_MCA_ras="slurm")
+    starter = "mpirun.openmpi" if launch == "mpirun" else "srun"
     exports = " ".join(f"{k}={v}" for k, v in env.items())
     out = os.path.join(shared, f"run{n}.out")
     script = os.path.join(shared, f"run{n}.sh")
     with open(script, "w") as f:
         f.write(f"#!/bin/sh\n#SBATCH -N 3 --ntasks-per-node 1\nexport {exports}\n"
                 f"export PATH={shared}/bin:$PATH\n"
-                f"mpirun {shared}/hello > {out} 2>&1\n")
+                f"{starter} {shared}/hello > {out} 2>&1\n")
     s = time.perf_counter()
     job = hosts.rudel("submit", "--output", "none", script).strip().split()[-1]
     r = subprocess.run([hosts.binary, "wait", job], env=hosts.env, capture_output=True, text=True, timeout=300)
@@ -248,6 +253,8 @@ def main():
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--binary", default="target/release/rudel")
     ap.add_argument("--loopback", action="store_true")
+    ap.add_argument("--launch", choices=["mpirun", "srun"], default="mpirun",
+                    help="start the ranks with mpirun (daemons through srun) or with srun directly (PMI-1)")
     a = ap.parse_args()
     binary = os.path.abspath(a.binary)
     if not a.loopback and os.geteuid() != 0:
@@ -262,15 +269,15 @@ def main():
         hello = os.path.join(shared, "hello")
         with open(hello + ".c", "w") as f:
             f.write(HELLO)
-        sh("mpicc", "-o", hello, hello + ".c")
+        sh("mpicc.openmpi", "-o", hello, hello + ".c")
         print(f"load average: {os.getloadavg()}")
         baseline_run(hello, shared)  # warm-up
         local = [baseline_run(hello, shared) for _ in range(a.runs)]
         hosts = Hosts(binary, shared, a.loopback)
         hosts.start()
         hosts.rudel("slurm", "install", os.path.join(shared, "bin"))
-        rudel_run(hosts, shared, 0, a.loopback)  # warm-up
-        runs = [rudel_run(hosts, shared, n, a.loopback) for n in range(1, a.runs + 1)]
+        rudel_run(hosts, shared, 0, a.loopback, a.launch)  # warm-up
+        runs = [rudel_run(hosts, shared, n, a.loopback, a.launch) for n in range(1, a.runs + 1)]
         print(f"load average: {os.getloadavg()}")
     except BaseException:
         # The daemons' logs go with the directory: show their ends first.
@@ -285,7 +292,7 @@ def main():
         shutil.rmtree(shared, ignore_errors=True)
     where = "3 agents on loopback" if a.loopback else "3 network-namespace hosts"
     mr, ml = statistics.median(runs), statistics.median(local)
-    print(f"rudel ({where}, submit -> completed) median {mr:.0f} ms (runs: {', '.join(f'{x:.0f}' for x in runs)})")
+    print(f"rudel ({where}, {a.launch}, submit -> completed) median {mr:.0f} ms (runs: {', '.join(f'{x:.0f}' for x in runs)})")
     print(f"local mpirun -np 3 median {ml:.0f} ms (runs: {', '.join(f'{x:.0f}' for x in local)})")
     print(f"ratio rudel/local: {mr / ml:.2f}")
 
