@@ -156,12 +156,15 @@ pub extern "C" fn PMI_Barrier() -> c_int {
 pub unsafe extern "C" fn PMI_Abort(code: c_int, msg: *const c_char) -> c_int {
     let text = arg(msg).unwrap_or("");
     eprintln!("rudel-pmi: aborting the job: {text}");
-    with(|c| {
-        if let Err(e) = c.abort(code, text) {
-            report("PMI_Abort", &e);
+    // try_lock: another thread may sit in PMI_Barrier holding the connection; then srun
+    // learns of the abort from the connection closing without finalize when we exit.
+    if let Ok(mut guard) = CLIENT.try_lock() {
+        if let Some(c) = guard.as_mut() {
+            if let Err(e) = c.abort(code, text) {
+                report("PMI_Abort", &e);
+            }
         }
-        PMI_SUCCESS
-    });
+    }
     std::process::exit(code)
 }
 

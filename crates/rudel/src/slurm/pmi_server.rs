@@ -132,7 +132,11 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
                     let _ = stream.set_nodelay(true);
                     conns.spawn(serve(stream, shared.clone()));
                 }
-                Err(e) => tracing::debug!("pmi accept: {e}"),
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait rather than spin.
+                    tracing::debug!("pmi accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }

@@ -680,16 +680,7 @@ fn row_json(r: &Row, now: u64) -> Value {
         "partition": PARTITION,
         "nodes": if r.node.is_empty() { "None assigned".to_string() } else { r.node.join(",") },
         "state": { "current": slurm_state(r).split(' ').next().unwrap_or(""), "reason": "None" },
-        "exit_code": {
-            "status": match (r.state.as_str(), r.exit) {
-                ("completed", _) => "SUCCESS",
-                (_, (_, s)) if s != 0 => "SIGNALED",
-                _ if r.end_ms == 0 => "PENDING",
-                _ => "FAILED",
-            },
-            "return_code": r.exit.0,
-            "signal": { "signal_id": r.exit.1 },
-        },
+        "exit_code": exit_json(r),
         "array": {
             "job_id": if j.array.is_empty() { 0 } else { j.job_id },
             "task_id": r.task,
@@ -710,6 +701,20 @@ fn row_json(r: &Row, now: u64) -> Value {
     })
 }
 
+/// A row's `exit_code` object, in Slurm's shape (jobs and steps alike).
+fn exit_json(r: &Row) -> Value {
+    json!({
+        "status": match (r.state.as_str(), r.exit) {
+            ("completed", _) => "SUCCESS",
+            (_, (_, s)) if s != 0 => "SIGNALED",
+            _ if r.end_ms == 0 => "PENDING",
+            _ => "FAILED",
+        },
+        "return_code": r.exit.0,
+        "signal": { "signal_id": r.exit.1 },
+    })
+}
+
 /// A step inside its job's JSON (`steps`), in Slurm's shape.
 fn step_json(r: &Row, now: u64) -> Value {
     let secs = |ms: u64| ms / 1000;
@@ -717,16 +722,7 @@ fn step_json(r: &Row, now: u64) -> Value {
     json!({
         "step": { "id": format!("{}.{id}", r.job.job_id), "name": value(Field::JobName, r, now) },
         "state": slurm_state(r).split(' ').next().unwrap_or(""),
-        "exit_code": {
-            "status": match (r.state.as_str(), r.exit) {
-                ("completed", _) => "SUCCESS",
-                (_, (_, s)) if s != 0 => "SIGNALED",
-                _ if r.end_ms == 0 => "PENDING",
-                _ => "FAILED",
-            },
-            "return_code": r.exit.0,
-            "signal": { "signal_id": r.exit.1 },
-        },
+        "exit_code": exit_json(r),
         "nodes": { "range": r.node.join(","), "count": r.node.iter().map(|n| expand_count(n)).sum::<usize>() },
         "tasks": { "count": r.ntasks },
         "CPU": { "count": r.cpus },
