@@ -12,6 +12,9 @@ pub mod pmi;
 pub mod remote_output;
 pub mod session;
 pub mod steps;
+pub mod tree;
+pub mod tree_forward;
+pub mod tree_server;
 pub mod users;
 
 pub use exec::DEFAULT_TASK_PIDS_MAX;

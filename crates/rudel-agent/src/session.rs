@@ -51,6 +51,8 @@ pub struct AgentConfig {
     pub allow_root_jobs: bool,
     /// Give every task a private `/tmp` (`--private-tmp`; needs root).
     pub private_tmp: bool,
+    /// Tests only: the launch-tree port told to the head instead of the listener's own.
+    pub tree_advertise_port: Option<u16>,
 }
 
 impl AgentConfig {
@@ -72,6 +74,7 @@ impl AgentConfig {
             token: None,
             allow_root_jobs: false,
             private_tmp: false,
+            tree_advertise_port: None,
         }
     }
 }
@@ -157,6 +160,8 @@ struct Agent {
     next_step_request: u64,
     /// The PMI library MPI ranks of steps load (None: steps with PMI are refused here).
     pmi_library: Option<PathBuf>,
+    /// Step launches through the tree of agents: key, listener, forwarder (`tree.rs`).
+    tree: crate::tree::Tree,
 }
 
 /// Job id under which `rudel exec` commands run in the executor (never a real job: real ids
@@ -203,9 +208,10 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     let _lock = identity::lock_data_dir(&cfg.data_dir).map_err(dir_err)?;
     let uid = identity::load_or_create_uid(&cfg.data_dir).map_err(dir_err)?;
     let private_tmp = private_tmp_base(&cfg)?;
-    let Some(tls) = credentials(&cfg, &uid, &mut shutdown).await? else {
+    let Some((tls, creds)) = credentials(&cfg, &uid, &mut shutdown).await? else {
         return Ok(());
     };
+    let (tree, mut tree_events) = crate::tree::Tree::start(creds, cfg.tree_advertise_port).await;
     let (exec, mut reports) = Executor::start(ExecConfig {
         kill_grace: cfg.kill_grace,
         pids_max: cfg.task_pids_max,
@@ -248,6 +254,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         pending_kv: HashMap::new(),
         next_step_request: 0,
         pmi_library: crate::pmi::library(&cfg.data_dir),
+        tree,
         outputs,
         scripts_dir: cfg.data_dir.join("scripts"),
         run_as,
@@ -291,6 +298,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         }
         tokio::select! {
             Some(f) = step_requests.recv() => agent.step_request(f, conn.as_ref()),
+            Some(ev) = tree_events.recv() => agent.tree_event(ev, conn.as_ref()),
             _ = step_tick.tick() => agent.step_tick(conn.as_ref()),
             Some(first) = reports.recv() => {
                 let mut batch = vec![first];
@@ -308,6 +316,7 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
                 None => {
                     tracing::warn!("session with head lost; tasks keep running, reconnecting");
                     agent.origins.head_lost();
+                    agent.tree.session_lost();
                     // Their connections answer that the head was lost.
                     agent.pending_kv.clear();
                     agent.redirect = conn.as_mut().and_then(|c| c.leader.take());
@@ -512,19 +521,21 @@ async fn credentials(
     cfg: &AgentConfig,
     uid: &str,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<Option<Arc<rustls::ClientConfig>>, AgentError> {
+) -> Result<Option<(Arc<rustls::ClientConfig>, rudel_tls::Credentials)>, AgentError> {
     let dir = rudel_tls::enroll::tls_dir(&cfg.data_dir);
     let expired = cert_expired(&dir);
     let have = rudel_tls::Credentials::exist(&dir);
-    let config = |c: &rudel_tls::Credentials| {
-        rudel_tls::client::client_config(c).map_err(|e| AgentError::Enroll(format!("{}: {e}", dir.display())))
+    let config = |c: rudel_tls::Credentials| {
+        rudel_tls::client::client_config(&c)
+            .map(|cfg| (cfg, c))
+            .map_err(|e| AgentError::Enroll(format!("{}: {e}", dir.display())))
     };
     if have && !(expired && cfg.token.is_some()) {
         let creds = rudel_tls::Credentials::load(&dir).map_err(|e| AgentError::Enroll(e.to_string()))?;
         if expired {
             tracing::error!(dir = %dir.display(), "this node's certificate has expired; restart the agent with --token to join again");
         }
-        return config(&creds).map(Some);
+        return config(creds).map(Some);
     }
     let Some(token) = cfg.token.as_deref() else {
         return Err(AgentError::Enroll(format!(
@@ -539,7 +550,7 @@ async fn credentials(
                 j.creds.save(&dir).map_err(|e| AgentError::Enroll(e.to_string()))?;
                 let _ = rudel_tls::creds::write_atomic(&dir.join(EXPIRES_FILE), &j.expires_unix_ms.to_string(), 0o644);
                 tracing::info!(node = %cfg.name, role = %j.role, dir = %dir.display(), "joined the cluster; certificate saved");
-                return config(&j.creds).map(Some);
+                return config(j.creds).map(Some);
             }
             Err(rudel_tls::enroll::EnrollError::Unreachable(why)) => {
                 tracing::warn!("{why}; retrying in {backoff:?}");
@@ -621,6 +632,7 @@ impl Agent {
                 .into_iter()
                 .map(|(job, step)| pb::StepRef { job, step })
                 .collect(),
+            tree_port: u32::from(self.tree.port()),
         }
     }
 
@@ -690,6 +702,7 @@ impl Agent {
                 // The head that committed our registration leads now; its term is the bar
                 // for this session (a wiped, re-created cluster starts again at term 1).
                 self.term = w.term;
+                self.tree.set_key(&w.launch_key);
                 if w.node_name != self.cfg.name {
                     tracing::warn!(ours = %self.cfg.name, theirs = %w.node_name, "head knows this node under another name");
                 }
@@ -761,6 +774,11 @@ impl Agent {
                 );
             }
             Some(HeadMsg::StepLaunch(l)) => self.step_launch(l, conn),
+            Some(HeadMsg::TreeLaunch(t)) => {
+                if let Err(e) = self.tree_launch(t, conn, "head") {
+                    tracing::warn!(error = %e, "refused a step launch of the tree from the head");
+                }
+            }
             Some(HeadMsg::StepSignal(s)) => {
                 for key in self.step_tasks.keys_of(s.job, Some(s.step)) {
                     self.exec.kill(key, 1);
@@ -995,8 +1013,12 @@ impl Agent {
         }
     }
 
-    /// Starts this node's share of a step the head launched.
+    /// Starts this node's share of a step the head launched (once: a repeat is ignored).
     fn step_launch(&mut self, l: pb::StepLaunch, conn: Option<&Conn>) {
+        if !self.tree.first_time(l.job, l.step) {
+            tracing::info!(job = l.job, step = l.step, "ignoring a repeated launch of a step");
+            return;
+        }
         let cx = crate::steps::LaunchCtx {
             exec: &self.exec,
             run_as: &self.run_as,
@@ -1010,6 +1032,48 @@ impl Agent {
         if let Some(c) = conn {
             for e in failed {
                 c.send(AgentMsg::StepTaskEnd(e));
+            }
+        }
+    }
+
+    /// A launch of the tree (from the head's session or a parent agent; `from` names which,
+    /// for the log): verified, its children served, then this node's share started.
+    fn tree_launch(&mut self, t: pb::TreeLaunch, conn: Option<&Conn>, from: &str) -> Result<(), String> {
+        if conn.is_none() {
+            // Output and ends go to the head over the session: without one, let the head
+            // (through the parent's report) deal with this node directly.
+            return Err("this agent has no session with the head right now".into());
+        }
+        let l = self.tree.verify(&t, &self.cfg.name, self.term, now_ms())?;
+        if self.tree.launched(l.job, l.step) {
+            return Ok(());
+        }
+        tracing::info!(
+            job = l.job,
+            step = l.step,
+            from,
+            children = t.children.len(),
+            "step launch through the tree"
+        );
+        self.tree.forward(l.job, l.step, t.children);
+        self.step_launch(l, conn);
+        Ok(())
+    }
+
+    /// What the launch tree's tasks report: a forwarded launch, or launches not delivered.
+    fn tree_event(&mut self, ev: crate::tree::TreeEvent, conn: Option<&Conn>) {
+        match ev {
+            crate::tree::TreeEvent::Incoming { launch, reply } => {
+                let answer = self.tree_launch(launch, conn, "agent").err().unwrap_or_default();
+                if !answer.is_empty() {
+                    tracing::warn!(error = %answer, "refused a forwarded step launch");
+                }
+                let _ = reply.send(answer);
+            }
+            crate::tree::TreeEvent::Undelivered(u) => {
+                if let Some(c) = conn {
+                    c.send(AgentMsg::TreeUndelivered(u));
+                }
             }
         }
     }
@@ -1169,6 +1233,7 @@ impl Agent {
         if let Some(j) = self.job_socket_server.take() {
             j.stop().await;
         }
+        self.tree.stop().await;
         let mut batch = Vec::new();
         while let Ok(r) = reports.try_recv() {
             batch.push(r);

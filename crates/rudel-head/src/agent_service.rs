@@ -51,6 +51,8 @@ pub struct AgentService {
     pub kv: Arc<crate::kv::Kv>,
     /// Ended steps on their way into the log (see `step_records.rs`).
     pub step_records: crate::step_records::Sender,
+    /// How step launches go out: directly or through a tree of agents (`step_fanout.rs`).
+    pub fanout: Arc<crate::step_fanout::Fanout>,
 }
 
 /// The live session of one node: its id, the sender that stops it, and where to hand it
@@ -63,6 +65,10 @@ pub struct SessionHandle {
     pub output: mpsc::UnboundedSender<crate::output_relay::OutputCall>,
     /// Messages for this agent from outside its session (job steps of other nodes).
     pub to_agent: mpsc::UnboundedSender<Result<pb::HeadMessage, Status>>,
+    /// This session's key for step launches sent through other agents (given in Welcome).
+    pub launch_key: rudel_tls::launch_mac::LaunchKey,
+    /// Where other agents pass this node its launches (None: an agent without a listener).
+    pub tree: Option<crate::step_fanout::TreePeer>,
 }
 
 /// Current session per node name.
@@ -119,6 +125,17 @@ impl pb::agent_link_server::AgentLink for AgentService {
         tokio::spawn(session.run(inbound));
         Ok(tonic::Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
     }
+}
+
+/// The agent's launch-tree listener: the address it connected from (which other nodes
+/// reach, as for PMI) with the port it advertised, and its certificate.
+fn tree_peer(peer: &str, port: u32, fingerprint: &str) -> Option<crate::step_fanout::TreePeer> {
+    let port = u16::try_from(port).ok().filter(|p| *p != 0)?;
+    let ip = peer.parse::<std::net::SocketAddr>().ok()?.ip();
+    Some(crate::step_fanout::TreePeer {
+        addr: std::net::SocketAddr::new(ip, port).to_string(),
+        cert_sha256: fingerprint.to_string(),
+    })
 }
 
 /// Why a session ended.
@@ -209,6 +226,8 @@ impl Session {
         let (stop_tx, superseded) = oneshot::channel();
         let (exec_tx, exec_rx) = mpsc::unbounded_channel();
         let (output_tx, output_rx) = mpsc::unbounded_channel();
+        let launch_key = rudel_tls::launch_mac::LaunchKey::random();
+        let tree = tree_peer(&peer, reg.tree_port, &fingerprint);
         if let Ok(mut s) = svc.sessions.lock() {
             let handle = SessionHandle {
                 id,
@@ -216,6 +235,8 @@ impl Session {
                 exec: exec_tx,
                 output: output_tx,
                 to_agent: out.clone(),
+                launch_key: launch_key.clone(),
+                tree,
             };
             if let Some(old) = s.insert(node.clone(), handle) {
                 let _ = old.stop.send(());
@@ -246,6 +267,7 @@ impl Session {
             node_name: s.node.clone(),
             term,
             heartbeat_ms: s.svc.heartbeat_ms,
+            launch_key: launch_key.bytes().to_vec(),
         }));
         // What the agent runs and the state agrees on is already sent; what it runs that
         // the state does not place there (cancelled, given up, stale attempt) is killed.
@@ -444,6 +466,7 @@ impl Session {
             Some(AgentMsg::StepTaskEnd(e)) => crate::step_relay::on_task_end(&self.svc, e),
             Some(AgentMsg::StepSignal(s)) => crate::step_relay::on_signal(&self.svc, s),
             Some(AgentMsg::KvRequest(r)) => crate::step_relay::on_kv(&self.svc, &self.node, r),
+            Some(AgentMsg::TreeUndelivered(u)) => crate::step_fanout::on_undelivered(&self.svc, &self.node, u),
             Some(AgentMsg::Register(_)) | None => {
                 tracing::warn!(node = %self.node, "ignoring unexpected message in an established session");
             }

@@ -33,8 +33,10 @@ pub mod sched_config;
 mod share_rpc;
 pub mod socket_forward;
 mod step_acct;
+mod step_fanout;
 mod step_records;
 mod step_relay;
+pub mod step_tree;
 pub mod steps;
 pub mod submit_batch;
 mod submit_rate;
@@ -81,6 +83,8 @@ pub struct HeadConfig {
     pub join_token_ttl: Option<Duration>,
     /// How long finished jobs stay in the accounting store (`history.redb`).
     pub history_retention: Duration,
+    /// When and how job steps are launched through a tree of agents (`step_tree.rs`).
+    pub step_tree: step_tree::TreeConfig,
 }
 
 /// Default lifetime of the initial join token.
@@ -101,6 +105,7 @@ impl HeadConfig {
             join: None,
             join_token_ttl: Some(DEFAULT_JOIN_TOKEN_TTL),
             history_retention: history::DEFAULT_RETENTION,
+            step_tree: step_tree::TreeConfig::default(),
         }
     }
 }
@@ -295,6 +300,7 @@ impl Head {
             steps: Default::default(),
             kv: Default::default(),
             step_records: step_records_tx,
+            fanout: Arc::new(step_fanout::Fanout::new(cfg.step_tree)),
         };
         let sweeper = tokio::spawn(orphan_nodes::sweep(agents.clone()));
         let timers = tokio::spawn(timers::run(agents.clone()));

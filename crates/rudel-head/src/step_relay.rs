@@ -9,7 +9,7 @@ use crate::agent_service::AgentService;
 use crate::steps;
 
 /// Sends `msg` to `node`'s current session; false if the node has none.
-fn send_to(svc: &AgentService, node: &str, msg: HeadMsg) -> bool {
+pub(crate) fn send_to(svc: &AgentService, node: &str, msg: HeadMsg) -> bool {
     let Ok(sessions) = svc.sessions.lock() else {
         return false;
     };
@@ -64,36 +64,49 @@ pub fn on_request(svc: &AgentService, node: &str, term: u64, r: pb::StepRequest)
             task_nodes,
         }),
     );
-    for (i, part) in p.parts.iter().enumerate() {
-        let launch = pb::StepLaunch {
-            job: p.task.job,
-            step,
-            user: p.user.clone(),
-            argv: r.argv.clone(),
-            env: steps::node_env(&r.env, &p, step, i, r.cpus_per_task),
-            cwd: r.cwd.clone(),
-            ranks: part.ranks.clone(),
-            cores: part.cores.clone(),
-            mem_bytes: part.mem_bytes,
-            term,
-        };
-        if !send_to(svc, &part.name, HeadMsg::StepLaunch(launch)) {
-            // The step's srun learns at once that these tasks never start.
-            for &rank in &part.ranks {
-                on_task_end(
-                    svc,
-                    pb::StepTaskEnd {
-                        job: p.task.job,
-                        step,
-                        rank,
-                        exit_code: None,
-                        signal: None,
-                        error: format!("node {} has no session with the head", part.name),
-                        node: part.name.clone(),
-                    },
-                );
-            }
-        }
+    let launches = p
+        .parts
+        .iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let launch = pb::StepLaunch {
+                job: p.task.job,
+                step,
+                user: p.user.clone(),
+                argv: r.argv.clone(),
+                env: steps::node_env(&r.env, &p, step, i, r.cpus_per_task),
+                cwd: r.cwd.clone(),
+                ranks: part.ranks.clone(),
+                cores: part.cores.clone(),
+                mem_bytes: part.mem_bytes,
+                term,
+            };
+            (part.name.clone(), launch)
+        })
+        .collect();
+    crate::step_fanout::launch(svc, launches);
+}
+
+/// Sends `node` its launch over its session; without one, the step's srun learns at once
+/// that these tasks never start.
+pub(crate) fn launch_direct(svc: &AgentService, node: &str, launch: pb::StepLaunch) {
+    let (job, step, ranks) = (launch.job, launch.step, launch.ranks.clone());
+    if send_to(svc, node, HeadMsg::StepLaunch(launch)) {
+        return;
+    }
+    for rank in ranks {
+        on_task_end(
+            svc,
+            pb::StepTaskEnd {
+                job,
+                step,
+                rank,
+                exit_code: None,
+                signal: None,
+                error: format!("node {node} has no session with the head"),
+                node: node.to_string(),
+            },
+        );
     }
 }
 
@@ -108,8 +121,10 @@ pub fn on_output(svc: &AgentService, o: pb::StepOutput) {
 /// its record goes to accounting.
 pub fn on_task_end(svc: &AgentService, e: pb::StepTaskEnd) {
     if let Some((origin, record)) = svc.steps.task_ended(&e, crate::proposer::now_ms()) {
+        let (job, step) = (e.job, e.step);
         send_to(svc, &origin, HeadMsg::StepTaskEnd(e));
         if let Some(r) = record {
+            svc.fanout.forget(job, step);
             crate::step_records::send(&svc.step_records, r);
         }
     }

@@ -6,6 +6,8 @@ pub mod client;
 pub mod creds;
 pub mod enroll;
 pub mod explain;
+pub mod launch_mac;
+pub mod peer;
 pub mod server;
 pub mod token;
 

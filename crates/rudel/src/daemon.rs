@@ -64,6 +64,8 @@ pub struct UpArgs {
     /// How long finished jobs stay in the accounting history (`rudel history`, `sacct`), e.g. 30d.
     #[arg(long, value_name = "DURATION", default_value = "90d")]
     pub history_retention: String,
+    #[command(flatten)]
+    pub step_tree: crate::step_tree_args::StepTreeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -96,6 +98,8 @@ pub struct HeadArgs {
     /// How long finished jobs stay in the accounting history (`rudel history`, `sacct`), e.g. 30d.
     #[arg(long, value_name = "DURATION", default_value = "90d")]
     pub history_retention: String,
+    #[command(flatten)]
+    pub step_tree: crate::step_tree_args::StepTreeArgs,
 }
 
 #[derive(Args, Debug)]
@@ -152,6 +156,10 @@ pub struct AgentArgs {
     /// no token (or a new one once the certificate has expired).
     #[arg(long, env = "RUDEL_TOKEN", value_name = "TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Tests only: advertise this port for the launch-tree listener instead of its own
+    /// (a listener nobody can reach, to exercise the head's direct resend).
+    #[arg(long, value_name = "PORT", hide = true)]
+    pub tree_advertise_port: Option<u16>,
 }
 
 /// `$RUDEL_DATA`, else `$XDG_DATA_HOME/rudel`, else `~/.local/share/rudel`.
@@ -376,6 +384,7 @@ pub async fn up(a: UpArgs) -> CmdResult {
     hcfg.node_timeout = parse_timeout(&a.node_timeout)?;
     hcfg.join_token_ttl = parse_join_token_ttl(&a.join_token_ttl)?;
     hcfg.history_retention = parse_retention(&a.history_retention)?;
+    hcfg.step_tree = a.step_tree.config()?;
     let head = Head::start(hcfg).await.context("cannot start the head")?;
     let addr = head.local_addr.to_string();
     let agent_dir = data.join("agent");
@@ -451,6 +460,7 @@ pub async fn head(a: HeadArgs) -> CmdResult {
     cfg.node_timeout = parse_timeout(&a.node_timeout)?;
     cfg.join_token_ttl = parse_join_token_ttl(&a.join_token_ttl)?;
     cfg.history_retention = parse_retention(&a.history_retention)?;
+    cfg.step_tree = a.step_tree.config()?;
     let head = Head::start(cfg).await.context("cannot start the head")?;
     println!(
         "rudel head {} listening on {}, data in {}",
@@ -516,6 +526,7 @@ pub async fn agent(a: AgentArgs, head: &str) -> CmdResult {
     cfg.orphan_timeout = (orphan > 0).then(|| Duration::from_millis(orphan));
     cfg.token = a.token;
     cfg.allow_root_jobs = a.allow_root_jobs;
+    cfg.tree_advertise_port = a.tree_advertise_port;
     cfg.private_tmp = a.private_tmp;
     let (stop_tx, stop_rx) = watch::channel(false);
     let run = tokio::spawn(rudel_agent::run(cfg, stop_rx));

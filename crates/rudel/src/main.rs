@@ -22,6 +22,7 @@ mod share_cmd;
 mod show;
 mod slurm;
 mod socket;
+mod step_tree_args;
 mod tokens;
 mod whoami;
 
