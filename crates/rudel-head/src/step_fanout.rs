@@ -30,12 +30,15 @@ pub struct TreePeer {
     pub cert_sha256: String,
 }
 
+/// A step's launches kept for a direct resend: when sent, and each node's.
+type Kept = (Instant, HashMap<String, pb::StepLaunch>);
+
 /// The tree's configuration and the launches sent through trees, by step and node, kept
 /// for a direct resend.
 #[derive(Default)]
 pub struct Fanout {
     pub config: TreeConfig,
-    pending: Mutex<HashMap<(u64, u32), (Instant, HashMap<String, pb::StepLaunch>)>>,
+    pending: Mutex<HashMap<(u64, u32), Kept>>,
 }
 
 impl Fanout {
