@@ -6,7 +6,11 @@ nodes": real agents and processes, one machine), started with `rudel up` plus N-
 
 Prints per N the median and each run of both, and `ratio srun/local` (medians).
 
-Usage: bench/srun_launch.py [--nodes 1,8,64] [--runs 20] [--binary target/release/rudel]
+Steps on more nodes than the head's --step-tree-threshold go through a tree of agents
+(docs/parallel-jobs.md, "Launch tree"); `--tree off` sets the threshold above N, so every
+launch goes from the head directly, for comparison. `--fanout K` sets the tree's fanout.
+
+Usage: bench/srun_launch.py [--nodes 1,8,64] [--runs 20] [--tree on|off] [--fanout K] [--binary target/release/rudel]
 """
 import argparse
 import os
@@ -68,11 +72,16 @@ def main():
     ap.add_argument("--nodes", default="1,8,64")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--binary", default="target/release/rudel")
+    ap.add_argument("--tree", choices=["on", "off"], default="on")
+    ap.add_argument("--fanout", type=int, default=None)
     a = ap.parse_args()
+    up_args = [] if a.tree == "on" else ["--step-tree-threshold", "1000000"]
+    if a.fanout is not None:
+        up_args += ["--step-tree-fanout", str(a.fanout)]
     binary = os.path.abspath(a.binary)
-    print(f"load average: {os.getloadavg()}")
+    print(f"load average: {os.getloadavg()}; tree {a.tree} {' '.join(up_args)}")
     for n in [int(x) for x in a.nodes.split(",")]:
-        cl = Cluster(binary, 1)
+        cl = Cluster(binary, 1, up_args)
         agents = []
         try:
             agents = start_agents(cl, n)

@@ -32,7 +32,7 @@ def free_port():
 
 
 class Cluster:
-    def __init__(self, binary, cpus):
+    def __init__(self, binary, cpus, up_args=()):
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="rudel-bench-")
         self.addr = f"127.0.0.1:{free_port()}"
@@ -40,7 +40,8 @@ class Cluster:
                         RUDEL_CREDENTIALS=os.path.join(self.dir, "data", "head", "client"))
         self.log = open(os.path.join(self.dir, "up.log"), "w")
         self.proc = subprocess.Popen(
-            [binary, "up", "--data", os.path.join(self.dir, "data"), "--listen", self.addr, "--cpus", str(cpus)],
+            [binary, "up", "--data", os.path.join(self.dir, "data"), "--listen", self.addr, "--cpus", str(cpus),
+             *up_args],
             stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.time() + 30
         while time.time() < deadline:

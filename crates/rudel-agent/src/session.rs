@@ -780,7 +780,11 @@ impl Agent {
                 }
             }
             Some(HeadMsg::StepSignal(s)) => {
-                for key in self.step_tasks.keys_of(s.job, Some(s.step)) {
+                let keys = self.step_tasks.keys_of(s.job, Some(s.step));
+                if keys.is_empty() {
+                    self.tree.kill_without_tasks(s.job, s.step);
+                }
+                for key in keys {
                     self.exec.kill(key, 1);
                 }
             }
@@ -1017,6 +1021,14 @@ impl Agent {
     fn step_launch(&mut self, l: pb::StepLaunch, conn: Option<&Conn>) {
         if !self.tree.first_time(l.job, l.step) {
             tracing::info!(job = l.job, step = l.step, "ignoring a repeated launch of a step");
+            return;
+        }
+        if let Some(ends) = self.tree.killed_before_launch(&l, &self.cfg.name) {
+            if let Some(c) = conn {
+                for e in ends {
+                    c.send(AgentMsg::StepTaskEnd(e));
+                }
+            }
             return;
         }
         let cx = crate::steps::LaunchCtx {

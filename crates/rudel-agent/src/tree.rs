@@ -28,11 +28,37 @@ pub enum TreeEvent {
     Undelivered(pb::TreeUndelivered),
 }
 
+/// The last SEEN_MAX steps put in.
+#[derive(Default)]
+struct Recent {
+    set: HashSet<(u64, u32)>,
+    order: VecDeque<(u64, u32)>,
+}
+
+impl Recent {
+    /// False if it was there already.
+    fn insert(&mut self, k: (u64, u32)) -> bool {
+        if !self.set.insert(k) {
+            return false;
+        }
+        self.order.push_back(k);
+        if self.order.len() > SEEN_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+}
+
 pub struct Tree {
     /// This session's key (None: no session with the head, so no launch is taken).
     key: Option<LaunchKey>,
-    seen: HashSet<(u64, u32)>,
-    order: VecDeque<(u64, u32)>,
+    /// Steps launched here.
+    seen: Recent,
+    /// Steps killed here before their launch arrived: through the tree a kill can overtake
+    /// a launch, whose tasks would then run unkilled while srun waits for them.
+    killed: Recent,
     /// The port advertised to the head (0: no listener).
     port: u16,
     server: Option<TreeServer>,
@@ -65,8 +91,8 @@ impl Tree {
         }
         let tree = Tree {
             key: None,
-            seen: HashSet::new(),
-            order: VecDeque::new(),
+            seen: Recent::default(),
+            killed: Recent::default(),
             port: advertise_port.unwrap_or(own),
             server,
             forwarder: Forwarder::new(creds, tx),
@@ -98,20 +124,35 @@ impl Tree {
 
     /// True the first time a step is launched here; records it.
     pub fn first_time(&mut self, job: u64, step: u32) -> bool {
-        if !self.seen.insert((job, step)) {
-            return false;
-        }
-        self.order.push_back((job, step));
-        if self.order.len() > SEEN_MAX {
-            if let Some(old) = self.order.pop_front() {
-                self.seen.remove(&old);
-            }
-        }
-        true
+        self.seen.insert((job, step))
     }
 
     pub fn launched(&self, job: u64, step: u32) -> bool {
-        self.seen.contains(&(job, step))
+        self.seen.set.contains(&(job, step))
+    }
+
+    /// A kill for a step with no task here: if its launch was not seen yet, remember it.
+    pub fn kill_without_tasks(&mut self, job: u64, step: u32) {
+        if !self.launched(job, step) {
+            self.killed.insert((job, step));
+        }
+    }
+
+    /// The ends to report instead of starting `l`, if its step was killed before it came.
+    pub fn killed_before_launch(&self, l: &pb::StepLaunch, node: &str) -> Option<Vec<pb::StepTaskEnd>> {
+        if !self.killed.set.contains(&(l.job, l.step)) {
+            return None;
+        }
+        let end = |rank| pb::StepTaskEnd {
+            job: l.job,
+            step: l.step,
+            rank,
+            exit_code: None,
+            signal: Some(libc::SIGKILL),
+            error: "the step was killed before its launch reached this node".into(),
+            node: node.to_string(),
+        };
+        Some(l.ranks.iter().copied().map(end).collect())
     }
 
     /// The launch in `t` if the head issued it for this node in this session, it has not
@@ -204,5 +245,23 @@ mod tests {
             .unwrap_err()
             .contains("expired"));
         assert!(verify(Some(&key), &good, "n3", 6, 1_000).unwrap_err().contains("stale"));
+    }
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::*;
+
+    #[test]
+    fn recent_remembers_the_last_steps_only() {
+        let mut r = Recent::default();
+        assert!(r.insert((1, 0)));
+        assert!(!r.insert((1, 0)));
+        for s in 1..=SEEN_MAX as u32 {
+            assert!(r.insert((1, s)));
+        }
+        // (1, 0) was the oldest: forgotten, so it counts as new again.
+        assert!(r.insert((1, 0)));
+        assert_eq!(r.set.len(), SEEN_MAX);
     }
 }

@@ -54,9 +54,14 @@ impl TreeServer {
         events: mpsc::UnboundedSender<TreeEvent>,
     ) -> Result<TreeServer, String> {
         let tls = rudel_tls::peer::server_config(creds).map_err(|e| e.to_string())?;
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], 0)))
-            .await
-            .map_err(|e| format!("cannot listen for forwarded step launches: {e}"))?;
+        // Both families where the kernel has IPv6 (dual-stack `[::]`), else IPv4 only.
+        let listener = match tokio::net::TcpListener::bind(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0))).await
+        {
+            Ok(l) => l,
+            Err(_) => tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], 0)))
+                .await
+                .map_err(|e| format!("cannot listen for forwarded step launches: {e}"))?,
+        };
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         let (stop, stop_rx) = watch::channel(false);
         let incoming = rudel_tls::server::incoming(listener, tls, stop_rx.clone());
