@@ -86,6 +86,8 @@ def main():
         try:
             agents = start_agents(cl, n)
             s = srun_runs(cl, n, a.runs)
+            cl.log.flush()
+            tree_steps = open(os.path.join(cl.dir, "up.log")).read().count("launching the step through a tree")
             loc = local_runs(n, a.runs)
         finally:
             for p in agents:
@@ -96,6 +98,7 @@ def main():
         ms, ml = statistics.median(s), statistics.median(loc)
         print(f"N={n}: srun median {ms:.1f} ms (runs: {', '.join(f'{x:.1f}' for x in s)})")
         print(f"N={n}: local xargs median {ml:.1f} ms (runs: {', '.join(f'{x:.1f}' for x in loc)})")
+        print(f"N={n}: steps launched through the tree of agents: {tree_steps} of {a.runs}")
         print(f"N={n}: ratio srun/local: {ms / ml:.2f} (load average after: {os.getloadavg()[0]:.1f})")
 
 
