@@ -775,8 +775,15 @@ impl Agent {
             }
             Some(HeadMsg::StepLaunch(l)) => self.step_launch(l, conn),
             Some(HeadMsg::TreeLaunch(t)) => {
-                if let Err(e) = self.tree_launch(t, conn, "head") {
-                    tracing::warn!(error = %e, "refused a step launch of the tree from the head");
+                // Refused (a clock far from the head's, a stale term): this node and its
+                // subtree would never hear of the step; the head sends them directly.
+                let undelivered = crate::tree::undelivered(&t);
+                if let Err(error) = self.tree_launch(t, conn, "head") {
+                    tracing::warn!(error = %error, "refused a step launch of the tree from the head");
+                    if let (Some(c), Some(mut u)) = (conn, undelivered) {
+                        u.error = error;
+                        c.send(AgentMsg::TreeUndelivered(u));
+                    }
                 }
             }
             Some(HeadMsg::StepSignal(s)) => {

@@ -175,6 +175,18 @@ impl Tree {
     }
 }
 
+/// The report that `t`'s whole subtree was not delivered (None if its launch does not
+/// even decode: then it names no step the head could resend).
+pub fn undelivered(t: &pb::TreeLaunch) -> Option<pb::TreeUndelivered> {
+    let l = pb::StepLaunch::decode(t.launch.as_slice()).ok()?;
+    Some(pb::TreeUndelivered {
+        job: l.job,
+        step: l.step,
+        nodes: crate::tree_forward::subtree_nodes(t),
+        error: String::new(),
+    })
+}
+
 fn verify(
     key: Option<&LaunchKey>,
     t: &pb::TreeLaunch,

@@ -170,3 +170,22 @@ fn a_node_whose_tree_listener_cannot_be_reached_gets_its_launch_from_the_head() 
         }
     }
 }
+
+#[test]
+fn a_fanout_that_makes_no_tree_is_refused_before_anything_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (role, fanout) in [("head", "1"), ("up", "0")] {
+        let data = tmp.path().join(format!("data-{role}"));
+        let mut cmd = std::process::Command::new(common::RUDEL);
+        cmd.args([role, "--data", &data.display().to_string(), "--listen"])
+            .arg(format!("127.0.0.1:{}", common::free_port()))
+            .args(["--step-tree-fanout", fanout]);
+        let out = common::run_bounded(cmd, Duration::from_secs(20));
+        assert_eq!(out.code, Some(2), "{role}: {out}");
+        assert!(
+            out.stderr.contains(&format!("--step-tree-fanout {fanout}")) && out.stderr.contains("at least 2"),
+            "{role}: {out}"
+        );
+        assert!(!data.exists(), "{role} created its data directory");
+    }
+}
