@@ -95,3 +95,60 @@ impl ServerCertVerifier for PinnedCert {
         crate::signatures::schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(ca: &crate::Ca, name: &str) -> Credentials {
+        let key = crate::ca::new_key().unwrap();
+        let cert = ca
+            .issue("agent", name, key.public_key_raw(), crate::now_ms() + 60_000, false)
+            .unwrap();
+        Credentials {
+            ca_pem: ca.cert_pem().to_string(),
+            identity: Some((cert.cert_pem, key.serialize_pem())),
+        }
+    }
+
+    /// A full TLS handshake in memory; the error of whichever side refused.
+    fn handshake(client: Arc<ClientConfig>, server: Arc<ServerConfig>) -> Result<(), rustls::Error> {
+        let name = ServerName::try_from(crate::HEAD_SERVER_NAME).unwrap();
+        let mut c = rustls::ClientConnection::new(client, name)?;
+        let mut s = rustls::ServerConnection::new(server)?;
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            c.write_tls(&mut buf).unwrap();
+            if !buf.is_empty() {
+                s.read_tls(&mut buf.as_slice()).unwrap();
+                s.process_new_packets()?;
+            }
+            let mut buf = Vec::new();
+            s.write_tls(&mut buf).unwrap();
+            if !buf.is_empty() {
+                c.read_tls(&mut buf.as_slice()).unwrap();
+                c.process_new_packets()?;
+            }
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        Err(rustls::Error::General("no handshake".into()))
+    }
+
+    #[test]
+    fn a_parent_reaches_only_the_named_child_and_a_child_admits_only_the_cluster() {
+        let ca = crate::Ca::generate("test").unwrap();
+        let (parent, child, other) = (agent(&ca, "n1"), agent(&ca, "n2"), agent(&ca, "n3"));
+        let child_fp = child.fingerprint().unwrap().unwrap();
+        let other_fp = other.fingerprint().unwrap().unwrap();
+        let server = server_config(&child).unwrap();
+        assert!(handshake(client_config(&parent, child_fp).unwrap(), server.clone()).is_ok());
+        // Pinned to another node's certificate: the parent refuses this server.
+        let e = handshake(client_config(&parent, other_fp).unwrap(), server.clone()).unwrap_err();
+        assert!(e.to_string().contains("not the node the head named"), "{e}");
+        // A client certificate of another cluster: the child refuses it.
+        let foreign = agent(&crate::Ca::generate("other").unwrap(), "n1");
+        assert!(handshake(client_config(&foreign, child_fp).unwrap(), server).is_err());
+    }
+}
