@@ -444,6 +444,8 @@ impl Session {
             Some(AgentMsg::StepTaskEnd(e)) => crate::step_relay::on_task_end(&self.svc, e),
             Some(AgentMsg::StepSignal(s)) => crate::step_relay::on_signal(&self.svc, s),
             Some(AgentMsg::KvRequest(r)) => crate::step_relay::on_kv(&self.svc, &self.node, r),
+            Some(AgentMsg::StepStdin(s)) => crate::step_stdin::on_stdin(&self.svc, &self.node, s),
+            Some(AgentMsg::StepStdinAck(a)) => crate::step_stdin::on_ack(&self.svc, a),
             Some(AgentMsg::Register(_)) | None => {
                 tracing::warn!(node = %self.node, "ignoring unexpected message in an established session");
             }

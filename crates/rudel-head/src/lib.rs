@@ -35,6 +35,7 @@ pub mod socket_forward;
 mod step_acct;
 mod step_records;
 mod step_relay;
+mod step_stdin;
 pub mod steps;
 pub mod submit_batch;
 mod submit_rate;

@@ -9,7 +9,7 @@ use crate::agent_service::AgentService;
 use crate::steps;
 
 /// Sends `msg` to `node`'s current session; false if the node has none.
-fn send_to(svc: &AgentService, node: &str, msg: HeadMsg) -> bool {
+pub(crate) fn send_to(svc: &AgentService, node: &str, msg: HeadMsg) -> bool {
     let Ok(sessions) = svc.sessions.lock() else {
         return false;
     };
@@ -76,6 +76,7 @@ pub fn on_request(svc: &AgentService, node: &str, term: u64, r: pb::StepRequest)
             cores: part.cores.clone(),
             mem_bytes: part.mem_bytes,
             term,
+            stdin_ranks: p.input.ranks_of(part),
         };
         if !send_to(svc, &part.name, HeadMsg::StepLaunch(launch)) {
             // The step's srun learns at once that these tasks never start.
