@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use rudel_core::ids::TaskKey;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::exec::contain::TASK_MARKER;
@@ -51,6 +51,14 @@ pub enum Forward {
     },
     /// Kill step `step` of the caller's job (srun's Ctrl-C twice, --kill-on-bad-exit).
     Kill { job: u64, step: u32 },
+    /// A chunk of srun's stdin for the tasks of step `step` of the caller's job.
+    Stdin {
+        job: u64,
+        step: u32,
+        offset: u64,
+        data: Vec<u8>,
+        eof: bool,
+    },
     /// A `rudel kv` call for the caller's job; the head's answer goes to `reply`.
     Kv {
         caller: Caller,
@@ -237,6 +245,9 @@ pub struct RunStep {
     /// The step's name for accounting (srun -J); empty: the command's basename.
     #[serde(default)]
     pub name: String,
+    /// Which tasks read srun's stdin: "all", a task id, or "none" / empty.
+    #[serde(default)]
+    pub input: String,
 }
 
 /// What srun may send while its step runs.
@@ -245,7 +256,20 @@ pub struct RunStep {
 pub enum Control {
     /// Kill every task of the step.
     Kill,
+    /// A chunk of srun's stdin (base64) starting at byte `offset` of the stream; `eof`
+    /// closes the tasks' stdin after it.
+    Stdin {
+        offset: u64,
+        #[serde(default)]
+        data: String,
+        #[serde(default)]
+        eof: bool,
+    },
 }
+
+/// Longest control line srun may send (a stdin chunk of 64 KiB is about 88 KiB in base64):
+/// a longer one ends the connection, and so the step, rather than the agent's memory.
+const MAX_CONTROL: u64 = 1 << 20;
 
 /// The answer to one request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -482,7 +506,7 @@ async fn kv(caller: Caller, call: KvCall, to_head: &ToHead) -> Reply {
 async fn follow_step(
     c: Caller,
     step: RunStep,
-    mut rd: BufReader<tokio::net::unix::OwnedReadHalf>,
+    rd: BufReader<tokio::net::unix::OwnedReadHalf>,
     mut wr: tokio::net::unix::OwnedWriteHalf,
     to_head: &ToHead,
 ) -> std::io::Result<()> {
@@ -505,7 +529,10 @@ async fn follow_step(
     }
     let mut started: Option<(u32, u32)> = None;
     let mut ended = 0u32;
-    let mut line = String::new();
+    // Control lines are read on their own task: a line read half-way when an event
+    // wins the select below would otherwise be lost with the cancelled read.
+    let (ctl_tx, mut controls) = tokio::sync::mpsc::channel(4);
+    let reader = AbortOnDrop(tokio::spawn(read_controls(rd, ctl_tx)));
     let answer = tokio::time::sleep(HEAD_TIMEOUT);
     tokio::pin!(answer);
     loop {
@@ -519,22 +546,19 @@ async fn follow_step(
                         write_line(&mut wr, &ev).await?;
                         break;
                     }
-                    StepEvent::Output { .. } => {}
+                    StepEvent::Output { .. } | StepEvent::StdinAck { .. } => {}
                 }
                 write_line(&mut wr, &ev).await?;
                 if started.is_some_and(|(_, n)| ended >= n) {
                     break;
                 }
             }
-            n = rd.read_line(&mut line) => {
-                match n {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
+            ctl = controls.recv() => {
+                // None: srun hung up (or sent a line too long).
+                let Some(ctl) = ctl else { break };
+                if let Some((step, _)) = started {
+                    let _ = to_head.send(control(c.key.job, step, ctl));
                 }
-                if let (Ok(Control::Kill), Some((step, _))) = (serde_json::from_str(line.trim_end()), started) {
-                    let _ = to_head.send(Forward::Kill { job: c.key.job, step });
-                }
-                line.clear();
             }
             _ = &mut answer, if started.is_none() => {
                 let error = format!("no answer from the head within {} s", HEAD_TIMEOUT.as_secs());
@@ -543,12 +567,65 @@ async fn follow_step(
             }
         }
     }
+    drop(reader);
     wr.shutdown().await
+}
+
+/// Aborts the task when dropped (the connection's control reader ends with it).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads srun's control lines until it hangs up, sends a line longer than
+/// [`MAX_CONTROL`], or nobody listens any more.
+async fn read_controls(mut rd: BufReader<tokio::net::unix::OwnedReadHalf>, tx: tokio::sync::mpsc::Sender<Control>) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        match (&mut rd).take(MAX_CONTROL).read_line(&mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) if !line.ends_with('\n') => return,
+            Ok(_) => {}
+        }
+        if let Ok(ctl) = serde_json::from_str::<Control>(line.trim_end()) {
+            if tx.send(ctl).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// What a control line from srun asks of the head.
+fn control(job: u64, step: u32, ctl: Control) -> Forward {
+    use base64::Engine;
+    match ctl {
+        Control::Kill => Forward::Kill { job, step },
+        Control::Stdin { offset, data, eof } => match base64::engine::general_purpose::STANDARD.decode(data) {
+            Ok(data) => Forward::Stdin {
+                job,
+                step,
+                offset,
+                data,
+                eof,
+            },
+            // Undecodable data would corrupt the stream silently: the tasks' stdin ends.
+            Err(_) => Forward::Stdin {
+                job,
+                step,
+                offset,
+                data: Vec::new(),
+                eof: true,
+            },
+        },
+    }
 }
 
 /// Reads one bounded request line within [`REQUEST_TIMEOUT`].
 async fn read_request(rd: &mut BufReader<tokio::net::unix::OwnedReadHalf>) -> Result<Request, String> {
-    use tokio::io::AsyncReadExt;
     let mut line = String::new();
     let mut r = rd.take(MAX_REQUEST);
     match tokio::time::timeout(REQUEST_TIMEOUT, r.read_line(&mut line)).await {

@@ -176,6 +176,7 @@ pub fn exec_spec(t: pb::LaunchTask, scripts_dir: &Path, run_as: &RunAs, node: &s
         time_limit: (t.time_limit_ms > 0).then(|| Duration::from_millis(t.time_limit_ms)),
         warn: (t.warn_signal > 0).then(|| (t.warn_signal, Duration::from_millis(t.warn_before_ms))),
         append_output: t.append_output,
+        stdin: None,
         run_as: user.map(|u| u.creds),
     })
 }

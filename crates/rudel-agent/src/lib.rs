@@ -11,6 +11,7 @@ pub mod output;
 pub mod pmi;
 pub mod remote_output;
 pub mod session;
+pub mod step_stdin;
 pub mod steps;
 pub mod tree;
 pub mod tree_forward;

@@ -244,13 +244,14 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
     let _ = std::fs::remove_dir_all(cfg.data_dir.join("steps"));
     let live = Arc::new(crate::job_socket::LiveTasks::default());
     let (to_head, mut step_requests) = tokio::sync::mpsc::unbounded_channel();
+    let (stdin_acks, mut stdin_acked) = tokio::sync::mpsc::unbounded_channel();
     let job_socket = crate::job_socket::start(&cfg.data_dir, uid.clone(), live.clone(), to_head);
     let mut agent = Agent {
         live,
         job_socket: job_socket.as_ref().map(|j| j.path.clone()),
         job_socket_server: job_socket,
         origins: Default::default(),
-        step_tasks: Default::default(),
+        step_tasks: crate::steps::StepTasks::new(cfg.name.clone(), stdin_acks),
         pending_kv: HashMap::new(),
         next_step_request: 0,
         pmi_library: crate::pmi::library(&cfg.data_dir),
@@ -299,6 +300,11 @@ pub async fn run(cfg: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Resul
         tokio::select! {
             Some(f) = step_requests.recv() => agent.step_request(f, conn.as_ref()),
             Some(ev) = tree_events.recv() => agent.tree_event(ev, conn.as_ref()),
+            Some(a) = stdin_acked.recv() => {
+                if let Some(c) = &conn {
+                    c.send(AgentMsg::StepStdinAck(a));
+                }
+            }
             _ = step_tick.tick() => agent.step_tick(conn.as_ref()),
             Some(first) = reports.recv() => {
                 let mut batch = vec![first];
@@ -766,6 +772,12 @@ impl Agent {
             }
             Some(HeadMsg::StepOutput(o)) => self.origins.output(o),
             Some(HeadMsg::StepTaskEnd(e)) => self.origins.ended(e),
+            Some(HeadMsg::StepStdin(s)) => {
+                if let Some(s) = self.tree.hold_stdin(s) {
+                    self.step_tasks.stdin(s);
+                }
+            }
+            Some(HeadMsg::StepStdinAck(a)) => self.origins.stdin_ack(a),
             Some(HeadMsg::StepLaunch(l)) if l.term < self.term => {
                 tracing::warn!(
                     term = l.term,
@@ -862,6 +874,7 @@ impl Agent {
             time_limit: Some(Duration::from_millis(e.timeout_ms.max(1))),
             warn: None,
             append_output: false,
+            stdin: None,
             run_as: None,
         };
         self.exec_calls.insert(index, (e.id, out));
@@ -960,6 +973,24 @@ impl Agent {
                 return;
             }
             Forward::Kv { caller, call, reply } => return self.kv_request(caller, call, reply, conn),
+            Forward::Stdin {
+                job,
+                step,
+                offset,
+                data,
+                eof,
+            } => {
+                if let Some(c) = conn {
+                    c.send(AgentMsg::StepStdin(pb::StepStdin {
+                        job,
+                        step,
+                        offset,
+                        data,
+                        eof,
+                    }));
+                }
+                return;
+            }
         };
         let Some(c) = conn else {
             let error = "the agent has no connection to the head right now".into();
@@ -982,6 +1013,7 @@ impl Agent {
             cwd: step.cwd,
             pmi_port: u32::from(step.pmi_port),
             name: step.name,
+            input: step.input,
         };
         if c.send(AgentMsg::StepRequest(req)) {
             self.origins.waiting(id, caller.key.job, events);
@@ -1036,8 +1068,12 @@ impl Agent {
                     c.send(AgentMsg::StepTaskEnd(e));
                 }
             }
+            for s in self.tree.take_stdin(l.job, l.step) {
+                self.step_tasks.stdin(s);
+            }
             return;
         }
+        let (job, step) = (l.job, l.step);
         let cx = crate::steps::LaunchCtx {
             exec: &self.exec,
             run_as: &self.run_as,
@@ -1048,6 +1084,11 @@ impl Agent {
             pmi_library: self.pmi_library.as_deref(),
         };
         let failed = self.step_tasks.launch(l, &cx);
+        // srun's stdin that came before this launch (through the tree a launch can be
+        // overtaken by the head's first chunks), in order, now that its feeder exists.
+        for s in self.tree.take_stdin(job, step) {
+            self.step_tasks.stdin(s);
+        }
         if let Some(c) = conn {
             for e in failed {
                 c.send(AgentMsg::StepTaskEnd(e));
@@ -1099,6 +1140,9 @@ impl Agent {
 
     /// Sends step tasks' new output, and kills steps whose srun here hung up.
     fn step_tick(&mut self, conn: Option<&Conn>) {
+        for s in self.tree.expired_stdin() {
+            self.step_tasks.stdin(s);
+        }
         let Some(c) = conn else { return };
         for (job, step) in self.origins.abandoned() {
             tracing::info!(job, step, "srun of the step is gone; killing the step");

@@ -48,6 +48,8 @@ pub enum StepEvent {
     },
     /// The step was refused; nothing runs.
     Refused { error: String },
+    /// `node` has written srun's stdin into its tasks up to byte `offset`.
+    StdinAck { node: String, offset: u64 },
 }
 
 /// The `srun`s on this node: by request id until the head answers, then by step.
@@ -96,6 +98,16 @@ impl Origins {
                 rank: o.rank,
                 stream,
                 data,
+            });
+        }
+    }
+
+    /// A node wrote the step's stdin up to `a.offset`: srun may send more.
+    pub fn stdin_ack(&self, a: pb::StepStdinAck) {
+        if let Some((_, tx)) = self.live.get(&(a.job, a.step)) {
+            let _ = tx.send(StepEvent::StdinAck {
+                node: a.node,
+                offset: a.offset,
             });
         }
     }
@@ -158,10 +170,11 @@ struct StepTask {
 }
 
 /// This node's tasks of steps, by their executor index.
-#[derive(Default)]
 pub struct StepTasks {
     tasks: HashMap<u32, StepTask>,
     next: u32,
+    /// Feeders of srun's stdin into the tasks that read it.
+    stdin: crate::step_stdin::Feeders,
 }
 
 /// What starting a task of a step needs from the agent.
@@ -178,6 +191,20 @@ pub struct LaunchCtx<'a> {
 }
 
 impl StepTasks {
+    /// `stdin_acks` is where the stdin feeders acknowledge what they wrote.
+    pub fn new(node: String, stdin_acks: UnboundedSender<pb::StepStdinAck>) -> StepTasks {
+        StepTasks {
+            tasks: HashMap::new(),
+            next: 0,
+            stdin: crate::step_stdin::Feeders::new(node, stdin_acks),
+        }
+    }
+
+    /// A chunk of srun's stdin for this node's tasks of its step.
+    pub fn stdin(&mut self, s: pb::StepStdin) {
+        self.stdin.feed(s);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
     }
@@ -223,6 +250,7 @@ impl StepTasks {
         };
         let creds = user.map(|u| u.creds);
         let mut ends = Vec::new();
+        let mut writers = Vec::new();
         for (local, &rank) in l.ranks.iter().enumerate() {
             let index = self.next;
             self.next = self.next.wrapping_add(1);
@@ -243,6 +271,21 @@ impl StepTasks {
                 crate::pmi::add_task_env(&mut env, rank, lib);
             }
             env.sort();
+            let stdin = if l.stdin_ranks.contains(&rank) {
+                match crate::step_stdin::pipe_for_task() {
+                    Ok((rd, wr)) => {
+                        writers.push(wr);
+                        Some(std::sync::Arc::new(rd))
+                    }
+                    Err(e) => {
+                        let e = format!("cannot make a stdin pipe: {e}");
+                        ends.extend(failed(e).into_iter().filter(|x| x.rank == rank));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
             let spec = ExecSpec {
                 key: TaskKey { job: STEP_JOB, index },
                 attempt: 1,
@@ -257,6 +300,7 @@ impl StepTasks {
                 warn: None,
                 append_output: false,
                 run_as: creds.clone(),
+                stdin,
             };
             // SAFETY: plain syscall.
             let uid = creds.as_ref().map_or_else(|| unsafe { libc::getuid() }, |c| c.uid);
@@ -276,6 +320,9 @@ impl StepTasks {
             // The end (a failed spawn included) arrives through the executor's reports.
             cx.exec.launch(spec);
         }
+        if !writers.is_empty() {
+            self.stdin.start(l.job, l.step, writers);
+        }
         ends
     }
 
@@ -292,6 +339,9 @@ impl StepTasks {
     /// report is not of a step task known here.
     pub fn ended(&mut self, r: &TaskReport, node: &str) -> Option<(Vec<pb::StepOutput>, pb::StepTaskEnd)> {
         let mut t = self.tasks.remove(&r.key.index)?;
+        if !self.tasks.values().any(|o| o.job == t.job && o.step == t.step) {
+            self.stdin.stop(t.job, t.step);
+        }
         let mut out = Vec::new();
         read_new(&mut t, &mut out);
         let _ = std::fs::remove_file(&t.out);

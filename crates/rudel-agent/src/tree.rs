@@ -17,6 +17,12 @@ use crate::tree_server::TreeServer;
 /// one whose delivery through the tree looked failed, or a replay) is ignored.
 const SEEN_MAX: usize = 4096;
 
+/// Steps whose stdin is held for a launch not arrived yet; beyond, chunks go on as before
+/// (acknowledged unfed): memory stays bounded (srun's window per step times this).
+const HELD_STEPS_MAX: usize = 64;
+/// Stdin held longer than this is let go (the launch is not coming: refused, or killed).
+const HOLD_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// What reaches the agent's loop from the tree's tasks.
 pub enum TreeEvent {
     /// A launch a parent agent forwarded; answered with "" (taken) or why not.
@@ -63,6 +69,8 @@ pub struct Tree {
     port: u16,
     server: Option<TreeServer>,
     forwarder: Forwarder,
+    /// srun's stdin for steps whose launch has not come yet, in arrival order.
+    held: std::collections::HashMap<(u64, u32), (std::time::Instant, Vec<pb::StepStdin>)>,
 }
 
 impl Tree {
@@ -96,6 +104,7 @@ impl Tree {
             port: advertise_port.unwrap_or(own),
             server,
             forwarder: Forwarder::new(creds, tx),
+            held: Default::default(),
         };
         (tree, rx)
     }
@@ -159,6 +168,41 @@ impl Tree {
     /// expired, and its leader is not stale.
     pub fn verify(&self, t: &pb::TreeLaunch, node: &str, term: u64, now_ms: u64) -> Result<pb::StepLaunch, String> {
         verify(self.key.as_ref(), t, node, term, now_ms)
+    }
+
+    /// A stdin chunk of a step not launched here yet is held for its launch (the head
+    /// sends chunks only to nodes with a rank that reads them, so one is coming); a chunk
+    /// that cannot wait is given back.
+    pub fn hold_stdin(&mut self, s: pb::StepStdin) -> Option<pb::StepStdin> {
+        let k = (s.job, s.step);
+        if self.launched(s.job, s.step) || (!self.held.contains_key(&k) && self.held.len() >= HELD_STEPS_MAX) {
+            return Some(s);
+        }
+        self.held
+            .entry(k)
+            .or_insert_with(|| (std::time::Instant::now(), Vec::new()))
+            .1
+            .push(s);
+        None
+    }
+
+    /// The stdin held for this step, in order.
+    pub fn take_stdin(&mut self, job: u64, step: u32) -> Vec<pb::StepStdin> {
+        self.held.remove(&(job, step)).map(|(_, v)| v).unwrap_or_default()
+    }
+
+    /// Stdin held too long: to be fed (acknowledged) as if no task read it.
+    pub fn expired_stdin(&mut self) -> Vec<pb::StepStdin> {
+        if self.held.is_empty() {
+            return Vec::new();
+        }
+        let old: Vec<(u64, u32)> = self
+            .held
+            .iter()
+            .filter(|(_, (at, _))| at.elapsed() >= HOLD_FOR)
+            .map(|(k, _)| *k)
+            .collect();
+        old.into_iter().flat_map(|(j, s)| self.take_stdin(j, s)).collect()
     }
 
     /// Passes the children's launches on.

@@ -467,6 +467,8 @@ impl Session {
             Some(AgentMsg::StepSignal(s)) => crate::step_relay::on_signal(&self.svc, s),
             Some(AgentMsg::KvRequest(r)) => crate::step_relay::on_kv(&self.svc, &self.node, r),
             Some(AgentMsg::TreeUndelivered(u)) => crate::step_fanout::on_undelivered(&self.svc, &self.node, u),
+            Some(AgentMsg::StepStdin(s)) => crate::step_stdin::on_stdin(&self.svc, &self.node, s),
+            Some(AgentMsg::StepStdinAck(a)) => crate::step_stdin::on_ack(&self.svc, a),
             Some(AgentMsg::Register(_)) | None => {
                 tracing::warn!(node = %self.node, "ignoring unexpected message in an established session");
             }

@@ -36,6 +36,7 @@ mod step_acct;
 mod step_fanout;
 mod step_records;
 mod step_relay;
+mod step_stdin;
 pub mod step_tree;
 pub mod steps;
 pub mod submit_batch;

@@ -80,6 +80,7 @@ pub fn on_request(svc: &AgentService, node: &str, term: u64, r: pb::StepRequest)
                 cores: part.cores.clone(),
                 mem_bytes: part.mem_bytes,
                 term,
+                stdin_ranks: p.input.ranks_of(part),
             };
             (part.name.clone(), launch)
         })

@@ -228,6 +228,8 @@ pub struct Planned {
     pub nodelist: String,
     /// `host:port` of srun's PMI server, if the step has one.
     pub pmi: Option<String>,
+    /// Which tasks read srun's stdin.
+    pub input: crate::step_stdin::Input,
 }
 
 /// Where the tasks of a step reach srun's PMI server: the asking node's address as the head
@@ -268,6 +270,8 @@ pub fn plan(state: &State, node: &str, r: &pb::StepRequest) -> Result<Planned, S
     };
     let parts = layout(job.id, &alloc, &shape)?;
     let names: Vec<String> = parts.iter().map(|p| p.name.clone()).collect();
+    let ntasks = parts.iter().map(|p| p.ranks.len() as u32).sum();
+    let input = crate::step_stdin::Input::parse(&r.input, ntasks).map_err(|e| unfit(job.id, &e))?;
     Ok(Planned {
         task: TaskKey {
             job: task.job_id,
@@ -275,10 +279,11 @@ pub fn plan(state: &State, node: &str, r: &pb::StepRequest) -> Result<Planned, S
         },
         attempt: task.attempt,
         user: job.spec.user.clone(),
-        ntasks: parts.iter().map(|p| p.ranks.len() as u32).sum(),
+        ntasks,
         nodelist: rudel_core::hostlist::compress(&names),
         parts,
         pmi: pmi_addr(state, node, r.pmi_port)?,
+        input,
     })
 }
 
@@ -342,6 +347,8 @@ pub fn node_env(
 struct LiveStep {
     origin: String,
     nodes: Vec<String>,
+    /// The nodes with a task that reads srun's stdin.
+    stdin_nodes: Vec<String>,
     remaining: u32,
     /// For its accounting record when it ends (see `step_acct.rs`).
     acct: crate::step_acct::StepAcct,
@@ -410,6 +417,7 @@ impl Steps {
             LiveStep {
                 origin: origin.to_string(),
                 nodes: p.parts.iter().map(|p| p.name.clone()).collect(),
+                stdin_nodes: p.input.nodes(&p.parts),
                 remaining: p.ntasks,
                 acct,
             },
@@ -459,6 +467,15 @@ impl Steps {
             a.live.remove(&e.step);
         }
         Some((origin, record))
+    }
+
+    /// Where chunks of srun's stdin for the step go, if `from` is the node of its srun
+    /// (None: not a step of `from`'s, so nothing is forwarded).
+    pub fn stdin_nodes(&self, job: u64, step: u32, from: &str) -> Option<Vec<String>> {
+        let t = self.lock();
+        t.step(job, step)
+            .filter(|s| s.origin == from)
+            .map(|s| s.stdin_nodes.clone())
     }
 
     /// The nodes running step `step` of job `job`.
@@ -546,6 +563,7 @@ mod tests {
             ntasks: 1,
             nodelist: node.into(),
             pmi: None,
+            input: crate::step_stdin::Input::None,
         }
     }
 

@@ -37,11 +37,13 @@ fn seven_nodes(bad: &[&str]) -> (Cluster, String) {
     (c, bin.join("srun").display().to_string())
 }
 
-/// Runs one step over all 7 nodes; returns each rank's record "PROCID NODEID NODE".
+/// Runs one step over all 7 nodes, srun's stdin a line every task reads (srun's default
+/// --input=all: through the tree, the head's first stdin chunk may reach a node before its
+/// launch); returns each rank's record "PROCID NODEID NODE NODE LINE".
 fn run_step(c: &Cluster, srun: &str) -> Vec<String> {
     let script = format!(
         "#!/bin/sh\n#SBATCH -N {NODES} -n {NODES}\n\
-         {srun} sh -c 'echo \"$SLURM_PROCID $SLURM_NODEID $SLURMD_NODENAME $RUDEL_NODE\" > task-$SLURM_PROCID.txt' 2> step.err; echo \"exit=$?\" > step.code\n"
+         printf 'via-stdin\\n' | {srun} sh -c 'read x; echo \"$SLURM_PROCID $SLURM_NODEID $SLURMD_NODENAME $RUDEL_NODE $x\" > task-$SLURM_PROCID.txt' 2> step.err; echo \"exit=$?\" > step.code\n"
     );
     std::fs::write(c.work.join("tree.sh"), script).unwrap();
     let id = c.submit(&["tree.sh"]);
@@ -56,7 +58,8 @@ fn check_ranks(records: &[String]) -> Vec<String> {
     let mut nodes = Vec::new();
     for (rank, rec) in records.iter().enumerate() {
         let f: Vec<&str> = rec.split_whitespace().collect();
-        assert_eq!(f.len(), 4, "task {rank}: {rec:?}");
+        assert_eq!(f.len(), 5, "task {rank}: {rec:?}");
+        assert_eq!(f[4], "via-stdin", "task {rank}: {rec:?}");
         assert_eq!(f[0], rank.to_string(), "task {rank}: {rec:?}");
         // One task per node: node id = rank.
         assert_eq!(f[1], rank.to_string(), "task {rank}: {rec:?}");

@@ -175,6 +175,63 @@ fn srun_runs_a_step_on_every_node_of_the_allocation() {
 }
 
 #[test]
+fn srun_forwards_its_stdin_to_every_task_or_the_one_asked_with_flow_control() {
+    let (c, bin) = three_nodes();
+    let srun = bin.join("srun").display().to_string();
+    // 3 MB is three times srun's window of unacknowledged bytes: it gets through only if
+    // the nodes' acknowledgements move the window.
+    let script = format!(
+        "#!/bin/sh\n#SBATCH -N 3 -n 6\n\
+         head -c 3000000 /dev/urandom > big.bin; sha256sum < big.bin | cut -d' ' -f1 > big.sum\n\
+         printf 'l1\\nl2\\n' | {srun} -l cat > all.out; echo \"exit=$?\" > all.code\n\
+         printf 'only\\n' | {srun} -l --input=4 sh -c 'cat; echo end' > one.out; echo \"exit=$?\" > one.code\n\
+         {srun} sh -c 'sha256sum | cut -d\" \" -f1' < big.bin > big.out; echo \"exit=$?\" > big.code\n\
+         head -c 5000000 /dev/zero | {srun} -n 2 true; echo \"exit=$?\" > noread.code\n\
+         printf 'x\\n' | {srun} -n 2 --input=none cat > none.out; echo \"exit=$?\" > none.code\n\
+         {srun} -n 2 -i 7 true 2> range.err; echo \"exit=$?\" > range.code\n\
+         {srun} --input=in.txt true 2> file.err; echo \"exit=$?\" > file.code\n"
+    );
+    std::fs::write(c.work.join("stdin.sh"), script).unwrap();
+    let id = c.submit(&["stdin.sh"]);
+    let v = c.wait_finished(id, WAIT);
+    assert_eq!(v["state"], "completed", "{v}");
+
+    // Slurm's default: every task reads all of srun's stdin.
+    let mut out: Vec<String> = c.read_work("all.out").lines().map(String::from).collect();
+    out.sort();
+    let want: Vec<String> = (0..6).flat_map(|r| [format!("{r}: l1"), format!("{r}: l2")]).collect();
+    assert_eq!(out, want);
+    assert_eq!(c.read_work("all.code"), "exit=0\n");
+    // --input=4: task 4 alone reads it; the others read end of file at once.
+    let mut out: Vec<String> = c.read_work("one.out").lines().map(String::from).collect();
+    out.sort();
+    let mut want: Vec<String> = (0..6).map(|r| format!("{r}: end")).collect();
+    want.push("4: only".into());
+    want.sort();
+    assert_eq!(out, want);
+    // Every task on every node got the 3 MB intact.
+    let sum = c.read_work("big.sum");
+    assert_eq!(sum.len(), 65, "{sum}");
+    assert_eq!(
+        c.read_work("big.out"),
+        sum.repeat(6),
+        "exit: {}",
+        c.read_work("big.code")
+    );
+    // Tasks that never read do not hold srun up; --input=none reads nothing.
+    assert_eq!(c.read_work("noread.code"), "exit=0\n");
+    assert_eq!(c.read_work("none.out"), "");
+    assert_eq!(c.read_work("none.code"), "exit=0\n");
+    // A task id outside the step and a file name are refused, nothing run.
+    assert_eq!(c.read_work("range.code"), "exit=1\n");
+    let e = c.read_work("range.err");
+    assert!(e.contains("--input=7: the step has 2 task(s)"), "{e}");
+    assert_eq!(c.read_work("file.code"), "exit=1\n");
+    let e = c.read_work("file.err");
+    assert!(e.contains("--input=in.txt") && e.contains("not supported"), "{e}");
+}
+
+#[test]
 fn a_failing_task_ends_the_step_with_kill_on_bad_exit_and_cancel_kills_every_node() {
     let (c, bin) = three_nodes();
     let srun = bin.join("srun").display().to_string();
@@ -339,6 +396,22 @@ fn srun_outside_a_job_allocates_runs_one_step_and_releases() {
         "{o:?}"
     );
     assert_eq!(o.code, Some(0), "{o:?}");
+    // Piped input cannot reach the tasks from outside an allocation yet: refused, not
+    // dropped; --input=none says the tasks need none.
+    let piped = |input: &str| {
+        let mut k = std::process::Command::new("sh");
+        k.args(["-c", &format!("printf 'x\\n' | {srun} {input} -N 1 cat")])
+            .current_dir(&c.work)
+            .env("RUDEL_HEAD", &c.addr)
+            .env("RUDEL_CREDENTIALS", c.admin_credentials())
+            .env_remove("SLURM_JOB_ID");
+        common::run_bounded(k, WAIT)
+    };
+    let o = piped("");
+    assert_eq!(o.code, Some(1), "{o:?}");
+    assert!(o.stderr.contains("cannot forward its stdin yet"), "{o:?}");
+    let o = piped("--input=none");
+    assert_eq!((o.code, o.stdout.as_str()), (Some(0), ""), "{o:?}");
     // The allocation was a job, and it is over: every node is free again.
     assert!(common::eventually(WAIT, || c
         .nodes_json()

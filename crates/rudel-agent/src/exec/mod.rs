@@ -74,6 +74,10 @@ pub struct ExecSpec {
     pub append_output: bool,
     /// Run as this user (output files opened as it too); `None` = the agent's user.
     pub run_as: Option<Creds>,
+    /// The read end of a pipe to give the task as stdin (a job step's forwarded stdin);
+    /// `None` = `/dev/null`. Shared so the spec stays `Clone`; the agent's copy is
+    /// dropped after the spawn, so the task holds the only read end.
+    pub stdin: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 /// Executor settings.

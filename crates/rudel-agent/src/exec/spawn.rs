@@ -448,7 +448,8 @@ fn spawn_task(
         ErrFile::SameAsOut => out,
         ErrFile::File(f) => f.as_raw_fd(),
     };
-    plan.stdio = [null, out, err];
+    let input = spec.stdin.as_ref().map_or(null, |f| f.as_raw_fd());
+    plan.stdio = [input, out, err];
     plan.creds = spec.run_as.clone();
 
     let mut st = inner.lock();

@@ -88,6 +88,7 @@ fn spec(job: u64, index: u32, argv: &[&str]) -> ExecSpec {
         time_limit: None,
         warn: None,
         append_output: false,
+        stdin: None,
         run_as: None,
     }
 }

@@ -18,6 +18,7 @@ mod sinfo;
 mod squeue;
 mod srun;
 mod srun_alloc;
+mod srun_stdin;
 mod srun_step;
 mod sshare;
 

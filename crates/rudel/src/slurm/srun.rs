@@ -26,6 +26,8 @@ pub(super) struct Step {
     /// `--multi-prog`: the command's first word is a configuration file (`multi_prog.rs`).
     pub multi_prog: bool,
     pub mpi: Mpi,
+    /// `--input`: which tasks read srun's stdin.
+    pub input: super::srun_stdin::Input,
     pub command: Vec<String>,
 }
 
@@ -55,7 +57,7 @@ impl Mpi {
 }
 
 /// Options that take a value, long and short.
-const VALUED: [(&str, Option<char>); 8] = [
+const VALUED: [(&str, Option<char>); 9] = [
     ("ntasks", Some('n')),
     ("nodes", Some('N')),
     ("cpus-per-task", Some('c')),
@@ -64,6 +66,7 @@ const VALUED: [(&str, Option<char>); 8] = [
     ("ntasks-per-node", None),
     ("nodelist", Some('w')),
     ("mpi", None),
+    ("input", Some('i')),
 ];
 
 fn unsupported(what: &str) -> SlurmError {
@@ -103,6 +106,7 @@ fn apply(step: &mut Step, opt: &str, v: &str) -> Result<(), SlurmError> {
         "nodelist" => step.nodelist.push(v.to_string()),
         "cpu-bind" => check_cpu_bind(v)?,
         "mpi" => step.mpi = Mpi::parse(v)?,
+        "input" => step.input = super::srun_stdin::Input::parse(v)?,
         // A step's name shows only in step accounting, which rudel does not keep per step;
         // outside a job it names the allocation's job.
         "job-name" => step.job_name = Some(v.to_string()),
@@ -231,6 +235,11 @@ pub async fn srun(args: Vec<String>, head: &str) -> SlurmResult {
                 )));
             }
         }
+        if let super::srun_stdin::Input::Rank(r @ 1..) = step.input {
+            return Err(SlurmError::msg(format!(
+                "--input={r}: the step has one task (task 0). Nothing was run"
+            )));
+        }
         return exec(&step);
     }
     super::srun_step::run(&job, step).await
@@ -251,6 +260,10 @@ fn exec(step: &Step) -> SlurmResult {
     cmd.envs(vars);
     if let Some(n) = step.cpus_per_task {
         cmd.env("SLURM_CPUS_PER_TASK", n.to_string());
+    }
+    // Run in place, the task has srun's own stdin unless told to read none.
+    if step.input == super::srun_stdin::Input::None {
+        cmd.stdin(std::process::Stdio::null());
     }
     let e = cmd.exec();
     // exec returns only on failure; Slurm's srun exits 2 when it cannot run the command.

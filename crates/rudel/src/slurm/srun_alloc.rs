@@ -83,8 +83,31 @@ pub async fn salloc(args: Vec<String>, head: &str) -> SlurmResult {
     Ok(crate::follow::run(line.a, head).await?)
 }
 
+/// True if stdin is a pipe, socket or regular file: input someone meant to feed.
+fn stdin_is_data() -> bool {
+    // SAFETY: a zeroed stat is valid for fstat to fill; fd 0 may be closed (then false).
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(0, &mut st) != 0 {
+            return false;
+        }
+        matches!(
+            st.st_mode & libc::S_IFMT,
+            libc::S_IFIFO | libc::S_IFREG | libc::S_IFSOCK
+        )
+    }
+}
+
 /// Allocates, runs `args` as the step inside, streams its output, returns its exit code.
 pub async fn run(step: &Step, args: &[String], head: &str) -> SlurmResult {
+    // The step's srun runs inside the allocation as its batch task, whose stdin is
+    // /dev/null: piped input would silently never reach the tasks. (A terminal is let
+    // through: what one types is for srun's Ctrl-C handling, as with `srun hostname`.)
+    if step.input != super::srun_stdin::Input::None && stdin_is_data() {
+        return Err(SlurmError::msg(
+            "srun outside an allocation cannot forward its stdin yet (it can inside one:              sbatch or salloc). Give the input to the command (srun sh -c 'prog < FILE'),              or pass --input=none if the tasks need no input. Nothing was run",
+        ));
+    }
     let mut words = alloc_words(step);
     words.push("--".into());
     words.push(own_path()?);

@@ -18,6 +18,7 @@ use rudel_agent::steps::StepEvent as Event;
 
 use super::pmi_server::PmiServer;
 use super::srun::{Mpi, Step};
+use super::srun_stdin::Forward;
 use super::{SlurmError, SlurmResult};
 
 /// Variables of an enclosing step's PMI: the head sets them anew for a step with PMI, and
@@ -54,6 +55,7 @@ fn request(step: &Step, pmi_port: u16) -> Result<String, SlurmError> {
         "cwd": cwd,
         "pmi_port": pmi_port,
         "name": step.job_name.clone().unwrap_or_default(),
+        "input": step.input.wire(),
     });
     Ok(format!("{v}\n"))
 }
@@ -193,12 +195,18 @@ pub async fn run(job: &str, step: Step) -> SlurmResult {
     let mut term = signal(SignalKind::terminate()).map_err(|e| SlurmError::msg(format!("signal: {e}")))?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| SlurmError::msg(format!("signal: {e}")))?;
     let mut last_int: Option<Instant> = None;
+    let mut stdin = Forward::new(step.input);
     loop {
         let kill = tokio::select! {
             line = lines.next_line() => match line {
-                Ok(Some(l)) => on_event(&l, &mut out, &mut p, step.kill_on_bad_exit, pmi.as_ref())?,
+                Ok(Some(l)) => on_event(&l, &mut out, &mut p, step.kill_on_bad_exit, pmi.as_ref(), &mut stdin)?,
                 Ok(None) | Err(_) => break,
             },
+            line = stdin.next_line() => {
+                // The agent gone: the event stream ends too, and says so.
+                let _ = wr.write_all(line.as_bytes()).await;
+                false
+            }
             a = pmi_abort(&mut pmi), if !p.killed => {
                 eprintln!("srun: error: task {}: {}; killing the step", a.rank, a.what);
                 true
@@ -245,6 +253,7 @@ fn on_event(
     p: &mut Progress,
     kill_on_bad_exit: bool,
     pmi: Option<&PmiServer>,
+    stdin: &mut Forward,
 ) -> Result<bool, SlurmError> {
     use base64::Engine;
     let ev: Event =
@@ -261,6 +270,7 @@ fn on_event(
             if let Some(s) = pmi {
                 s.started(&task_nodes);
             }
+            stdin.started(&task_nodes);
             out.width = ntasks.saturating_sub(1).to_string().len();
             tracing::debug!(step, ntasks, %nodelist, ?task_nodes, "step started");
             Ok(false)
@@ -280,8 +290,13 @@ fn on_event(
             error,
         } => {
             out.flush(rank);
+            stdin.ended(rank, &node);
             let bad = p.ended(rank, &node, exit_code, signal, &error);
             Ok(bad && kill_on_bad_exit)
+        }
+        Event::StdinAck { node, offset } => {
+            stdin.acked(&node, offset);
+            Ok(false)
         }
         Event::Refused { error } => Err(SlurmError::msg(error)),
     }
