@@ -51,6 +51,8 @@ pub struct AgentService {
     pub kv: Arc<crate::kv::Kv>,
     /// Ended steps on their way into the log (see `step_records.rs`).
     pub step_records: crate::step_records::Sender,
+    /// Client streams of steps started from outside a task (see `client_steps.rs`).
+    pub clients: Arc<crate::client_steps::Clients>,
 }
 
 /// The live session of one node: its id, the sender that stops it, and where to hand it
@@ -72,7 +74,7 @@ type HeadStream = Pin<Box<dyn Stream<Item = Result<pb::HeadMessage, Status>> + S
 
 impl AgentService {
     /// The Raft term this head currently knows.
-    fn term(&self) -> u64 {
+    pub(crate) fn term(&self) -> u64 {
         self.raft.metrics().borrow().current_term
     }
 }
