@@ -53,6 +53,8 @@ pub struct AgentService {
     pub step_records: crate::step_records::Sender,
     /// How step launches go out: directly or through a tree of agents (`step_fanout.rs`).
     pub fanout: Arc<crate::step_fanout::Fanout>,
+    /// Client streams of steps started from outside a task (see `client_steps.rs`).
+    pub clients: Arc<crate::client_steps::Clients>,
 }
 
 /// The live session of one node: its id, the sender that stops it, and where to hand it
@@ -78,7 +80,7 @@ type HeadStream = Pin<Box<dyn Stream<Item = Result<pb::HeadMessage, Status>> + S
 
 impl AgentService {
     /// The Raft term this head currently knows.
-    fn term(&self) -> u64 {
+    pub(crate) fn term(&self) -> u64 {
         self.raft.metrics().borrow().current_term
     }
 }

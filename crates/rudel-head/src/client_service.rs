@@ -36,6 +36,10 @@ pub struct ClientService {
     pub submit_rate: Arc<crate::submit_rate::SubmitRate>,
     /// Where submits are proposed: concurrent ones share a log entry (`submit_batch.rs`).
     pub submits: crate::submit_batch::SubmitBatcher,
+    /// The agents' side, for job steps started by clients (`client_steps.rs`).
+    pub agents: crate::agent_service::AgentService,
+    /// This head's advertised address (its IP is where local-socket clients are).
+    pub advertise: String,
 }
 
 /// How long a leader waits for a quorum to confirm it before telling a client that asks
@@ -44,6 +48,7 @@ pub struct ClientService {
 const LEADERSHIP_CONFIRM: Duration = Duration::from_millis(1000);
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchUpdate, Status>> + Send>>;
+type StepStream = Pin<Box<dyn Stream<Item = Result<pb::HeadMessage, Status>> + Send>>;
 
 impl ClientService {
     /// Proposes a hold, release or update and turns its result into the reply; unknown ids
@@ -375,6 +380,24 @@ impl pb::rudel_server::Rudel for ClientService {
     }
 
     type WatchStream = WatchStream;
+    type StepStream = StepStream;
+
+    async fn step(
+        &self,
+        req: Request<tonic::Streaming<pb::StepClientMessage>>,
+    ) -> Result<tonic::Response<StepStream>, Status> {
+        // Steps live in the leader, whose sessions reach the agents.
+        if let Some(s) = crate::output_relay::not_leader(&self.raft, self.head_id) {
+            return Err(s);
+        }
+        let caller = crate::auth::caller(&req)?.clone();
+        let peer = req.remote_addr().map(|a| a.ip());
+        let here = self.advertise.parse::<std::net::SocketAddr>().map(|a| a.ip()).ok();
+        let rx = crate::client_steps::serve(self.agents.clone(), caller, peer, here, req.into_inner()).await?;
+        Ok(tonic::Response::new(Box::pin(
+            tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+        )))
+    }
 
     async fn watch(&self, req: Request<pb::WatchRequest>) -> Result<tonic::Response<WatchStream>, Status> {
         let ids = req.into_inner().job_ids;

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod authz;
 pub mod cancel;
 pub mod client_service;
+mod client_steps;
 pub mod convert;
 pub mod credentials;
 pub mod enroll_service;
@@ -277,6 +278,22 @@ impl Head {
             submit_batch::SubmitBatcher::start(proposer.clone(), submit_batch::BatchLimits::default());
 
         let sessions: agent_service::SessionTable = Arc::new(Mutex::new(HashMap::new()));
+        let agents = agent_service::AgentService {
+            proposer: proposer.clone(),
+            raft: raft.clone(),
+            shared: shared.clone(),
+            reports: reports_tx,
+            heartbeat_ms: cfg.agent_heartbeat_ms,
+            node_timeout: cfg.node_timeout,
+            sessions: sessions.clone(),
+            next_session: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            shutdown: shutdown_rx.clone(),
+            steps: Default::default(),
+            kv: Default::default(),
+            step_records: step_records_tx,
+            fanout: Arc::new(step_fanout::Fanout::new(cfg.step_tree)),
+            clients: Default::default(),
+        };
         let client = client_service::ClientService {
             submits,
             sessions: sessions.clone(),
@@ -287,21 +304,8 @@ impl Head {
             shutdown: shutdown_rx.clone(),
             membership_changes: Arc::new(heads::Changes::default()),
             submit_rate: Arc::new(submit_rate::SubmitRate::default()),
-        };
-        let agents = agent_service::AgentService {
-            proposer: proposer.clone(),
-            raft: raft.clone(),
-            shared: shared.clone(),
-            reports: reports_tx,
-            heartbeat_ms: cfg.agent_heartbeat_ms,
-            node_timeout: cfg.node_timeout,
-            sessions,
-            next_session: Arc::new(std::sync::atomic::AtomicU64::new(1)),
-            shutdown: shutdown_rx.clone(),
-            steps: Default::default(),
-            kv: Default::default(),
-            step_records: step_records_tx,
-            fanout: Arc::new(step_fanout::Fanout::new(cfg.step_tree)),
+            agents: agents.clone(),
+            advertise: advertise.clone(),
         };
         let sweeper = tokio::spawn(orphan_nodes::sweep(agents.clone()));
         let timers = tokio::spawn(timers::run(agents.clone()));

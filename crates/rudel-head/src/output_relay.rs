@@ -83,7 +83,7 @@ fn locate(state: &rudel_core::State, job: &Job, index: u32) -> Where {
 }
 
 /// The leader's address when this head does not lead (the client retries there).
-fn not_leader(raft: &Raft, head_id: u64) -> Option<Status> {
+pub(crate) fn not_leader(raft: &Raft, head_id: u64) -> Option<Status> {
     let m = raft.metrics().borrow().clone();
     if m.current_leader == Some(head_id) {
         return None;

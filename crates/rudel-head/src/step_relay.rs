@@ -8,8 +8,12 @@ use rudel_proto::v1::head_message::Msg as HeadMsg;
 use crate::agent_service::AgentService;
 use crate::steps;
 
-/// Sends `msg` to `node`'s current session; false if the node has none.
+/// Sends `msg` to `node`'s current session (or to the client stream of that origin
+/// name, see `client_steps.rs`); false if there is none.
 pub(crate) fn send_to(svc: &AgentService, node: &str, msg: HeadMsg) -> bool {
+    if node.starts_with(crate::client_steps::PREFIX) {
+        return svc.clients.send(node, msg);
+    }
     let Ok(sessions) = svc.sessions.lock() else {
         return false;
     };
@@ -21,6 +25,18 @@ pub(crate) fn send_to(svc: &AgentService, node: &str, msg: HeadMsg) -> bool {
 /// A step request from `node`'s agent: refused, or answered and launched on its nodes.
 pub fn on_request(svc: &AgentService, node: &str, term: u64, r: pb::StepRequest) {
     let planned = steps::plan(&svc.shared.read().state, node, &r);
+    start(svc, node, term, &r, planned);
+}
+
+/// Answers `origin` (a node, or a client stream) with the refusal or the started step,
+/// and launches it on its nodes; the step's (job, id) if it started.
+pub fn start(
+    svc: &AgentService,
+    node: &str,
+    term: u64,
+    r: &pb::StepRequest,
+    planned: Result<steps::Planned, String>,
+) -> Option<(u64, u32)> {
     let p = match planned {
         Ok(p) => p,
         Err(error) => {
@@ -34,12 +50,12 @@ pub fn on_request(svc: &AgentService, node: &str, term: u64, r: pb::StepRequest)
                     ..Default::default()
                 }),
             );
-            return;
+            return None;
         }
     };
     let floor = svc.shared.read().state.jobs.get(&p.task.job).map_or(0, |j| j.next_step);
     let acct = crate::step_acct::StepAcct::new(
-        crate::step_acct::step_name(&r),
+        crate::step_acct::step_name(r),
         p.nodelist.clone(),
         p.ntasks,
         r.cpus_per_task,
@@ -86,6 +102,7 @@ pub fn on_request(svc: &AgentService, node: &str, term: u64, r: pb::StepRequest)
         })
         .collect();
     crate::step_fanout::launch(svc, launches);
+    Some((p.task.job, step))
 }
 
 /// Sends `node` its launch over its session; without one, the step's srun learns at once

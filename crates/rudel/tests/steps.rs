@@ -370,7 +370,8 @@ fn srun_outside_a_job_allocates_runs_one_step_and_releases() {
     assert_eq!(lines, vec!["0: n1 3", "1: n2 3", "2: n3 3"], "{o:?}");
     assert_eq!(o.code, Some(2), "the highest task exit code: {o:?}");
 
-    // salloc runs its command once, on the first node, with the allocation around it.
+    // salloc runs its command once, here (as Slurm's), with the allocation around it; its
+    // srun starts steps through the head.
     let salloc = bin.join("salloc").display().to_string();
     let o = common::run_bounded(
         {
@@ -396,6 +397,50 @@ fn srun_outside_a_job_allocates_runs_one_step_and_releases() {
         "{o:?}"
     );
     assert_eq!(o.code, Some(0), "{o:?}");
+    // Without a command, salloc runs the user's shell here; what it reads (a terminal, or
+    // here a script on its stdin) runs in the allocation, srun's stdin forwarded too.
+    std::fs::write(
+        c.work.join("session.txt"),
+        format!(
+            "echo job=$SLURM_JOB_ID nodes=$SLURM_JOB_NODELIST\n\
+             printf 'in\\n' | {srun} -l -n 2 sh -c 'cat; echo $SLURMD_NODENAME' | sort\n\
+             exit 3\n"
+        ),
+    )
+    .unwrap();
+    let o = common::run_bounded(
+        {
+            let mut k = std::process::Command::new("sh");
+            k.args(["-c", &format!("{salloc} -N 2 < session.txt")])
+                .current_dir(&c.work)
+                .env("SHELL", "/bin/sh")
+                .env("RUDEL_HEAD", &c.addr)
+                .env("RUDEL_CREDENTIALS", c.admin_credentials())
+                .env_remove("SLURM_JOB_ID");
+            k
+        },
+        WAIT,
+    );
+    let out: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(o.code, Some(3), "the shell's exit code: {o:?}");
+    let job = out[0]
+        .strip_prefix("job=")
+        .and_then(|l| l.split_once(' '))
+        .map(|(j, _)| j.to_string());
+    let job = job.unwrap_or_else(|| panic!("{o:?}"));
+    assert_eq!(out[0], format!("job={job} nodes=n[1-2]"), "{o:?}");
+    assert_eq!(out[1..5], ["0: in", "0: n1", "1: in", "1: n2"], "{o:?}");
+    assert!(
+        o.stderr.contains(&format!("salloc: Granted job allocation {job}")),
+        "{o:?}"
+    );
+    assert!(
+        o.stderr
+            .contains(&format!("salloc: Relinquishing job allocation {job}")),
+        "{o:?}"
+    );
+    let v = c.wait_finished(job.parse().unwrap(), WAIT);
+    assert_eq!(v["name"], "interactive", "{v}");
     // Piped input cannot reach the tasks from outside an allocation yet: refused, not
     // dropped; --input=none says the tasks need none.
     let piped = |input: &str| {

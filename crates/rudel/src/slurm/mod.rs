@@ -10,6 +10,7 @@ mod install;
 mod multi_prog;
 mod pmi_server;
 pub mod sacct;
+mod salloc;
 mod sbatch;
 mod scancel;
 mod scontrol;
@@ -21,6 +22,7 @@ mod srun_alloc;
 mod srun_stdin;
 mod srun_step;
 mod sshare;
+mod step_client;
 
 use std::process::ExitCode;
 
@@ -101,7 +103,7 @@ pub fn main(name: &str, rt: &tokio::runtime::Runtime) -> ExitCode {
             "sinfo" => sinfo::sinfo(args, &head).await,
             "scontrol" => scontrol::scontrol(args, &head).await,
             "srun" => srun::srun(args, &head).await,
-            "salloc" => srun_alloc::salloc(args, &head).await,
+            "salloc" => salloc::salloc(args, &head).await,
             "sshare" => sshare::sshare(args, &head).await,
             "sacct" => Ok(sacct::run_args(args.into_iter().map(Into::into).collect(), &head).await?),
             other => Err(SlurmError::msg(format!(

@@ -202,8 +202,12 @@ fn allowed_cpus() -> Option<u32> {
     }
 }
 
-/// True if the step is one task on this very node, which runs in place.
+/// True if the step is one task on this very node, which runs in place: only from a
+/// task of the job (an srun in a `salloc` shell is not on any node of the allocation).
 fn in_place(step: &Step) -> bool {
+    if std::env::var_os("RUDEL_TASK").is_none() {
+        return false;
+    }
     let here = std::env::var("SLURMD_NODENAME").unwrap_or_default();
     let job_tasks = std::env::var("SLURM_NTASKS").ok().and_then(|v| v.parse::<u32>().ok());
     let one_task = step.ntasks == 1 || (step.ntasks == 0 && job_tasks.is_none_or(|n| n <= 1));
@@ -242,7 +246,7 @@ pub async fn srun(args: Vec<String>, head: &str) -> SlurmResult {
         }
         return exec(&step);
     }
-    super::srun_step::run(&job, step).await
+    super::srun_step::run(&job, step, head).await
 }
 
 /// Replaces this process with the step's command, with the step's Slurm variables.

@@ -33,7 +33,7 @@ fn own_path() -> Result<String, SlurmError> {
 }
 
 /// The allocation's options: the step's shape, as Slurm sizes srun's own allocation.
-fn alloc_words(step: &Step) -> Vec<String> {
+pub(super) fn alloc_words(step: &Step) -> Vec<String> {
     let mut w = vec!["run".to_string()];
     let mut opt = |k: &str, v: String| {
         w.push(k.to_string());
@@ -59,28 +59,6 @@ fn alloc_words(step: &Step) -> Vec<String> {
         step.job_name.clone().unwrap_or_else(|| step.command[0].clone()),
     );
     w
-}
-
-/// `salloc [-N ..] [-n ..] CMD`: an allocation running CMD on its first node with the
-/// allocation in its environment (its `srun` then starts steps), output streamed, exit code
-/// CMD's. Without CMD Slurm starts an interactive shell, which needs a terminal rudel does
-/// not forward yet: refused, nothing allocated.
-pub async fn salloc(args: Vec<String>, head: &str) -> SlurmResult {
-    let step = super::srun::parse(&args).map_err(|e| {
-        if e.lines.first().is_some_and(|l| l.contains("No command")) {
-            SlurmError::msg(
-                "salloc without a command (an interactive shell) is not supported yet: \
-                 give the command to run in the allocation (salloc -N2 ./job.sh). Nothing was allocated",
-            )
-        } else {
-            e
-        }
-    })?;
-    let mut words = alloc_words(&step);
-    words.push("--".into());
-    words.extend(step.command.iter().cloned());
-    let line = RunLine::try_parse_from(&words).map_err(|e| SlurmError::msg(format!("{e}")))?;
-    Ok(crate::follow::run(line.a, head).await?)
 }
 
 /// True if stdin is a pipe, socket or regular file: input someone meant to feed.

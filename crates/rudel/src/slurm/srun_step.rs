@@ -158,17 +158,29 @@ fn signal_name(s: i32) -> String {
     }
 }
 
-/// Runs `step` of job `job` across the allocation and follows it to its end.
-pub async fn run(job: &str, step: Step) -> SlurmResult {
-    let sock = std::env::var("RUDEL_AGENT_SOCKET").map_err(|_| {
-        SlurmError::msg(
-            "this job's agent offers no job socket (RUDEL_AGENT_SOCKET is not set), so srun can run \
-             only one task on this node (-n 1). Nothing was run",
-        )
-    })?;
-    let stream = UnixStream::connect(&sock)
-        .await
-        .map_err(|e| SlurmError::msg(format!("cannot reach the agent at {sock}: {e}. Nothing was run")))?;
+/// Runs `step` of job `job` across the allocation and follows it to its end: asked
+/// through the agent's job socket from inside a task of the job, through the head's
+/// `Step` RPC from outside (a `salloc` shell, see `step_client.rs`).
+pub async fn run(job: &str, step: Step, head: &str) -> SlurmResult {
+    if let Ok(sock) = std::env::var("RUDEL_AGENT_SOCKET") {
+        let stream = UnixStream::connect(&sock)
+            .await
+            .map_err(|e| SlurmError::msg(format!("cannot reach the agent at {sock}: {e}. Nothing was run")))?;
+        let (rd, wr) = stream.into_split();
+        return follow(job, step, rd, wr).await;
+    }
+    let id = job
+        .parse::<u64>()
+        .map_err(|_| SlurmError::msg(format!("SLURM_JOB_ID={job} is not a job id. Nothing was run")))?;
+    let (rd, wr) = tokio::io::split(super::step_client::open(head, id).await?);
+    follow(job, step, rd, wr).await
+}
+
+async fn follow<R, W>(job: &str, step: Step, rd: R, mut wr: W) -> SlurmResult
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     let mut pmi = match step.mpi {
         Mpi::Pmi1 => Some(
             PmiServer::start(format!("rudel-{job}"))
@@ -177,7 +189,6 @@ pub async fn run(job: &str, step: Step) -> SlurmResult {
         ),
         Mpi::None => None,
     };
-    let (rd, mut wr) = stream.into_split();
     let port = pmi.as_ref().map_or(0, PmiServer::port);
     wr.write_all(request(&step, port)?.as_bytes())
         .await
