@@ -247,8 +247,10 @@ fn a_failing_task_ends_the_step_with_kill_on_bad_exit_and_cancel_kills_every_nod
     std::fs::write(c.work.join("k.sh"), script).unwrap();
     let id = c.submit(&["k.sh"]);
     let code = common::wait_file(&c.work.join("k.code"), WAIT);
-    let took: f64 =
-        c.read_work("k.end").trim().parse::<f64>().unwrap() - c.read_work("k.start").trim().parse::<f64>().unwrap();
+    // The script writes k.end just after k.code: wait for it too (read at once it was
+    // once still empty).
+    let end = common::wait_file(&c.work.join("k.end"), WAIT);
+    let took: f64 = end.trim().parse::<f64>().unwrap() - c.read_work("k.start").trim().parse::<f64>().unwrap();
     assert!(took < 20.0, "-K ended the step after {took:.1} s");
     assert_ne!(code, "exit=0\n", "{code}");
     let e = c.read_work("k.err");
