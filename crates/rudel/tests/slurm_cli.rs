@@ -277,20 +277,12 @@ fn wait_env_and_refusals_with_slurms_messages_and_exit_codes() {
         o.stderr.starts_with("squeue: error: Invalid job state specified: XX\n"),
         "{o}"
     );
-    // salloc's interactive shell needs a terminal rudel does not forward; scontrol's
-    // changing verbs are not here yet.
-    for (name, args, needle) in [
-        (
-            "salloc",
-            &["-N", "1"][..],
-            "salloc without a command (an interactive shell) is not supported yet",
-        ),
-        (
-            "scontrol",
-            &["suspend", "1"][..],
-            "scontrol suspend is not supported yet",
-        ),
-    ] {
+    // scontrol's changing verbs are not here yet.
+    for (name, args, needle) in [(
+        "scontrol",
+        &["suspend", "1"][..],
+        "scontrol suspend is not supported yet",
+    )] {
         let o = s.run(name, args);
         assert_eq!(o.code, Some(1), "{name}: {o}");
         assert!(
@@ -302,6 +294,16 @@ fn wait_env_and_refusals_with_slurms_messages_and_exit_codes() {
     assert_eq!(
         s.ok("squeue", &["-h", "-t", "all", "-o", "%i"]).stdout,
         format!("{id}\n")
+    );
+    // salloc without a command runs the user's shell here (tests/steps.rs feeds it a
+    // script); with stdin at end of file that shell exits at once, and so does salloc,
+    // releasing its allocation.
+    let o = s.run("salloc", &["-N", "1"]);
+    assert_eq!(o.code, Some(0), "salloc: {o}");
+    assert!(
+        o.stderr.contains("salloc: Granted job allocation")
+            && o.stderr.contains("salloc: Relinquishing job allocation"),
+        "{o}"
     );
     // sacct answers through its link too (the accounting store's own tests are history.rs).
     let acct = s.ok("sacct", &["-X", "-P", "-n", "--format=JobID", "-j", &id.to_string()]);
