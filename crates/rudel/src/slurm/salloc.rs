@@ -182,7 +182,15 @@ pub async fn salloc(args: Vec<String>, head: &str) -> SlurmResult {
     let mut c = crate::client::connect(head)
         .await
         .map_err(|e| SlurmError::msg(format!("{e:#}")))?;
-    let outcome = match granted(&mut c, id).await {
+    // Ctrl-C while waiting cancels the request (below), as Slurm's salloc does; without
+    // this the pending job would later hold its allocation with nobody to release it.
+    let waited = tokio::select! {
+        g = granted(&mut c, id) => g,
+        _ = tokio::signal::ctrl_c() => Err(SlurmError::msg(format!(
+            "interrupted while waiting; job allocation {id} is cancelled"
+        ))),
+    };
+    let outcome = match waited {
         Ok(j) => {
             eprintln!("salloc: Granted job allocation {id}");
             run_here(&mut c, id, &step.command, env(&j, &step)).await
