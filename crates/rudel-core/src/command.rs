@@ -105,6 +105,10 @@ pub struct NodeRegistration {
 }
 
 /// One entry of the replicated log.
+// A submit's spec makes that variant the largest by far. Commands live briefly, between
+// decoding and apply, and the batches that hold many (`Batch`) are mostly submits, which
+// would be that size boxed or not: boxing would buy nothing measurable.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// Queue a job; `request_id` makes a retried submit idempotent.
@@ -186,6 +190,10 @@ pub enum Command {
         update: JobUpdate,
         now_ms: u64,
     },
+    /// The client holding an interactive allocation (`salloc`, `srun` outside a job) is
+    /// done: its holder task is killed and ends as `exit_code` says; a job not running
+    /// yet is cancelled.
+    CompleteAllocation { job: JobId, exit_code: i32, now_ms: u64 },
     /// Cancel single tasks of arrays (`scancel 41_3`): running ones are killed, pending
     /// ones end at once; the rest of each array runs on.
     CancelTasks { tasks: Vec<TaskKey>, now_ms: u64 },

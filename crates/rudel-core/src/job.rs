@@ -86,6 +86,11 @@ pub struct JobSpec {
     /// `sched/account.rs`); empty: none.
     #[serde(default)]
     pub account: String,
+    /// Held by a client outside the cluster (`salloc`, `srun` outside a job): the leader
+    /// cancels it once that client is gone for the allocation lease (rudel-head's
+    /// `allocation_leases.rs`).
+    #[serde(default)]
+    pub interactive: bool,
 }
 
 /// State of a task, and (aggregated) of a job.
@@ -166,6 +171,10 @@ pub struct RunningTask {
     /// and then ends `node_fail` (or is requeued) with this reason, not `cancelled`.
     #[serde(default)]
     pub lost_node: Option<String>,
+    /// Its client released the allocation (`Command::CompleteAllocation`) with this exit
+    /// code: the kill ends it `completed` (0) or `failed`, not `cancelled`.
+    #[serde(default)]
+    pub released_with: Option<i32>,
 }
 
 impl RunningTask {
@@ -191,6 +200,7 @@ impl RunningTask {
             requeue: false,
             alloc: None,
             lost_node: None,
+            released_with: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::sched::{ConfigError, SchedConfig};
 use crate::scheduler;
 
 mod cancel_tasks;
+mod complete_alloc;
 pub mod fairshare;
 mod gang;
 pub mod quota;
@@ -172,6 +173,10 @@ impl State {
             Command::Cancel { jobs, now_ms } => {
                 self.advance(now_ms);
                 self.cancel(&jobs)
+            }
+            Command::CompleteAllocation { job, exit_code, now_ms } => {
+                self.advance(now_ms);
+                self.complete_allocation(job, exit_code)
             }
             Command::CancelTasks { tasks, now_ms } => {
                 self.advance(now_ms);
@@ -926,6 +931,16 @@ impl State {
             }
             None => r,
         };
+        // Killed because its client released the allocation: it ends as the client's
+        // command did (salloc's shell, srun's step), not `cancelled`.
+        let as_released;
+        let r = match rt.released_with {
+            Some(code) if rt.lost_node.is_none() => {
+                as_released = released_report(r, code);
+                &as_released
+            }
+            _ => r,
+        };
         self.unhold(node, r.key, &rt, r.end_ms);
         let Some(job) = self.jobs.get_mut(&r.key.job) else {
             return;
@@ -940,7 +955,7 @@ impl State {
             self.back_to_pending(node, r, &rt, attempt);
             return;
         }
-        let (state, reason) = if rt.kill_requested && rt.lost_node.is_none() {
+        let (state, reason) = if rt.kill_requested && rt.lost_node.is_none() && rt.released_with.is_none() {
             (TaskState::Cancelled, "cancelled".to_string())
         } else {
             match r.outcome {
@@ -1370,6 +1385,21 @@ fn task_end(r: &TaskReport, start_ms: u64) -> crate::TaskEnd {
 }
 
 /// The report the head makes up for a task whose node lost it.
+/// A released allocation's holder task, killed, reported as having exited with `code`.
+fn released_report(r: &TaskReport, code: i32) -> TaskReport {
+    TaskReport {
+        outcome: TaskOutcome::Exited,
+        exit_code: Some(code),
+        signal: None,
+        message: if code == 0 {
+            String::new()
+        } else {
+            format!("exit code {code}")
+        },
+        ..r.clone()
+    }
+}
+
 pub fn lost_report(key: TaskKey, attempt: u32, now_ms: u64, why: &str) -> TaskReport {
     TaskReport {
         key,

@@ -40,6 +40,8 @@ pub struct ClientService {
     pub agents: crate::agent_service::AgentService,
     /// This head's advertised address (its IP is where local-socket clients are).
     pub advertise: String,
+    /// Interactive allocations held by clients (`allocation_leases.rs`).
+    pub leases: Arc<crate::allocation_leases::Leases>,
 }
 
 /// How long a leader waits for a quorum to confirm it before telling a client that asks
@@ -195,6 +197,7 @@ impl pb::rudel_server::Rudel for ClientService {
             rudel_core::limits::check_request_id(&req.request_id)
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
         }
+        let interactive = spec.interactive;
         let cmd = Command::Submit {
             request_id: req.request_id,
             spec,
@@ -202,6 +205,11 @@ impl pb::rudel_server::Rudel for ClientService {
         };
         match self.submits.propose(cmd, bytes).await? {
             Response::Submitted { job, tasks, duplicate } => {
+                if interactive {
+                    // Watched from now: a client that dies before it holds the allocation
+                    // must not leave it behind.
+                    self.leases.watch(job, std::time::Instant::now());
+                }
                 if !duplicate {
                     tracing::debug!(job, tasks, "job submitted");
                 }
@@ -381,6 +389,32 @@ impl pb::rudel_server::Rudel for ClientService {
 
     type WatchStream = WatchStream;
     type StepStream = StepStream;
+    type HoldAllocationStream = crate::allocation_rpc::HoldStream;
+
+    async fn hold_allocation(
+        &self,
+        req: Request<pb::HoldAllocationRequest>,
+    ) -> Result<tonic::Response<Self::HoldAllocationStream>, Status> {
+        let caller = crate::auth::caller(&req)?.clone();
+        let holder = crate::allocation_rpc::Holder {
+            raft: self.raft.clone(),
+            head_id: self.head_id,
+            shared: self.shared.clone(),
+            leases: self.leases.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        crate::allocation_rpc::hold(holder, &caller, req.into_inner().job_id).map(tonic::Response::new)
+    }
+
+    async fn complete_allocation(
+        &self,
+        req: Request<pb::CompleteAllocationRequest>,
+    ) -> Result<tonic::Response<pb::CancelResponse>, Status> {
+        let caller = crate::auth::caller(&req)?.clone();
+        let cmd = crate::allocation_rpc::complete(&self.shared.read().state, &caller, req.get_ref())?;
+        let r = self.proposer.propose(cmd).await?;
+        crate::cancel::reply(r).map(tonic::Response::new)
+    }
 
     async fn step(
         &self,

@@ -80,6 +80,7 @@ pub fn spec_from_pb(s: pb::JobSpec) -> Result<JobSpec, Status> {
         open_append: s.open_append,
         mem_per_cpu: s.mem_per_cpu,
         account: s.account,
+        interactive: s.interactive,
         alloc: rudel_core::alloc::AllocSpec::parse_text(&s.allocation)
             .map_err(|e| Status::invalid_argument(e.to_string()))?
             .map(Box::new),
@@ -139,6 +140,7 @@ pub fn spec_to_pb(s: &JobSpec) -> pb::JobSpec {
         open_append: s.open_append,
         mem_per_cpu: s.mem_per_cpu,
         account: s.account.clone(),
+        interactive: s.interactive,
         allocation: s.alloc.as_ref().map(|a| a.to_text()).unwrap_or_default(),
     }
 }

@@ -1,6 +1,8 @@
 //! rudel-head: the controller. Raft glue and storage, the gRPC services for clients,
 //! agents and peer heads, and the dispatch of committed assignments to agents.
 pub mod agent_service;
+pub mod allocation_leases;
+pub mod allocation_rpc;
 pub mod auth;
 pub mod authz;
 pub mod cancel;
@@ -87,6 +89,9 @@ pub struct HeadConfig {
     pub history_retention: Duration,
     /// When and how job steps are launched through a tree of agents (`step_tree.rs`).
     pub step_tree: step_tree::TreeConfig,
+    /// How long an interactive allocation (salloc, srun outside a job) outlives its
+    /// client's last `HoldAllocation` stream before the leader cancels it.
+    pub allocation_lease: Duration,
 }
 
 /// Default lifetime of the initial join token.
@@ -108,6 +113,7 @@ impl HeadConfig {
             join_token_ttl: Some(DEFAULT_JOIN_TOKEN_TTL),
             history_retention: history::DEFAULT_RETENTION,
             step_tree: step_tree::TreeConfig::default(),
+            allocation_lease: allocation_leases::DEFAULT_LEASE,
         }
     }
 }
@@ -171,6 +177,7 @@ pub struct Head {
     sweeper: JoinHandle<()>,
     /// Proposes `Tick` when a begin time or dependency delay is due (leader only).
     timers: JoinHandle<()>,
+    lease_sweep: JoinHandle<()>,
     _lock: lock::DirLock,
 }
 
@@ -294,6 +301,7 @@ impl Head {
             fanout: Arc::new(step_fanout::Fanout::new(cfg.step_tree)),
             clients: Default::default(),
         };
+        let leases = Arc::new(allocation_leases::Leases::default());
         let client = client_service::ClientService {
             submits,
             sessions: sessions.clone(),
@@ -306,7 +314,17 @@ impl Head {
             submit_rate: Arc::new(submit_rate::SubmitRate::default()),
             agents: agents.clone(),
             advertise: advertise.clone(),
+            leases: leases.clone(),
         };
+        let lease_sweep = tokio::spawn(allocation_leases::sweep(allocation_leases::Sweep {
+            leases,
+            lease: cfg.allocation_lease,
+            raft: raft.clone(),
+            head_id,
+            shared: shared.clone(),
+            proposer: proposer.clone(),
+            shutdown: shutdown_rx.clone(),
+        }));
         let sweeper = tokio::spawn(orphan_nodes::sweep(agents.clone()));
         let timers = tokio::spawn(timers::run(agents.clone()));
         let peer = raft::network::PeerService { raft: raft.clone() };
@@ -405,6 +423,7 @@ impl Head {
             promote,
             sweeper,
             timers,
+            lease_sweep,
             _lock: lock,
         })
     }
@@ -497,6 +516,9 @@ impl Head {
         for s in self.socket_servers {
             let _ = tokio::time::timeout(Duration::from_secs(1), s).await;
         }
+        // Stops at the shutdown signal sent above; waited for so no cancel is proposed
+        // into a Raft that is gone.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.lease_sweep).await;
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
         }

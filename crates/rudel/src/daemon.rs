@@ -66,6 +66,11 @@ pub struct UpArgs {
     pub history_retention: String,
     #[command(flatten)]
     pub step_tree: crate::step_tree_args::StepTreeArgs,
+    /// How long an interactive allocation (salloc, srun outside a job) is kept after its
+    /// client stopped holding it (killed, its machine lost) before it is cancelled. Longer
+    /// than a head failover: clients hold it again at the new leader.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub allocation_lease: String,
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +105,11 @@ pub struct HeadArgs {
     pub history_retention: String,
     #[command(flatten)]
     pub step_tree: crate::step_tree_args::StepTreeArgs,
+    /// How long an interactive allocation (salloc, srun outside a job) is kept after its
+    /// client stopped holding it (killed, its machine lost) before it is cancelled. Longer
+    /// than a head failover: clients hold it again at the new leader.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub allocation_lease: String,
 }
 
 #[derive(Args, Debug)]
@@ -366,6 +376,16 @@ fn task_pids_max(n: u64) -> Result<u64, Failure> {
     Ok(n)
 }
 
+fn parse_lease(s: &str) -> Result<Duration, Failure> {
+    let ms = rudel_core::parse::parse_duration(s).map_err(|e| Failure::usage(anyhow!("--allocation-lease: {e}")))?;
+    if ms < 2000 {
+        return Err(Failure::usage(anyhow!(
+            "--allocation-lease must be at least 2s (clients reconnect with a backoff of up to a second)"
+        )));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
 fn parse_timeout(s: &str) -> Result<Duration, Failure> {
     let ms = rudel_core::parse::parse_duration(s).map_err(|e| Failure::usage(anyhow!("--node-timeout: {e}")))?;
     if ms < 1000 {
@@ -385,6 +405,7 @@ pub async fn up(a: UpArgs) -> CmdResult {
     hcfg.join_token_ttl = parse_join_token_ttl(&a.join_token_ttl)?;
     hcfg.history_retention = parse_retention(&a.history_retention)?;
     hcfg.step_tree = a.step_tree.config()?;
+    hcfg.allocation_lease = parse_lease(&a.allocation_lease)?;
     let head = Head::start(hcfg).await.context("cannot start the head")?;
     let addr = head.local_addr.to_string();
     let agent_dir = data.join("agent");
@@ -461,6 +482,7 @@ pub async fn head(a: HeadArgs) -> CmdResult {
     cfg.join_token_ttl = parse_join_token_ttl(&a.join_token_ttl)?;
     cfg.history_retention = parse_retention(&a.history_retention)?;
     cfg.step_tree = a.step_tree.config()?;
+    cfg.allocation_lease = parse_lease(&a.allocation_lease)?;
     let head = Head::start(cfg).await.context("cannot start the head")?;
     println!(
         "rudel head {} listening on {}, data in {}",

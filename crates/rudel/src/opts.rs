@@ -338,6 +338,7 @@ fn finish_spec(a: SubmitArgs, script: String, argv: Vec<String>) -> Result<(pb::
         },
         partition: a.partition.clone().unwrap_or_default(),
         account: a.account.clone().unwrap_or_default(),
+        interactive: false,
         submit_dir: cwd.display().to_string(),
         submit_host: rudel_agent::identity::hostname(),
         dependency: dependency_text(&a)?,

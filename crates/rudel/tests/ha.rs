@@ -105,6 +105,9 @@ impl Group {
             &addr,
             "--node-timeout",
             "3s",
+            // Short, so that a test can wait out two leases across a failover.
+            "--allocation-lease",
+            "4s",
         ];
         let join_addr = self.addrs[0].clone();
         if let Some(t) = join {
@@ -1024,6 +1027,87 @@ fn a_leader_restarted_at_once_still_reads_what_it_acknowledged() {
         }
     }
     eprintln!("the restarted head led again in {resumed} of 10 rounds");
+    check_invariants_held(&g);
+}
+
+/// A salloc holds its allocation across a leader kill: it holds it again at the new
+/// leader within the allocation lease (4 s here), so the job is neither cancelled nor
+/// lost; an srun in it afterwards starts its step through the new leader, and the job
+/// ends as salloc's command did.
+#[test]
+fn a_salloc_keeps_its_allocation_across_a_leader_kill() {
+    let mut g = Group::start();
+    let bin = g.net.tmp.path().join("bin");
+    let o = g.cli(&["slurm", "install", &bin.display().to_string()], Duration::from_secs(20));
+    assert!(o.ok(), "{o}");
+    let srun = bin.join("srun").display().to_string();
+    let mut cmd = Command::new(bin.join("salloc"));
+    cmd.args([
+        "-N",
+        "2",
+        "sh",
+        "-c",
+        &format!("while [ ! -e go ]; do sleep 0.2; done; {srun} -l hostname > step.out"),
+    ])
+    .current_dir(&g.work)
+    .env("RUDEL_HEAD", g.all_heads())
+    .env("RUDEL_CREDENTIALS", &g.creds)
+    .env_remove("SLURM_JOB_ID")
+    .env_remove("RUDEL_LOG")
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let mut salloc = cmd.spawn().expect("salloc");
+    let jobs = |g: &Group| -> Vec<Value> {
+        let o = g.cli(&["jobs", "--all", "--json"], Duration::from_secs(30));
+        serde_json::from_str::<Value>(o.stdout.trim())
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        if let Some(j) = jobs(&g).iter().find(|j| j["state"] == "running") {
+            break job_id(j);
+        }
+        assert!(Instant::now() < deadline, "salloc got no allocation:\n{}", g.net.logs_tail(20));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let leader = g.leader().expect("a leader");
+    g.kill_head(leader);
+    // Two leases after the kill, the job still runs: its client held it at the new leader.
+    std::thread::sleep(Duration::from_secs(9));
+    let state = |g: &Group| {
+        let o = g.cli(&["show", "--json", &id.to_string()], Duration::from_secs(30));
+        serde_json::from_str::<Value>(o.stdout.trim()).unwrap_or(Value::Null)["state"].clone()
+    };
+    assert_eq!(state(&g), "running", "job {id} after the leader kill:\n{}", g.net.logs_tail(20));
+    std::fs::write(g.work.join("go"), "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let st = loop {
+        if let Some(st) = salloc.try_wait().expect("salloc wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "salloc did not end:\n{}", g.net.logs_tail(20));
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = salloc.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert!(st.success(), "salloc: {st}: {err}\n{}", g.net.logs_tail(20));
+    let mut out: Vec<String> = std::fs::read_to_string(g.work.join("step.out"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split(':').next().unwrap_or("").to_string())
+        .collect();
+    out.sort();
+    assert_eq!(out, ["0", "1"], "the step's two tasks: {err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state(&g) != "completed" {
+        assert!(Instant::now() < deadline, "job {id}: {}", state(&g));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    g.start_head(leader, None);
     check_invariants_held(&g);
 }
 

@@ -82,7 +82,7 @@ fn job_processes_are_identified_by_the_agent_and_others_refused() {
 
 /// Three agents on this host (n1 from `rudel up`, n2, n3), the Slurm commands installed.
 fn three_nodes() -> (Cluster, std::path::PathBuf) {
-    let mut c = Cluster::up(Opts::default().up_args(&["--node-timeout", "3s"]));
+    let mut c = Cluster::up(Opts::default().up_args(&["--node-timeout", "3s", "--allocation-lease", "2s"]));
     c.start_named_agent("n2");
     c.start_named_agent("n3");
     let bin = c.tmp.path().join("bin");
@@ -371,6 +371,15 @@ fn srun_outside_a_job_allocates_runs_one_step_and_releases() {
     lines.sort();
     assert_eq!(lines, vec!["0: n1 3", "1: n2 3", "2: n3 3"], "{o:?}");
     assert_eq!(o.code, Some(2), "the highest task exit code: {o:?}");
+    // Its job ends as the step did, as in Slurm (FAILED, ExitCode=2): not cancelled.
+    let job = c
+        .jobs_all()
+        .into_iter()
+        .find(|j| j["name"] == "sh")
+        .unwrap_or_else(|| panic!("no job named sh: {:?}", c.jobs_all()));
+    let v = c.wait_finished(job["id"].as_u64().unwrap(), WAIT);
+    assert_eq!(v["state"], "failed", "{v}");
+    assert!(v.to_string().contains("exit code 2"), "{v}");
 
     // salloc runs its command once, here (as Slurm's), with the allocation around it; its
     // srun starts steps through the head.
@@ -443,11 +452,12 @@ fn srun_outside_a_job_allocates_runs_one_step_and_releases() {
     );
     let v = c.wait_finished(job.parse().unwrap(), WAIT);
     assert_eq!(v["name"], "interactive", "{v}");
-    // Piped input cannot reach the tasks from outside an allocation yet: refused, not
-    // dropped; --input=none says the tasks need none.
+    assert_eq!(v["state"], "failed", "the shell's exit 3 is the job's: {v}");
+    // srun's stdin reaches the step's tasks from outside an allocation too (all of them
+    // by default, as Slurm's); --input=none gives them none.
     let piped = |input: &str| {
         let mut k = std::process::Command::new("sh");
-        k.args(["-c", &format!("printf 'x\\n' | {srun} {input} -N 1 cat")])
+        k.args(["-c", &format!("printf 'x\\n' | {srun} {input} -N 2 -l cat | sort")])
             .current_dir(&c.work)
             .env("RUDEL_HEAD", &c.addr)
             .env("RUDEL_CREDENTIALS", c.admin_credentials())
@@ -455,8 +465,9 @@ fn srun_outside_a_job_allocates_runs_one_step_and_releases() {
         common::run_bounded(k, WAIT)
     };
     let o = piped("");
-    assert_eq!(o.code, Some(1), "{o:?}");
-    assert!(o.stderr.contains("cannot forward its stdin yet"), "{o:?}");
+    assert_eq!((o.code, o.stdout.as_str()), (Some(0), "0: x\n1: x\n"), "{o:?}");
+    let o = piped("--input=1");
+    assert_eq!((o.code, o.stdout.as_str()), (Some(0), "1: x\n"), "{o:?}");
     let o = piped("--input=none");
     assert_eq!((o.code, o.stdout.as_str()), (Some(0), ""), "{o:?}");
     // The allocation was a job, and it is over: every node is free again.
@@ -464,4 +475,52 @@ fn srun_outside_a_job_allocates_runs_one_step_and_releases() {
         .nodes_json()
         .iter()
         .all(|n| n["state"] == "idle")));
+}
+
+#[test]
+fn an_allocation_whose_client_is_killed_is_cancelled_after_its_lease() {
+    let (c, bin) = three_nodes();
+    let salloc = bin.join("salloc").display().to_string();
+    // salloc holds a two-node allocation around a command that records its pid.
+    let mut k = std::process::Command::new(&salloc);
+    k.args(["-N", "2", "sh", "-c", "echo $$ > held.pid; exec sleep 600"])
+        .current_dir(&c.work)
+        .env("RUDEL_HEAD", &c.addr)
+        .env("RUDEL_CREDENTIALS", c.admin_credentials())
+        .env_remove("SLURM_JOB_ID")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut client = k.spawn().unwrap();
+    assert!(common::eventually(WAIT, || !c.read_work("held.pid").trim().is_empty()));
+    let held: i32 = c.read_work("held.pid").trim().parse().unwrap();
+    let job = c
+        .jobs_all()
+        .into_iter()
+        .find(|j| j["name"] == "interactive" && j["state"] == "running")
+        .unwrap_or_else(|| panic!("no running interactive job: {:?}", c.jobs_all()));
+    let id = job["id"].as_u64().unwrap();
+    // SIGKILL: no hand-back. The leader notices the stream gone and cancels after the
+    // 2 s lease (plus its 1 s sweep), not before.
+    let killed = std::time::Instant::now();
+    // SAFETY: plain kill of our own child and of the command it started (pid recorded by it).
+    unsafe {
+        libc::kill(client.id() as i32, libc::SIGKILL);
+        libc::kill(held, libc::SIGKILL);
+    }
+    let _ = client.wait();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(c.show_json(id)["state"], "running", "cancelled within the lease");
+    let v = c.wait_finished(id, WAIT);
+    assert_eq!(v["state"], "cancelled", "{v}");
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        killed.elapsed()
+    );
+    assert!(common::eventually(WAIT, || c
+        .nodes_json()
+        .iter()
+        .all(|n| n["state"] == "idle")));
+    let log = c.logs_tail();
+    assert!(log.contains("client (salloc, srun) is gone"), "{log}");
 }

@@ -5,6 +5,7 @@
 //! They find the head as the `rudel` CLI does, from the environment only (Slurm's
 //! commands have no `--head`): `$RUDEL_HEAD` (default 127.0.0.1:7117) and
 //! `$RUDEL_CREDENTIALS` (default: `rudel login`'s, else a local head's).
+mod allocation;
 mod format;
 mod install;
 mod multi_prog;

@@ -29,6 +29,9 @@ pub(super) struct Step {
     /// `--input`: which tasks read srun's stdin.
     pub input: super::srun_stdin::Input,
     pub command: Vec<String>,
+    /// Variables the step's tasks get beyond srun's own environment: the allocation's,
+    /// for an srun that allocated for itself (`srun_alloc.rs`).
+    pub env: Vec<(String, String)>,
 }
 
 /// `--mpi`: whether the step's tasks get a PMI server (srun's, PMI-1).
@@ -218,11 +221,8 @@ fn in_place(step: &Step) -> bool {
 /// `srun`: runs the step in place or across the allocation; outside a job, first gets an
 /// allocation of its own (`super::srun_alloc`).
 pub async fn srun(args: Vec<String>, head: &str) -> SlurmResult {
-    let step = parse(&args)?;
-    let Ok(job) = std::env::var("SLURM_JOB_ID") else {
-        return super::srun_alloc::run(&step, &args, head).await;
-    };
-    let mut step = step;
+    let mut step = parse(&args)?;
+    let job = std::env::var("SLURM_JOB_ID").ok();
     if step.multi_prog {
         // Read here, on srun's node; without -n the allocation's task count is the step's.
         let ntasks = Some(step.ntasks)
@@ -230,6 +230,9 @@ pub async fn srun(args: Vec<String>, head: &str) -> SlurmResult {
             .or_else(|| std::env::var("SLURM_NTASKS").ok().and_then(|v| v.parse().ok()));
         step.command = super::multi_prog::command(&step.command[0], ntasks)?;
     }
+    let Some(job) = job else {
+        return super::srun_alloc::run(step, head).await;
+    };
     if in_place(&step) {
         if let (Some(want), Some(have)) = (step.cpus_per_task, allowed_cpus()) {
             if want > have {

@@ -42,6 +42,7 @@ fn request(step: &Step, pmi_port: u16) -> Result<String, SlurmError> {
     // of this task is the executor's to set on the step's own tasks.
     let env: HashMap<String, String> = std::env::vars()
         .filter(|(k, _)| k != "RUDEL_TASK" && !PMI_VARS.contains(&k.as_str()))
+        .chain(step.env.iter().cloned())
         .collect();
     let v = serde_json::json!({
         "op": "run",
