@@ -1038,7 +1038,10 @@ fn a_leader_restarted_at_once_still_reads_what_it_acknowledged() {
 fn a_salloc_keeps_its_allocation_across_a_leader_kill() {
     let mut g = Group::start();
     let bin = g.net.tmp.path().join("bin");
-    let o = g.cli(&["slurm", "install", &bin.display().to_string()], Duration::from_secs(20));
+    let o = g.cli(
+        &["slurm", "install", &bin.display().to_string()],
+        Duration::from_secs(20),
+    );
     assert!(o.ok(), "{o}");
     let srun = bin.join("srun").display().to_string();
     let mut cmd = Command::new(bin.join("salloc"));
@@ -1069,7 +1072,11 @@ fn a_salloc_keeps_its_allocation_across_a_leader_kill() {
         if let Some(j) = jobs(&g).iter().find(|j| j["state"] == "running") {
             break job_id(j);
         }
-        assert!(Instant::now() < deadline, "salloc got no allocation:\n{}", g.net.logs_tail(20));
+        assert!(
+            Instant::now() < deadline,
+            "salloc got no allocation:\n{}",
+            g.net.logs_tail(20)
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let leader = g.leader().expect("a leader");
@@ -1080,14 +1087,23 @@ fn a_salloc_keeps_its_allocation_across_a_leader_kill() {
         let o = g.cli(&["show", "--json", &id.to_string()], Duration::from_secs(30));
         serde_json::from_str::<Value>(o.stdout.trim()).unwrap_or(Value::Null)["state"].clone()
     };
-    assert_eq!(state(&g), "running", "job {id} after the leader kill:\n{}", g.net.logs_tail(20));
+    assert_eq!(
+        state(&g),
+        "running",
+        "job {id} after the leader kill:\n{}",
+        g.net.logs_tail(20)
+    );
     std::fs::write(g.work.join("go"), "").unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let st = loop {
         if let Some(st) = salloc.try_wait().expect("salloc wait") {
             break st;
         }
-        assert!(Instant::now() < deadline, "salloc did not end:\n{}", g.net.logs_tail(20));
+        assert!(
+            Instant::now() < deadline,
+            "salloc did not end:\n{}",
+            g.net.logs_tail(20)
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let mut err = String::new();
