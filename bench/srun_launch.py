@@ -6,11 +6,15 @@ nodes": real agents and processes, one machine), started with `rudel up` plus N-
 
 Prints per N the median and each run of both, and `ratio srun/local` (medians).
 
+`--outside` runs srun from the bench itself, outside any job, as a user at a login node
+would (`srun -N N -n N true`): each run then also gets its own allocation, holds it,
+starts the step through the head and hands the allocation back (docs/parallel-jobs.md).
+
 Steps on more nodes than the head's --step-tree-threshold go through a tree of agents
 (docs/parallel-jobs.md, "Launch tree"); `--tree off` sets the threshold above N, so every
 launch goes from the head directly, for comparison. `--fanout K` sets the tree's fanout.
 
-Usage: bench/srun_launch.py [--nodes 1,8,64] [--runs 20] [--tree on|off] [--fanout K] [--binary target/release/rudel]
+Usage: bench/srun_launch.py [--nodes 1,8,64] [--runs 20] [--outside] [--tree on|off] [--fanout K] [--binary target/release/rudel]
 """
 import argparse
 import os
@@ -58,6 +62,22 @@ def srun_runs(cl, n, runs):
     return [int(x) / 1000 for x in open(out).read().split()]
 
 
+def srun_outside_runs(cl, n, runs):
+    """Runs srun `runs` times from here, outside every job: allocation, step, hand-back."""
+    bin_dir = os.path.join(cl.dir, "bin")
+    cl.rudel("slurm", "install", bin_dir)
+    env = {k: v for k, v in cl.env.items() if not k.startswith("SLURM_")}
+    xs = []
+    for _ in range(runs):
+        s = time.perf_counter()
+        r = subprocess.run([os.path.join(bin_dir, "srun"), "-N", str(n), "-n", str(n), "true"],
+                           env=env, capture_output=True, text=True, timeout=120, cwd=cl.dir)
+        xs.append((time.perf_counter() - s) * 1000)
+        if r.returncode != 0:
+            sys.exit(f"srun failed: {r.stdout} {r.stderr}; see {cl.dir}")
+    return xs
+
+
 def local_runs(n, runs):
     xs = []
     for _ in range(runs):
@@ -74,18 +94,20 @@ def main():
     ap.add_argument("--binary", default="target/release/rudel")
     ap.add_argument("--tree", choices=["on", "off"], default="on")
     ap.add_argument("--fanout", type=int, default=None)
+    ap.add_argument("--outside", action="store_true", help="srun outside any job (allocation included)")
     a = ap.parse_args()
     up_args = [] if a.tree == "on" else ["--step-tree-threshold", "1000000"]
     if a.fanout is not None:
         up_args += ["--step-tree-fanout", str(a.fanout)]
     binary = os.path.abspath(a.binary)
-    print(f"load average: {os.getloadavg()}; tree {a.tree} {' '.join(up_args)}")
+    where = "outside any job" if a.outside else "inside one job"
+    print(f"load average: {os.getloadavg()}; srun {where}; tree {a.tree} {' '.join(up_args)}")
     for n in [int(x) for x in a.nodes.split(",")]:
         cl = Cluster(binary, 1, up_args)
         agents = []
         try:
             agents = start_agents(cl, n)
-            s = srun_runs(cl, n, a.runs)
+            s = srun_outside_runs(cl, n, a.runs) if a.outside else srun_runs(cl, n, a.runs)
             cl.log.flush()
             tree_steps = open(os.path.join(cl.dir, "up.log")).read().count("launching the step through a tree")
             loc = local_runs(n, a.runs)
