@@ -20,10 +20,17 @@ ranks = 3); a run whose output is not the 3 expected lines fails the benchmark.
 `--launch srun` runs `srun ./hello` in the batch script instead: the ranks are started by
 rudel's srun itself through its PMI-1 server (docs/parallel-jobs.md), no mpirun or orted.
 
+`--launch srun-outside` runs `srun -N 3 --ntasks-per-node 1 ./hello` from the bench
+itself, outside any job, as from a login node: the time is from srun's start to its exit
+(its own allocation, the step through the head, srun's PMI-1 server here in the root
+namespace, the hand-back). `--program true` runs `true` instead of the MPI program (the
+bare launch: `srun -N 3 -n 3 true` across 3 hosts; output not checked), against 3 local
+`true` started by `xargs -P 3` as the baseline.
+
 Prints the median and each run of both, and `ratio rudel/local` (medians). One warm-up
 run of each side is not counted.
 
-Usage: sudo bench/mpi_hello.py [--runs 10] [--binary target/release/rudel] [--loopback] [--launch mpirun|srun]
+Usage: sudo bench/mpi_hello.py [--runs 10] [--binary target/release/rudel] [--loopback] [--launch mpirun|srun|srun-outside] [--program hello|true]
 """
 import argparse
 import os
@@ -248,13 +255,39 @@ def rudel_run(hosts, shared, n, loopback, launch):
     return took
 
 
+def local_true_run():
+    s = time.perf_counter()
+    subprocess.run("seq 3 | xargs -P 3 -n 1 true", shell=True, check=True)
+    return (time.perf_counter() - s) * 1000
+
+
+def outside_run(hosts, shared, loopback, program):
+    """`srun -N 3 --ntasks-per-node 1 PROGRAM` from here, outside every job."""
+    iface = "lo" if loopback else "eth0"
+    env = dict(hosts.env, **OMPI_COMMON, OMPI_MCA_btl_tcp_if_include=iface, OMPI_MCA_oob_tcp_if_include=iface)
+    env = {k: v for k, v in env.items() if not k.startswith("SLURM_")}
+    prog = "true" if program == "true" else os.path.join(shared, "hello")
+    s = time.perf_counter()
+    r = subprocess.run([os.path.join(shared, "bin", "srun"), "-N", "3", "--ntasks-per-node", "1", prog],
+                       env=env, capture_output=True, text=True, timeout=120, cwd=shared)
+    took = (time.perf_counter() - s) * 1000
+    if r.returncode != 0:
+        raise RuntimeError(f"srun failed ({r.returncode}): {r.stdout} {r.stderr}")
+    if program != "true":
+        check_output(r.stdout, "srun outside")
+    return took
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--binary", default="target/release/rudel")
     ap.add_argument("--loopback", action="store_true")
-    ap.add_argument("--launch", choices=["mpirun", "srun"], default="mpirun",
-                    help="start the ranks with mpirun (daemons through srun) or with srun directly (PMI-1)")
+    ap.add_argument("--launch", choices=["mpirun", "srun", "srun-outside"], default="mpirun",
+                    help="start the ranks with mpirun (daemons through srun) or with srun directly (PMI-1), "
+                         "in a batch script or (srun-outside) from here, outside any job")
+    ap.add_argument("--program", choices=["hello", "true"], default="hello",
+                    help="with --launch srun-outside: the MPI program, or `true` (bare launch)")
     a = ap.parse_args()
     binary = os.path.abspath(a.binary)
     if not a.loopback and os.geteuid() != 0:
@@ -271,13 +304,18 @@ def main():
             f.write(HELLO)
         sh("mpicc.openmpi", "-o", hello, hello + ".c")
         print(f"load average: {os.getloadavg()}")
-        baseline_run(hello, shared)  # warm-up
-        local = [baseline_run(hello, shared) for _ in range(a.runs)]
+        base = local_true_run if a.program == "true" else (lambda: baseline_run(hello, shared))
+        base()  # warm-up
+        local = [base() for _ in range(a.runs)]
         hosts = Hosts(binary, shared, a.loopback)
         hosts.start()
         hosts.rudel("slurm", "install", os.path.join(shared, "bin"))
-        rudel_run(hosts, shared, 0, a.loopback, a.launch)  # warm-up
-        runs = [rudel_run(hosts, shared, n, a.loopback, a.launch) for n in range(1, a.runs + 1)]
+        if a.launch == "srun-outside":
+            one = lambda n: outside_run(hosts, shared, a.loopback, a.program)  # noqa: E731
+        else:
+            one = lambda n: rudel_run(hosts, shared, n, a.loopback, a.launch)  # noqa: E731
+        one(0)  # warm-up
+        runs = [one(n) for n in range(1, a.runs + 1)]
         print(f"load average: {os.getloadavg()}")
     except BaseException:
         # The daemons' logs go with the directory: show their ends first.
@@ -292,8 +330,10 @@ def main():
         shutil.rmtree(shared, ignore_errors=True)
     where = "3 agents on loopback" if a.loopback else "3 network-namespace hosts"
     mr, ml = statistics.median(runs), statistics.median(local)
-    print(f"rudel ({where}, {a.launch}, submit -> completed) median {mr:.0f} ms (runs: {', '.join(f'{x:.0f}' for x in runs)})")
-    print(f"local mpirun -np 3 median {ml:.0f} ms (runs: {', '.join(f'{x:.0f}' for x in local)})")
+    what = f"srun start -> exit, {a.program}" if a.launch == "srun-outside" else "submit -> completed"
+    print(f"rudel ({where}, {a.launch}, {what}) median {mr:.0f} ms (runs: {', '.join(f'{x:.0f}' for x in runs)})")
+    baseline = "local xargs -P 3 true" if a.program == "true" else "local mpirun -np 3"
+    print(f"{baseline} median {ml:.1f} ms (runs: {', '.join(f'{x:.1f}' for x in local)})")
     print(f"ratio rudel/local: {mr / ml:.2f}")
 
 
