@@ -102,7 +102,8 @@ fn srun_runs_a_step_on_every_node_of_the_allocation() {
          {srun} -w n9 true 2> step2.err; echo \"exit=$?\" > step2.code\n\
          {srun} --ntasks-per-node=1 --nodes=2 --nodelist=n2,n3 --ntasks=2 --kill-on-bad-exit --mpi=none --cpu-bind=none sh -c 'echo $SLURMD_NODENAME:$SLURM_NODEID' > step3.out; echo \"exit=$?\" > step3.code\n\
          {srun} -l --multi-prog multi.conf > step4.out 2> step4.err; echo \"exit=$?\" > step4.code\n\
-         {srun} -n 6 --multi-prog partial.conf 2> step5.err; echo \"exit=$?\" > step5.code\n"
+         {srun} -n 6 --multi-prog partial.conf 2> step5.err; echo \"exit=$?\" > step5.code\n\
+         {srun} -N 3 --mem=1G sh -c 'touch ran-$SLURM_PROCID' 2> step6.err; echo \"exit=$?\" > step6.code\n"
     );
     // Slurm's MULTIPLE PROGRAM CONFIGURATION: a program per rank, %t rank, %o offset.
     std::fs::write(
@@ -172,6 +173,15 @@ fn srun_runs_a_step_on_every_node_of_the_allocation() {
     assert_eq!(c.read_work("step5.code"), "exit=1\n");
     let e = c.read_work("step5.err");
     assert!(e.contains("partial.conf invalid: no program for task 5 of 6"), "{e}");
+    // An option that would size a step (its own memory) is refused inside an allocation,
+    // not dropped: nothing ran.
+    assert_eq!(c.read_work("step6.code"), "exit=1\n");
+    let e = c.read_work("step6.err");
+    assert!(
+        e.contains("srun --mem inside an allocation") && e.contains("Nothing was run"),
+        "{e}"
+    );
+    assert!(!c.work.join("ran-0").exists());
 }
 
 #[test]
@@ -371,6 +381,28 @@ fn srun_outside_a_job_allocates_runs_one_step_and_releases() {
     lines.sort();
     assert_eq!(lines, vec!["0: n1 3", "1: n2 3", "2: n3 3"], "{o:?}");
     assert_eq!(o.code, Some(2), "the highest task exit code: {o:?}");
+    // Allocation options size srun's own allocation: `-t 5` is the job's time limit.
+    let o = common::run_bounded(
+        {
+            let mut k = std::process::Command::new(&srun);
+            k.args(["-t", "5", "-J", "limited", "true"])
+                .current_dir(&c.work)
+                .env("RUDEL_HEAD", &c.addr)
+                .env("RUDEL_CREDENTIALS", c.admin_credentials())
+                .env_remove("SLURM_JOB_ID");
+            k
+        },
+        WAIT,
+    );
+    assert_eq!(o.code, Some(0), "{o:?}");
+    let limited = c
+        .jobs_all()
+        .into_iter()
+        .find(|j| j["name"] == "limited")
+        .expect("job limited");
+    let v = c.show_json(limited["id"].as_u64().unwrap());
+    assert_eq!(v["state"], "completed", "{v}");
+    assert_eq!(v["time_limit_ms"], 300_000, "{v}");
     // Its job ends as the step did, as in Slurm (FAILED, ExitCode=2): not cancelled.
     let job = c
         .jobs_all()

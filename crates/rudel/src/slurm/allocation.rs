@@ -47,6 +47,12 @@ pub(super) fn alloc_words(step: &Step, name: &str) -> Vec<String> {
         opt("--nodelist", n.clone());
     }
     opt("--name", name.to_string());
+    for (k, v) in &step.alloc_opts {
+        w.push(format!("--{k}"));
+        if !v.is_empty() {
+            w.push(v.clone());
+        }
+    }
     w.extend(["--output", "/dev/null", "--", "sleep", "infinity"].map(String::from));
     w
 }
@@ -280,5 +286,39 @@ mod tests {
         assert_eq!(w[w.len() - 2..], ["sleep", "infinity"]);
         let line = SubmitLine::try_parse_from(&w).unwrap();
         assert_eq!(line.a.alloc.nodes.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn allocation_only_options_reach_the_holder_job() {
+        let s = super::super::srun::parse(
+            &[
+                "-t",
+                "10",
+                "-p",
+                "debug",
+                "--mem=2G",
+                "--exclusive",
+                "-x",
+                "n3",
+                "-A",
+                "phys",
+                "-C",
+                "ssd",
+                "-L",
+                "m:1",
+                "true",
+            ]
+            .map(String::from),
+        )
+        .unwrap();
+        let line = SubmitLine::try_parse_from(alloc_words(&s, "true")).unwrap();
+        assert_eq!(line.a.time.as_deref(), Some("10"));
+        assert_eq!(line.a.partition.as_deref(), Some("debug"));
+        assert_eq!(line.a.mem.as_deref(), Some("2G"));
+        assert_eq!(line.a.account.as_deref(), Some("phys"));
+        assert_eq!(line.a.constraint.as_deref(), Some("ssd"));
+        assert_eq!(line.a.licenses.as_deref(), Some("m:1"));
+        assert!(line.a.alloc.exclusive);
+        assert_eq!(line.a.alloc.exclude.as_deref(), Some("n3"));
     }
 }

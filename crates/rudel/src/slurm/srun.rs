@@ -32,7 +32,23 @@ pub(super) struct Step {
     /// Variables the step's tasks get beyond srun's own environment: the allocation's,
     /// for an srun that allocated for itself (`srun_alloc.rs`).
     pub env: Vec<(String, String)>,
+    /// Options that shape only an allocation (`-t`, `-p`, `-A`, `--mem`, `-C`, `-x`,
+    /// `--exclusive`, `-L`), as `rudel submit` options (name, value; "" for a flag): for
+    /// salloc and an srun outside a job. Inside an allocation they are refused.
+    pub alloc_opts: Vec<(String, String)>,
 }
+
+/// The allocation-only options, as srun and salloc name them (and `rudel submit` too).
+const ALLOC_ONLY: [&str; 8] = [
+    "time",
+    "partition",
+    "account",
+    "mem",
+    "mem-per-cpu",
+    "constraint",
+    "exclude",
+    "licenses",
+];
 
 /// `--mpi`: whether the step's tasks get a PMI server (srun's, PMI-1).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +76,15 @@ impl Mpi {
 }
 
 /// Options that take a value, long and short.
-const VALUED: [(&str, Option<char>); 9] = [
+const VALUED: [(&str, Option<char>); 17] = [
+    ("time", Some('t')),
+    ("partition", Some('p')),
+    ("account", Some('A')),
+    ("mem", None),
+    ("mem-per-cpu", None),
+    ("constraint", Some('C')),
+    ("exclude", Some('x')),
+    ("licenses", Some('L')),
     ("ntasks", Some('n')),
     ("nodes", Some('N')),
     ("cpus-per-task", Some('c')),
@@ -113,6 +137,7 @@ fn apply(step: &mut Step, opt: &str, v: &str) -> Result<(), SlurmError> {
         // A step's name shows only in step accounting, which rudel does not keep per step;
         // outside a job it names the allocation's job.
         "job-name" => step.job_name = Some(v.to_string()),
+        o if ALLOC_ONLY.contains(&o) => step.alloc_opts.push((o.to_string(), v.to_string())),
         _ => return Err(unsupported(&format!("--{opt}"))),
     }
     Ok(())
@@ -127,6 +152,7 @@ fn flag(step: &mut Step, w: &str) -> Result<bool, SlurmError> {
         "-K" | "--kill-on-bad-exit" | "--kill-on-bad-exit=1" => step.kill_on_bad_exit = true,
         "--kill-on-bad-exit=0" => step.kill_on_bad_exit = false,
         "--multi-prog" => step.multi_prog = true,
+        "--exclusive" => step.alloc_opts.push(("exclusive".into(), String::new())),
         _ => return Ok(false),
     }
     Ok(true)
@@ -233,6 +259,15 @@ pub async fn srun(args: Vec<String>, head: &str) -> SlurmResult {
     let Some(job) = job else {
         return super::srun_alloc::run(step, head).await;
     };
+    if let Some((opt, _)) = step.alloc_opts.first() {
+        // They would size a step inside the allocation in Slurm (a step's own time limit,
+        // memory, exclusive cpus); rudel's steps take the allocation as it is.
+        return Err(SlurmError::msg(format!(
+            "srun --{opt} inside an allocation (job {job}) is not supported yet: rudel's srun \
+             uses it only to size an allocation of its own (outside a job, or with salloc). \
+             Nothing was run"
+        )));
+    }
     if in_place(&step) {
         if let (Some(want), Some(have)) = (step.cpus_per_task, allowed_cpus()) {
             if want > have {
@@ -316,7 +351,7 @@ mod tests {
 
     #[test]
     fn what_srun_cannot_honour_is_refused() {
-        for bad in ["--cpu-bind=cores true", "--gpus=1 true", "--mem=1G true"] {
+        for bad in ["--cpu-bind=cores true", "--gpus=1 true", "--gres=gpu:1 true"] {
             let e = parse(&words(bad)).unwrap_err();
             assert!(e.lines[0].contains("not supported yet"), "{bad}: {e:?}");
         }
