@@ -601,26 +601,29 @@ async fn read_controls(mut rd: BufReader<tokio::net::unix::OwnedReadHalf>, tx: t
 
 /// What a control line from srun asks of the head.
 fn control(job: u64, step: u32, ctl: Control) -> Forward {
-    use base64::Engine;
     match ctl {
         Control::Kill => Forward::Kill { job, step },
-        Control::Stdin { offset, data, eof } => match base64::engine::general_purpose::STANDARD.decode(data) {
-            Ok(data) => Forward::Stdin {
+        Control::Stdin { offset, data, eof } => {
+            let (data, eof) = stdin_chunk(&data, eof);
+            Forward::Stdin {
                 job,
                 step,
                 offset,
                 data,
                 eof,
-            },
-            // Undecodable data would corrupt the stream silently: the tasks' stdin ends.
-            Err(_) => Forward::Stdin {
-                job,
-                step,
-                offset,
-                data: Vec::new(),
-                eof: true,
-            },
-        },
+            }
+        }
+    }
+}
+
+/// A stdin chunk's bytes from its base64 text, and whether the stream ends with it. Both
+/// ways of asking for a step (this socket, the head's `Step` RPC) decode the same way.
+pub fn stdin_chunk(data: &str, eof: bool) -> (Vec<u8>, bool) {
+    use base64::Engine;
+    match base64::engine::general_purpose::STANDARD.decode(data) {
+        Ok(bytes) => (bytes, eof),
+        // Undecodable data would corrupt the stream silently: the tasks' stdin ends.
+        Err(_) => (Vec::new(), true),
     }
 }
 

@@ -97,14 +97,13 @@ fn control(job: u64, step: u32, c: Control) -> pb::StepClientMessage {
             signal: libc::SIGKILL,
         }),
         Control::Stdin { offset, data, eof } => {
-            let decoded = base64::engine::general_purpose::STANDARD.decode(data);
+            let (data, eof) = rudel_agent::job_socket::stdin_chunk(&data, eof);
             Msg::Stdin(pb::StepStdin {
                 job,
                 step,
                 offset,
-                // Undecodable data would corrupt the stream: the tasks' stdin ends.
-                eof: eof || decoded.is_err(),
-                data: decoded.unwrap_or_default(),
+                eof,
+                data,
             })
         }
     };
