@@ -47,6 +47,13 @@ impl Clients {
             .get(name)
             .is_some_and(|tx| tx.send(Ok(pb::HeadMessage { msg: Some(msg) })).is_ok())
     }
+
+    /// Ends client origin `name`'s stream with `why` (its step is gone).
+    pub fn end(&self, name: &str, why: Status) {
+        if let Some(tx) = self.lock().remove(name) {
+            let _ = tx.send(Err(why));
+        }
+    }
 }
 
 /// The running task that holds job `job`'s allocation (its lowest running index), its

@@ -183,13 +183,31 @@ pub fn on_kv(svc: &AgentService, node: &str, r: pb::KvRequest) {
 /// stores of jobs that ended, answering their waiters.
 pub fn reap(svc: &AgentService) {
     // One read of the state for both; the lock is released before anything is sent.
-    let (woken, (kills, records)) = {
+    let (woken, reaped) = {
         let applied = svc.shared.read();
         (
             svc.kv.reap(&applied.state),
             svc.steps.reap(&applied.state, crate::proposer::now_ms()),
         )
     };
+    let steps::Reaped {
+        kill: kills,
+        records,
+        origins,
+    } = reaped;
+    for (origin, job, step) in origins {
+        // An srun outside the job (a salloc shell's, one holding its own allocation) would
+        // otherwise wait for task ends that no longer reach it: the step is forgotten
+        // here. One inside the job ends with the job's processes.
+        if origin.starts_with(crate::client_steps::PREFIX) {
+            svc.clients.end(
+                &origin,
+                tonic::Status::aborted(format!(
+                    "job {job}'s allocation ended (cancelled, time limit or a node lost): step {job}.{step} was killed with it"
+                )),
+            );
+        }
+    }
     for r in records {
         crate::step_records::send(&svc.step_records, r);
     }

@@ -342,6 +342,17 @@ pub fn node_env(
     env
 }
 
+/// What [`Steps::reap`] found: steps whose allocation ended.
+#[derive(Debug, Default)]
+pub struct Reaped {
+    /// (node, job, step) for each node of each such step.
+    pub kill: Vec<(String, u64, u32)>,
+    /// Their accounting records, cut short with their allocation.
+    pub records: Vec<rudel_core::steps::StepRecord>,
+    /// (origin, job, step): whose srun waited for each.
+    pub origins: Vec<(String, u64, u32)>,
+}
+
 /// A step being run: where its srun is, which nodes run it, how many tasks have not ended.
 #[derive(Debug)]
 struct LiveStep {
@@ -486,17 +497,17 @@ impl Steps {
 
     /// Forgets the steps of allocations that no longer run and returns what to kill:
     /// (node, job, step) for each node of each such step; and the accounting records of
-    /// those steps (cut short with their allocation).
-    pub fn reap(&self, state: &State, now_ms: u64) -> (Vec<(String, u64, u32)>, Vec<rudel_core::steps::StepRecord>) {
+    /// those steps (cut short with their allocation); and each such step's origin.
+    pub fn reap(&self, state: &State, now_ms: u64) -> Reaped {
         let mut t = self.lock();
         // A job's step ids are kept while it may run again (pending, running, requeued).
         t.next
             .retain(|job, _| state.jobs.get(job).is_some_and(|j| !j.is_finished()));
+        let mut out = Reaped::default();
         if t.allocs.is_empty() {
-            return (Vec::new(), Vec::new());
+            return out;
         }
-        let mut kill = Vec::new();
-        let mut records = Vec::new();
+        let Reaped { kill, records, origins } = &mut out;
         t.allocs.retain(|key, a| {
             let alive = state
                 .jobs
@@ -513,11 +524,12 @@ impl Steps {
                 for (step, s) in &a.live {
                     kill.extend(s.nodes.iter().map(|n| (n.clone(), key.job, *step)));
                     records.push(s.acct.record(key.job, *step, now_ms, Some(ended_as)));
+                    origins.push((s.origin.clone(), key.job, *step));
                 }
             }
             alive
         });
-        (kill, records)
+        out
     }
 }
 

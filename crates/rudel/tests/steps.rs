@@ -502,6 +502,36 @@ fn srun_outside_a_job_allocates_runs_one_step_and_releases() {
     assert_eq!((o.code, o.stdout.as_str()), (Some(0), "1: x\n"), "{o:?}");
     let o = piped("--input=none");
     assert_eq!((o.code, o.stdout.as_str()), (Some(0), ""), "{o:?}");
+    // Its job cancelled under it (scancel), srun says so and ends, not waiting forever
+    // for task ends that no longer come.
+    let mut k = std::process::Command::new(&srun);
+    k.args(["-N", "2", "sleep", "600"])
+        .current_dir(&c.work)
+        .env("RUDEL_HEAD", &c.addr)
+        .env("RUDEL_CREDENTIALS", c.admin_credentials())
+        .env_remove("SLURM_JOB_ID")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut waiting = k.spawn().unwrap();
+    let mut running = None;
+    assert!(common::eventually(WAIT, || {
+        running = c
+            .jobs_all()
+            .into_iter()
+            .find(|j| j["name"] == "sleep" && j["state"] == "running");
+        running.is_some()
+    }));
+    let id = running.unwrap()["id"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    c.rudel_ok(&["cancel", &id.to_string()]);
+    assert!(
+        common::eventually(WAIT, || matches!(waiting.try_wait(), Ok(Some(_)))),
+        "srun still waits after its job was cancelled"
+    );
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut waiting.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains(&format!("job {id}'s allocation ended")), "{err}");
+    assert_eq!(waiting.wait().unwrap().code(), Some(1));
     // The allocation was a job, and it is over: every node is free again.
     assert!(common::eventually(WAIT, || c
         .nodes_json()

@@ -157,7 +157,17 @@ async fn bridge(
     loop {
         tokio::select! {
             m = events.message() => {
-                let Ok(Some(m)) = m else { return };
+                let m = match m {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return,
+                    // The head ended the step (its allocation ended) or the stream broke:
+                    // srun says why rather than that the connection was lost.
+                    Err(s) => {
+                        let error = s.message().to_string();
+                        let _ = line(&mut wr, &StepEvent::Refused { error }).await;
+                        return;
+                    }
+                };
                 let Some(ev) = event(m) else { continue };
                 let last = match &ev {
                     StepEvent::Started { step: s, ntasks: n, .. } => {
