@@ -192,7 +192,8 @@ pub enum Command {
     },
     /// The client holding an interactive allocation (`salloc`, `srun` outside a job) is
     /// done: its holder task is killed and ends as `exit_code` says; a job not running
-    /// yet is cancelled.
+    /// yet is cancelled. (A head built before this variant cannot decode the entry, so it
+    /// refuses to take it and never applies it: it falls behind rather than diverge.)
     CompleteAllocation { job: JobId, exit_code: i32, now_ms: u64 },
     /// Cancel single tasks of arrays (`scancel 41_3`): running ones are killed, pending
     /// ones end at once; the rest of each array runs on.

@@ -53,7 +53,10 @@ pub(super) fn alloc_words(step: &Step, name: &str) -> Vec<String> {
             w.push(v.clone());
         }
     }
-    w.extend(["--output", "/dev/null", "--", "sleep", "infinity"].map(String::from));
+    // Not requeued when a node is lost: the work runs from here, so an allocation that
+    // moved elsewhere would hold nodes nobody uses while the client's work has lost its
+    // own. It ends `node_fail` instead, and the client hears that it was revoked.
+    w.extend(["--no-requeue", "--output", "/dev/null", "--", "sleep", "infinity"].map(String::from));
     w
 }
 
@@ -286,6 +289,7 @@ mod tests {
         assert_eq!(w[w.len() - 2..], ["sleep", "infinity"]);
         let line = SubmitLine::try_parse_from(&w).unwrap();
         assert_eq!(line.a.alloc.nodes.as_deref(), Some("2"));
+        assert!(line.a.no_requeue, "a lost node ends the allocation");
     }
 
     #[test]
