@@ -406,6 +406,28 @@ impl pb::rudel_server::Rudel for ClientService {
         crate::allocation_rpc::hold(holder, &caller, req.into_inner().job_id).map(tonic::Response::new)
     }
 
+    async fn will_run(&self, req: Request<pb::SubmitRequest>) -> Result<tonic::Response<pb::WillRunResponse>, Status> {
+        let caller = crate::auth::caller(&req)?.clone();
+        let req = req.into_inner();
+        let mut spec = spec_from_pb(req.spec.ok_or_else(|| Status::invalid_argument("missing job spec"))?)?;
+        spec.user = crate::authz::submit_user(&caller, &req.as_user)?;
+        // Copied under the lock, worked out off the runtime: a large state takes a while.
+        let state = self.shared.read().state.clone();
+        let job_id = state.next_job_id;
+        let w = tokio::task::spawn_blocking(move || rudel_core::sched::will_run::will_run(state, spec))
+            .await
+            .map_err(|e| Status::internal(format!("estimate failed: {e}")))?
+            .map_err(Status::invalid_argument)?;
+        Ok(tonic::Response::new(pb::WillRunResponse {
+            job_id,
+            start_ms: w.start_ms.unwrap_or(0),
+            nodes: w.nodes,
+            cpus: w.cpus,
+            partition: w.partition,
+            reason: w.reason,
+        }))
+    }
+
     async fn complete_allocation(
         &self,
         req: Request<pb::CompleteAllocationRequest>,

@@ -459,6 +459,22 @@ pub fn set_as_user(user: &str) {
     let _ = AS_USER.set(user.to_string());
 }
 
+/// When and where `spec` would start if submitted now (`sbatch --test-only`); nothing is
+/// submitted.
+pub async fn will_run(head: &str, spec: pb::JobSpec) -> Result<pb::WillRunResponse, Failure> {
+    let req = pb::SubmitRequest {
+        spec: Some(spec),
+        request_id: String::new(),
+        as_user: AS_USER.get().cloned().unwrap_or_default(),
+    };
+    check_request_size(&req)?;
+    let mut c = client::connect(head).await.map_err(Failure::from)?;
+    c.will_run(req)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| Failure::from(anyhow::anyhow!("{}", s.message())))
+}
+
 /// The submitting user's name (informational: the head decides the job's user): $USER, else the password database, else the uid.
 pub fn user_name() -> String {
     if let Ok(u) = std::env::var("USER") {

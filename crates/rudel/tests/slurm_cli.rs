@@ -367,3 +367,55 @@ fn install_refuses_to_replace_real_commands_without_force() {
     assert!(o.stdout.starts_with("unchanged "), "{o}");
     assert!(bin.join("sbatch").symlink_metadata().unwrap().file_type().is_symlink());
 }
+
+#[test]
+fn sbatch_test_only_estimates_the_start_and_submits_nothing() {
+    let s = Slurm::up();
+    let jobs = |s: &Slurm| s.ok("squeue", &["-h", "-t", "all", "-o", "%i"]).stdout.lines().count();
+    // An idle node: now, on that node, in the default partition.
+    let o = s.run("sbatch", &["--test-only", "--wrap", "true"]);
+    assert_eq!(o.code, Some(0), "{o}");
+    let line = o.stderr.trim().to_string();
+    let words: Vec<&str> = line.split(' ').collect();
+    assert_eq!(words[..2], ["sbatch:", "Job"], "{line}");
+    assert_eq!(words[3..6], ["to", "start", "at"], "{line}");
+    assert!(
+        line.ends_with("using 1 processors on nodes n1 in partition batch"),
+        "{line}"
+    );
+    assert_eq!(jobs(&s), 0, "nothing submitted");
+    // The node held whole by a job with a 10-minute limit: the estimate is that limit's
+    // end (within the minute it was asked), not now.
+    let busy = s.ok(
+        "sbatch",
+        &["--parsable", "--exclusive", "-t", "10", "--wrap", "sleep 600"],
+    );
+    let busy = busy.stdout.trim().to_string();
+    s.squeue_until(&["-h", "-j", &busy, "-o", "%T"], |l| l.trim() == "RUNNING");
+    let o = s.run("sbatch", &["--test-only", "-t", "1", "--wrap", "true"]);
+    assert_eq!(o.code, Some(0), "{o}");
+    let at = o
+        .stderr
+        .split(" to start at ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .unwrap_or("");
+    let now = s.ok("squeue", &["-h", "-j", &busy, "-o", "%S"]).stdout;
+    let mins = |t: &str| -> i64 {
+        // HH:MM of an ISO timestamp, as minutes of the day.
+        let hm = t.trim().split('T').nth(1).unwrap_or("");
+        let p: Vec<i64> = hm.split(':').filter_map(|x| x.parse().ok()).collect();
+        p.first().copied().unwrap_or(-1) * 60 + p.get(1).copied().unwrap_or(0)
+    };
+    let gap = (mins(at) - mins(&now)).rem_euclid(24 * 60);
+    assert!((9..=11).contains(&gap), "start {at} vs the busy job's start {now}: {o}");
+    assert_eq!(jobs(&s), 1, "still only the busy job");
+    // A job no node can run: refused, as Slurm's test says it.
+    let o = s.run("sbatch", &["--test-only", "-c", "999", "--wrap", "true"]);
+    assert_eq!(o.code, Some(1), "{o}");
+    assert!(
+        o.stderr.contains("allocation failure") && o.stderr.contains("no node can ever run"),
+        "{o}"
+    );
+    s.ok("scancel", &[&busy]);
+}

@@ -11,6 +11,7 @@ pub mod partition;
 pub mod plan;
 pub mod quota;
 pub mod running_limit;
+pub mod will_run;
 
 pub use config::{ConfigError, SchedConfig, SCHED_VERSION};
 pub use order::Order;

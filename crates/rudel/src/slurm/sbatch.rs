@@ -248,12 +248,6 @@ pub async fn sbatch(args: Vec<String>, head: &str) -> SlurmResult {
         println!("rudel {} (sbatch of Slurm 22.05's options)", env!("CARGO_PKG_VERSION"));
         return Ok(0);
     }
-    if cl.client.test_only {
-        return Err(SlurmError::msg(
-            "--test-only is not supported yet (rudel estimates a start time only for the job its backfill \
-             scheduler reserved for: see `squeue --start`); nothing was submitted",
-        ));
-    }
     let from_env = translate(&env_options(|v| std::env::var(v).ok()), "SBATCH_* environment")?;
     let from_cli = translate(&cl.options, "command line")?;
     let wait = cl.client.wait || std::env::var_os("SBATCH_WAIT").is_some();
@@ -273,6 +267,9 @@ pub async fn sbatch(args: Vec<String>, head: &str) -> SlurmResult {
         .collect();
     let (mut spec, a) = opts::spec_with_script(a, text, Path::new(&name))?;
     default_output(&mut spec);
+    if cl.client.test_only {
+        return test_only(head, spec).await;
+    }
     let rid = a.request_id.clone().unwrap_or_else(opts::new_request_id);
     // Slurm's words for a submit the controller refused (a limit, the rate, a bad spec);
     // tools match on them.
@@ -288,6 +285,43 @@ pub async fn sbatch(args: Vec<String>, head: &str) -> SlurmResult {
         return Ok(0);
     }
     wait_exit_code(head, resp.job_id).await
+}
+
+/// `--test-only`: says when and where the job would start, in Slurm's words; submits
+/// nothing. As Slurm's, the estimate counts running work (ending at its time limits),
+/// not the jobs that wait.
+async fn test_only(head: &str, spec: rudel_proto::v1::JobSpec) -> SlurmResult {
+    let w = opts::will_run(head, spec)
+        .await
+        .map_err(|f| SlurmError::msg(format!("allocation failure: {:#}", f.error)))?;
+    eprintln!("{}", will_run_line(&w));
+    Ok(0)
+}
+
+fn will_run_line(w: &rudel_proto::v1::WillRunResponse) -> String {
+    let partition = if w.partition.is_empty() {
+        "(default)"
+    } else {
+        w.partition.as_str()
+    };
+    if w.start_ms == 0 {
+        let why = if w.reason.is_empty() {
+            "it waits for a running task without a time limit".to_string()
+        } else {
+            w.reason.clone()
+        };
+        return format!(
+            "sbatch: Job {} to start at N/A using {} processors in partition {partition} ({why})",
+            w.job_id, w.cpus
+        );
+    }
+    format!(
+        "sbatch: Job {} to start at {} using {} processors on nodes {} in partition {partition}",
+        w.job_id,
+        crate::show::timestamp(w.start_ms),
+        w.cpus,
+        rudel_core::hostlist::compress(&w.nodes)
+    )
 }
 
 /// `--wait`: blocks until the job ends; its exit code (1 if killed by a signal), as sbatch.
