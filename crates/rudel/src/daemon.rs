@@ -376,24 +376,26 @@ fn task_pids_max(n: u64) -> Result<u64, Failure> {
     Ok(n)
 }
 
-fn parse_lease(s: &str) -> Result<Duration, Failure> {
-    let ms = rudel_core::parse::parse_duration(s).map_err(|e| Failure::usage(anyhow!("--allocation-lease: {e}")))?;
-    if ms < 2000 {
-        return Err(Failure::usage(anyhow!(
-            "--allocation-lease must be at least 2s (clients reconnect with a backoff of up to a second)"
-        )));
+/// A duration option of at least `min_s` seconds; `why` says why not less.
+fn parse_at_least(flag: &str, s: &str, min_s: u64, why: &str) -> Result<Duration, Failure> {
+    let ms = rudel_core::parse::parse_duration(s).map_err(|e| Failure::usage(anyhow!("{flag}: {e}")))?;
+    if ms < min_s * 1000 {
+        return Err(Failure::usage(anyhow!("{flag} must be at least {min_s}s ({why})")));
     }
     Ok(Duration::from_millis(ms))
 }
 
+fn parse_lease(s: &str) -> Result<Duration, Failure> {
+    parse_at_least(
+        "--allocation-lease",
+        s,
+        2,
+        "clients reconnect with a backoff of up to a second",
+    )
+}
+
 fn parse_timeout(s: &str) -> Result<Duration, Failure> {
-    let ms = rudel_core::parse::parse_duration(s).map_err(|e| Failure::usage(anyhow!("--node-timeout: {e}")))?;
-    if ms < 1000 {
-        return Err(Failure::usage(anyhow!(
-            "--node-timeout must be at least 1s (agents send a heartbeat every second)"
-        )));
-    }
-    Ok(Duration::from_millis(ms))
+    parse_at_least("--node-timeout", s, 1, "agents send a heartbeat every second")
 }
 
 /// `rudel up`.

@@ -99,6 +99,25 @@ impl Allocation {
         })
     }
 
+    /// Requests the allocation and waits until it is granted (its nodes); gives it up if
+    /// that fails (interrupted, the job ended first).
+    pub async fn obtain(
+        step: &Step,
+        name: &str,
+        head: &str,
+        who: &'static str,
+        pending_line: bool,
+    ) -> Result<(Allocation, Vec<String>), SlurmError> {
+        let mut alloc = Allocation::request(step, name, head, who).await?;
+        match alloc.granted(pending_line).await {
+            Ok(nodes) => Ok((alloc, nodes)),
+            Err(e) => {
+                alloc.cancel().await;
+                Err(e)
+            }
+        }
+    }
+
     /// Waits until the job runs and returns its nodes; says that it waits, as Slurm's
     /// salloc and srun do. Ctrl-C meanwhile is an error (the caller cancels).
     pub async fn granted(&mut self, pending_line: bool) -> Result<Vec<String>, SlurmError> {

@@ -71,14 +71,7 @@ pub async fn salloc(args: Vec<String>, head: &str) -> SlurmResult {
     let step = parse(&args, &shell)?;
     // Slurm 22.05 names every salloc job `interactive` (checked: `salloc -N1 true`).
     let name = step.job_name.clone().unwrap_or_else(|| "interactive".into());
-    let mut alloc = Allocation::request(&step, &name, head, "salloc").await?;
-    let nodes = match alloc.granted(true).await {
-        Ok(n) => n,
-        Err(e) => {
-            alloc.cancel().await;
-            return Err(e);
-        }
-    };
+    let (mut alloc, nodes) = Allocation::obtain(&step, &name, head, "salloc", true).await?;
     let id = alloc.id;
     eprintln!("salloc: Granted job allocation {id}");
     let vars = super::allocation::env(id, &name, &nodes, &step);

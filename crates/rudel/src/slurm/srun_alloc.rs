@@ -18,14 +18,7 @@ fn job_name(step: &Step) -> String {
 /// Allocates, runs `step` in the allocation, hands it back; the step's exit code.
 pub async fn run(mut step: Step, head: &str) -> SlurmResult {
     let name = job_name(&step);
-    let mut alloc = Allocation::request(&step, &name, head, "srun").await?;
-    let nodes = match alloc.granted(false).await {
-        Ok(n) => n,
-        Err(e) => {
-            alloc.cancel().await;
-            return Err(e);
-        }
-    };
+    let (alloc, nodes) = Allocation::obtain(&step, &name, head, "srun", false).await?;
     let id = alloc.id;
     step.env = super::allocation::env(id, &name, &nodes, &step);
     let outcome = super::srun_step::run(&id.to_string(), step, head).await;
