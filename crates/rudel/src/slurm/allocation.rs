@@ -129,7 +129,7 @@ impl Allocation {
         loop {
             let now = self.updates.borrow_and_update().clone();
             match now {
-                Some(Err(e)) => return Err(SlurmError::msg(format!("{who}: job {id}: {e}"))),
+                Some(Err(e)) => return Err(SlurmError::msg(format!("job {id}: {e}"))),
                 Some(Ok(u)) if u.state == "running" && !u.nodes.is_empty() => {
                     if said {
                         eprintln!("{who}: job {id} has been allocated resources");
@@ -138,7 +138,7 @@ impl Allocation {
                 }
                 Some(Ok(u)) if !matches!(u.state.as_str(), "pending" | "held" | "running") => {
                     return Err(SlurmError::msg(format!(
-                        "{who}: job {id} ended ({}) before it was granted{}",
+                        "job {id} ended ({}) before it was granted{}",
                         u.state,
                         if u.reason.is_empty() {
                             String::new()
@@ -155,10 +155,11 @@ impl Allocation {
             }
             tokio::select! {
                 r = self.updates.changed() => if r.is_err() {
-                    return Err(SlurmError::msg(format!("{who}: lost the allocation's updates")));
+                    return Err(SlurmError::msg("lost the allocation's updates"));
                 },
+                // SlurmError's lines are printed as `salloc: error: ...`.
                 _ = tokio::signal::ctrl_c() => return Err(SlurmError::msg(format!(
-                    "{who}: interrupted while waiting; job allocation {id} is cancelled"
+                    "interrupted while waiting; job allocation {id} is cancelled"
                 ))),
             }
         }
@@ -181,7 +182,7 @@ impl Allocation {
 
     /// Hands the allocation back: the job ends as `code` says.
     pub async fn complete(self, code: i32) {
-        let (id, head) = (self.id, self.head.clone());
+        let (id, head, who) = (self.id, self.head.clone(), self.who);
         let r = async {
             let mut c = crate::client::connect(&head).await?;
             c.complete_allocation(pb::CompleteAllocationRequest {
@@ -196,7 +197,7 @@ impl Allocation {
         if let Err(e) = r {
             // The lease ends the job anyway; the user should know it may linger that long.
             eprintln!(
-                "rudel: could not hand job allocation {id} back ({e:#}); the head ends it once its lease runs out"
+                "{who}: error: could not hand job allocation {id} back ({e:#}); the head ends it once its lease runs out"
             );
         }
     }
