@@ -9,6 +9,7 @@ pub fn schedule(state: &mut State) -> (usize, Vec<Violation>) {
     if state.queue.is_empty() {
         state.blocked_job = None;
         state.reservation = None;
+        state.later_reservations.clear();
         return (0, Vec::new());
     }
     let plan = crate::sched::plan::plan(state);

@@ -90,6 +90,10 @@ pub struct State {
     /// Under `backfill=easy`: the last pass's reservation (see `sched/backfill.rs`).
     #[serde(default)]
     pub reservation: Option<crate::sched::Reservation>,
+    /// Under `backfill=conservative`: the last pass's further reservations, in queue
+    /// order (see `sched/backfill_profile.rs`).
+    #[serde(default)]
+    pub later_reservations: Vec<crate::sched::Reservation>,
 }
 
 /// Why a submit cannot be accepted; the text goes to the user as is.
@@ -1096,6 +1100,7 @@ impl State {
         self.blocked_job = plan.blocked;
         self.waiting.clone_from(&plan.waiting);
         self.reservation.clone_from(&plan.reservation);
+        self.later_reservations.clone_from(&plan.later);
         plan.start
             .iter()
             .filter_map(|p| {

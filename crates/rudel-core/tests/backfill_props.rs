@@ -1,5 +1,6 @@
-//! Property test of EASY backfill, one named check per invariant: backfill never delays
-//! the top job's reserved start. Random clusters and workloads with time limits are driven
+//! Property test of backfill, one named check per invariant: backfill never delays the
+//! top job's reserved start — under EASY at versions 5 and 6, and under conservative
+//! backfill; from version 6 jobs also ask for GPUs and licenses, which the estimates count. Random clusters and workloads with time limits are driven
 //! through the pure state machine in log time: jobs arrive over time (in `fifo` order, so
 //! a later job is never ahead of an earlier one), tasks end exactly at their limits (the
 //! worst case a reservation must survive) or earlier, unlimited tasks end whenever, and
@@ -27,7 +28,23 @@ struct JobPlan {
     /// Multi-node: -N 2 with one task per node.
     gang: bool,
     requeue: bool,
+    /// GPUs per task (version 6 runs only; never with `gang`).
+    gpus: u32,
+    /// `lic` licenses per task (version 6 runs only).
+    licenses: u32,
 }
+
+/// The scheduling settings a run uses.
+#[derive(Clone, Copy, Debug)]
+struct Mode {
+    version: &'static str,
+    backfill: &'static str,
+}
+
+const EASY_V5: Mode = Mode {
+    version: "5",
+    backfill: "easy",
+};
 
 fn job_plan() -> impl Strategy<Value = JobPlan> {
     (
@@ -37,19 +54,36 @@ fn job_plan() -> impl Strategy<Value = JobPlan> {
         prop_oneof![3 => Just(100u64), 1 => 1..=100u64],
         prop_oneof![6 => Just(false), 1 => Just(true)],
         any::<bool>(),
+        prop_oneof![3 => Just(0u32), 1 => 1..=2u32],
+        prop_oneof![3 => Just(0u32), 1 => 1..=3u32],
     )
-        .prop_map(|(gap_ms, cpus, limit_min, runs, gang, requeue)| JobPlan {
-            gap_ms,
-            cpus,
-            limit_min,
-            runs,
-            gang,
-            requeue,
-        })
+        .prop_map(
+            |(gap_ms, cpus, limit_min, runs, gang, requeue, gpus, licenses)| JobPlan {
+                gap_ms,
+                cpus,
+                limit_min,
+                runs,
+                gang,
+                requeue,
+                gpus: if gang { 0 } else { gpus },
+                licenses,
+            },
+        )
 }
 
-fn spec(j: &JobPlan) -> JobSpec {
+fn spec(j: &JobPlan, mode: Mode) -> JobSpec {
+    let counted = mode.version != "5";
     JobSpec {
+        gres: if counted && j.gpus > 0 {
+            [("gpu".to_string(), j.gpus)].into_iter().collect()
+        } else {
+            Default::default()
+        },
+        licenses: if counted && j.licenses > 0 {
+            [("lic".to_string(), j.licenses)].into_iter().collect()
+        } else {
+            Default::default()
+        },
         argv: vec!["true".into()],
         cpus: j.cpus,
         chdir: "/".into(),
@@ -144,6 +178,7 @@ fn check_reserved_start_kept(sim: &mut Sim) -> Result<(), TestCaseError> {
 }
 
 fn run(
+    mode: Mode,
     nodes: &[u32],
     plans: Vec<JobPlan>,
     queue_depth: u32,
@@ -164,6 +199,7 @@ fn run(
             uid: format!("n{i}"),
             cpus: *cpus,
             mem_bytes: 1 << 30,
+            gres: [("gpu".to_string(), 2)].into_iter().collect(),
             ..NodeRegistration::default()
         };
         sim.apply(Command::RegisterNode { reg, now_ms: 1 })?;
@@ -171,9 +207,10 @@ fn run(
     let qd = queue_depth.to_string();
     let interval = interval_s.to_string();
     let settings = [
-        ("version", "5"),
+        ("version", mode.version),
         ("order", "fifo"),
-        ("backfill", "easy"),
+        ("licenses", "lic:4"),
+        ("backfill", mode.backfill),
         ("queue_depth", qd.as_str()),
         ("short_queue_depth", qd.as_str()),
         ("backfill.interval_s", interval.as_str()),
@@ -208,7 +245,7 @@ fn run(
             sim.ids.insert(id, next_job);
             let r = sim.apply(Command::Submit {
                 request_id: String::new(),
-                spec: spec(&plans[next_job]),
+                spec: spec(&plans[next_job], mode),
                 now_ms: now,
             })?;
             match r {
@@ -250,7 +287,29 @@ proptest! {
         tick_ms in 10_000..300_000u64,
         interval_s in prop_oneof![Just(0u64), Just(30), Just(600)],
     ) {
-        run(&nodes, plans, queue_depth, tick_ms, interval_s)?;
+        run(EASY_V5, &nodes, plans, queue_depth, tick_ms, interval_s)?;
+    }
+
+    #[test]
+    fn backfill_counting_gpus_and_licenses_never_delays_the_top_jobs_reserved_start(
+        nodes in prop::collection::vec(1..=6u32, 1..=4),
+        plans in prop::collection::vec(job_plan(), 1..40),
+        queue_depth in 0..=2u32,
+        tick_ms in 10_000..300_000u64,
+        interval_s in prop_oneof![Just(0u64), Just(30), Just(600)],
+    ) {
+        run(Mode { version: "6", backfill: "easy" }, &nodes, plans, queue_depth, tick_ms, interval_s)?;
+    }
+
+    #[test]
+    fn conservative_backfill_never_delays_the_top_jobs_reserved_start(
+        nodes in prop::collection::vec(1..=6u32, 1..=4),
+        plans in prop::collection::vec(job_plan(), 1..40),
+        queue_depth in 0..=2u32,
+        tick_ms in 10_000..300_000u64,
+        interval_s in prop_oneof![Just(0u64), Just(30), Just(600)],
+    ) {
+        run(Mode { version: "6", backfill: "conservative" }, &nodes, plans, queue_depth, tick_ms, interval_s)?;
     }
 }
 
@@ -265,9 +324,11 @@ fn a_fixed_workload_makes_and_keeps_promises() {
         runs: 100,
         gang: false,
         requeue: false,
+        gpus: 0,
+        licenses: 0,
     };
     let plans = vec![p(0, 1, 10), p(0, 2, 5), p(0, 1, 20), p(0, 1, 5), p(MIN, 1, 3)];
-    let promised = run(&[2], plans, 0, 30_000, 0).unwrap();
+    let promised = run(EASY_V5, &[2], plans, 0, 30_000, 0).unwrap();
     assert!(promised >= 1, "no reservation was ever made");
 }
 
@@ -300,7 +361,7 @@ fn pass_cost_with_backfill_on_a_large_queue() {
     };
     set(
         &mut s,
-        &[("version", "5"), ("queue_depth", "0"), ("short_queue_depth", "0")],
+        &[("version", "6"), ("queue_depth", "0"), ("short_queue_depth", "0")],
     );
     let submit = |s: &mut State, cpus: u32, limit_min: u64, array: Option<&str>| {
         let spec = JobSpec {
@@ -337,6 +398,8 @@ fn pass_cost_with_backfill_on_a_large_queue() {
     }
     assert_eq!(s.queue.len(), 10_000, "everything waits behind the whole-node job");
     let runs = [
+        ("conservative", "500", "0", "50 reservations computed afresh"),
+        ("conservative", "500", "30", "50 reservations reused"),
         ("easy", "500", "0", "estimate computed afresh"),
         ("easy", "500", "30", "estimate reused"),
         ("easy", "1", "0", "estimate only"),

@@ -127,14 +127,71 @@ fn a_short_job_backfills_while_a_long_one_waits_for_the_reserved_job() {
 }
 
 #[test]
-fn backfill_needs_scheduling_version_5() {
+fn backfill_needs_scheduling_version_5_and_conservative_6() {
     let c = Cluster::up(Opts::default());
     let o = c.rudel(&["admin", "config", "set", "backfill=easy"]);
     assert!(!o.ok(), "{o}");
     assert!(o.stderr.contains("scheduling version 5 or later first"), "{o}");
     let o = c.rudel(&["admin", "config", "set", "version=5", "backfill=conservative"]);
     assert!(
-        !o.ok() && o.stderr.contains("conservative backfill is not implemented yet"),
+        !o.ok() && o.stderr.contains("scheduling version 6 or later first"),
         "{o}"
     );
+    c.rudel_ok(&["admin", "config", "set", "version=6", "backfill=conservative"]);
+}
+
+/// Conservative backfill (version 6): the second blocked job gets a reservation too, so a
+/// long job that EASY would start in the first one's spare cpu (delaying the second)
+/// waits, while a short one still backfills.
+#[test]
+fn conservative_backfill_keeps_the_second_reserved_job_from_being_delayed() {
+    let c = Cluster::up(Opts::default().cpus(3));
+    c.rudel_ok(&[
+        "admin",
+        "config",
+        "set",
+        "version=6",
+        "backfill=conservative",
+        "queue_depth=0",
+        "short_queue_depth=0",
+    ]);
+    let holder = c.submit(&["--cpus", "2", "-t", "1", "--", "sh", "-c", &recorded("holder", 6)]);
+    c.wait_state(holder, |v| v["state"] == "running", WAIT);
+    // big: 2 cpus at the holder's limit (1 cpu spare then); wide: all 3 once big is done.
+    let big = c.submit(&["--cpus", "2", "-t", "1", "--", "sh", "-c", &recorded("big", 0)]);
+    let wide = c.submit(&["--cpus", "3", "-t", "1", "--", "sh", "-c", &recorded("wide", 0)]);
+    // long would fit in big's spare cpu but run past wide's expected start.
+    let long = c.submit(&["-t", "3", "--", "sh", "-c", &recorded("long", 0)]);
+    let short = c.submit(&["-t", "0:20", "--", "sh", "-c", &recorded("short", 1)]);
+
+    let holder_start = c.show_json(holder)["start_ms"].as_u64().unwrap();
+    let v = c.show_json(wide);
+    assert_eq!(v["state"], "pending", "{v}");
+    assert_eq!(v["expected_start_ms"].as_u64(), Some(holder_start + 120_000), "{v}");
+    assert_eq!(c.show_json(long)["state"], "pending");
+    let sq = squeue_start(&c);
+    let wide_line = sq
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&wide.to_string()))
+        .unwrap_or_else(|| panic!("no line for {wide}:\n{sq}"));
+    assert!(!wide_line.contains("N/A"), "{sq}");
+    let e = c.rudel_ok(&["explain", &wide.to_string()]).stdout;
+    assert!(e.contains("conservative backfill"), "{e}");
+
+    for id in [holder, big, wide, long, short] {
+        let v = c.wait_finished(id, WAIT);
+        assert_eq!(v["state"], "completed", "{v}");
+    }
+    let (h0, h1) = (stamp(&c, "holder.start"), stamp(&c, "holder.end"));
+    let s0 = stamp(&c, "short.start");
+    assert!(
+        h0 <= s0 && s0 < h1,
+        "short {s0} backfilled while the holder ran {h0}..{h1}"
+    );
+    let (b0, w0, l0) = (stamp(&c, "big.start"), stamp(&c, "wide.start"), stamp(&c, "long.start"));
+    assert!(
+        b0 >= h1 && w0 >= b0,
+        "big {b0} after the holder {h1}, wide {w0} after big"
+    );
+    assert!(l0 >= w0, "long {l0} did not pass the second reserved job {w0}");
 }

@@ -15,10 +15,11 @@
 //! replica's clock, so every head decides alike. Cost per pass: one estimate (a sort of
 //! the running tasks' ends on the nodes the job could use), then at most
 //! `backfill.max_jobs` further jobs, each a cheap fit check.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::backfill_counted::Ready;
 use super::{Planner, Shape};
 use crate::alloc::{distribute, AllocSpec};
 use crate::ids::{JobId, NodeId, TaskKey};
@@ -27,6 +28,14 @@ use crate::node::Node;
 
 /// The first scheduling version that knows `backfill=easy`.
 pub const BACKFILL_VERSION: u32 = 5;
+
+/// The first version whose estimates count generic resources (GPUs) and licenses, and
+/// that knows `backfill=conservative` (see `backfill_profile.rs`, `backfill_counted.rs`).
+pub const RESERVATIONS_VERSION: u32 = 6;
+
+/// `backfill.reservations` default: how many blocked jobs get a reservation per pass
+/// under `backfill=conservative` (each costs one estimate over the nodes it could use).
+pub const DEFAULT_RESERVATIONS: u32 = 50;
 
 /// Slurm's `bf_max_job_test` default.
 pub const DEFAULT_MAX_JOBS: u32 = 500;
@@ -49,6 +58,10 @@ pub enum BackfillMode {
     /// EASY: the first blocked job reserves capacity at its expected start; others may
     /// start before it if they do not delay that start.
     Easy,
+    /// Conservative: every blocked job considered (up to `backfill.reservations`) gets a
+    /// reservation, each made around those before it; a job may start out of order only
+    /// if it delays none of them.
+    Conservative,
 }
 
 impl BackfillMode {
@@ -56,6 +69,7 @@ impl BackfillMode {
         match self {
             BackfillMode::Off => "off",
             BackfillMode::Easy => "easy",
+            BackfillMode::Conservative => "conservative",
         }
     }
 }
@@ -70,6 +84,8 @@ pub struct BackfillConfig {
     /// Log seconds a reservation's expected start is reused before it is computed again
     /// (Slurm's `bf_interval`); a reservation that no longer fits is recomputed at once.
     pub interval_s: u64,
+    /// Most reservations one pass makes under `backfill=conservative`.
+    pub reservations: u32,
 }
 
 impl Default for BackfillConfig {
@@ -78,6 +94,7 @@ impl Default for BackfillConfig {
             mode: BackfillMode::Off,
             max_jobs: DEFAULT_MAX_JOBS,
             interval_s: DEFAULT_INTERVAL_S,
+            reservations: DEFAULT_RESERVATIONS,
         }
     }
 }
@@ -90,8 +107,8 @@ impl BackfillConfig {
                 self.mode = match value.trim() {
                     "off" => BackfillMode::Off,
                     "easy" => BackfillMode::Easy,
-                    "conservative" => return Err("off or easy (conservative backfill is not implemented yet)".into()),
-                    _ => return Err("off or easy".into()),
+                    "conservative" => BackfillMode::Conservative,
+                    _ => return Err("off, easy or conservative".into()),
                 }
             }
             "backfill.max_jobs" => {
@@ -110,7 +127,15 @@ impl BackfillConfig {
                     .filter(|v| *v <= 86_400)
                     .ok_or("seconds from 0 (every pass) to 86400")?;
             }
-            _ => return Err("backfill, backfill.max_jobs or backfill.interval_s".into()),
+            "backfill.reservations" => {
+                self.reservations = value
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|v| (1..=10_000).contains(v))
+                    .ok_or("a number from 1 to 10000")?;
+            }
+            _ => return Err("backfill, backfill.max_jobs, backfill.interval_s or backfill.reservations".into()),
         }
         Ok(())
     }
@@ -120,11 +145,17 @@ impl BackfillConfig {
             ("backfill".into(), self.mode.as_str().into()),
             ("backfill.max_jobs".into(), self.max_jobs.to_string()),
             ("backfill.interval_s".into(), self.interval_s.to_string()),
+            ("backfill.reservations".into(), self.reservations.to_string()),
         ]
     }
 
     pub fn is_default(&self) -> bool {
         *self == BackfillConfig::default()
+    }
+
+    /// The scheduling version these settings need beyond `backfill=easy`'s, if any.
+    pub fn needs_reservations_version(&self) -> bool {
+        self.mode == BackfillMode::Conservative || self.reservations != DEFAULT_RESERVATIONS
     }
 }
 
@@ -146,12 +177,32 @@ pub struct Reservation {
     pub computed_ms: u64,
 }
 
-/// The reserved job's expected start and, per node it needs, what is left over at that
+/// A reserved job's expected start and, per node it needs, what is left over at that
 /// time once its share is taken: a later job whose limit runs past `start` may use only
 /// that much there (and takes it from what is left).
 pub(super) struct Window {
     pub start: u64,
+    /// When the reserved job ends by its limit (`None`: no limit); it holds `need` until
+    /// then (later reservations are made around it, `backfill_profile.rs`).
+    pub end: Option<u64>,
+    pub need: Vec<(NodeId, (u32, u64))>,
     pub spare: HashMap<NodeId, (u32, u64)>,
+    /// The reserved job asks for generic resources (GPUs): on its nodes no task holding
+    /// any may run past `start` (its units are not split finer than that).
+    pub gres: bool,
+    /// Licenses the reserved job asks for, and how many are left at `start` once it has
+    /// them: a task holding one past `start` takes from that.
+    pub licenses: BTreeMap<String, u64>,
+    /// The licenses the reserved job takes at `start` (and holds until `end`).
+    pub licenses_need: BTreeMap<String, u64>,
+}
+
+impl Window {
+    /// True when a task started now and ending at `end` still holds what it took at
+    /// `start`.
+    fn overlaps(&self, end: Option<u64>) -> bool {
+        end.is_none_or(|e| e > self.start)
+    }
 }
 
 /// A release of cpus and memory on a node at a log time.
@@ -164,7 +215,7 @@ impl Planner<'_> {
     /// True when the cluster runs time-based backfill.
     pub(super) fn backfill_on(&self) -> bool {
         let s = &self.state.sched;
-        s.version >= BACKFILL_VERSION && s.backfill.mode == BackfillMode::Easy
+        s.version >= BACKFILL_VERSION && s.backfill.mode != BackfillMode::Off
     }
 
     /// True for the job the last pass reserved for, under backfill.
@@ -179,31 +230,61 @@ impl Planner<'_> {
     }
 
     /// What a task ending at `end` may still take of node `id` when the node is kept for
-    /// the reserved job (`None`: no bound beyond the free resources).
+    /// reserved jobs (`None`: no bound beyond the free resources).
     pub(super) fn window_cap(&self, id: NodeId, end: Option<u64>) -> Option<(u32, u64)> {
-        let w = self.window.as_ref()?;
-        let spare = w.spare.get(&id)?;
-        match end {
-            Some(e) if e <= w.start => None,
-            _ => Some(*spare),
-        }
+        self.windows
+            .iter()
+            .filter(|w| w.overlaps(end))
+            .filter_map(|w| w.spare.get(&id).copied())
+            .reduce(|a, b| (a.0.min(b.0), a.1.min(b.1)))
     }
 
     /// Records that a task ending at `end` took `cpus`/`mem` of node `id`.
     pub(super) fn window_took(&mut self, id: NodeId, cpus: u32, mem: u64, end: Option<u64>) {
-        let Some(w) = self.window.as_mut() else { return };
-        if end.is_some_and(|e| e <= w.start) {
-            return;
-        }
-        if let Some(s) = w.spare.get_mut(&id) {
-            s.0 = s.0.saturating_sub(cpus);
-            s.1 = s.1.saturating_sub(mem);
+        self.base_took(id, cpus, mem, end);
+        for w in self.windows.iter_mut().filter(|w| w.overlaps(end)) {
+            if let Some(s) = w.spare.get_mut(&id) {
+                s.0 = s.0.saturating_sub(cpus);
+                s.1 = s.1.saturating_sub(mem);
+            }
         }
     }
 
-    /// The first blocked job under backfill: reserves its expected start (or, unknown,
-    /// every node it could ever use: `could_use[i]` for node `i`). Returns false when the pass should end. Later blocked
-    /// jobs reserve nothing (EASY protects the first one only).
+    /// True unless node `id` is kept for a reserved job that needs its generic resources
+    /// at a start a task ending at `end` would run past.
+    pub(super) fn window_gres_allows(&self, id: NodeId, end: Option<u64>) -> bool {
+        !self
+            .windows
+            .iter()
+            .any(|w| w.gres && w.overlaps(end) && w.spare.contains_key(&id))
+    }
+
+    /// True when the job's licenses, held until `end`, leave every reserved job the
+    /// licenses it counts on at its start.
+    pub(super) fn window_licenses_allow(&self, job: &Job, end: Option<u64>) -> bool {
+        self.windows.iter().filter(|w| w.overlaps(end)).all(|w| {
+            job.spec
+                .licenses
+                .iter()
+                .all(|(name, n)| w.licenses.get(name).is_none_or(|spare| *spare >= u64::from(*n)))
+        })
+    }
+
+    /// Records that a task of `job` ending at `end` took its licenses.
+    pub(super) fn window_took_licenses(&mut self, job: &Job, end: Option<u64>) {
+        for w in self.windows.iter_mut().filter(|w| w.overlaps(end)) {
+            for (name, n) in &job.spec.licenses {
+                if let Some(spare) = w.licenses.get_mut(name) {
+                    *spare = spare.saturating_sub(u64::from(*n));
+                }
+            }
+        }
+    }
+
+    /// A blocked job under backfill. The first reserves its expected start (or, unknown,
+    /// every node it could ever use: `could_use[i]` for node `i`); under EASY later ones
+    /// reserve nothing, under conservative they reserve around it
+    /// (`backfill_profile.rs`). Returns false when the pass should end.
     pub(super) fn backfill_block(
         &mut self,
         job: &Job,
@@ -212,36 +293,42 @@ impl Planner<'_> {
         could_use: &[bool],
     ) -> bool {
         if self.plan.reservation.is_some() {
+            if self.conservative() {
+                self.reserve_later(job, shape, alloc, could_use);
+            }
             return true;
         }
-        if let Some(done) = self.reuse_reservation(job, could_use) {
+        if let Some(done) = self.reuse_reservation(job, shape, could_use) {
             return done;
         }
-        let estimate = if shape.gres.is_empty() {
-            self.expected_start(job, shape, alloc, could_use)
+        let estimate = if self.counts_reserved() {
+            match self.readiness(job, could_use) {
+                Some(ready) => self.expected_start(job, shape, alloc, could_use, &ready),
+                None => return self.keep_licenses(job),
+            }
+        } else if shape.gres.is_empty() {
+            self.expected_start(job, shape, alloc, could_use, &Ready::default())
         } else {
-            // Generic resources are not in the estimate: keep every node it could use.
+            // Before version 6 generic resources are not in the estimate: keep every
+            // node it could use.
             None
         };
         let now = self.state.now_ms;
         let window = estimate.and_then(|(start, need)| {
-            let need: Vec<(NodeId, (u32, u64))> = need
-                .into_iter()
-                .collect::<std::collections::BTreeMap<_, _>>()
-                .into_iter()
-                .collect();
-            Some((start, self.spare_at(start, &need)?, need))
+            let need: Vec<(NodeId, (u32, u64))> = need.into_iter().collect::<BTreeMap<_, _>>().into_iter().collect();
+            self.window_for(job, shape, start, need)
         });
         let reservation = match window {
-            Some((start, spare, need)) => {
-                self.window = Some(Window { start, spare });
-                Reservation {
+            Some(w) => {
+                let r = Reservation {
                     job: job.id,
-                    start_ms: Some(start),
-                    nodes: need.iter().map(|(id, _)| *id).collect(),
-                    need: need.iter().map(|(_, n)| *n).collect(),
+                    start_ms: Some(w.start),
+                    nodes: w.need.iter().map(|(id, _)| *id).collect(),
+                    need: w.need.iter().map(|(_, n)| *n).collect(),
                     computed_ms: now,
-                }
+                };
+                self.windows.push(w);
+                r
             }
             None => {
                 let mut nodes = Vec::new();
@@ -264,18 +351,79 @@ impl Planner<'_> {
         !self.reserved.iter().all(|r| *r)
     }
 
+    /// The first blocked job waits for licenses a task without a time limit holds: its
+    /// start is unknown, so (as nodes are kept whole for such a job) every license it
+    /// asks for is kept for it: no later job may take one, whatever its limit. Its nodes
+    /// stay open: they are not what it waits for.
+    fn keep_licenses(&mut self, job: &Job) -> bool {
+        let now = self.state.now_ms;
+        let kept: BTreeMap<String, u64> = job.spec.licenses.keys().map(|k| (k.clone(), 0)).collect();
+        self.windows.push(Window {
+            start: now,
+            end: None,
+            need: Vec::new(),
+            spare: HashMap::new(),
+            gres: false,
+            licenses: kept.clone(),
+            licenses_need: kept,
+        });
+        self.plan.reservation = Some(Reservation {
+            job: job.id,
+            start_ms: None,
+            nodes: Vec::new(),
+            need: Vec::new(),
+            computed_ms: now,
+        });
+        true
+    }
+
+    /// The first reservation's window: what its nodes (and, from version 6, licenses)
+    /// have spare at `start`; `None` when they would not have its share.
+    fn window_for(&self, job: &Job, shape: &Shape, start: u64, need: Vec<(NodeId, (u32, u64))>) -> Option<Window> {
+        let spare = self.spare_at(start, &need)?;
+        let counted = self.counts_reserved();
+        let licenses = if counted {
+            self.license_spare_at(job, start)?
+        } else {
+            BTreeMap::new()
+        };
+        let limit = job.spec.time_limit_ms;
+        Some(Window {
+            start,
+            end: (limit > 0).then(|| start.saturating_add(limit)),
+            need,
+            spare,
+            gres: counted && !shape.gres.is_empty(),
+            licenses,
+            licenses_need: if counted {
+                job.spec
+                    .licenses
+                    .iter()
+                    .map(|(k, v)| (k.clone(), u64::from(*v)))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            },
+        })
+    }
+
     /// Keeps the last pass's reservation for the same job while it is younger than
     /// `backfill.interval_s` and still fits (its nodes up, what they free by its start
-    /// still enough): computing the estimate sorts every running task's end on the nodes
-    /// the job could use, too much for every log entry. A kept start is never later than
-    /// a fresh one would be (tasks only end earlier than their limits), so keeping it is
-    /// safe; it is just less eager to backfill until it is computed again. Returns what
-    /// `backfill_block` returns, or `None` to compute afresh.
-    fn reuse_reservation(&mut self, job: &Job, could_use: &[bool]) -> Option<bool> {
+    /// still enough, from version 6 its licenses too): computing the estimate sorts every
+    /// running task's end on the nodes the job could use, too much for every log entry.
+    /// A kept start is never later than a fresh one would be (tasks only end earlier than
+    /// their limits), so keeping it is safe; it is just less eager to backfill until it
+    /// is computed again. Returns what `backfill_block` returns, or `None` to compute
+    /// afresh.
+    fn reuse_reservation(&mut self, job: &Job, shape: &Shape, could_use: &[bool]) -> Option<bool> {
         let r = self.state.reservation.as_ref().filter(|r| r.job == job.id)?;
         let now = self.state.now_ms;
         let interval = self.state.sched.backfill.interval_s.saturating_mul(1_000);
         if now >= r.computed_ms.saturating_add(interval) {
+            return None;
+        }
+        if r.start_ms.is_none() && !job.spec.licenses.is_empty() && self.counts_reserved() {
+            // Kept licenses: cheap to decide again (and they may be back).
             return None;
         }
         let r = r.clone();
@@ -300,8 +448,8 @@ impl Planner<'_> {
                 if !usable {
                     return None;
                 }
-                let spare = self.spare_at(start, &need)?;
-                self.window = Some(Window { start, spare });
+                let w = self.window_for(job, shape, start, need)?;
+                self.windows.push(w);
             }
         }
         self.plan.reservation = Some(r);
@@ -354,6 +502,7 @@ impl Planner<'_> {
         shape: &Shape,
         alloc: Option<&AllocSpec>,
         could_use: &[bool],
+        ready: &Ready,
     ) -> Option<(u64, PerNode)> {
         let mut cap: HashMap<NodeId, (u32, u64)> = HashMap::new();
         let mut releases: Vec<Release> = Vec::new();
@@ -365,11 +514,15 @@ impl Planner<'_> {
             }
         }
         self.plan_releases(&cap, &mut releases);
+        if let Some(g) = &ready.gres_nodes {
+            hold_until_ready(g, &mut cap, &mut releases, self.state.now_ms);
+        }
         releases.sort_unstable();
         let now = self.state.now_ms;
         let mut tries = 0u32;
         let mut i = 0;
-        let mut t = now;
+        let mut t = now.max(ready.not_before);
+        let mut first = true;
         // For a multi-node job: tasks that fit per node, and how many nodes and tasks
         // that makes, kept up per release so `distribute` runs only once they could do.
         let mut gang = alloc.map(|a| {
@@ -400,7 +553,7 @@ impl Planner<'_> {
                 i += 1;
             }
             let fit = match &gang {
-                None => self.single_fit(shape, &cap, &releases[group_start..i], t == now),
+                None => self.single_fit(shape, &cap, &releases[group_start..i], std::mem::take(&mut first)),
                 Some((a, _, nodes, tasks)) => {
                     let enough = *nodes >= (a.nodes_min as usize).max(a.nodelist.len()).max(1)
                         && *tasks >= u64::from(a.ntasks.unwrap_or(0));
@@ -467,7 +620,7 @@ impl Planner<'_> {
     }
 
     /// The slices a multi-node job would get with `cap` free per node, if it fits.
-    fn gang_fit(
+    pub(super) fn gang_fit(
         &self,
         job: &Job,
         a: &AllocSpec,
@@ -511,7 +664,7 @@ impl Planner<'_> {
     /// When the tasks holding resources on node `id` give them back, if every one ends
     /// at its time limit (a chain of successors: when the last of it ends). Tasks
     /// without a limit never do.
-    fn releases_on(&self, id: NodeId, n: &Node, out: &mut Vec<Release>) {
+    pub(super) fn releases_on(&self, id: NodeId, n: &Node, out: &mut Vec<Release>) {
         let now = self.state.now_ms;
         for key in n.running.keys() {
             let Some(rt) = self.state.running_task(*key) else {
@@ -539,7 +692,7 @@ impl Planner<'_> {
     }
 
     /// The latest end of a running task by its limit.
-    fn task_end(&self, key: TaskKey) -> Option<u64> {
+    pub(super) fn task_end(&self, key: TaskKey) -> Option<u64> {
         let rt = self.state.running_task(key)?;
         let limit = self.state.jobs.get(&key.job)?.spec.time_limit_ms;
         (limit > 0).then(|| rt.start_ms.saturating_add(limit))
@@ -569,7 +722,7 @@ impl Planner<'_> {
     /// Releases of what this pass placed before the blocked job. A task queued behind
     /// another lengthens a chain whose end is already counted: its node is then taken as
     /// never freeing (safe: the job then just cannot count on that node this pass).
-    fn plan_releases(&self, cap: &HashMap<NodeId, (u32, u64)>, out: &mut Vec<Release>) {
+    pub(super) fn plan_releases(&self, cap: &HashMap<NodeId, (u32, u64)>, out: &mut Vec<Release>) {
         let mut never: Vec<NodeId> = Vec::new();
         for p in &self.plan.start {
             let Some(job) = self.state.jobs.get(&p.key.job) else {
@@ -589,6 +742,29 @@ impl Planner<'_> {
             out.retain(|r| !never.contains(&r.1));
         }
         out.retain(|r| cap.contains_key(&r.1));
+    }
+}
+
+/// Generic resources in the first estimate: a node that cannot serve them before log
+/// time `ready[id]` offers nothing until then (what it frees before counts from then on);
+/// a node that never can is left out.
+fn hold_until_ready(
+    ready: &HashMap<NodeId, u64>,
+    cap: &mut HashMap<NodeId, (u32, u64)>,
+    releases: &mut Vec<Release>,
+    now: u64,
+) {
+    cap.retain(|id, _| ready.contains_key(id));
+    releases.retain(|r| ready.contains_key(&r.1));
+    for r in releases.iter_mut() {
+        r.0 = r.0.max(ready.get(&r.1).copied().unwrap_or(now));
+    }
+    for (id, c) in cap.iter_mut() {
+        let at = ready.get(id).copied().unwrap_or(now);
+        if at > now {
+            releases.push((at, *id, c.0, c.1));
+            *c = (0, 0);
+        }
     }
 }
 

@@ -9,13 +9,21 @@ use crate::state::State;
 
 /// The reservation in force, when the cluster runs backfill.
 pub fn reservation(state: &State) -> Option<&Reservation> {
-    let on = state.sched.version >= BACKFILL_VERSION && state.sched.backfill.mode == BackfillMode::Easy;
+    let on = state.sched.version >= BACKFILL_VERSION && state.sched.backfill.mode != BackfillMode::Off;
     state.reservation.as_ref().filter(|_| on)
 }
 
-/// The expected start (log time) and nodes of `job`, when it holds the reservation.
+/// The reservation `job` holds: the first, or under conservative backfill a later one.
+fn held_by<'s>(state: &'s State, job: &Job) -> Option<&'s Reservation> {
+    let first = reservation(state)?;
+    std::iter::once(first)
+        .chain(&state.later_reservations)
+        .find(|r| r.job == job.id)
+}
+
+/// The expected start (log time) and nodes of `job`, when it holds a reservation.
 pub fn expected_start(state: &State, job: &Job) -> Option<(u64, Vec<String>)> {
-    let r = reservation(state).filter(|r| r.job == job.id)?;
+    let r = held_by(state, job)?;
     let start = r.start_ms?;
     let names = r
         .nodes
@@ -54,6 +62,14 @@ pub fn note(state: &State, job: &Job) -> (Option<u64>, String) {
         return (None, String::new());
     };
     let limit = format_duration(job.spec.time_limit_ms);
+    if let Some(own) = state.later_reservations.iter().find(|l| l.job == job.id) {
+        let text = format!(
+            "this job holds a reservation behind job {}'s (conservative backfill): nothing after it in the \
+             queue may delay it (expected start: when running tasks end at their time limits)",
+            r.job
+        );
+        return (own.start_ms, text);
+    }
     let text = if r.job == job.id {
         match r.start_ms {
             Some(_) => "this job holds the reservation: nothing that starts after it in the queue may delay it \

@@ -196,3 +196,194 @@ fn a_multi_node_job_expects_to_start_when_its_last_node_frees() {
     let late = submit(&mut s, 1, 40 * MIN, 1_000);
     assert!(running(&s, fits) && !running(&s, late));
 }
+
+/// A version-6 cluster: `nodes` nodes of `cpus` with `gpus` GPUs each, `licenses` declared.
+fn cluster_v6(nodes: u32, cpus: u32, gpus: u32, backfill: &str, licenses: &str) -> State {
+    let mut s = State::new();
+    for i in 0..nodes {
+        let reg = NodeRegistration {
+            name: format!("n{i}"),
+            uid: format!("u{i}"),
+            cpus,
+            mem_bytes: 1 << 30,
+            gres: if gpus > 0 {
+                [("gpu".to_string(), gpus)].into_iter().collect()
+            } else {
+                Default::default()
+            },
+            ..NodeRegistration::default()
+        };
+        s.apply(Command::RegisterNode { reg, now_ms: 1 });
+    }
+    let mut settings = vec![
+        ("version".to_string(), "6".to_string()),
+        ("order".to_string(), "fifo".to_string()),
+        ("backfill".to_string(), backfill.to_string()),
+    ];
+    if !licenses.is_empty() {
+        settings.push(("licenses".to_string(), licenses.to_string()));
+    }
+    let r = s.apply(Command::Configure { settings, now_ms: 1 });
+    assert!(matches!(r, Response::Configured { .. }), "{r:?}");
+    s
+}
+
+fn submit_with(s: &mut State, cpus: u32, limit_ms: u64, gpus: u32, licenses: &str) -> JobId {
+    let spec = JobSpec {
+        argv: vec!["true".into()],
+        cpus,
+        chdir: "/".into(),
+        time_limit_ms: limit_ms,
+        gres: if gpus > 0 {
+            [("gpu".to_string(), gpus)].into_iter().collect()
+        } else {
+            Default::default()
+        },
+        licenses: if licenses.is_empty() {
+            Default::default()
+        } else {
+            crate::resources::parse_licenses(licenses).expect("licenses")
+        },
+        ..JobSpec::default()
+    };
+    match s.apply(Command::Submit {
+        request_id: String::new(),
+        spec,
+        now_ms: 1_000,
+    }) {
+        Response::Submitted { job, .. } => job,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn conservative_backfill_protects_every_reserved_job_not_just_the_first() {
+    // Two 3-cpu nodes: n0 busy with 2 cpus for 10 min, n1 with 2 cpus for 30 min.
+    // B (3 cpus, 100 min) is expected on n0 at 10 min; C (3 cpus) on n1 at 30 min.
+    // D (1 cpu, 60 min) fits on n1 now: EASY lets it, which would push C to 60 min;
+    // conservative keeps n1's spare cpu for C.
+    let run = |mode: &str| {
+        let mut s = cluster_v6(2, 3, 0, mode, "");
+        let a0 = submit_with(&mut s, 2, 10 * MIN, 0, "");
+        let a1 = submit_with(&mut s, 2, 30 * MIN, 0, "");
+        assert_eq!(s.jobs[&a0].running.values().next().map(|r| r.node), Some(0));
+        assert_eq!(s.jobs[&a1].running.values().next().map(|r| r.node), Some(1));
+        let b = submit_with(&mut s, 3, 100 * MIN, 0, "");
+        let c = submit_with(&mut s, 3, 10 * MIN, 0, "");
+        let d = submit_with(&mut s, 1, 60 * MIN, 0, "");
+        (s, b, c, d)
+    };
+    let (easy, b, _, d) = run("easy");
+    assert_eq!(
+        easy.reservation.as_ref().map(|r| (r.job, r.start_ms)),
+        Some((b, Some(1_000 + 10 * MIN)))
+    );
+    assert!(easy.later_reservations.is_empty());
+    assert!(running(&easy, d), "EASY protects only the first reserved job");
+
+    let (cons, b, c, d) = run("conservative");
+    assert_eq!(
+        cons.reservation.as_ref().map(|r| (r.job, r.start_ms)),
+        Some((b, Some(1_000 + 10 * MIN)))
+    );
+    let later: Vec<_> = cons
+        .later_reservations
+        .iter()
+        .map(|r| (r.job, r.start_ms, r.nodes.clone()))
+        .collect();
+    // D gets one too: on n1 once C is done.
+    assert_eq!(
+        later,
+        vec![
+            (c, Some(1_000 + 30 * MIN), vec![1]),
+            (d, Some(1_000 + 40 * MIN), vec![1])
+        ]
+    );
+    assert!(!running(&cons, d), "D would delay C's reserved start");
+    // A short job that ends before C's start still backfills on n1.
+    let mut cons = cons;
+    let e = submit_with(&mut cons, 1, 20 * MIN, 0, "");
+    assert!(running(&cons, e));
+    // squeue --start / show see C's expected start too.
+    let (start, nodes) = crate::sched::backfill_explain::expected_start(&cons, &cons.jobs[&c]).expect("C's start");
+    assert_eq!((start, nodes), (1_000 + 30 * MIN, vec!["n1".to_string()]));
+}
+
+#[test]
+fn a_gpu_job_gets_an_expected_start_from_version_6() {
+    // One node, 4 cpus, 2 GPUs; A holds both GPUs for 10 min.
+    let run = |version: &str| {
+        let mut s = cluster_v6(1, 4, 2, "easy", "");
+        if version == "5" {
+            // The same cluster, configured before version 6.
+            let settings = vec![("version".to_string(), "5".to_string())];
+            s.apply(Command::Configure { settings, now_ms: 1 });
+        }
+        submit_with(&mut s, 1, 10 * MIN, 2, "");
+        let b = submit_with(&mut s, 1, 10 * MIN, 1, "");
+        let short = submit_with(&mut s, 1, 5 * MIN, 0, "");
+        let long = submit_with(&mut s, 1, 60 * MIN, 0, "");
+        (s, b, short, long)
+    };
+    let (v5, b, short, long) = run("5");
+    assert_eq!(v5.reservation.as_ref().map(|r| (r.job, r.start_ms)), Some((b, None)));
+    assert!(
+        !running(&v5, short) && !running(&v5, long),
+        "version 5 keeps the node whole"
+    );
+
+    let (v6, b, short, long) = run("6");
+    assert_eq!(
+        v6.reservation.as_ref().map(|r| (r.job, r.start_ms)),
+        Some((b, Some(1_000 + 10 * MIN)))
+    );
+    assert!(running(&v6, short), "ends before the GPUs are back");
+    assert!(running(&v6, long), "needs no GPU and leaves B its cpu at its start");
+}
+
+#[test]
+fn a_gpu_task_may_not_run_past_a_reserved_gpu_jobs_start_on_its_node() {
+    let mut s = cluster_v6(1, 4, 2, "easy", "");
+    submit_with(&mut s, 1, 10 * MIN, 1, "");
+    let b = submit_with(&mut s, 1, 10 * MIN, 2, "");
+    let short_gpu = submit_with(&mut s, 1, 5 * MIN, 1, "");
+    assert!(!running(&s, b));
+    assert!(running(&s, short_gpu), "ends before B's start");
+    let mut s = cluster_v6(1, 4, 2, "easy", "");
+    submit_with(&mut s, 1, 10 * MIN, 1, "");
+    submit_with(&mut s, 1, 10 * MIN, 2, "");
+    let long_gpu = submit_with(&mut s, 1, 60 * MIN, 1, "");
+    assert!(!running(&s, long_gpu), "would hold a GPU B needs at its start");
+}
+
+#[test]
+fn a_job_waiting_for_licenses_is_reserved_from_version_6() {
+    // 4 matlab licenses; A holds 2 for 10 min; B needs 3.
+    let run = |version: &str| {
+        let mut s = cluster_v6(1, 8, 0, "easy", "matlab:4");
+        if version == "5" {
+            let settings = vec![("version".to_string(), "5".to_string())];
+            s.apply(Command::Configure { settings, now_ms: 1 });
+        }
+        submit_with(&mut s, 1, 10 * MIN, 0, "matlab:2");
+        let b = submit_with(&mut s, 1, 10 * MIN, 0, "matlab:3");
+        let c = submit_with(&mut s, 1, 60 * MIN, 0, "matlab:1");
+        let d = submit_with(&mut s, 1, 60 * MIN, 0, "matlab:1");
+        (s, b, c, d)
+    };
+    let (v5, _, c, d) = run("5");
+    assert!(
+        running(&v5, c) && running(&v5, d),
+        "version 5: later jobs take the licenses B waits for"
+    );
+
+    let (mut v6, b, c, d) = run("6");
+    assert_eq!(
+        v6.reservation.as_ref().map(|r| (r.job, r.start_ms)),
+        Some((b, Some(1_000 + 10 * MIN)))
+    );
+    assert!(running(&v6, c), "the one license B leaves at its start");
+    assert!(!running(&v6, d), "would take one B needs at its start");
+    let short = submit_with(&mut v6, 1, 5 * MIN, 0, "matlab:1");
+    assert!(running(&v6, short), "gives its license back before B's start");
+}

@@ -9,7 +9,7 @@ use super::order::Order;
 /// than its peers' would silently reach another state. Every change to what the scheduler
 /// decides for the same log gets a new version, and a head refuses entries and snapshots
 /// that ask for a newer version than this (see [`SchedConfig::check_supported`]).
-pub const SCHED_VERSION: u32 = 5;
+pub const SCHED_VERSION: u32 = 6;
 
 /// The first version that numbers turns for the `round_robin` order at submit and
 /// enforces running limits per user in the planner.
@@ -116,7 +116,7 @@ pub enum ConfigError {
 
 impl SchedConfig {
     /// Setting names, in display order.
-    pub const KEYS: [&'static str; 13] = [
+    pub const KEYS: [&'static str; 14] = [
         "version",
         "order",
         "queue_depth",
@@ -130,6 +130,7 @@ impl SchedConfig {
         "backfill",
         "backfill.max_jobs",
         "backfill.interval_s",
+        "backfill.reservations",
     ];
 
     /// Refuses a configuration this build cannot run.
@@ -218,7 +219,9 @@ impl SchedConfig {
             _ if key.starts_with("limits.") => {
                 c.limits.set(&key["limits.".len()..], value).map_err(bad)?;
             }
-            "backfill" | "backfill.max_jobs" | "backfill.interval_s" => c.backfill.set(key, value).map_err(bad)?,
+            "backfill" | "backfill.max_jobs" | "backfill.interval_s" | "backfill.reservations" => {
+                c.backfill.set(key, value).map_err(bad)?
+            }
             _ if key.starts_with("fairshare.") || key.starts_with("multifactor.") => {
                 c.fair.set(key, value).map_err(bad)?;
             }
@@ -282,6 +285,13 @@ impl SchedConfig {
                 super::backfill::BACKFILL_VERSION,
                 "backfill",
                 "backfill / backfill.max_jobs",
+            ));
+        }
+        if self.backfill.needs_reservations_version() {
+            needs.push((
+                super::backfill::RESERVATIONS_VERSION,
+                "backfill",
+                "conservative / backfill.reservations",
             ));
         }
         match needs.into_iter().find(|(v, _, _)| self.version < *v) {
@@ -408,10 +418,10 @@ mod tests {
             "{e}"
         );
         assert!(matches!(
-            c.with("version", "6"),
-            Err(ConfigError::UnsupportedVersion { wanted: 6, .. })
+            c.with("version", "7"),
+            Err(ConfigError::UnsupportedVersion { wanted: 7, .. })
         ));
-        assert_eq!(c.with("version", "5").unwrap().version, 5);
+        assert_eq!(c.with("version", "6").unwrap().version, 6);
         assert!(matches!(
             c.with("version", "0"),
             Err(ConfigError::UnsupportedVersion { .. })

@@ -31,9 +31,9 @@ impl Planner<'_> {
         let Some((index, attempt, from_requeue, skips)) = next_pending(job, &taken) else {
             return true;
         };
-        if !self.licenses_free(job) {
+        if !self.licenses_free(job) || !self.window_licenses_allow(job, shape.end) {
             self.plan.waiting.insert(job.id, super::Wait::Licenses);
-            return true;
+            return self.licenses_block(job, shape, Some(a));
         }
         let (required, caps) = self.gang_candidates(job, a, shape);
         let Some(shares) = distribute(a, required, &caps) else {
@@ -71,6 +71,7 @@ impl Planner<'_> {
         for (name, n) in &job.spec.licenses {
             *self.licenses_used.entry(name.clone()).or_default() += u64::from(*n);
         }
+        self.window_took_licenses(job, end);
         let key = TaskKey { job: job.id, index };
         self.plan.start.push(Placement {
             key,
@@ -179,7 +180,7 @@ impl Planner<'_> {
     }
 
     /// Could the node ever hold a task of the job (it is then reserved while the job waits)?
-    fn could_ever_serve(&self, n: &Node, job: &Job, a: &AllocSpec, shape: &Shape) -> bool {
+    pub(super) fn could_ever_serve(&self, n: &Node, job: &Job, a: &AllocSpec, shape: &Shape) -> bool {
         n.could_ever_fit(shape.cpus, slice_mem(job, a, shape.cpus))
             && n.matches(shape.constraint)
             && shape.in_partitions(n)

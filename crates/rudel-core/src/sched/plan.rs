@@ -14,6 +14,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound::{Excluded, Unbounded};
 
+use crate::alloc::AllocSpec;
 use crate::constraint::Constraint;
 use crate::ids::{JobId, NodeId, TaskKey};
 use crate::job::Job;
@@ -29,6 +30,10 @@ pub use gang::GangSlice;
 
 #[path = "backfill.rs"]
 pub mod backfill;
+#[path = "backfill_counted.rs"]
+mod backfill_counted;
+#[path = "backfill_profile.rs"]
+mod backfill_profile;
 
 /// What one pass decided, in the order it must be committed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,8 +47,11 @@ pub struct Plan {
     /// The slices of each placed multi-node job, its placement's node first (see
     /// `gang.rs`).
     pub gangs: BTreeMap<TaskKey, Vec<GangSlice>>,
-    /// Under `backfill=easy`: the blocked job's expected start (see `backfill.rs`).
+    /// Under backfill: the blocked job's expected start (see `backfill.rs`).
     pub reservation: Option<backfill::Reservation>,
+    /// Under `backfill=conservative`: the reservations of further blocked jobs, in queue
+    /// order (see `backfill_profile.rs`).
+    pub later: Vec<backfill::Reservation>,
 }
 
 /// Why a job waits, when it is not nodes or order.
@@ -163,8 +171,14 @@ struct Planner<'a> {
     node_picks: u32,
     /// Running limits per user: what this pass gave each user (see `running_limit.rs`).
     users: super::running_limit::UserTaken,
-    /// Under backfill: the reserved job's expected start and what its nodes have spare.
-    window: Option<backfill::Window>,
+    /// Under backfill: each reserved job's expected start and what its nodes have spare
+    /// (the first is the first blocked job's; more under `backfill=conservative`).
+    windows: Vec<backfill::Window>,
+    /// Generic resource units this plan gave tasks, per node: (end by limit, pool, units).
+    gres_ends: Vec<(NodeId, backfill_counted::GresRelease)>,
+    /// Under conservative backfill: every node's free resources and releases, built on
+    /// first use (see `backfill_profile.rs`).
+    bases: Option<HashMap<NodeId, backfill_profile::NodeBase>>,
     /// Jobs considered since the reservation was made (bounded by `backfill.max_jobs`).
     backfill_seen: u32,
 }
@@ -184,7 +198,9 @@ impl<'a> Planner<'a> {
             free: None,
             node_picks: 0,
             users: super::running_limit::UserTaken::new(state),
-            window: None,
+            windows: Vec::new(),
+            gres_ends: Vec::new(),
+            bases: None,
             backfill_seen: 0,
         }
     }
@@ -244,9 +260,9 @@ impl<'a> Planner<'a> {
                 self.plan.waiting.insert(job.id, w);
                 return true;
             }
-            if !self.licenses_free(job) {
+            if !self.licenses_free(job) || !self.window_licenses_allow(job, shape.end) {
                 self.plan.waiting.insert(job.id, Wait::Licenses);
-                return true;
+                return self.licenses_block(job, &shape, None);
             }
             let placed = match self.pick_node(&shape) {
                 Some(node) => {
@@ -297,6 +313,31 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// A job whose licenses are taken (or kept for a reservation). From version 6, under
+    /// backfill, it gets a reservation like a job waiting for nodes: its expected start
+    /// is when the licenses are back, so later jobs cannot take them over and over.
+    fn licenses_block(&mut self, job: &Job, shape: &Shape, alloc: Option<&AllocSpec>) -> bool {
+        if !self.backfill_on() || !self.counts_reserved() {
+            return true;
+        }
+        let could_use: Vec<bool> = (self.state.nodes.iter())
+            .map(|n| match alloc {
+                Some(a) => self.could_ever_serve(n, job, a, shape),
+                None => {
+                    n.could_ever_fit(shape.cpus, shape.mem)
+                        && n.matches(shape.constraint)
+                        && n.could_ever_serve(shape.gres)
+                        && shape.in_partitions(n)
+                }
+            })
+            .collect();
+        let more = self.backfill_block(job, shape, alloc, &could_use);
+        if self.plan.reservation.as_ref().is_some_and(|r| r.job == job.id) {
+            self.plan.blocked.get_or_insert(job.id);
+        }
+        more
+    }
+
     /// Cpus and memory of `node` not held in the state nor taken by this plan.
     fn free_on(&self, id: NodeId, n: &Node) -> (u32, u64) {
         let (c, m) = self.used.get(&id).copied().unwrap_or_default();
@@ -314,7 +355,7 @@ impl<'a> Planner<'a> {
             && fm >= t.mem
             && n.matches(t.constraint)
             && t.in_partitions(n)
-            && (t.gres.is_empty() || self.gres_choice(id, n, t.gres).is_some())
+            && (t.gres.is_empty() || (self.gres_choice(id, n, t.gres).is_some() && self.window_gres_allows(id, t.end)))
             && self
                 .window_cap(id, t.end)
                 .is_none_or(|(c, m)| c >= t.cpus && m >= t.mem)
@@ -359,9 +400,9 @@ impl<'a> Planner<'a> {
         // The no-fit cache holds only plain requests: a constraint or a generic resource
         // makes a request fit fewer nodes, not more.
         let plain = t.constraint.is_none() && t.gres.is_empty() && t.parts.is_none();
-        let end = match (&self.window, t.end) {
-            (None, _) => 0,
-            (Some(_), e) => e.unwrap_or(u64::MAX),
+        let end = match (self.windows.is_empty(), t.end) {
+            (true, _) => 0,
+            (false, e) => e.unwrap_or(u64::MAX),
         };
         if plain
             && self
@@ -423,14 +464,18 @@ impl<'a> Planner<'a> {
     /// a successor may queue behind it.
     fn hold(&mut self, key: TaskKey, attempt: u32, node: NodeId, job: &Job, from_requeue: bool, queueable: bool) {
         let (cpus, mem) = (job.spec.cpus, job.spec.mem_bytes);
+        let end = self.end_of(job);
         if let Some(n) = self.state.nodes.get(node as usize) {
-            for (pool, units) in self.gres_choice(node, n, &job.spec.gres).unwrap_or_default() {
+            let chosen = self.gres_choice(node, n, &job.spec.gres).unwrap_or_default();
+            self.gres_took(node, &chosen, end);
+            for (pool, units) in chosen {
                 *self.gres_used.entry((node, pool)).or_default() += units;
             }
         }
         for (name, n) in &job.spec.licenses {
             *self.licenses_used.entry(name.clone()).or_default() += u64::from(*n);
         }
+        self.window_took_licenses(job, end);
         let before = self
             .state
             .nodes
@@ -446,7 +491,6 @@ impl<'a> Planner<'a> {
                 free.insert((Reverse(now), node));
             }
         }
-        let end = self.end_of(job);
         self.window_took(node, cpus, mem, end);
         if let Some(tails) = self.tails.as_mut().filter(|_| queueable) {
             tails.entry((cpus, mem)).or_default().insert((0, node, key));
@@ -473,6 +517,7 @@ impl<'a> Planner<'a> {
         mem: u64,
         from_requeue: bool,
     ) {
+        self.base_never(node);
         if let Some(set) = self.tails.as_mut().and_then(|t| t.get_mut(&(cpus, mem))) {
             set.remove(&(depth, node, pred));
             set.insert((depth + 1, node, key));
@@ -500,11 +545,11 @@ impl<'a> Planner<'a> {
         let tails = self.tails.as_ref()?;
         let set = tails.get(&(cpus, mem))?;
         let reserved = &self.reserved;
-        let window = self.window.as_ref();
+        let windows = &self.windows;
         set.iter()
             .find(|&&(depth, node, key)| {
                 !reserved[node as usize]
-                    && window.is_none_or(|w| !w.spare.contains_key(&node))
+                    && windows.iter().all(|w| !w.spare.contains_key(&node))
                     && state
                         .nodes
                         .get(node as usize)

@@ -34,6 +34,7 @@ pub fn will_run(mut s: State, spec: JobSpec) -> Result<WillRun, String> {
     s.queue.clear();
     s.blocked_job = None;
     s.reservation = None;
+    s.later_reservations.clear();
     s.sched.version = s.sched.version.max(BACKFILL_VERSION);
     s.sched.backfill.mode = BackfillMode::Easy;
     s.sched.backfill.interval_s = 0;
