@@ -31,7 +31,7 @@ fn measure(build: impl FnOnce() -> State) -> Footprint {
 
 fn configured(users: u32) -> State {
     let mut s = State::new();
-    s.apply(workload::configure(users, 1));
+    warn_rejected(&s.apply(workload::configure(users, &[], 1)));
     s
 }
 
@@ -39,7 +39,7 @@ fn configured(users: u32) -> State {
 pub fn separate_jobs(jobs: u64, users: u32, batch: usize) -> Footprint {
     measure(|| {
         let mut s = configured(users);
-        let specs = workload::submits(
+        let mut it = workload::submits(
             Amount {
                 users,
                 jobs,
@@ -47,9 +47,9 @@ pub fn separate_jobs(jobs: u64, users: u32, batch: usize) -> Footprint {
                 array_size: 1,
             },
             7,
-        );
+        )
+        .peekable();
         let mut now = 10;
-        let mut it = specs.into_iter().peekable();
         while it.peek().is_some() {
             now += 1;
             let cmds = it.by_ref().take(batch).map(|sp| workload::submit(sp, now)).collect();
@@ -76,11 +76,11 @@ pub fn one_array(tasks: u32, users: u32) -> Footprint {
     })
 }
 
-/// Says so when a submit was refused: the measurement would then not hold what it claims.
+/// Says so when a submit (or the configuration) was refused: the measurement would then not hold what it claims.
 pub fn warn_rejected(r: &Response) {
     match r {
         Response::Batch(rs) => rs.iter().for_each(warn_rejected),
-        Response::Rejected { reason } => eprintln!("rudel-sched-sim: a submit was rejected: {reason}"),
+        Response::Rejected { reason } => eprintln!("rudel-sched-sim: an entry was rejected: {reason}"),
         _ => {}
     }
 }

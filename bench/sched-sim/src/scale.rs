@@ -75,12 +75,14 @@ struct Sim {
     /// per round (timed as single-job entries).
     held_back: Vec<JobSpec>,
     run: SizeRun,
+    /// When progress was last shown (large sizes take minutes).
+    shown: Instant,
 }
 
 impl Sim {
-    fn new(nodes: u32, users: u32) -> Sim {
+    fn new(nodes: u32, users: u32, settings: &[(String, String)]) -> Sim {
         let mut s = State::new();
-        s.apply(workload::configure(users, 1));
+        memory::warn_rejected(&s.apply(workload::configure(users, settings, 1)));
         for i in 0..nodes {
             s.apply(workload::register(i, 2));
         }
@@ -90,6 +92,7 @@ impl Sim {
             agents,
             now: 1_000,
             held_back: Vec::new(),
+            shown: Instant::now(),
             run: SizeRun {
                 nodes,
                 ..SizeRun::default()
@@ -111,12 +114,28 @@ impl Sim {
             );
         }
         let seen = self.agents.observe(&self.s, &out.events, self.now);
+        self.progress();
         (spent, seen.placed)
+    }
+
+    /// A line on stderr every 15 s, so that a slow size shows it is alive.
+    fn progress(&mut self) {
+        if self.shown.elapsed().as_secs() >= 15 {
+            self.shown = Instant::now();
+            eprintln!(
+                "  ... {} nodes: {} placed, {} jobs queued, {} running, apply {:.1} s so far",
+                self.run.nodes,
+                self.agents.placed,
+                self.s.queue.len(),
+                self.agents.busy(),
+                self.run.apply_time().as_secs_f64()
+            );
+        }
     }
 
     /// Queues the workload, `batch` submits per entry, one millisecond of log time apart.
     fn fill(&mut self, amount: Amount, batch: usize) {
-        let mut specs = workload::submits(amount, 9);
+        let mut specs: Vec<JobSpec> = workload::submits(amount, 9).collect();
         self.held_back = held_back(&mut specs);
         let mut it = specs.into_iter().peekable();
         while it.peek().is_some() {
@@ -207,7 +226,7 @@ fn scaled(a: Amount, nodes: u32, max: u32) -> Amount {
 }
 
 fn run_size(nodes: u32, amount: Amount, a: &ScaleArgs) -> SizeRun {
-    let mut sim = Sim::new(nodes, amount.users);
+    let mut sim = Sim::new(nodes, amount.users, &a.settings);
     sim.fill(amount, a.submit_batch);
     sim.churn(a);
     sim.run.tasks = amount.jobs + amount.array_tasks;
@@ -317,6 +336,10 @@ pub fn run(argv: Vec<String>) -> Result<(), String> {
         "scale: {} separate jobs + {} array tasks (arrays of {}) at {max} nodes, {} users, multifactor + fair-share, backfill=easy, 3 partitions",
         a.amount.jobs, a.amount.array_tasks, a.amount.array_size, a.amount.users
     );
+    if !a.settings.is_empty() {
+        let set: Vec<String> = a.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("extra settings: {}", set.join(" "));
+    }
     let mut per_task = Vec::new();
     let mut biggest = None;
     for &n in &a.nodes {

@@ -16,6 +16,8 @@ rudel-sched-sim scale [OPTIONS]: issue 9's scheduler targets on a mixed workload
   --submit-batch N     submits per log entry while the workload is queued (default 1000)
   --mem-jobs N         separate pending jobs for the memory target (default 100000)
   --mem-array N        tasks of the one array for the memory target (default 1000000)
+  --set KEY=VALUE      one more scheduling setting (repeatable), applied after the
+                       workload's own, e.g. --set queue_depth=0 --set backfill=off
   --quick              a tenth of every amount (--jobs, --array-tasks, --mem-*), sizes
                        10,100,1000
 ";
@@ -30,6 +32,8 @@ pub struct ScaleArgs {
     pub submit_batch: usize,
     pub mem_jobs: u64,
     pub mem_array: u32,
+    /// Scheduling settings applied after the workload's (`--set`).
+    pub settings: Vec<(String, String)>,
 }
 
 impl Default for ScaleArgs {
@@ -48,6 +52,7 @@ impl Default for ScaleArgs {
             submit_batch: 1_000,
             mem_jobs: 100_000,
             mem_array: 1_000_000,
+            settings: Vec::new(),
         }
     }
 }
@@ -89,6 +94,10 @@ pub fn parse(argv: Vec<String>) -> Result<ScaleArgs, String> {
             "--submit-batch" => a.submit_batch = num(&flag, &v)?,
             "--mem-jobs" => a.mem_jobs = num(&flag, &v)?,
             "--mem-array" => a.mem_array = num(&flag, &v)?,
+            "--set" => {
+                let (k, val) = v.split_once('=').ok_or(format!("--set {v:?}: expected KEY=VALUE"))?;
+                a.settings.push((k.to_string(), val.to_string()));
+            }
             _ => return Err(format!("unknown option {flag}\n{HELP}")),
         }
     }

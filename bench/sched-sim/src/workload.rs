@@ -41,8 +41,8 @@ pub fn register(i: u32, now_ms: u64) -> Command {
 
 /// The scheduling configuration: `multifactor` with fair-share over `users` users of 1–4
 /// shares, EASY backfill, and three partitions (`batch` default on pools a+b, `short` on
-/// every node at a higher tier, `big` on pool c).
-pub fn configure(users: u32, now_ms: u64) -> Command {
+/// every node at a higher tier, `big` on pool c); then `extra` settings (`--set`).
+pub fn configure(users: u32, extra: &[(String, String)], now_ms: u64) -> Command {
     let mut settings: Vec<(String, String)> = [
         ("version", "5"),
         ("order", "multifactor"),
@@ -65,6 +65,7 @@ pub fn configure(users: u32, now_ms: u64) -> Command {
     for u in 0..users {
         settings.push((format!("fairshare.user.{}", user(u)), (1 + u % 4).to_string()));
     }
+    settings.extend(extra.iter().cloned());
     Command::Configure { settings, now_ms }
 }
 
@@ -158,22 +159,21 @@ pub struct Amount {
     pub array_size: u32,
 }
 
-/// The submits of a workload, arrays spread evenly among the separate jobs.
-pub fn submits(a: Amount, seed: u64) -> Vec<JobSpec> {
+/// The submits of a workload, arrays spread evenly among the separate jobs, made one by one
+/// as they are taken (so that a memory measurement does not count them all at once).
+pub fn submits(a: Amount, seed: u64) -> impl Iterator<Item = JobSpec> {
     let mut r = Rng::new(seed);
     let size = u64::from(a.array_size.max(1));
     let arrays = a.array_tasks.div_ceil(size);
     let total = a.jobs + arrays;
     let mut left = a.array_tasks;
-    let mut out = Vec::with_capacity(total as usize);
-    for n in 0..total {
+    (0..total).map(move |n| {
         // Job n is an array when it crosses the next multiple of total/arrays.
-        let is_array = arrays > 0 && (n * arrays) / total.max(1) != ((n + 1) * arrays) / total.max(1);
+        let is_array = arrays > 0 && (n * arrays) / total != ((n + 1) * arrays) / total;
         let tasks = if is_array { left.min(size) } else { 0 };
         left -= tasks;
-        out.push(spec(n, a.users, tasks as u32, &mut r));
-    }
-    out
+        spec(n, a.users, tasks as u32, &mut r)
+    })
 }
 
 /// How long task `key` runs: 10–90% of its limit (its partition's default when it set
