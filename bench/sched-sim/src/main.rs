@@ -22,7 +22,9 @@
 mod agents;
 mod alloc_count;
 mod classic;
+mod cpu_clock;
 mod memory;
+mod report;
 mod rng;
 mod scale;
 mod scale_args;

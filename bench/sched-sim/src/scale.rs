@@ -7,7 +7,8 @@
 //! - the reports of every other node whose tasks ended, as one batched entry,
 //! - while work is queued, one `Submit` of a single job, timed alone,
 //!
-//! and a `Tick` every `--tick-s` of log time. Only `State::apply_output` is timed. The
+//! and a `Tick` every `--tick-s` of log time. Only `State::apply_output` is timed, in the
+//! thread's CPU time (the machine may be shared). The
 //! largest size gives the throughput and latency targets; the memory targets are
 //! measured on states of their own (`memory.rs`).
 use std::time::{Duration, Instant};
@@ -16,35 +17,38 @@ use rudel_core::{Command, JobSpec, State};
 
 use crate::agents::{count_reports, Agents};
 use crate::memory;
+use crate::report;
 use crate::scale_args::{self, ScaleArgs};
-use crate::stats::{mib, verdict, Samples};
+use crate::stats::Samples;
 use crate::workload::{self, Amount};
 
 /// Everything measured at one cluster size.
 #[derive(Default)]
-struct SizeRun {
-    nodes: u32,
-    tasks: u64,
+pub struct SizeRun {
+    pub nodes: u32,
+    pub tasks: u64,
     /// Entries that queued the workload.
-    fill: Samples,
+    pub fill: Samples,
     /// Batched report entries.
-    batched: Samples,
-    ticks: Samples,
-    one_submit: Samples,
-    one_report: Samples,
-    placed_fill: u64,
-    placed_churn: u64,
-    churn_time: Duration,
-    reports: u64,
-    log_s: u64,
+    pub batched: Samples,
+    pub ticks: Samples,
+    pub one_submit: Samples,
+    pub one_report: Samples,
+    pub placed_fill: u64,
+    pub placed_churn: u64,
+    pub churn_time: Duration,
+    pub reports: u64,
+    pub log_s: u64,
+    /// The slowest queueing entry: (its number, apply time, placements, jobs queued after).
+    pub slowest_fill: (usize, Duration, u64, usize),
     /// Heap bytes of the state once the workload was queued.
-    state_bytes: usize,
+    pub state_bytes: usize,
     /// Why the run stopped.
-    end: &'static str,
+    pub end: &'static str,
 }
 
 impl SizeRun {
-    fn apply_time(&self) -> Duration {
+    pub fn apply_time(&self) -> Duration {
         self.fill.total()
             + self.batched.total()
             + self.ticks.total()
@@ -52,16 +56,22 @@ impl SizeRun {
             + self.one_report.total()
     }
 
-    fn placed(&self) -> u64 {
+    pub fn placed(&self) -> u64 {
         self.placed_fill + self.placed_churn
     }
 
     /// Head CPU per placed task, everything applied included.
-    fn us_per_task(&self) -> f64 {
+    pub fn us_per_task(&self) -> f64 {
         self.apply_time().as_secs_f64() * 1e6 / self.placed().max(1) as f64
     }
 
-    fn placements_per_s(&self) -> f64 {
+    /// Head CPU per task placed while the cluster churns (reports, single submits,
+    /// Ticks): the steady state, without the bulk placements of the queueing entries.
+    pub fn churn_us_per_task(&self) -> f64 {
+        self.churn_time.as_secs_f64() * 1e6 / self.placed_churn.max(1) as f64
+    }
+
+    pub fn placements_per_s(&self) -> f64 {
         self.placed_churn as f64 / self.churn_time.as_secs_f64().max(1e-9)
     }
 }
@@ -102,9 +112,7 @@ impl Sim {
 
     /// Applies one entry; returns its apply time and the placements it made.
     fn entry(&mut self, cmd: Command) -> (Duration, u64) {
-        let t = Instant::now();
-        let out = self.s.apply_output(cmd);
-        let spent = t.elapsed();
+        let (out, spent) = crate::cpu_clock::timed(|| self.s.apply_output(cmd));
         memory::warn_rejected(&out.response);
         if !out.violations.is_empty() {
             eprintln!(
@@ -143,6 +151,9 @@ impl Sim {
             let now = self.now;
             let cmds = it.by_ref().take(batch).map(|sp| workload::submit(sp, now)).collect();
             let (d, placed) = self.entry(Command::Batch(cmds));
+            if d > self.run.slowest_fill.1 {
+                self.run.slowest_fill = (self.run.fill.len(), d, placed, self.s.queue.len());
+            }
             self.run.fill.push(d);
             self.run.placed_fill += placed;
         }
@@ -174,6 +185,17 @@ impl Sim {
             }
         }
         self.run.log_s = (self.now - start) / 1_000;
+    }
+
+    /// `n` more Ticks, `tick_s` apart with nothing else between them: a short run sees
+    /// too few Ticks for a percentile. They count in the size's apply time, not in churn.
+    fn ticks(&mut self, n: u32, tick_s: u64) {
+        for _ in 0..n {
+            self.now += tick_s * 1_000;
+            let (d, p) = self.entry(Command::Tick { now_ms: self.now });
+            self.run.ticks.push(d);
+            self.run.placed_fill += p;
+        }
     }
 
     /// The reports of one round: one node's alone, the rest batched.
@@ -229,103 +251,9 @@ fn run_size(nodes: u32, amount: Amount, a: &ScaleArgs) -> SizeRun {
     let mut sim = Sim::new(nodes, amount.users, &a.settings);
     sim.fill(amount, a.submit_batch);
     sim.churn(a);
+    sim.ticks(a.ticks, a.tick_s);
     sim.run.tasks = amount.jobs + amount.array_tasks;
     sim.run
-}
-
-fn print_size(r: &SizeRun) {
-    println!(
-        "{:>6} nodes: {} tasks queued; placed {} ({} while queueing), {} reports over {} s of log time; stopped: {}",
-        r.nodes,
-        r.tasks,
-        r.placed(),
-        r.placed_fill,
-        r.reports,
-        r.log_s,
-        r.end
-    );
-    println!(
-        "        apply {:.3} s in all, {:.2} µs/task; churn: {:.0} placements/s; state after queueing {:.1} MiB",
-        r.apply_time().as_secs_f64(),
-        r.us_per_task(),
-        r.placements_per_s(),
-        mib(r.state_bytes)
-    );
-    println!("        queueing entries   {}", r.fill.summary());
-    println!("        batched reports    {}", r.batched.summary());
-    println!("        one node's reports {}", r.one_report.summary());
-    println!("        one-job submit     {}", r.one_submit.summary());
-    println!("        tick               {}", r.ticks.summary());
-}
-
-fn ms(d: Option<Duration>) -> f64 {
-    d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
-}
-
-fn print_targets(big: &SizeRun, per_task: &[(u32, f64)]) {
-    println!("\ntargets (throughput and latency at {} nodes):", big.nodes);
-    verdict("placements/s sustained", big.placements_per_s(), "/s", 100_000.0, true);
-    let (lo, hi) = per_task
-        .iter()
-        .fold((f64::INFINITY, 0.0f64), |(lo, hi), (_, us)| (lo.min(*us), hi.max(*us)));
-    let list: Vec<String> = per_task.iter().map(|(n, us)| format!("{n}: {us:.2} µs")).collect();
-    println!("per-task head CPU by size: {}", list.join(", "));
-    verdict(
-        "per-task CPU flat (largest/smallest µs per task)",
-        hi / lo,
-        "x",
-        2.0,
-        false,
-    );
-    verdict("tick p99", ms(big.ticks.pct(99.0)), "ms", 50.0, false);
-    verdict(
-        "one-job submit entry p99",
-        ms(big.one_submit.pct(99.0)),
-        "ms",
-        1.0,
-        false,
-    );
-    verdict(
-        "one node's reports entry p99",
-        ms(big.one_report.pct(99.0)),
-        "ms",
-        1.0,
-        false,
-    );
-}
-
-fn memory_targets(a: &ScaleArgs) {
-    println!("\nmemory (heap the state holds, counting allocator; RSS change beside it):");
-    let jobs = memory::separate_jobs(a.mem_jobs, a.amount.users, a.submit_batch);
-    println!(
-        "  {} separate pending jobs: {:.1} MiB held, {:.1} MiB peak while submitting, RSS +{:.1} MiB",
-        a.mem_jobs,
-        mib(jobs.held),
-        mib(jobs.peak),
-        jobs.rss_delta as f64 / (1 << 20) as f64
-    );
-    let array = memory::one_array(a.mem_array, a.amount.users);
-    println!(
-        "  one array of {} pending tasks: {:.1} MiB held, {:.1} MiB peak, RSS +{:.1} MiB",
-        a.mem_array,
-        mib(array.held),
-        mib(array.peak),
-        array.rss_delta as f64 / (1 << 20) as f64
-    );
-    verdict(
-        &format!("memory, {} separate pending jobs", a.mem_jobs),
-        mib(jobs.held),
-        "MiB",
-        300.0,
-        false,
-    );
-    verdict(
-        &format!("memory, one {}-task array", a.mem_array),
-        mib(array.held),
-        "MiB",
-        100.0,
-        false,
-    );
 }
 
 /// Runs the `scale` mode with its arguments (after `scale`).
@@ -340,19 +268,21 @@ pub fn run(argv: Vec<String>) -> Result<(), String> {
         let set: Vec<String> = a.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!("extra settings: {}", set.join(" "));
     }
+    // Memory first: once a large run has grown the heap, freed pages stay resident and
+    // the RSS change of a later state says nothing.
+    report::memory_targets(&a);
     let mut per_task = Vec::new();
     let mut biggest = None;
     for &n in &a.nodes {
         let r = run_size(n, scaled(a.amount, n, max), &a);
-        print_size(&r);
-        per_task.push((n, r.us_per_task()));
+        report::print_size(&r);
+        per_task.push((n, r.churn_us_per_task()));
         if n == max {
             biggest = Some(r);
         }
     }
     if let Some(big) = biggest {
-        print_targets(&big, &per_task);
+        report::print_targets(&big, &per_task);
     }
-    memory_targets(&a);
     Ok(())
 }

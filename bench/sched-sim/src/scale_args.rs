@@ -13,6 +13,8 @@ rudel-sched-sim scale [OPTIONS]: issue 9's scheduler targets on a mixed workload
   --budget-s S         stop a size's run after S seconds of apply CPU (default 60)
   --round-ms MS        log time one entry of reports covers (default 1000)
   --tick-s S           log time between Ticks (default 30)
+  --ticks N            Ticks applied after a size's run, for the Tick percentile
+                       (default 10)
   --submit-batch N     submits per log entry while the workload is queued (default 1000)
   --mem-jobs N         separate pending jobs for the memory target (default 100000)
   --mem-array N        tasks of the one array for the memory target (default 1000000)
@@ -29,6 +31,7 @@ pub struct ScaleArgs {
     pub budget_s: f64,
     pub round_ms: u64,
     pub tick_s: u64,
+    pub ticks: u32,
     pub submit_batch: usize,
     pub mem_jobs: u64,
     pub mem_array: u32,
@@ -49,6 +52,7 @@ impl Default for ScaleArgs {
             budget_s: 60.0,
             round_ms: 1_000,
             tick_s: 30,
+            ticks: 10,
             submit_batch: 1_000,
             mem_jobs: 100_000,
             mem_array: 1_000_000,
@@ -91,6 +95,7 @@ pub fn parse(argv: Vec<String>) -> Result<ScaleArgs, String> {
             "--budget-s" => a.budget_s = num(&flag, &v)?,
             "--round-ms" => a.round_ms = num(&flag, &v)?,
             "--tick-s" => a.tick_s = num(&flag, &v)?,
+            "--ticks" => a.ticks = num(&flag, &v)?,
             "--submit-batch" => a.submit_batch = num(&flag, &v)?,
             "--mem-jobs" => a.mem_jobs = num(&flag, &v)?,
             "--mem-array" => a.mem_array = num(&flag, &v)?,
