@@ -29,26 +29,24 @@ fn measure(build: impl FnOnce() -> State) -> Footprint {
     fp
 }
 
-fn configured(users: u32) -> State {
+fn configured(a: &Amount) -> State {
     let mut s = State::new();
-    warn_rejected(&s.apply(workload::configure(users, &[], 1)));
+    warn_rejected(&s.apply(workload::configure(a, &[], 1)));
     s
 }
 
 /// `jobs` separate pending jobs of the scale workload's shapes, submitted `batch` per entry.
 pub fn separate_jobs(jobs: u64, users: u32, batch: usize) -> Footprint {
     measure(|| {
-        let mut s = configured(users);
-        let mut it = workload::submits(
-            Amount {
-                users,
-                jobs,
-                array_tasks: 0,
-                array_size: 1,
-            },
-            7,
-        )
-        .peekable();
+        let amount = Amount {
+            users,
+            jobs,
+            array_tasks: 0,
+            array_size: 1,
+            partitions: true,
+        };
+        let mut s = configured(&amount);
+        let mut it = workload::submits(amount, 7).peekable();
         let mut now = 10;
         while it.peek().is_some() {
             now += 1;
@@ -62,13 +60,14 @@ pub fn separate_jobs(jobs: u64, users: u32, batch: usize) -> Footprint {
 /// One pending array of `tasks` tasks.
 pub fn one_array(tasks: u32, users: u32) -> Footprint {
     measure(|| {
-        let mut s = configured(users);
         let amount = Amount {
             users,
             jobs: 0,
             array_tasks: u64::from(tasks),
             array_size: tasks.max(1),
+            partitions: true,
         };
+        let mut s = configured(&amount);
         for sp in workload::submits(amount, 8) {
             warn_rejected(&s.apply(workload::submit(sp, 10)));
         }

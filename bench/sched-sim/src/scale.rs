@@ -90,9 +90,9 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(nodes: u32, users: u32, settings: &[(String, String)]) -> Sim {
+    fn new(nodes: u32, amount: &Amount, settings: &[(String, String)]) -> Sim {
         let mut s = State::new();
-        memory::warn_rejected(&s.apply(workload::configure(users, settings, 1)));
+        memory::warn_rejected(&s.apply(workload::configure(amount, settings, 1)));
         for i in 0..nodes {
             s.apply(workload::register(i, 2));
         }
@@ -248,7 +248,7 @@ fn scaled(a: Amount, nodes: u32, max: u32) -> Amount {
 }
 
 fn run_size(nodes: u32, amount: Amount, a: &ScaleArgs) -> SizeRun {
-    let mut sim = Sim::new(nodes, amount.users, &a.settings);
+    let mut sim = Sim::new(nodes, &amount, &a.settings);
     sim.fill(amount, a.submit_batch);
     sim.churn(a);
     sim.ticks(a.ticks, a.tick_s);
@@ -261,8 +261,12 @@ pub fn run(argv: Vec<String>) -> Result<(), String> {
     let a = scale_args::parse(argv)?;
     let max = a.nodes.iter().copied().max().unwrap_or(1);
     println!(
-        "scale: {} separate jobs + {} array tasks (arrays of {}) at {max} nodes, {} users, multifactor + fair-share, backfill=easy, 3 partitions",
-        a.amount.jobs, a.amount.array_tasks, a.amount.array_size, a.amount.users
+        "scale: {} separate jobs + {} array tasks (arrays of {}) at {max} nodes, {} users, multifactor + fair-share, backfill=easy, {}",
+        a.amount.jobs,
+        a.amount.array_tasks,
+        a.amount.array_size,
+        a.amount.users,
+        if a.amount.partitions { "3 partitions" } else { "no partitions" }
     );
     if !a.settings.is_empty() {
         let set: Vec<String> = a.settings.iter().map(|(k, v)| format!("{k}={v}")).collect();

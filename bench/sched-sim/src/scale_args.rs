@@ -20,6 +20,8 @@ rudel-sched-sim scale [OPTIONS]: issue 9's scheduler targets on a mixed workload
   --mem-array N        tasks of the one array for the memory target (default 1000000)
   --set KEY=VALUE      one more scheduling setting (repeatable), applied after the
                        workload's own, e.g. --set queue_depth=0 --set backfill=off
+  --no-partitions      configure no partitions (jobs get the time limit their partition
+                       would have given them): what partitions cost
   --quick              a tenth of every amount (--jobs, --array-tasks, --mem-*), sizes
                        10,100,1000
 ";
@@ -48,6 +50,7 @@ impl Default for ScaleArgs {
                 jobs: 100_000,
                 array_tasks: 900_000,
                 array_size: 10_000,
+                partitions: true,
             },
             budget_s: 60.0,
             round_ms: 1_000,
@@ -75,6 +78,10 @@ pub fn parse(argv: Vec<String>) -> Result<ScaleArgs, String> {
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--help" | "-h" => return Err(HELP.into()),
+            "--no-partitions" => {
+                a.amount.partitions = false;
+                continue;
+            }
             "--quick" => {
                 a.nodes = vec![10, 100, 1_000];
                 a.amount.jobs /= 10;

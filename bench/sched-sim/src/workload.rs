@@ -41,8 +41,9 @@ pub fn register(i: u32, now_ms: u64) -> Command {
 
 /// The scheduling configuration: `multifactor` with fair-share over `users` users of 1–4
 /// shares, EASY backfill, and three partitions (`batch` default on pools a+b, `short` on
-/// every node at a higher tier, `big` on pool c); then `extra` settings (`--set`).
-pub fn configure(users: u32, extra: &[(String, String)], now_ms: u64) -> Command {
+/// every node at a higher tier, `big` on pool c; none unless `a.partitions`); then `extra`
+/// settings (`--set`).
+pub fn configure(a: &Amount, extra: &[(String, String)], now_ms: u64) -> Command {
     let mut settings: Vec<(String, String)> = [
         ("version", "5"),
         ("order", "multifactor"),
@@ -62,7 +63,10 @@ pub fn configure(users: u32, extra: &[(String, String)], now_ms: u64) -> Command
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    for u in 0..users {
+    if !a.partitions {
+        settings.retain(|(k, _)| !k.starts_with("partition."));
+    }
+    for u in 0..a.users {
         settings.push((format!("fairshare.user.{}", user(u)), (1 + u % 4).to_string()));
     }
     settings.extend(extra.iter().cloned());
@@ -117,9 +121,16 @@ fn draw_shape(r: &mut Rng, array: bool) -> Shape {
 }
 
 /// The `n`-th job's spec (a separate job, or an array of `tasks` tasks).
-fn spec(n: u64, users: u32, array_tasks: u32, r: &mut Rng) -> JobSpec {
-    let u = user((n % u64::from(users.max(1))) as u32);
-    let shape = draw_shape(r, array_tasks > 0);
+fn spec(n: u64, a: &Amount, array_tasks: u32, r: &mut Rng) -> JobSpec {
+    let u = user((n % u64::from(a.users.max(1))) as u32);
+    let mut shape = draw_shape(r, array_tasks > 0);
+    if !a.partitions {
+        // The same jobs in one queue: the limit they would get from their partition.
+        if shape.limit_ms == 0 {
+            shape.limit_ms = default_time_ms(shape.partition);
+        }
+        shape.partition = "";
+    }
     JobSpec {
         argv: vec![
             format!("/home/{u}/bin/simulate"),
@@ -148,6 +159,15 @@ fn spec(n: u64, users: u32, array_tasks: u32, r: &mut Rng) -> JobSpec {
     }
 }
 
+/// The `default_time` of each partition in [`configure`].
+fn default_time_ms(partition: &str) -> u64 {
+    match partition {
+        "short" => 5 * MIN,
+        "big" => 30 * MIN,
+        _ => 10 * MIN,
+    }
+}
+
 /// How much work to submit.
 #[derive(Clone, Copy, Debug)]
 pub struct Amount {
@@ -157,6 +177,8 @@ pub struct Amount {
     /// Tasks in arrays, in arrays of at most `array_size`.
     pub array_tasks: u64,
     pub array_size: u32,
+    /// Jobs ask for partitions (false: no partitions configured, one queue over all nodes).
+    pub partitions: bool,
 }
 
 /// The submits of a workload, arrays spread evenly among the separate jobs, made one by one
@@ -172,7 +194,7 @@ pub fn submits(a: Amount, seed: u64) -> impl Iterator<Item = JobSpec> {
         let is_array = arrays > 0 && (n * arrays) / total != ((n + 1) * arrays) / total;
         let tasks = if is_array { left.min(size) } else { 0 };
         left -= tasks;
-        spec(n, a.users, tasks as u32, &mut r)
+        spec(n, &a, tasks as u32, &mut r)
     })
 }
 
