@@ -16,8 +16,9 @@
 //!   with PASS/MISS.
 //!
 //!   ```sh
-//!   cargo run --release -p rudel-sched-sim -- scale            # full size, minutes
-//!   cargo run --release -p rudel-sched-sim -- scale --quick    # a tenth, seconds
+//!   cargo run --release -p rudel-sched-sim -- scale            # full size, ~5 minutes
+//!   cargo run --release -p rudel-sched-sim -- scale --quick    # a tenth, ~1 minute
+//!   cargo run --release -p rudel-sched-sim -- scale --help
 //!   ```
 mod agents;
 mod alloc_count;

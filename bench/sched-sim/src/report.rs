@@ -96,6 +96,12 @@ pub fn memory_targets(a: &ScaleArgs) {
         mib(jobs.peak),
         rss_mib(jobs.rss_delta)
     );
+    println!(
+        "    {:.0} bytes per job (a Job record alone is {} bytes, its JobSpec {})",
+        jobs.held as f64 / a.mem_jobs.max(1) as f64,
+        std::mem::size_of::<rudel_core::Job>(),
+        std::mem::size_of::<rudel_core::JobSpec>()
+    );
     let array = memory::one_array(a.mem_array, a.amount.users);
     println!(
         "  one array of {} pending tasks: {:.1} MiB held, {:.1} MiB peak, RSS {:+.1} MiB",

@@ -258,7 +258,9 @@ fn run_size(nodes: u32, amount: Amount, a: &ScaleArgs) -> SizeRun {
 
 /// Runs the `scale` mode with its arguments (after `scale`).
 pub fn run(argv: Vec<String>) -> Result<(), String> {
-    let a = scale_args::parse(argv)?;
+    let Some(a) = scale_args::parse(argv)? else {
+        return Ok(());
+    };
     let max = a.nodes.iter().copied().max().unwrap_or(1);
     println!(
         "scale: {} separate jobs + {} array tasks (arrays of {}) at {max} nodes, {} users, multifactor + fair-share, backfill=easy, {}",

@@ -23,7 +23,7 @@ rudel-sched-sim scale [OPTIONS]: issue 9's scheduler targets on a mixed workload
   --no-partitions      configure no partitions (jobs get the time limit their partition
                        would have given them): what partitions cost
   --quick              a tenth of every amount (--jobs, --array-tasks, --mem-*), sizes
-                       10,100,1000
+                       10,100,1000, --budget-s 20 (options after it override it)
 ";
 
 #[derive(Clone, Debug)]
@@ -71,13 +71,17 @@ where
     v.parse().map_err(|e| format!("{flag} {v:?}: {e}"))
 }
 
-/// Parses the options after `scale`; `Err` is the message to print (the help for `--help`).
-pub fn parse(argv: Vec<String>) -> Result<ScaleArgs, String> {
+/// Parses the options after `scale`; `None` when the help was asked for (and printed),
+/// `Err` is the message to print.
+pub fn parse(argv: Vec<String>) -> Result<Option<ScaleArgs>, String> {
     let mut a = ScaleArgs::default();
     let mut it = argv.into_iter();
     while let Some(flag) = it.next() {
         match flag.as_str() {
-            "--help" | "-h" => return Err(HELP.into()),
+            "--help" | "-h" => {
+                print!("{HELP}");
+                return Ok(None);
+            }
             "--no-partitions" => {
                 a.amount.partitions = false;
                 continue;
@@ -88,6 +92,7 @@ pub fn parse(argv: Vec<String>) -> Result<ScaleArgs, String> {
                 a.amount.array_tasks /= 10;
                 a.mem_jobs /= 10;
                 a.mem_array /= 10;
+                a.budget_s = 20.0;
                 continue;
             }
             _ => {}
@@ -114,7 +119,7 @@ pub fn parse(argv: Vec<String>) -> Result<ScaleArgs, String> {
         }
     }
     check(&a)?;
-    Ok(a)
+    Ok(Some(a))
 }
 
 fn check(a: &ScaleArgs) -> Result<(), String> {
