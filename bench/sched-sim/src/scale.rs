@@ -7,10 +7,12 @@
 //! - the reports of every other node whose tasks ended, as one batched entry,
 //! - while work is queued, one `Submit` of a single job, timed alone,
 //!
-//! and a `Tick` every `--tick-s` of log time. Only `State::apply_output` is timed, in the
-//! thread's CPU time (the machine may be shared). The
-//! largest size gives the throughput and latency targets; the memory targets are
-//! measured on states of their own (`memory.rs`).
+//! and a `Tick` every `--tick-s` of log time, until nothing runs or `--budget-s` of apply
+//! CPU is spent; then `--ticks` more Ticks. Only `State::apply_output` is timed, in the
+//! thread's CPU time (the machine may be shared). A placement is a task given to a node,
+//! holding resources there or queued on its agent behind a running task. The largest
+//! size gives the throughput and latency targets; the memory targets are measured on
+//! states of their own (`memory.rs`).
 use std::time::{Duration, Instant};
 
 use rudel_core::{Command, JobSpec, State};
@@ -41,7 +43,8 @@ pub struct SizeRun {
     pub log_s: u64,
     /// The slowest queueing entry: (its number, apply time, placements, jobs queued after).
     pub slowest_fill: (usize, Duration, u64, usize),
-    /// Heap bytes of the state once the workload was queued.
+    /// Heap bytes live in the process once the workload was queued: the state, plus the
+    /// simulator's own (agents' task list, held-back submits), a few percent.
     pub state_bytes: usize,
     /// Why the run stopped.
     pub end: &'static str,
