@@ -30,6 +30,11 @@ pub fn print_size(r: &SizeRun) {
         r.churn_us_per_task(),
         r.placements_per_s()
     );
+    let (kind, d, placed, queued) = r.slowest_churn;
+    println!(
+        "          slowest entry: {kind}, {:.3} s, {placed} placed, {queued} jobs queued after it",
+        d.as_secs_f64()
+    );
     println!("        queueing entries   {}", r.fill.summary());
     let (i, d, placed, queued) = r.slowest_fill;
     println!(

@@ -43,6 +43,9 @@ pub struct SizeRun {
     pub log_s: u64,
     /// The slowest queueing entry: (its number, apply time, placements, jobs queued after).
     pub slowest_fill: (usize, Duration, u64, usize),
+    /// The slowest entry while churning: (its kind, apply time, placements, jobs queued
+    /// after).
+    pub slowest_churn: (&'static str, Duration, u64, usize),
     /// Heap bytes live in the process once the workload was queued: the state, plus the
     /// simulator's own (agents' task list, held-back submits), a few percent.
     pub state_bytes: usize,
@@ -178,13 +181,13 @@ impl Sim {
                 next_tick += a.tick_s * 1_000;
                 let (d, p) = self.entry(Command::Tick { now_ms: self.now });
                 self.run.ticks.push(d);
-                self.account(d, p);
+                self.account("tick", d, p);
             }
             self.round();
             if let Some(spec) = self.held_back.pop() {
                 let (d, p) = self.entry(workload::submit(spec, self.now));
                 self.run.one_submit.push(d);
-                self.account(d, p);
+                self.account("one-job submit", d, p);
             }
         }
         self.run.log_s = (self.now - start) / 1_000;
@@ -211,15 +214,18 @@ impl Sim {
         let first = reports.remove(0);
         let (d, p) = self.entry(first);
         self.run.one_report.push(d);
-        self.account(d, p);
+        self.account("one node's reports", d, p);
         if !reports.is_empty() {
             let (d, p) = self.entry(Command::Batch(reports));
             self.run.batched.push(d);
-            self.account(d, p);
+            self.account("batched reports", d, p);
         }
     }
 
-    fn account(&mut self, d: Duration, placed: u64) {
+    fn account(&mut self, kind: &'static str, d: Duration, placed: u64) {
+        if d > self.run.slowest_churn.1 {
+            self.run.slowest_churn = (kind, d, placed, self.s.queue.len());
+        }
         self.run.churn_time += d;
         self.run.placed_churn += placed;
     }
