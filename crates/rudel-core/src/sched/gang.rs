@@ -147,7 +147,7 @@ impl Planner<'_> {
         if self.reserved[id as usize]
             || !n.takes_work()
             || !n.matches(shape.constraint)
-            || !shape.in_partitions(n)
+            || !self.in_parts(shape, id, n)
             || a.exclude.contains(&n.name)
         {
             return 0;
