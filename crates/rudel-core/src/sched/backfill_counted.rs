@@ -38,7 +38,8 @@ impl Planner<'_> {
     /// When `job`'s licenses and GPUs are back; `None` when its licenses never are (a
     /// holder has no time limit): it then reserves nothing, as it did before version 6.
     pub(super) fn readiness(&self, job: &Job, could_use: &[bool]) -> Option<Ready> {
-        let not_before = self.license_ready(job, self.state.now_ms, None)?;
+        let limit = job.spec.time_limit_ms;
+        let not_before = self.license_ready(job, self.state.now_ms, (limit > 0).then_some(limit))?;
         let gres_nodes = (!job.spec.gres.is_empty()).then(|| {
             (self.state.nodes.iter().enumerate())
                 .filter(|(i, n)| could_use.get(*i).copied().unwrap_or(false) && n.takes_work())
