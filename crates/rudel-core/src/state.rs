@@ -16,6 +16,7 @@ mod cancel_tasks;
 mod complete_alloc;
 pub mod fairshare;
 mod gang;
+mod preempt;
 pub mod quota;
 mod record_step;
 pub mod running;
@@ -90,6 +91,10 @@ pub struct State {
     /// Under `backfill=easy`: the last pass's reservation (see `sched/backfill.rs`).
     #[serde(default)]
     pub reservation: Option<crate::sched::Reservation>,
+    /// Under `preempt`: (task, attempt) of the tasks stopped for each pending job, kept
+    /// while one of them still runs (see `sched/preempt.rs`, `state/preempt.rs`).
+    #[serde(default)]
+    pub preempting: BTreeMap<JobId, Vec<(TaskKey, u32)>>,
 }
 
 /// Why a submit cannot be accepted; the text goes to the user as is.
@@ -956,7 +961,11 @@ impl State {
             return;
         }
         let (state, reason) = if rt.kill_requested && rt.lost_node.is_none() && rt.released_with.is_none() {
-            (TaskState::Cancelled, "cancelled".to_string())
+            let reason = match rt.preempted_by {
+                Some(by) => format!("preempted by job {by}"),
+                None => "cancelled".to_string(),
+            };
+            (TaskState::Cancelled, reason)
         } else {
             match r.outcome {
                 TaskOutcome::Exited if r.exit_code == Some(0) => (TaskState::Completed, String::new()),
@@ -1096,6 +1105,7 @@ impl State {
         self.blocked_job = plan.blocked;
         self.waiting.clone_from(&plan.waiting);
         self.reservation.clone_from(&plan.reservation);
+        self.commit_preemption(plan.preempt.as_ref());
         plan.start
             .iter()
             .filter_map(|p| {

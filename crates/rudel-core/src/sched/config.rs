@@ -9,7 +9,7 @@ use super::order::Order;
 /// than its peers' would silently reach another state. Every change to what the scheduler
 /// decides for the same log gets a new version, and a head refuses entries and snapshots
 /// that ask for a newer version than this (see [`SchedConfig::check_supported`]).
-pub const SCHED_VERSION: u32 = 5;
+pub const SCHED_VERSION: u32 = 7;
 
 /// The first version that numbers turns for the `round_robin` order at submit and
 /// enforces running limits per user in the planner.
@@ -53,6 +53,9 @@ pub struct SchedConfig {
     /// Time-based backfill (`backfill`, `backfill.max_jobs`; see `sched/backfill.rs`).
     #[serde(default)]
     pub backfill: super::BackfillConfig,
+    /// Preemption by partition tier (`preempt`, `preempt.grace_s`; see `sched/preempt.rs`).
+    #[serde(default)]
+    pub preempt: super::PreemptConfig,
 }
 
 impl Default for SchedConfig {
@@ -68,6 +71,7 @@ impl Default for SchedConfig {
             accounts: std::collections::BTreeMap::new(),
             fair: super::fair::FairConfig::default(),
             backfill: super::BackfillConfig::default(),
+            preempt: super::PreemptConfig::default(),
         }
     }
 }
@@ -116,7 +120,7 @@ pub enum ConfigError {
 
 impl SchedConfig {
     /// Setting names, in display order.
-    pub const KEYS: [&'static str; 13] = [
+    pub const KEYS: [&'static str; 15] = [
         "version",
         "order",
         "queue_depth",
@@ -130,6 +134,8 @@ impl SchedConfig {
         "backfill",
         "backfill.max_jobs",
         "backfill.interval_s",
+        "preempt",
+        "preempt.grace_s",
     ];
 
     /// Refuses a configuration this build cannot run.
@@ -219,6 +225,7 @@ impl SchedConfig {
                 c.limits.set(&key["limits.".len()..], value).map_err(bad)?;
             }
             "backfill" | "backfill.max_jobs" | "backfill.interval_s" => c.backfill.set(key, value).map_err(bad)?,
+            "preempt" | "preempt.grace_s" => c.preempt.set(key, value).map_err(bad)?,
             _ if key.starts_with("fairshare.") || key.starts_with("multifactor.") => {
                 c.fair.set(key, value).map_err(bad)?;
             }
@@ -283,6 +290,9 @@ impl SchedConfig {
                 "backfill",
                 "backfill / backfill.max_jobs",
             ));
+        }
+        if self.preempt.mode != super::PreemptMode::Off {
+            needs.push((super::PREEMPT_VERSION, "preempt", self.preempt.mode.as_str()));
         }
         match needs.into_iter().find(|(v, _, _)| self.version < *v) {
             None => Ok(()),
@@ -361,6 +371,7 @@ impl SchedConfig {
         v.extend(self.limits.settings());
         v.extend(self.fair.settings());
         v.extend(self.backfill.settings());
+        v.extend(self.preempt.settings());
         v
     }
 
@@ -408,8 +419,8 @@ mod tests {
             "{e}"
         );
         assert!(matches!(
-            c.with("version", "6"),
-            Err(ConfigError::UnsupportedVersion { wanted: 6, .. })
+            c.with("version", "8"),
+            Err(ConfigError::UnsupportedVersion { wanted: 8, .. })
         ));
         assert_eq!(c.with("version", "5").unwrap().version, 5);
         assert!(matches!(

@@ -30,6 +30,9 @@ pub use gang::GangSlice;
 #[path = "backfill.rs"]
 pub mod backfill;
 
+#[path = "preempt.rs"]
+pub mod preempt;
+
 /// What one pass decided, in the order it must be committed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -44,6 +47,9 @@ pub struct Plan {
     pub gangs: BTreeMap<TaskKey, Vec<GangSlice>>,
     /// Under `backfill=easy`: the blocked job's expected start (see `backfill.rs`).
     pub reservation: Option<backfill::Reservation>,
+    /// Under `preempt`: running tasks to stop so the blocked job can start (see
+    /// `preempt.rs`).
+    pub preempt: Option<preempt::Preemption>,
 }
 
 /// Why a job waits, when it is not nodes or order.
@@ -263,6 +269,9 @@ impl<'a> Planner<'a> {
                 },
             };
             if !placed {
+                if self.plan.blocked.is_none() {
+                    self.plan.preempt = self.plan_preemption(job, &shape);
+                }
                 self.plan.blocked.get_or_insert(job.id);
                 if self.backfill_on() {
                     let could_use: Vec<bool> = (self.state.nodes.iter())
