@@ -52,7 +52,7 @@ pub fn pending_reason(state: &State, job: &Job) -> String {
         return why;
     }
     if crate::sched::preempt::victims_ending(state, job.id) {
-        let n = state.preempting.get(&job.id).map_or(0, Vec::len);
+        let n = state.preempting.get(&job.id).map_or(0, |p| p.victims.len());
         return format!("Preempting: waiting for {n} preempted task(s) of lower-tier partitions to end");
     }
     if state.blocked_job == Some(job.id) {

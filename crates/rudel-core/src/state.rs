@@ -94,7 +94,7 @@ pub struct State {
     /// Under `preempt`: (task, attempt) of the tasks stopped for each pending job, kept
     /// while one of them still runs (see `sched/preempt.rs`, `state/preempt.rs`).
     #[serde(default)]
-    pub preempting: BTreeMap<JobId, Vec<(TaskKey, u32)>>,
+    pub preempting: BTreeMap<JobId, crate::sched::preempt::Preempting>,
 }
 
 /// Why a submit cannot be accepted; the text goes to the user as is.
@@ -1105,8 +1105,8 @@ impl State {
         self.blocked_job = plan.blocked;
         self.waiting.clone_from(&plan.waiting);
         self.reservation.clone_from(&plan.reservation);
-        self.commit_preemption(plan.preempt.as_ref());
-        plan.start
+        let violations = plan
+            .start
             .iter()
             .filter_map(|p| {
                 let done = self.commit_one(p, plan.gangs.get(&p.key));
@@ -1116,7 +1116,10 @@ impl State {
                 }
                 done.err()
             })
-            .collect()
+            .collect();
+        // After the placements: the victims include tasks this pass queued behind them.
+        self.commit_preemption(plan.preempt.as_ref());
+        violations
     }
 
     fn commit_one(

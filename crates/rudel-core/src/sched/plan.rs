@@ -110,6 +110,7 @@ pub fn plan(state: &State) -> Plan {
 
 /// What a task of a job needs from a node.
 struct Shape<'j> {
+    job: JobId,
     cpus: u32,
     mem: u64,
     gres: &'j GresRequest,
@@ -173,6 +174,11 @@ struct Planner<'a> {
     window: Option<backfill::Window>,
     /// Jobs considered since the reservation was made (bounded by `backfill.max_jobs`).
     backfill_seen: u32,
+    /// Tasks this pass preempts (see `preempt.rs`).
+    preempted: BTreeSet<TaskKey>,
+    /// Nodes where tasks were preempted for a job that has not started there yet: kept
+    /// for that job alone (see `preempt.rs`).
+    kept: BTreeMap<NodeId, (JobId, i32)>,
 }
 
 impl<'a> Planner<'a> {
@@ -192,6 +198,8 @@ impl<'a> Planner<'a> {
             users: super::running_limit::UserTaken::new(state),
             window: None,
             backfill_seen: 0,
+            preempted: BTreeSet::new(),
+            kept: preempt::kept_nodes(state),
         }
     }
 
@@ -212,6 +220,7 @@ impl<'a> Planner<'a> {
             return true;
         }
         let shape = Shape {
+            job: job.id,
             cpus,
             mem,
             gres: &job.spec.gres,
@@ -271,15 +280,22 @@ impl<'a> Planner<'a> {
             if !placed {
                 if self.plan.blocked.is_none() {
                     self.plan.preempt = self.plan_preemption(job, &shape);
+                    // Nothing later in this pass may queue behind a victim: it would take
+                    // over the cores the preemption frees.
+                    let victims = self.plan.preempt.iter().flat_map(|p| p.victims.iter().map(|v| v.0));
+                    self.preempted.extend(victims);
                 }
                 self.plan.blocked.get_or_insert(job.id);
                 if self.backfill_on() {
-                    let could_use: Vec<bool> = (self.state.nodes.iter())
-                        .map(|n| {
+                    // A node kept for another job's preemption that this one may not
+                    // take is not one it waits for (reserving it would block that job).
+                    let could_use: Vec<bool> = (self.state.nodes.iter().enumerate())
+                        .map(|(i, n)| {
                             n.could_ever_fit(cpus, mem)
                                 && n.matches(shape.constraint)
                                 && n.could_ever_serve(shape.gres)
                                 && shape.in_partitions(n)
+                                && self.open_to(i as NodeId, n, &shape)
                         })
                         .collect();
                     return self.backfill_block(job, &shape, None, &could_use);
@@ -289,6 +305,7 @@ impl<'a> Planner<'a> {
                         && n.matches(shape.constraint)
                         && n.could_ever_serve(shape.gres)
                         && shape.in_partitions(n)
+                        && self.open_to(i as NodeId, n, &shape)
                     {
                         self.reserved[i] = true;
                     }
@@ -318,6 +335,7 @@ impl<'a> Planner<'a> {
         };
         let (fc, fm) = self.free_on(id, n);
         !self.reserved[id as usize]
+            && self.open_to(id, n, t)
             && n.takes_work()
             && fc >= t.cpus
             && fm >= t.mem
@@ -510,9 +528,12 @@ impl<'a> Planner<'a> {
         let set = tails.get(&(cpus, mem))?;
         let reserved = &self.reserved;
         let window = self.window.as_ref();
+        let preempted = &self.preempted;
         set.iter()
             .find(|&&(depth, node, key)| {
                 !reserved[node as usize]
+                    && !preempted.contains(&key)
+                    && state.nodes.get(node as usize).is_some_and(|n| self.open_to(node, n, t))
                     && window.is_none_or(|w| !w.spare.contains_key(&node))
                     && state
                         .nodes

@@ -27,6 +27,7 @@
 //! already being killed, tasks holding generic resources, and multi-node allocations.
 //! Jobs asking for generic resources or several nodes do not preempt.
 use std::cmp::Reverse;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -149,13 +150,65 @@ pub(crate) fn tier_on(state: &State, job: &Job, n: &crate::node::Node) -> i32 {
         .unwrap_or(0)
 }
 
+/// The tasks preempted for one pending job, kept in the replicated state while one of
+/// them still runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preempting {
+    /// The node they run on, kept for the job until they all ended: without that, a job
+    /// ahead of it in the queue order (a higher tier elsewhere, say) could take what they
+    /// freed, and the next pass would preempt again, and again.
+    pub node: NodeId,
+    /// (task, attempt) of each victim.
+    pub victims: Vec<(TaskKey, u32)>,
+}
+
 /// True while a task preempted for `job` has not ended yet.
 pub fn victims_ending(state: &State, job: JobId) -> bool {
-    state.preempting.get(&job).is_some_and(|victims| {
-        victims
+    state.preempting.get(&job).is_some_and(|p| {
+        p.victims
             .iter()
             .any(|(key, attempt)| state.running_task(*key).is_some_and(|rt| rt.attempt == *attempt))
     })
+}
+
+/// Nodes kept for a pending job whose victims run there, or ended in the entry being
+/// applied (the record goes at the end of the pass that follows, which gives the job its
+/// turn), with the job's tier there: only a job of a higher tier on the node may take it
+/// meanwhile (it could have preempted the job's victims itself). Only with partitions
+/// configured: the planner's cache of plain requests that fit nowhere assumes no node is
+/// closed to some jobs only.
+pub(super) fn kept_nodes(state: &State) -> BTreeMap<NodeId, (JobId, i32)> {
+    if state.sched.partitions.is_empty() {
+        return BTreeMap::new();
+    }
+    (state.preempting.iter())
+        .filter_map(|(id, p)| {
+            let job = state.jobs.get(id).filter(|j| j.has_pending())?;
+            let node = state.nodes.get(p.node as usize)?;
+            Some((p.node, (*id, tier_on(state, job, node))))
+        })
+        .collect()
+}
+
+impl Shape<'_> {
+    /// The highest tier of the shape's partitions that hold `n` (0 without partitions).
+    fn tier_on(&self, n: &crate::node::Node) -> i32 {
+        (self.parts.iter().flatten())
+            .filter(|p| p.contains(n))
+            .map(|p| p.tier)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+impl Planner<'_> {
+    /// False when node `id` is kept for another job's preemption and a task of `t` may not
+    /// take it (see [`kept_nodes`]).
+    pub(super) fn open_to(&self, id: NodeId, n: &crate::node::Node, t: &Shape) -> bool {
+        self.kept
+            .get(&id)
+            .is_none_or(|&(job, tier)| job == t.job || t.tier_on(n) > tier)
+    }
 }
 
 /// One node's candidate: (victims, highest victim tier, youngest first start times
@@ -175,6 +228,11 @@ impl Planner<'_> {
             return None;
         }
         let parts = shape.parts.as_ref()?;
+        // Tasks this pass queued behind running ones: they would take over a victim's
+        // cores as its successors in the state would.
+        let queued: BTreeMap<TaskKey, (TaskKey, u32)> = (self.plan.start.iter())
+            .filter_map(|p| p.behind.map(|pred| (pred, (p.key, p.attempt))))
+            .collect();
         let mut best: Option<(Score, Vec<(TaskKey, u32)>)> = None;
         for (i, n) in state.nodes.iter().enumerate() {
             let id = i as NodeId;
@@ -198,7 +256,7 @@ impl Planner<'_> {
                     mem += held.1;
                     continue;
                 }
-                if let Some((vtier, chain)) = self.chain_below(*key, tier, n) {
+                if let Some((vtier, chain)) = self.chain_below((*key, rt.attempt), tier, n, &queued) {
                     candidates.push((vtier, Reverse(rt.start_ms), Reverse(*key), chain, held));
                 }
             }
@@ -239,19 +297,32 @@ impl Planner<'_> {
     /// on its agent, as (task, attempt), and the highest tier among them, when all of them
     /// may be preempted by a job of `tier`: their release is what frees the holder's
     /// cores (killing the holder alone would hand them to its successor).
-    fn chain_below(&self, key: TaskKey, tier: i32, n: &crate::node::Node) -> Option<(i32, Vec<(TaskKey, u32)>)> {
+    fn chain_below(
+        &self,
+        first: (TaskKey, u32),
+        tier: i32,
+        n: &crate::node::Node,
+        queued: &BTreeMap<TaskKey, (TaskKey, u32)>,
+    ) -> Option<(i32, Vec<(TaskKey, u32)>)> {
         let state = self.state;
-        let (mut chain, mut top, mut next) = (Vec::new(), i32::MIN, Some(key));
-        while let Some(k) = next {
-            let rt = state.running_task(k)?;
+        let (mut chain, mut top, mut next) = (Vec::new(), i32::MIN, Some(first));
+        while let Some((k, attempt)) = next {
             let vjob = state.jobs.get(&k.job)?;
             let vtier = tier_on(state, vjob, n);
-            if vtier >= tier || rt.kill_requested || !rt.gres.is_empty() || rt.alloc.is_some() {
+            if vtier >= tier {
+                return None;
+            }
+            // A task placed by this pass is not in the state yet (and holds nothing).
+            let in_state = state.running_task(k).filter(|rt| rt.attempt == attempt);
+            if in_state.is_some_and(|rt| rt.kill_requested || !rt.gres.is_empty() || rt.alloc.is_some()) {
                 return None;
             }
             top = top.max(vtier);
-            chain.push((k, rt.attempt));
-            next = rt.successor;
+            chain.push((k, attempt));
+            next = in_state
+                .and_then(|rt| rt.successor)
+                .and_then(|s| state.running_task(s).map(|rt| (s, rt.attempt)))
+                .or_else(|| queued.get(&k).copied());
         }
         Some((top, chain))
     }

@@ -291,3 +291,24 @@ fn tasks_queued_behind_a_victim_on_its_agent_go_with_it_and_wait_again() {
     assert!(j.running.values().all(|rt| rt.requeue == rt.after.is_some()));
     check_all(&s).unwrap();
 }
+
+#[test]
+fn the_freed_node_is_kept_for_the_preemptor_unless_a_higher_tier_comes() {
+    let mut s = cluster(1, Some("requeue"));
+    let low = submit(&mut s, "low", 1, true, 1_000);
+    let mid = submit(&mut s, "mid", 1, false, 2_000);
+    assert_eq!(preempted(&s, low), Some(mid));
+    assert_eq!(s.preempting[&mid].node, 0);
+    // A high job arriving meanwhile may take what the victim frees: it outranks `mid`.
+    let high = submit(&mut s, "high", 1, false, 2_500);
+    killed(&mut s, low, 3_000);
+    assert!(running(&s, high) && !running(&s, mid));
+    assert!(s.preempting.is_empty());
+    // Without it, the requeued victim never takes the node back from `mid`.
+    let mut s = cluster(1, Some("requeue"));
+    let low = submit(&mut s, "low", 1, true, 1_000);
+    let mid = submit(&mut s, "mid", 1, false, 2_000);
+    killed(&mut s, low, 3_000);
+    assert!(running(&s, mid));
+    check_all(&s).unwrap();
+}

@@ -6,7 +6,7 @@
 //! them runs: the planner preempts nothing more for that job meanwhile.
 use super::State;
 use crate::events::Event;
-use crate::sched::preempt::{tier_on, victims_ending, Preemption};
+use crate::sched::preempt::{tier_on, victims_ending, Preempting, Preemption};
 use crate::sched::PreemptMode;
 
 impl State {
@@ -63,7 +63,8 @@ impl State {
             taken.push((key, attempt));
         }
         if !taken.is_empty() {
-            self.preempting.insert(p.job, taken);
+            let node = p.node;
+            self.preempting.insert(p.job, Preempting { node, victims: taken });
         }
     }
 }
