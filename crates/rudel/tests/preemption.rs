@@ -92,6 +92,12 @@ fn a_cancelled_low_job_ends_preempted_by_the_high_one() {
     let c = cluster("cancel");
     let low = start_low(&c, STUBBORN);
     let high = c.submit(&["-p", "high", "--", "sh", "-c", HIGH]);
+    // While the victim ends (3 s of grace), the high job says what it waits for.
+    let waits = common::eventually(Duration::from_secs(5), || {
+        let e = c.rudel_ok(&["explain", &high.to_string()]).stdout;
+        e.contains("Preempting: waiting for 1 preempted task(s)")
+    });
+    assert!(waits, "{}", c.rudel_ok(&["explain", &high.to_string()]).stdout);
     let v = c.wait_finished(high, WAIT);
     assert_eq!(v["state"], "completed", "{v}");
     let v = c.wait_finished(low, WAIT);

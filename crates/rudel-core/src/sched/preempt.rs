@@ -228,6 +228,12 @@ impl Planner<'_> {
             return None;
         }
         let parts = shape.parts.as_ref()?;
+        // Nothing can be below the job anywhere (one tier for all, say): skip the scan of
+        // the running tasks, which would otherwise run on every pass while it waits.
+        let lowest = cfg.partitions.values().map(|p| p.tier).min()?;
+        if parts.iter().all(|p| p.tier <= lowest) {
+            return None;
+        }
         // Tasks this pass queued behind running ones: they would take over a victim's
         // cores as its successors in the state would.
         let queued: BTreeMap<TaskKey, (TaskKey, u32)> = (self.plan.start.iter())
