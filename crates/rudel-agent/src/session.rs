@@ -748,12 +748,18 @@ impl Agent {
                     tracing::warn!(term = k.term, highest = self.term, "ignoring kill from a stale leader");
                     return Ok(());
                 }
+                // Preemption sends its own grace; a cancel uses the agent's.
+                let grace = k.grace_ms.map(std::time::Duration::from_millis);
                 for r in &k.tasks {
                     let (key, attempt) = task_ref(r);
                     if self.drop_waiting(key, attempt, conn)? {
                         continue;
                     }
-                    if !self.exec.kill(key, attempt) {
+                    let killed = match grace {
+                        Some(g) => self.exec.preempt(key, attempt, g),
+                        None => self.exec.kill(key, attempt),
+                    };
+                    if !killed {
                         tracing::debug!(task = %key, attempt, "kill for a task not running here");
                     }
                 }

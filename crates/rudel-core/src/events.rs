@@ -21,6 +21,15 @@ pub enum Event {
     TaskTookOver { key: TaskKey, attempt: u32, node: NodeId },
     /// The head asked the node to kill a task (cancel).
     KillRequested { key: TaskKey, attempt: u32, node: NodeId },
+    /// A running task is stopped for the pending job `by` (`preempt`); a `KillRequested`
+    /// follows. `requeue`: it goes back to pending when it ended, else it is cancelled.
+    Preempted {
+        key: TaskKey,
+        attempt: u32,
+        node: NodeId,
+        by: JobId,
+        requeue: bool,
+    },
     /// An attempt ended. `state` is the task's new state: terminal, or `Pending` for a
     /// task lost with its node that runs again.
     TaskEnded {
@@ -51,6 +60,7 @@ impl Event {
             Event::TaskPlaced { node, .. }
             | Event::TaskTookOver { node, .. }
             | Event::KillRequested { node, .. }
+            | Event::Preempted { node, .. }
             | Event::TaskEnded { node, .. }
             | Event::NodeChanged { node } => Some(node),
             Event::JobSubmitted { .. }
@@ -71,6 +81,7 @@ impl Event {
             Event::TaskPlaced { key, .. }
             | Event::TaskTookOver { key, .. }
             | Event::KillRequested { key, .. }
+            | Event::Preempted { key, .. }
             | Event::TaskEnded { key, .. } => Some(key.job),
             Event::StepEnded { ref record } => Some(record.job),
             Event::NodeChanged { .. } => None,

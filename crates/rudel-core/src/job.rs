@@ -175,6 +175,10 @@ pub struct RunningTask {
     /// code: the kill ends it `completed` (0) or `failed`, not `cancelled`.
     #[serde(default)]
     pub released_with: Option<i32>,
+    /// Preempted for this pending job (`preempt`): being killed, then requeued (with
+    /// `requeue` set) or cancelled with the reason "preempted by job N".
+    #[serde(default)]
+    pub preempted_by: Option<crate::ids::JobId>,
 }
 
 impl RunningTask {
@@ -201,6 +205,7 @@ impl RunningTask {
             alloc: None,
             lost_node: None,
             released_with: None,
+            preempted_by: None,
         }
     }
 }

@@ -51,6 +51,10 @@ pub fn pending_reason(state: &State, job: &Job) -> String {
     {
         return why;
     }
+    if crate::sched::preempt::victims_ending(state, job.id) {
+        let n = state.preempting.get(&job.id).map_or(0, |p| p.victims.len());
+        return format!("Preempting: waiting for {n} preempted task(s) of lower-tier partitions to end");
+    }
     if state.blocked_job == Some(job.id) {
         return "Resources: waiting for free cpus/memory".into();
     }
@@ -157,7 +161,9 @@ fn running_view(state: &State, index: u32, rt: &crate::job::RunningTask) -> Task
         signal: None,
         start_ms: rt.start_ms,
         end_ms: 0,
-        reason: if rt.kill_requested {
+        reason: if let Some(by) = rt.preempted_by.filter(|_| rt.kill_requested) {
+            format!("preempted by job {by}")
+        } else if rt.kill_requested {
             "cancelling".into()
         } else if let Some(p) = rt.after {
             format!("queued on the node behind task {p}")

@@ -32,6 +32,13 @@ pub struct JobRef {
     pub index: Option<u32>,
 }
 
+/// From this scheduling version a requeue that changes nothing is refused before it
+/// touches the job. Before, the job was taken out of the queue and put back first: under
+/// `multifactor` or `round_robin` its queue key was computed again (its age, its turn),
+/// so a refused requeue could move it ahead and start it (`scheduler_props` found it).
+/// Versioned, since heads of the older behaviour decide otherwise for the same log.
+const CLEAN_REFUSAL_VERSION: u32 = 7;
+
 /// Why a requeue of one reference was not done; the text goes to the user as is.
 enum Refusal {
     Unknown(JobId),
@@ -93,6 +100,12 @@ impl State {
             None => requeueable(job),
         };
         if indices.is_empty() {
+            return Err(Refusal::Skipped(
+                shown,
+                "Job is pending execution (nothing to requeue)".into(),
+            ));
+        }
+        if self.sched.version >= CLEAN_REFUSAL_VERSION && !indices.iter().any(|i| would_requeue(job, *i)) {
             return Err(Refusal::Skipped(
                 shown,
                 "Job is pending execution (nothing to requeue)".into(),
@@ -289,6 +302,20 @@ fn next_attempt(job: &Job) -> u32 {
 
 /// Puts one task back to pending as `attempt`; a running one is killed first (it goes
 /// back when its end is reported). False when it was pending already.
+/// Whether [`requeue_task`] would change task `index` (the same conditions, read-only).
+fn would_requeue(job: &Job, index: u32) -> bool {
+    if job.running.contains_key(&index) || job.skipped.contains(&index) {
+        return true;
+    }
+    if job.requeued.contains_key(&index) {
+        return false;
+    }
+    match &job.spec.array {
+        Some(a) => a.position_of(index).is_some_and(|p| p < job.next_position),
+        None => job.next_position > 0,
+    }
+}
+
 fn requeue_task(job: &mut Job, index: u32, attempt: u32, kills: &mut Vec<Event>) -> bool {
     if let Some(rt) = job.running.get_mut(&index) {
         if !rt.requeue {

@@ -16,6 +16,7 @@ mod cancel_tasks;
 mod complete_alloc;
 pub mod fairshare;
 mod gang;
+mod preempt;
 pub mod quota;
 mod record_step;
 pub mod running;
@@ -94,6 +95,10 @@ pub struct State {
     /// order (see `sched/backfill_profile.rs`).
     #[serde(default)]
     pub later_reservations: Vec<crate::sched::Reservation>,
+    /// Under `preempt`: (task, attempt) of the tasks stopped for each pending job, kept
+    /// while one of them still runs (see `sched/preempt.rs`, `state/preempt.rs`).
+    #[serde(default)]
+    pub preempting: BTreeMap<JobId, crate::sched::preempt::Preempting>,
 }
 
 /// Why a submit cannot be accepted; the text goes to the user as is.
@@ -960,7 +965,11 @@ impl State {
             return;
         }
         let (state, reason) = if rt.kill_requested && rt.lost_node.is_none() && rt.released_with.is_none() {
-            (TaskState::Cancelled, "cancelled".to_string())
+            let reason = match rt.preempted_by {
+                Some(by) => format!("preempted by job {by}"),
+                None => "cancelled".to_string(),
+            };
+            (TaskState::Cancelled, reason)
         } else {
             match r.outcome {
                 TaskOutcome::Exited if r.exit_code == Some(0) => (TaskState::Completed, String::new()),
@@ -1101,7 +1110,8 @@ impl State {
         self.waiting.clone_from(&plan.waiting);
         self.reservation.clone_from(&plan.reservation);
         self.later_reservations.clone_from(&plan.later);
-        plan.start
+        let violations = plan
+            .start
             .iter()
             .filter_map(|p| {
                 let done = self.commit_one(p, plan.gangs.get(&p.key));
@@ -1111,7 +1121,10 @@ impl State {
                 }
                 done.err()
             })
-            .collect()
+            .collect();
+        // After the placements: the victims include tasks this pass queued behind them.
+        self.commit_preemption(plan.preempt.as_ref());
+        violations
     }
 
     fn commit_one(

@@ -286,7 +286,11 @@ impl Session {
         }
         if !kills.is_empty() {
             tracing::info!(node = %s.node, tasks = kills.len(), "killing tasks the cluster no longer places on this node");
-            s.send(HeadMsg::Kill(pb::Kill { tasks: kills, term }));
+            s.send(HeadMsg::Kill(pb::Kill {
+                tasks: kills,
+                term,
+                grace_ms: None,
+            }));
         }
         // Step tasks of steps this leader does not relay to this node: their allocation
         // ended (or a leader change lost the relay) while the node was out of reach, and
@@ -481,6 +485,9 @@ impl Session {
     fn dispatch(&mut self) {
         let mut launches = Vec::new();
         let mut kills = Vec::new();
+        // Preempted tasks get the configured grace, not the agent's own.
+        let mut preempt_kills = Vec::new();
+        let preempt_grace_ms;
         {
             let applied = self.svc.shared.read();
             let state = &applied.state;
@@ -498,6 +505,7 @@ impl Session {
                 return;
             }
             self.dispatched_at = Some(applied_at);
+            preempt_grace_ms = state.sched.preempt.grace_s.saturating_mul(1_000);
             self.sent.retain(|(k, a)| node.running.get(k) == Some(a));
             self.kill_sent.retain(|(k, a)| node.running.get(k) == Some(a));
             for (&key, &attempt) in &node.running {
@@ -538,7 +546,11 @@ impl Session {
                     });
                 }
                 if rt.kill_requested && self.kill_sent.insert((key, attempt)) {
-                    kills.push(to_task_ref(key, attempt));
+                    if rt.preempted_by.is_some() {
+                        preempt_kills.push(to_task_ref(key, attempt));
+                    } else {
+                        kills.push(to_task_ref(key, attempt));
+                    }
                 }
             }
         }
@@ -552,6 +564,14 @@ impl Session {
             self.send(HeadMsg::Kill(pb::Kill {
                 tasks: kills,
                 term: self.svc.term(),
+                grace_ms: None,
+            }));
+        }
+        if !preempt_kills.is_empty() {
+            self.send(HeadMsg::Kill(pb::Kill {
+                tasks: preempt_kills,
+                term: self.svc.term(),
+                grace_ms: Some(preempt_grace_ms),
             }));
         }
     }

@@ -508,6 +508,29 @@ impl Executor {
         true
     }
 
+    /// Preempts a task (the head's `preempt`): SIGCONT (it may be stopped) and SIGTERM to
+    /// its process group, SIGKILL after `grace` (Slurm's GraceTime); the outcome is
+    /// `Cancelled`. Unknown or finished task → `false`.
+    pub fn preempt(&self, key: TaskKey, attempt: u32, grace: Duration) -> bool {
+        let mut st = self.inner.lock();
+        let Some(&pid) = st.by_key.get(&(key, attempt)) else {
+            return false;
+        };
+        let Some(t) = st.tasks.get_mut(&pid) else {
+            return false;
+        };
+        let first = t.kill_reason.is_none();
+        if first {
+            t.kill_reason = Some(KillReason::Cancelled);
+        }
+        Inner::signal_task(pid, t, libc::SIGCONT);
+        Inner::signal_task(pid, t, libc::SIGTERM);
+        if first {
+            self.inner.escalate_later(&mut st, pid, grace);
+        }
+        true
+    }
+
     /// (key, attempt, pid) of every running task.
     pub fn running(&self) -> Vec<(TaskKey, u32, u32)> {
         let st = self.inner.lock();

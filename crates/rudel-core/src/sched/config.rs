@@ -9,7 +9,7 @@ use super::order::Order;
 /// than its peers' would silently reach another state. Every change to what the scheduler
 /// decides for the same log gets a new version, and a head refuses entries and snapshots
 /// that ask for a newer version than this (see [`SchedConfig::check_supported`]).
-pub const SCHED_VERSION: u32 = 6;
+pub const SCHED_VERSION: u32 = 7;
 
 /// The first version that numbers turns for the `round_robin` order at submit and
 /// enforces running limits per user in the planner.
@@ -53,6 +53,9 @@ pub struct SchedConfig {
     /// Time-based backfill (`backfill`, `backfill.max_jobs`; see `sched/backfill.rs`).
     #[serde(default)]
     pub backfill: super::BackfillConfig,
+    /// Preemption by partition tier (`preempt`, `preempt.grace_s`; see `sched/preempt.rs`).
+    #[serde(default)]
+    pub preempt: super::PreemptConfig,
 }
 
 impl Default for SchedConfig {
@@ -68,6 +71,7 @@ impl Default for SchedConfig {
             accounts: std::collections::BTreeMap::new(),
             fair: super::fair::FairConfig::default(),
             backfill: super::BackfillConfig::default(),
+            preempt: super::PreemptConfig::default(),
         }
     }
 }
@@ -116,7 +120,7 @@ pub enum ConfigError {
 
 impl SchedConfig {
     /// Setting names, in display order.
-    pub const KEYS: [&'static str; 14] = [
+    pub const KEYS: [&'static str; 16] = [
         "version",
         "order",
         "queue_depth",
@@ -131,6 +135,8 @@ impl SchedConfig {
         "backfill.max_jobs",
         "backfill.interval_s",
         "backfill.reservations",
+        "preempt",
+        "preempt.grace_s",
     ];
 
     /// Refuses a configuration this build cannot run.
@@ -222,6 +228,7 @@ impl SchedConfig {
             "backfill" | "backfill.max_jobs" | "backfill.interval_s" | "backfill.reservations" => {
                 c.backfill.set(key, value).map_err(bad)?
             }
+            "preempt" | "preempt.grace_s" => c.preempt.set(key, value).map_err(bad)?,
             _ if key.starts_with("fairshare.") || key.starts_with("multifactor.") => {
                 c.fair.set(key, value).map_err(bad)?;
             }
@@ -293,6 +300,9 @@ impl SchedConfig {
                 "backfill",
                 "conservative / backfill.reservations",
             ));
+        }
+        if self.preempt.mode != super::PreemptMode::Off {
+            needs.push((super::PREEMPT_VERSION, "preempt", self.preempt.mode.as_str()));
         }
         match needs.into_iter().find(|(v, _, _)| self.version < *v) {
             None => Ok(()),
@@ -371,6 +381,7 @@ impl SchedConfig {
         v.extend(self.limits.settings());
         v.extend(self.fair.settings());
         v.extend(self.backfill.settings());
+        v.extend(self.preempt.settings());
         v
     }
 
@@ -418,8 +429,8 @@ mod tests {
             "{e}"
         );
         assert!(matches!(
-            c.with("version", "7"),
-            Err(ConfigError::UnsupportedVersion { wanted: 7, .. })
+            c.with("version", "8"),
+            Err(ConfigError::UnsupportedVersion { wanted: 8, .. })
         ));
         assert_eq!(c.with("version", "6").unwrap().version, 6);
         assert!(matches!(

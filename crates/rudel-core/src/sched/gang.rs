@@ -39,13 +39,13 @@ impl Planner<'_> {
         let Some(shares) = distribute(a, required, &caps) else {
             self.plan.blocked.get_or_insert(job.id);
             if self.backfill_on() {
-                let could_use: Vec<bool> = (self.state.nodes.iter())
-                    .map(|n| self.could_ever_serve(n, job, a, shape))
+                let could_use: Vec<bool> = (self.state.nodes.iter().enumerate())
+                    .map(|(i, n)| self.could_ever_serve(n, job, a, shape) && self.open_to(i as NodeId, n, shape))
                     .collect();
                 return self.backfill_block(job, shape, Some(a), &could_use);
             }
             for (i, n) in self.state.nodes.iter().enumerate() {
-                if self.could_ever_serve(n, job, a, shape) {
+                if self.could_ever_serve(n, job, a, shape) && self.open_to(i as NodeId, n, shape) {
                     self.reserved[i] = true;
                 }
             }
@@ -145,6 +145,7 @@ impl Planner<'_> {
             return 0;
         };
         if self.reserved[id as usize]
+            || !self.open_to(id, n, shape)
             || !n.takes_work()
             || !n.matches(shape.constraint)
             || !self.in_parts(shape, id, n)

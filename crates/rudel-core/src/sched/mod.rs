@@ -17,3 +17,4 @@ pub use config::{ConfigError, SchedConfig, SCHED_VERSION};
 pub use order::Order;
 pub use partition::{Partition, PartitionState, DEFAULT_PARTITION};
 pub use plan::backfill::{self, BackfillConfig, BackfillMode, Reservation};
+pub use plan::preempt::{self, PreemptConfig, PreemptMode, PREEMPT_VERSION};

@@ -35,6 +35,9 @@ mod backfill_counted;
 #[path = "backfill_profile.rs"]
 mod backfill_profile;
 
+#[path = "preempt.rs"]
+pub mod preempt;
+
 /// What one pass decided, in the order it must be committed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Plan {
@@ -52,6 +55,9 @@ pub struct Plan {
     /// Under `backfill=conservative`: the reservations of further blocked jobs, in queue
     /// order (see `backfill_profile.rs`).
     pub later: Vec<backfill::Reservation>,
+    /// Under `preempt`: running tasks to stop so the blocked job can start (see
+    /// `preempt.rs`).
+    pub preempt: Option<preempt::Preemption>,
 }
 
 /// Why a job waits, when it is not nodes or order.
@@ -112,6 +118,7 @@ pub fn plan(state: &State) -> Plan {
 
 /// What a task of a job needs from a node.
 struct Shape<'j> {
+    job: JobId,
     cpus: u32,
     mem: u64,
     gres: &'j GresRequest,
@@ -187,6 +194,11 @@ struct Planner<'a> {
     bases: Option<HashMap<NodeId, backfill_profile::NodeBase>>,
     /// Jobs considered since the reservation was made (bounded by `backfill.max_jobs`).
     backfill_seen: u32,
+    /// Tasks this pass preempts (see `preempt.rs`).
+    preempted: BTreeSet<TaskKey>,
+    /// Nodes where tasks were preempted for a job that has not started there yet: kept
+    /// for that job alone (see `preempt.rs`).
+    kept: BTreeMap<NodeId, (JobId, i32)>,
 }
 
 impl<'a> Planner<'a> {
@@ -209,6 +221,8 @@ impl<'a> Planner<'a> {
             bases: None,
             members: std::cell::RefCell::new(HashMap::new()),
             backfill_seen: 0,
+            preempted: BTreeSet::new(),
+            kept: preempt::kept_nodes(state),
         }
     }
 
@@ -229,6 +243,7 @@ impl<'a> Planner<'a> {
             return true;
         }
         let shape = Shape {
+            job: job.id,
             cpus,
             mem,
             gres: &job.spec.gres,
@@ -286,6 +301,13 @@ impl<'a> Planner<'a> {
                 },
             };
             if !placed {
+                if self.plan.blocked.is_none() {
+                    self.plan.preempt = self.plan_preemption(job, &shape);
+                    // Nothing later in this pass may queue behind a victim: it would take
+                    // over the cores the preemption frees.
+                    let victims = self.plan.preempt.iter().flat_map(|p| p.victims.iter().map(|v| v.0));
+                    self.preempted.extend(victims);
+                }
                 self.plan.blocked.get_or_insert(job.id);
                 if self.backfill_on() {
                     if self.plan.reservation.is_some() && !self.conservative() {
@@ -294,12 +316,15 @@ impl<'a> Planner<'a> {
                         // nodes, `bench/sched-sim scale`).
                         return true;
                     }
-                    let could_use: Vec<bool> = (self.state.nodes.iter())
-                        .map(|n| {
+                    // A node kept for another job's preemption that this one may not
+                    // take is not one it waits for (reserving it would block that job).
+                    let could_use: Vec<bool> = (self.state.nodes.iter().enumerate())
+                        .map(|(i, n)| {
                             n.could_ever_fit(cpus, mem)
                                 && n.matches(shape.constraint)
                                 && n.could_ever_serve(shape.gres)
                                 && shape.in_partitions(n)
+                                && self.open_to(i as NodeId, n, &shape)
                         })
                         .collect();
                     return self.backfill_block(job, &shape, None, &could_use);
@@ -309,6 +334,7 @@ impl<'a> Planner<'a> {
                         && n.matches(shape.constraint)
                         && n.could_ever_serve(shape.gres)
                         && shape.in_partitions(n)
+                        && self.open_to(i as NodeId, n, &shape)
                     {
                         self.reserved[i] = true;
                     }
@@ -333,14 +359,15 @@ impl<'a> Planner<'a> {
         if !self.backfill_on() || !self.counts_reserved() {
             return true;
         }
-        let could_use: Vec<bool> = (self.state.nodes.iter())
-            .map(|n| match alloc {
+        let could_use: Vec<bool> = (self.state.nodes.iter().enumerate())
+            .map(|(i, n)| match alloc {
                 Some(a) => self.could_ever_serve(n, job, a, shape),
                 None => {
                     n.could_ever_fit(shape.cpus, shape.mem)
                         && n.matches(shape.constraint)
                         && n.could_ever_serve(shape.gres)
                         && shape.in_partitions(n)
+                        && self.open_to(i as NodeId, n, shape)
                 }
             })
             .collect();
@@ -386,6 +413,7 @@ impl<'a> Planner<'a> {
         };
         let (fc, fm) = self.free_on(id, n);
         !self.reserved[id as usize]
+            && self.open_to(id, n, t)
             && n.takes_work()
             && fc >= t.cpus
             && fm >= t.mem
@@ -578,7 +606,11 @@ impl<'a> Planner<'a> {
     fn pick_predecessor(&mut self, job_id: JobId, t: &Shape) -> Option<(u32, (NodeId, TaskKey))> {
         let (cpus, mem) = (t.cpus, t.mem);
         let state = self.state;
-        if state.jobs.get(&job_id).is_some_and(|j| j.queue_depth(&state.sched) == 0) {
+        if state
+            .jobs
+            .get(&job_id)
+            .is_some_and(|j| j.queue_depth(&state.sched) == 0)
+        {
             // Nothing may queue behind anything for this job (depth < 0 never holds):
             // building the tails index for it cost a whole pass of lookups per entry.
             return None;
@@ -590,15 +622,21 @@ impl<'a> Planner<'a> {
         let set = tails.get(&(cpus, mem))?;
         let reserved = &self.reserved;
         let windows = &self.windows;
+        let preempted = &self.preempted;
         set.iter()
             .find(|&&(depth, node, key)| {
                 !reserved[node as usize]
+                    && !preempted.contains(&key)
+                    && state.nodes.get(node as usize).is_some_and(|n| self.open_to(node, n, t))
                     && windows.iter().all(|w| !w.spare.contains_key(&node))
                     && state
                         .nodes
                         .get(node as usize)
                         .is_some_and(|n| n.takes_work() && n.matches(t.constraint))
-                    && state.nodes.get(node as usize).is_some_and(|n| self.in_parts(t, node, n))
+                    && state
+                        .nodes
+                        .get(node as usize)
+                        .is_some_and(|n| self.in_parts(t, node, n))
                     && depth < state.queue_limit(job_id, key)
             })
             .map(|&(depth, node, key)| (depth, (node, key)))
