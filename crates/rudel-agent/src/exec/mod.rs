@@ -490,28 +490,19 @@ impl Executor {
     /// Cancels a task: SIGTERM to its process group (and cgroup), SIGKILL after
     /// `kill_grace`; the outcome is `Cancelled`. Unknown or finished task → `false`.
     pub fn kill(&self, key: TaskKey, attempt: u32) -> bool {
-        let mut st = self.inner.lock();
-        let Some(&pid) = st.by_key.get(&(key, attempt)) else {
-            return false;
-        };
-        let Some(t) = st.tasks.get_mut(&pid) else {
-            return false;
-        };
-        let first = t.kill_reason.is_none();
-        if first {
-            t.kill_reason = Some(KillReason::Cancelled);
-        }
-        Inner::signal_task(pid, t, libc::SIGTERM);
-        if first {
-            self.inner.escalate_later(&mut st, pid, self.inner.cfg.kill_grace);
-        }
-        true
+        self.stop(key, attempt, &[libc::SIGTERM], self.inner.cfg.kill_grace)
     }
 
     /// Preempts a task (the head's `preempt`): SIGCONT (it may be stopped) and SIGTERM to
     /// its process group, SIGKILL after `grace` (Slurm's GraceTime); the outcome is
     /// `Cancelled`. Unknown or finished task → `false`.
     pub fn preempt(&self, key: TaskKey, attempt: u32, grace: Duration) -> bool {
+        self.stop(key, attempt, &[libc::SIGCONT, libc::SIGTERM], grace)
+    }
+
+    /// Sends `signals` to a task and SIGKILL after `grace` (only the first stop of a task
+    /// sets its reason and the SIGKILL).
+    fn stop(&self, key: TaskKey, attempt: u32, signals: &[libc::c_int], grace: Duration) -> bool {
         let mut st = self.inner.lock();
         let Some(&pid) = st.by_key.get(&(key, attempt)) else {
             return false;
@@ -523,8 +514,9 @@ impl Executor {
         if first {
             t.kill_reason = Some(KillReason::Cancelled);
         }
-        Inner::signal_task(pid, t, libc::SIGCONT);
-        Inner::signal_task(pid, t, libc::SIGTERM);
+        for sig in signals {
+            Inner::signal_task(pid, t, *sig);
+        }
         if first {
             self.inner.escalate_later(&mut st, pid, grace);
         }

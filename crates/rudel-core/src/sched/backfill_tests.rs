@@ -228,6 +228,12 @@ fn cluster_v6(nodes: u32, cpus: u32, gpus: u32, backfill: &str, licenses: &str) 
     s
 }
 
+fn set_version(s: &mut State, version: &str) {
+    let settings = vec![("version".to_string(), version.to_string())];
+    let r = s.apply(Command::Configure { settings, now_ms: 1 });
+    assert!(matches!(r, Response::Configured { .. }), "{r:?}");
+}
+
 fn submit_with(s: &mut State, cpus: u32, limit_ms: u64, gpus: u32, licenses: &str) -> JobId {
     let spec = JobSpec {
         argv: vec!["true".into()],
@@ -316,8 +322,7 @@ fn a_gpu_job_gets_an_expected_start_from_version_6() {
         let mut s = cluster_v6(1, 4, 2, "easy", "");
         if version == "5" {
             // The same cluster, configured before version 6.
-            let settings = vec![("version".to_string(), "5".to_string())];
-            s.apply(Command::Configure { settings, now_ms: 1 });
+            set_version(&mut s, "5");
         }
         submit_with(&mut s, 1, 10 * MIN, 2, "");
         let b = submit_with(&mut s, 1, 10 * MIN, 1, "");
@@ -362,8 +367,7 @@ fn a_job_waiting_for_licenses_is_reserved_from_version_6() {
     let run = |version: &str| {
         let mut s = cluster_v6(1, 8, 0, "easy", "matlab:4");
         if version == "5" {
-            let settings = vec![("version".to_string(), "5".to_string())];
-            s.apply(Command::Configure { settings, now_ms: 1 });
+            set_version(&mut s, "5");
         }
         submit_with(&mut s, 1, 10 * MIN, 0, "matlab:2");
         let b = submit_with(&mut s, 1, 10 * MIN, 0, "matlab:3");
