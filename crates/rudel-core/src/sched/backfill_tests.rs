@@ -197,8 +197,9 @@ fn a_multi_node_job_expects_to_start_when_its_last_node_frees() {
     assert!(running(&s, fits) && !running(&s, late));
 }
 
-/// A version-6 cluster: `nodes` nodes of `cpus` with `gpus` GPUs each, `licenses` declared.
-fn cluster_v6(nodes: u32, cpus: u32, gpus: u32, backfill: &str, licenses: &str) -> State {
+/// A cluster at scheduling `version`: `nodes` nodes of `cpus` with `gpus` GPUs each,
+/// `licenses` declared.
+fn cluster_at(version: &str, nodes: u32, cpus: u32, gpus: u32, backfill: &str, licenses: &str) -> State {
     let mut s = State::new();
     for i in 0..nodes {
         let reg = NodeRegistration {
@@ -216,7 +217,7 @@ fn cluster_v6(nodes: u32, cpus: u32, gpus: u32, backfill: &str, licenses: &str) 
         s.apply(Command::RegisterNode { reg, now_ms: 1 });
     }
     let mut settings = vec![
-        ("version".to_string(), "6".to_string()),
+        ("version".to_string(), version.to_string()),
         ("order".to_string(), "fifo".to_string()),
         ("backfill".to_string(), backfill.to_string()),
     ];
@@ -226,12 +227,6 @@ fn cluster_v6(nodes: u32, cpus: u32, gpus: u32, backfill: &str, licenses: &str) 
     let r = s.apply(Command::Configure { settings, now_ms: 1 });
     assert!(matches!(r, Response::Configured { .. }), "{r:?}");
     s
-}
-
-fn set_version(s: &mut State, version: &str) {
-    let settings = vec![("version".to_string(), version.to_string())];
-    let r = s.apply(Command::Configure { settings, now_ms: 1 });
-    assert!(matches!(r, Response::Configured { .. }), "{r:?}");
 }
 
 fn submit_with(s: &mut State, cpus: u32, limit_ms: u64, gpus: u32, licenses: &str) -> JobId {
@@ -269,7 +264,7 @@ fn conservative_backfill_protects_every_reserved_job_not_just_the_first() {
     // D (1 cpu, 60 min) fits on n1 now: EASY lets it, which would push C to 60 min;
     // conservative keeps n1's spare cpu for C.
     let run = |mode: &str| {
-        let mut s = cluster_v6(2, 3, 0, mode, "");
+        let mut s = cluster_at("6", 2, 3, 0, mode, "");
         let a0 = submit_with(&mut s, 2, 10 * MIN, 0, "");
         let a1 = submit_with(&mut s, 2, 30 * MIN, 0, "");
         assert_eq!(s.jobs[&a0].running.values().next().map(|r| r.node), Some(0));
@@ -319,11 +314,7 @@ fn conservative_backfill_protects_every_reserved_job_not_just_the_first() {
 fn a_gpu_job_gets_an_expected_start_from_version_6() {
     // One node, 4 cpus, 2 GPUs; A holds both GPUs for 10 min.
     let run = |version: &str| {
-        let mut s = cluster_v6(1, 4, 2, "easy", "");
-        if version == "5" {
-            // The same cluster, configured before version 6.
-            set_version(&mut s, "5");
-        }
+        let mut s = cluster_at(version, 1, 4, 2, "easy", "");
         submit_with(&mut s, 1, 10 * MIN, 2, "");
         let b = submit_with(&mut s, 1, 10 * MIN, 1, "");
         let short = submit_with(&mut s, 1, 5 * MIN, 0, "");
@@ -348,13 +339,13 @@ fn a_gpu_job_gets_an_expected_start_from_version_6() {
 
 #[test]
 fn a_gpu_task_may_not_run_past_a_reserved_gpu_jobs_start_on_its_node() {
-    let mut s = cluster_v6(1, 4, 2, "easy", "");
+    let mut s = cluster_at("6", 1, 4, 2, "easy", "");
     submit_with(&mut s, 1, 10 * MIN, 1, "");
     let b = submit_with(&mut s, 1, 10 * MIN, 2, "");
     let short_gpu = submit_with(&mut s, 1, 5 * MIN, 1, "");
     assert!(!running(&s, b));
     assert!(running(&s, short_gpu), "ends before B's start");
-    let mut s = cluster_v6(1, 4, 2, "easy", "");
+    let mut s = cluster_at("6", 1, 4, 2, "easy", "");
     submit_with(&mut s, 1, 10 * MIN, 1, "");
     submit_with(&mut s, 1, 10 * MIN, 2, "");
     let long_gpu = submit_with(&mut s, 1, 60 * MIN, 1, "");
@@ -365,10 +356,7 @@ fn a_gpu_task_may_not_run_past_a_reserved_gpu_jobs_start_on_its_node() {
 fn a_job_waiting_for_licenses_is_reserved_from_version_6() {
     // 4 matlab licenses; A holds 2 for 10 min; B needs 3.
     let run = |version: &str| {
-        let mut s = cluster_v6(1, 8, 0, "easy", "matlab:4");
-        if version == "5" {
-            set_version(&mut s, "5");
-        }
+        let mut s = cluster_at(version, 1, 8, 0, "easy", "matlab:4");
         submit_with(&mut s, 1, 10 * MIN, 0, "matlab:2");
         let b = submit_with(&mut s, 1, 10 * MIN, 0, "matlab:3");
         let c = submit_with(&mut s, 1, 60 * MIN, 0, "matlab:1");
