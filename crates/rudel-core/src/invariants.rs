@@ -62,6 +62,8 @@ pub enum Violation {
     },
     #[error("job {job} holds {recorded} step records, above the cap {cap}")]
     StepCap { job: JobId, recorded: u32, cap: u32 },
+    #[error("the index of tasks a successor may queue behind holds {indexed} tasks where a fresh build holds {built}, or files them differently")]
+    TailIndex { indexed: usize, built: usize },
 }
 
 /// Every invariant, in a fixed order; the first violation found.
@@ -76,7 +78,23 @@ pub fn check_all(s: &State) -> Result<(), Violation> {
     licenses_never_over_granted(s)?;
     running_usage_is_counted(s)?;
     steps_within_cap(s)?;
+    tail_index_is_exact(s)?;
     gated_jobs_wait(s)
+}
+
+/// The kept-up index of tasks a successor may queue behind (`state/tails.rs`), when it is
+/// settled, equals one built from every running task: a stale entry would queue a task
+/// behind one being killed or already followed, a missing one would idle a slot.
+pub fn tail_index_is_exact(s: &State) -> Result<(), Violation> {
+    let Some(indexed) = s.tail_index() else { return Ok(()) };
+    let built = s.fresh_tails();
+    if *indexed == built {
+        return Ok(());
+    }
+    Err(Violation::TailIndex {
+        indexed: indexed.len(),
+        built: built.len(),
+    })
 }
 
 /// No job holds more step records than `steps::MAX_STEPS_PER_JOB`: a job running steps

@@ -143,6 +143,7 @@ impl State {
         if was_finished {
             self.finished.retain(|&f| f != id);
         }
+        self.touch_killed(&kills);
         self.changes.extend(kills);
         self.emit_requeued(id);
         self.open_if_eligible(id);

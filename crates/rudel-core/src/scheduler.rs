@@ -6,6 +6,7 @@ use crate::state::State;
 /// Places as many pending tasks as fit; returns how many were placed and any placement
 /// the commit refused (a planner bug: reported, never applied).
 pub fn schedule(state: &mut State) -> (usize, Vec<Violation>) {
+    state.settle_tails();
     if state.queue.is_empty() {
         state.blocked_job = None;
         state.reservation = None;

@@ -20,6 +20,7 @@ mod preempt;
 pub mod quota;
 mod record_step;
 pub mod running;
+pub mod tails;
 pub mod turns;
 
 /// Request ids remembered for idempotent submit.
@@ -99,6 +100,10 @@ pub struct State {
     /// while one of them still runs (see `sched/preempt.rs`, `state/preempt.rs`).
     #[serde(default)]
     pub preempting: BTreeMap<JobId, crate::sched::preempt::Preempting>,
+    /// Running tasks a successor may queue behind (derived, not replicated: see
+    /// `state/tails.rs`).
+    #[serde(skip)]
+    pub(crate) tails: tails::Tails,
 }
 
 /// Why a submit cannot be accepted; the text goes to the user as is.
@@ -154,6 +159,9 @@ impl State {
         if let (_, true) = self.settle_gates(seen) {
             violations.extend(scheduler::schedule(self).1);
         }
+        // Settled here too, not only before a pass, so that between entries the index is
+        // readable and checked (`invariants::tail_index_is_exact`).
+        self.settle_tails();
         ApplyOutput {
             response,
             events: std::mem::take(&mut self.changes),
@@ -281,6 +289,8 @@ impl State {
             }
             Command::Configure { settings, now_ms } => {
                 self.advance(now_ms);
+                // Partitions may change, and with them the tail index's groups.
+                self.tails_reset();
                 self.configure(&settings)
             }
             Command::Hold { jobs, now_ms } => {
@@ -791,6 +801,7 @@ impl State {
                     tasks: pending,
                 });
             }
+            self.touch_killed(&kills);
             self.changes.extend(kills);
             cancelled.push(id);
             self.maybe_finished(id);
@@ -854,6 +865,7 @@ impl State {
             n.last_seen_ms = self.now_ms;
         }
         self.node_changed(id);
+        self.tails_node_changed(id);
         Response::Registered { node: id, epoch }
     }
 
@@ -928,6 +940,9 @@ impl State {
         let (cpus, gpus) = (running::task_cpus(&rt, job.spec.cpus), running::task_gpus(&rt));
         let (user, account) = (job.spec.user.clone(), job.spec.account.clone());
         self.running_usage.remove(&user, &account, cpus, gpus);
+        for k in [Some(r.key), rt.after, rt.successor].into_iter().flatten() {
+            self.touch_tail(k);
+        }
         if rt.after.is_none() {
             self.fair_charge(r.key.job, cpus, gpus, false);
         }
@@ -1082,6 +1097,7 @@ impl State {
         job.max_attempt = job.max_attempt.max(rt.attempt);
         let (cpus, gpus) = (running::task_cpus(&rt, job.spec.cpus), running::task_gpus(&rt));
         self.running_usage.add(&job.spec.user, &job.spec.account, cpus, gpus);
+        let pred = rt.after;
         job.running.insert(index, rt);
         job.move_count(TaskState::Pending, TaskState::Running);
         if starts_now {
@@ -1098,6 +1114,10 @@ impl State {
         }
         if done {
             self.dequeue(job_id);
+        }
+        let key = TaskKey { job: job_id, index };
+        for k in [Some(key), pred].into_iter().flatten() {
+            self.touch_tail(k);
         }
     }
 

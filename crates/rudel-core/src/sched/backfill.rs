@@ -15,7 +15,8 @@
 //! replica's clock, so every head decides alike. Cost per pass: one estimate (a sort of
 //! the running tasks' ends on the nodes the job could use), then at most
 //! `backfill.max_jobs` further jobs, each a cheap fit check.
-use std::collections::{BTreeMap, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -362,7 +363,7 @@ impl Planner<'_> {
             start: now,
             end: None,
             need: Vec::new(),
-            spare: HashMap::new(),
+            spare: HashMap::default(),
             gres: false,
             licenses: kept.clone(),
             licenses_need: kept,
@@ -459,7 +460,7 @@ impl Planner<'_> {
     /// What each of the reserved job's nodes has left at `start` once the job's share is
     /// taken, if tasks end at their limits; `None` when a node would not have its share.
     fn spare_at(&self, start: u64, need: &[(NodeId, (u32, u64))]) -> Option<HashMap<NodeId, (u32, u64)>> {
-        let mut cap: HashMap<NodeId, (u32, u64)> = HashMap::new();
+        let mut cap: HashMap<NodeId, (u32, u64)> = HashMap::default();
         let mut releases = Vec::new();
         for (id, _) in need {
             let n = self.state.nodes.get(*id as usize)?;
@@ -504,7 +505,7 @@ impl Planner<'_> {
         could_use: &[bool],
         ready: &Ready,
     ) -> Option<(u64, PerNode)> {
-        let mut cap: HashMap<NodeId, (u32, u64)> = HashMap::new();
+        let mut cap: HashMap<NodeId, (u32, u64)> = HashMap::default();
         let mut releases: Vec<Release> = Vec::new();
         for (i, n) in self.state.nodes.iter().enumerate() {
             let id = i as NodeId;
@@ -594,7 +595,7 @@ impl Planner<'_> {
             ids.sort_unstable();
             ids.into_iter().find(fits)
         }?;
-        Some(HashMap::from([(found, (shape.cpus, shape.mem))]))
+        Some(HashMap::from_iter([(found, (shape.cpus, shape.mem))]))
     }
 
     /// How many tasks of a multi-node job fit on node `id` with `cap` free there.

@@ -8,7 +8,8 @@
 //! only ever grow before the first reservation's start, so that start is the first time
 //! at or after both at which the request fits. Its window then also keeps the licenses
 //! and (whole) GPU nodes it counts on from tasks that would run past it.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::Planner;
 use crate::ids::{NodeId, TaskKey};

@@ -13,7 +13,8 @@
 //! profiles' steps; a multi-node job tries at most `MAX_GANG_TRIES` start times. A job
 //! without a time limit, or whose start cannot be known, gets no later reservation (it
 //! waits in order; only the first reservation keeps nodes whole for an unknown start).
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::backfill::{Reservation, Window};
 use super::{Planner, Shape};
@@ -217,7 +218,7 @@ impl Planner<'_> {
                 }
             }
         }
-        best.map(|(t, id)| (t, HashMap::from([(id, need)])))
+        best.map(|(t, id)| (t, HashMap::from_iter([(id, need)])))
     }
 
     /// The first start time (of those where a profile changes) at which the job's slices
@@ -254,7 +255,7 @@ impl Planner<'_> {
         if self.bases.is_none() {
             self.bases = Some(self.node_bases());
         }
-        let mut steps: HashMap<NodeId, Vec<(u64, [i128; 2])>> = HashMap::new();
+        let mut steps: HashMap<NodeId, Vec<(u64, [i128; 2])>> = HashMap::default();
         for w in &self.windows {
             for (id, need) in &w.need {
                 let s = steps.entry(*id).or_default();
@@ -283,7 +284,7 @@ impl Planner<'_> {
     /// reservation from scratch cost 7 ms at 1,000 nodes with 15,000 running tasks) and
     /// kept up as the pass places work ([`Planner::base_took`]).
     fn node_bases(&self) -> HashMap<NodeId, NodeBase> {
-        let mut cap: HashMap<NodeId, (u32, u64)> = HashMap::new();
+        let mut cap: HashMap<NodeId, (u32, u64)> = HashMap::default();
         let mut releases = Vec::new();
         for (i, n) in self.state.nodes.iter().enumerate() {
             let id = i as NodeId;

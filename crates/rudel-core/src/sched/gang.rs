@@ -199,11 +199,7 @@ impl Planner<'_> {
         u.0 += cpus;
         u.1 += mem;
         if let Some(free) = self.free.as_mut() {
-            free.remove(&(Reverse(before), node));
-            let now = before.saturating_sub(cpus);
-            if now > 0 {
-                free.insert((Reverse(now), node));
-            }
+            free.update(node, before, before.saturating_sub(cpus));
         }
     }
 }

@@ -10,8 +10,9 @@
 //! use (say, without the GPU it asks for) stay open to the jobs behind it. Without
 //! constraints and with equal nodes that is plain strict order. A job held back only by
 //! its array limit (`%N`) reserves nothing.
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use rustc_hash::FxHashMap as HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Unbounded};
 
 use crate::alloc::AllocSpec;
@@ -37,6 +38,14 @@ mod backfill_profile;
 
 #[path = "preempt.rs"]
 pub mod preempt;
+
+#[path = "pass_tails.rs"]
+mod pass_tails;
+
+#[path = "free_nodes.rs"]
+mod free_nodes;
+use free_nodes::FreeNodes;
+use pass_tails::PassTails;
 
 /// What one pass decided, in the order it must be committed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -135,10 +144,6 @@ impl Shape<'_> {
     }
 }
 
-/// A running task with no successor: (chain depth, node, key), in the order predecessors
-/// are chosen (shortest chain first, then node and task order).
-type Tail = (u32, NodeId, TaskKey);
-
 /// Which pending tasks of a job the plan has taken so far.
 #[derive(Clone, Copy, Default)]
 struct Taken {
@@ -173,11 +178,16 @@ struct Planner<'a> {
     /// same nodes, and leaving such requests out made every failed placement scan the
     /// free nodes again (45% of a pass at 10,000 nodes, `bench/sched-sim scale`).
     no_fit: Vec<(u32, u64, u64, Vec<usize>)>,
-    /// Tasks a successor could queue behind, by shape; built on first use.
-    tails: Option<BTreeMap<(u32, u64), BTreeSet<Tail>>>,
+    /// Tasks a successor could queue behind, by shape; taken on first use.
+    tails: Option<PassTails<'a>>,
+    /// (cpus, mem, partitions, depth cap) of unconstrained requests no tail took in this
+    /// pass: the same request fails again until a tail is added. Without it every
+    /// blocked job scanned the tails of its shape again (the scan was 60% of a pass at
+    /// 1,000 nodes, `bench/sched-sim scale`).
+    no_pred: Vec<(u32, u64, Vec<usize>, u32)>,
     /// Nodes with free cpus, most free first (ties: lowest id); built on the second
     /// placement of a pass (one placement is cheaper with a plain scan).
-    free: Option<BTreeSet<(Reverse<u32>, NodeId)>>,
+    free: Option<FreeNodes>,
     node_picks: u32,
     /// Running limits per user: what this pass gave each user (see `running_limit.rs`).
     users: super::running_limit::UserTaken,
@@ -206,20 +216,21 @@ impl<'a> Planner<'a> {
         Planner {
             state,
             plan: Plan::default(),
-            used: HashMap::new(),
-            gres_used: HashMap::new(),
+            used: HashMap::default(),
+            gres_used: HashMap::default(),
             licenses_used: BTreeMap::new(),
-            taken: HashMap::new(),
+            taken: HashMap::default(),
             reserved: vec![false; state.nodes.len()],
             no_fit: Vec::new(),
             tails: None,
+            no_pred: Vec::new(),
             free: None,
             node_picks: 0,
             users: super::running_limit::UserTaken::new(state),
             windows: Vec::new(),
             gres_ends: Vec::new(),
             bases: None,
-            members: std::cell::RefCell::new(HashMap::new()),
+            members: std::cell::RefCell::new(HashMap::default()),
             backfill_seen: 0,
             preempted: BTreeSet::new(),
             kept: preempt::kept_nodes(state),
@@ -486,11 +497,7 @@ impl<'a> Planner<'a> {
         let found = match &self.free {
             // The first node in (most free, lowest id) order that fits; none further down
             // has enough cpus once one has too few.
-            Some(free) => free
-                .iter()
-                .take_while(|(Reverse(f), _)| *f >= cpus)
-                .find(|&&(_, id)| self.fits(id, t))
-                .map(|&(_, id)| id),
+            Some(free) => free.first_fit(cpus, self.partition_bits(t), |id| self.fits(id, t)),
             None => self.scan_for_node(t),
         };
         if found.is_none() && plain {
@@ -516,15 +523,16 @@ impl<'a> Planner<'a> {
     }
 
     /// Nodes with a free cpu, in `scan_for_node`'s order of preference.
-    fn free_nodes(&self) -> BTreeSet<(Reverse<u32>, NodeId)> {
-        self.state
-            .nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (self.free_on(i as NodeId, n).0, i as NodeId))
-            .filter(|(free, _)| *free > 0)
-            .map(|(free, id)| (Reverse(free), id))
-            .collect()
+    fn free_nodes(&self) -> FreeNodes {
+        let state = self.state;
+        let bits = match state.tail_index().map(|i| i.bits()) {
+            Some(b) if b.len() == state.nodes.len() => b.to_vec(),
+            _ => (state.nodes.iter())
+                .map(|n| crate::state::tails::partition_bits(state, n))
+                .collect(),
+        };
+        let free = (state.nodes.iter().enumerate()).map(|(i, n)| (i as NodeId, self.free_on(i as NodeId, n).0));
+        FreeNodes::new(free, bits)
     }
 
     /// Places a task on free resources of `node`; the new holder is a tail of depth 0 if
@@ -552,15 +560,12 @@ impl<'a> Planner<'a> {
         u.0 += cpus;
         u.1 += mem;
         if let Some(free) = self.free.as_mut() {
-            free.remove(&(Reverse(before), node));
-            let now = before.saturating_sub(cpus);
-            if now > 0 {
-                free.insert((Reverse(now), node));
-            }
+            free.update(node, before, before.saturating_sub(cpus));
         }
         self.window_took(node, cpus, mem, end);
         if let Some(tails) = self.tails.as_mut().filter(|_| queueable) {
-            tails.entry((cpus, mem)).or_default().insert((0, node, key));
+            tails.add((cpus, mem), (0, node, key));
+            self.no_pred.clear();
         }
         self.plan.start.push(Placement {
             key,
@@ -585,9 +590,10 @@ impl<'a> Planner<'a> {
         from_requeue: bool,
     ) {
         self.base_never(node);
-        if let Some(set) = self.tails.as_mut().and_then(|t| t.get_mut(&(cpus, mem))) {
-            set.remove(&(depth, node, pred));
-            set.insert((depth + 1, node, key));
+        if let Some(tails) = self.tails.as_mut() {
+            tails.take((cpus, mem), (depth, node, pred));
+            tails.add((cpus, mem), (depth + 1, node, key));
+            self.no_pred.clear();
         }
         self.plan.start.push(Placement {
             key,
@@ -604,61 +610,86 @@ impl<'a> Planner<'a> {
     /// chained two requeued tasks (low indices sort first) behind one running task while
     /// the other core ran out of work and idled. Returns (depth, (node, task)).
     fn pick_predecessor(&mut self, job_id: JobId, t: &Shape) -> Option<(u32, (NodeId, TaskKey))> {
-        let (cpus, mem) = (t.cpus, t.mem);
+        let shape = (t.cpus, t.mem);
         let state = self.state;
-        if state
-            .jobs
-            .get(&job_id)
-            .is_some_and(|j| j.queue_depth(&state.sched) == 0)
-        {
+        let depth_cap = state.jobs.get(&job_id).map_or(0, |j| j.queue_depth(&state.sched));
+        if depth_cap == 0 {
             // Nothing may queue behind anything for this job (depth < 0 never holds):
             // building the tails index for it cost a whole pass of lookups per entry.
+            return None;
+        }
+        // A node kept for a preemption is open to one job only: then a failure says
+        // nothing about the next job.
+        let cacheable = t.constraint.is_none() && self.kept.is_empty();
+        let parts: Vec<usize> = (t.parts.iter().flatten())
+            .map(|p| std::ptr::from_ref::<Partition>(p) as usize)
+            .collect();
+        let seen = (shape.0, shape.1, parts, depth_cap);
+        if cacheable && self.no_pred.contains(&seen) {
             return None;
         }
         if self.tails.is_none() {
             self.tails = Some(self.tails_now());
         }
         let tails = self.tails.as_ref()?;
-        let set = tails.get(&(cpus, mem))?;
-        let reserved = &self.reserved;
-        let windows = &self.windows;
-        let preempted = &self.preempted;
-        set.iter()
-            .find(|&&(depth, node, key)| {
-                !reserved[node as usize]
-                    && !preempted.contains(&key)
-                    && state.nodes.get(node as usize).is_some_and(|n| self.open_to(node, n, t))
-                    && windows.iter().all(|w| !w.spare.contains_key(&node))
-                    && state
-                        .nodes
-                        .get(node as usize)
-                        .is_some_and(|n| n.takes_work() && n.matches(t.constraint))
-                    && state
-                        .nodes
-                        .get(node as usize)
-                        .is_some_and(|n| self.in_parts(t, node, n))
-                    && depth < state.queue_limit(job_id, key)
-            })
-            .map(|&(depth, node, key)| (depth, (node, key)))
+        let (reserved, windows, preempted) = (&self.reserved, &self.windows, &self.preempted);
+        // Tails come shallowest first, so the scan stops at the job's own depth (the
+        // queue limit is the smaller of both jobs' depths).
+        let found = tails.first(shape, self.partition_bits(t), depth_cap, |&(depth, node, key)| {
+            let Some(n) = state.nodes.get(node as usize) else {
+                return false;
+            };
+            !reserved[node as usize]
+                && !preempted.contains(&key)
+                && self.open_to(node, n, t)
+                && windows.iter().all(|w| !w.spare.contains_key(&node))
+                && n.takes_work()
+                && n.matches(t.constraint)
+                && self.in_parts(t, node, n)
+                && depth < state.queue_limit(job_id, key)
+        });
+        if found.is_none() && cacheable {
+            self.no_pred.push(seen);
+        }
+        found.map(|(depth, node, key)| (depth, (node, key)))
     }
 }
 
-impl Planner<'_> {
+impl<'a> Planner<'a> {
     /// Tails in the state plus the tasks this plan placed so far (all holders: nothing
     /// is queued behind a task before the tails exist).
-    fn tails_now(&self) -> BTreeMap<(u32, u64), BTreeSet<Tail>> {
-        let mut tails = all_tails(self.state);
+    fn tails_now(&self) -> PassTails<'a> {
+        let state: &'a State = self.state;
+        let base = match state.tail_index() {
+            Some(index) => Cow::Borrowed(index),
+            // Not settled (a plan outside `schedule`): built afresh, as before the index.
+            None => Cow::Owned(state.fresh_tails()),
+        };
+        let mut tails = PassTails::new(base);
         for p in &self.plan.start {
-            let Some(job) = self.state.jobs.get(&p.key.job) else {
+            let Some(job) = state.jobs.get(&p.key.job) else {
                 continue;
             };
             if job.holds_counted_resources() {
                 continue;
             }
             let shape = (job.spec.cpus, job.spec.mem_bytes);
-            tails.entry(shape).or_default().insert((0, p.node, p.key));
+            tails.add(shape, (0, p.node, p.key));
         }
         tails
+    }
+
+    /// The partition bits (`state/tails.rs`) of the partitions a job of shape `t` may
+    /// start in; `None` when it may start anywhere or has a partition without a bit.
+    fn partition_bits(&self, t: &Shape) -> Option<u64> {
+        let parts = t.parts.as_ref()?;
+        let all = &self.state.sched.partitions;
+        let mut bits = 0u64;
+        for p in parts {
+            let i = all.values().position(|q| std::ptr::eq(q, *p))?;
+            bits |= 1u64.checked_shl(i as u32).filter(|_| i < 64)?;
+        }
+        Some(bits)
     }
 }
 
@@ -678,26 +709,6 @@ fn next_pending(job: &Job, taken: &Taken) -> Option<(u32, u32, bool, u64)> {
         .map(|p| (p, job.index_at(p)))
         .find(|(_, i)| !job.skipped.contains(i))
         .map(|(p, i)| (i, 1, false, p - first))
-}
-
-/// Every running task without a successor that is not being killed, by shape.
-fn all_tails(state: &State) -> BTreeMap<(u32, u64), BTreeSet<Tail>> {
-    let mut tails: BTreeMap<(u32, u64), BTreeSet<Tail>> = BTreeMap::new();
-    for (id, n) in state.nodes.iter().enumerate() {
-        for key in n.running.keys() {
-            let Some(rt) = state.running_task(*key) else { continue };
-            let counted = state.jobs.get(&key.job).is_some_and(Job::holds_counted_resources);
-            if rt.successor.is_some() || rt.kill_requested || counted {
-                continue;
-            }
-            tails.entry((rt.cores.len() as u32, rt.mem_bytes)).or_default().insert((
-                state.chain_depth(*key),
-                id as NodeId,
-                *key,
-            ));
-        }
-    }
-    tails
 }
 
 #[cfg(test)]

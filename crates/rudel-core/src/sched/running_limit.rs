@@ -3,7 +3,7 @@
 //! overrides, `limits.account.NAME.max_running_*`). A job whose user or account is at a
 //! limit waits with its own reason and reserves no nodes: the jobs of others behind it
 //! still start (a capped user never blocks the queue's head for everyone).
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::job::Job;
 use crate::state::running::Running;
@@ -83,8 +83,8 @@ impl UserTaken {
     pub fn new(state: &State) -> UserTaken {
         UserTaken {
             active: state.sched.limits.limits_running(),
-            taken: HashMap::new(),
-            taken_by_account: HashMap::new(),
+            taken: HashMap::default(),
+            taken_by_account: HashMap::default(),
         }
     }
 

@@ -51,6 +51,7 @@ impl State {
             rt.kill_requested = true;
             let (attempt, node) = (rt.attempt, rt.node);
             self.emit(Event::KillRequested { key, attempt, node });
+            self.touch_tail(key);
             return Outcome::Cancelled;
         }
         let held = job

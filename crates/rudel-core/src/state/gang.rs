@@ -126,6 +126,7 @@ impl State {
             }
             r.kill_requested = true;
             r.lost_node.get_or_insert(why);
+            self.touch_tail(key);
         }
         self.node_changed(node);
     }

@@ -52,6 +52,7 @@ impl State {
             rt.requeue = requeue;
             rt.preempted_by = Some(p.job);
             let node = rt.node;
+            self.touch_tail(key);
             self.emit(Event::Preempted {
                 key,
                 attempt,
