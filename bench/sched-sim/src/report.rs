@@ -46,6 +46,9 @@ pub fn print_size(r: &SizeRun) {
     println!("        one node's reports {}", r.one_report.summary());
     println!("        one-job submit     {}", r.one_submit.summary());
     println!("        tick               {}", r.ticks.summary());
+    if r.more.len() > 0 {
+        println!("        tick after a cap   {}", r.more.summary());
+    }
 }
 
 fn ms(d: Option<Duration>) -> f64 {

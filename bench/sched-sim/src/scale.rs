@@ -36,6 +36,9 @@ pub struct SizeRun {
     pub ticks: Samples,
     pub one_submit: Samples,
     pub one_report: Samples,
+    /// Ticks the leader proposes after a pass stopped at `max_starts` (see
+    /// `State::more_to_place`).
+    pub more: Samples,
     pub placed_fill: u64,
     pub placed_churn: u64,
     pub churn_time: Duration,
@@ -60,6 +63,7 @@ impl SizeRun {
             + self.ticks.total()
             + self.one_submit.total()
             + self.one_report.total()
+            + self.more.total()
     }
 
     pub fn placed(&self) -> u64 {
@@ -93,6 +97,8 @@ struct Sim {
     run: SizeRun,
     /// When progress was last shown (large sizes take minutes).
     shown: Instant,
+    /// The workload is queued: entries now count as churn.
+    churning: bool,
 }
 
 impl Sim {
@@ -109,6 +115,7 @@ impl Sim {
             now: 1_000,
             held_back: Vec::new(),
             shown: Instant::now(),
+            churning: false,
             run: SizeRun {
                 nodes,
                 ..SizeRun::default()
@@ -129,7 +136,24 @@ impl Sim {
         }
         let seen = self.agents.observe(&self.s, &out.events, self.now);
         self.progress();
+        self.go_on();
         (spent, seen.placed)
+    }
+
+    /// What the leader does after a pass stopped at `max_starts`: a `Tick` at once, each
+    /// its own entry, until a pass places all it can.
+    fn go_on(&mut self) {
+        while self.s.more_to_place {
+            let cmd = Command::Tick { now_ms: self.now };
+            let (out, spent) = crate::cpu_clock::timed(|| self.s.apply_output(cmd));
+            let placed = self.agents.observe(&self.s, &out.events, self.now).placed;
+            self.run.more.push(spent);
+            if self.churning {
+                self.account("tick after a capped pass", spent, placed);
+            } else {
+                self.run.placed_fill += placed;
+            }
+        }
     }
 
     /// A line on stderr every 15 s, so that a slow size shows it is alive.
@@ -168,6 +192,7 @@ impl Sim {
 
     /// Plays rounds until nothing runs or the apply budget is spent.
     fn churn(&mut self, a: &ScaleArgs) {
+        self.churning = true;
         let start = self.now;
         let mut next_tick = self.now + a.tick_s * 1_000;
         self.run.end = "nothing left to run";
@@ -191,6 +216,7 @@ impl Sim {
             }
         }
         self.run.log_s = (self.now - start) / 1_000;
+        self.churning = false;
     }
 
     /// `n` more Ticks, `tick_s` apart with nothing else between them: a short run sees

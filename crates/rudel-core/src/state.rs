@@ -100,6 +100,10 @@ pub struct State {
     /// while one of them still runs (see `sched/preempt.rs`, `state/preempt.rs`).
     #[serde(default)]
     pub preempting: BTreeMap<JobId, crate::sched::preempt::Preempting>,
+    /// The last scheduling pass stopped at `max_starts`: the leader proposes a `Tick` at
+    /// once to go on (see `next_wake_ms`).
+    #[serde(default)]
+    pub more_to_place: bool,
     /// Running tasks a successor may queue behind (derived, not replicated: see
     /// `state/tails.rs`).
     #[serde(skip)]
@@ -1126,10 +1130,28 @@ impl State {
     /// placement that fails a check is skipped and reported: a planner bug must never
     /// over-commit a node.
     pub fn commit(&mut self, plan: &crate::sched::plan::Plan) -> Vec<Violation> {
-        self.blocked_job = plan.blocked;
-        self.waiting.clone_from(&plan.waiting);
-        self.reservation.clone_from(&plan.reservation);
-        self.later_reservations.clone_from(&plan.later);
+        self.more_to_place = plan.capped;
+        if plan.capped && plan.blocked.is_none() {
+            // The pass stopped before it reached a blocked job: what the last full pass
+            // found (who waits, the reservation, reused while it still holds) stays, or
+            // every capped pass would drop the reservation and the next recompute it.
+            self.waiting.extend(plan.waiting.iter().map(|(j, w)| (*j, *w)));
+            for p in &plan.start {
+                self.waiting.remove(&p.key.job);
+                if self.blocked_job == Some(p.key.job) {
+                    self.blocked_job = None;
+                }
+                if self.reservation.as_ref().is_some_and(|r| r.job == p.key.job) {
+                    self.reservation = None;
+                }
+                self.later_reservations.retain(|r| r.job != p.key.job);
+            }
+        } else {
+            self.blocked_job = plan.blocked;
+            self.waiting.clone_from(&plan.waiting);
+            self.reservation.clone_from(&plan.reservation);
+            self.later_reservations.clone_from(&plan.later);
+        }
         let violations = plan
             .start
             .iter()

@@ -753,6 +753,8 @@ proptest! {
                         ("limits.account.grp.max_running_tasks".to_string(), account_limit),
                         ("order".to_string(), o.as_str().to_string()),
                         ("queue_depth".to_string(), depth.to_string()),
+                        // Passes capped at two placements, or not capped.
+                        ("max_starts".to_string(), if depth == 3 { "2" } else { "0" }.to_string()),
                         // A running limit per user, or none (depth 0).
                         (
                             "limits.max_running_tasks_per_user".to_string(),
@@ -861,6 +863,19 @@ proptest! {
             check_aftercorr_pairs(&s, &before, &corr_done, &ends)?;
             check_dependency_order(&s, &mut dep_checked, &ends)?;
             check_running_limits(&s, &mut running_before)?;
+            // A pass stopped at `max_starts`: the leader proposes a Tick at once, an entry
+            // of its own, checked as every other.
+            while s.more_to_place {
+                let before = placed_tasks(&s);
+                let gated_before = gated(&s);
+                apply_ev(&mut s, &mut ended, Command::Tick { now_ms: now })?;
+                check(&s, &before, &gated_before)?;
+                record_ends(&s, &mut ends);
+                record_completed(&s, &mut corr_done);
+                check_aftercorr_pairs(&s, &before, &corr_done, &ends)?;
+                check_dependency_order(&s, &mut dep_checked, &ends)?;
+                check_running_limits(&s, &mut running_before)?;
+            }
         }
         // Every node takes work again, so everything can finish.
         let all = vec![("partition.batch".to_string(), "nodes=ALL;default=yes;state=up".to_string())];
@@ -870,6 +885,12 @@ proptest! {
         // Liveness: let every task finish; everything reaches a terminal state.
         for _ in 0..10_000 {
             now += 1;
+            while s.more_to_place {
+                let before = placed_tasks(&s);
+                let gated_before = gated(&s);
+                apply_ev(&mut s, &mut ended, Command::Tick { now_ms: now })?;
+                check(&s, &before, &gated_before)?;
+            }
             let holders: Vec<(TaskKey, u32, u32)> = s.jobs.values().flat_map(|j| {
                 j.running.iter().filter(|(_, rt)| rt.after.is_none() || rt.kill_requested)
                     .map(move |(idx, rt)| (TaskKey { job: j.id, index: *idx }, rt.attempt, rt.node))

@@ -1,7 +1,9 @@
 //! Time-driven gates: a job's `--begin` time or an `after:ID+MIN` delay opens only when an
 //! entry applies at or after that time, and an idle cluster applies none. The leader
 //! proposes a `Tick` once the state's earliest timer is due (followers never propose; a
-//! new leader picks up the same timers from the replicated state).
+//! new leader picks up the same timers from the replicated state). A scheduling pass that
+//! stopped at `max_starts` makes the state due at once: the leader then proposes the next
+//! `Tick` as soon as the last one applied, not at the next check.
 use std::time::Duration;
 
 use rudel_core::Command;
@@ -17,11 +19,19 @@ pub async fn run(svc: AgentService) {
     let mut shutdown = svc.shutdown.clone();
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut go_on = false;
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.changed() => return,
+        if go_on {
+            if shutdown.has_changed().unwrap_or(true) {
+                return;
+            }
+        } else {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
         }
+        go_on = false;
         let m = svc.raft.metrics().borrow().clone();
         if m.current_leader != Some(m.id) {
             continue;
@@ -33,8 +43,9 @@ pub async fn run(svc: AgentService) {
         }
         // A failed proposal is retried at the next check: the timer stays in the state
         // until a Tick at or after its time applies.
-        if let Err(e) = svc.proposer.propose(Command::Tick { now_ms: now }).await {
-            tracing::warn!(error = %e, "could not propose a timer tick");
+        match svc.proposer.propose(Command::Tick { now_ms: now }).await {
+            Ok(_) => go_on = svc.shared.read().state.more_to_place,
+            Err(e) => tracing::warn!(error = %e, "could not propose a timer tick"),
         }
     }
 }

@@ -93,3 +93,34 @@ fn the_configured_queue_order_decides_what_runs_first_and_survives_a_restart() {
     assert_eq!(v["settings"]["queue_depth"], "0", "{v}");
     assert_eq!(v["settings"]["short_queue_depth"], "3", "{v}");
 }
+
+/// `max_starts` (scheduling version 8) caps what one pass places; the leader then goes on
+/// with a `Tick` at once. Long tasks send nothing while they run, so only those Ticks can
+/// start the tasks beyond the cap: all four run together well before any ends.
+#[test]
+fn a_cap_on_starts_per_pass_goes_on_without_other_entries() {
+    let c = Cluster::up(Opts::default().cpus(4));
+    let o = c.rudel(&["admin", "config", "set", "max_starts=1"]);
+    assert!(
+        !o.ok() && o.stderr.contains("scheduling version 8 or later first"),
+        "{o}"
+    );
+    c.rudel_ok(&["admin", "config", "set", "version=8", "max_starts=1", "queue_depth=0"]);
+    let marks = c.work.join("started");
+    std::fs::create_dir_all(&marks).unwrap();
+    let script = format!("touch {}/$RUDEL_ARRAY_INDEX; sleep 60", marks.display());
+    let job = c.submit(&["--array", "0-3", "--", "sh", "-c", &script]);
+    let t0 = std::time::Instant::now();
+    let started = || std::fs::read_dir(&marks).map(|d| d.count()).unwrap_or(0);
+    while started() < 4 && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        started(),
+        4,
+        "tasks started (by their own marks) with one start per pass"
+    );
+    let v = c.show_json(job);
+    assert_eq!(v["counts"]["running"], 4, "{v}");
+    c.rudel_ok(&["cancel", &job.to_string()]);
+}

@@ -667,15 +667,22 @@ impl Planner<'_> {
     /// without a limit never do.
     pub(super) fn releases_on(&self, id: NodeId, n: &Node, out: &mut Vec<Release>) {
         let now = self.state.now_ms;
+        // A node's tasks are in key order, so neighbours often share a job: one lookup
+        // in the (large) job map for them all. Lookups were most of an estimate's cost.
+        let mut job: Option<&Job> = None;
         for key in n.running.keys() {
-            let Some(rt) = self.state.running_task(*key) else {
+            if job.is_none_or(|j| j.id != key.job) {
+                job = self.state.jobs.get(&key.job);
+            }
+            let Some(j) = job else { continue };
+            let Some(rt) = j.running.get(&key.index) else {
                 continue;
             };
             if rt.after.is_some() {
                 // Queued behind a holder: its time is in that holder's chain.
                 continue;
             }
-            if let Some(end) = self.chain_end(*key) {
+            if let Some(end) = self.chain_end(j, rt) {
                 out.push((end.max(now), id, rt.cores.len() as u32, rt.mem_bytes));
             }
         }
@@ -701,21 +708,26 @@ impl Planner<'_> {
 
     /// The latest end of a holder and the successors queued behind it: each successor
     /// starts when the one ahead ends and runs at most its own limit.
-    fn chain_end(&self, key: TaskKey) -> Option<u64> {
-        let mut end = self.task_end(key)?.max(self.state.now_ms);
-        let mut cur = self.state.running_task(key)?.successor;
+    fn chain_end(&self, job: &Job, holder: &crate::job::RunningTask) -> Option<u64> {
+        let limit = job.spec.time_limit_ms;
+        if limit == 0 {
+            return None;
+        }
+        let mut end = holder.start_ms.saturating_add(limit).max(self.state.now_ms);
+        let mut cur = holder.successor;
         let mut depth = 0;
         while let Some(s) = cur {
             depth += 1;
             if depth > crate::state::MAX_QUEUED_PER_SLOT + 1 {
                 return None;
             }
-            let limit = self.state.jobs.get(&s.job)?.spec.time_limit_ms;
+            let next = self.state.jobs.get(&s.job)?;
+            let limit = next.spec.time_limit_ms;
             if limit == 0 {
                 return None;
             }
             end = end.saturating_add(limit);
-            cur = self.state.running_task(s)?.successor;
+            cur = next.running.get(&s.index)?.successor;
         }
         Some(end)
     }

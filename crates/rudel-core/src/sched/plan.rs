@@ -67,6 +67,8 @@ pub struct Plan {
     /// Under `preempt`: running tasks to stop so the blocked job can start (see
     /// `preempt.rs`).
     pub preempt: Option<preempt::Preemption>,
+    /// The pass stopped at `max_starts` placements: more may start in the next one.
+    pub capped: bool,
 }
 
 /// Why a job waits, when it is not nodes or order.
@@ -118,7 +120,7 @@ pub fn plan(state: &State) -> Plan {
         let Some(&entry) = next else { break };
         cursor = Some(entry);
         let Some(job) = state.jobs.get(&entry.2) else { continue };
-        if !p.plan_job(job) || p.backfill_exhausted() {
+        if !p.plan_job(job) || p.backfill_exhausted() || p.plan.capped {
             break;
         }
     }
@@ -262,6 +264,9 @@ impl<'a> Planner<'a> {
             parts,
             end: self.end_of(job),
         };
+        if self.at_cap() {
+            return false;
+        }
         if let Some(a) = job.spec.alloc.as_ref() {
             if let Some(w) = self.users.blocks(self.state, job) {
                 self.plan.waiting.insert(job.id, w);
@@ -284,6 +289,9 @@ impl<'a> Planner<'a> {
             let taken = self.taken.get(&job.id).copied().unwrap_or_default();
             if job.running.len() as u64 + taken.placed >= limit {
                 return true;
+            }
+            if self.at_cap() {
+                return false;
             }
             let Some((index, attempt, from_requeue, skips)) = next_pending(job, &taken) else {
                 return true;
@@ -361,6 +369,18 @@ impl<'a> Planner<'a> {
                 t.positions += 1 + skips;
             }
         }
+    }
+
+    /// True (and the plan marked capped) once the pass placed `max_starts` tasks. Only
+    /// from the version that has the cap: an older head would go on placing.
+    fn at_cap(&mut self) -> bool {
+        let cfg = &self.state.sched;
+        let cap = cfg.max_starts as usize;
+        if cfg.version < super::config::MAX_STARTS_VERSION || cap == 0 || self.plan.start.len() < cap {
+            return false;
+        }
+        self.plan.capped = true;
+        true
     }
 
     /// A job whose licenses are taken (or kept for a reservation). From version 6, under
