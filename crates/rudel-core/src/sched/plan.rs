@@ -22,6 +22,7 @@ use crate::job::Job;
 use crate::node::Node;
 use crate::resources::{choose_pools, GresRequest};
 use crate::sched::partition::{Partition, PartitionState};
+use crate::state::tails::Tail;
 use crate::state::State;
 use serde::{Deserialize, Serialize};
 
@@ -183,10 +184,11 @@ struct Planner<'a> {
     /// Tasks a successor could queue behind, by shape; taken on first use.
     tails: Option<PassTails<'a>>,
     /// (cpus, mem, partitions, depth cap) of unconstrained requests no tail took in this
-    /// pass: the same request fails again until a tail is added. Without it every
-    /// blocked job scanned the tails of its shape again (the scan was 60% of a pass at
-    /// 1,000 nodes, `bench/sched-sim scale`).
-    no_pred: Vec<(u32, u64, Vec<usize>, u32)>,
+    /// pass, with how many tails the pass had made then: later only tails made since can
+    /// take the same request (`PassTails::first_since`). Without it every blocked job
+    /// scanned the tails of its shape again (60% of a pass at 1,000 nodes), and clearing
+    /// it on every placement still cost 63% at 10,000 (`bench/sched-sim scale`).
+    no_pred: Vec<((u32, u64, Vec<usize>, u32), usize)>,
     /// Nodes with free cpus, most free first (ties: lowest id); built on the second
     /// placement of a pass (one placement is cheaper with a plain scan).
     free: Option<FreeNodes>,
@@ -585,7 +587,6 @@ impl<'a> Planner<'a> {
         self.window_took(node, cpus, mem, end);
         if let Some(tails) = self.tails.as_mut().filter(|_| queueable) {
             tails.add((cpus, mem), (0, node, key));
-            self.no_pred.clear();
         }
         self.plan.start.push(Placement {
             key,
@@ -613,7 +614,6 @@ impl<'a> Planner<'a> {
         if let Some(tails) = self.tails.as_mut() {
             tails.take((cpus, mem), (depth, node, pred));
             tails.add((cpus, mem), (depth + 1, node, key));
-            self.no_pred.clear();
         }
         self.plan.start.push(Placement {
             key,
@@ -645,17 +645,13 @@ impl<'a> Planner<'a> {
             .map(|p| std::ptr::from_ref::<Partition>(p) as usize)
             .collect();
         let seen = (shape.0, shape.1, parts, depth_cap);
-        if cacheable && self.no_pred.contains(&seen) {
-            return None;
-        }
+        let cached = (self.no_pred.iter()).position(|(s, _)| cacheable && *s == seen);
         if self.tails.is_none() {
             self.tails = Some(self.tails_now());
         }
         let tails = self.tails.as_ref()?;
         let (reserved, windows, preempted) = (&self.reserved, &self.windows, &self.preempted);
-        // Tails come shallowest first, so the scan stops at the job's own depth (the
-        // queue limit is the smaller of both jobs' depths).
-        let found = tails.first(shape, self.partition_bits(t), depth_cap, |&(depth, node, key)| {
+        let ok = |&(depth, node, key): &Tail| {
             let Some(n) = state.nodes.get(node as usize) else {
                 return false;
             };
@@ -667,10 +663,28 @@ impl<'a> Planner<'a> {
                 && n.matches(t.constraint)
                 && self.in_parts(t, node, n)
                 && depth < state.queue_limit(job_id, key)
-        });
-        if found.is_none() && cacheable {
-            self.no_pred.push(seen);
-        }
+        };
+        let bits = self.partition_bits(t);
+        let found = match cached {
+            Some(i) => {
+                let since = self.no_pred[i].1;
+                let (found, qualified) = tails.first_since(since, shape, bits, depth_cap, ok);
+                // The one found is taken now; with two or more, the rest stay candidates.
+                if qualified <= 1 {
+                    self.no_pred[i].1 = tails.made();
+                }
+                found
+            }
+            None => {
+                // Tails come shallowest first, so the scan stops at the job's own depth
+                // (the queue limit is the smaller of both jobs' depths).
+                let found = tails.first(shape, bits, depth_cap, ok);
+                if found.is_none() && cacheable {
+                    self.no_pred.push((seen, tails.made()));
+                }
+                found
+            }
+        };
         found.map(|(depth, node, key)| (depth, (node, key)))
     }
 }
