@@ -147,6 +147,9 @@ impl Shape<'_> {
     }
 }
 
+/// (cpus, mem, partitions as addresses, depth cap): what a request for a predecessor asks.
+type Request = (u32, u64, Vec<usize>, u32);
+
 /// Which pending tasks of a job the plan has taken so far.
 #[derive(Clone, Copy, Default)]
 struct Taken {
@@ -188,7 +191,7 @@ struct Planner<'a> {
     /// take the same request (`PassTails::first_since`). Without it every blocked job
     /// scanned the tails of its shape again (60% of a pass at 1,000 nodes), and clearing
     /// it on every placement still cost 63% at 10,000 (`bench/sched-sim scale`).
-    no_pred: Vec<((u32, u64, Vec<usize>, u32), usize)>,
+    no_pred: Vec<(Request, usize)>,
     /// Nodes with free cpus, most free first (ties: lowest id); built on the second
     /// placement of a pass (one placement is cheaper with a plain scan).
     free: Option<FreeNodes>,
