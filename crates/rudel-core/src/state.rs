@@ -1135,7 +1135,6 @@ impl State {
             // The pass stopped before it reached a blocked job: what the last full pass
             // found (who waits, the reservation, reused while it still holds) stays, or
             // every capped pass would drop the reservation and the next recompute it.
-            self.waiting.extend(plan.waiting.iter().map(|(j, w)| (*j, *w)));
             for p in &plan.start {
                 self.waiting.remove(&p.key.job);
                 if self.blocked_job == Some(p.key.job) {
@@ -1146,6 +1145,8 @@ impl State {
                 }
                 self.later_reservations.retain(|r| r.job != p.key.job);
             }
+            // After the placements: a job may start tasks and then wait (a running limit).
+            self.waiting.extend(plan.waiting.iter().map(|(j, w)| (*j, *w)));
         } else {
             self.blocked_job = plan.blocked;
             self.waiting.clone_from(&plan.waiting);

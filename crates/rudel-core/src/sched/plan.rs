@@ -654,15 +654,19 @@ impl<'a> Planner<'a> {
         }
         let tails = self.tails.as_ref()?;
         let (reserved, windows, preempted) = (&self.reserved, &self.windows, &self.preempted);
+        // Out for every request, for the rest of the pass: a pass only ever reserves,
+        // preempts and opens windows, never undoes one.
+        let out = |&(_, node, key): &Tail| {
+            reserved[node as usize]
+                || preempted.contains(&key)
+                || windows.iter().any(|w| w.spare.contains_key(&node))
+                || state.nodes.get(node as usize).is_none_or(|n| !n.takes_work())
+        };
         let ok = |&(depth, node, key): &Tail| {
             let Some(n) = state.nodes.get(node as usize) else {
                 return false;
             };
-            !reserved[node as usize]
-                && !preempted.contains(&key)
-                && self.open_to(node, n, t)
-                && windows.iter().all(|w| !w.spare.contains_key(&node))
-                && n.takes_work()
+            self.open_to(node, n, t)
                 && n.matches(t.constraint)
                 && self.in_parts(t, node, n)
                 && depth < state.queue_limit(job_id, key)
@@ -671,7 +675,7 @@ impl<'a> Planner<'a> {
         let found = match cached {
             Some(i) => {
                 let since = self.no_pred[i].1;
-                let (found, qualified) = tails.first_since(since, shape, bits, depth_cap, ok);
+                let (found, qualified) = tails.first_since(since, shape, bits, depth_cap, out, ok);
                 // The one found is taken now; with two or more, the rest stay candidates.
                 if qualified <= 1 {
                     self.no_pred[i].1 = tails.made();
@@ -681,7 +685,7 @@ impl<'a> Planner<'a> {
             None => {
                 // Tails come shallowest first, so the scan stops at the job's own depth
                 // (the queue limit is the smaller of both jobs' depths).
-                let found = tails.first(shape, bits, depth_cap, ok);
+                let found = tails.first(shape, bits, depth_cap, out, ok);
                 if found.is_none() && cacheable {
                     self.no_pred.push((seen, tails.made()));
                 }

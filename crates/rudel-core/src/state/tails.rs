@@ -53,10 +53,9 @@ pub fn partition_bits(s: &State, n: &crate::node::Node) -> u64 {
 impl TailIndex {
     /// The groups of tails a task of `shape` could queue behind, each in pick order:
     /// those whose nodes share a partition with `parts` (every group when `None`).
-    pub fn of(&self, shape: TailShape, parts: Option<u64>) -> impl Iterator<Item = &BTreeSet<Tail>> {
+    pub fn of(&self, shape: TailShape, parts: Option<u64>) -> impl Iterator<Item = (&TailGroup, &BTreeSet<Tail>)> {
         (self.by_group.range((shape, 0)..=(shape, u64::MAX)))
             .filter(move |((_, bits), _)| parts.is_none_or(|p| p & bits != 0))
-            .map(|(_, set)| set)
     }
 
     /// Every node's partition bits, by node id.
