@@ -856,25 +856,22 @@ proptest! {
                     prop_assert!(matches!(apply_ev(&mut s, &mut ended, cmd)?, Response::Registered { .. }), "the forgotten name is free");
                 }
             }
-            check(&s, &before, &gated_before)?;
-            // A counterpart's end releases its task in the same entry: record it first.
-            record_ends(&s, &mut ends);
-            record_completed(&s, &mut corr_done);
-            check_aftercorr_pairs(&s, &before, &corr_done, &ends)?;
-            check_dependency_order(&s, &mut dep_checked, &ends)?;
-            check_running_limits(&s, &mut running_before)?;
-            // A pass stopped at `max_starts`: the leader proposes a Tick at once, an entry
-            // of its own, checked as every other.
-            while s.more_to_place {
-                let before = placed_tasks(&s);
-                let gated_before = gated(&s);
-                apply_ev(&mut s, &mut ended, Command::Tick { now_ms: now })?;
+            // Checked after the event, then after each Tick the leader proposes at once
+            // while passes stop at `max_starts` (each an entry of its own).
+            let (mut before, mut gated_before) = (before, gated_before);
+            loop {
                 check(&s, &before, &gated_before)?;
+                // A counterpart's end releases its task in the same entry: record it first.
                 record_ends(&s, &mut ends);
                 record_completed(&s, &mut corr_done);
                 check_aftercorr_pairs(&s, &before, &corr_done, &ends)?;
                 check_dependency_order(&s, &mut dep_checked, &ends)?;
                 check_running_limits(&s, &mut running_before)?;
+                if !s.more_to_place {
+                    break;
+                }
+                (before, gated_before) = (placed_tasks(&s), gated(&s));
+                apply_ev(&mut s, &mut ended, Command::Tick { now_ms: now })?;
             }
         }
         // Every node takes work again, so everything can finish.
