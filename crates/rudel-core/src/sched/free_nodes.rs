@@ -3,6 +3,7 @@
 //! only at the groups of its own partitions: walking every node with enough free cpus and
 //! skipping those outside its partitions made each placement cost O(nodes) when a
 //! partition was full and the others were not (`bench/sched-sim scale`, 10,000 nodes).
+use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,15 +11,16 @@ use crate::ids::NodeId;
 
 type Entry = (Reverse<u32>, NodeId);
 
-pub(super) struct FreeNodes {
+pub(super) struct FreeNodes<'a> {
     all: BTreeSet<Entry>,
     by_bits: BTreeMap<u64, BTreeSet<Entry>>,
-    bits: Vec<u64>,
+    /// Each node's partition bits: the state's tail index's when it is settled.
+    bits: Cow<'a, [u64]>,
 }
 
-impl FreeNodes {
+impl<'a> FreeNodes<'a> {
     /// From (node, free cpus) of every node, and each node's partition bits.
-    pub(super) fn new(free: impl Iterator<Item = (NodeId, u32)>, bits: Vec<u64>) -> FreeNodes {
+    pub(super) fn new(free: impl Iterator<Item = (NodeId, u32)>, bits: Cow<'a, [u64]>) -> FreeNodes<'a> {
         let mut f = FreeNodes {
             all: BTreeSet::new(),
             by_bits: BTreeMap::new(),

@@ -194,7 +194,7 @@ struct Planner<'a> {
     no_pred: Vec<(Request, usize)>,
     /// Nodes with free cpus, most free first (ties: lowest id); built on the second
     /// placement of a pass (one placement is cheaper with a plain scan).
-    free: Option<FreeNodes>,
+    free: Option<FreeNodes<'a>>,
     node_picks: u32,
     /// Running limits per user: what this pass gave each user (see `running_limit.rs`).
     users: super::running_limit::UserTaken,
@@ -548,13 +548,15 @@ impl<'a> Planner<'a> {
     }
 
     /// Nodes with a free cpu, in `scan_for_node`'s order of preference.
-    fn free_nodes(&self) -> FreeNodes {
-        let state = self.state;
+    fn free_nodes(&self) -> FreeNodes<'a> {
+        let state: &'a State = self.state;
         let bits = match state.tail_index().map(|i| i.bits()) {
-            Some(b) if b.len() == state.nodes.len() => b.to_vec(),
-            _ => (state.nodes.iter())
-                .map(|n| crate::state::tails::partition_bits(state, n))
-                .collect(),
+            Some(b) if b.len() == state.nodes.len() => Cow::Borrowed(b),
+            _ => Cow::Owned(
+                (state.nodes.iter())
+                    .map(|n| crate::state::tails::partition_bits(state, n))
+                    .collect(),
+            ),
         };
         let free = (state.nodes.iter().enumerate()).map(|(i, n)| (i as NodeId, self.free_on(i as NodeId, n).0));
         FreeNodes::new(free, bits)

@@ -137,6 +137,10 @@ impl State {
     /// A node registered (new, or with new labels): its partition bits are computed
     /// again and its tasks refiled.
     pub(crate) fn tails_node_changed(&mut self, id: NodeId) {
+        // Not built yet (a cluster starting up): the build computes every node's bits.
+        if self.tails.index.is_none() {
+            return;
+        }
         let Some(n) = self.nodes.get(id as usize) else { return };
         let bits = partition_bits(self, n);
         let keys: Vec<TaskKey> = n.running.keys().copied().collect();
