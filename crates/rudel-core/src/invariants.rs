@@ -64,6 +64,10 @@ pub enum Violation {
     StepCap { job: JobId, recorded: u32, cap: u32 },
     #[error("the index of tasks a successor may queue behind holds {indexed} tasks where a fresh build holds {built}, or files them differently")]
     TailIndex { indexed: usize, built: usize },
+    #[error("the index of nodes by free cpus files node {node} differently from a fresh build")]
+    FreeIndex { node: u32 },
+    #[error("the kept-up release times of node {node} differ from ones computed from its tasks")]
+    ReleaseIndex { node: u32 },
 }
 
 /// Every invariant, in a fixed order; the first violation found.
@@ -79,6 +83,8 @@ pub fn check_all(s: &State) -> Result<(), Violation> {
     running_usage_is_counted(s)?;
     steps_within_cap(s)?;
     tail_index_is_exact(s)?;
+    free_index_is_exact(s)?;
+    release_index_is_exact(s)?;
     gated_jobs_wait(s)
 }
 
@@ -95,6 +101,34 @@ pub fn tail_index_is_exact(s: &State) -> Result<(), Violation> {
         indexed: indexed.len(),
         built: built.len(),
     })
+}
+
+/// The kept-up index of nodes by free cpus (`state/free_index.rs`), when it is settled,
+/// equals one built from every node: a stale entry would place a task where it does not
+/// fit (the commit refuses it) or pass over a node that has room.
+pub fn free_index_is_exact(s: &State) -> Result<(), Violation> {
+    let Some(indexed) = s.free_index() else { return Ok(()) };
+    let built = s.fresh_free();
+    if *indexed == built {
+        return Ok(());
+    }
+    let node = (0..s.nodes.len() as u32)
+        .find(|&id| indexed.bits_of(id) != built.bits_of(id) || indexed.free_of(id) != built.free_of(id))
+        .unwrap_or(u32::MAX);
+    Err(Violation::FreeIndex { node })
+}
+
+/// The kept-up release times of each node (`state/releases.rs`), when settled, equal
+/// those computed from its running tasks: a stale one would let backfill start a job that
+/// delays the reserved one, or hold back one that would not.
+pub fn release_index_is_exact(s: &State) -> Result<(), Violation> {
+    for id in 0..s.nodes.len() as u32 {
+        let Some(kept) = s.kept_holds(id) else { return Ok(()) };
+        if !kept.eq(s.holder_holds(id).iter()) {
+            return Err(Violation::ReleaseIndex { node: id });
+        }
+    }
+    Ok(())
 }
 
 /// No job holds more step records than `steps::MAX_STEPS_PER_JOB`: a job running steps

@@ -7,6 +7,8 @@ use crate::state::State;
 /// the commit refused (a planner bug: reported, never applied).
 pub fn schedule(state: &mut State) -> (usize, Vec<Violation>) {
     state.settle_tails();
+    state.settle_free();
+    state.settle_releases();
     if state.queue.is_empty() {
         state.more_to_place = false;
         state.blocked_job = None;

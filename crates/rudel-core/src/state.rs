@@ -15,10 +15,12 @@ use crate::scheduler;
 mod cancel_tasks;
 mod complete_alloc;
 pub mod fairshare;
+pub mod free_index;
 mod gang;
 mod preempt;
 pub mod quota;
 mod record_step;
+pub mod releases;
 pub mod running;
 pub mod tails;
 pub mod turns;
@@ -108,6 +110,13 @@ pub struct State {
     /// `state/tails.rs`).
     #[serde(skip)]
     pub(crate) tails: tails::Tails,
+    /// Nodes by free cpus (derived, not replicated: see `state/free_index.rs`).
+    #[serde(skip)]
+    pub(crate) free_nodes: free_index::FreeCache,
+    /// What each node holds until when (derived, not replicated: see
+    /// `state/releases.rs`).
+    #[serde(skip)]
+    pub(crate) releases: releases::ReleaseCache,
 }
 
 /// Why a submit cannot be accepted; the text goes to the user as is.
@@ -166,6 +175,8 @@ impl State {
         // Settled here too, not only before a pass, so that between entries the index is
         // readable and checked (`invariants::tail_index_is_exact`).
         self.settle_tails();
+        self.settle_free();
+        self.settle_releases();
         ApplyOutput {
             response,
             events: std::mem::take(&mut self.changes),
@@ -178,6 +189,7 @@ impl State {
     }
 
     fn node_changed(&mut self, id: NodeId) {
+        self.touch_free(id);
         self.emit(Event::NodeChanged { node: id });
     }
 
@@ -295,6 +307,7 @@ impl State {
                 self.advance(now_ms);
                 // Partitions may change, and with them the tail index's groups.
                 self.tails_reset();
+                self.free_reset();
                 self.configure(&settings)
             }
             Command::Hold { jobs, now_ms } => {
@@ -1217,6 +1230,7 @@ impl State {
                         mem_capacity: node.mem_bytes,
                     });
                 };
+                self.touch_free(p.node);
                 for (name, n) in &licenses {
                     *self.licenses_used.entry(name.clone()).or_default() += u64::from(*n);
                 }
@@ -1384,6 +1398,7 @@ impl State {
             n.release(key, &rt.cores, rt.mem_bytes);
             n.release_gres(&rt.gres);
         }
+        self.touch_free(node);
         self.release_slices(key, rt);
         self.release_licenses(key.job);
     }

@@ -299,7 +299,7 @@ impl Planner<'_> {
             }
             return true;
         }
-        if let Some(done) = self.reuse_reservation(job, shape, could_use) {
+        if let Some(done) = self.reuse_reservation(job, shape, Some(could_use)) {
             return done;
         }
         let estimate = if self.counts_reserved() {
@@ -414,9 +414,11 @@ impl Planner<'_> {
     /// running task's end on the nodes the job could use, too much for every log entry.
     /// A kept start is never later than a fresh one would be (tasks only end earlier than
     /// their limits), so keeping it is safe; it is just less eager to backfill until it
-    /// is computed again. Returns what `backfill_block` returns, or `None` to compute
-    /// afresh.
-    fn reuse_reservation(&mut self, job: &Job, shape: &Shape, could_use: &[bool]) -> Option<bool> {
+    /// is computed again. Returns what `backfill_block` returns, or `None` (having
+    /// changed nothing) to compute afresh. `could_use` is the nodes the job could use,
+    /// or `None` to check a node only when it is needed ([`Planner::could_use_node`]):
+    /// a kept reservation with a start needs only its own nodes, not a mask of all.
+    pub(super) fn reuse_reservation(&mut self, job: &Job, shape: &Shape, could_use: Option<&[bool]>) -> Option<bool> {
         let r = self.state.reservation.as_ref().filter(|r| r.job == job.id)?;
         let now = self.state.now_ms;
         let interval = self.state.sched.backfill.interval_s.saturating_mul(1_000);
@@ -432,7 +434,7 @@ impl Planner<'_> {
             // Unknown: every node it could use stays reserved, as when it was computed.
             None => {
                 for i in 0..self.state.nodes.len() {
-                    if could_use.get(i).copied().unwrap_or(false) {
+                    if self.usable(could_use, i, shape) {
                         self.reserved[i] = true;
                     }
                 }
@@ -444,7 +446,7 @@ impl Planner<'_> {
                 let need: Vec<(NodeId, (u32, u64))> = r.nodes.iter().copied().zip(r.need.iter().copied()).collect();
                 let usable = need.iter().all(|(id, _)| {
                     self.state.nodes.get(*id as usize).is_some_and(|n| n.takes_work())
-                        && could_use.get(*id as usize).copied().unwrap_or(false)
+                        && self.usable(could_use, *id as usize, shape)
                 });
                 if !usable {
                     return None;
@@ -455,6 +457,18 @@ impl Planner<'_> {
         }
         self.plan.reservation = Some(r);
         Some(!self.reserved.iter().all(|r| *r))
+    }
+
+    /// Node `i` is one the job could use: from the mask, or checked now without one.
+    fn usable(&self, could_use: Option<&[bool]>, i: usize, shape: &Shape) -> bool {
+        match could_use {
+            Some(mask) => mask.get(i).copied().unwrap_or(false),
+            None => self
+                .state
+                .nodes
+                .get(i)
+                .is_some_and(|n| self.could_use_node(i, n, shape)),
+        }
     }
 
     /// What each of the reserved job's nodes has left at `start` once the job's share is
@@ -664,38 +678,17 @@ impl Planner<'_> {
 
     /// When the tasks holding resources on node `id` give them back, if every one ends
     /// at its time limit (a chain of successors: when the last of it ends). Tasks
-    /// without a limit never do.
-    pub(super) fn releases_on(&self, id: NodeId, n: &Node, out: &mut Vec<Release>) {
+    /// without a limit never do. Read from the state's kept-up lists
+    /// (`state/releases.rs`) when they are settled.
+    pub(super) fn releases_on(&self, id: NodeId, _n: &Node, out: &mut Vec<Release>) {
         let now = self.state.now_ms;
-        // A node's tasks are in key order, so neighbours often share a job: one lookup
-        // in the (large) job map for them all. Lookups were most of an estimate's cost.
-        let mut job: Option<&Job> = None;
-        for key in n.running.keys() {
-            if job.is_none_or(|j| j.id != key.job) {
-                job = self.state.jobs.get(&key.job);
+        let release = |h: &crate::state::releases::Hold| (h.at(now), id, h.cpus, h.mem);
+        match self.state.kept_holds(id) {
+            Some(holds) => {
+                out.extend(holds.map(release));
+                out.extend(self.state.slice_holds(id).iter().map(release));
             }
-            let Some(j) = job else { continue };
-            let Some(rt) = j.running.get(&key.index) else {
-                continue;
-            };
-            if rt.after.is_some() {
-                // Queued behind a holder: its time is in that holder's chain.
-                continue;
-            }
-            if let Some(end) = self.chain_end(j, rt) {
-                out.push((end.max(now), id, rt.cores.len() as u32, rt.mem_bytes));
-            }
-        }
-        for key in n.slices.keys() {
-            let Some(rt) = self.state.running_task(*key) else {
-                continue;
-            };
-            let Some(slice) = rt.alloc.as_ref().and_then(|a| a.slices.iter().find(|s| s.node == id)) else {
-                continue;
-            };
-            if let Some(end) = self.task_end(*key) {
-                out.push((end.max(now), id, slice.cores.len() as u32, slice.mem_bytes));
-            }
+            None => out.extend(self.state.holds_on(id).iter().map(release)),
         }
     }
 
@@ -704,32 +697,6 @@ impl Planner<'_> {
         let rt = self.state.running_task(key)?;
         let limit = self.state.jobs.get(&key.job)?.spec.time_limit_ms;
         (limit > 0).then(|| rt.start_ms.saturating_add(limit))
-    }
-
-    /// The latest end of a holder and the successors queued behind it: each successor
-    /// starts when the one ahead ends and runs at most its own limit.
-    fn chain_end(&self, job: &Job, holder: &crate::job::RunningTask) -> Option<u64> {
-        let limit = job.spec.time_limit_ms;
-        if limit == 0 {
-            return None;
-        }
-        let mut end = holder.start_ms.saturating_add(limit).max(self.state.now_ms);
-        let mut cur = holder.successor;
-        let mut depth = 0;
-        while let Some(s) = cur {
-            depth += 1;
-            if depth > crate::state::MAX_QUEUED_PER_SLOT + 1 {
-                return None;
-            }
-            let next = self.state.jobs.get(&s.job)?;
-            let limit = next.spec.time_limit_ms;
-            if limit == 0 {
-                return None;
-            }
-            end = end.saturating_add(limit);
-            cur = next.running.get(&s.index)?.successor;
-        }
-        Some(end)
     }
 
     /// Releases of what this pass placed before the blocked job. A task queued behind

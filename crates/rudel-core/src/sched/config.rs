@@ -9,7 +9,7 @@ use super::order::Order;
 /// than its peers' would silently reach another state. Every change to what the scheduler
 /// decides for the same log gets a new version, and a head refuses entries and snapshots
 /// that ask for a newer version than this (see [`SchedConfig::check_supported`]).
-pub const SCHED_VERSION: u32 = 8;
+pub const SCHED_VERSION: u32 = 9;
 
 /// The first version with a cap on placements per pass (`max_starts`).
 pub const MAX_STARTS_VERSION: u32 = 8;

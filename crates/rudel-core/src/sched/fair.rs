@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 /// (3 is accounts).
 pub const FAIR_VERSION: u32 = 4;
 
+/// From this version on a `Tick` decays usage and re-keys the queue only once
+/// `fairshare.calc_period_s` has passed since the last time it did; before, every Tick
+/// did, whatever it was proposed for.
+pub const CALC_PERIOD_VERSION: u32 = 9;
+
 /// Largest weight (Slurm's weights are 32-bit too).
 pub const MAX_WEIGHT: u64 = u32::MAX as u64;
 /// Most shares one user may hold.

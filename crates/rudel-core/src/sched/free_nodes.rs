@@ -3,78 +3,139 @@
 //! only at the groups of its own partitions: walking every node with enough free cpus and
 //! skipping those outside its partitions made each placement cost O(nodes) when a
 //! partition was full and the others were not (`bench/sched-sim scale`, 10,000 nodes).
+//!
+//! The nodes as the state holds them come from its kept-up index
+//! (`state/free_index.rs`); what this pass placed is an overlay on it: the nodes it
+//! changed (`moved`, skipped in the index) filed again in sets of their own, and every
+//! walk merges the two. A pass costs what it places, not the size of the cluster.
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
+use std::iter::Peekable;
+
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::ids::NodeId;
-
-type Entry = (Reverse<u32>, NodeId);
+use crate::state::free_index::{FreeEntry, FreeIndex};
 
 pub(super) struct FreeNodes<'a> {
-    all: BTreeSet<Entry>,
-    by_bits: BTreeMap<u64, BTreeSet<Entry>>,
-    /// Each node's partition bits: the state's tail index's when it is settled.
-    bits: Cow<'a, [u64]>,
+    base: Cow<'a, FreeIndex>,
+    /// Free cpus now of the nodes this pass changed.
+    moved: HashMap<NodeId, u32>,
+    all: BTreeSet<FreeEntry>,
+    by_bits: BTreeMap<u64, BTreeSet<FreeEntry>>,
+    /// Per group of the index (`None`: all of it), where its first node not moved is:
+    /// a pass takes the roomiest nodes first, so the moved ones gather at the front, and
+    /// skipping them again on every pick made a pass of 1,000 placements cost O(n²).
+    /// Moved nodes never return to the index's side, so the cursor only advances.
+    cursors: RefCell<HashMap<Option<u64>, FreeEntry>>,
 }
 
 impl<'a> FreeNodes<'a> {
-    /// From (node, free cpus) of every node, and each node's partition bits.
-    pub(super) fn new(free: impl Iterator<Item = (NodeId, u32)>, bits: Cow<'a, [u64]>) -> FreeNodes<'a> {
-        let mut f = FreeNodes {
+    /// Over the state's nodes as `base` files them.
+    pub(super) fn new(base: Cow<'a, FreeIndex>) -> FreeNodes<'a> {
+        FreeNodes {
+            base,
+            moved: HashMap::default(),
             all: BTreeSet::new(),
             by_bits: BTreeMap::new(),
-            bits,
-        };
-        for (id, cpus) in free.filter(|(_, c)| *c > 0) {
-            f.insert((Reverse(cpus), id));
+            cursors: RefCell::new(HashMap::default()),
         }
-        f
-    }
-
-    fn bits_of(&self, id: NodeId) -> u64 {
-        self.bits.get(id as usize).copied().unwrap_or(0)
-    }
-
-    fn insert(&mut self, e: Entry) {
-        self.all.insert(e);
-        self.by_bits.entry(self.bits_of(e.1)).or_default().insert(e);
     }
 
     /// Node `id` went from `before` free cpus to `now`.
     pub(super) fn update(&mut self, id: NodeId, before: u32, now: u32) {
-        let old = (Reverse(before), id);
-        self.all.remove(&old);
-        let bits = self.bits_of(id);
-        if let Some(set) = self.by_bits.get_mut(&bits) {
-            set.remove(&old);
+        let bits = self.base.bits_of(id);
+        if self.moved.insert(id, now).is_some() {
+            let old = (Reverse(before), id);
+            self.all.remove(&old);
+            if let Some(set) = self.by_bits.get_mut(&bits) {
+                set.remove(&old);
+            }
         }
         if now > 0 {
-            self.insert((Reverse(now), id));
+            let e = (Reverse(now), id);
+            self.all.insert(e);
+            self.by_bits.entry(bits).or_default().insert(e);
+        }
+    }
+
+    /// The index's entries of `group` (less the moved nodes) and this pass's, in order.
+    fn merged<'s>(
+        &'s self,
+        group: Option<u64>,
+        base: &'s BTreeSet<FreeEntry>,
+        mine: Option<&'s BTreeSet<FreeEntry>>,
+    ) -> impl Iterator<Item = FreeEntry> + 's {
+        let from = self.cursors.borrow().get(&group).copied();
+        let mut rest = match from {
+            Some(e) => base.range(e..),
+            None => base.range(..),
+        };
+        let first = rest.find(|e| !self.moved.contains_key(&e.1)).copied();
+        // All moved: past the last entry (no node is filed with 0 free cpus).
+        let e = first.unwrap_or((Reverse(0), NodeId::MAX));
+        self.cursors.borrow_mut().insert(group, e);
+        let base = base.range(e..);
+        let base = base.filter(|e| !self.moved.contains_key(&e.1)).copied();
+        let mine = mine.into_iter().flatten().copied();
+        Merge {
+            a: base.peekable(),
+            b: mine.peekable(),
         }
     }
 
     /// Every node with free cpus, in order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.all.iter()
+    pub(super) fn iter(&self) -> impl Iterator<Item = FreeEntry> + '_ {
+        self.merged(None, self.base.all(), Some(&self.all))
     }
 
     /// The first node in order with at least `cpus` free, in the partitions `parts`
     /// (bits; `None`: anywhere), for which `fits` holds.
     pub(super) fn first_fit(&self, cpus: u32, parts: Option<u64>, fits: impl Fn(NodeId) -> bool) -> Option<NodeId> {
-        let first = |set: &BTreeSet<Entry>| {
-            set.iter()
-                .take_while(|(Reverse(f), _)| *f >= cpus)
-                .find(|&&(_, id)| fits(id))
-                .copied()
-        };
         let Some(parts) = parts else {
-            return first(&self.all).map(|(_, id)| id);
+            return first_in(self.iter(), cpus, &fits).map(|(_, id)| id);
         };
-        (self.by_bits.iter())
-            .filter(|(bits, _)| *bits & parts != 0)
-            .filter_map(|(_, set)| first(set))
+        // A moved node keeps its bits, but its group may be missing from the index (it
+        // had no free cpu there): both sides' groups.
+        let mut groups: Vec<u64> = (self.base.groups().map(|(bits, _)| bits))
+            .chain(self.by_bits.keys().copied())
+            .filter(|bits| bits & parts != 0)
+            .collect();
+        groups.sort_unstable();
+        groups.dedup();
+        let empty = BTreeSet::new();
+        (groups.into_iter())
+            .filter_map(|bits| {
+                let base = self.base.group(bits).unwrap_or(&empty);
+                first_in(self.merged(Some(bits), base, self.by_bits.get(&bits)), cpus, &fits)
+            })
             .min()
             .map(|(_, id)| id)
+    }
+}
+
+/// The first entry with at least `cpus` free for which `fits` holds; none further down
+/// has enough cpus once one has too few.
+fn first_in(it: impl Iterator<Item = FreeEntry>, cpus: u32, fits: &impl Fn(NodeId) -> bool) -> Option<FreeEntry> {
+    it.take_while(|(Reverse(f), _)| *f >= cpus).find(|&(_, id)| fits(id))
+}
+
+/// Two ordered iterators as one.
+struct Merge<A: Iterator<Item = FreeEntry>, B: Iterator<Item = FreeEntry>> {
+    a: Peekable<A>,
+    b: Peekable<B>,
+}
+
+impl<A: Iterator<Item = FreeEntry>, B: Iterator<Item = FreeEntry>> Iterator for Merge<A, B> {
+    type Item = FreeEntry;
+
+    fn next(&mut self) -> Option<FreeEntry> {
+        match (self.a.peek(), self.b.peek()) {
+            (Some(x), Some(y)) if y < x => self.b.next(),
+            (Some(_), _) => self.a.next(),
+            (None, _) => self.b.next(),
+        }
     }
 }

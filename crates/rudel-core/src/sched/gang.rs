@@ -118,7 +118,7 @@ impl Planner<'_> {
         for id in free
             .iter()
             .take_while(|(Reverse(c), _)| *c >= shape.cpus)
-            .map(|&(_, id)| id)
+            .map(|(_, id)| id)
         {
             if caps.len() >= want_nodes + required && tasks >= want_tasks {
                 break;

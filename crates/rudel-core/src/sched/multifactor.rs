@@ -68,31 +68,69 @@ fn job_cpus(job: &Job) -> u64 {
 
 /// The job's priority now (the state's time, its cached fair-share factors and cpus).
 pub fn priority(state: &State, job: &Job) -> Priority {
+    let mut memo = Memo::default();
+    memo.priority(state, job)
+}
+
+/// What many priority computations in one entry share: the partition factor of each
+/// partition list and the fair-share factor of each user. A re-keying Tick computes up to
+/// 50,000 priorities; splitting partition lists and looking names up for each was most
+/// of its cost at 10,000 nodes.
+#[derive(Default)]
+pub struct Memo<'s> {
+    max_part: Option<u64>,
+    parts: rustc_hash::FxHashMap<&'s str, u64>,
+    users: rustc_hash::FxHashMap<&'s str, u64>,
+}
+
+impl<'s> Memo<'s> {
+    /// [`priority`], with the per-list and per-user factors remembered.
+    pub fn priority(&mut self, state: &'s State, job: &'s Job) -> Priority {
+        let max_part = *self.max_part.get_or_insert_with(|| {
+            state
+                .sched
+                .partitions
+                .values()
+                .map(|p| u64::from(p.factor))
+                .max()
+                .unwrap_or(0)
+        });
+        let mine = *self
+            .parts
+            .entry(job.spec.partition.as_str())
+            .or_insert_with(|| partition_factor(state, &job.spec.partition));
+        let fairshare = *self
+            .users
+            .entry(job.spec.user.as_str())
+            .or_insert_with(|| state.fairshare.factor(&job.spec.user));
+        compute(state, job, fairshare, mine, max_part)
+    }
+}
+
+/// The highest `factor` of the partitions a job names.
+fn partition_factor(state: &State, list: &str) -> u64 {
+    list.split(',')
+        .map(|name| {
+            state
+                .sched
+                .partitions
+                .get(name.trim())
+                .map_or(0, |p| u64::from(p.factor))
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn compute(state: &State, job: &Job, fairshare: u64, mine: u64, max_part: u64) -> Priority {
     let cfg = &state.sched.fair;
     let since = job.submit_ms.max(job.spec.begin_ms);
     let age_ms = state.now_ms.saturating_sub(since);
     let max_age_ms = cfg.max_age_s.max(1).saturating_mul(1000);
     let age = clamp_q32(ratio_q32(u128::from(age_ms.min(max_age_ms)), u128::from(max_age_ms)));
-    let fairshare = state.fairshare.factor(&job.spec.user);
     let jobsize = clamp_q32(ratio_q32(
         u128::from(job_cpus(job)),
         u128::from(state.fairshare.total_cpus.max(1)),
     ));
-    let part_factor = |name: &str| {
-        state
-            .sched
-            .partitions
-            .get(name.trim())
-            .map_or(0, |p| u64::from(p.factor))
-    };
-    let max_part = state
-        .sched
-        .partitions
-        .values()
-        .map(|p| u64::from(p.factor))
-        .max()
-        .unwrap_or(0);
-    let mine = job.spec.partition.split(',').map(part_factor).max().unwrap_or(0);
     let partition = if max_part == 0 {
         0
     } else {

@@ -195,7 +195,6 @@ struct Planner<'a> {
     /// Nodes with free cpus, most free first (ties: lowest id); built on the second
     /// placement of a pass (one placement is cheaper with a plain scan).
     free: Option<FreeNodes<'a>>,
-    node_picks: u32,
     /// Running limits per user: what this pass gave each user (see `running_limit.rs`).
     users: super::running_limit::UserTaken,
     /// Under backfill: each reserved job's expected start and what its nodes have spare
@@ -232,7 +231,6 @@ impl<'a> Planner<'a> {
             tails: None,
             no_pred: Vec::new(),
             free: None,
-            node_picks: 0,
             users: super::running_limit::UserTaken::new(state),
             windows: Vec::new(),
             gres_ends: Vec::new(),
@@ -340,26 +338,20 @@ impl<'a> Planner<'a> {
                         // nodes, `bench/sched-sim scale`).
                         return true;
                     }
-                    // A node kept for another job's preemption that this one may not
-                    // take is not one it waits for (reserving it would block that job).
+                    // The last pass's reservation for this job, when it still holds,
+                    // needs no mask of every node (O(nodes) on every pass).
+                    if self.plan.reservation.is_none() {
+                        if let Some(done) = self.reuse_reservation(job, &shape, None) {
+                            return done;
+                        }
+                    }
                     let could_use: Vec<bool> = (self.state.nodes.iter().enumerate())
-                        .map(|(i, n)| {
-                            n.could_ever_fit(cpus, mem)
-                                && n.matches(shape.constraint)
-                                && n.could_ever_serve(shape.gres)
-                                && shape.in_partitions(n)
-                                && self.open_to(i as NodeId, n, &shape)
-                        })
+                        .map(|(i, n)| self.could_use_node(i, n, &shape))
                         .collect();
                     return self.backfill_block(job, &shape, None, &could_use);
                 }
                 for (i, n) in self.state.nodes.iter().enumerate() {
-                    if n.could_ever_fit(cpus, mem)
-                        && n.matches(shape.constraint)
-                        && n.could_ever_serve(shape.gres)
-                        && shape.in_partitions(n)
-                        && self.open_to(i as NodeId, n, &shape)
-                    {
+                    if self.could_use_node(i, n, &shape) {
                         self.reserved[i] = true;
                     }
                 }
@@ -398,13 +390,7 @@ impl<'a> Planner<'a> {
         let could_use: Vec<bool> = (self.state.nodes.iter().enumerate())
             .map(|(i, n)| match alloc {
                 Some(a) => self.could_ever_serve(n, job, a, shape),
-                None => {
-                    n.could_ever_fit(shape.cpus, shape.mem)
-                        && n.matches(shape.constraint)
-                        && n.could_ever_serve(shape.gres)
-                        && shape.in_partitions(n)
-                        && self.open_to(i as NodeId, n, shape)
-                }
+                None => self.could_use_node(i, n, shape),
             })
             .collect();
         let more = self.backfill_block(job, shape, alloc, &could_use);
@@ -412,6 +398,17 @@ impl<'a> Planner<'a> {
             self.plan.blocked.get_or_insert(job.id);
         }
         more
+    }
+
+    /// A node a task of `shape` could ever run on and may wait for. A node kept for
+    /// another job's preemption that this one may not take is not one it waits for
+    /// (reserving it would block that job).
+    fn could_use_node(&self, i: usize, n: &Node, shape: &Shape) -> bool {
+        n.could_ever_fit(shape.cpus, shape.mem)
+            && n.matches(shape.constraint)
+            && n.could_ever_serve(shape.gres)
+            && shape.in_partitions(n)
+            && self.open_to(i as NodeId, n, shape)
     }
 
     /// `Shape::in_partitions`, remembered per partition and node for the pass: matching a
@@ -515,51 +512,35 @@ impl<'a> Planner<'a> {
         {
             return None;
         }
-        self.node_picks += 1;
-        if self.free.is_none() && self.node_picks > 1 {
+        if self.free.is_none() {
             self.free = Some(self.free_nodes());
         }
-        let found = match &self.free {
-            // The first node in (most free, lowest id) order that fits; none further down
-            // has enough cpus once one has too few.
-            Some(free) => free.first_fit(cpus, self.partition_bits(t), |id| self.fits(id, t)),
-            None => self.scan_for_node(t),
-        };
+        // The node with the most free cpus that fits the task now (ties: lowest id),
+        // spreading work over the cluster.
+        let found =
+            (self.free.as_ref()).and_then(|free| free.first_fit(cpus, self.partition_bits(t), |id| self.fits(id, t)));
         if found.is_none() && plain {
             self.no_fit.push((cpus, mem, end, parts));
         }
         found
     }
 
-    /// The node with the most free cpus that fits the task now (ties: lowest id),
-    /// spreading work over the cluster.
-    fn scan_for_node(&self, t: &Shape) -> Option<NodeId> {
-        let mut best: Option<(u32, NodeId)> = None;
-        for (i, n) in self.state.nodes.iter().enumerate() {
-            let id = i as NodeId;
-            if self.fits(id, t) {
-                let free = self.free_on(id, n).0;
-                if best.is_none_or(|(b, _)| free > b) {
-                    best = Some((free, id));
-                }
-            }
-        }
-        best.map(|(_, id)| id)
-    }
-
-    /// Nodes with a free cpu, in `scan_for_node`'s order of preference.
+    /// Nodes with a free cpu, most free first: the state's kept-up index (a fresh one
+    /// when it is not settled, as for a copy of the state) with what this pass placed.
     fn free_nodes(&self) -> FreeNodes<'a> {
         let state: &'a State = self.state;
-        let bits = match state.tail_index().map(|i| i.bits()) {
-            Some(b) if b.len() == state.nodes.len() => Cow::Borrowed(b),
-            _ => Cow::Owned(
-                (state.nodes.iter())
-                    .map(|n| crate::state::tails::partition_bits(state, n))
-                    .collect(),
-            ),
+        let base = match state.free_index() {
+            Some(i) => Cow::Borrowed(i),
+            None => Cow::Owned(state.fresh_free()),
         };
-        let free = (state.nodes.iter().enumerate()).map(|(i, n)| (i as NodeId, self.free_on(i as NodeId, n).0));
-        FreeNodes::new(free, bits)
+        let mut free = FreeNodes::new(base);
+        for (&id, &(cpus, _)) in &self.used {
+            if let Some(n) = state.nodes.get(id as usize) {
+                let before = n.cpus_free();
+                free.update(id, before, before.saturating_sub(cpus));
+            }
+        }
+        free
     }
 
     /// Places a task on free resources of `node`; the new holder is a tail of depth 0 if

@@ -26,8 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::JobId;
 use crate::job::RunningTask;
-use crate::sched::fair::{FairConfig, FAIR_VERSION};
+use crate::sched::fair::{FairConfig, CALC_PERIOD_VERSION, FAIR_VERSION};
 use crate::sched::fixed::{exp2_neg_q32, mul_q32, ratio_q32, ONE_Q32};
+use crate::sched::order::QueueKey;
 
 /// One user's usage and what it is charged for now.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,9 +236,19 @@ impl super::State {
     }
 
     /// A `Tick` entry: decay, new factors, and (under `multifactor`) new priorities for up
-    /// to `rekey_per_tick` queued jobs.
+    /// to `rekey_per_tick` queued jobs; from version 9 on only once `calc_period_s` has
+    /// passed since the last (Slurm's PriorityCalcPeriod).
     pub(crate) fn fair_tick(&mut self) {
         if !self.fair_on() {
+            return;
+        }
+        let due = self
+            .fairshare
+            .tick_ms
+            .saturating_add(self.sched.fair.calc_period_s.saturating_mul(1000));
+        if self.sched.version >= CALC_PERIOD_VERSION && self.now_ms < due {
+            // Ticks come for other reasons too (a time limit, a capped pass going on):
+            // each re-keyed up to `rekey_per_tick` jobs, 240 ms at 10,000 nodes.
             return;
         }
         self.fairshare.tick(self.now_ms, &self.sched.fair);
@@ -264,40 +275,80 @@ impl super::State {
     /// Re-prioritises queued jobs, in job-id order from where the last Tick stopped, at
     /// most `rekey_per_tick` of them (a queue larger than that is done over several
     /// Ticks, round-robin), so one Tick's cost is bounded however long the queue.
+    ///
+    /// It walks the queue, not every job (finished ones included), and takes each job's
+    /// tier from the key the queue holds: the tier changes only with the partitions, and
+    /// a `Configure` that changes them rebuilds the queue.
     fn rekey(&mut self) {
         let cap = usize::try_from(self.sched.fair.rekey_per_tick).unwrap_or(usize::MAX);
         let from = self.fairshare.rekey_from;
-        let mut ids: Vec<JobId> = Vec::new();
-        let mut last = None;
-        let queued = |s: &Self, j: &crate::job::Job| s.queue.contains(&s.sched.queue_key(j));
-        for j in self
-            .jobs
-            .range(from..)
-            .map(|(_, j)| j)
-            .chain(self.jobs.range(..from).map(|(_, j)| j))
-        {
-            if ids.len() >= cap {
-                last = Some(j.id);
-                break;
-            }
-            if j.has_pending() && queued(self, j) {
-                ids.push(j.id);
+        let mut queued: Vec<QueueKey> = self
+            .queue
+            .iter()
+            .filter(|k| self.jobs.get(&k.2).is_some_and(|j| j.has_pending()))
+            .copied()
+            .collect();
+        queued.sort_unstable_by_key(|k| k.2);
+        let split = queued.partition_point(|k| k.2 < from);
+        queued.rotate_left(split);
+        let chosen = &queued[..cap.min(queued.len())];
+        self.fairshare.rekey_from = self.rekey_resume(from, chosen, cap);
+        let mut changed: Vec<(QueueKey, i64)> = Vec::new();
+        let mut memo = crate::sched::multifactor::Memo::default();
+        for &key in chosen {
+            let Some(j) = self.jobs.get(&key.2) else { continue };
+            let p = memo.priority(self, j).value;
+            if p != j.mf_priority {
+                changed.push((key, p));
             }
         }
-        self.fairshare.rekey_from = last.unwrap_or(0);
-        for id in ids {
-            let Some(j) = self.jobs.get(&id) else { continue };
-            let old = self.sched.queue_key(j);
-            let p = crate::sched::multifactor::priority(self, j).value;
-            if p == j.mf_priority {
-                continue;
-            }
-            self.queue.remove(&old);
+        drop(memo);
+        self.requeue_keys(&changed);
+    }
+
+    /// Where the next re-keying starts: the job after the last one re-keyed (in the
+    /// round-robin order from `from`), when this Tick stopped at its cap; 0 when it went
+    /// around. Kept as it was when every job was walked: the value is replicated.
+    fn rekey_resume(&self, from: JobId, chosen: &[QueueKey], cap: usize) -> JobId {
+        use std::ops::Bound::{Excluded, Unbounded};
+        if chosen.len() < cap {
+            return 0;
+        }
+        let next = match chosen.last() {
+            None => self.jobs.range(from..).chain(self.jobs.range(..from)).next(),
+            Some(&(_, _, last)) if last >= from => self
+                .jobs
+                .range((Excluded(last), Unbounded))
+                .chain(self.jobs.range(..from))
+                .next(),
+            Some(&(_, _, last)) => self.jobs.range((Excluded(last), Excluded(from))).next(),
+        };
+        next.map_or(0, |(id, _)| *id)
+    }
+
+    /// Moves each job to its new multifactor priority in the queue. Many moves rebuild
+    /// the queue from sorted keys: one bulk build instead of a removal and an insertion
+    /// in a large tree for each.
+    fn requeue_keys(&mut self, changed: &[(QueueKey, i64)]) {
+        for &((_, _, id), p) in changed {
             if let Some(j) = self.jobs.get_mut(&id) {
                 j.mf_priority = p;
             }
-            if let Some(j) = self.jobs.get(&id) {
-                self.queue.insert(self.sched.queue_key(j));
+        }
+        let new_key = |&((tier, _, id), p): &(QueueKey, i64)| (tier, p.saturating_neg(), id);
+        if changed.len() > self.queue.len() / 8 {
+            // A job has one key in the queue: its id finds its new priority.
+            let moved: rustc_hash::FxHashMap<JobId, i64> = changed.iter().map(|&((_, _, id), p)| (id, p)).collect();
+            let mut keys: Vec<QueueKey> = std::mem::take(&mut self.queue)
+                .into_iter()
+                .map(|k| moved.get(&k.2).map_or(k, |p| (k.0, p.saturating_neg(), k.2)))
+                .collect();
+            keys.sort_unstable();
+            self.queue = keys.into_iter().collect();
+        } else {
+            for c in changed {
+                self.queue.remove(&c.0);
+                self.queue.insert(new_key(c));
             }
         }
     }
@@ -481,6 +532,80 @@ mod tests {
             "{}",
             e.priority
         );
+    }
+
+    /// Where the old re-keying (a walk of every job in id order) would go on from.
+    fn walked_resume(s: &State, from: JobId, cap: usize) -> JobId {
+        let mut n = 0;
+        for j in s.jobs.range(from..).chain(s.jobs.range(..from)).map(|(_, j)| j) {
+            if n >= cap {
+                return j.id;
+            }
+            if j.has_pending() && s.queue.contains(&s.sched.queue_key(j)) {
+                n += 1;
+            }
+        }
+        0
+    }
+
+    #[test]
+    fn rekeying_the_queue_resumes_where_walking_every_job_did() {
+        // `rekey_from` is replicated: walking the queue instead of every job must not
+        // move it, or heads of two builds at one version would re-key different jobs.
+        let mut s = one_node(1);
+        v3(&mut s, &[("order", "multifactor"), ("multifactor.rekey_per_tick", "2")]);
+        let ids: Vec<JobId> = (0..8).map(|_| submit(&mut s, of("a", 1))).collect();
+        // A running job and cancelled ones are not queued but stay in the job map.
+        assert!(!s.jobs[&ids[0]].running.is_empty());
+        let now = s.now_ms;
+        s.apply(Command::Cancel {
+            jobs: vec![ids[3], ids[7]],
+            now_ms: now,
+        });
+        let mut seen = Vec::new();
+        for round in 1..=8u64 {
+            let from = s.fairshare.rekey_from;
+            let expected = walked_resume(&s, from, 2);
+            tick(&mut s, now + round * 1_000);
+            assert_eq!(s.fairshare.rekey_from, expected, "round {round}, from {from}");
+            seen.push(expected);
+        }
+        assert!(
+            seen.contains(&ids[3]),
+            "a resume point may be a job not queued: {seen:?}"
+        );
+        assert!(
+            seen.windows(2).any(|w| w[1] < w[0]),
+            "and the walk goes around: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn from_version_9_only_a_tick_a_period_after_the_last_decays_and_rekeys() {
+        for (version, decays_early) in [("8", true), ("9", false)] {
+            let mut s = one_node(4);
+            v3(
+                &mut s,
+                &[
+                    ("version", version),
+                    ("fairshare.half_life_s", "100"),
+                    ("fairshare.calc_period_s", "60"),
+                ],
+            );
+            let j = submit(&mut s, of("a", 2));
+            let t0 = s.now_ms;
+            end(&mut s, j, t0 + 10_000);
+            let before = s.fairshare.users["a"].usage;
+            let last = s.fairshare.tick_ms;
+            // A Tick for another reason (a time limit, a capped pass), 20 s later.
+            tick(&mut s, t0 + 20_000);
+            let after = s.fairshare.users["a"].usage;
+            assert_eq!(after < before, decays_early, "version {version}");
+            assert_eq!(s.fairshare.tick_ms > last, decays_early, "version {version}");
+            // A period after the last decay every version decays.
+            tick(&mut s, last + 60_000);
+            assert!(s.fairshare.users["a"].usage < before, "version {version}");
+        }
     }
 
     #[test]

@@ -69,6 +69,8 @@ impl State {
             });
             if i > 0 {
                 self.node_changed(s.node);
+            } else {
+                self.touch_free(s.node);
             }
         }
         let licenses = self

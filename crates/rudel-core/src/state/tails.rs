@@ -123,6 +123,8 @@ impl State {
         if self.tails.index.is_some() {
             self.tails.dirty.push(key);
         }
+        // The same changes move when its chain ends (`state/releases.rs`).
+        self.touch_release(key);
     }
 
     /// `touch_tail` for every task in these `KillRequested` events.
