@@ -14,6 +14,7 @@ use crate::scheduler;
 
 mod cancel_tasks;
 mod complete_alloc;
+pub mod derived;
 pub mod fairshare;
 pub mod free_index;
 mod gang;

@@ -83,32 +83,12 @@ impl FreeIndex {
 }
 
 /// The index and the nodes changed since it was last settled.
-#[derive(Clone, Default)]
-pub struct FreeCache {
-    index: Option<FreeIndex>,
-    dirty: Vec<NodeId>,
-}
-
-// Derived data: replicas compare equal whatever their caches hold.
-impl PartialEq for FreeCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for FreeCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.index.as_ref().map(|i| i.all.len());
-        write!(f, "FreeCache {{ nodes: {n:?}, dirty: {} }}", self.dirty.len())
-    }
-}
+pub type FreeCache = super::derived::Derived<FreeIndex, NodeId>;
 
 impl State {
     /// Notes that node `id`'s allocation, size or labels changed.
     pub(crate) fn touch_free(&mut self, id: NodeId) {
-        if self.free_nodes.index.is_some() {
-            self.free_nodes.dirty.push(id);
-        }
+        self.free_nodes.touch(id);
     }
 
     /// The partitions changed: the index is built again on next use.
@@ -118,12 +98,11 @@ impl State {
 
     /// Brings the index up to date (builds it on first use).
     pub(crate) fn settle_free(&mut self) {
-        let Some(mut index) = self.free_nodes.index.take() else {
-            self.free_nodes.dirty.clear();
+        let Some((mut index, dirty)) = self.free_nodes.take() else {
             self.free_nodes.index = Some(self.fresh_free());
             return;
         };
-        for id in std::mem::take(&mut self.free_nodes.dirty) {
+        for id in dirty {
             if let Some(n) = self.nodes.get(id as usize) {
                 index.refile(id, n.cpus_free(), partition_bits(self, n));
             }

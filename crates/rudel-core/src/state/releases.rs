@@ -40,7 +40,7 @@ impl Hold {
 
 /// The holders' holds of every node (by node id, in task order) and where each is filed.
 #[derive(Clone, Default)]
-struct ReleaseIndex {
+pub struct ReleaseIndex {
     by_node: Vec<Vec<(TaskKey, Hold)>>,
     filed: HashMap<TaskKey, NodeId>,
 }
@@ -70,43 +70,21 @@ impl ReleaseIndex {
 }
 
 /// The index and the tasks changed since it was last settled.
-#[derive(Clone, Default)]
-pub struct ReleaseCache {
-    index: Option<ReleaseIndex>,
-    dirty: Vec<TaskKey>,
-}
-
-// Derived data: replicas compare equal whatever their caches hold.
-impl PartialEq for ReleaseCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for ReleaseCache {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.index.as_ref().map(|i| i.filed.len());
-        write!(f, "ReleaseCache {{ holders: {n:?}, dirty: {} }}", self.dirty.len())
-    }
-}
+pub type ReleaseCache = super::derived::Derived<ReleaseIndex, TaskKey>;
 
 impl State {
     /// Notes that `key` changed in a way that may change when its chain ends (see
     /// [`State::touch_tail`], which calls this).
     pub(crate) fn touch_release(&mut self, key: TaskKey) {
-        if self.releases.index.is_some() {
-            self.releases.dirty.push(key);
-        }
+        self.releases.touch(key);
     }
 
     /// Brings the holds up to date (builds them on first use).
     pub(crate) fn settle_releases(&mut self) {
-        let Some(mut index) = self.releases.index.take() else {
-            self.releases.dirty.clear();
+        let Some((mut index, mut dirty)) = self.releases.take() else {
             self.releases.index = Some(self.fresh_releases());
             return;
         };
-        let mut dirty = std::mem::take(&mut self.releases.dirty);
         dirty.sort_unstable();
         dirty.dedup();
         for key in dirty {
@@ -135,26 +113,10 @@ impl State {
         }
     }
 
-    /// The first task of the chain `key` is in (itself when nothing is ahead of it).
-    fn chain_holder(&self, key: TaskKey) -> TaskKey {
-        let mut cur = key;
-        // Chains are at most MAX_QUEUED_PER_SLOT deep; the bound guards a corrupt cycle.
-        for _ in 0..=crate::state::MAX_QUEUED_PER_SLOT + 1 {
-            match self.running_task(cur).and_then(|r| r.after) {
-                Some(prev) => cur = prev,
-                None => break,
-            }
-        }
-        cur
-    }
-
     /// Node `id`'s holders' holds (in task order), if they are up to date; `None` tells
     /// the caller to compute them ([`State::holder_holds`]).
     pub fn kept_holds(&self, id: NodeId) -> Option<impl Iterator<Item = &Hold>> {
-        if !self.releases.dirty.is_empty() {
-            return None;
-        }
-        let index = self.releases.index.as_ref()?;
+        let index = self.releases.settled()?;
         let list = index.by_node.get(id as usize)?;
         Some(list.iter().map(|(_, h)| h))
     }

@@ -96,33 +96,13 @@ impl TailIndex {
 }
 
 /// The index and the tasks changed since it was last settled.
-#[derive(Clone, Default)]
-pub struct Tails {
-    index: Option<TailIndex>,
-    dirty: Vec<TaskKey>,
-}
-
-// Derived data: replicas compare equal whatever their caches hold.
-impl PartialEq for Tails {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl std::fmt::Debug for Tails {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.index.as_ref().map(TailIndex::len);
-        write!(f, "Tails {{ filed: {n:?}, dirty: {} }}", self.dirty.len())
-    }
-}
+pub type Tails = super::derived::Derived<TailIndex, TaskKey>;
 
 impl State {
     /// Notes that `key` (a running task, or one that just stopped running) changed in a
     /// way that may make it, or the end of its chain, a tail or not one.
     pub(crate) fn touch_tail(&mut self, key: TaskKey) {
-        if self.tails.index.is_some() {
-            self.tails.dirty.push(key);
-        }
+        self.tails.touch(key);
         // The same changes move when its chain ends (`state/releases.rs`).
         self.touch_release(key);
     }
@@ -163,12 +143,11 @@ impl State {
 
     /// Brings the index up to date (builds it on first use).
     pub(crate) fn settle_tails(&mut self) {
-        let Some(mut index) = self.tails.index.take() else {
-            self.tails.dirty.clear();
+        let Some((mut index, dirty)) = self.tails.take() else {
             self.tails.index = Some(self.fresh_tails());
             return;
         };
-        for key in std::mem::take(&mut self.tails.dirty) {
+        for key in dirty {
             self.refile(&mut index, key);
             let end = self.chain_end(key);
             if end != key {
@@ -181,7 +160,7 @@ impl State {
     /// The index, if it is up to date; `None` tells the caller to build one
     /// ([`State::fresh_tails`]).
     pub fn tail_index(&self) -> Option<&TailIndex> {
-        self.tails.index.as_ref().filter(|_| self.tails.dirty.is_empty())
+        self.tails.settled()
     }
 
     /// The index built from every running task.
@@ -220,10 +199,20 @@ impl State {
 
     /// The last task of the chain `key` is in (itself when it has no successor).
     fn chain_end(&self, key: TaskKey) -> TaskKey {
+        self.chain_walk(key, |r| r.successor)
+    }
+
+    /// The first task of the chain `key` is in (itself when nothing is ahead of it).
+    pub(crate) fn chain_holder(&self, key: TaskKey) -> TaskKey {
+        self.chain_walk(key, |r| r.after)
+    }
+
+    /// Follows `step` from `key` along its chain to the last task it reaches.
+    fn chain_walk(&self, key: TaskKey, step: impl Fn(&crate::job::RunningTask) -> Option<TaskKey>) -> TaskKey {
         let mut cur = key;
         // Chains are at most MAX_QUEUED_PER_SLOT deep; the bound guards a corrupt cycle.
         for _ in 0..=crate::state::MAX_QUEUED_PER_SLOT + 1 {
-            match self.running_task(cur).and_then(|r| r.successor) {
+            match self.running_task(cur).and_then(&step) {
                 Some(next) => cur = next,
                 None => break,
             }
