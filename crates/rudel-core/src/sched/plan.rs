@@ -192,8 +192,8 @@ struct Planner<'a> {
     /// scanned the tails of its shape again (60% of a pass at 1,000 nodes), and clearing
     /// it on every placement still cost 63% at 10,000 (`bench/sched-sim scale`).
     no_pred: Vec<(Request, usize)>,
-    /// Nodes with free cpus, most free first (ties: lowest id); built on the second
-    /// placement of a pass (one placement is cheaper with a plain scan).
+    /// Nodes with free cpus, most free first (ties: lowest id): the state's kept-up
+    /// index with this pass's placements over it, made on the pass's first pick.
     free: Option<FreeNodes<'a>>,
     /// Running limits per user: what this pass gave each user (see `running_limit.rs`).
     users: super::running_limit::UserTaken,
