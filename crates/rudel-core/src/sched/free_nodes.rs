@@ -139,3 +139,62 @@ impl<A: Iterator<Item = FreeEntry>, B: Iterator<Item = FreeEntry>> Iterator for 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nodes 0..=3: 8, 6, 6, 2 free cpus; 0 and 1 in partition bit 1, 2 and 3 in bit 2.
+    fn base() -> FreeIndex {
+        let mut f = FreeIndex::default();
+        for (id, cpus, bits) in [(0, 8, 1), (1, 6, 1), (2, 6, 2), (3, 2, 2)] {
+            f.refile(id, cpus, bits);
+        }
+        f
+    }
+
+    fn order(f: &FreeNodes) -> Vec<(u32, NodeId)> {
+        f.iter().map(|(Reverse(c), id)| (c, id)).collect()
+    }
+
+    #[test]
+    fn a_pass_sees_its_own_placements_over_the_index() {
+        let base = base();
+        let mut f = FreeNodes::new(Cow::Borrowed(&base));
+        assert_eq!(order(&f), vec![(8, 0), (6, 1), (6, 2), (2, 3)]);
+        f.update(0, 8, 5);
+        assert_eq!(
+            order(&f),
+            vec![(6, 1), (6, 2), (5, 0), (2, 3)],
+            "moved, not listed twice"
+        );
+        f.update(0, 5, 0);
+        f.update(1, 6, 1);
+        assert_eq!(order(&f), vec![(6, 2), (2, 3), (1, 1)], "a full node leaves the order");
+        assert_eq!(base.free_of(0), 8, "the state's index is untouched");
+    }
+
+    #[test]
+    fn first_fit_takes_the_roomiest_node_of_the_jobs_partitions_that_fits() {
+        let base = base();
+        let mut f = FreeNodes::new(Cow::Borrowed(&base));
+        assert_eq!(f.first_fit(4, None, |_| true), Some(0));
+        assert_eq!(f.first_fit(4, Some(2), |_| true), Some(2), "only partition bit 2");
+        assert_eq!(f.first_fit(4, Some(1), |id| id != 0), Some(1), "the next that fits");
+        assert_eq!(f.first_fit(7, Some(2), |_| true), None, "none has room enough");
+        // Placements move nodes; a pass of many keeps finding the next roomiest.
+        for _ in 0..2 {
+            let id = f.first_fit(1, Some(1 | 2), |_| true).unwrap_or(NodeId::MAX);
+            let before = order(&f).iter().find(|e| e.1 == id).map_or(0, |e| e.0);
+            f.update(id, before, before - 1);
+        }
+        assert_eq!(order(&f), vec![(6, 0), (6, 1), (6, 2), (2, 3)], "ties: lowest id");
+        assert_eq!(f.first_fit(6, Some(1), |_| true), Some(0));
+        assert_eq!(f.first_fit(6, Some(2), |_| true), Some(2));
+        // A node emptied and refilled in the pass comes back in its group.
+        f.update(3, 2, 0);
+        assert_eq!(f.first_fit(2, Some(2), |id| id == 3), None);
+        f.update(3, 0, 4);
+        assert_eq!(f.first_fit(2, Some(2), |id| id == 3), Some(3));
+    }
+}

@@ -57,7 +57,7 @@ impl FreeIndex {
     }
 
     /// Node `id` now has `cpus` free and is in the partitions `bits`.
-    fn refile(&mut self, id: NodeId, cpus: u32, bits: u64) {
+    pub(crate) fn refile(&mut self, id: NodeId, cpus: u32, bits: u64) {
         let i = id as usize;
         if self.filed.len() <= i {
             self.filed.resize(i + 1, (0, 0));
