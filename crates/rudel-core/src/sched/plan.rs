@@ -11,7 +11,6 @@
 //! constraints and with equal nodes that is plain strict order. A job held back only by
 //! its array limit (`%N`) reserves nothing.
 use rustc_hash::FxHashMap as HashMap;
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Unbounded};
 
@@ -529,11 +528,7 @@ impl<'a> Planner<'a> {
     /// when it is not settled, as for a copy of the state) with what this pass placed.
     fn free_nodes(&self) -> FreeNodes<'a> {
         let state: &'a State = self.state;
-        let base = match state.free_index() {
-            Some(i) => Cow::Borrowed(i),
-            None => Cow::Owned(state.fresh_free()),
-        };
-        let mut free = FreeNodes::new(base);
+        let mut free = FreeNodes::new(state.free_nodes.settled_or(|| state.fresh_free()));
         for (&id, &(cpus, _)) in &self.used {
             if let Some(n) = state.nodes.get(id as usize) {
                 let before = n.cpus_free();
@@ -684,12 +679,8 @@ impl<'a> Planner<'a> {
     /// is queued behind a task before the tails exist).
     fn tails_now(&self) -> PassTails<'a> {
         let state: &'a State = self.state;
-        let base = match state.tail_index() {
-            Some(index) => Cow::Borrowed(index),
-            // Not settled (a plan outside `schedule`): built afresh, as before the index.
-            None => Cow::Owned(state.fresh_tails()),
-        };
-        let mut tails = PassTails::new(base);
+        // Not settled (a plan outside `schedule`): built afresh, as before the index.
+        let mut tails = PassTails::new(state.tails.settled_or(|| state.fresh_tails()));
         for p in &self.plan.start {
             let Some(job) = state.jobs.get(&p.key.job) else {
                 continue;

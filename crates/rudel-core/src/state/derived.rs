@@ -57,4 +57,16 @@ impl<I, K> Derived<I, K> {
     pub(crate) fn settled(&self) -> Option<&I> {
         self.index.as_ref().filter(|_| self.dirty.is_empty())
     }
+
+    /// The index if it is up to date, else one `fresh` builds (a reader outside the
+    /// settled points, such as a plan on a copy of the state).
+    pub(crate) fn settled_or(&self, fresh: impl FnOnce() -> I) -> std::borrow::Cow<'_, I>
+    where
+        I: Clone,
+    {
+        match self.settled() {
+            Some(index) => std::borrow::Cow::Borrowed(index),
+            None => std::borrow::Cow::Owned(fresh()),
+        }
+    }
 }
