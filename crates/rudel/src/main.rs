@@ -11,6 +11,7 @@ mod history;
 mod hold_cmd;
 mod job_refs;
 mod kv_cmd;
+mod lazy_args;
 mod limits_cmd;
 mod node_cmd;
 mod opts;
@@ -29,6 +30,7 @@ mod whoami;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lazy_args::Lazy;
 
 /// A cluster manager and batch scheduler: run batch work on one laptop or many Linux nodes.
 ///
@@ -62,72 +64,72 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run a head and a local agent in one foreground process (a one-node cluster).
-    Up(daemon::UpArgs),
+    Up(Lazy<daemon::UpArgs>),
     /// Run a head (controller) only.
-    Head(daemon::HeadArgs),
+    Head(Lazy<daemon::HeadArgs>),
     /// Run an agent that executes tasks for a head.
-    Agent(daemon::AgentArgs),
+    Agent(Lazy<daemon::AgentArgs>),
     /// Queue a job: `rudel submit [OPTIONS] -- CMD [ARGS]` or `rudel submit [OPTIONS] SCRIPT [ARGS]`.
-    Submit(opts::SubmitArgs),
+    Submit(Lazy<opts::SubmitArgs>),
     /// Submit a job, stream its output, and exit with its exit code.
-    Run(opts::SubmitArgs),
+    Run(Lazy<opts::SubmitArgs>),
     /// List jobs (unfinished ones unless --all).
-    Jobs(show::JobsArgs),
+    Jobs(Lazy<show::JobsArgs>),
     /// Show one job in detail.
-    Show(show::ShowArgs),
+    Show(Lazy<show::ShowArgs>),
     /// Cancel jobs: pending tasks end at once, running ones are killed with their whole process tree.
-    Cancel(show::CancelArgs),
+    Cancel(Lazy<show::CancelArgs>),
     /// Keep pending jobs from starting (running tasks go on) until `rudel release`.
-    Hold(hold_cmd::HoldArgs),
+    Hold(Lazy<hold_cmd::HoldArgs>),
     /// Let held jobs start.
-    Release(hold_cmd::HoldArgs),
+    Release(Lazy<hold_cmd::HoldArgs>),
     /// Change jobs that have not started: --priority, --time, --name.
-    Update(hold_cmd::UpdateArgs),
+    Update(Lazy<hold_cmd::UpdateArgs>),
     /// Put jobs or array tasks (41_3) back to pending to run again; running ones are killed first.
-    Requeue(requeue_cmd::RequeueArgs),
+    Requeue(Lazy<requeue_cmd::RequeueArgs>),
     /// Wait until jobs finish; exit 0 only if every task completed with exit code 0.
-    Wait(follow::WaitArgs),
+    Wait(Lazy<follow::WaitArgs>),
     /// Print a job's output (--follow: keep printing until the job ends).
-    Logs(follow::LogsArgs),
+    Logs(Lazy<follow::LogsArgs>),
     /// List compute nodes and their resources.
-    Nodes(show::NodesArgs),
+    Nodes(Lazy<show::NodesArgs>),
     /// List partitions (queues): state, tier, nodes, limits, load; `*` marks the default.
-    Partitions(partitions_cmd::PartitionsArgs),
+    Partitions(Lazy<partitions_cmd::PartitionsArgs>),
     /// Stop placing new work on nodes; running work finishes (state draining, then drained).
-    Drain(show::DrainArgs),
+    Drain(Lazy<show::DrainArgs>),
     /// Let drained nodes take work again.
-    Resume(show::ResumeArgs),
+    Resume(Lazy<show::ResumeArgs>),
     /// Manage nodes (admin): `rudel node forget NAME` lets another machine take the name.
-    Node(node_cmd::NodeArgs),
+    Node(Lazy<node_cmd::NodeArgs>),
     /// Run a command on nodes in parallel through their agents (no ssh); outputs grouped.
-    Exec(exec::ExecArgs),
+    Exec(Lazy<exec::ExecArgs>),
     /// The head answering: its id, the leader, Raft term and last applied log index.
-    Status(show::StatusArgs),
+    Status(Lazy<show::StatusArgs>),
     /// Who the head takes you for: user, uid (local socket), role, transport, certificate.
-    Whoami(whoami::WhoamiArgs),
+    Whoami(Lazy<whoami::WhoamiArgs>),
     /// Why a job waits, node by node: what each node lacks now, which job the free nodes
     /// are kept for, its place in the queue.
-    Explain(explain_cmd::ExplainArgs),
+    Explain(Lazy<explain_cmd::ExplainArgs>),
     /// Your limits (pending, running, submit rate) next to what you use now; admins may
     /// ask for any user.
-    Limits(limits_cmd::LimitsArgs),
+    Limits(Lazy<limits_cmd::LimitsArgs>),
     /// Fair-share per user: shares, decayed usage, effective usage, fair-share factor
     /// (as Slurm's sshare).
-    Share(share_cmd::ShareArgs),
+    Share(Lazy<share_cmd::ShareArgs>),
     /// The job's key-value store, from inside a running job: put, get, wait, incr
     /// (rendezvous and barriers between a job's tasks; deleted with the job).
-    Kv(kv_cmd::KvArgs),
+    Kv(Lazy<kv_cmd::KvArgs>),
     /// Manage join tokens (admin): create, list, revoke.
-    Token(tokens::TokenArgs),
+    Token(Lazy<tokens::TokenArgs>),
     /// Get user credentials for this machine with a client/admin token (for remote CLIs).
-    Login(tokens::LoginArgs),
+    Login(Lazy<tokens::LoginArgs>),
     /// Operate the head group: list/remove heads, step-down drill.
-    Admin(admin::AdminArgs),
+    Admin(Lazy<admin::AdminArgs>),
     /// The Slurm commands (sbatch, squeue, scancel, sinfo, scontrol): `rudel slurm install DIR`
     /// makes them as links to this binary, which answers as the name it is called by.
-    Slurm(slurm::SlurmArgs),
+    Slurm(Lazy<slurm::SlurmArgs>),
     /// Finished jobs from the accounting history (kept --history-retention on the heads).
-    History(history::HistoryArgs),
+    History(Lazy<history::HistoryArgs>),
     /// Slurm's sacct (the argv[0] dispatcher runs this for `sacct`).
     #[command(hide = true, disable_help_flag = true)]
     Sacct {
@@ -211,37 +213,37 @@ fn main() -> ExitCode {
     client::set_credentials_dir(cli.credentials.clone());
     let res = rt.block_on(async move {
         match cli.command {
-            Cmd::Up(a) => daemon::up(a).await,
-            Cmd::Head(a) => daemon::head(a).await,
-            Cmd::Agent(a) => daemon::agent(a, &head).await,
-            Cmd::Submit(a) => opts::submit(a, &head).await,
-            Cmd::Run(a) => follow::run(a, &head).await,
-            Cmd::Jobs(a) => show::jobs(a, &head).await,
-            Cmd::Show(a) => show::show(a, &head).await,
-            Cmd::Cancel(a) => show::cancel(a, &head).await,
-            Cmd::Hold(a) => hold_cmd::hold(a, &head, false).await,
-            Cmd::Release(a) => hold_cmd::hold(a, &head, true).await,
-            Cmd::Update(a) => hold_cmd::update(a, &head).await,
-            Cmd::Requeue(a) => requeue_cmd::requeue(a, &head).await,
-            Cmd::Wait(a) => follow::wait(a, &head).await,
-            Cmd::Logs(a) => follow::logs(a, &head).await,
-            Cmd::Nodes(a) => show::nodes(a, &head).await,
-            Cmd::Partitions(a) => partitions_cmd::partitions(a, &head).await,
-            Cmd::Drain(a) => show::drain(a, &head).await,
-            Cmd::Resume(a) => show::resume(a, &head).await,
-            Cmd::Node(a) => node_cmd::node(a, &head).await,
-            Cmd::Exec(a) => exec::exec(a, &head).await,
-            Cmd::Status(a) => show::status(a, &head).await,
-            Cmd::Whoami(a) => whoami::whoami(a, &head).await,
-            Cmd::Explain(a) => explain_cmd::explain(a, &head).await,
-            Cmd::Limits(a) => limits_cmd::limits(a, &head).await,
-            Cmd::Share(a) => share_cmd::share(a, &head).await,
-            Cmd::Kv(a) => kv_cmd::kv(a).await,
-            Cmd::Token(a) => tokens::token(a, &head).await,
-            Cmd::Login(a) => tokens::login(a, &head).await,
-            Cmd::Admin(a) => admin::admin(a, &head).await,
-            Cmd::Slurm(a) => slurm::install(a, &head).await,
-            Cmd::History(a) => history::history(a, &head).await,
+            Cmd::Up(Lazy(a)) => daemon::up(a).await,
+            Cmd::Head(Lazy(a)) => daemon::head(a).await,
+            Cmd::Agent(Lazy(a)) => daemon::agent(a, &head).await,
+            Cmd::Submit(Lazy(a)) => opts::submit(a, &head).await,
+            Cmd::Run(Lazy(a)) => follow::run(a, &head).await,
+            Cmd::Jobs(Lazy(a)) => show::jobs(a, &head).await,
+            Cmd::Show(Lazy(a)) => show::show(a, &head).await,
+            Cmd::Cancel(Lazy(a)) => show::cancel(a, &head).await,
+            Cmd::Hold(Lazy(a)) => hold_cmd::hold(a, &head, false).await,
+            Cmd::Release(Lazy(a)) => hold_cmd::hold(a, &head, true).await,
+            Cmd::Update(Lazy(a)) => hold_cmd::update(a, &head).await,
+            Cmd::Requeue(Lazy(a)) => requeue_cmd::requeue(a, &head).await,
+            Cmd::Wait(Lazy(a)) => follow::wait(a, &head).await,
+            Cmd::Logs(Lazy(a)) => follow::logs(a, &head).await,
+            Cmd::Nodes(Lazy(a)) => show::nodes(a, &head).await,
+            Cmd::Partitions(Lazy(a)) => partitions_cmd::partitions(a, &head).await,
+            Cmd::Drain(Lazy(a)) => show::drain(a, &head).await,
+            Cmd::Resume(Lazy(a)) => show::resume(a, &head).await,
+            Cmd::Node(Lazy(a)) => node_cmd::node(a, &head).await,
+            Cmd::Exec(Lazy(a)) => exec::exec(a, &head).await,
+            Cmd::Status(Lazy(a)) => show::status(a, &head).await,
+            Cmd::Whoami(Lazy(a)) => whoami::whoami(a, &head).await,
+            Cmd::Explain(Lazy(a)) => explain_cmd::explain(a, &head).await,
+            Cmd::Limits(Lazy(a)) => limits_cmd::limits(a, &head).await,
+            Cmd::Share(Lazy(a)) => share_cmd::share(a, &head).await,
+            Cmd::Kv(Lazy(a)) => kv_cmd::kv(a).await,
+            Cmd::Token(Lazy(a)) => tokens::token(a, &head).await,
+            Cmd::Login(Lazy(a)) => tokens::login(a, &head).await,
+            Cmd::Admin(Lazy(a)) => admin::admin(a, &head).await,
+            Cmd::Slurm(Lazy(a)) => slurm::install(a, &head).await,
+            Cmd::History(Lazy(a)) => history::history(a, &head).await,
             Cmd::Sacct { args } => slurm::sacct::run_args(args, &head).await,
         }
     });
@@ -277,15 +279,33 @@ fn client_runtime(name: &str) -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn init_tracing(cmd: &Cmd) {
+    use std::io::IsTerminal;
     let daemon = matches!(cmd, Cmd::Up(_) | Cmd::Head(_) | Cmd::Agent(_));
+    let fmt = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    if !daemon && std::env::var_os("RUDEL_LOG").is_none() {
+        // A client's default is warnings from every crate: a plain level, without the
+        // per-crate filter (parsing it was 2% of a `rudel submit`'s CPU).
+        fmt.with_max_level(tracing::Level::WARN).init();
+        return;
+    }
     let default = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUDEL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},openraft=warn,h2=warn,tower=warn")));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+    fmt.with_env_filter(filter).init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own consistency checks over every subcommand, the lazily built ones included
+    /// (`debug_assert` builds the whole tree): a duplicated option or a bad default is
+    /// found here rather than by the user who calls that subcommand.
+    #[test]
+    fn the_command_line_is_consistent() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
 }
