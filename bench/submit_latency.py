@@ -11,10 +11,16 @@ submit median <= 3 ms, >= 300 sequential submits/s.
 any process costs this harness on this machine. Its median and the ratio socket/true are
 printed too (`ratio socket/true: X.XX`).
 
+`--compare OTHER` adds a third client, another build's binary, alternating with the
+others against the same head: a change's effect on the client's cost, measured in one
+sitting (`ratio socket/compare: X.XX`; below 1 means this build is faster).
+
 Usage: bench/submit_latency.py [--calls 1000] [--binary target/release/rudel]
+                               [--compare OTHER_BINARY]
 """
 import argparse
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -41,6 +47,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--binary", default="target/release/rudel")
+    ap.add_argument("--compare", help="another build's rudel, run as a client the same way")
     a = ap.parse_args()
     binary = os.path.abspath(a.binary)
     c = Cluster(binary, 2)
@@ -53,19 +60,32 @@ def main():
         if '"transport":"socket"' not in who.stdout.replace(" ", ""):
             sys.exit(f"the socket path is not used: {who.stdout} {who.stderr}")
         submit = [binary, "submit", "--output", "none", "--", "true"]
-        s, t, base = [], [], []
+        s, t, base, other = [], [], [], []
+        other_submit = [os.path.abspath(a.compare), *submit[1:]] if a.compare else None
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        calls = [(s, submit, socket_env), (t, submit, tls_env), (base, ["/bin/true"], socket_env)]
+        if other_submit:
+            calls.append((other, other_submit, socket_env))
+        # Each round runs the calls in a new random order: a call right after a submit
+        # competes with the head and agent still handling that job (its task starts and
+        # ends), and a fixed order would charge that to whichever call comes next.
+        rng = random.Random(1)
         for _ in range(a.calls):
-            s.append(timed(submit, socket_env, c.dir))
-            t.append(timed(submit, tls_env, c.dir))
-            base.append(timed(["/bin/true"], socket_env, c.dir))
+            rng.shuffle(calls)
+            for out, cmd, env in calls:
+                out.append(timed(cmd, env, c.dir))
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        for name, xs in (("/bin/true", base), ("socket", s), ("tls", t)):
+        rows = [("/bin/true", base), ("socket", s), ("tls", t)]
+        if other:
+            rows.append(("compare (socket)", other))
+        for name, xs in rows:
             rate = len(xs) / (sum(xs) / 1000)
             print(f"{name}: median {statistics.median(xs):.2f} ms, p90 {p90(xs):.2f} ms, "
                   f"{rate:.0f} sequential calls/s ({a.calls} calls)")
         print(f"ratio socket/true: {statistics.median(s) / statistics.median(base):.2f}")
         print(f"ratio tls/socket: {statistics.median(t) / statistics.median(s):.2f}")
+        if other:
+            print(f"ratio socket/compare: {statistics.median(s) / statistics.median(other):.2f}")
     finally:
         c.stop()
 

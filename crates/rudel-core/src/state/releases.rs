@@ -99,17 +99,26 @@ impl State {
     /// Files `key` again: a holder with its chain's limits, a task queued behind one by
     /// refiling that holder.
     fn refile_release(&self, index: &mut ReleaseIndex, key: TaskKey) {
-        index.unfile(key);
-        let Some(rt) = self.running_task(key) else { return };
+        let Some(rt) = self.running_task(key) else {
+            index.unfile(key);
+            return;
+        };
+        if index.filed.get(&key) != Some(&rt.node) {
+            // Filed on another node, or not at all: `file` below replaces an entry
+            // only on the same node.
+            index.unfile(key);
+        }
         if rt.after.is_some() {
+            index.unfile(key);
             let holder = self.chain_holder(key);
             if holder != key && self.running_task(holder).is_some_and(|h| h.after.is_none()) {
                 self.refile_release(index, holder);
             }
             return;
         }
-        if let Some(hold) = self.jobs.get(&key.job).and_then(|j| self.holder_hold(j, rt)) {
-            index.file(rt.node, key, hold);
+        match self.jobs.get(&key.job).and_then(|j| self.holder_hold(j, rt)) {
+            Some(hold) => index.file(rt.node, key, hold),
+            None => index.unfile(key),
         }
     }
 

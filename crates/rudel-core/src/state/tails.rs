@@ -180,8 +180,17 @@ impl State {
     }
 
     fn refile(&self, index: &mut TailIndex, key: TaskKey) {
+        let now = self.as_tail(key);
+        // Most touched tasks are filed where they already are (a report that only moves
+        // a chain's end touches every task of it): leave those alone. Taking each out of
+        // its set and putting it back was half of the upkeep's CPU at 10,000 nodes.
+        if let (Some((shape, tail)), Some(filed)) = (now, index.filed.get(&key)) {
+            if *filed == ((shape, index.bits_of(tail.1)), tail) {
+                return;
+            }
+        }
         index.unfile(key);
-        if let Some((shape, tail)) = self.as_tail(key) {
+        if let Some((shape, tail)) = now {
             index.file(shape, tail);
         }
     }
