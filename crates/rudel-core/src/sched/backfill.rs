@@ -16,7 +16,8 @@
 //! the running tasks' ends on the nodes the job could use), then at most
 //! `backfill.max_jobs` further jobs, each a cheap fit check.
 use rustc_hash::FxHashMap as HashMap;
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use serde::{Deserialize, Serialize};
 
@@ -532,10 +533,14 @@ impl Planner<'_> {
         if let Some(g) = &ready.gres_nodes {
             hold_until_ready(g, &mut cap, &mut releases, self.state.now_ms);
         }
-        releases.sort_unstable();
+        // Taken in time order, lazily: most jobs fit after a few releases, and sorting
+        // every running task's release (tens of thousands at 10,000 nodes) was two thirds
+        // of the estimate's CPU. The heap pops whole tuples in ascending order, exactly
+        // the order a sort gave, so the estimate is the same.
+        let mut pending: BinaryHeap<Reverse<Release>> = releases.into_iter().map(Reverse).collect();
+        let mut released: Vec<Release> = Vec::new();
         let now = self.state.now_ms;
         let mut tries = 0u32;
-        let mut i = 0;
         let mut t = now.max(ready.not_before);
         let mut first = true;
         // For a multi-node job: tasks that fit per node, and how many nodes and tasks
@@ -551,9 +556,11 @@ impl Planner<'_> {
         });
         loop {
             // Everything released by `t` is back; then: does the job fit?
-            let group_start = i;
-            while i < releases.len() && releases[i].0 <= t {
-                let (_, node, c, m) = releases[i];
+            released.clear();
+            while let Some(&Reverse(r)) = pending.peek().filter(|r| r.0 .0 <= t) {
+                pending.pop();
+                released.push(r);
+                let (_, node, c, m) = r;
                 if let Some(x) = cap.get_mut(&node) {
                     x.0 = x.0.saturating_add(c);
                     x.1 = x.1.saturating_add(m);
@@ -565,15 +572,15 @@ impl Planner<'_> {
                         *nodes = (*nodes + usize::from(new >= min)).saturating_sub(usize::from(old >= min));
                     }
                 }
-                i += 1;
             }
+            let next = pending.peek().map(|r| r.0 .0);
             let fit = match &gang {
-                None => self.single_fit(shape, &cap, &releases[group_start..i], std::mem::take(&mut first)),
+                None => self.single_fit(shape, &cap, &released, std::mem::take(&mut first)),
                 Some((a, _, nodes, tasks)) => {
                     let enough = *nodes >= (a.nodes_min as usize).max(a.nodelist.len()).max(1)
                         && *tasks >= u64::from(a.ntasks.unwrap_or(0));
                     if !enough {
-                        t = releases.get(i)?.0;
+                        t = next?;
                         continue;
                     }
                     tries += 1;
@@ -586,7 +593,7 @@ impl Planner<'_> {
             if let Some(need) = fit {
                 return Some((t, need));
             }
-            t = releases.get(i)?.0;
+            t = next?;
         }
     }
 
