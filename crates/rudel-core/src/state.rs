@@ -1338,8 +1338,13 @@ impl State {
 
     /// How many tasks a task is queued behind (0 for a task holding its resources).
     pub fn chain_depth(&self, key: TaskKey) -> u32 {
+        self.depth_behind(self.running_task(key).and_then(|r| r.after))
+    }
+
+    /// The chain depth of a task queued behind `after` (0 for none).
+    pub(crate) fn depth_behind(&self, after: Option<TaskKey>) -> u32 {
         let mut depth = 0;
-        let mut cur = self.running_task(key).and_then(|r| r.after);
+        let mut cur = after;
         while let Some(p) = cur {
             depth += 1;
             if depth > MAX_QUEUED_PER_SLOT {
