@@ -43,15 +43,16 @@ impl<T: Args> Args for Lazy<T> {
 /// variant's doc comment was applied after the options struct's (`/// Options shared by
 /// submit and run`), and now the struct's would come last and replace it in `--help`.
 fn keep_about<T: Args>(cmd: Command) -> Command {
-    let (about, long) = (cmd.get_about().cloned(), cmd.get_long_about().cloned());
-    T::augment_args(cmd)
-        .about(Resettable::from(about))
-        .long_about(Resettable::from(long))
+    restoring_about(cmd, T::augment_args)
 }
 
 fn keep_about_for_update<T: Args>(cmd: Command) -> Command {
+    restoring_about(cmd, T::augment_args_for_update)
+}
+
+fn restoring_about(cmd: Command, add: fn(Command) -> Command) -> Command {
     let (about, long) = (cmd.get_about().cloned(), cmd.get_long_about().cloned());
-    T::augment_args_for_update(cmd)
+    add(cmd)
         .about(Resettable::from(about))
         .long_about(Resettable::from(long))
 }

@@ -56,6 +56,11 @@ impl ReleaseIndex {
     }
 
     fn file(&mut self, node: NodeId, key: TaskKey, hold: Hold) {
+        // An entry on the same node is replaced in place below; one on another node (a
+        // task ended and placed again within one entry) must go first.
+        if self.filed.get(&key).is_some_and(|n| *n != node) {
+            self.unfile(key);
+        }
         let i = node as usize;
         if self.by_node.len() <= i {
             self.by_node.resize(i + 1, Vec::new());
@@ -103,11 +108,6 @@ impl State {
             index.unfile(key);
             return;
         };
-        if index.filed.get(&key) != Some(&rt.node) {
-            // Filed on another node, or not at all: `file` below replaces an entry
-            // only on the same node.
-            index.unfile(key);
-        }
         if rt.after.is_some() {
             index.unfile(key);
             let holder = self.chain_holder(key);
