@@ -7,7 +7,8 @@
 //! - the reports of every other node whose tasks ended, as one batched entry,
 //! - while work is queued, one `Submit` of a single job, timed alone,
 //!
-//! and a `Tick` every `--tick-s` of log time, until nothing runs or `--budget-s` of apply
+//! and a `Tick` every `--tick-s` of log time (and, from scheduling version 10, when a
+//! full pass is due), until nothing runs or `--budget-s` of apply
 //! CPU is spent; then `--ticks` more Ticks. Only `State::apply_output` is timed, in the
 //! thread's CPU time (the machine may be shared). A placement is a task given to a node,
 //! holding resources there or queued on its agent behind a running task. The largest
@@ -209,6 +210,15 @@ impl Sim {
                 self.account("tick", d, p);
             }
             self.round();
+            // The leader's Tick for a full pass an ordinary entry left due (scheduling
+            // version 10; see `rudel_core::sched::passes`). After the round's reports:
+            // they stand for tasks that ended over the round, which a Tick due at its end
+            // would have seen.
+            if self.s.full_pass_due_ms.is_some_and(|t| t <= self.now) {
+                let (d, p) = self.entry(Command::Tick { now_ms: self.now });
+                self.run.ticks.push(d);
+                self.account("full pass due", d, p);
+            }
             if let Some(spec) = self.held_back.pop() {
                 let (d, p) = self.entry(workload::submit(spec, self.now));
                 self.run.one_submit.push(d);

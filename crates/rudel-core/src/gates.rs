@@ -67,18 +67,19 @@ impl State {
         }
     }
 
-    /// The earliest log time at which a timer opens a gate: the leader proposes a `Tick`
-    /// then (nothing else would apply an entry when the cluster is idle).
+    /// The earliest log time at which a timer opens a gate, fair-share is recomputed or a
+    /// full scheduling pass is due: the leader proposes a `Tick` then (nothing else would
+    /// apply an entry when the cluster is idle).
     pub fn next_wake_ms(&self) -> Option<u64> {
         if self.more_to_place {
             // A pass stopped at `max_starts`: go on now.
             return Some(self.now_ms);
         }
         let timer = self.timers.iter().next().map(|&(t, _)| t);
-        match (timer, self.fair_wake_ms()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [timer, self.fair_wake_ms(), self.full_pass_due_ms]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Checks a submitted dependency against the state and resolves it for evaluation:

@@ -1,14 +1,26 @@
 //! The scheduling pass run after every applied entry: plan ([`crate::sched::plan`]), then
 //! commit ([`crate::State::commit`]).
 use crate::invariants::Violation;
+use crate::sched::PassKind;
 use crate::state::State;
 
-/// Places as many pending tasks as fit; returns how many were placed and any placement
-/// the commit refused (a planner bug: reported, never applied).
-pub fn schedule(state: &mut State) -> (usize, Vec<Violation>) {
+/// Places as many pending tasks as fit (an ordinary pass: until the first job that cannot
+/// start); returns how many were placed and any placement the commit refused (a planner
+/// bug: reported, never applied).
+pub fn schedule(state: &mut State, kind: PassKind) -> (usize, Vec<Violation>) {
     state.settle_tails();
     state.settle_free();
     state.settle_releases();
+    if kind == PassKind::Full {
+        // Always None before version 10 (and cleared by the first full pass after an
+        // admin went back to an older version, or the leader would Tick forever).
+        state.full_pass_due_ms = None;
+        // Only from version 10 on: two builds running an older version must reach the
+        // same state, and an older build has no such field.
+        if state.sched.version >= crate::sched::PASSES_VERSION {
+            state.last_full_pass_ms = state.now_ms;
+        }
+    }
     if state.queue.is_empty() {
         state.more_to_place = false;
         state.blocked_job = None;
@@ -16,7 +28,7 @@ pub fn schedule(state: &mut State) -> (usize, Vec<Violation>) {
         state.later_reservations.clear();
         return (0, Vec::new());
     }
-    let plan = crate::sched::plan::plan(state);
+    let plan = crate::sched::plan::plan_pass(state, kind);
     let violations = state.commit(&plan);
     (plan.start.len() - violations.len(), violations)
 }

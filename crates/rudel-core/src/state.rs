@@ -107,6 +107,13 @@ pub struct State {
     /// once to go on (see `next_wake_ms`).
     #[serde(default)]
     pub more_to_place: bool,
+    /// From scheduling version 10: an ordinary entry's pass stopped at a job it could not
+    /// start, and a full pass is due at this log time (see `sched/passes.rs`).
+    #[serde(default)]
+    pub full_pass_due_ms: Option<u64>,
+    /// Log time of the last full pass (a `Tick`'s).
+    #[serde(default)]
+    pub last_full_pass_ms: u64,
     /// Running tasks a successor may queue behind (derived, not replicated: see
     /// `state/tails.rs`).
     #[serde(skip)]
@@ -164,14 +171,15 @@ impl State {
     /// order, the scheduling pass included.
     pub fn apply_output(&mut self, cmd: Command) -> ApplyOutput {
         self.changes.clear();
+        let kind = self.pass_kind(&cmd);
         let response = self.apply_one(cmd);
         self.wake_due();
         let (seen, _) = self.settle_gates(0);
-        let (_, mut violations) = scheduler::schedule(self);
+        let (_, mut violations) = scheduler::schedule(self, kind);
         // Placements may start jobs others wait for (`after`): give those their turn in
         // the same entry rather than the next.
         if let (_, true) = self.settle_gates(seen) {
-            violations.extend(scheduler::schedule(self).1);
+            violations.extend(scheduler::schedule(self, kind).1);
         }
         // Settled here too, not only before a pass, so that between entries the index is
         // readable and checked (`invariants::tail_index_is_exact`).
@@ -182,6 +190,17 @@ impl State {
             response,
             events: std::mem::take(&mut self.changes),
             violations,
+        }
+    }
+
+    /// The pass `cmd` runs: a `Tick` the full one, any other entry from scheduling version
+    /// 10 on a short one (see `sched/passes.rs`).
+    fn pass_kind(&self, cmd: &Command) -> crate::sched::PassKind {
+        use crate::sched::PassKind;
+        if matches!(cmd, Command::Tick { .. }) || self.sched.version < crate::sched::PASSES_VERSION {
+            PassKind::Full
+        } else {
+            PassKind::Ordinary
         }
     }
 
@@ -1145,10 +1164,18 @@ impl State {
     /// over-commit a node.
     pub fn commit(&mut self, plan: &crate::sched::plan::Plan) -> Vec<Violation> {
         self.more_to_place = plan.capped;
-        if plan.capped && plan.blocked.is_none() {
-            // The pass stopped before it reached a blocked job: what the last full pass
-            // found (who waits, the reservation, reused while it still holds) stays, or
-            // every capped pass would drop the reservation and the next recompute it.
+        if plan.stopped && !plan.capped {
+            let due = self.last_full_pass_ms.saturating_add(self.sched.pass.full_interval_ms);
+            self.full_pass_due_ms.get_or_insert(due);
+        }
+        if plan.stopped || plan.capped && plan.blocked.is_none() {
+            // The pass did not look at the whole queue: what the last full pass found
+            // (who waits, the reservation, reused while it still holds) stays for the jobs
+            // it did not reach, or every capped pass would drop the reservation and the
+            // next recompute it.
+            for j in &plan.examined {
+                self.waiting.remove(j);
+            }
             for p in &plan.start {
                 self.waiting.remove(&p.key.job);
                 if self.blocked_job == Some(p.key.job) {
@@ -1161,6 +1188,10 @@ impl State {
             }
             // After the placements: a job may start tasks and then wait (a running limit).
             self.waiting.extend(plan.waiting.iter().map(|(j, w)| (*j, *w)));
+            // After the placements: a job may start tasks and then block.
+            if plan.blocked.is_some() {
+                self.blocked_job = plan.blocked;
+            }
         } else {
             self.blocked_job = plan.blocked;
             self.waiting.clone_from(&plan.waiting);

@@ -39,12 +39,25 @@ struct JobPlan {
 struct Mode {
     version: &'static str,
     backfill: &'static str,
+    /// From version 10: `pass.full_interval_ms` (ordinary entries run short passes; the
+    /// leader's Ticks run the full ones, backfill included).
+    full_interval_ms: Option<u64>,
 }
 
 const EASY_V5: Mode = Mode {
     version: "5",
     backfill: "easy",
+    full_interval_ms: None,
 };
+
+/// `version` and `backfill` with the default full-pass interval.
+const fn mode(version: &'static str, backfill: &'static str) -> Mode {
+    Mode {
+        version,
+        backfill,
+        full_interval_ms: None,
+    }
+}
 
 fn job_plan() -> impl Strategy<Value = JobPlan> {
     (
@@ -206,7 +219,8 @@ fn run(
     }
     let qd = queue_depth.to_string();
     let interval = interval_s.to_string();
-    let settings = [
+    let full_interval = mode.full_interval_ms.map(|ms| ms.to_string());
+    let mut settings = vec![
         ("version", mode.version),
         ("order", "fifo"),
         ("licenses", "lic:4"),
@@ -215,6 +229,9 @@ fn run(
         ("short_queue_depth", qd.as_str()),
         ("backfill.interval_s", interval.as_str()),
     ];
+    if let Some(ms) = &full_interval {
+        settings.push(("pass.full_interval_ms", ms.as_str()));
+    }
     let r = sim.apply(Command::Configure {
         settings: settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         now_ms: 1,
@@ -237,6 +254,14 @@ fn run(
         if next_tick < now {
             sim.apply(Command::Tick { now_ms: next_tick })?;
             next_tick += tick_ms;
+            continue;
+        }
+        // The leader's Tick for a full pass an ordinary entry left due (version 10), or
+        // after a capped pass.
+        if let Some(due) = sim.s.next_wake_ms().filter(|t| *t < now) {
+            sim.apply(Command::Tick {
+                now_ms: due.max(sim.s.now_ms),
+            })?;
             continue;
         }
         if arrival == Some(now) {
@@ -298,7 +323,7 @@ proptest! {
         tick_ms in 10_000..300_000u64,
         interval_s in prop_oneof![Just(0u64), Just(30), Just(600)],
     ) {
-        run(Mode { version: "6", backfill: "easy" }, &nodes, plans, queue_depth, tick_ms, interval_s)?;
+        run(mode("6", "easy"), &nodes, plans, queue_depth, tick_ms, interval_s)?;
     }
 
     #[test]
@@ -309,7 +334,28 @@ proptest! {
         tick_ms in 10_000..300_000u64,
         interval_s in prop_oneof![Just(0u64), Just(30), Just(600)],
     ) {
-        run(Mode { version: "6", backfill: "conservative" }, &nodes, plans, queue_depth, tick_ms, interval_s)?;
+        run(mode("6", "conservative"), &nodes, plans, queue_depth, tick_ms, interval_s)?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Version 10: backfill runs on full passes only; the reserved start still holds
+    /// whatever the interval between them.
+    #[test]
+    fn backfill_on_full_passes_never_delays_the_top_jobs_reserved_start(
+        nodes in prop::collection::vec(1..=6u32, 1..=4),
+        plans in prop::collection::vec(job_plan(), 1..40),
+        queue_depth in 0..=2u32,
+        tick_ms in 10_000..300_000u64,
+        interval_s in prop_oneof![Just(0u64), Just(30), Just(600)],
+        conservative in any::<bool>(),
+        full_interval_ms in prop_oneof![Just(0u64), Just(1_000), Just(120_000)],
+    ) {
+        let backfill = if conservative { "conservative" } else { "easy" };
+        let m = Mode { version: "10", backfill, full_interval_ms: Some(full_interval_ms) };
+        run(m, &nodes, plans, queue_depth, tick_ms, interval_s)?;
     }
 }
 

@@ -652,6 +652,28 @@ fn apply_ev(s: &mut State, ended: &mut BTreeSet<u64>, cmd: Command) -> Result<Re
 }
 
 /// Tasks (with attempt) whose kill was requested.
+/// No start is left for a pass nobody runs: unless a pass stopped at `max_starts` or an
+/// ordinary pass (version 10) left a full pass due, a full pass now would start nothing.
+fn check_full_pass_due(s: &State) -> Result<(), TestCaseError> {
+    if s.more_to_place || s.full_pass_due_ms.is_some() {
+        return Ok(());
+    }
+    let p = rudel_core::sched::plan::plan(s);
+    prop_assert!(
+        p.start.is_empty(),
+        "a full pass would start {:?} but none is due (version {})",
+        p.start.first(),
+        s.sched.version
+    );
+    Ok(())
+}
+
+/// True when the leader proposes a `Tick` at `now`: a pass stopped at `max_starts`, or a
+/// timer, a fair-share recompute or a full pass is due.
+fn leader_ticks_now(s: &State, now: u64) -> bool {
+    s.next_wake_ms().is_some_and(|t| t <= now)
+}
+
 fn killing(s: &State) -> BTreeSet<(TaskKey, u32)> {
     s.jobs
         .values()
@@ -755,6 +777,11 @@ proptest! {
                         ("queue_depth".to_string(), depth.to_string()),
                         // Passes capped at two placements, or not capped.
                         ("max_starts".to_string(), if depth == 3 { "2" } else { "0" }.to_string()),
+                        // Ordinary passes (version 10) that place one task, look at one job,
+                        // or neither; full passes due at once, soon or rarely.
+                        ("pass.ordinary_starts".to_string(), if depth == 1 { "1" } else { "32" }.to_string()),
+                        ("pass.ordinary_jobs".to_string(), if depth == 2 { "1" } else { "100" }.to_string()),
+                        ("pass.full_interval_ms".to_string(), ["0", "3", "1000", "2"][depth as usize].to_string()),
                         // A running limit per user, or none (depth 0).
                         (
                             "limits.max_running_tasks_per_user".to_string(),
@@ -856,10 +883,13 @@ proptest! {
                     prop_assert!(matches!(apply_ev(&mut s, &mut ended, cmd)?, Response::Registered { .. }), "the forgotten name is free");
                 }
             }
-            // Checked after the event, then after each Tick the leader proposes at once
-            // while passes stop at `max_starts` (each an entry of its own).
+            // Checked after the event, then after each Tick the leader proposes at this
+            // time: while passes stop at `max_starts` (each an entry of its own), and when
+            // a timer or a full pass (version 10) is due.
             let (mut before, mut gated_before) = (before, gated_before);
-            loop {
+            for ticks in 0.. {
+                // Each Tick places at least one task or settles what was due.
+                prop_assert!(ticks < 10_000, "the leader would propose Ticks forever");
                 check(&s, &before, &gated_before)?;
                 // A counterpart's end releases its task in the same entry: record it first.
                 record_ends(&s, &mut ends);
@@ -867,7 +897,8 @@ proptest! {
                 check_aftercorr_pairs(&s, &before, &corr_done, &ends)?;
                 check_dependency_order(&s, &mut dep_checked, &ends)?;
                 check_running_limits(&s, &mut running_before)?;
-                if !s.more_to_place {
+                check_full_pass_due(&s)?;
+                if !leader_ticks_now(&s, now) {
                     break;
                 }
                 (before, gated_before) = (placed_tasks(&s), gated(&s));
@@ -882,7 +913,7 @@ proptest! {
         // Liveness: let every task finish; everything reaches a terminal state.
         for _ in 0..10_000 {
             now += 1;
-            while s.more_to_place {
+            while leader_ticks_now(&s, now) {
                 let before = placed_tasks(&s);
                 let gated_before = gated(&s);
                 apply_ev(&mut s, &mut ended, Command::Tick { now_ms: now })?;
@@ -892,6 +923,13 @@ proptest! {
                 j.running.iter().filter(|(_, rt)| rt.after.is_none() || rt.kill_requested)
                     .map(move |(idx, rt)| (TaskKey { job: j.id, index: *idx }, rt.attempt, rt.node))
             }).collect();
+            if holders.is_empty() {
+                if let Some(due) = s.full_pass_due_ms {
+                    // Nothing runs and nothing will apply an entry: the leader's Tick.
+                    now = now.max(due);
+                    continue;
+                }
+            }
             let Some(&(key, attempt, node)) = holders.first() else {
                 // Nothing runs: let held jobs go and cancel those whose dependency can
                 // never hold (they would wait forever, as in Slurm).

@@ -3,7 +3,9 @@
 //! proposes a `Tick` once the state's earliest timer is due (followers never propose; a
 //! new leader picks up the same timers from the replicated state). A scheduling pass that
 //! stopped at `max_starts` makes the state due at once: the leader then proposes the next
-//! `Tick` as soon as the last one applied, not at the next check.
+//! `Tick` as soon as the last one applied, not at the next check. From scheduling version
+//! 10 an entry whose short pass stopped at a job it could not start makes a full pass due
+//! (`pass.full_interval_ms` after the last one): the Tick proposed then runs it.
 use std::time::Duration;
 
 use rudel_core::Command;

@@ -124,3 +124,51 @@ fn a_cap_on_starts_per_pass_goes_on_without_other_entries() {
     assert_eq!(v["counts"]["running"], 4, "{v}");
     c.rudel_ok(&["cancel", &job.to_string()]);
 }
+
+/// Scheduling version 10: an ordinary entry runs a short pass that stops at the first job
+/// that cannot start, and the leader proposes a `Tick` for the full pass once one is due
+/// (`pass.full_interval_ms` after the last). Here only that Tick can start the short job:
+/// it fits beside the running one only by backfill, and nothing else applies an entry
+/// while the tasks run.
+#[test]
+fn the_leaders_full_pass_starts_what_an_ordinary_entry_left_behind_the_blocked_job() {
+    let c = Cluster::up(Opts::default().cpus(2));
+    let o = c.rudel(&["admin", "config", "set", "pass.full_interval_ms=2000"]);
+    assert!(
+        !o.ok() && o.stderr.contains("scheduling version 10 or later first"),
+        "{o}"
+    );
+    c.rudel_ok(&[
+        "admin",
+        "config",
+        "set",
+        "version=10",
+        "backfill=easy",
+        "pass.full_interval_ms=10000",
+        "queue_depth=0",
+        "short_queue_depth=0",
+    ]);
+    let v = config(&c);
+    assert_eq!(v["settings"]["pass.full_interval_ms"], "10000", "{v}");
+    assert_eq!(v["settings"]["pass.ordinary_starts"], "32", "{v}");
+    let marks = c.work.join("started");
+    std::fs::create_dir_all(&marks).unwrap();
+    let task = |name: &str| format!("touch {}/{name}; sleep 60", marks.display());
+    let holder = c.submit(&["-t", "10", "--", "sh", "-c", &task("holder")]);
+    c.wait_state(holder, |v| v["state"] == "running", Duration::from_secs(20));
+    let big = c.submit(&["--cpus", "2", "-t", "10", "--", "sh", "-c", &task("big")]);
+    let short = c.submit(&["-t", "1", "--", "sh", "-c", &task("short")]);
+    // Its own submit's pass stopped at `big`: the full pass is at most 10 s away.
+    assert_eq!(c.show_json(short)["state"], "pending");
+    let v = c.wait_state(short, |v| v["state"] == "running", Duration::from_secs(25));
+    assert!(marks.join("short").exists(), "the task ran: {v}");
+    let b = c.show_json(big);
+    assert_eq!(b["state"], "pending", "{b}");
+    let holder_start = c.show_json(holder)["start_ms"].as_u64().unwrap();
+    assert_eq!(
+        b["expected_start_ms"].as_u64(),
+        Some(holder_start + 600_000),
+        "the full pass reserved the node for it: {b}"
+    );
+    c.rudel_ok(&["cancel", &holder.to_string(), &big.to_string(), &short.to_string()]);
+}

@@ -9,7 +9,7 @@ use super::order::Order;
 /// than its peers' would silently reach another state. Every change to what the scheduler
 /// decides for the same log gets a new version, and a head refuses entries and snapshots
 /// that ask for a newer version than this (see [`SchedConfig::check_supported`]).
-pub const SCHED_VERSION: u32 = 9;
+pub const SCHED_VERSION: u32 = 10;
 
 /// The first version with a cap on placements per pass (`max_starts`).
 pub const MAX_STARTS_VERSION: u32 = 8;
@@ -65,6 +65,9 @@ pub struct SchedConfig {
     /// placed 81,137 tasks took 24 s at 10,000 nodes, `bench/sched-sim scale`).
     #[serde(default)]
     pub max_starts: u32,
+    /// Ordinary and full passes (`pass.*`, version 10; see `sched/passes.rs`).
+    #[serde(default)]
+    pub pass: super::passes::PassConfig,
 }
 
 impl Default for SchedConfig {
@@ -82,6 +85,7 @@ impl Default for SchedConfig {
             backfill: super::BackfillConfig::default(),
             preempt: super::PreemptConfig::default(),
             max_starts: 0,
+            pass: super::passes::PassConfig::default(),
         }
     }
 }
@@ -130,7 +134,7 @@ pub enum ConfigError {
 
 impl SchedConfig {
     /// Setting names, in display order.
-    pub const KEYS: [&'static str; 17] = [
+    pub const KEYS: [&'static str; 20] = [
         "version",
         "order",
         "queue_depth",
@@ -148,6 +152,9 @@ impl SchedConfig {
         "preempt",
         "preempt.grace_s",
         "max_starts",
+        "pass.ordinary_starts",
+        "pass.ordinary_jobs",
+        "pass.full_interval_ms",
     ];
 
     /// Refuses a configuration this build cannot run.
@@ -240,6 +247,7 @@ impl SchedConfig {
                 c.backfill.set(key, value).map_err(bad)?
             }
             "preempt" | "preempt.grace_s" => c.preempt.set(key, value).map_err(bad)?,
+            _ if key.starts_with("pass.") => c.pass.set(key, value).map_err(bad)?,
             "max_starts" => {
                 c.max_starts = value
                     .parse()
@@ -323,6 +331,9 @@ impl SchedConfig {
         if self.max_starts != 0 {
             needs.push((MAX_STARTS_VERSION, "max_starts", "a cap"));
         }
+        if !self.pass.is_default() {
+            needs.push((super::passes::PASSES_VERSION, "pass", "pass.*"));
+        }
         match needs.into_iter().find(|(v, _, _)| self.version < *v) {
             None => Ok(()),
             Some((v, key, value)) => Err(needs_version(key, value, v, self.version)),
@@ -401,6 +412,7 @@ impl SchedConfig {
         v.extend(self.fair.settings());
         v.extend(self.backfill.settings());
         v.extend(self.preempt.settings());
+        v.extend(self.pass.settings());
         v
     }
 

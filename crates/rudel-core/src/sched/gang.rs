@@ -37,6 +37,9 @@ impl Planner<'_> {
         }
         let (required, caps) = self.gang_candidates(job, a, shape);
         let Some(shares) = distribute(a, required, &caps) else {
+            if self.ordinary {
+                return self.stop_at(job.id);
+            }
             self.plan.blocked.get_or_insert(job.id);
             if self.backfill_on() {
                 let could_use: Vec<bool> = (self.state.nodes.iter().enumerate())

@@ -21,6 +21,7 @@ use crate::job::Job;
 use crate::node::Node;
 use crate::resources::{choose_pools, GresRequest};
 use crate::sched::partition::{Partition, PartitionState};
+use crate::sched::PassKind;
 use crate::state::tails::Tail;
 use crate::state::State;
 use serde::{Deserialize, Serialize};
@@ -69,6 +70,12 @@ pub struct Plan {
     pub preempt: Option<preempt::Preemption>,
     /// The pass stopped at `max_starts` placements: more may start in the next one.
     pub capped: bool,
+    /// An ordinary pass stopped at a job it could not start, or at `pass.ordinary_jobs`:
+    /// what lies past it waits for a full pass (see `passes.rs`).
+    pub stopped: bool,
+    /// The jobs an ordinary pass looked at, in order (empty for a full pass): what it
+    /// found about them replaces what the last pass found.
+    pub examined: Vec<JobId>,
 }
 
 /// Why a job waits, when it is not nodes or order.
@@ -105,10 +112,16 @@ pub struct Placement {
     pub from_requeue: bool,
 }
 
-/// Plans a scheduling pass over `state` (its `sched` configuration decides the order and
-/// how deep tasks queue on agents).
+/// Plans a full scheduling pass over `state` (its `sched` configuration decides the order
+/// and how deep tasks queue on agents).
 pub fn plan(state: &State) -> Plan {
-    let mut p = Planner::new(state);
+    plan_pass(state, PassKind::Full)
+}
+
+/// Plans a pass of the given kind (an ordinary one only from scheduling version 10 on;
+/// see `passes.rs`).
+pub fn plan_pass(state: &State, kind: PassKind) -> Plan {
+    let mut p = Planner::new(state, kind);
     // Walk the queue by key rather than collecting it: a pass usually stops early, and the
     // queue may hold 100k jobs.
     let mut cursor = None;
@@ -120,6 +133,13 @@ pub fn plan(state: &State) -> Plan {
         let Some(&entry) = next else { break };
         cursor = Some(entry);
         let Some(job) = state.jobs.get(&entry.2) else { continue };
+        if p.ordinary {
+            if p.plan.examined.len() >= state.sched.pass.ordinary_jobs as usize {
+                p.plan.stopped = true;
+                break;
+            }
+            p.plan.examined.push(job.id);
+        }
         if !p.plan_job(job) || p.backfill_exhausted() || p.plan.capped {
             break;
         }
@@ -167,6 +187,8 @@ struct Taken {
 struct Planner<'a> {
     state: &'a State,
     plan: Plan,
+    /// An ordinary pass: it stops at the first job it cannot start (see `passes.rs`).
+    ordinary: bool,
     /// Cpus and memory this plan took per node (the state is read-only).
     used: HashMap<NodeId, (u32, u64)>,
     /// Units of generic resources this plan took, by (node, pool).
@@ -217,10 +239,11 @@ struct Planner<'a> {
 }
 
 impl<'a> Planner<'a> {
-    fn new(state: &'a State) -> Planner<'a> {
+    fn new(state: &'a State, kind: PassKind) -> Planner<'a> {
         Planner {
             state,
             plan: Plan::default(),
+            ordinary: kind == PassKind::Ordinary && state.sched.version >= super::PASSES_VERSION,
             used: HashMap::default(),
             gres_used: HashMap::default(),
             licenses_used: BTreeMap::new(),
@@ -322,6 +345,9 @@ impl<'a> Planner<'a> {
                 },
             };
             if !placed {
+                if self.ordinary {
+                    return self.stop_at(job.id);
+                }
                 if self.plan.blocked.is_none() {
                     self.plan.preempt = self.plan_preemption(job, &shape);
                     // Nothing later in this pass may queue behind a victim: it would take
@@ -367,16 +393,32 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// True (and the plan marked capped) once the pass placed `max_starts` tasks. Only
-    /// from the version that has the cap: an older head would go on placing.
+    /// True (and the plan marked capped) once the pass placed `max_starts` tasks, or an
+    /// ordinary pass `pass.ordinary_starts`. Only from the version that has the cap: an
+    /// older head would go on placing.
     fn at_cap(&mut self) -> bool {
         let cfg = &self.state.sched;
-        let cap = cfg.max_starts as usize;
-        if cfg.version < super::config::MAX_STARTS_VERSION || cap == 0 || self.plan.start.len() < cap {
+        let mut cap = usize::MAX;
+        if cfg.version >= super::config::MAX_STARTS_VERSION && cfg.max_starts > 0 {
+            cap = cfg.max_starts as usize;
+        }
+        if self.ordinary && cfg.pass.ordinary_starts > 0 {
+            cap = cap.min(cfg.pass.ordinary_starts as usize);
+        }
+        if self.plan.start.len() < cap {
             return false;
         }
         self.plan.capped = true;
         true
+    }
+
+    /// Ends an ordinary pass at `job`, which cannot start: nothing behind it may start in
+    /// this pass (it reserves nothing, computes no expected start and plans no
+    /// preemption; the full pass does).
+    fn stop_at(&mut self, job: JobId) -> bool {
+        self.plan.blocked.get_or_insert(job);
+        self.plan.stopped = true;
+        false
     }
 
     /// A job whose licenses are taken (or kept for a reservation). From version 6, under
@@ -385,6 +427,12 @@ impl<'a> Planner<'a> {
     fn licenses_block(&mut self, job: &Job, shape: &Shape, alloc: Option<&AllocSpec>) -> bool {
         if !self.backfill_on() || !self.counts_reserved() {
             return true;
+        }
+        if self.ordinary {
+            // The full pass may reserve the licenses for it: nothing behind it takes
+            // them meanwhile.
+            self.plan.stopped = true;
+            return false;
         }
         let could_use: Vec<bool> = (self.state.nodes.iter().enumerate())
             .map(|(i, n)| match alloc {

@@ -48,6 +48,10 @@ pub fn will_run(mut s: State, spec: JobSpec) -> Result<WillRun, String> {
         Response::Rejected { reason } => return Err(reason),
         other => return Err(format!("unexpected answer to the submit: {other:?}")),
     };
+    if s.sched.version >= super::PASSES_VERSION && s.jobs.get(&id).is_some_and(|j| j.running.is_empty()) {
+        // The submit ran an ordinary pass, which estimates nothing: the full one does.
+        s.apply(Command::Tick { now_ms });
+    }
     let job = s.jobs.get(&id).ok_or("the job vanished from the copy")?;
     let partition = job.spec.partition.clone();
     if !job.running.is_empty() {
