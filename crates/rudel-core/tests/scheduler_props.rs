@@ -961,8 +961,15 @@ proptest! {
     fn replicas_applying_the_same_log_agree(
         reqs in prop::collection::vec(job_req(), 1..20),
         finishes in prop::collection::vec((any::<usize>(), 0u8..6), 0..60),
+        passes in any::<bool>(),
     ) {
         let mut log = vec![register("a", "ua", 3, 4096, 1), register("b", "ub", 2, 2048, 1)];
+        if passes {
+            // Version 10: ordinary entries stop early and leave full passes due.
+            let settings = [("version", "10"), ("pass.ordinary_starts", "1"), ("pass.full_interval_ms", "3")];
+            let settings = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            log.push(Command::Configure { settings, now_ms: 1 });
+        }
         for (i, r) in reqs.iter().enumerate() {
             log.push(Command::Submit { request_id: format!("r{i}"), spec: spec(r), now_ms: 2 + i as u64 });
         }
@@ -979,6 +986,12 @@ proptest! {
             let cmd = Command::Reports { node: node_name(&a, node), reports: vec![finish_report(key, attempt, *o, 100 + k as u64)], now_ms: 100 + k as u64 };
             a.apply(cmd.clone());
             log.push(cmd);
+            // The leader's Tick when a capped pass or a full pass left one due.
+            if let Some(t) = a.next_wake_ms().filter(|t| *t <= 100 + k as u64) {
+                let tick = Command::Tick { now_ms: t.max(a.now_ms) };
+                a.apply(tick.clone());
+                log.push(tick);
+            }
         }
         let mut b = State::new();
         for c in &log { b.apply(c.clone()); }
