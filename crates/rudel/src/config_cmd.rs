@@ -41,6 +41,9 @@ pub enum ConfigCmd {
         json: bool,
     },
     /// Apply a TOML file of settings (`order = "fifo"`, `queue_depth = 2`), all or nothing.
+    ///
+    /// Dotted names may be tables (`[pass]` then `full_interval_ms = 500`) or quoted
+    /// (`"backfill.max_jobs" = 500`, needed where the plain name is a setting too).
     Apply {
         file: PathBuf,
         #[arg(long)]
@@ -95,23 +98,49 @@ fn parse_pair(s: &str) -> Result<(String, String), Failure> {
     }
 }
 
-/// Settings from a flat TOML table; values may be strings, integers or booleans.
+/// Settings from a TOML file; values may be strings, integers or booleans. Dotted names
+/// may be written as tables (`[pass]` then `full_interval_ms = 500`, or
+/// `pass.full_interval_ms = 500`) or quoted (`"backfill.max_jobs" = 500`, needed where the
+/// plain name is a setting too, as `backfill`).
 fn parse_file(text: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let table: toml::Table = text.parse().map_err(|e| anyhow!("not valid TOML: {e}"))?;
+    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        anyhow!(
+            "not valid TOML: {}\n(where a name is a setting itself and the start of dotted \
+             ones, as `backfill` and `backfill.max_jobs`, quote the dotted ones: \
+             \"backfill.max_jobs\" = 500)",
+            e.to_string().trim_end()
+        )
+    })?;
     let mut pairs = Vec::new();
-    for (k, v) in table {
-        let value = match v {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            other => return Err(anyhow!("{k}: expected a string or a number, got {}", other.type_str())),
-        };
-        pairs.push((k, value));
-    }
+    flatten("", table, &mut pairs)?;
     if pairs.is_empty() {
         return Err(anyhow!("no settings in the file"));
     }
     Ok(pairs)
+}
+
+/// The settings of `table`, its names prefixed with `prefix` (tables give dotted names).
+fn flatten(prefix: &str, table: toml::Table, pairs: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    for (k, v) in table {
+        let name = if prefix.is_empty() { k } else { format!("{prefix}.{k}") };
+        let value = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Table(t) => {
+                flatten(&name, t, pairs)?;
+                continue;
+            }
+            other => {
+                return Err(anyhow!(
+                    "{name}: expected a string or a number, got {}",
+                    other.type_str()
+                ))
+            }
+        };
+        pairs.push((name, value));
+    }
+    Ok(())
 }
 
 fn print(c: &pb::SchedConfig, json_out: bool) {
@@ -138,6 +167,19 @@ mod tests {
             vec![("order".into(), "fifo".into()), ("queue_depth".into(), "0".into())]
         );
         assert!(parse_file("order = [1]").unwrap_err().to_string().contains("order"));
+        let dotted = "backfill = \"easy\"\n\"backfill.max_jobs\" = 50\npass.full_interval_ms = 0\n\
+                      [partition]\nbatch = \"nodes=all\"\n";
+        let mut p = parse_file(dotted).unwrap();
+        p.sort();
+        let want = [
+            ("backfill", "easy"),
+            ("backfill.max_jobs", "50"),
+            ("partition.batch", "nodes=all"),
+            ("pass.full_interval_ms", "0"),
+        ];
+        assert_eq!(p, want.map(|(k, v)| (k.to_string(), v.to_string())));
+        let clash = parse_file("backfill = \"easy\"\nbackfill.max_jobs = 50\n").unwrap_err();
+        assert!(clash.to_string().contains("quote the dotted ones"), "{clash}");
         assert!(parse_file("").is_err());
         assert!(parse_file("order = ").is_err());
         assert_eq!(parse_pair("order=sjf").unwrap(), ("order".into(), "sjf".into()));

@@ -138,16 +138,12 @@ fn the_leaders_full_pass_starts_what_an_ordinary_entry_left_behind_the_blocked_j
         !o.ok() && o.stderr.contains("scheduling version 10 or later first"),
         "{o}"
     );
-    c.rudel_ok(&[
-        "admin",
-        "config",
-        "set",
-        "version=10",
-        "backfill=easy",
-        "pass.full_interval_ms=10000",
-        "queue_depth=0",
-        "short_queue_depth=0",
-    ]);
+    // A file, with the dotted `pass.*` names as a table.
+    let file = c.work.join("passes.toml");
+    let text = "version = 10\nbackfill = \"easy\"\nqueue_depth = 0\nshort_queue_depth = 0\n\
+                [pass]\nfull_interval_ms = 10000\n";
+    std::fs::write(&file, text).unwrap();
+    c.rudel_ok(&["admin", "config", "apply", &file.display().to_string()]);
     let v = config(&c);
     assert_eq!(v["settings"]["pass.full_interval_ms"], "10000", "{v}");
     assert_eq!(v["settings"]["pass.ordinary_starts"], "32", "{v}");
