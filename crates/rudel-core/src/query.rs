@@ -58,6 +58,19 @@ pub fn pending_reason(state: &State, job: &Job) -> String {
     if state.blocked_job == Some(job.id) {
         return "Resources: waiting for free cpus/memory".into();
     }
+    if let Some(due) = state.full_pass_due_ms {
+        // Scheduling version 10: entries since the last full pass stopped before this job
+        // (`sched/passes.rs`); the full one may backfill it.
+        let when = match due.saturating_sub(state.now_ms) {
+            0 => "now".to_string(),
+            ms if ms < 1_000 => "within a second".to_string(),
+            ms => format!("in {}", crate::parse::format_duration(ms)),
+        };
+        return format!(
+            "Priority: waiting behind jobs of higher priority or earlier submission; the next \
+             full scheduling pass, which may backfill it, is due {when}"
+        );
+    }
     "Priority: waiting behind jobs of higher priority or earlier submission".into()
 }
 

@@ -154,6 +154,11 @@ mod tests {
         assert_eq!(s.blocked_job, Some(big));
         assert_eq!(s.full_pass_due_ms, Some(last_full + 5_000));
         assert_eq!(s.next_wake_ms(), Some(last_full + 5_000), "the leader Ticks then");
+        let why = crate::query::pending_reason(&s, &s.jobs[&small]);
+        assert!(
+            why.starts_with("Priority: ") && why.contains("full scheduling pass"),
+            "{why}"
+        );
         s.apply(Command::Tick {
             now_ms: last_full + 5_000,
         });
