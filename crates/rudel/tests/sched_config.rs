@@ -157,6 +157,11 @@ fn the_leaders_full_pass_starts_what_an_ordinary_entry_left_behind_the_blocked_j
     // Its own submit's pass stopped at `big`: the full pass is at most 10 s away.
     assert_eq!(c.show_json(short)["state"], "pending");
     let v = c.wait_state(short, |v| v["state"] == "running", Duration::from_secs(25));
+    // Placed is not yet started: the agent spawns the task after the head placed it.
+    let t0 = std::time::Instant::now();
+    while !marks.join("short").exists() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     assert!(marks.join("short").exists(), "the task ran: {v}");
     let b = c.show_json(big);
     assert_eq!(b["state"], "pending", "{b}");
