@@ -104,12 +104,16 @@ fn parse_pair(s: &str) -> Result<(String, String), Failure> {
 /// plain name is a setting too, as `backfill`).
 fn parse_file(text: &str) -> anyhow::Result<Vec<(String, String)>> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        anyhow!(
-            "not valid TOML: {}\n(where a name is a setting itself and the start of dotted \
-             ones, as `backfill` and `backfill.max_jobs`, quote the dotted ones: \
-             \"backfill.max_jobs\" = 500)",
-            e.to_string().trim_end()
-        )
+        let e = e.to_string();
+        // Only a clash of a plain name with dotted ones gets the hint: after any other
+        // syntax error it would send the user looking in the wrong place.
+        let hint = if e.contains("dotted key") {
+            "\n(where a name is a setting itself and the start of dotted ones, as `backfill` \
+             and `backfill.max_jobs`, quote the dotted ones: \"backfill.max_jobs\" = 500)"
+        } else {
+            ""
+        };
+        anyhow!("not valid TOML: {}{hint}", e.trim_end())
     })?;
     let mut pairs = Vec::new();
     flatten("", table, &mut pairs)?;
@@ -180,6 +184,8 @@ mod tests {
         assert_eq!(p, want.map(|(k, v)| (k.to_string(), v.to_string())));
         let clash = parse_file("backfill = \"easy\"\nbackfill.max_jobs = 50\n").unwrap_err();
         assert!(clash.to_string().contains("quote the dotted ones"), "{clash}");
+        let other = parse_file("order = \"fifo\n").unwrap_err();
+        assert!(!other.to_string().contains("dotted"), "{other}");
         assert!(parse_file("").is_err());
         assert!(parse_file("order = ").is_err());
         assert_eq!(parse_pair("order=sjf").unwrap(), ("order".into(), "sjf".into()));
