@@ -182,6 +182,7 @@ fn check_id_count(ids: &[u64]) -> Result<(), Status> {
 #[tonic::async_trait]
 impl pb::rudel_server::Rudel for ClientService {
     async fn submit(&self, req: Request<pb::SubmitRequest>) -> Result<tonic::Response<pb::SubmitResponse>, Status> {
+        let t0 = std::time::Instant::now();
         let caller = crate::auth::caller(&req)?.clone();
         let bytes = prost::Message::encoded_len(req.get_ref());
         let req = req.into_inner();
@@ -203,7 +204,15 @@ impl pb::rudel_server::Rudel for ClientService {
             spec,
             now_ms: now_ms(),
         };
-        match self.submits.propose(cmd, bytes).await? {
+        let t1 = std::time::Instant::now();
+        let committed = self.submits.propose(cmd, bytes).await;
+        tracing::trace!(
+            target: "latency",
+            checks_us = (t1 - t0).as_micros() as u64,
+            commit_us = t1.elapsed().as_micros() as u64,
+            "submit"
+        );
+        match committed? {
             Response::Submitted { job, tasks, duplicate } => {
                 if interactive {
                     // Watched from now: a client that dies before it holds the allocation

@@ -116,7 +116,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> SResult<()> {
         // Only a hint for how far to re-apply at startup: losing it is safe (Raft learns the
         // commit index again), so it is not worth an fsync on every commit.
-        self.put_meta_with("committed", &committed, redb::Durability::None)
+        let t0 = std::time::Instant::now();
+        let r = self.put_meta_with("committed", &committed, redb::Durability::None);
+        tracing::trace!(target: "latency", us = t0.elapsed().as_micros() as u64, "save committed");
+        r
     }
 
     async fn read_committed(&mut self) -> SResult<Option<LogId>> {

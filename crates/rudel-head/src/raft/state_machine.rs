@@ -222,6 +222,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let t0 = std::time::Instant::now();
         let mut out = Vec::new();
         let last_index;
         let mut ended = Vec::new();
@@ -274,6 +275,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .history
             .record_all(last_index, ended_tasks, ended_steps, ended);
         self.shared.changed.send_replace(last_index);
+        tracing::trace!(target: "latency", us = t0.elapsed().as_micros() as u64, "apply");
         Ok(out)
     }
 
