@@ -11,6 +11,11 @@ submit median <= 3 ms, >= 300 sequential submits/s.
 any process costs this harness on this machine. Its median and the ratio socket/true are
 printed too (`ratio socket/true: X.XX`).
 
+`socket (held)` submits a held job (`--hold`) the same way: admission only, as
+`submit_concurrent.py` measures it. The other submits start their task (`true`) at once,
+and on a 2-core machine the agent starting it competes with the client still exiting and
+with the next call.
+
 `--compare OTHER` adds a third client, another build's binary, alternating with the
 others against the same head: a change's effect on the client's cost, measured in one
 sitting (`ratio socket/compare: X.XX`; below 1 means this build is faster).
@@ -60,10 +65,12 @@ def main():
         if '"transport":"socket"' not in who.stdout.replace(" ", ""):
             sys.exit(f"the socket path is not used: {who.stdout} {who.stderr}")
         submit = [binary, "submit", "--output", "none", "--", "true"]
-        s, t, base, other = [], [], [], []
+        held = [binary, "submit", "--output", "none", "--hold", "--", "true"]
+        s, t, base, other, h = [], [], [], [], []
         other_submit = [os.path.abspath(a.compare), *submit[1:]] if a.compare else None
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        calls = [(s, submit, socket_env), (t, submit, tls_env), (base, ["/bin/true"], socket_env)]
+        calls = [(s, submit, socket_env), (t, submit, tls_env), (base, ["/bin/true"], socket_env),
+                 (h, held, socket_env)]
         if other_submit:
             calls.append((other, other_submit, socket_env))
         # Each round runs the calls in a new random order: a call right after a submit
@@ -75,7 +82,7 @@ def main():
             for out, cmd, env in calls:
                 out.append(timed(cmd, env, c.dir))
         print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        rows = [("/bin/true", base), ("socket", s), ("tls", t)]
+        rows = [("/bin/true", base), ("socket", s), ("socket (held)", h), ("tls", t)]
         if other:
             rows.append(("compare (socket)", other))
         for name, xs in rows:
@@ -83,6 +90,7 @@ def main():
             print(f"{name}: median {statistics.median(xs):.2f} ms, p90 {p90(xs):.2f} ms, "
                   f"{rate:.0f} sequential calls/s ({a.calls} calls)")
         print(f"ratio socket/true: {statistics.median(s) / statistics.median(base):.2f}")
+        print(f"ratio socket-held/true: {statistics.median(h) / statistics.median(base):.2f}")
         print(f"ratio tls/socket: {statistics.median(t) / statistics.median(s):.2f}")
         if other:
             print(f"ratio socket/compare: {statistics.median(s) / statistics.median(other):.2f}")
