@@ -1331,7 +1331,7 @@ fn randomized_faults() {
     let mut g = Group::start_with(&[], true);
     // Half the seeds run scheduling version 10 where only full passes start jobs (as
     // `leader_kill_and_partition_lose_nothing`), the other half the default version.
-    let blockers = (seed % 2 == 0).then(|| {
+    let blockers = seed.is_multiple_of(2).then(|| {
         eprintln!("randomized_faults: scheduling version 10, starts only from full passes");
         g.block_ordinary_passes()
     });
