@@ -102,7 +102,13 @@ fn elapsed(j: &pb::JobInfo) -> String {
         return "-".into();
     }
     let end = if j.end_ms > 0 { j.end_ms } else { rudel_tls::now_ms() };
-    format_duration(end.saturating_sub(j.start_ms))
+    match end.saturating_sub(j.start_ms) {
+        // A job that ended within the millisecond it started (or, stamped by a clock behind
+        // the log's, "before" it) ran no time; `format_duration` spells 0 "unlimited", as
+        // a time limit.
+        0 => "00:00".into(),
+        ms => format_duration(ms),
+    }
 }
 
 fn count(j: &pb::JobInfo, state: &str) -> u64 {
@@ -671,5 +677,23 @@ pub fn parse_job_ref(s: &str) -> Result<(u64, Option<u32>), Failure> {
     match s.split_once('_') {
         None => s.parse().map(|id| (id, None)).map_err(|_| bad()),
         Some((id, index)) => Ok((id.parse().map_err(|_| bad())?, Some(index.parse().map_err(|_| bad())?))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_that_ran_no_time_shows_zero_not_unlimited() {
+        let job = |start_ms, end_ms| pb::JobInfo {
+            start_ms,
+            end_ms,
+            ..Default::default()
+        };
+        assert_eq!(elapsed(&job(5_000, 5_000)), "00:00");
+        assert_eq!(elapsed(&job(5_000, 4_000)), "00:00", "ended 'before' it started");
+        assert_eq!(elapsed(&job(5_000, 65_000)), "01:00");
+        assert_eq!(elapsed(&job(0, 0)), "-", "never started");
     }
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, Opts};
+use common::{skewed_clock, Cluster, Opts};
 use serde_json::Value;
 
 fn config(c: &Cluster) -> Value {
@@ -172,4 +172,52 @@ fn the_leaders_full_pass_starts_what_an_ordinary_entry_left_behind_the_blocked_j
         "the full pass reserved the node for it: {b}"
     );
     c.rudel_ok(&["cancel", &holder.to_string(), &big.to_string(), &short.to_string()]);
+}
+
+/// Log time never goes back, so after a head whose clock ran ahead the log stays ahead of
+/// the next leader's clock, here by 10 minutes. A full pass falls due
+/// `pass.full_interval_ms` of log time after the last one: the leader must propose it
+/// then, not wait until its own clock reaches the log's. Every start here waits for a full
+/// pass: first in the queue is a job waiting for a license a running job holds, and an
+/// ordinary pass looks at one job only.
+#[test]
+fn a_full_pass_falls_due_though_the_log_is_ahead_of_the_leaders_clock() {
+    let mut c = Cluster::up(Opts {
+        env: skewed_clock(600),
+        ..Opts::default().cpus(2)
+    });
+    c.rudel_ok(&[
+        "admin",
+        "config",
+        "set",
+        "version=10",
+        "pass.ordinary_jobs=1",
+        "pass.full_interval_ms=300",
+        "licenses=lic:1",
+    ]);
+    let marks = c.work.join("started");
+    std::fs::create_dir_all(&marks).unwrap();
+    let task = |name: &str, secs: u32| format!("touch {}/{name}; sleep {secs}", marks.display());
+    let licensed = ["--requeue", "-L", "lic:1", "--priority"];
+    let holder = c.submit(&[&licensed[..], &["20", "--", "sh", "-c", &task("holder", 1000)]].concat());
+    c.wait_state(holder, |v| v["state"] == "running", Duration::from_secs(20));
+    let blocked = c.submit(&[&licensed[..], &["10", "--", "sh", "-c", &task("blocked", 1000)]].concat());
+    // The head and its clock 10 minutes ahead stop; it comes back with a true clock.
+    let port = c.port();
+    c.daemon("up").stop(libc::SIGTERM, Duration::from_secs(15));
+    c.opts.env.clear();
+    c.start_up(Some(port));
+    c.wait_state(holder, |v| v["state"] == "running", Duration::from_secs(30));
+    let short = c.submit(&["--", "sh", "-c", &task("short", 0)]);
+    let t0 = std::time::Instant::now();
+    while !marks.join("short").exists() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        marks.join("short").exists(),
+        "the job behind the blocked one did not start within 20 s: {}",
+        c.show_json(short)
+    );
+    assert_eq!(c.show_json(blocked)["state"], "pending", "the license is still held");
+    c.rudel_ok(&["cancel", &holder.to_string(), &blocked.to_string()]);
 }

@@ -33,6 +33,8 @@ pub struct Opts {
     /// Agents started by the harness run root's jobs (`--allow-root-jobs`): the suite runs
     /// as root and submits as root. `rudel up` as root allows them by itself.
     pub root_jobs: bool,
+    /// More environment for the daemons (a skewed clock: [`skewed_clock`]).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Opts {
@@ -44,6 +46,7 @@ impl Default for Opts {
             name: "n1".into(),
             up_args: Vec::new(),
             root_jobs: true,
+            env: Vec::new(),
         }
     }
 }
@@ -285,6 +288,7 @@ impl Cluster {
             .env_remove("RUDEL_TOKEN")
             .env("RUDEL_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(f))
             .stderr(Stdio::from(f2))
@@ -815,4 +819,25 @@ pub fn wait_file(path: &Path, timeout: Duration) -> String {
     });
     assert!(ok, "{} not written within {timeout:?}", path.display());
     s
+}
+
+/// Environment that runs a program with its wall clock `offset` seconds off (libfaketime;
+/// the monotonic clock, which timeouts use, stays true as it does on a real machine whose
+/// clock is wrong).
+pub fn skewed_clock(offset_s: i64) -> Vec<(String, String)> {
+    let candidates = [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+    ];
+    let lib = candidates
+        .iter()
+        .find(|p| Path::new(p).is_file())
+        .unwrap_or_else(|| panic!("libfaketime not found in {candidates:?} (install the faketime package)"));
+    vec![
+        ("LD_PRELOAD".into(), lib.to_string()),
+        ("FAKETIME".into(), format!("{offset_s:+}s")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ("FAKETIME_NO_CACHE".into(), "1".into()),
+    ]
 }

@@ -189,24 +189,3 @@ pub fn unmount_under(dir: &Path) {
         }
     }
 }
-
-/// Environment that runs a program with its wall clock `offset` seconds off (libfaketime;
-/// the monotonic clock, which timeouts use, stays true as it does on a real machine whose
-/// clock is wrong).
-pub fn skewed_clock(offset_s: i64) -> Vec<(String, String)> {
-    let candidates = [
-        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-        "/usr/lib/faketime/libfaketime.so.1",
-    ];
-    let lib = candidates
-        .iter()
-        .find(|p| Path::new(p).is_file())
-        .unwrap_or_else(|| panic!("libfaketime not found in {candidates:?} (install the faketime package)"));
-    vec![
-        ("LD_PRELOAD".into(), lib.to_string()),
-        ("FAKETIME".into(), format!("{offset_s:+}s")),
-        ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
-        ("FAKETIME_NO_CACHE".into(), "1".into()),
-    ]
-}
