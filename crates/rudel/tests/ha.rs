@@ -92,8 +92,8 @@ impl Group {
 
     /// Scheduling version 10 with the smallest ordinary passes (one start, one job), and a
     /// job first in the queue that waits for license `ha`, held by a job before it: an
-    /// ordinary pass stops at the waiting job, so only the full passes of the leader's
-    /// `Tick`s (due 300 ms after the last) start anything. Both are `--requeue`, so a lost
+    /// ordinary pass looks at that job only and stops, so only the full passes of the
+    /// leader's `Tick`s (due 300 ms after the last) start anything. Both are `--requeue`, so a lost
     /// node gives the license back to the holder, first in the queue. Returns their ids,
     /// for the test to cancel before its final checks.
     fn block_ordinary_passes(&self) -> [u64; 2] {
@@ -946,11 +946,11 @@ impl Workload {
 }
 
 /// Runs at scheduling version 10 with a job at the head of the queue that waits for a
-/// license another job holds: every ordinary pass stops at it, so every start of the
-/// workload waits for a full pass, a `Tick` the leader proposes when it falls due. The
-/// new leader after each fault must take that over, or jobs stay pending and the final
-/// check that every job ends fails. The other tests run the default version (1), where
-/// every entry runs the full pass.
+/// license another job holds: every ordinary pass looks at it only and stops, so every
+/// start of the workload waits for a full pass, a `Tick` the leader proposes when it falls
+/// due. The new leader after each fault must take that over, or jobs stay pending
+/// (`Group::unblock` fails). The tests without `block_ordinary_passes` run the default
+/// version (1), where every entry runs the full pass.
 #[test]
 fn leader_kill_and_partition_lose_nothing() {
     let mut g = Group::start();
