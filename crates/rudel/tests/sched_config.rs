@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{skewed_clock, Cluster, Opts};
+use common::{eventually, skewed_clock, Cluster, Opts};
 use serde_json::Value;
 
 fn config(c: &Cluster) -> Value {
@@ -158,11 +158,8 @@ fn the_leaders_full_pass_starts_what_an_ordinary_entry_left_behind_the_blocked_j
     assert_eq!(c.show_json(short)["state"], "pending");
     let v = c.wait_state(short, |v| v["state"] == "running", Duration::from_secs(25));
     // Placed is not yet started: the agent spawns the task after the head placed it.
-    let t0 = std::time::Instant::now();
-    while !marks.join("short").exists() && t0.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(marks.join("short").exists(), "the task ran: {v}");
+    let ran = eventually(Duration::from_secs(20), || marks.join("short").exists());
+    assert!(ran, "the task ran: {v}");
     let b = c.show_json(big);
     assert_eq!(b["state"], "pending", "{b}");
     let holder_start = c.show_json(holder)["start_ms"].as_u64().unwrap();
@@ -209,12 +206,9 @@ fn a_full_pass_falls_due_though_the_log_is_ahead_of_the_leaders_clock() {
     c.start_up(Some(port));
     c.wait_state(holder, |v| v["state"] == "running", Duration::from_secs(30));
     let short = c.submit(&["--", "sh", "-c", &task("short", 0)]);
-    let t0 = std::time::Instant::now();
-    while !marks.join("short").exists() && t0.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let ran = eventually(Duration::from_secs(20), || marks.join("short").exists());
     assert!(
-        marks.join("short").exists(),
+        ran,
         "the job behind the blocked one did not start within 20 s: {}",
         c.show_json(short)
     );
